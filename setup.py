@@ -1,0 +1,54 @@
+"""Packaging of stem_explorer: `pip install -e ".[dev]"` for development."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = re.search(r'__version__ = "([^"]+)"', (here / "stem_explorer" / "_version.py").read_text()).group(1)
+
+test_requires = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "xarray>=2024.1",
+]
+
+setup(
+    name="stem_explorer",
+    version=version,
+    description="Interactive exploration of pixelated 4D-STEM data on dask.distributed",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["stem_explorer", "stem_explorer.*"]),
+    package_data={"stem_explorer": ["**/*.json", "static/*"]},
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "numba>=0.58",
+        "dask>=2024.1",
+        "distributed>=2024.1",
+        "h5py>=3.8",
+        "hdf5plugin>=4.1",
+        "jsonschema>=4.17",
+        "threadpoolctl>=3.1",
+        "tqdm>=4.60",
+        "tifffile>=2023.1",
+    ],
+    extras_require={
+        "xarray": ["xarray>=2024.1"],
+        "hdfs": ["hdfs-native>=0.10", "fsspec>=2024.1"],
+        "gpu": ["cupy-cuda12x>=13"],
+        "docs": ["mkdocs>=1.5"],
+        "test": test_requires,
+        "dev": test_requires + ["pytest-benchmark>=4"],
+    },
+    entry_points={"console_scripts": ["stem-explorer = stem_explorer.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Physics",
+    ],
+)

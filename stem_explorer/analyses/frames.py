@@ -1,0 +1,159 @@
+"""Detector-shaped results: sum, mean, std and max over frames, picked frames, and the
+sum of the frames inside a scan-space region."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..engine import FrameMax, FrameMoments, FrameSum, NavMaskedSum, PickFrames
+from ..errors import AnalysisError, DataSetError
+from ..results import ResultArray
+from .base import SIG_DIMS, Analysis, sig_coords, sig_result
+
+
+@dataclasses.dataclass
+class SumFrame(Analysis):
+    """Sum of all frames (float64; exact for integer data)."""
+
+    label = "sum"
+
+    def requests(self, dataset):
+        return [FrameSum()]
+
+    def compute(self, inputs, dataset):
+        return {"frame": sig_result("frame", inputs[0], dataset)}
+
+
+@dataclasses.dataclass
+class MeanFrame(Analysis):
+    """Mean of the frames read so far (all frames once the job is done)."""
+
+    label = "mean"
+
+    def requests(self, dataset):
+        return [FrameMoments()]
+
+    def compute(self, inputs, dataset):
+        n, mean, _ = inputs[0]
+        values = mean if n else np.full(mean.shape, np.nan)
+        return {"frame": sig_result("frame", values, dataset, n_frames=int(n))}
+
+
+@dataclasses.dataclass
+class StdFrame(Analysis):
+    """Per-pixel standard deviation over frames (population, ``ddof=0``).
+
+    Tiles and partitions are merged with the pairwise (Chan) update, so the result
+    stays accurate for data with a large mean and small spread.
+    """
+
+    label = "std"
+
+    def requests(self, dataset):
+        return [FrameMoments()]
+
+    def compute(self, inputs, dataset):
+        n, _, m2 = inputs[0]
+        values = np.sqrt(m2 / n) if n else np.full(m2.shape, np.nan)
+        return {"frame": sig_result("frame", values, dataset, n_frames=int(n))}
+
+
+@dataclasses.dataclass
+class MaxFrame(Analysis):
+    """Per-pixel maximum over frames, in the data's dtype."""
+
+    label = "max"
+
+    def requests(self, dataset):
+        return [FrameMax()]
+
+    def compute(self, inputs, dataset):
+        values = inputs[0]
+        if values is None:
+            values = np.zeros(np.prod(dataset.sig_shape), dataset.dtype.newbyteorder("="))
+        return {"frame": sig_result("frame", values, dataset)}
+
+
+def _positions(value, dataset) -> np.ndarray:
+    """Flat frame indices of scan positions: one position or a list of them, each
+    with one integer per scan axis (a plain integer for 1-D scans)."""
+    arr = np.asarray(value)
+    n_axes = len(dataset.nav_shape)
+    if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise AnalysisError(f"positions must be integer scan positions like (row, column), got {value!r}")
+    arr = arr.reshape(-1, 1) if n_axes == 1 else arr.reshape(-1, arr.shape[-1])
+    if arr.shape[1] != n_axes:
+        raise AnalysisError(f"each position needs {n_axes} indices for a scan of shape {dataset.nav_shape}, got {value!r}")
+    try:
+        return np.array([dataset.flat_index(p) for p in arr], dtype=np.int64)
+    except DataSetError as exc:
+        raise AnalysisError(f"{exc}; positions are (row, column) indices into the scan") from None
+
+
+@dataclasses.dataclass
+class PickFrame(Analysis):
+    """The frames at the given scan positions, in native dtype.
+
+    ``positions`` is one position or a list; a position has one index per scan axis.
+    The result ``frames`` stacks them in the order given.
+    """
+
+    positions: Any
+    label = "pick"
+
+    def validate(self, dataset):
+        _positions(self.positions, dataset)
+
+    def requests(self, dataset):
+        return [PickFrames(_positions(self.positions, dataset))]
+
+    def compute(self, inputs, dataset):
+        indices = _positions(self.positions, dataset)
+        dtype = dataset.dtype.newbyteorder("=")
+        empty = np.zeros(np.prod(dataset.sig_shape), dtype)
+        frames = np.stack([inputs[0].get(int(i), empty) for i in indices]).reshape((len(indices),) + dataset.sig_shape)
+        positions = np.array([np.unravel_index(i, dataset.nav_shape) for i in indices])
+        coords = dict(sig_coords(dataset), position=np.arange(len(indices)))
+        attrs = {"positions": positions.tolist(), "read": [int(i) in inputs[0] for i in indices]}
+        return {"frames": ResultArray("frames", frames, ("position",) + SIG_DIMS, coords, attrs)}
+
+
+@dataclasses.dataclass
+class RoiSum(Analysis):
+    """Sum of the frames inside a scan-space region of interest.
+
+    ``scan_roi`` is a boolean array of the scan's shape, or a mask shape from
+    :mod:`stem_explorer.masks` drawn in scan coordinates (rows, columns of the scan).
+    """
+
+    scan_roi: Any
+    label = "roi"
+
+    def _indices(self, dataset) -> np.ndarray:
+        roi = self.scan_roi
+        if hasattr(roi, "rasterize"):
+            if len(dataset.nav_shape) != 2:
+                raise AnalysisError("a shape as scan_roi needs a 2-D scan; pass a boolean array for 1-D scans")
+            roi = roi.rasterize(dataset.nav_shape) > 0
+        roi = np.asarray(roi)
+        if roi.shape != dataset.nav_shape:
+            raise AnalysisError(f"scan_roi has shape {roi.shape} but the scan has shape {dataset.nav_shape}; pass a boolean array of the scan's shape")
+        if roi.dtype != bool:
+            raise AnalysisError(f"scan_roi must be a boolean array, got dtype {roi.dtype}; use roi > 0")
+        indices = np.flatnonzero(roi.ravel())
+        if indices.size == 0:
+            raise AnalysisError("scan_roi selects no scan position")
+        return indices
+
+    def validate(self, dataset):
+        self._indices(dataset)
+
+    def requests(self, dataset):
+        return [NavMaskedSum(self._indices(dataset))]
+
+    def compute(self, inputs, dataset):
+        total, count = inputs[0]
+        return {"frame": sig_result("frame", total, dataset, n_frames=int(count))}

@@ -1,0 +1,98 @@
+"""Turn the analyses of one run into one engine plan (one pass over the data).
+
+Mask columns of every analysis are stacked into a single :class:`MaskProduct`; other
+engine ops are shared between analyses that ask for the same one (``SumFrame`` and
+``MeanFrame`` read the data once). The returned ``finalize`` maps the engine's
+accumulators back to each analysis's inputs and collects their results.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+from typing import Optional, Sequence
+
+import numpy as np
+import scipy.sparse
+
+from .._version import __version__
+from ..engine import MaskProduct, Plan
+from ..engine.tasks import DEFAULT_TILE_BYTES
+from ..errors import AnalysisError
+from ..io.base import DataSet
+from ..results import Results
+from .base import Analysis, MaskColumns
+
+
+def unique_labels(analyses: Sequence[Analysis]) -> list[str]:
+    """Each analysis's label, suffixed ``_2``, ``_3``... where labels repeat."""
+    seen: dict[str, int] = {}
+    labels = []
+    for analysis in analyses:
+        base = getattr(analysis, "name", None) or analysis.label
+        seen[base] = seen.get(base, 0) + 1
+        labels.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+    return labels
+
+
+def build_plan(
+    analyses: Sequence[Analysis],
+    dataset: DataSet,
+    *,
+    kernel: str = "auto",
+    tile_bytes: Optional[int] = None,
+):
+    """``(plan, finalize)`` for running ``analyses`` on ``dataset`` in one pass."""
+    if not analyses:
+        raise AnalysisError("run() needs at least one analysis, e.g. SumFrame()")
+    for analysis in analyses:
+        if not isinstance(analysis, Analysis):
+            raise AnalysisError(f"{analysis!r} is not an analysis; use the classes in stem_explorer.analyses")
+        analysis.validate(dataset)
+    labels = unique_labels(analyses)
+
+    ops, op_index = [], {}
+    mask_blocks, routes = [], []  # routes[i][j]: ("mask", col_lo, col_hi) or ("op", k)
+    n_columns = 0
+    for analysis in analyses:
+        route = []
+        for request in analysis.requests(dataset):
+            if isinstance(request, MaskColumns):
+                mask_blocks.append(request.matrix)
+                route.append(("mask", n_columns, n_columns + request.width))
+                n_columns += request.width
+            else:
+                if request.key not in op_index:
+                    op_index[request.key] = len(ops)
+                    ops.append(request)
+                route.append(("op", op_index[request.key]))
+        routes.append(route)
+
+    mask_op = None
+    if mask_blocks:
+        mask_op = len(ops)
+        ops.append(MaskProduct(scipy.sparse.hstack(mask_blocks, format="csr"), kernel=kernel))
+    plan = Plan(tuple(ops), tile_bytes or DEFAULT_TILE_BYTES)
+    provenance = {
+        "software": {"name": "stem_explorer", "version": __version__},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "dataset": dataset.describe(),
+        "analyses": [dict(a.to_dict(), label=label) for a, label in zip(analyses, labels)],
+        "kernel": ops[mask_op].kernel if mask_op is not None else None,
+    }
+
+    def finalize(accumulators: list, filled: np.ndarray) -> Results:
+        arrays = {}
+        for analysis, label, route in zip(analyses, labels, routes):
+            inputs = []
+            for entry in route:
+                if entry[0] == "mask":
+                    inputs.append(accumulators[mask_op][:, entry[1] : entry[2]])
+                else:
+                    inputs.append(accumulators[entry[1]])
+            for name, array in analysis.compute(inputs, dataset).items():
+                arrays[f"{label}/{name}"] = array
+        return Results(arrays, dict(provenance, complete=bool(filled.all())))
+
+    return plan, finalize

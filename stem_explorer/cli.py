@@ -1,0 +1,287 @@
+"""The ``stem-explorer`` command: sample data, inspect files, run analyses, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import analyses as an
+from . import masks
+from ._version import __version__
+from .errors import StemExplorerError
+
+
+def _open_options(args) -> dict:
+    options = {}
+    for name in ("dataset", "dtype", "offset"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    for name in ("nav_shape", "sig_shape"):
+        if getattr(args, name, None):
+            options[name] = tuple(getattr(args, name))
+    return options
+
+
+def _masks_from_args(args) -> list:
+    found = [masks.Disk(*d) for d in args.disk or []]
+    found += [masks.Ring(*r) for r in args.ring or []]
+    found += [masks.Rectangle(*r) for r in args.rect or []]
+    for text in args.mask_json or []:
+        source = Path(text).read_text() if Path(text).is_file() else text
+        try:
+            description = json.loads(source)
+        except json.JSONDecodeError as exc:
+            raise StemExplorerError(f"--mask-json {text!r} is neither a file nor valid JSON ({exc})") from None
+        found += [masks.from_dict(d) for d in (description if isinstance(description, list) else [description])]
+    return found
+
+
+def _analyses_from_args(args, dataset) -> list:
+    """Build the analyses named by ``--analysis`` from the mask/geometry options."""
+    mask_list = _masks_from_args(args)
+    center = tuple(args.center) if args.center else None
+    chosen = []
+    for name in args.analysis or ["sum"]:
+        if name == "vd":
+            if not mask_list:
+                raise StemExplorerError("--analysis vd needs at least one mask: --disk CY CX R, --ring CY CX RI RO, --rect or --mask-json")
+            chosen.append(an.VirtualDetector(mask_list))
+        elif name == "com":
+            chosen.append(an.CenterOfMass(center=center, radius=args.radius, scan_rotation=args.rotation, flip_y=args.flip_y))
+        elif name == "radial":
+            chosen.append(an.RadialProfile(center=center, n_bins=args.bins))
+        elif name == "fem":
+            rings = [m for m in mask_list if isinstance(m, masks.Ring)]
+            if not rings:
+                raise StemExplorerError("--analysis fem needs a ring: --ring CY CX R_INNER R_OUTER")
+            chosen.append(an.FEM(rings[0]))
+        elif name == "pick":
+            if not args.position:
+                raise StemExplorerError("--analysis pick needs --position (one index per scan axis)")
+            chosen.append(an.PickFrame([tuple(p) for p in args.position]))
+        elif name == "roi":
+            if not args.roi_rect:
+                raise StemExplorerError("--analysis roi needs --roi-rect Y0 X0 HEIGHT WIDTH in scan coordinates")
+            chosen.append(an.RoiSum(masks.Rectangle(*args.roi_rect)))
+        else:
+            chosen.append({"sum": an.SumFrame, "mean": an.MeanFrame, "std": an.StdFrame, "max": an.MaxFrame}[name]())
+    return chosen
+
+
+def _session(args, dataset):
+    from .session import Session
+
+    return Session(dataset, address=args.address, n_workers=args.workers, kernel=args.kernel)
+
+
+def _run_with_progress(session, analyses_list, quiet=False):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=1, unit="partitions", disable=quiet, leave=False)
+
+    def on_progress(progress):
+        bar.total = progress.n_partitions
+        bar.n = progress.partitions_done
+        bar.set_postfix_str(f"{progress.gbps:.2f} GB/s", refresh=True)
+
+    try:
+        job = session.run(*analyses_list, on_progress=on_progress)
+        results = job.result()
+    finally:
+        bar.close()
+    return results, job.stats
+
+
+def _summary(labels, dataset, stats, n_workers, target=None) -> str:
+    where = f" -> {target}" if target else ""
+    return (
+        f"{'+'.join(labels)} on {dataset.path or 'array'} ({dataset.nbytes / 2**30:.2f} GiB) in "
+        f"{stats.elapsed:.2f} s: {stats.gbps:.2f} GB/s, {stats.n_partitions} partitions on "
+        f"{n_workers} workers{where}"
+    )
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_sample(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .sample import make_sample
+
+    with tqdm(total=1, unit="frames", disable=args.quiet) as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        path = make_sample(
+            args.out, nav_shape=tuple(args.nav_shape), sig_shape=tuple(args.sig_shape),
+            dtype=args.dtype, format=args.format, seed=args.seed, overwrite=args.overwrite, progress=progress,
+        )
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .io import open_dataset
+
+    dataset = open_dataset(args.path, format=args.format, **_open_options(args))
+    info = dataset.describe()
+    parts = dataset.partitions(args.workers or 1)
+    info["partitions"] = [{"start": p.start, "stop": p.stop, "locations": p.locations} for p in parts]
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(repr(dataset))
+        for key in ("format", "path", "nav_shape", "sig_shape", "dtype"):
+            print(f"  {key:10s} {info[key]}")
+        print(f"  {'size':10s} {dataset.nbytes / 2**20:.1f} MiB")
+        print(f"  partitions {len(parts)} (frames per partition: {parts[0].n_frames if parts else 0})")
+        for key, value in info["metadata"].items():
+            print(f"  {key:10s} {value}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .io import open_dataset
+
+    dataset = open_dataset(args.path, format=args.format, **_open_options(args))
+    chosen = _analyses_from_args(args, dataset)
+    with _session(args, dataset) as session:
+        results, stats = _run_with_progress(session, chosen, args.quiet)
+        if args.output:
+            results.save(args.output)
+        if args.tiff:
+            results.to_tiff(args.tiff)
+        print(_summary([a.label for a in chosen], dataset, stats, session.n_workers, args.output))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The README's main job: sample data set, embedded cluster, all the usual images."""
+    from .io import open_dataset
+    from .sample import make_sample, sample_truth
+    from .session import Session
+
+    folder = Path(args.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    nav, sig = tuple(args.nav_shape), tuple(args.sig_shape)
+    path = folder / f"sample_{nav[0]}x{nav[-1]}x{sig[0]}x{sig[1]}.h5"
+    if not path.exists():
+        print(f"generating {path} ...")
+        make_sample(path, nav_shape=nav, sig_shape=sig)
+    truth = sample_truth(nav, sig)
+    cy, cx = truth.centre
+    r = truth.central_radius
+    dataset = open_dataset(path)
+    chosen = [
+        an.VirtualDetector({"bf": masks.Disk(cy, cx, r * 1.2), "adf": masks.Ring(cy, cx, r * 1.5, min(sig) / 2 - 1)}),
+        an.CenterOfMass(center=(cy, cx), radius=r * 1.5),
+        an.SumFrame(),
+        an.StdFrame(),
+    ]
+    with Session(dataset, n_workers=args.workers) as session:
+        print(f"cluster dashboard: {session.dashboard_link}")
+        results, stats = _run_with_progress(session, chosen)
+        out = folder / "demo_results.h5"
+        results.save(out)
+        print(_summary([a.label for a in chosen], dataset, stats, session.n_workers, out))
+    err = abs(results["com/shift_y"].data - truth.shift_y).mean()
+    print(f"CoM shift error vs the known beam-shift field: {err:.3f} px (mean absolute)")
+    print(f"results: {', '.join(results)}")
+    return 0
+
+
+def cmd_formats(args) -> int:
+    from .io import readers
+
+    for plugin in readers():
+        print(f"{plugin.name:16s} {' '.join(plugin.suffixes):32s} {plugin.description}")
+    return 0
+
+
+# -- argument parsing ----------------------------------------------------------------------
+def _add_open_options(p) -> None:
+    p.add_argument("path", help="data file or directory")
+    p.add_argument("--format", help="reader name (see `stem-explorer formats`); default: from the file")
+    p.add_argument("--dataset", help="HDF5 dataset path inside the file")
+    p.add_argument("--nav-shape", type=int, nargs="+", metavar="N", help="scan shape")
+    p.add_argument("--sig-shape", type=int, nargs=2, metavar="N", help="detector shape (raw files)")
+    p.add_argument("--dtype", help="dtype of raw files, e.g. uint16 or >u2")
+    p.add_argument("--offset", type=int, help="header bytes before the first frame (raw files)")
+
+
+def _add_cluster_options(p) -> None:
+    p.add_argument("--workers", type=int, help="worker processes of the embedded cluster (default: one per core)")
+    p.add_argument("--address", help="scheduler address (tcp://host:port) of an existing dask cluster")
+    p.add_argument("--kernel", default="auto", choices=["auto", "sparse", "dense"], help="mask product kernel")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stem-explorer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"stem_explorer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample", help="write a synthetic 4D-STEM data set with known answers")
+    p.add_argument("out", help="output file (.h5) or directory (--format raw)")
+    p.add_argument("--nav-shape", type=int, nargs="+", default=[256, 256])
+    p.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
+    p.add_argument("--dtype", default="uint16")
+    p.add_argument("--format", default="hdf5", choices=["hdf5", "raw"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("info", help="shape, dtype, format and partitions of a data set")
+    _add_open_options(p)
+    p.add_argument("--workers", type=int, help="plan partitions for this many workers")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("run", help="run analyses and save the results")
+    _add_open_options(p)
+    _add_cluster_options(p)
+    p.add_argument("--analysis", "-a", action="append",
+                   choices=["vd", "com", "radial", "fem", "sum", "mean", "std", "max", "pick", "roi"],
+                   help="analysis to run (repeat for several; one pass serves all)")
+    p.add_argument("--disk", type=float, nargs=3, action="append", metavar=("CY", "CX", "R"))
+    p.add_argument("--ring", type=float, nargs=4, action="append", metavar=("CY", "CX", "RI", "RO"))
+    p.add_argument("--rect", type=float, nargs=4, action="append", metavar=("Y0", "X0", "H", "W"))
+    p.add_argument("--mask-json", action="append", help="mask description (JSON text or file)")
+    p.add_argument("--center", type=float, nargs=2, metavar=("CY", "CX"), help="CoM / radial profile centre")
+    p.add_argument("--radius", type=float, help="CoM: only pixels within this radius")
+    p.add_argument("--rotation", type=float, default=0.0, help="CoM: scan rotation in degrees")
+    p.add_argument("--flip-y", action="store_true", help="CoM: flip the y component")
+    p.add_argument("--bins", type=int, default=32, help="radial profile: number of rings")
+    p.add_argument("--position", type=int, nargs="+", action="append", help="pick: a scan position")
+    p.add_argument("--roi-rect", type=float, nargs=4, metavar=("Y0", "X0", "H", "W"), help="roi: scan rectangle")
+    p.add_argument("-o", "--output", help="results file (.h5) with provenance")
+    p.add_argument("--tiff", help="also write one TIFF per result into this folder")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="generate the sample data set and run the usual analyses on it")
+    p.add_argument("--dir", default="sample_data")
+    p.add_argument("--nav-shape", type=int, nargs="+", default=[256, 256])
+    p.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("formats", help="list the readers")
+    p.set_defaults(func=cmd_formats)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``stem-explorer`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (StemExplorerError, FileExistsError) as exc:
+        print(f"stem-explorer: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

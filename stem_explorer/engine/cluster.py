@@ -1,0 +1,65 @@
+"""Getting a dask.distributed client: an embedded LocalCluster or an existing one."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from ..errors import ClusterError
+
+#: Environment of embedded worker processes: one thread for every numeric library,
+#: because dask already runs one task per worker process and core.
+WORKER_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+}
+
+
+def default_n_workers() -> int:
+    """One worker process per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def start_local_cluster(n_workers: Optional[int] = None, **kwargs):
+    """An embedded LocalCluster: worker processes with one thread each, everything
+    (scheduler, workers, dashboard) bound to 127.0.0.1."""
+    from distributed import LocalCluster
+
+    options = dict(
+        n_workers=n_workers or default_n_workers(),
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        env=WORKER_ENV,
+        silence_logs="error",
+    )
+    options.update(kwargs)
+    return LocalCluster(**options)
+
+
+def connect(address: str, timeout: float = 10.0):
+    """A Client of the scheduler at ``address``, or a ClusterError naming it."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(
+            f"no dask scheduler answered at {address} within {timeout:g} s ({exc}); "
+            f"check the address and that the scheduler is running, or pass neither "
+            f"address nor client to start an embedded LocalCluster"
+        ) from exc
+
+
+def n_workers_of(client) -> int:
+    """Number of workers the client's scheduler knows right now (at least 1)."""
+    try:
+        return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    except TypeError:  # older distributed without the n_workers argument
+        return max(1, len(client.scheduler_info()["workers"]))

@@ -1,0 +1,311 @@
+"""Jobs: one plan over every partition of a data set, on a dask cluster, streamed.
+
+A :class:`Job` submits one task per partition (preferring the workers that hold the
+partition's bytes), merges partials on the client as tasks finish, and exposes the
+state at any moment as a :class:`Progress` snapshot: iterate the job for snapshots,
+register callbacks, or block on :meth:`Job.result`.
+
+Ordering guarantee: snapshots are delivered under the job's lock, and :meth:`cancel`
+takes that lock, so once ``cancel()`` returns no snapshot of this job is delivered
+again. The session cancels the previous job before starting its successor, so no
+stale partial result ever follows a newer one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..errors import JobCancelledError
+from ..io.base import DataSet
+from .tasks import PartitionResult, Plan, empty_accumulators, merge_partition, run_partition
+
+Finalize = Callable[[list, np.ndarray], Any]
+
+_job_ids = itertools.count(1)
+
+
+@dataclass
+class Progress:
+    """A snapshot of a job: results so far and how far it has come."""
+
+    results: Any
+    filled: np.ndarray  # bool, nav-shaped: which scan positions are computed
+    partitions_done: int
+    n_partitions: int
+    bytes_done: int
+    elapsed: float
+    final: bool
+    job_id: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the partitions finished, 0..1."""
+        return self.partitions_done / self.n_partitions if self.n_partitions else 1.0
+
+    @property
+    def gbps(self) -> float:
+        """Throughput so far in GB/s (10**9 bytes of data set per second)."""
+        return self.bytes_done / self.elapsed / 1e9 if self.elapsed > 0 else 0.0
+
+
+@dataclass
+class JobStats:
+    """Statistics of a finished (or running) job."""
+
+    n_partitions: int
+    bytes_done: int
+    elapsed: float
+    tasks_per_worker: dict = field(default_factory=dict)
+    locality_hits: int = 0
+    locality_known: int = 0
+
+    @property
+    def gbps(self) -> float:
+        return self.bytes_done / self.elapsed / 1e9 if self.elapsed > 0 else 0.0
+
+    @property
+    def locality_hit_rate(self) -> Optional[float]:
+        """Fraction of partitions with known locations computed on one of them."""
+        return self.locality_hits / self.locality_known if self.locality_known else None
+
+
+class Job:
+    """A running plan; returned at once by ``Session.run``.
+
+    ``on_partial(progress)`` is called after each partition merges, with results;
+    ``on_progress(progress)`` likewise but without results (cheap, for progress bars).
+    Both run in the job's collector thread and are registered before any task starts,
+    so they see every partition, the last one included.
+    """
+
+    def __init__(
+        self,
+        client,
+        dataset: DataSet,
+        plan: Plan,
+        finalize: Finalize,
+        *,
+        n_workers: int = 1,
+        partition_bytes: Optional[int] = None,
+        on_partial: Optional[Callable[[Progress], None]] = None,
+        on_progress: Optional[Callable[[Progress], None]] = None,
+    ):
+        self.id = next(_job_ids)
+        self._client = client
+        self._dataset = dataset
+        self._plan = plan
+        self._finalize = finalize
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._callbacks: list[tuple[Callable, bool]] = []
+        if on_partial is not None:
+            self._callbacks.append((on_partial, True))
+        if on_progress is not None:
+            self._callbacks.append((on_progress, False))
+        self._state = "running"
+        self._error: Optional[BaseException] = None
+        self._version = 0
+        self._final: Optional[Progress] = None
+
+        self._accs = empty_accumulators(plan, dataset.n_frames, dataset.sig_shape, dataset.dtype)
+        self._filled = np.zeros(dataset.n_frames, bool)
+        self._partitions = dataset.partitions(n_workers, partition_bytes)
+        self._done = 0
+        self._bytes = 0
+        self._stats = JobStats(len(self._partitions), 0, 0.0)
+        self._t0 = time.perf_counter()
+        self._t_end: Optional[float] = None
+
+        payloads = dataset.payloads(client, self._partitions)
+        self._plan_future = client.scatter(plan, broadcast=True, hash=False)
+        self._futures = [
+            client.submit(
+                run_partition,
+                part,
+                self._plan_future,
+                payload,
+                key=f"stem-explorer-job{self.id}-part{part.index}",
+                workers=list(part.locations) if part.locations else None,
+                allow_other_workers=True,
+                pure=False,
+            )
+            for part, payload in zip(self._partitions, payloads)
+        ]
+        self._thread = threading.Thread(
+            target=self._collect, name=f"stem-explorer-job{self.id}", daemon=True
+        )
+        self._thread.start()
+
+    # -- public API --------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self._state != "running"
+
+    @property
+    def cancelled(self) -> bool:
+        return self._state == "cancelled"
+
+    @property
+    def n_partitions(self) -> int:
+        return len(self._partitions)
+
+    @property
+    def stats(self) -> JobStats:
+        with self._lock:
+            self._stats.elapsed = self._elapsed()
+            return self._stats
+
+    def add_callback(self, fn: Callable[[Progress], None], *, results: bool = True) -> None:
+        """Call ``fn(progress)`` after each partition merges (in the job's thread).
+
+        With ``results=False`` the snapshot carries no results (``results`` is None),
+        which is cheap: use it for progress bars.
+        """
+        with self._lock:
+            self._callbacks.append((fn, results))
+
+    def snapshot(self, results: bool = True) -> Progress:
+        """The job's state now."""
+        with self._lock:
+            return self._snapshot(results)
+
+    def __iter__(self):
+        """Yield snapshots as partitions finish (coalesced when the reader is slower
+        than the job; the newest wins); the last one has ``final=True``."""
+        seen = -1
+        while True:
+            with self._changed:
+                while self._version == seen and self._state == "running":
+                    self._changed.wait()
+                self._raise_if_failed()
+                seen = self._version
+                progress = self._snapshot(True)
+            yield progress
+            if progress.final:
+                return
+
+    def result(self, timeout: Optional[float] = None):
+        """Block until the job is finished and return the final results."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._state != "running", timeout):
+                raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
+            self._raise_if_failed()
+            return self._final_progress().results
+
+    def progress(self, timeout: Optional[float] = None) -> Progress:
+        """Like :meth:`result` but returns the final :class:`Progress` (with stats)."""
+        self.result(timeout)
+        return self._final_progress()
+
+    def cancel(self) -> bool:
+        """Stop the job: pending tasks are cancelled and nothing more is delivered.
+
+        Returns False when the job had already finished.
+        """
+        with self._changed:
+            if self._state != "running":
+                return False
+            self._state = "cancelled"
+            self._t_end = time.perf_counter()
+            self._changed.notify_all()
+        self._release()
+        return True
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self._state} {self._done}/{self.n_partitions} partitions>"
+
+    # -- internals -----------------------------------------------------------------------
+    def _raise_if_failed(self) -> None:
+        if self._state == "cancelled":
+            raise JobCancelledError(f"job {self.id} was cancelled")
+        if self._state == "error":
+            raise self._error
+
+    def _elapsed(self) -> float:
+        return (self._t_end or time.perf_counter()) - self._t0
+
+    def _snapshot(self, results: bool) -> Progress:
+        final = self._state == "finished"
+        if final and results and self._final is not None:
+            return self._final
+        progress = Progress(
+            results=self._finalize(self._accs, self._filled) if results else None,
+            filled=self._filled.reshape(self._dataset.nav_shape).copy(),
+            partitions_done=self._done,
+            n_partitions=len(self._partitions),
+            bytes_done=self._bytes,
+            elapsed=self._elapsed(),
+            final=final,
+            job_id=self.id,
+        )
+        if final and results:
+            self._final = progress
+        return progress
+
+    def _final_progress(self) -> Progress:
+        with self._lock:
+            return self._snapshot(True)
+
+    def _collect(self) -> None:
+        from distributed import as_completed
+
+        try:
+            for _future, result in as_completed(self._futures, with_results=True):
+                if not self._merge(result):
+                    return
+        except BaseException as exc:  # a task raised, or the cluster went away
+            with self._changed:
+                if self._state != "running":
+                    return
+                self._state = "error"
+                self._error = exc
+                self._t_end = time.perf_counter()
+                self._changed.notify_all()
+            self._release()
+
+    def _merge(self, result: PartitionResult) -> bool:
+        with self._changed:
+            if self._state != "running":
+                return False
+            merge_partition(self._plan, self._accs, result)
+            self._filled[result.start : result.stop] = True
+            self._done += 1
+            self._bytes += result.bytes_read
+            self._count(result)
+            if self._done == len(self._partitions):
+                self._state = "finished"
+                self._t_end = time.perf_counter()
+            self._version += 1
+            self._changed.notify_all()
+            for fn, with_results in list(self._callbacks):
+                fn(self._snapshot(with_results))
+            if self._state == "finished":
+                self._release()
+        return True
+
+    def _count(self, result: PartitionResult) -> None:
+        stats = self._stats
+        stats.bytes_done = self._bytes
+        stats.tasks_per_worker[result.host] = stats.tasks_per_worker.get(result.host, 0) + 1
+        locations = self._partitions[result.index].locations
+        if locations:
+            stats.locality_known += 1
+            host = result.host.split("://")[-1].rsplit(":", 1)[0]
+            stats.locality_hits += host in locations or result.host in locations
+
+    def _release(self) -> None:
+        """Cancel what is still pending and drop references so workers free memory."""
+        futures, self._futures = self._futures, []
+        pending = [f for f in futures if not f.done()]
+        try:
+            if pending:
+                self._client.cancel(pending)
+            self._client.cancel([self._plan_future])
+        except Exception:  # the cluster may already be gone; nothing left to free
+            pass

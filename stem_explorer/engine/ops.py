@@ -1,0 +1,304 @@
+"""Partition-local operations: what a task computes over its tiles, and how to merge.
+
+An :class:`Op` is fed every tile of a partition on the worker (``start`` / ``feed`` /
+``finish``) and returns a small partial result; on the client, partials are merged
+into an accumulator (``empty`` / ``merge``) that is valid at every moment, so partial
+results can be shown while the job runs.
+
+Two families:
+
+* per-frame ops (:class:`PerFrameOp`) produce ``width`` numbers per frame; the
+  accumulator is ``(n_frames, width)`` with NaN where no partition has reported yet.
+* reductions merge partition results into one detector-shaped (or small) value.
+
+Ops are built once per job on the client and scattered to the workers once, so
+whatever they precompute (the mask matrix in kernel layout) is shared by all tasks.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+
+from . import kernels
+
+# Cost model of the two mask-product paths, per frame, in units of "one pixel moved".
+# The dense path converts every pixel to float32 and then runs sgemm; the sparse path
+# pays a gather and a scattered add per non-zero. Measured on the 2-core development
+# machine (see docs/performance.md); only the ratio matters.
+_SPARSE_COST_PER_NONZERO = 1.0
+_DENSE_COST_PER_PIXEL = 0.25
+_DENSE_COST_PER_PIXEL_AND_MASK = 0.045
+
+
+def choose_kernel(nnz: int, n_pixels: int, n_masks: int) -> str:
+    """'sparse' or 'dense': whichever the cost model says moves fewer bytes."""
+    sparse = _SPARSE_COST_PER_NONZERO * nnz
+    dense = n_pixels * (_DENSE_COST_PER_PIXEL + _DENSE_COST_PER_PIXEL_AND_MASK * n_masks)
+    return "sparse" if sparse <= dense else "dense"
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=12).hexdigest()
+
+
+class Op(abc.ABC):
+    """One partition-local computation; see the module docstring for the protocol."""
+
+    per_frame = False
+
+    @property
+    @abc.abstractmethod
+    def key(self) -> tuple:
+        """Identity used to share one op between analyses that ask for the same."""
+
+    # -- on the worker ---------------------------------------------------------------
+    @abc.abstractmethod
+    def start(self, start: int, stop: int, n_pixels: int, dtype: np.dtype) -> Any:
+        """Fresh per-partition state for frames ``start:stop``."""
+
+    @abc.abstractmethod
+    def feed(self, state: Any, start: int, frames: np.ndarray) -> None:
+        """Process frames ``start:start+len(frames)``; ``frames`` is ``(n, pixels)``."""
+
+    def finish(self, state: Any) -> Any:
+        """The partition's partial result (small: it travels to the client)."""
+        return state
+
+    # -- on the client ---------------------------------------------------------------
+    @abc.abstractmethod
+    def empty(self, n_frames: int, n_pixels: int, dtype: np.dtype) -> Any:
+        """The accumulator before any partition has reported."""
+
+    @abc.abstractmethod
+    def merge(self, acc: Any, partial: Any, start: int, stop: int) -> Any:
+        """Fold one partition's partial into ``acc``; returns the new accumulator."""
+
+
+class PerFrameOp(Op):
+    """An op producing ``width`` float64 numbers for every frame."""
+
+    per_frame = True
+    width: int = 1
+
+    def start(self, start, stop, n_pixels, dtype):
+        return (start, np.zeros((stop - start, self.width), np.float64))
+
+    def feed(self, state, start, frames):
+        first, out = state
+        self.compute(frames, out[start - first : start - first + frames.shape[0]])
+
+    def finish(self, state):
+        return state[1]
+
+    @abc.abstractmethod
+    def compute(self, frames: np.ndarray, out: np.ndarray) -> None:
+        """Write (accumulate into zeros) ``out[i, :]`` for each frame ``frames[i]``."""
+
+    def empty(self, n_frames, n_pixels, dtype):
+        return np.full((n_frames, self.width), np.nan)
+
+    def merge(self, acc, partial, start, stop):
+        acc[start:stop] = partial
+        return acc
+
+
+class MaskProduct(PerFrameOp):
+    """All masks of a job as one ``(pixels, masks)`` matrix: ``frames @ matrix``.
+
+    ``kernel`` is 'auto' (cost model), 'sparse' (numba, native dtype, covered pixels
+    only) or 'dense' (float32 BLAS).
+    """
+
+    def __init__(self, matrix: scipy.sparse.spmatrix, kernel: str = "auto"):
+        if kernel not in ("auto", "sparse", "dense"):
+            raise ValueError(f"kernel must be 'auto', 'sparse' or 'dense', got {kernel!r}")
+        self.matrix = scipy.sparse.csr_matrix(matrix, dtype=np.float32)
+        self.matrix.sum_duplicates()
+        self.matrix.eliminate_zeros()
+        n_pixels, self.width = self.matrix.shape
+        if kernel == "auto":
+            kernel = choose_kernel(self.matrix.nnz, n_pixels, self.width)
+        self.kernel = kernel
+        self._prepared = None
+
+    @property
+    def key(self):
+        m = self.matrix
+        return ("mask_product", self.kernel, m.shape, _digest(m.indptr), _digest(m.indices), _digest(m.data))
+
+    def __getstate__(self):
+        return {"matrix": self.matrix, "kernel": self.kernel, "width": self.width}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._prepared = None
+
+    def _layout(self):
+        """The matrix in the kernel's layout, built once per process and reused."""
+        if self._prepared is None:
+            m = self.matrix
+            if self.kernel == "dense":
+                self._prepared = np.ascontiguousarray(m.toarray(), dtype=np.float32)
+            else:
+                counts = np.diff(m.indptr)
+                rows = np.flatnonzero(counts).astype(np.int64)
+                indptr = np.concatenate([[0], np.cumsum(counts[rows])]).astype(np.int64)
+                self._prepared = (rows, indptr, m.indices.astype(np.int64), m.data.astype(np.float64))
+        return self._prepared
+
+    def compute(self, frames, out):
+        layout = self._layout()
+        if self.kernel == "dense":
+            kernels.dense_mask_product(frames, layout, out)
+        else:
+            kernels.sparse_mask_product(frames, *layout, out)
+
+
+class MaskedMoments(PerFrameOp):
+    """Per frame, mean and variance of the pixels inside a boolean detector mask."""
+
+    width = 2
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = np.unique(np.asarray(pixels, dtype=np.int64))
+        if self.pixels.size == 0:
+            raise ValueError("MaskedMoments needs at least one pixel")
+
+    @property
+    def key(self):
+        return ("masked_moments", _digest(self.pixels))
+
+    def compute(self, frames, out):
+        kernels.masked_frame_moments(frames, self.pixels, out)
+
+
+class FrameSum(Op):
+    """Sum of all frames (float64, exact for integer data)."""
+
+    @property
+    def key(self):
+        return ("frame_sum",)
+
+    def start(self, start, stop, n_pixels, dtype):
+        return np.zeros(n_pixels, np.float64)
+
+    def feed(self, state, start, frames):
+        kernels.accumulate_sum(frames, state)
+
+    def empty(self, n_frames, n_pixels, dtype):
+        return np.zeros(n_pixels, np.float64)
+
+    def merge(self, acc, partial, start, stop):
+        return acc + partial
+
+
+class FrameMoments(Op):
+    """Count, mean and M2 per pixel, merged pairwise (numerically stable variance)."""
+
+    @property
+    def key(self):
+        return ("frame_moments",)
+
+    def start(self, start, stop, n_pixels, dtype):
+        return [0, np.zeros(n_pixels), np.zeros(n_pixels), np.empty(n_pixels), np.empty(n_pixels)]
+
+    def feed(self, state, start, frames):
+        n, mean, m2, tile_mean, tile_m2 = state
+        kernels.tile_moments(frames, tile_mean, tile_m2)
+        state[:3] = kernels.merge_moments(n, mean, m2, frames.shape[0], tile_mean, tile_m2)
+
+    def finish(self, state):
+        return tuple(state[:3])
+
+    def empty(self, n_frames, n_pixels, dtype):
+        return (0, np.zeros(n_pixels), np.zeros(n_pixels))
+
+    def merge(self, acc, partial, start, stop):
+        return kernels.merge_moments(*acc, *partial)
+
+
+class FrameMax(Op):
+    """Per-pixel maximum over frames, in the native dtype (NaN-ignoring for floats)."""
+
+    @property
+    def key(self):
+        return ("frame_max",)
+
+    def start(self, start, stop, n_pixels, dtype):
+        return [None]
+
+    def feed(self, state, start, frames):
+        tile_max = np.fmax.reduce(frames, axis=0)
+        state[0] = tile_max if state[0] is None else np.fmax(state[0], tile_max)
+
+    def finish(self, state):
+        return state[0]
+
+    def empty(self, n_frames, n_pixels, dtype):
+        return None
+
+    def merge(self, acc, partial, start, stop):
+        if partial is None:
+            return acc
+        return partial.copy() if acc is None else np.fmax(acc, partial)
+
+
+class PickFrames(Op):
+    """Copies of the frames at the given flat indices, in native dtype."""
+
+    def __init__(self, indices):
+        self.indices = np.unique(np.asarray(indices, dtype=np.int64))
+
+    @property
+    def key(self):
+        return ("pick", tuple(self.indices.tolist()))
+
+    def start(self, start, stop, n_pixels, dtype):
+        return {}
+
+    def feed(self, state, start, frames):
+        lo, hi = np.searchsorted(self.indices, [start, start + frames.shape[0]])
+        for index in self.indices[lo:hi]:
+            state[int(index)] = frames[index - start].copy()
+
+    def empty(self, n_frames, n_pixels, dtype):
+        return {}
+
+    def merge(self, acc, partial, start, stop):
+        acc.update(partial)
+        return acc
+
+
+class NavMaskedSum(Op):
+    """Sum of the frames at the given flat indices (a scan-space region of interest)."""
+
+    def __init__(self, indices):
+        self.indices = np.unique(np.asarray(indices, dtype=np.int64))
+
+    @property
+    def key(self):
+        return ("nav_masked_sum", _digest(self.indices))
+
+    def start(self, start, stop, n_pixels, dtype):
+        return [np.zeros(n_pixels), 0]
+
+    def feed(self, state, start, frames):
+        lo, hi = np.searchsorted(self.indices, [start, start + frames.shape[0]])
+        if hi > lo:
+            selected = frames[self.indices[lo:hi] - start]
+            kernels.accumulate_sum(selected, state[0])
+            state[1] += hi - lo
+
+    def finish(self, state):
+        return tuple(state)
+
+    def empty(self, n_frames, n_pixels, dtype):
+        return (np.zeros(n_pixels), 0)
+
+    def merge(self, acc, partial, start, stop):
+        return (acc[0] + partial[0], acc[1] + partial[1])

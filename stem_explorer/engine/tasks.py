@@ -1,0 +1,125 @@
+"""The task every worker runs: read one partition tile by tile and feed the ops.
+
+:func:`run_partition` is a plain function of small picklable arguments, so it runs
+the same in a dask worker, in a test, or in a debugger. Memory per task is bounded by
+the tile size plus the ops' per-partition state, whatever the partition size.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..io.base import Partition
+from .kernels import as_native_2d
+from .ops import Op
+
+#: Default tile size in bytes of native data: a few MiB keeps a tile (and the dense
+#: path's float32 copy of it) in the last-level cache of one core.
+DEFAULT_TILE_BYTES = 4 * 2**20
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ops of one job and how to tile; scattered to the workers once per job."""
+
+    ops: tuple[Op, ...]
+    tile_bytes: int = DEFAULT_TILE_BYTES
+
+    def tile_frames(self, frame_bytes: int) -> int:
+        return max(1, self.tile_bytes // max(1, frame_bytes))
+
+
+@dataclass
+class PartitionResult:
+    """What a task sends back: the ops' partials and a few statistics."""
+
+    index: int
+    start: int
+    stop: int
+    partials: list
+    bytes_read: int
+    seconds: float
+    host: str  # worker address (tcp://host:port), or hostname outside dask
+
+
+_THREADS_PINNED = False
+
+
+def _pin_threads() -> None:
+    """One BLAS thread per worker process: dask already runs one task per core."""
+    global _THREADS_PINNED
+    if _THREADS_PINNED:
+        return
+    _THREADS_PINNED = True
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # worker env vars (set by our LocalCluster) still apply
+        return
+    threadpool_limits(1)
+
+
+def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> PartitionResult:
+    """Run every op of ``plan`` over ``partition``; return the partials."""
+    _pin_threads()
+    t0 = time.perf_counter()
+    source = partition.source
+    n_pixels = math.prod(source.sig_shape)
+    dtype = np.dtype(source.dtype)
+    frame_bytes = n_pixels * dtype.itemsize
+    native = dtype.newbyteorder("=")
+    states = [op.start(partition.start, partition.stop, n_pixels, native) for op in plan.ops]
+    with source.open(payload) as reader:
+        for start, stop in partition.tile_ranges(plan.tile_frames(frame_bytes)):
+            frames = as_native_2d(reader.read(start, stop))
+            for op, state in zip(plan.ops, states):
+                op.feed(state, start, frames)
+    partials = [op.finish(state) for op, state in zip(plan.ops, states)]
+    return PartitionResult(
+        index=partition.index,
+        start=partition.start,
+        stop=partition.stop,
+        partials=partials,
+        bytes_read=partition.n_frames * frame_bytes,
+        seconds=time.perf_counter() - t0,
+        host=_where(),
+    )
+
+
+def _where() -> str:
+    """The address of the dask worker running this task (its host, outside dask)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return socket.gethostname()
+
+
+def empty_accumulators(plan: Plan, n_frames: int, sig_shape, dtype) -> list:
+    """The client-side accumulators of every op before any partition reported."""
+    native = np.dtype(dtype).newbyteorder("=")
+    return [op.empty(n_frames, math.prod(sig_shape), native) for op in plan.ops]
+
+
+def merge_partition(plan: Plan, accumulators: list, result: PartitionResult) -> None:
+    """Fold one task's partials into the accumulators (in place)."""
+    for i, (op, partial) in enumerate(zip(plan.ops, result.partials)):
+        accumulators[i] = op.merge(accumulators[i], partial, result.start, result.stop)
+
+
+def run_local(partitions: Sequence[Partition], plan: Plan, payloads=None) -> list:
+    """Run a plan in this process, partition after partition, and return the merged
+    accumulators (tests, debugging, single-process use)."""
+    if not partitions:
+        raise ValueError("run_local needs at least one partition")
+    source = partitions[0].source
+    accumulators = empty_accumulators(plan, source.n_frames, source.sig_shape, source.dtype)
+    for partition, payload in zip(partitions, payloads or [None] * len(partitions)):
+        merge_partition(plan, accumulators, run_partition(partition, plan, payload))
+    return accumulators

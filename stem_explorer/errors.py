@@ -1,0 +1,43 @@
+"""Exceptions raised by stem_explorer.
+
+Every error a user can cause by bad input derives from :class:`StemExplorerError`, and
+its message names the problem *and* the fix. The classes also derive from the builtin
+exception a Python user would expect (``ValueError``, ``FileNotFoundError``...), so
+ordinary ``except`` clauses keep working.
+"""
+
+
+class StemExplorerError(Exception):
+    """Base class of all errors raised by stem_explorer."""
+
+
+class DataSetError(StemExplorerError, ValueError):
+    """A data set cannot be opened or read as described (wrong shape, dtype, layout)."""
+
+
+class DataSetNotFoundError(DataSetError, FileNotFoundError):
+    """The file or data set path does not exist."""
+
+
+class FormatError(DataSetError):
+    """The file is not of the expected format, or is malformed / truncated."""
+
+
+class ChecksumError(DataSetError):
+    """Stored bytes do not match the checksum recorded for them."""
+
+
+class MaskError(StemExplorerError, ValueError):
+    """A mask description is invalid or does not fit the detector."""
+
+
+class AnalysisError(StemExplorerError, ValueError):
+    """Analysis parameters are invalid for the data set."""
+
+
+class ClusterError(StemExplorerError, RuntimeError):
+    """The dask cluster cannot be reached or went away."""
+
+
+class JobCancelledError(StemExplorerError, RuntimeError):
+    """The job was cancelled (by the user or because a newer job superseded it)."""

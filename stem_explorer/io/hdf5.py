@@ -1,0 +1,459 @@
+"""HDF5 files (NeXus, EMD, hspy, detector master files...) through h5py.
+
+The reader finds the frames (``dataset=``, or the only 3-D/4-D numeric dataset, following
+soft and external links), then picks one of two read paths per dataset:
+
+* ``"mmap"``: contiguous, unfiltered storage with a known file offset is mapped
+  zero-copy with :func:`~stem_explorer.io.raw.map_frames`, in the file that really holds
+  the bytes (the target of an external link);
+* ``"chunked"``: chunked (and possibly compressed) storage is read by h5py into a reused
+  buffer; partitions and tiles are aligned to whole chunks so no chunk is decoded twice.
+  Other layouts (virtual, compact, unallocated) take the same h5py path, recorded as
+  ``"h5py"``.
+
+``hdf5plugin`` is imported when available so bitshuffle, LZ4, Blosc, Zstd... filters
+work; a missing filter is reported by name before any read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import h5py
+import numpy as np
+
+from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from .base import DataSet, FrameReader, FrameSource
+from .raw import MappedFrameSource, _check_range, map_frames, parse_shape
+from .registry import ReaderPlugin, register_reader
+
+try:  # registers the compression filters of the HDF5 ecosystem with h5py
+    import hdf5plugin  # noqa: F401
+
+    HAVE_HDF5PLUGIN = True
+except ImportError:  # pragma: no cover - hdf5plugin is an optional dependency
+    HAVE_HDF5PLUGIN = False
+
+__all__ = ["FILTER_NAMES", "Hdf5FrameReader", "Hdf5FrameSource", "is_hdf5", "open_hdf5"]
+
+_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+#: HDF5 filter ids (https://github.com/HDFGroup/hdf5_plugins) -> readable names.
+FILTER_NAMES = {
+    1: "gzip",
+    2: "shuffle",
+    3: "fletcher32",
+    4: "szip",
+    5: "nbit",
+    6: "scaleoffset",
+    307: "bzip2",
+    32000: "lzf",
+    32001: "blosc",
+    32004: "lz4",
+    32008: "bitshuffle",
+    32013: "zfp",
+    32015: "zstd",
+    32017: "sz",
+    32018: "fcidecomp",
+    32024: "sz3",
+    32026: "blosc2",
+    32028: "sperr",
+    32033: "htj2k",
+}
+# filters that only rearrange or check bytes; the compression name skips them
+_AUXILIARY_FILTERS = {2, 3}
+
+
+def is_hdf5(path) -> bool:
+    """True when ``path`` starts with an HDF5 superblock.
+
+    The superblock sits at byte 0, 512, 1024, 2048, ... (a user block may precede it),
+    so the signature is searched at those offsets.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            pos = 0
+            while pos + len(_MAGIC) <= size:
+                f.seek(pos)
+                if f.read(len(_MAGIC)) == _MAGIC:
+                    return True
+                pos = 512 if pos == 0 else pos * 2
+    except OSError:  # a directory, no permission...
+        return False
+    return False
+
+
+# -- finding the frames -----------------------------------------------------------------
+def _object_key(obj) -> tuple[int, int]:
+    info = h5py.h5o.get_info(obj.id)
+    return (info.fileno, info.addr)
+
+
+def _numeric_datasets(f: h5py.File) -> list[tuple[str, h5py.Dataset]]:
+    """Every numeric, non-scalar dataset reachable from ``f``, following soft and
+    external links; an object reached by several paths is listed once."""
+    found, seen = [], set()
+
+    def walk(group, prefix):
+        for name in group:
+            path = f"{prefix}/{name}"
+            try:
+                obj = group[name]
+            except (KeyError, OSError, RuntimeError, ValueError):
+                continue  # a dangling soft or external link
+            if obj is None:
+                continue
+            key = _object_key(obj)
+            if key in seen:
+                continue
+            seen.add(key)
+            if isinstance(obj, h5py.Group):
+                walk(obj, path)
+            elif (
+                isinstance(obj, h5py.Dataset)
+                and obj.shape is not None
+                and obj.ndim >= 1
+                and obj.dtype.kind in "biufc"
+                and obj.dtype.fields is None
+            ):
+                found.append((path, obj))
+
+    walk(f, "")
+    return found
+
+
+def _describe(candidates) -> str:
+    return "; ".join(f"{p} {tuple(d.shape)} {d.dtype}" for p, d in candidates) or "none"
+
+
+def _frame_candidates(f: h5py.File):
+    all_numeric = _numeric_datasets(f)
+    return [(p, d) for p, d in all_numeric if d.ndim in (3, 4)], all_numeric
+
+
+def _select_dataset(f: h5py.File, path: str, dataset: Optional[str]):
+    if dataset is not None:
+        key = "/" + str(dataset).strip("/")
+        try:
+            obj = f[key]
+        except (KeyError, OSError, RuntimeError, ValueError):
+            obj = None
+        if not isinstance(obj, h5py.Dataset):
+            candidates, _ = _frame_candidates(f)
+            what = "is a group, not a dataset" if isinstance(obj, h5py.Group) else "does not exist"
+            raise DataSetNotFoundError(
+                f"HDF5 path {key!r} in {path!r} {what}; its 3-D/4-D datasets are: "
+                f"{_describe(candidates)}; pass one of them as dataset=..."
+            )
+        return key, obj
+    candidates, all_numeric = _frame_candidates(f)
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise DataSetError(
+            f"{path!r} holds no 3-D or 4-D numeric dataset to read frames from "
+            f"(numeric datasets: {_describe(all_numeric)}); pass dataset=... naming the "
+            f"frames, or check that linked data files are beside the master file"
+        )
+    raise DataSetError(
+        f"{path!r} holds several 3-D/4-D datasets: {_describe(candidates)}; pass "
+        f"dataset=... to choose one (e.g. dataset={candidates[0][0]!r})"
+    )
+
+
+# -- filters --------------------------------------------------------------------------------
+def _filters(dset: h5py.Dataset) -> list[tuple[int, tuple, str]]:
+    dcpl = dset.id.get_create_plist()
+    out = []
+    for i in range(dcpl.get_nfilters()):
+        code, _flags, values, name = dcpl.get_filter(i)
+        label = FILTER_NAMES.get(code) or name.decode("ascii", "replace").split(";")[0]
+        out.append((int(code), tuple(values), label or f"filter {code}"))
+    return out
+
+
+def _compression_name(filters) -> Optional[str]:
+    names = []
+    for code, values, label in filters:
+        if code in _AUXILIARY_FILTERS:
+            continue
+        if code == 32008 and len(values) >= 5:  # bitshuffle's 5th value: 2 lz4, 3 zstd
+            label += {2: "-lz4", 3: "-zstd"}.get(values[4], "")
+        names.append(label)
+    return "+".join(names) or None
+
+
+def _check_filters_available(filters, dataset_name: str, path: str) -> None:
+    for code, _values, label in filters:
+        if not h5py.h5z.filter_avail(code):
+            if HAVE_HDF5PLUGIN:
+                fix = (
+                    "hdf5plugin is installed but lacks it: update it with "
+                    "`pip install -U hdf5plugin`, or install the filter's HDF5 plugin and "
+                    "set HDF5_PLUGIN_PATH"
+                )
+            else:
+                fix = "install the filters with `pip install hdf5plugin`"
+            raise FormatError(
+                f"dataset {dataset_name!r} in {path!r} is compressed with the {label} "
+                f"filter (HDF5 filter id {code}), which is not available here; {fix}"
+            )
+
+
+def _frame_alignment(shape: tuple[int, ...], chunks: Optional[tuple[int, ...]]) -> int:
+    """Frames stored together along the flat scan: a range that starts and stops on
+    multiples of this covers whole chunks."""
+    if chunks is None:
+        return 1
+    if len(shape) == 3:
+        return int(chunks[0])
+    nav_x = shape[1]
+    if chunks[0] == 1 and nav_x % chunks[1] == 0:
+        return int(chunks[1])  # one scan row per chunk, rows split evenly
+    return int(chunks[0]) * nav_x  # whole groups of chunks[0] scan rows
+
+
+# -- the chunked / h5py read path ----------------------------------------------------------
+class Hdf5FrameSource(FrameSource):
+    """Picklable recipe for reading frames of one HDF5 dataset with h5py.
+
+    Holds the path of the file that contains the dataset (an external link's target,
+    resolved when the data set was opened) and the dataset's path in it; the file is
+    opened on the worker.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        dataset: str,
+        *,
+        shape: tuple[int, ...],
+        dtype,
+        frame_alignment: int = 1,
+    ):
+        self.path = os.fspath(path)
+        self.dataset = dataset
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.sig_shape = self.shape[-2:]
+        self.n_frames = math.prod(self.shape[:-2])
+        self.frame_alignment = int(frame_alignment)
+
+    def open(self, payload=None) -> "Hdf5FrameReader":
+        """Open the HDF5 file lazily (on first read) where the task runs."""
+        return Hdf5FrameReader(self)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["dtype"] = self.dtype.str
+        return state
+
+    def __setstate__(self, state):
+        state["dtype"] = np.dtype(state["dtype"])
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return (
+            f"Hdf5FrameSource({self.path!r}, {self.dataset!r}, shape={self.shape}, "
+            f"dtype={self.dtype.str!r}, frame_alignment={self.frame_alignment})"
+        )
+
+
+class Hdf5FrameReader(FrameReader):
+    """Reads frames with ``Dataset.read_direct`` into one reused buffer."""
+
+    def __init__(self, source: Hdf5FrameSource):
+        self.source = source
+        self._file: Optional[h5py.File] = None
+        self._dset: Optional[h5py.Dataset] = None
+        self._buffer: Optional[np.ndarray] = None
+
+    def _dataset(self) -> h5py.Dataset:
+        if self._dset is None:
+            s = self.source
+            try:
+                self._file = h5py.File(s.path, "r")
+            except FileNotFoundError:
+                raise DataSetNotFoundError(
+                    f"HDF5 file {s.path!r} does not exist (on this machine); check that "
+                    f"every worker sees the same path"
+                ) from None
+            self._dset = self._file[s.dataset]
+        return self._dset
+
+    def _frames_buffer(self, n: int) -> np.ndarray:
+        if self._buffer is None or len(self._buffer) < n:
+            self._buffer = np.empty((n,) + self.source.sig_shape, self.source.dtype)
+        return self._buffer[:n]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop``, a view of the reader's buffer (valid until the next
+        read)."""
+        s = self.source
+        _check_range(start, stop, s.n_frames)
+        out = self._frames_buffer(stop - start)
+        if start == stop:
+            return out
+        dset = self._dataset()
+        try:
+            for source_sel, lo, hi in _selections(s.shape, start, stop):
+                dest = out[lo - start : hi - start]
+                if len(s.shape) == 4:
+                    dest = dest.reshape(_selection_shape(source_sel) + s.sig_shape)
+                dset.read_direct(dest, source_sel)
+        except OSError as exc:
+            raise FormatError(
+                f"cannot read frames {start}:{stop} of {s.dataset!r} in {s.path!r}: "
+                f"{exc}; if a compression filter is missing, `pip install hdf5plugin`, "
+                f"otherwise the file may be damaged"
+            ) from exc
+        return out
+
+    def close(self) -> None:
+        """Close the HDF5 file and drop the buffer."""
+        self._dset = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._buffer = None
+
+
+def _selections(shape, start: int, stop: int):
+    """Hyperslabs ``(selection, flat_start, flat_stop)`` that read flat frames
+    ``start:stop`` of a 3-D or 4-D dataset: at most a partial first scan row, a block
+    of whole rows and a partial last row."""
+    if len(shape) == 3:
+        return [(np.s_[start:stop], start, stop)]
+    nx = shape[1]
+    r0, c0 = divmod(start, nx)
+    r1, c1 = divmod(stop, nx)
+    if r0 == r1:
+        return [(np.s_[r0 : r0 + 1, c0:c1], start, stop)]
+    sels = []
+    if c0:
+        sels.append((np.s_[r0 : r0 + 1, c0:nx], start, (r0 + 1) * nx))
+        r0 += 1
+    if r1 > r0:
+        sels.append((np.s_[r0:r1, 0:nx], r0 * nx, r1 * nx))
+    if c1:
+        sels.append((np.s_[r1 : r1 + 1, 0:c1], r1 * nx, stop))
+    return sels
+
+
+def _selection_shape(sel) -> tuple[int, int]:
+    rows, cols = sel
+    return (rows.stop - rows.start, cols.stop - cols.start)
+
+
+# -- the reader -------------------------------------------------------------------------------
+def _mmap_offset(dset: h5py.Dataset) -> Optional[int]:
+    """The file offset of ``dset``'s bytes when they can be mapped as they are."""
+    dcpl = dset.id.get_create_plist()
+    if dcpl.get_layout() != h5py.h5d.CONTIGUOUS or dcpl.get_external_count():
+        return None
+    if dcpl.get_nfilters() or dset.dtype.kind not in "biufc":
+        return None
+    try:
+        return dset.id.get_offset()  # None while no data was ever written
+    except Exception:  # pragma: no cover - drivers without offsets
+        return None
+
+
+def open_hdf5(path, *, dataset: Optional[str] = None, nav_shape=None) -> DataSet:
+    """Open frames stored in an HDF5 file.
+
+    ``dataset`` is the path of the frames inside the file; without it the reader picks
+    the only 3-D ``(frames, sy, sx)`` or 4-D ``(ny, nx, sy, sx)`` numeric dataset,
+    following external links (a detector master file's link to its data file).
+    ``nav_shape`` reshapes the scan (its product must equal the number of frames).
+    """
+    path = os.fspath(path)
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise DataSetNotFoundError(f"file {path!r} does not exist; check the path") from None
+    except OSError as exc:
+        raise FormatError(
+            f"{path!r} cannot be opened as HDF5 ({exc}); check that it is an HDF5 file "
+            f"and not damaged, or pass the right format=..."
+        ) from None
+    with f:
+        ds_path, dset = _select_dataset(f, path, dataset)
+        shape = tuple(dset.shape)
+        if len(shape) not in (3, 4):
+            candidates, _ = _frame_candidates(f)
+            raise DataSetError(
+                f"dataset {ds_path!r} in {path!r} has shape {shape} ({len(shape)}-D); "
+                f"frames must be 3-D (frames, sig_y, sig_x) or 4-D (scan_y, scan_x, sig_y, "
+                f"sig_x); pass dataset=... naming such a dataset (candidates: "
+                f"{_describe(candidates)})"
+            )
+        if dset.dtype.kind not in "biufc" or dset.dtype.fields is not None:
+            raise DataSetError(
+                f"dataset {ds_path!r} in {path!r} holds {dset.dtype} values, not numbers; "
+                f"pass dataset=... naming the frames"
+            )
+        if math.prod(shape) == 0:
+            raise DataSetError(f"dataset {ds_path!r} in {path!r} is empty (shape {shape})")
+        dtype = dset.dtype
+        data_file = os.path.abspath(dset.file.filename)
+        filters = _filters(dset)
+        _check_filters_available(filters, ds_path, path)
+        offset = _mmap_offset(dset)
+        n_frames = math.prod(shape[:-2])
+        sig_shape = shape[-2:]
+        source: FrameSource
+        read_path = "h5py"
+        if offset is not None and _mapping_matches(dset, data_file, offset):
+            source = MappedFrameSource(
+                data_file, offset=offset, n_frames=n_frames, sig_shape=sig_shape, dtype=dtype
+            )
+            read_path = "mmap"
+        else:
+            alignment = _frame_alignment(shape, dset.chunks)
+            source = Hdf5FrameSource(
+                data_file, dset.name, shape=shape, dtype=dtype, frame_alignment=alignment
+            )
+            if dset.chunks is not None:
+                read_path = "chunked"
+        metadata = {
+            "dataset": ds_path,
+            "data_file": data_file,
+            "data_path": dset.name,
+            "hdf5_shape": list(shape),
+            "chunks": list(dset.chunks) if dset.chunks else None,
+            "compression": _compression_name(filters),
+            "filters": [label for _c, _v, label in filters],
+            "read_path": read_path,
+            "frame_alignment": source.frame_alignment,
+        }
+    nav = shape[:-2] if nav_shape is None else parse_shape("nav_shape", nav_shape, (1, 2))
+    return DataSet(source, nav, format="hdf5", path=path, metadata=metadata)
+
+
+def _mapping_matches(dset: h5py.Dataset, data_file: str, offset: int) -> bool:
+    """Cross-check the first frame read by h5py against the mapping, so an offset the
+    HDF5 library reports differently (a file driver, say) never yields wrong frames."""
+    try:
+        mapped = map_frames(
+            data_file, offset=offset, n_frames=1, sig_shape=dset.shape[-2:], dtype=dset.dtype
+        )
+    except (OSError, DataSetError):
+        return False
+    first = np.asarray(dset[(0,) * (dset.ndim - 2)], dtype=dset.dtype)
+    return mapped[0].tobytes() == first.tobytes()
+
+
+PLUGIN = register_reader(
+    ReaderPlugin(
+        name="hdf5",
+        open=open_hdf5,
+        suffixes=(".h5", ".hdf5", ".hdf", ".nxs", ".emd", ".hspy"),
+        sniff=is_hdf5,
+        description="HDF5 / NeXus / EMD / hspy via h5py (+hdf5plugin filters)",
+    ),
+    replace=True,
+)

@@ -1,0 +1,116 @@
+"""``open_dataset``: the one entry point from a path or an array to a :class:`DataSet`."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from . import builtin  # noqa: F401  (registers the built-in readers)
+from .base import DataSet
+from .memory import is_dask_array
+from .registry import ReaderPlugin, find_reader, get_reader
+
+__all__ = ["open_dataset", "reader_options"]
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def open_dataset(path_or_array: Any, *, format: Optional[str] = None, **options) -> DataSet:
+    """Open 4D-STEM data as a :class:`DataSet`.
+
+    ``path_or_array`` is a file or directory path (``str`` / ``os.PathLike``), a URL
+    whose scheme names a registered reader (``hdfs://...`` once an HDFS reader is
+    installed), or a numpy / dask array: 3-D ``(frames, sig_y, sig_x)`` or 4-D
+    ``(scan_y, scan_x, sig_y, sig_x)``. ``format`` names the reader (see
+    :func:`stem_explorer.io.readers`); without it the reader is picked by file suffix,
+    then by the file's first bytes. ``options`` go to the reader, e.g. ``nav_shape``,
+    ``sig_shape``, ``dtype`` for raw files or ``dataset`` for HDF5; a keyword the reader
+    does not know is an error that lists the ones it does.
+    """
+    if isinstance(path_or_array, DataSet):
+        if format is not None or options:
+            raise DataSetError(
+                "open_dataset() got a DataSet that is already open, with format/options; "
+                "pass the path instead to open it with other options"
+            )
+        return path_or_array
+    if isinstance(path_or_array, np.ndarray) or is_dask_array(path_or_array):
+        if format not in (None, "memory"):
+            raise DataSetError(
+                f"format={format!r} is for files, but an array was given; leave format "
+                f"out (arrays use the 'memory' reader) or pass a file path"
+            )
+        return _call(get_reader("memory"), path_or_array, options)
+    if not isinstance(path_or_array, (str, os.PathLike)):
+        raise DataSetError(
+            f"open_dataset() takes a path, a numpy array or a dask array, got "
+            f"{type(path_or_array).__name__}; convert array-likes with np.asarray(...)"
+        )
+    path = os.fspath(path_or_array)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    url = _URL.match(path)
+    if url and url.group(1).lower() != "file":
+        return _open_url(path, url.group(1).lower(), format, options)
+    if url:  # file://
+        path = path[len("file://") :]
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        raise DataSetNotFoundError(
+            f"{path!r} does not exist; check the path (relative paths start at "
+            f"{os.getcwd()!r})"
+        )
+    plugin = get_reader(format) if format is not None else find_reader(path)
+    return _call(plugin, path, options)
+
+
+def _open_url(url: str, scheme: str, format: Optional[str], options: dict) -> DataSet:
+    """URLs go to the reader registered under the scheme's name (or ``format``)."""
+    name = format or scheme
+    try:
+        plugin = get_reader(name)
+    except FormatError:
+        if scheme == "hdfs":
+            raise DataSetError(
+                f"cannot open {url!r}: HDFS support is not available yet (it will come "
+                f"with the `hdfs` extra, `pip install stem_explorer[hdfs]`); copy the data "
+                f"to a local or shared file system meanwhile"
+            ) from None
+        raise DataSetError(
+            f"cannot open {url!r}: no reader handles {scheme}:// URLs; pass a local path "
+            f"or install a reader plugin named {scheme!r}"
+        ) from None
+    return _call(plugin, url, options)
+
+
+def reader_options(plugin: ReaderPlugin) -> Optional[list[str]]:
+    """Keyword options ``plugin.open`` accepts, or None when it takes any."""
+    try:
+        params = list(inspect.signature(plugin.open).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [
+        p.name
+        for p in params[1:]
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+
+
+def _call(plugin: ReaderPlugin, target: Any, options: dict) -> DataSet:
+    accepted = reader_options(plugin)
+    if accepted is not None:
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            listed = ", ".join(accepted) or "none"
+            raise DataSetError(
+                f"the {plugin.name!r} reader does not take the option(s) "
+                f"{', '.join(unknown)}; its options are: {listed}"
+            )
+    return plugin.open(target, **options)

@@ -1,0 +1,313 @@
+"""Raw binary frames, and the zero-copy mmap helper other readers reuse.
+
+A raw file is ``offset`` header bytes, then ``n_frames`` records of
+``frame_header + frame + frame_footer`` bytes, each frame C-ordered ``sig_shape`` values
+of one dtype. Nothing in the file says so: the user passes the layout.
+
+:func:`map_frames` and :class:`MappedFrameSource` serve every format whose frames sit
+at a fixed offset with a fixed stride in one file: raw, ``.npy``, contiguous HDF5 and
+the files of the raw partition format.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from .base import DataSet, FrameReader, FrameSource
+from .registry import ReaderPlugin, register_reader
+
+__all__ = [
+    "MappedFrameReader",
+    "MappedFrameSource",
+    "check_file_size",
+    "map_frames",
+    "open_raw",
+    "parse_dtype",
+    "parse_shape",
+]
+
+
+# -- option parsing shared by the readers --------------------------------------------
+def parse_shape(name: str, value, ndims: Sequence[int]) -> tuple[int, ...]:
+    """``value`` (an int or a sequence of ints) as a tuple of positive ints whose length
+    is one of ``ndims``; a clear :class:`DataSetError` otherwise."""
+    if isinstance(value, (int, np.integer)):
+        value = (value,)
+    try:
+        shape = tuple(int(v) for v in value)
+        if any(int(v) != v for v in value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DataSetError(
+            f"{name} must be a tuple of positive integers, got {value!r}; pass e.g. "
+            f"{name}=(256, 256)"
+        ) from None
+    if len(shape) not in ndims or any(n <= 0 for n in shape):
+        axes = " or ".join(str(n) for n in ndims)
+        raise DataSetError(
+            f"{name} must have {axes} positive entries, got {shape}; pass e.g. "
+            f"{name}=(256, 256)"
+        )
+    return shape
+
+
+def parse_dtype(value) -> np.dtype:
+    """``value`` as a numeric numpy dtype (byte order kept); a clear error otherwise."""
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise DataSetError(
+            f"dtype {value!r} is not a numpy dtype; pass e.g. dtype='<u2' (little-endian "
+            f"uint16) or '>u2' (big-endian)"
+        ) from None
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype:
+        raise DataSetError(
+            f"dtype {dtype} is not a plain numeric type; frames must be bool, integer, "
+            f"float or complex values"
+        )
+    return dtype
+
+
+def check_file_size(
+    path: str, needed: int, *, layout: str, allow_trailing: bool = False
+) -> int:
+    """Raise :class:`FormatError` unless ``path`` holds exactly ``needed`` bytes (or at
+    least that many with ``allow_trailing``). ``layout`` describes what needs them."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise DataSetNotFoundError(
+            f"file {path!r} does not exist; check the path"
+        ) from None
+    if size < needed:
+        raise FormatError(
+            f"file {path!r} is {size} bytes but {layout} needs {needed} bytes: it is "
+            f"truncated or the layout is wrong; check nav_shape/sig_shape/dtype or the "
+            f"header offset"
+        )
+    if size > needed and not allow_trailing:
+        raise FormatError(
+            f"file {path!r} is {size} bytes but {layout} needs only {needed} bytes "
+            f"({size - needed} bytes left over); check nav_shape/sig_shape/dtype or the "
+            f"header offset, or pass allow_trailing=True to ignore the extra bytes"
+        )
+    return size
+
+
+# -- the zero-copy helper ---------------------------------------------------------------
+def map_frames(
+    path: str,
+    *,
+    offset: int,
+    n_frames: int,
+    sig_shape: Sequence[int],
+    dtype,
+    frame_stride: Optional[int] = None,
+) -> np.ndarray:
+    """A read-only zero-copy view ``(n_frames, sig_y, sig_x)`` of frames in ``path``.
+
+    Frame ``i`` starts at byte ``offset + i * frame_stride`` (``frame_stride`` defaults
+    to the frame size, i.e. frames back to back); within a frame values are C-ordered.
+    The array's ``base`` chain ends in a :class:`numpy.memmap` of the whole file, which
+    stays mapped as long as any view of it lives. The dtype is kept as stored
+    (big-endian stays big-endian).
+    """
+    dtype = np.dtype(dtype)
+    sy, sx = (int(n) for n in sig_shape)
+    frame_bytes = sy * sx * dtype.itemsize
+    stride = frame_bytes if frame_stride is None else int(frame_stride)
+    if stride < frame_bytes:
+        raise DataSetError(
+            f"frame stride {stride} bytes is smaller than a frame ({frame_bytes} bytes); "
+            f"check the frame header/footer sizes"
+        )
+    needed = offset + (n_frames - 1) * stride + frame_bytes if n_frames else offset
+    size = os.stat(path).st_size
+    if size < needed:
+        raise FormatError(
+            f"file {path!r} is {size} bytes but {n_frames} frames of {sig_shape} "
+            f"{dtype} at offset {offset} need {needed} bytes; the file is truncated"
+        )
+    if n_frames == 0:
+        return np.empty((0, sy, sx), dtype)
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    return np.ndarray(
+        (n_frames, sy, sx),
+        dtype=dtype,
+        buffer=mm,
+        offset=offset,
+        strides=(stride, sx * dtype.itemsize, dtype.itemsize),
+    )
+
+
+class MappedFrameSource(FrameSource):
+    """Frames at a fixed ``offset`` and ``frame_stride`` in one file (picklable)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        offset: int,
+        n_frames: int,
+        sig_shape: Sequence[int],
+        dtype,
+        frame_stride: Optional[int] = None,
+    ):
+        self.path = os.fspath(path)
+        self.offset = int(offset)
+        self.n_frames = int(n_frames)
+        self.sig_shape = tuple(int(n) for n in sig_shape)
+        self.dtype = np.dtype(dtype)
+        self.frame_stride = None if frame_stride is None else int(frame_stride)
+
+    def open(self, payload=None) -> "MappedFrameReader":
+        """Map the file (on the worker); reads return views of the mapping."""
+        return MappedFrameReader(self)
+
+    def __getstate__(self):
+        # the dtype as its string keeps pickles small and version-independent
+        state = dict(self.__dict__)
+        state["dtype"] = self.dtype.str
+        return state
+
+    def __setstate__(self, state):
+        state["dtype"] = np.dtype(state["dtype"])
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return (
+            f"MappedFrameSource({self.path!r}, offset={self.offset}, "
+            f"n_frames={self.n_frames}, sig_shape={self.sig_shape}, "
+            f"dtype={self.dtype.str!r}, frame_stride={self.frame_stride})"
+        )
+
+
+class MappedFrameReader(FrameReader):
+    """Reads of a :class:`MappedFrameSource`: zero-copy views of one mmap."""
+
+    def __init__(self, source: MappedFrameSource):
+        self.source = source
+        self._frames: Optional[np.ndarray] = None
+
+    def _mapped(self) -> np.ndarray:
+        if self._frames is None:
+            s = self.source
+            try:
+                self._frames = map_frames(
+                    s.path,
+                    offset=s.offset,
+                    n_frames=s.n_frames,
+                    sig_shape=s.sig_shape,
+                    dtype=s.dtype,
+                    frame_stride=s.frame_stride,
+                )
+            except FileNotFoundError:
+                raise DataSetNotFoundError(
+                    f"file {s.path!r} does not exist (on this machine); check that "
+                    f"every worker sees the same path"
+                ) from None
+        return self._frames
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` as a read-only view of the mapped file."""
+        _check_range(start, stop, self.source.n_frames)
+        return self._mapped()[start:stop]
+
+    def close(self) -> None:
+        """Drop this reader's reference to the mapping (views keep it alive)."""
+        self._frames = None
+
+
+def _check_range(start: int, stop: int, n_frames: int) -> None:
+    if not 0 <= start <= stop <= n_frames:
+        raise DataSetError(f"frame range {start}:{stop} is outside 0:{n_frames}")
+
+
+# -- the raw reader -------------------------------------------------------------------
+def open_raw(
+    path,
+    *,
+    nav_shape=None,
+    sig_shape=None,
+    dtype=None,
+    offset: int = 0,
+    frame_header: int = 0,
+    frame_footer: int = 0,
+    allow_trailing: bool = False,
+) -> DataSet:
+    """Open a raw binary file of frames.
+
+    ``nav_shape``, ``sig_shape`` and ``dtype`` are required (a raw file does not
+    describe itself). ``offset`` bytes of file header are skipped, and every frame may
+    be wrapped in ``frame_header`` / ``frame_footer`` bytes. The file must hold exactly
+    the frames described, or more with ``allow_trailing=True``.
+    """
+    path = os.fspath(path)
+    missing = [
+        name
+        for name, value in (("nav_shape", nav_shape), ("sig_shape", sig_shape), ("dtype", dtype))
+        if value is None
+    ]
+    if missing:
+        raise DataSetError(
+            f"a raw file does not describe its layout: pass {', '.join(m + '=...' for m in missing)} "
+            f"to open {path!r} (e.g. open_dataset(path, format='raw', nav_shape=(256, 256), "
+            f"sig_shape=(256, 256), dtype='<u2'))"
+        )
+    nav_shape = parse_shape("nav_shape", nav_shape, (1, 2))
+    sig_shape = parse_shape("sig_shape", sig_shape, (2,))
+    dtype = parse_dtype(dtype)
+    for name, value in (("offset", offset), ("frame_header", frame_header), ("frame_footer", frame_footer)):
+        if int(value) != value or value < 0:
+            raise DataSetError(f"{name} must be a whole number of bytes >= 0, got {value!r}")
+    offset, frame_header, frame_footer = int(offset), int(frame_header), int(frame_footer)
+
+    n_frames = math.prod(nav_shape)
+    frame_bytes = math.prod(sig_shape) * dtype.itemsize
+    stride = frame_header + frame_bytes + frame_footer
+    extras = []
+    if offset:
+        extras.append(f"{offset} header bytes")
+    if frame_header or frame_footer:
+        extras.append(f"{frame_header}+{frame_footer} bytes around each frame")
+    layout = f"nav_shape {nav_shape} x sig_shape {sig_shape} x {dtype.name}" + (
+        f" ({dtype.str})" if dtype.byteorder == ">" else ""
+    ) + (f" with {' and '.join(extras)}" if extras else "")
+    check_file_size(path, offset + n_frames * stride, layout=layout, allow_trailing=allow_trailing)
+
+    source = MappedFrameSource(
+        path,
+        offset=offset + frame_header,
+        n_frames=n_frames,
+        sig_shape=sig_shape,
+        dtype=dtype,
+        frame_stride=stride,
+    )
+    return DataSet(
+        source,
+        nav_shape,
+        format="raw",
+        path=path,
+        metadata={
+            "offset": offset,
+            "frame_header": frame_header,
+            "frame_footer": frame_footer,
+            "read_path": "mmap",
+        },
+    )
+
+
+PLUGIN = register_reader(
+    ReaderPlugin(
+        name="raw",
+        open=open_raw,
+        suffixes=(".raw", ".bin", ".dat"),
+        description="raw binary frames; needs nav_shape, sig_shape, dtype",
+    ),
+    replace=True,
+)

@@ -1,0 +1,173 @@
+"""Detector masks: JSON-able shape descriptions, rasterised for the ``frames @ masks`` GEMM.
+
+Coordinates
+-----------
+Detector pixel (row y, column x) has its centre at the integer point (y, x); shapes take
+floating-point positions in the same pixel units, **row first** ``(y, x)`` / ``(cy, cx)``.
+A pixel belongs to a shape when its centre does:
+
+- ``Disk(cy, cx, radius)``: ``(y - cy)**2 + (x - cx)**2 <= radius**2``
+- ``Ring(cy, cx, r_inner, r_outer)``: ``r_inner**2 < d2 <= r_outer**2`` (so exactly
+  ``Disk(.., r_outer) - Disk(.., r_inner)``)
+- ``Rectangle(y0, x0, height, width)``: ``y0 <= y < y0 + height``, ``x0 <= x < x0 + width``
+  (half-open, so adjacent rectangles tile)
+- ``Polygon(vertices)``: even-odd rule, centres on the boundary included
+- ``Point(y, x)``: the pixel ``(floor(y + 0.5), floor(x + 0.5))``
+- ``SymmetricSpots(cy, cx, distance, radius, n, angle=0)``: n disks, angles in degrees
+  from +x towards +y
+
+``Union`` (``a | b``, elementwise max), ``Difference`` (``a - b``, ``base * (subtract ==
+0)``), ``Scaled`` (``factor * a``) and ``Weighted`` (any float weights) combine them.
+
+Serialisation
+-------------
+``mask.to_dict()`` / :func:`from_dict` and :func:`mask_to_json` / :func:`mask_from_json`
+use plain dicts ``{"kind": ..., <fields>}`` described by the JSON Schema in
+``schema.json`` (draft 2020-12); :func:`validate_mask_dict` checks a dict against it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+
+import jsonschema
+
+from ..errors import MaskError
+from .raster import MaskPatch, MaskStack, check_sig_shape, is_empty, rasterize, rasterize_patch, stack_masks
+from .shapes import (
+    KINDS,
+    Difference,
+    Disk,
+    Mask,
+    Point,
+    Polygon,
+    Rectangle,
+    Ring,
+    Scaled,
+    SymmetricSpots,
+    Union,
+    Weighted,
+    _from_validated,
+)
+
+__all__ = [
+    "KINDS",
+    "Difference",
+    "Disk",
+    "Mask",
+    "MaskPatch",
+    "MaskStack",
+    "Point",
+    "Polygon",
+    "Rectangle",
+    "Ring",
+    "Scaled",
+    "SymmetricSpots",
+    "Union",
+    "Weighted",
+    "check_sig_shape",
+    "from_dict",
+    "is_empty",
+    "load_schema",
+    "mask_from_json",
+    "mask_to_json",
+    "rasterize",
+    "rasterize_patch",
+    "stack_masks",
+    "validate_mask_dict",
+]
+
+
+@functools.lru_cache(maxsize=1)
+def load_schema() -> dict:
+    """The mask JSON Schema (draft 2020-12) as a dict. Do not modify the returned dict."""
+    text = resources.files(__name__).joinpath("schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    return jsonschema.Draft202012Validator(load_schema())
+
+
+def _branches() -> dict[str, int]:
+    """Kind -> index of its branch in the schema's ``oneOf``."""
+    schema = load_schema()
+    refs = [b["$ref"].rsplit("/", 1)[-1] for b in schema["$defs"]["mask"]["oneOf"]]
+    return {schema["$defs"][r]["properties"]["kind"]["const"]: i for i, r in enumerate(refs)}
+
+
+def _fields_hint(kind: str) -> str:
+    branch = load_schema()["$defs"][kind]
+    fields = [
+        f + ("" if f in branch["required"] else " (optional)")
+        for f in branch["properties"] if f != "kind"
+    ]
+    return f"a '{kind}' mask has fields {', '.join(fields)} (see stem_explorer/masks/schema.json)"
+
+
+def _schema_error(error) -> MaskError:
+    """Turn a jsonschema error into a MaskError about the branch matching the dict's kind."""
+    branches = _branches()
+    known = ", ".join(branches)
+    kind = None
+    # oneOf reports every branch's complaints; follow only the branch named by "kind".
+    while error.validator == "oneOf" and error.context:
+        inst, path = error.instance, error.json_path
+        if not isinstance(inst, dict):
+            return MaskError(
+                f"mask description at {path} must be an object with a 'kind', got "
+                f"{_short(repr(inst))}; pass e.g. {{'kind': 'disk', 'cy': 128, 'cx': 128, 'radius': 10}}"
+            )
+        if "kind" not in inst:
+            return MaskError(f"mask description at {path} has no 'kind'; add \"kind\": one of {known}")
+        if inst["kind"] not in branches:
+            return MaskError(
+                f"unknown mask kind {_short(repr(inst['kind']))} at {path}; use one of: {known}"
+            )
+        kind = inst["kind"]
+        error = next(e for e in error.context if e.relative_schema_path[0] == branches[kind])
+    return MaskError(
+        f"invalid {kind or 'mask'} description at {error.json_path}: {_short(error.message)}; "
+        f"{_fields_hint(kind) if kind else 'see stem_explorer/masks/schema.json'}"
+    )
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def validate_mask_dict(d) -> None:
+    """Check ``d`` against the mask JSON Schema; raise MaskError naming the JSON path.
+
+    Only the structure is checked here (kinds, fields, types, signs); :func:`from_dict`
+    also applies the checks of the mask classes (e.g. ``r_inner < r_outer``).
+    """
+    error = next(iter(_validator().iter_errors(d)), None)
+    if error is not None:
+        raise _schema_error(error) from None
+
+
+def from_dict(d) -> Mask:
+    """Build a mask from its ``to_dict()`` form, validating it first (MaskError if invalid)."""
+    validate_mask_dict(d)
+    return _from_validated(d)
+
+
+def mask_to_json(mask: Mask, **json_kwargs) -> str:
+    """``json.dumps(mask.to_dict(), **json_kwargs)``."""
+    if not isinstance(mask, Mask):
+        raise MaskError(f"mask_to_json expects a mask, got {mask!r}; pass e.g. Disk(128, 128, 10)")
+    return json.dumps(mask.to_dict(), allow_nan=False, **json_kwargs)
+
+
+def mask_from_json(text) -> Mask:
+    """Inverse of :func:`mask_to_json`."""
+    try:
+        d = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise MaskError(f"mask JSON could not be parsed ({exc}); pass the string written by "
+                        "mask_to_json()") from exc
+    return from_dict(d)

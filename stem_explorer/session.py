@@ -1,0 +1,141 @@
+"""The one object a notebook holds: a data set, a dask client and the current job."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+import numpy as np
+
+from .analyses import PickFrame, build_plan
+from .engine import Job, Progress
+from .engine.cluster import connect, n_workers_of, start_local_cluster
+from .errors import ClusterError
+from .io import DataSet, open_dataset
+
+
+class Session:
+    """A data set on a dask cluster; runs analyses as streaming jobs.
+
+    With neither ``client`` nor ``address`` an embedded ``distributed.LocalCluster``
+    starts (one single-threaded worker process per core, dashboard on 127.0.0.1) and
+    stops with the session. With ``address="tcp://..."`` or an existing ``Client`` the
+    session uses that cluster and leaves it running.
+
+    Use it as a context manager::
+
+        with Session("scan.h5") as s:
+            bf = s.run(VirtualDetector(Disk(64, 64, 10))).result()["vd/mask0"]
+    """
+
+    def __init__(
+        self,
+        dataset,
+        *,
+        client=None,
+        address: Optional[str] = None,
+        n_workers: Optional[int] = None,
+        timeout: float = 10.0,
+        partition_bytes: Optional[int] = None,
+        tile_bytes: Optional[int] = None,
+        kernel: str = "auto",
+        **open_options,
+    ):
+        if client is not None and address is not None:
+            raise ClusterError("pass either client= or address=, not both")
+        self.dataset: DataSet = dataset if isinstance(dataset, DataSet) else open_dataset(dataset, **open_options)
+        self.partition_bytes = partition_bytes
+        self.tile_bytes = tile_bytes
+        self.kernel = kernel
+        self._cluster = None
+        self._owns_client = client is None
+        if client is not None:
+            self.client = client
+        elif address is not None:
+            self.client = connect(address, timeout)
+        else:
+            from distributed import Client
+
+            self._cluster = start_local_cluster(n_workers)
+            self.client = Client(self._cluster, timeout=timeout)
+        self._lock = threading.Lock()
+        self._current: Optional[Job] = None
+
+    # -- running analyses ------------------------------------------------------------------
+    def run(
+        self,
+        *analyses,
+        supersede: bool = False,
+        on_partial: Optional[Callable[[Progress], None]] = None,
+        on_progress: Optional[Callable[[Progress], None]] = None,
+        kernel: Optional[str] = None,
+    ) -> Job:
+        """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
+
+        ``job.result()`` blocks for the final :class:`~stem_explorer.results.Results`;
+        iterating the job yields :class:`Progress` snapshots as partitions finish.
+        With ``supersede=True`` the session's previous job is cancelled first, so no
+        partial result of it is delivered after this job's first one.
+        """
+        plan, finalize = build_plan(
+            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
+        )
+        with self._lock:
+            if supersede and self._current is not None:
+                self._current.cancel()
+            job = Job(
+                self.client,
+                self.dataset,
+                plan,
+                finalize,
+                n_workers=self.n_workers,
+                partition_bytes=self.partition_bytes,
+                on_partial=on_partial,
+                on_progress=on_progress,
+            )
+            self._current = job
+        return job
+
+    def compute(self, *analyses, **kwargs):
+        """Run and wait: the final results of ``analyses``."""
+        return self.run(*analyses, **kwargs).result()
+
+    def pick_frame(self, position) -> np.ndarray:
+        """The frame at one scan position, read on the cluster."""
+        return self.compute(PickFrame(position))["pick/frames"].data[0]
+
+    @property
+    def current_job(self) -> Optional[Job]:
+        return self._current
+
+    # -- cluster ---------------------------------------------------------------------------
+    @property
+    def n_workers(self) -> int:
+        return n_workers_of(self.client)
+
+    @property
+    def dashboard_link(self) -> Optional[str]:
+        """URL of the dask dashboard, when the scheduler serves one."""
+        try:
+            return self.client.dashboard_link
+        except Exception:  # no dashboard (bokeh missing) or scheduler gone
+            return None
+
+    def close(self) -> None:
+        """Cancel the running job; stop the embedded cluster if the session owns it."""
+        if self._current is not None:
+            self._current.cancel()
+        if self._owns_client:
+            self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.dataset!r} on {self.client.scheduler.address if self.client.scheduler else '?'}>"

@@ -1,0 +1,236 @@
+"""Every analysis against the plain-numpy reference, in every dtype and odd shapes,
+through both kernel paths, run in this process (the cluster path is tested in
+test_session.py)."""
+
+import numpy as np
+import pytest
+
+import _reference as ref
+from stem_explorer import masks
+from stem_explorer.analyses import (
+    FEM,
+    CenterOfMass,
+    MaxFrame,
+    MeanFrame,
+    PickFrame,
+    RadialProfile,
+    RoiSum,
+    StdFrame,
+    SumFrame,
+    VirtualDetector,
+    build_plan,
+)
+from stem_explorer.engine import run_local
+from stem_explorer.errors import AnalysisError, MaskError
+from stem_explorer.io import open_dataset
+
+DTYPES = ["uint8", "uint16", ">u2", "int32", "float32"]
+SHAPES = {
+    "nonsquare": ((5, 7), (9, 6)),
+    "line": ((11,), (8, 8)),
+    "single": ((1,), (5, 7)),
+    "single2d": ((1, 1), (6, 5)),
+}
+
+
+def make_data(nav, sig, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        data = rng.normal(100, 30, nav + sig)
+    else:
+        top = min(np.iinfo(np.dtype(dtype)).max, 4000)
+        data = rng.integers(0, top, nav + sig)
+    return data.astype(dtype)
+
+
+def local_results(tmp_path, data, analyses, kernel="auto", target_bytes=700):
+    """Write ``data`` as a raw file and run ``analyses`` partition by partition."""
+    path = tmp_path / "data.raw"
+    data.tofile(path)
+    nav, sig = data.shape[:-2], data.shape[-2:]
+    ds = open_dataset(path, nav_shape=nav, sig_shape=sig, dtype=data.dtype.str)
+    plan, finalize = build_plan(analyses, ds, kernel=kernel, tile_bytes=3 * data.itemsize * sig[0] * sig[1])
+    parts = ds.partitions(2, target_bytes=target_bytes)
+    accumulators = run_local(parts, plan)
+    return finalize(accumulators, np.ones(ds.n_frames, bool)), plan
+
+
+@pytest.fixture(params=list(SHAPES), ids=list(SHAPES))
+def shape(request):
+    return SHAPES[request.param]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", ["sparse", "dense"])
+def test_mask_analyses_match_numpy(tmp_path, shape, dtype, kernel):
+    nav, sig = shape
+    data = make_data(nav, sig, dtype)
+    cy, cx = (sig[0] - 1) / 2 + 0.3, (sig[1] - 1) / 2 - 0.4
+    bf = masks.Disk(cy, cx, 2.5)
+    adf = masks.Ring(cy, cx, 1.5, 4.0)
+    edge = masks.Disk(0, sig[1] - 1, 2)  # touches the detector corner
+    edges = [0, 1.5, 3, 5]
+    analyses = [
+        VirtualDetector({"bf": bf, "adf": adf, "edge": edge}),
+        CenterOfMass(center=(cy, cx), radius=3.5),
+        RadialProfile(center=(cy, cx), edges=edges),
+        FEM(adf),
+    ]
+    results, plan = local_results(tmp_path, data, analyses, kernel)
+    assert plan.ops[-1].kernel == kernel
+    rtol = 1e-5 if kernel == "dense" else 1e-10
+    for name, mask in {"bf": bf, "adf": adf, "edge": edge}.items():
+        expected = ref.virtual_image(data, mask.rasterize(sig))
+        np.testing.assert_allclose(results[f"vd/{name}"].data, expected, rtol=rtol, atol=1e-3)
+        assert results[f"vd/{name}"].data.shape == nav
+    sy, sx, total = ref.center_of_mass(data, cy, cx, 3.5)
+    np.testing.assert_allclose(results["com/shift_y"].data, sy, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(results["com/shift_x"].data, sx, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(results["com/total"].data, total, rtol=rtol)
+    np.testing.assert_allclose(results["radial/profile"].data, ref.radial_profile(data, cy, cx, edges), rtol=rtol, atol=1e-4)
+    mean, var = ref.ring_moments(data, adf.rasterize(sig))
+    np.testing.assert_allclose(results["fem/mean"].data, mean, rtol=1e-10)
+    np.testing.assert_allclose(results["fem/variance"].data, var, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_frame_analyses_match_numpy(tmp_path, shape, dtype):
+    nav, sig = shape
+    data = make_data(nav, sig, dtype, seed=1)
+    roi = np.zeros(nav, bool)
+    roi.flat[:: 2] = True
+    last = tuple(n - 1 for n in nav)
+    analyses = [SumFrame(), MeanFrame(), StdFrame(), MaxFrame(), PickFrame([last, tuple(0 for _ in nav)]), RoiSum(roi)]
+    results, _ = local_results(tmp_path, data, analyses)
+    f = ref.frames(data)
+    np.testing.assert_array_equal(results["sum/frame"].data, f.sum(axis=0))
+    np.testing.assert_allclose(results["mean/frame"].data, f.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(results["std/frame"].data, f.std(axis=0), rtol=1e-9, atol=1e-9)
+    native = data.astype(data.dtype.newbyteorder("="))
+    np.testing.assert_array_equal(results["max/frame"].data, native.reshape((-1,) + sig).max(axis=0))
+    assert results["max/frame"].data.dtype == native.dtype
+    picked = results["pick/frames"].data
+    np.testing.assert_array_equal(picked[0], data[last])
+    np.testing.assert_array_equal(picked[1], data[tuple(0 for _ in nav)])
+    np.testing.assert_array_equal(results["roi/frame"].data, f[roi.ravel()].sum(axis=0))
+
+
+def test_std_is_stable_for_large_mean(tmp_path):
+    rng = np.random.default_rng(3)
+    data = (1e4 + rng.normal(0, 0.01, (4, 6, 5, 5))).astype(np.float32)
+    results, _ = local_results(tmp_path, data, [StdFrame()])
+    f = data.reshape(-1, 5, 5).astype(np.float64)
+    np.testing.assert_allclose(results["std/frame"].data, f.std(axis=0), rtol=1e-6)
+
+
+def test_com_rotation_flip_divergence_curl(tmp_path):
+    # a pure shift pattern: frame (i, j) is a point at (c + dy, c + dx)
+    nav, sig = (6, 8), (16, 16)
+    data = np.zeros(nav + sig, np.float32)
+    dy = np.linspace(-2, 2, nav[0])[:, None] * np.ones(nav)
+    dx = np.ones(nav) * np.linspace(-3, 3, nav[1])[None, :]
+    for i in range(nav[0]):
+        for j in range(nav[1]):
+            data[i, j, int(7 + dy[i, j]), int(7 + dx[i, j])] = 10
+    results, _ = local_results(tmp_path, data, [CenterOfMass(center=(7, 7))])
+    sy, sx = np.floor(7 + dy) - 7, np.floor(7 + dx) - 7
+    np.testing.assert_allclose(results["com/shift_y"].data, sy, atol=1e-6)
+    np.testing.assert_allclose(results["com/divergence"].data, np.gradient(sy, axis=0) + np.gradient(sx, axis=1), atol=1e-6)
+    np.testing.assert_allclose(results["com/curl"].data, np.gradient(sy, axis=1) - np.gradient(sx, axis=0), atol=1e-6)
+    rotated, _ = local_results(tmp_path, data, [CenterOfMass(center=(7, 7), scan_rotation=90, flip_y=True)])
+    # flip y, then rotate by 90 degrees: (x, y) -> (-y', x) with y' = -y
+    np.testing.assert_allclose(rotated["com/shift_x"].data, sy, atol=1e-6)
+    np.testing.assert_allclose(rotated["com/shift_y"].data, sx, atol=1e-6)
+
+
+def test_sparse_and_dense_agree_on_many_masks(tmp_path):
+    data = make_data((4, 9), (12, 10), "uint16")
+    rings = {f"r{i}": masks.Ring(5.5, 4.5, i + 0.5, i + 1.5) for i in range(6)}
+    sparse, _ = local_results(tmp_path, data, [VirtualDetector(rings)], "sparse")
+    dense, _ = local_results(tmp_path, data, [VirtualDetector(rings)], "dense")
+    for key in sparse:
+        np.testing.assert_allclose(sparse[key].data, dense[key].data, rtol=2e-7 * 50)
+
+
+def test_weighted_and_combined_masks(tmp_path):
+    data = make_data((3, 4), (10, 12), "float32")
+    weights = np.random.default_rng(5).normal(size=(10, 12))
+    combo = masks.Disk(5, 6, 4) - masks.Disk(5, 6, 1.5)
+    results, _ = local_results(tmp_path, data, [VirtualDetector({"w": masks.Weighted(weights), "c": combo})], "sparse")
+    np.testing.assert_allclose(results["vd/w"].data, ref.virtual_image(data, masks.Weighted(weights).rasterize((10, 12))), rtol=1e-5)
+    np.testing.assert_allclose(results["vd/c"].data, ref.virtual_image(data, combo.rasterize((10, 12))), rtol=1e-6)
+
+
+def test_one_pass_serves_all_analyses(tmp_path):
+    data = make_data((3, 5), (8, 8), "uint16")
+    analyses = [VirtualDetector(masks.Disk(4, 4, 2)), CenterOfMass(), RadialProfile(n_bins=3), SumFrame(), MeanFrame(), StdFrame()]
+    _, plan = local_results(tmp_path, data, analyses)
+    kinds = [op.key[0] for op in plan.ops]
+    assert kinds.count("mask_product") == 1  # all mask columns in one matrix
+    assert kinds.count("frame_moments") == 1  # mean and std share one reduction
+    assert plan.ops[-1].width == 1 + 3 + 3
+
+
+def test_partial_results_have_nan_where_not_computed(tmp_path):
+    data = make_data((4, 4), (6, 6), "uint16")
+    path = tmp_path / "d.raw"
+    data.tofile(path)
+    ds = open_dataset(path, nav_shape=(4, 4), sig_shape=(6, 6), dtype="uint16")
+    plan, finalize = build_plan([VirtualDetector(masks.Disk(3, 3, 2)), CenterOfMass()], ds)
+    parts = ds.partitions(2, target_bytes=6 * 6 * 2 * 4)
+    accs = run_local(parts[:1], plan)
+    filled = np.zeros(16, bool)
+    filled[parts[0].start : parts[0].stop] = True
+    res = finalize(accs, filled)
+    image = res["vd/mask0"].data.ravel()
+    assert np.all(np.isfinite(image[filled])) and np.all(np.isnan(image[~filled]))
+    assert np.all(np.isnan(res["com/shift_x"].data.ravel()[~filled]))
+    assert res.provenance["complete"] is False
+
+
+@pytest.mark.parametrize(
+    "analysis, phrase",
+    [
+        (lambda: CenterOfMass(center=(float("nan"), 3)), "finite"),
+        (lambda: CenterOfMass(center=(100, 3)), "outside the detector"),
+        (lambda: CenterOfMass(radius=-1), "positive"),
+        (lambda: CenterOfMass(radius=float("nan")), "positive"),
+        (lambda: CenterOfMass(scan_rotation=float("inf")), "scan_rotation"),
+        (lambda: RadialProfile(), "n_bins"),
+        (lambda: RadialProfile(edges=[3, 1]), "increasing"),
+        (lambda: RadialProfile(n_bins=2, max_radius=float("nan")), "max_radius"),
+        (lambda: RoiSum(np.ones((2, 2), bool)), "shape"),
+        (lambda: RoiSum(np.zeros((3, 4), bool)), "no scan position"),
+        (lambda: RoiSum(np.ones((3, 4))), "boolean"),
+        (lambda: PickFrame((3, 0)), "outside the scan"),
+        (lambda: PickFrame([(1,)]), "indices"),
+        (lambda: VirtualDetector([]), "at least one mask"),
+        (lambda: VirtualDetector("disk"), "mask"),
+    ],
+)
+def test_bad_parameters_are_clear_errors(tmp_path, analysis, phrase):
+    data = make_data((3, 4), (8, 8), "uint16")
+    path = tmp_path / "d.raw"
+    data.tofile(path)
+    ds = open_dataset(path, nav_shape=(3, 4), sig_shape=(8, 8), dtype="uint16")
+    with pytest.raises(AnalysisError, match=phrase):
+        build_plan([analysis()], ds)
+
+
+def test_mask_outside_detector_is_a_mask_error(tmp_path):
+    data = make_data((2, 2), (8, 8), "uint16")
+    path = tmp_path / "d.raw"
+    data.tofile(path)
+    ds = open_dataset(path, nav_shape=(2, 2), sig_shape=(8, 8), dtype="uint16")
+    with pytest.raises(MaskError, match="outside the detector"):
+        build_plan([VirtualDetector(masks.Disk(50, 50, 3))], ds)
+
+
+def test_analysis_descriptions_round_trip_to_code():
+    import stem_explorer as se
+
+    vd = VirtualDetector({"bf": masks.Disk(4, 4, 2)})
+    rebuilt = eval(vd.code(), {"VirtualDetector": VirtualDetector, "masks": se.masks, "np": np})
+    assert rebuilt.to_dict() == vd.to_dict()
+    com = CenterOfMass(center=(1.0, 2.0), radius=3.0, scan_rotation=10.0, flip_y=True)
+    assert eval(com.code(), {"CenterOfMass": CenterOfMass}) == com

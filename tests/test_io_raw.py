@@ -1,0 +1,176 @@
+"""Raw binary reader and the shared mmap helper."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from stem_explorer.errors import DataSetError, DataSetNotFoundError, FormatError
+from stem_explorer.io import open_dataset
+from stem_explorer.io.raw import MappedFrameSource, map_frames
+from stem_explorer.io.testing import (
+    assert_partitions_valid,
+    assert_reads_equal,
+    is_memory_mapped,
+)
+
+DTYPES = ["uint8", "uint16", ">u2", "int32", "float32"]
+SHAPES = [((3, 5), (7, 4)), ((6,), (8, 8)), ((1,), (4, 4)), ((1, 1), (3, 2))]
+
+
+def make_data(nav, sig, dtype, seed=0):
+    """Seeded random frames covering the dtype's range."""
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng(seed)
+    shape = tuple(nav) + tuple(sig)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    info = np.iinfo(dtype)
+    values = rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype.newbyteorder("="))
+    return values.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nav,sig", SHAPES)
+def test_raw_roundtrip(tmp_path, nav, sig, dtype):
+    data = make_data(nav, sig, dtype)
+    path = tmp_path / "frames.raw"
+    path.write_bytes(data.tobytes())
+    ds = open_dataset(path, nav_shape=nav, sig_shape=sig, dtype=dtype)
+    assert ds.format == "raw"
+    assert ds.nav_shape == nav and ds.sig_shape == sig
+    assert ds.dtype == np.dtype(dtype) and ds.dtype.str == np.dtype(dtype).str
+    assert ds.shape == data.shape
+    for n_workers, target in [(1, None), (2, 3 * ds.frame_bytes), (3, ds.frame_bytes)]:
+        parts = ds.partitions(n_workers, target)
+        assert_partitions_valid(ds, parts, n_workers)
+        assert_reads_equal(ds, data, partitions=parts, tile_frames=2)
+    assert np.array_equal(ds.read_frames(0, ds.n_frames), data.reshape((-1,) + sig))
+
+
+def test_raw_reads_are_zero_copy_views(tmp_path):
+    data = make_data((4, 3), (5, 6), ">u2")
+    path = tmp_path / "frames.bin"
+    path.write_bytes(data.tobytes())
+    ds = open_dataset(path, nav_shape=(4, 3), sig_shape=(5, 6), dtype=">u2")
+    part = ds.partitions()[0]
+    with part.source.open() as reader:
+        tile = reader.read(2, 7)
+        assert tile.dtype.str == ">u2"  # byte order as stored
+        assert is_memory_mapped(tile)
+        assert not tile.flags.owndata and not tile.flags.writeable
+        assert np.array_equal(tile, data.reshape(-1, 5, 6)[2:7])
+
+
+def test_raw_header_and_frame_padding(tmp_path):
+    nav, sig, dtype = (2, 3), (4, 5), np.dtype("<i4")
+    data = make_data(nav, sig, dtype, seed=3)
+    header, fh, ff = 17, 6, 3  # odd sizes: misaligned values must still read right
+    blob = bytearray(b"H" * header)
+    for frame in data.reshape(-1, *sig):
+        blob += b"h" * fh + frame.tobytes() + b"f" * ff
+    path = tmp_path / "padded.dat"
+    path.write_bytes(bytes(blob))
+    ds = open_dataset(
+        path, nav_shape=nav, sig_shape=sig, dtype="<i4", offset=header, frame_header=fh, frame_footer=ff
+    )
+    assert_reads_equal(ds, data, tile_frames=4)
+    with ds.source.open() as reader:
+        assert is_memory_mapped(reader.read(0, 6))
+
+
+def test_map_frames_helper_strides(tmp_path):
+    data = np.arange(3 * 2 * 2, dtype="<u2").reshape(3, 2, 2)
+    stride = data[0].nbytes + 4
+    blob = b"".join(b"XX" + f.tobytes() + b"YY" for f in data)
+    path = tmp_path / "x.raw"
+    path.write_bytes(b"0123" + blob)
+    frames = map_frames(str(path), offset=4 + 2, n_frames=3, sig_shape=(2, 2), dtype="<u2", frame_stride=stride)
+    assert frames.strides[0] == stride
+    assert np.array_equal(frames, data)
+    assert isinstance(frames.base, np.memmap) or is_memory_mapped(frames)
+
+
+def test_raw_source_and_partition_pickle_small(tmp_path):
+    path = tmp_path / "frames.raw"
+    make_data((8, 8), (16, 16), "uint16").tofile(path)
+    ds = open_dataset(path, nav_shape=(8, 8), sig_shape=(16, 16), dtype="uint16")
+    for part in ds.partitions(4, 1024):
+        blob = pickle.dumps(part)
+        assert len(blob) < 2000
+        again = pickle.loads(blob)
+        assert isinstance(again.source, MappedFrameSource)
+        assert again.source.dtype == ds.dtype
+
+
+# -- bad input --------------------------------------------------------------------------
+def test_raw_missing_options_named(tmp_path):
+    path = tmp_path / "frames.raw"
+    path.write_bytes(bytes(64))
+    with pytest.raises(DataSetError, match=r"pass sig_shape=\.\.\., dtype=\.\.\."):
+        open_dataset(path, nav_shape=(2, 2))
+    with pytest.raises(DataSetError, match="nav_shape=..., sig_shape=..., dtype=..."):
+        open_dataset(path)
+
+
+def test_raw_truncated_file(tmp_path):
+    path = tmp_path / "frames.raw"
+    path.write_bytes(bytes(1000))
+    before = path.read_bytes()
+    with pytest.raises(FormatError) as info:
+        open_dataset(path, nav_shape=(4, 4), sig_shape=(8, 8), dtype="uint16")
+    msg = str(info.value)
+    assert "1000 bytes" in msg and "2048 bytes" in msg and "truncated" in msg
+    assert "nav_shape (4, 4) x sig_shape (8, 8) x uint16" in msg
+    assert path.read_bytes() == before  # nothing written
+
+
+def test_raw_trailing_bytes(tmp_path):
+    data = make_data((2, 2), (3, 3), "uint8")
+    path = tmp_path / "frames.raw"
+    path.write_bytes(data.tobytes() + b"tail")
+    with pytest.raises(FormatError, match="allow_trailing=True"):
+        open_dataset(path, nav_shape=(2, 2), sig_shape=(3, 3), dtype="uint8")
+    ds = open_dataset(path, nav_shape=(2, 2), sig_shape=(3, 3), dtype="uint8", allow_trailing=True)
+    assert_reads_equal(ds, data)
+
+
+def test_raw_missing_file(tmp_path):
+    missing = tmp_path / "nope.raw"
+    with pytest.raises(DataSetNotFoundError, match="nope.raw"):
+        open_dataset(missing, nav_shape=(2,), sig_shape=(2, 2), dtype="u1")
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    "options,phrase",
+    [
+        ({"dtype": "not-a-dtype"}, "is not a numpy dtype"),
+        ({"dtype": "U4"}, "not a plain numeric type"),
+        ({"sig_shape": (4,)}, "sig_shape must have 2"),
+        ({"nav_shape": (0, 2)}, "nav_shape must have"),
+        ({"offset": -1}, "offset must be"),
+    ],
+)
+def test_raw_bad_options(tmp_path, options, phrase):
+    path = tmp_path / "frames.raw"
+    path.write_bytes(bytes(64))
+    kw = {"nav_shape": (2, 2), "sig_shape": (4, 2), "dtype": "u2", **options}
+    with pytest.raises(DataSetError, match=phrase):
+        open_dataset(path, **kw)
+
+
+def test_raw_wrong_size_mentions_fix(tmp_path):
+    path = tmp_path / "frames.raw"
+    path.write_bytes(bytes(math.prod((3, 3, 4, 4)) * 2))
+    with pytest.raises(FormatError, match="check nav_shape/sig_shape/dtype"):
+        open_dataset(path, nav_shape=(3, 3), sig_shape=(4, 4), dtype="u4")
+
+
+def test_read_outside_range(tmp_path):
+    path = tmp_path / "frames.raw"
+    path.write_bytes(bytes(2 * 4))
+    ds = open_dataset(path, nav_shape=(2,), sig_shape=(2, 2), dtype="u1")
+    with pytest.raises(DataSetError, match="outside"):
+        ds.read_frames(1, 3)
