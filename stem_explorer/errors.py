@@ -10,6 +10,12 @@ ordinary ``except`` clauses keep working.
 class StemExplorerError(Exception):
     """Base class of all errors raised by stem_explorer."""
 
+    def __reduce__(self):
+        # Rebuild from the message alone. The default for classes that mix in OSError
+        # goes through a __new__ pickle cannot call, and errors raised on a dask worker
+        # must arrive at the client as themselves, not as a generic Exception.
+        return (type(self), self.args, self.__dict__ or None)
+
 
 class DataSetError(StemExplorerError, ValueError):
     """A data set cannot be opened or read as described (wrong shape, dtype, layout)."""

@@ -531,25 +531,27 @@ def _truth(nav_shape, sig_shape, p: SampleParams) -> SampleTruth:
 
 
 def _blocks(nav_shape, frame_pixels):
-    """(flat start, flat stop, hdf5 selection) in scan order, each a hyperslab."""
+    """Scan-ordered blocks ``(start, stop, selection, shape)``: flat frame range, the
+    matching HDF5 hyperslab of the nav axes and its shape. A block is whole scan rows,
+    or part of one row when a row alone is over the memory budget."""
     nx = nav_shape[-1]
     per_block = max(1, _BLOCK_ELEMENTS // frame_pixels)
     if len(nav_shape) == 1:
         for a in range(0, nx, per_block):
             b = min(nx, a + per_block)
-            yield a, b, np.s_[a:b]
+            yield a, b, np.s_[a:b], (b - a,)
         return
     ny = nav_shape[0]
     if per_block >= nx:
         rows = per_block // nx
         for y in range(0, ny, rows):
             y2 = min(ny, y + rows)
-            yield y * nx, y2 * nx, np.s_[y:y2]
+            yield y * nx, y2 * nx, np.s_[y:y2], (y2 - y, nx)
     else:
         for y in range(ny):
             for a in range(0, nx, per_block):
                 b = min(nx, a + per_block)
-                yield y * nx + a, y * nx + b, np.s_[y, a:b]
+                yield y * nx + a, y * nx + b, np.s_[y, a:b], (b - a,)
 
 
 def _to_dtype(counts: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -634,7 +636,6 @@ def make_sample(
     }
     truth = _truth(nav_shape, sig_shape, p)
     template = truth._template
-    template.check_fits()
     shift_y = truth.shift_y.reshape(-1)
     shift_x = truth.shift_x.reshape(-1)
     thick = truth.thick.reshape(-1)
@@ -642,9 +643,10 @@ def make_sample(
     total = truth.n_frames
 
     def frames():
-        for a, b, sel in _blocks(nav_shape, sig_shape[0] * sig_shape[1]):
+        for a, b, sel, shape in _blocks(nav_shape, sig_shape[0] * sig_shape[1]):
             mean = template.render(shift_y[a:b], shift_x[a:b], thick[a:b])
-            yield a, b, sel, _to_dtype(rng.poisson(mean), dtype)
+            counts = _to_dtype(rng.poisson(mean), dtype)
+            yield b, sel, counts.reshape(shape + sig_shape)
 
     tag = f".{path.name}.{uuid.uuid4().hex[:8]}"
     tmp = parent / (tag + ".tmp")
@@ -682,9 +684,14 @@ def _move_into_place(tmp: pathlib.Path, path: pathlib.Path, overwrite: bool, tag
     if os.path.lexists(path):
         _check_target(path, overwrite)  # something may have appeared meanwhile
         if path.is_dir() and not path.is_symlink():
+            # a directory cannot be replaced in one step: move the old one aside
             old = path.parent / (tag + ".old")
             os.rename(path, old)
-            os.rename(tmp, path)
+            try:
+                os.rename(tmp, path)
+            except BaseException:
+                os.rename(old, path)
+                raise
             shutil.rmtree(old, ignore_errors=True)
             return
         if tmp.is_dir():
@@ -711,23 +718,10 @@ def _write_hdf5(tmp, frames, nav_shape, sig_shape, dtype, record, progress, tota
         )
         dset.attrs[SAMPLE_ATTR] = json.dumps(record)
         dset.attrs["seed"] = record["seed"]
-        for a, b, sel, block in frames:
-            dset[sel] = block.reshape(_sel_shape(sel, nav_shape) + sig_shape)
+        for done, sel, block in frames:
+            dset[sel] = block
             if progress is not None:
-                progress(b, total)
-
-
-def _sel_shape(sel, nav_shape) -> tuple[int, ...]:
-    """Shape of the nav part of an hdf5 selection made by :func:`_blocks`."""
-    if not isinstance(sel, tuple):
-        sel = (sel,)
-    shape = []
-    for s, n in zip(sel, nav_shape):
-        if isinstance(s, slice):
-            shape.append(len(range(*s.indices(n))))
-    if len(sel) < len(nav_shape):
-        shape.extend(nav_shape[len(sel):])
-    return tuple(shape)
+                progress(done, total)
 
 
 def _write_raw(tmp, frames, nav_shape, sig_shape, dtype, record, progress, total,
@@ -743,7 +737,7 @@ def _write_raw(tmp, frames, nav_shape, sig_shape, dtype, record, progress, total
         metadata={SAMPLE_ATTR: record},
         **kwargs,
     ) as writer:
-        for a, b, sel, block in frames:
-            writer.write(block)
+        for done, sel, block in frames:
+            writer.write(block.reshape((-1,) + tuple(sig_shape)))
             if progress is not None:
-                progress(b, total)
+                progress(done, total)

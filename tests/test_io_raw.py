@@ -10,31 +10,18 @@ from stem_explorer.errors import DataSetError, DataSetNotFoundError, FormatError
 from stem_explorer.io import open_dataset
 from stem_explorer.io.raw import MappedFrameSource, map_frames
 from stem_explorer.io.testing import (
+    DTYPES,
+    SHAPES,
     assert_partitions_valid,
     assert_reads_equal,
     is_memory_mapped,
+    make_frames,
 )
-
-DTYPES = ["uint8", "uint16", ">u2", "int32", "float32"]
-SHAPES = [((3, 5), (7, 4)), ((6,), (8, 8)), ((1,), (4, 4)), ((1, 1), (3, 2))]
-
-
-def make_data(nav, sig, dtype, seed=0):
-    """Seeded random frames covering the dtype's range."""
-    dtype = np.dtype(dtype)
-    rng = np.random.default_rng(seed)
-    shape = tuple(nav) + tuple(sig)
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    info = np.iinfo(dtype)
-    values = rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype.newbyteorder("="))
-    return values.astype(dtype)
-
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("nav,sig", SHAPES)
 def test_raw_roundtrip(tmp_path, nav, sig, dtype):
-    data = make_data(nav, sig, dtype)
+    data = make_frames(nav, sig, dtype)
     path = tmp_path / "frames.raw"
     path.write_bytes(data.tobytes())
     ds = open_dataset(path, nav_shape=nav, sig_shape=sig, dtype=dtype)
@@ -50,7 +37,7 @@ def test_raw_roundtrip(tmp_path, nav, sig, dtype):
 
 
 def test_raw_reads_are_zero_copy_views(tmp_path):
-    data = make_data((4, 3), (5, 6), ">u2")
+    data = make_frames((4, 3), (5, 6), ">u2")
     path = tmp_path / "frames.bin"
     path.write_bytes(data.tobytes())
     ds = open_dataset(path, nav_shape=(4, 3), sig_shape=(5, 6), dtype=">u2")
@@ -65,7 +52,7 @@ def test_raw_reads_are_zero_copy_views(tmp_path):
 
 def test_raw_header_and_frame_padding(tmp_path):
     nav, sig, dtype = (2, 3), (4, 5), np.dtype("<i4")
-    data = make_data(nav, sig, dtype, seed=3)
+    data = make_frames(nav, sig, dtype, seed=3)
     header, fh, ff = 17, 6, 3  # odd sizes: misaligned values must still read right
     blob = bytearray(b"H" * header)
     for frame in data.reshape(-1, *sig):
@@ -94,7 +81,7 @@ def test_map_frames_helper_strides(tmp_path):
 
 def test_raw_source_and_partition_pickle_small(tmp_path):
     path = tmp_path / "frames.raw"
-    make_data((8, 8), (16, 16), "uint16").tofile(path)
+    make_frames((8, 8), (16, 16), "uint16").tofile(path)
     ds = open_dataset(path, nav_shape=(8, 8), sig_shape=(16, 16), dtype="uint16")
     for part in ds.partitions(4, 1024):
         blob = pickle.dumps(part)
@@ -127,7 +114,7 @@ def test_raw_truncated_file(tmp_path):
 
 
 def test_raw_trailing_bytes(tmp_path):
-    data = make_data((2, 2), (3, 3), "uint8")
+    data = make_frames((2, 2), (3, 3), "uint8")
     path = tmp_path / "frames.raw"
     path.write_bytes(data.tobytes() + b"tail")
     with pytest.raises(FormatError, match="allow_trailing=True"):

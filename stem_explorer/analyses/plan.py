@@ -87,8 +87,11 @@ def build_plan(
         for analysis, label, route in zip(analyses, labels, routes):
             inputs = []
             for entry in route:
+                # copies: the engine keeps merging into its accumulators in place
                 if entry[0] == "mask":
-                    inputs.append(accumulators[mask_op][:, entry[1] : entry[2]])
+                    inputs.append(accumulators[mask_op][:, entry[1] : entry[2]].copy())
+                elif ops[entry[1]].per_frame:
+                    inputs.append(accumulators[entry[1]].copy())
                 else:
                     inputs.append(accumulators[entry[1]])
             for name, array in analysis.compute(inputs, dataset).items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
@@ -37,7 +38,7 @@ def start_local_cluster(n_workers: Optional[int] = None, **kwargs):
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",
         env=WORKER_ENV,
-        silence_logs="error",
+        silence_logs=logging.ERROR,
     )
     options.update(kwargs)
     return LocalCluster(**options)

@@ -75,6 +75,14 @@ class JobStats:
         return self.locality_hits / self.locality_known if self.locality_known else None
 
 
+def _placement(partition) -> dict:
+    """Prefer the workers on the hosts holding the partition; others may still run it,
+    so a lost node costs speed, not the job."""
+    if not partition.locations:
+        return {}
+    return {"workers": list(partition.locations), "allow_other_workers": True}
+
+
 class Job:
     """A running plan; returned at once by ``Session.run``.
 
@@ -131,9 +139,8 @@ class Job:
                 self._plan_future,
                 payload,
                 key=f"stem-explorer-job{self.id}-part{part.index}",
-                workers=list(part.locations) if part.locations else None,
-                allow_other_workers=True,
                 pure=False,
+                **_placement(part),
             )
             for part, payload in zip(self._partitions, payloads)
         ]

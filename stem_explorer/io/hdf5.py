@@ -171,7 +171,7 @@ def _filters(dset: h5py.Dataset) -> list[tuple[int, tuple, str]]:
     for i in range(dcpl.get_nfilters()):
         code, _flags, values, name = dcpl.get_filter(i)
         label = FILTER_NAMES.get(code) or name.decode("ascii", "replace").split(";")[0]
-        out.append((int(code), tuple(values), label or f"filter {code}"))
+        out.append((int(code), tuple(values), label or "unknown"))
     return out
 
 
@@ -189,17 +189,16 @@ def _compression_name(filters) -> Optional[str]:
 def _check_filters_available(filters, dataset_name: str, path: str) -> None:
     for code, _values, label in filters:
         if not h5py.h5z.filter_avail(code):
+            fix = "install the HDF5 filters with `pip install hdf5plugin`"
             if HAVE_HDF5PLUGIN:
-                fix = (
-                    "hdf5plugin is installed but lacks it: update it with "
+                fix += (
+                    " (hdf5plugin is installed but lacks this one: upgrade it with "
                     "`pip install -U hdf5plugin`, or install the filter's HDF5 plugin and "
-                    "set HDF5_PLUGIN_PATH"
+                    "point HDF5_PLUGIN_PATH at it)"
                 )
-            else:
-                fix = "install the filters with `pip install hdf5plugin`"
             raise FormatError(
-                f"dataset {dataset_name!r} in {path!r} is compressed with the {label} "
-                f"filter (HDF5 filter id {code}), which is not available here; {fix}"
+                f"dataset {dataset_name!r} in {path!r} is compressed with the HDF5 filter "
+                f"{label!r} (filter id {code}), which is not available here; {fix}"
             )
 
 

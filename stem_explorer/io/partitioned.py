@@ -437,10 +437,12 @@ def open_raw_partitions(path, *, verify: str = "size") -> RawPartitionDataSet:
 
 
 def _sniff_raw_partitions(path) -> bool:
+    """A directory holding ``dataset.json``, or a JSON file naming this format."""
     path = os.fspath(path)
-    sidecar = os.path.join(path, SIDECAR_NAME) if os.path.isdir(path) else path
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, SIDECAR_NAME))
     try:
-        with open(sidecar, "rb") as f:
+        with open(path, "rb") as f:
             head = f.read(65536)
     except OSError:
         return False

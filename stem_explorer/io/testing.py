@@ -12,11 +12,35 @@ import numpy as np
 from .base import DataSet, Partition
 
 __all__ = [
+    "DTYPES",
+    "SHAPES",
     "assert_partitions_valid",
     "assert_reads_equal",
     "is_memory_mapped",
+    "make_frames",
     "read_through_partitions",
 ]
+
+#: dtypes every reader is tested with (big-endian included).
+DTYPES = ["uint8", "uint16", ">u2", "int32", "float32"]
+#: ``(nav_shape, sig_shape)`` pairs: non-square scan and detector, a line scan, a
+#: single frame.
+SHAPES = [((3, 5), (7, 4)), ((6,), (8, 8)), ((1,), (4, 4)), ((1, 1), (3, 2))]
+
+
+def make_frames(nav_shape, sig_shape, dtype, seed: int = 0) -> np.ndarray:
+    """Seeded random data of shape ``nav_shape + sig_shape`` spanning the dtype's
+    range (normal values for floats)."""
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng(seed)
+    shape = tuple(nav_shape) + tuple(sig_shape)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(dtype)
+    info = np.iinfo(dtype)
+    native = dtype.newbyteorder("=")
+    return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=native).astype(dtype)
 
 
 def read_through_partitions(

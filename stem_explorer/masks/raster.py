@@ -37,6 +37,8 @@ __all__ = [
 
 # Distance (in pixels) within which a pixel centre counts as lying on a polygon edge.
 _EDGE_TOLERANCE = 1e-9
+# Pixels evaluated at once when testing a shape's inequality (bounds temporary memory).
+_BLOCK_PIXELS = 1 << 18
 
 
 def check_sig_shape(sig_shape) -> tuple[int, int]:
@@ -88,7 +90,7 @@ class MaskPatch:
 _EMPTY = MaskPatch(0, 0, np.zeros((0, 0), np.float32))
 
 
-# --- bounds: the float box (ymin, ymax, xmin, xmax) holding a mask, None = whole frame
+# --- bounds of a primitive shape: the float box (ymin, ymax, xmin, xmax) holding it
 
 
 def _bounds(mask):
@@ -101,21 +103,8 @@ def _bounds(mask):
     if kind == "polygon":
         ys, xs = zip(*mask.vertices)
         return min(ys), max(ys), min(xs), max(xs)
-    if kind == "point":
-        y, x = _nearest_pixel(mask)
-        return y, y, x, x
-    if kind in ("union", "symmetric_spots"):
-        parts = mask.parts if kind == "union" else mask.disks()
-        boxes = [_bounds(p) for p in parts]
-        if any(b is None for b in boxes):
-            return None
-        ymin, ymax, xmin, xmax = zip(*boxes)
-        return min(ymin), max(ymax), min(xmin), max(xmax)
-    if kind == "difference":
-        return _bounds(mask.base)
-    if kind == "scaled":
-        return _bounds(mask.mask)
-    return None  # weighted
+    y, x = _nearest_pixel(mask)  # point
+    return y, y, x, x
 
 
 def _window(box, sig_shape):
@@ -203,8 +192,15 @@ def _primitive_patch(mask, sig_shape):
     window = _window(_bounds(mask), sig_shape)
     if window is None:
         return _EMPTY
-    inside = _INSIDE[mask.kind](mask, *_grid(window))
-    return MaskPatch(window[0], window[2], inside.astype(np.float32))
+    y0, y1, x0, x1 = window
+    inside = _INSIDE[mask.kind]
+    values = np.empty((y1 - y0, x1 - x0), np.float32)
+    # Evaluate in blocks of rows so that the float64 temporaries stay small.
+    step = max(1, _BLOCK_PIXELS // (x1 - x0))
+    for r0 in range(y0, y1, step):
+        r1 = min(r0 + step, y1)
+        values[r0 - y0 : r1 - y0] = inside(mask, *_grid((r0, r1, x0, x1)))
+    return MaskPatch(y0, x0, values)
 
 
 # --- combinations
@@ -236,7 +232,7 @@ def _union_patch(parts, sig_shape):
     y1 = max(p.slices[0].stop for p in covered)
     x1 = max(p.slices[1].stop for p in covered)
     values = np.full((y1 - y0, x1 - x0), -np.inf, np.float32)
-    reached = np.zeros(values.shape, np.int64)  # how many parts' windows reach a pixel
+    reached = np.zeros(values.shape, np.int32)  # how many parts' windows reach a pixel
     for p in covered:
         rows, cols = p.slices
         region = (slice(rows.start - y0, rows.stop - y0), slice(cols.start - x0, cols.stop - x0))
@@ -304,14 +300,26 @@ def _has_support(mask, sig_shape):
     return bool(_primitive_patch(mask, sig_shape).values.any())
 
 
+def _touches(mask, sig_shape):
+    """Whether the shapes of ``mask`` reach the area between the detector's pixel centres."""
+    kind = mask.kind
+    if kind in ("union", "symmetric_spots"):
+        parts = mask.parts if kind == "union" else mask.disks()
+        return any(_touches(p, sig_shape) for p in parts)
+    if kind in ("difference", "scaled"):
+        return _touches(mask.base if kind == "difference" else mask.mask, sig_shape)
+    if kind == "weighted":
+        return True
+    ymin, ymax, xmin, xmax = _bounds(mask)
+    sy, sx = sig_shape
+    return math.ceil(ymin) <= sy - 1 and math.floor(ymax) >= 0 and (
+        math.ceil(xmin) <= sx - 1 and math.floor(xmax) >= 0
+    )
+
+
 def _raise_uncovered(mask, sig_shape):
     sy, sx = sig_shape
-    box = _bounds(mask)
-    touches = box is None or (
-        math.ceil(box[0]) <= sy - 1 and math.floor(box[1]) >= 0
-        and math.ceil(box[2]) <= sx - 1 and math.floor(box[3]) >= 0
-    )
-    if not touches:
+    if not _touches(mask, sig_shape):
         raise MaskError(
             f"mask {mask!r} lies outside the detector of shape ({sy}, {sx}); move it onto the "
             f"detector (pixel centres span 0 <= y <= {sy - 1}, 0 <= x <= {sx - 1}, row first)"
@@ -454,6 +462,9 @@ def stack_masks(masks, sig_shape, names=None) -> MaskStack:
     ``(c, m)`` matrix is never built unless ``MaskStack.dense`` is asked for.
     """
     sig_shape = check_sig_shape(sig_shape)
+    if hasattr(masks, "keys") and "kind" in masks:
+        raise MaskError("stack_masks got one mask description (a dict with 'kind'); pass a "
+                        "list of masks, e.g. [from_dict(d)]")
     if hasattr(masks, "keys"):
         names, masks = (list(masks.keys()) if names is None else names), list(masks.values())
     elif hasattr(masks, "kind") or not hasattr(masks, "__iter__"):

@@ -1,0 +1,213 @@
+"""The engine on a real multi-process LocalCluster: results, streaming, cancel,
+supersede, worker failure, embedded cluster and connection errors."""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import cloudpickle
+import numpy as np
+import pytest
+
+import _reference as ref
+from stem_explorer import Session, masks
+from stem_explorer.analyses import CenterOfMass, PickFrame, StdFrame, SumFrame, VirtualDetector
+from stem_explorer.errors import ClusterError, JobCancelledError
+from stem_explorer.io import DataSet, FrameReader, open_dataset
+from stem_explorer.io.raw import MappedFrameSource
+
+pytestmark = pytest.mark.cluster
+
+# the slow source below is defined here, and workers cannot import test modules
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class SlowReader(FrameReader):
+    def __init__(self, inner, delay):
+        self.inner, self.delay = inner, delay
+
+    def read(self, start, stop):
+        time.sleep(self.delay)
+        return self.inner.read(start, stop)
+
+    def close(self):
+        self.inner.close()
+
+
+class SlowSource(MappedFrameSource):
+    """A raw file read with a pause per tile: makes jobs last long enough to act on."""
+
+    delay = 0.05
+
+    def open(self, payload=None):
+        return SlowReader(super().open(payload), self.delay)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def raw_dataset(tmp_path, data, name="data.raw"):
+    path = tmp_path / name
+    data.tofile(path)
+    return open_dataset(path, nav_shape=data.shape[:-2], sig_shape=data.shape[-2:], dtype=data.dtype.str)
+
+
+def slow_dataset(tmp_path, nav=(16, 16), sig=(8, 8), delay=0.05):
+    data = np.random.default_rng(7).integers(0, 1000, nav + sig).astype(np.uint16)
+    path = tmp_path / "slow.raw"
+    data.tofile(path)
+    source = SlowSource(path, offset=0, n_frames=int(np.prod(nav)), sig_shape=sig, dtype="uint16")
+    source.delay = delay
+    return DataSet(source, nav, format="raw", path=str(path)), data
+
+
+@pytest.mark.parametrize("dtype", ["uint16", ">u2", "float32"])
+def test_cluster_results_equal_numpy(client, tmp_path, dtype):
+    data = np.random.default_rng(1).integers(0, 3000, (12, 10, 14, 9)).astype(dtype)
+    ds = raw_dataset(tmp_path, data)
+    disk = masks.Disk(7, 4, 3)
+    with Session(ds, client=client, partition_bytes=14 * 9 * 2 * 10) as session:
+        job = session.run(VirtualDetector(disk), CenterOfMass(center=(6.5, 4)), SumFrame(), StdFrame())
+        results = job.result(timeout=60)
+        assert job.n_partitions >= 4 and job.n_partitions % 2 == 0
+    np.testing.assert_allclose(results["vd/mask0"].data, ref.virtual_image(data, disk.rasterize((14, 9))), rtol=1e-6)
+    sy, sx, _ = ref.center_of_mass(data, 6.5, 4)
+    np.testing.assert_allclose(results["com/shift_x"].data, sx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results["sum/frame"].data, ref.frames(data).sum(axis=0))
+    np.testing.assert_allclose(results["std/frame"].data, ref.frames(data).std(axis=0), rtol=1e-9)
+    assert job.stats.bytes_done == data.nbytes
+    assert set(job.stats.tasks_per_worker) <= set(client.scheduler_info()["workers"])
+
+
+def test_in_memory_numpy_on_cluster(client):
+    data = np.random.default_rng(2).integers(0, 255, (7, 5, 6, 6)).astype(np.uint8)
+    with Session(data, client=client, partition_bytes=200) as session:
+        results = session.compute(SumFrame(), PickFrame((6, 4)))
+    np.testing.assert_array_equal(results["sum/frame"].data, ref.frames(data).sum(axis=0))
+    np.testing.assert_array_equal(results["pick/frames"].data[0], data[6, 4])
+
+
+def test_streaming_partial_results(client, tmp_path):
+    ds, data = slow_dataset(tmp_path, delay=0.01)
+    with Session(ds, client=client, partition_bytes=8 * 8 * 2 * 16) as session:
+        job = session.run(VirtualDetector(masks.Disk(4, 4, 2)))
+        snapshots = list(job)
+    assert snapshots[-1].final and snapshots[-1].fraction == 1.0
+    fractions = [s.fraction for s in snapshots]
+    assert fractions == sorted(fractions) and len(snapshots) >= 2
+    for s in snapshots:
+        image = s.results["vd/mask0"].data
+        assert s.filled.shape == (16, 16)
+        assert np.all(np.isnan(image[~s.filled])) and np.all(np.isfinite(image[s.filled]))
+    expected = ref.virtual_image(data, masks.Disk(4, 4, 2).rasterize((8, 8)))
+    np.testing.assert_allclose(snapshots[-1].results["vd/mask0"].data, expected)
+    # filled grows monotonically
+    for a, b in zip(snapshots, snapshots[1:]):
+        assert np.all(b.filled[a.filled])
+
+
+def test_cancel_stops_delivery_and_pending_work(client, tmp_path):
+    ds, _ = slow_dataset(tmp_path, delay=0.1)
+    delivered = []
+    with Session(ds, client=client, partition_bytes=8 * 8 * 2 * 8) as session:
+        job = session.run(SumFrame(), on_partial=lambda p: delivered.append(time.perf_counter()))
+        while not delivered:
+            time.sleep(0.005)
+        assert job.cancel() is True
+        cancelled_at = time.perf_counter()
+        with pytest.raises(JobCancelledError):
+            job.result(timeout=10)
+        time.sleep(0.5)
+        assert all(t <= cancelled_at for t in delivered)
+        assert job.snapshot(results=False).partitions_done < job.n_partitions
+    # pending tasks were dropped: a new job on the same workers is not queued behind them
+    fast = open_dataset(np.ones((4, 4, 8, 8), np.uint16))
+    with Session(fast, client=client) as other:
+        np.testing.assert_array_equal(other.compute(SumFrame())["sum/frame"].data, np.full((8, 8), 16.0))
+
+
+def test_supersede_never_delivers_stale_results(client, tmp_path):
+    ds, _ = slow_dataset(tmp_path, delay=0.05)
+    events = []
+    lock = threading.Lock()
+
+    def recorder(job_name):
+        def record(progress):
+            with lock:
+                events.append(job_name)
+        return record
+
+    with Session(ds, client=client, partition_bytes=8 * 8 * 2 * 16) as session:
+        first = session.run(VirtualDetector(masks.Disk(4, 4, 1)), on_partial=recorder("first"))
+        while "first" not in events:
+            time.sleep(0.005)
+        second = session.run(VirtualDetector(masks.Disk(4, 4, 3)), on_partial=recorder("second"), supersede=True)
+        assert first.cancelled
+        second.result(timeout=60)
+    assert events[-1] == "second"
+    first_second = events.index("second")
+    assert "first" not in events[first_second:]
+    with pytest.raises(JobCancelledError):
+        first.result()
+
+
+def test_worker_killed_mid_job_gives_identical_result(tmp_path):
+    from distributed import Client, LocalCluster
+
+    ds, data = slow_dataset(tmp_path, nav=(16, 16), delay=0.05)
+    expected = ref.frames(data).sum(axis=0)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as c:
+        pids = c.run(os.getpid)
+        with Session(ds, client=c, partition_bytes=8 * 8 * 2 * 8) as session:
+            job = session.run(SumFrame())
+            while job.snapshot(results=False).partitions_done < 2:
+                time.sleep(0.005)
+            assert not job.done
+            victim = sorted(pids.values())[0]
+            os.kill(victim, signal.SIGKILL)
+            results = job.result(timeout=120)
+        np.testing.assert_array_equal(results["sum/frame"].data, expected)
+        assert job.snapshot(results=False).partitions_done == job.n_partitions
+        new_pids = c.run(os.getpid)
+        assert victim not in new_pids.values()
+
+
+def test_embedded_local_cluster(tmp_path):
+    data = np.arange(3 * 4 * 5 * 6, dtype=np.uint16).reshape(3, 4, 5, 6)
+    with Session(raw_dataset(tmp_path, data), n_workers=2) as session:
+        assert session.n_workers == 2
+        link = session.dashboard_link
+        assert link is None or "127.0.0.1" in link
+        assert session.client.scheduler.address.startswith("tcp://127.0.0.1")
+        frame = session.pick_frame((2, 3))
+        np.testing.assert_array_equal(frame, data[2, 3])
+        cluster = session._cluster
+    assert cluster.status.name in ("closed", "closing")
+
+
+def test_unreachable_address_is_a_clear_error(tmp_path):
+    data = np.zeros((2, 2, 4, 4), np.uint8)
+    start = time.perf_counter()
+    with pytest.raises(ClusterError, match="tcp://127.0.0.1:9"):
+        Session(raw_dataset(tmp_path, data), address="tcp://127.0.0.1:9", timeout=2)
+    assert time.perf_counter() - start < 30
+
+
+def test_task_errors_surface_in_result(client, tmp_path):
+    data = np.zeros((4, 4, 4, 4), np.uint16)
+    ds = raw_dataset(tmp_path, data)
+    os.unlink(ds.path)  # the workers cannot find the file any more
+    with Session(ds, client=client) as session:
+        job = session.run(SumFrame())
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            job.result(timeout=60)
