@@ -112,6 +112,7 @@ class Results(Mapping):
             with h5py.File(tmp, "w") as f:
                 f.attrs["provenance"] = json.dumps(self.provenance)
                 f.attrs["software"] = "stem_explorer"
+                f.attrs["keys"] = json.dumps(list(self._arrays))
                 for key, array in self._arrays.items():
                     dset = f.create_dataset(f"results/{key}", data=np.asarray(array.data))
                     dset.attrs["dims"] = json.dumps(list(array.dims))
@@ -128,9 +129,7 @@ class Results(Mapping):
         arrays = {}
         with h5py.File(path, "r") as f:
             provenance = json.loads(f.attrs["provenance"])
-            keys = []
-            f["results"].visititems(lambda k, v: keys.append(k) if isinstance(v, h5py.Dataset) else None)
-            for key in keys:
+            for key in json.loads(f.attrs["keys"]):
                 dset = f["results"][key]
                 coords = {}
                 if f"coords/{key}" in f:

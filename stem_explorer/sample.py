@@ -72,7 +72,6 @@ import operator
 import os
 import pathlib
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
@@ -85,6 +84,7 @@ __all__ = [
     "DEFAULT_DOSE",
     "FORMATS",
     "HDF5_DATASET",
+    "SAMPLE_ATTR",
     "SampleExistsError",
     "SampleParams",
     "SampleTruth",
@@ -231,8 +231,8 @@ class SampleParams:
 
     def to_json(self) -> dict:
         """The parameters as plain JSON types."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in
-                dataclasses.asdict(self).items()}
+        items = dataclasses.asdict(self).items()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
 
 
 def _as_float(name, value, *, positive=False, minimum=None) -> float:
@@ -397,12 +397,10 @@ def _disk(dy, dx, pos, radius) -> np.ndarray:
 
 def _bragg_positions(params: SampleParams) -> list[tuple[float, float]]:
     half = params.bragg_count // 2
-    first = []
+    r, first = params.bragg_distance, []
     for k in range(half):
         angle = math.radians(params.bragg_rotation) + 2 * math.pi * k / params.bragg_count
-        first.append(
-            (params.bragg_distance * math.sin(angle), params.bragg_distance * math.cos(angle))
-        )
+        first.append((r * math.sin(angle), r * math.cos(angle)))
     # the opposite partners are exact negatives, so the set is exactly point-symmetric
     return first + [(-y, -x) for y, x in first]
 

@@ -359,7 +359,7 @@ def test_default_parameters_fit_default_detector():
     params.check_fits((128, 128))
 
 
-# -- raw partition format -------------------------------------------------------------------
+# -- raw partition format ----------------------------------------------------------------
 
 
 def test_raw_format_matches_hdf5(tmp_path, reference):

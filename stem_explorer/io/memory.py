@@ -45,6 +45,7 @@ class MemoryBlock:
 
     @property
     def stop(self) -> int:
+        """Flat index one past the block's last frame."""
         return self.start + len(self.frames)
 
 

@@ -95,7 +95,7 @@ def validate_sidecar(doc: Any, where: str = SIDECAR_NAME) -> None:
     if error is not None:
         rule = error.validator
         value = error.validator_value
-        if rule not in ("required", "additionalProperties", "$ref", "type") and not isinstance(value, dict):
+        if rule not in ("required", "additionalProperties", "$ref", "type", "pattern") and not isinstance(value, dict):
             rule = f"{rule} {value!r}"
         raise FormatError(
             f"{where} does not match the raw partition schema at field "
@@ -583,7 +583,7 @@ class RawPartitionWriter:
                 self._open_part()
             room = self.frames_per_file - (self._current["stop"] - self._current["start"])
             k = min(room, n - pos)
-            data = memoryview(block[pos : pos + k]).cast("B")
+            data = memoryview(block[pos : pos + k].reshape(-1).view(np.uint8))
             self._file.write(data)
             self._hash.update(data)
             self._current["stop"] += k
