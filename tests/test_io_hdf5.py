@@ -1,7 +1,6 @@
 """HDF5 reader: layouts (contiguous / chunked / compressed), dataset discovery through
 links, bad input, and a real ARINA master + data file pair."""
 
-import math
 import os
 import pickle
 
@@ -254,16 +253,17 @@ def test_hdf5_no_candidates(tmp_path):
     path = tmp_path / "none.h5"
     with h5py.File(path, "w") as f:
         f["image"] = np.zeros((4, 4), "u2")
-        f["broken"] = h5py.ExternalLink("missing.h5", "/data")
+        f["broken"] = h5py.ExternalLink("missing.h5", "/data")  # reported, not fatal
     with pytest.raises(DataSetError, match="no 3-D or 4-D numeric dataset.*/image"):
         open_dataset(path)
 
 
 def test_hdf5_unavailable_filter_monkeypatched(tmp_path, monkeypatch):
     data = make_frames((2, 2), (4, 4), "u2")
-    path = write_h5(tmp_path / "bs.h5", data, chunks=(1, 2, 4, 4), **hdf5plugin.Bitshuffle(cname="lz4"))
+    bitshuffle = hdf5plugin.Bitshuffle(cname="lz4")
+    path = write_h5(tmp_path / "bs.h5", data, chunks=(1, 2, 4, 4), **bitshuffle)
     real = h5py.h5z.filter_avail
-    monkeypatch.setattr(h5py.h5z, "filter_avail", lambda code: False if code == 32008 else real(code))
+    monkeypatch.setattr(h5py.h5z, "filter_avail", lambda code: code != 32008 and real(code))
     with pytest.raises(FormatError) as info:
         open_dataset(path)
     msg = str(info.value)
@@ -325,3 +325,15 @@ def test_arina_master_through_external_link(realdata):
     vbf = frames.astype(np.float64)[:, disk].sum(axis=1).reshape(ds.nav_shape)
     assert vbf.shape == vbf_ref.shape
     assert np.array_equal(vbf, vbf_ref)
+
+
+def test_hdf5_master_without_its_data_file(tmp_path):
+    master = tmp_path / "master.h5"
+    with h5py.File(master, "w") as f:
+        f["entry/data/data_000001"] = h5py.ExternalLink("data_000001.h5", "/entry/data/data")
+    with pytest.raises(DataSetError) as info:
+        open_dataset(master)
+    msg = str(info.value)
+    assert "missing file data_000001.h5:/entry/data/data" in msg and "beside the master" in msg
+    with pytest.raises(DataSetNotFoundError, match="cannot be opened.*missing file data_000001"):
+        open_dataset(master, dataset="entry/data/data_000001")

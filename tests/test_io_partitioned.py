@@ -135,14 +135,19 @@ def test_write_raw_partitions_from_dataset_array_and_dask(tmp_path):
         f.create_dataset("frames", data=data, chunks=(2, 2, 7, 4), compression="gzip")
     src = open_dataset(h5)
     out = write_raw_partitions(
-        tmp_path / "from_h5", src, partition_bytes=4 * src.frame_bytes, block_bytes=3 * src.frame_bytes
+        tmp_path / "from_h5",
+        src,
+        partition_bytes=4 * src.frame_bytes,
+        block_bytes=3 * src.frame_bytes,
     )
     assert isinstance(out, RawPartitionDataSet)
     assert_reads_equal(out, data)
     assert out.metadata["source"]["format"] == "hdf5"
     assert verify_partitions(tmp_path / "from_h5") == {"files": 4, "bytes": data.nbytes}
 
-    out = write_raw_partitions(tmp_path / "from_np", data, partition_bytes=1, metadata={"note": "x"})
+    out = write_raw_partitions(
+        tmp_path / "from_np", data, partition_bytes=1, metadata={"note": "x"}
+    )
     assert out.metadata["note"] == "x" and out.metadata["n_files"] == 15
     assert_reads_equal(out, data)
 
@@ -180,7 +185,8 @@ def good(tmp_path):
 
 
 def test_malformed_json(good):
-    (good / "dataset.json").write_text('{"format": "stem_explorer.raw_partitions",\n "version": 1,,}')
+    text = '{"format": "stem_explorer.raw_partitions",\n "version": 1,,}'
+    (good / "dataset.json").write_text(text)
     with pytest.raises(FormatError, match=r"not valid JSON: .* line 2 column 15"):
         open_dataset(good)
 
@@ -225,7 +231,8 @@ def test_partition_gap_and_overlap(good):
     over["partitions"][1]["start"] = 1
     over["partitions"][1]["bytes"] = 3 * 32
     (good / "dataset.json").write_text(json.dumps(over))
-    with pytest.raises(FormatError, match=r"overlap: frames 1:2 are in both part-00000.raw and part-00001.raw"):
+    both = r"overlap: frames 1:2 are in both part-00000.raw and part-00001.raw"
+    with pytest.raises(FormatError, match=both):
         open_dataset(good)
     short = json.loads(json.dumps(doc))
     short["nav_shape"] = [2, 4]
@@ -256,9 +263,10 @@ def test_directory_without_sidecar(tmp_path):
 # -- the writer ------------------------------------------------------------------------------
 def test_writer_interrupted_leaves_nothing(tmp_path):
     data = make_frames((4, 4), (4, 4), "<u2")
+    layout = {"nav_shape": (4, 4), "sig_shape": (4, 4), "dtype": "<u2"}
     dest = tmp_path / "ds"
     with pytest.raises(RuntimeError, match="boom"):
-        with RawPartitionWriter(dest, nav_shape=(4, 4), sig_shape=(4, 4), dtype="<u2", partition_bytes=3 * 32) as w:
+        with RawPartitionWriter(dest, **layout, partition_bytes=3 * 32) as w:
             w.write(data.reshape(-1, 4, 4)[:7])  # two finished files, one in progress
             assert any(name.endswith(".tmp") for name in os.listdir(dest))
             raise RuntimeError("boom")
@@ -266,7 +274,7 @@ def test_writer_interrupted_leaves_nothing(tmp_path):
     dest.mkdir()
     (dest / "notes.txt").write_text("keep me")
     with pytest.raises(RuntimeError):
-        with RawPartitionWriter(dest, nav_shape=(4, 4), sig_shape=(4, 4), dtype="<u2", partition_bytes=64) as w:
+        with RawPartitionWriter(dest, **layout, partition_bytes=64) as w:
             w.write(data.reshape(-1, 4, 4)[:5])
             raise RuntimeError("boom")
     assert os.listdir(dest) == ["notes.txt"]
@@ -276,7 +284,9 @@ def test_writer_too_few_frames_publishes_nothing(tmp_path):
     dest = tmp_path / "ds"
     data = make_frames((3, 3), (2, 2), "u1")
     with pytest.raises(DataSetError, match="only 5 of the 9 frames.*no dataset.json"):
-        with RawPartitionWriter(dest, nav_shape=(3, 3), sig_shape=(2, 2), dtype="u1", partition_bytes=8) as w:
+        with RawPartitionWriter(
+            dest, nav_shape=(3, 3), sig_shape=(2, 2), dtype="u1", partition_bytes=8
+        ) as w:
             w.write(data.reshape(-1, 2, 2)[:5])
     assert not dest.exists()
 

@@ -60,7 +60,13 @@ def test_raw_header_and_frame_padding(tmp_path):
     path = tmp_path / "padded.dat"
     path.write_bytes(bytes(blob))
     ds = open_dataset(
-        path, nav_shape=nav, sig_shape=sig, dtype="<i4", offset=header, frame_header=fh, frame_footer=ff
+        path,
+        nav_shape=nav,
+        sig_shape=sig,
+        dtype="<i4",
+        offset=header,
+        frame_header=fh,
+        frame_footer=ff,
     )
     assert_reads_equal(ds, data, tile_frames=4)
     with ds.source.open() as reader:
@@ -73,7 +79,9 @@ def test_map_frames_helper_strides(tmp_path):
     blob = b"".join(b"XX" + f.tobytes() + b"YY" for f in data)
     path = tmp_path / "x.raw"
     path.write_bytes(b"0123" + blob)
-    frames = map_frames(str(path), offset=4 + 2, n_frames=3, sig_shape=(2, 2), dtype="<u2", frame_stride=stride)
+    frames = map_frames(
+        str(path), offset=4 + 2, n_frames=3, sig_shape=(2, 2), dtype="<u2", frame_stride=stride
+    )
     assert frames.strides[0] == stride
     assert np.array_equal(frames, data)
     assert isinstance(frames.base, np.memmap) or is_memory_mapped(frames)

@@ -49,7 +49,7 @@ class SlowSource(MappedFrameSource):
 def client():
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0")
     client = Client(cluster)
     yield client
     client.close()
@@ -166,7 +166,7 @@ def test_worker_killed_mid_job_gives_identical_result(tmp_path):
 
     ds, data = slow_dataset(tmp_path, nav=(16, 16), delay=0.05)
     expected = ref.frames(data).sum(axis=0)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as c:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
         pids = c.run(os.getpid)
         with Session(ds, client=c, partition_bytes=8 * 8 * 2 * 8) as session:
             job = session.run(SumFrame())

@@ -92,10 +92,12 @@ def _object_key(obj) -> tuple[int, int]:
     return (info.fileno, info.addr)
 
 
-def _numeric_datasets(f: h5py.File) -> list[tuple[str, h5py.Dataset]]:
-    """Every numeric, non-scalar dataset reachable from ``f``, following soft and
-    external links; an object reached by several paths is listed once."""
+def _numeric_datasets(f: h5py.File, broken: Optional[list] = None) -> list:
+    """Every ``(path, dataset)`` numeric and non-scalar reachable from ``f``, following
+    soft and external links; an object reached by several paths is listed once.
+    Dangling external links are described in ``broken``."""
     found, seen = [], set()
+    broken = [] if broken is None else broken
 
     def walk(group, prefix):
         for name in group:
@@ -103,7 +105,8 @@ def _numeric_datasets(f: h5py.File) -> list[tuple[str, h5py.Dataset]]:
             try:
                 obj = group[name]
             except (KeyError, OSError, RuntimeError, ValueError):
-                continue  # a dangling soft or external link
+                broken.append(_describe_link(group, name, path))
+                continue
             if obj is None:
                 continue
             key = _object_key(obj)
@@ -125,12 +128,33 @@ def _numeric_datasets(f: h5py.File) -> list[tuple[str, h5py.Dataset]]:
     return found
 
 
+def _describe_link(group, name: str, path: str) -> str:
+    try:
+        link = group.get(name, getlink=True)
+    except (KeyError, OSError, RuntimeError, ValueError):
+        link = None
+    if isinstance(link, h5py.ExternalLink):
+        return f"{path} -> missing file {link.filename}:{link.path}"
+    if isinstance(link, h5py.SoftLink):
+        return f"{path} -> missing {link.path}"
+    return f"{path} (unreadable)"
+
+
+def _broken_hint(broken: list) -> str:
+    if not broken:
+        return ""
+    return (
+        f"; dangling links: {'; '.join(broken)} (put the linked data files beside the "
+        f"master file)"
+    )
+
+
 def _describe(candidates) -> str:
     return "; ".join(f"{p} {tuple(d.shape)} {d.dtype}" for p, d in candidates) or "none"
 
 
-def _frame_candidates(f: h5py.File):
-    all_numeric = _numeric_datasets(f)
+def _frame_candidates(f: h5py.File, broken: Optional[list] = None):
+    all_numeric = _numeric_datasets(f, broken)
     return [(p, d) for p, d in all_numeric if d.ndim in (3, 4)], all_numeric
 
 
@@ -142,21 +166,33 @@ def _select_dataset(f: h5py.File, path: str, dataset: Optional[str]):
         except (KeyError, OSError, RuntimeError, ValueError):
             obj = None
         if not isinstance(obj, h5py.Dataset):
-            candidates, _ = _frame_candidates(f)
-            what = "is a group, not a dataset" if isinstance(obj, h5py.Group) else "does not exist"
+            broken: list = []
+            candidates, _ = _frame_candidates(f, broken)
+            if isinstance(obj, h5py.Group):
+                what = "is a group, not a dataset"
+            else:
+                what = "does not exist"
+                parent, _, name = key.rpartition("/")
+                try:
+                    group = f[parent or "/"]
+                except (KeyError, OSError, RuntimeError, ValueError):
+                    group = None
+                if isinstance(group, h5py.Group) and name in group:
+                    what = f"cannot be opened ({_describe_link(group, name, key)})"
             raise DataSetNotFoundError(
                 f"HDF5 path {key!r} in {path!r} {what}; its 3-D/4-D datasets are: "
-                f"{_describe(candidates)}; pass one of them as dataset=..."
+                f"{_describe(candidates)}; pass one of them as dataset=...{_broken_hint(broken)}"
             )
         return key, obj
-    candidates, all_numeric = _frame_candidates(f)
+    broken = []
+    candidates, all_numeric = _frame_candidates(f, broken)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
         raise DataSetError(
             f"{path!r} holds no 3-D or 4-D numeric dataset to read frames from "
             f"(numeric datasets: {_describe(all_numeric)}); pass dataset=... naming the "
-            f"frames, or check that linked data files are beside the master file"
+            f"frames{_broken_hint(broken)}"
         )
     raise DataSetError(
         f"{path!r} holds several 3-D/4-D datasets: {_describe(candidates)}; pass "

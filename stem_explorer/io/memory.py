@@ -125,7 +125,7 @@ class InMemoryDataSet(DataSet):
             return client.scatter(blocks, hash=False)
         import dask
 
-        bounds = sorted({0, self.n_frames} | {p.start for p in partitions} | {p.stop for p in partitions})
+        bounds = sorted({0, self.n_frames}.union(*((p.start, p.stop) for p in partitions)))
         chunks = tuple(int(b - a) for a, b in zip(bounds[:-1], bounds[1:]))
         frames = self._frames.rechunk({0: chunks, 1: -1, 2: -1})
         make_block = dask.delayed(MemoryBlock, pure=True)

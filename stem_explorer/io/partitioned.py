@@ -29,7 +29,14 @@ import numpy as np
 
 from ..errors import ChecksumError, DataSetError, DataSetNotFoundError, FormatError
 from .._json import jsonable
-from .base import DEFAULT_PARTITION_BYTES, DataSet, FrameReader, FrameSource, Partition, plan_partitions
+from .base import (
+    DEFAULT_PARTITION_BYTES,
+    DataSet,
+    FrameReader,
+    FrameSource,
+    Partition,
+    plan_partitions,
+)
 from .raw import _check_range, map_frames, parse_dtype, parse_shape
 from .registry import ReaderPlugin, register_reader
 
@@ -85,7 +92,11 @@ def validate_sidecar(doc: Any, where: str = SIDECAR_NAME) -> None:
     schema."""
     import jsonschema
 
-    if isinstance(doc, dict) and doc.get("format") == FORMAT_NAME and doc.get("version") != FORMAT_VERSION:
+    if (
+        isinstance(doc, dict)
+        and doc.get("format") == FORMAT_NAME
+        and doc.get("version") != FORMAT_VERSION
+    ):
         raise FormatError(
             f"{where} is raw partition format version {doc.get('version')!r}, but this "
             f"stem_explorer reads version {FORMAT_VERSION}; upgrade stem_explorer"
@@ -95,7 +106,7 @@ def validate_sidecar(doc: Any, where: str = SIDECAR_NAME) -> None:
     if error is not None:
         rule = error.validator
         value = error.validator_value
-        if rule not in ("required", "additionalProperties", "$ref", "type", "pattern") and not isinstance(value, dict):
+        if rule in ("minimum", "maximum", "minItems", "maxItems", "minLength", "const"):
             rule = f"{rule} {value!r}"
         raise FormatError(
             f"{where} does not match the raw partition schema at field "
@@ -276,7 +287,11 @@ class RawPartitionSource(FrameSource):
         """The same source restricted to the files holding frames ``start:stop``."""
         parts = [p for p in self.parts if p[1] < stop and p[2] > start]
         return RawPartitionSource(
-            self.directory, parts, n_frames=self.n_frames, sig_shape=self.sig_shape, dtype=self.dtype
+            self.directory,
+            parts,
+            n_frames=self.n_frames,
+            sig_shape=self.sig_shape,
+            dtype=self.dtype,
         )
 
     def part_index(self, frame: int) -> int:
@@ -381,7 +396,9 @@ class RawPartitionDataSet(DataSet):
 
     source: RawPartitionSource
 
-    def partitions(self, n_workers: int = 1, target_bytes: Optional[int] = None) -> list[Partition]:
+    def partitions(
+        self, n_workers: int = 1, target_bytes: Optional[int] = None
+    ) -> list[Partition]:
         """One partition per file, or runs of whole consecutive files.
 
         Files are already sized for work units, so ``target_bytes`` (default 128 MiB)
@@ -543,7 +560,8 @@ class RawPartitionWriter:
             old = []
         os.remove(self.sidecar_path)
         for name in old:
-            if isinstance(name, str) and os.path.basename(name) == name and name not in ("", ".", ".."):
+            plain = isinstance(name, str) and os.path.basename(name) == name
+            if plain and name not in ("", ".", ".."):
                 try:
                     os.remove(os.path.join(self.dest, name))
                 except (FileNotFoundError, IsADirectoryError):

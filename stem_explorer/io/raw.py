@@ -250,19 +250,25 @@ def open_raw(
     path = os.fspath(path)
     missing = [
         name
-        for name, value in (("nav_shape", nav_shape), ("sig_shape", sig_shape), ("dtype", dtype))
+        for name, value in (
+            ("nav_shape", nav_shape),
+            ("sig_shape", sig_shape),
+            ("dtype", dtype),
+        )
         if value is None
     ]
     if missing:
+        needed = ", ".join(m + "=..." for m in missing)
         raise DataSetError(
-            f"a raw file does not describe its layout: pass {', '.join(m + '=...' for m in missing)} "
+            f"a raw file does not describe its layout: pass {needed} "
             f"to open {path!r} (e.g. open_dataset(path, format='raw', nav_shape=(256, 256), "
             f"sig_shape=(256, 256), dtype='<u2'))"
         )
     nav_shape = parse_shape("nav_shape", nav_shape, (1, 2))
     sig_shape = parse_shape("sig_shape", sig_shape, (2,))
     dtype = parse_dtype(dtype)
-    for name, value in (("offset", offset), ("frame_header", frame_header), ("frame_footer", frame_footer)):
+    sizes = {"offset": offset, "frame_header": frame_header, "frame_footer": frame_footer}
+    for name, value in sizes.items():
         if int(value) != value or value < 0:
             raise DataSetError(f"{name} must be a whole number of bytes >= 0, got {value!r}")
     offset, frame_header, frame_footer = int(offset), int(frame_header), int(frame_footer)

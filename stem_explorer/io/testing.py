@@ -87,7 +87,9 @@ def is_memory_mapped(array: np.ndarray) -> bool:
     return False
 
 
-def assert_partitions_valid(ds: DataSet, partitions: Sequence[Partition], n_workers: int = 1) -> None:
+def assert_partitions_valid(
+    ds: DataSet, partitions: Sequence[Partition], n_workers: int = 1
+) -> None:
     """Assert the partition contract: ranges in order, covering every frame exactly
     once, starting on multiples of the source's ``frame_alignment``, and counted in a
     multiple of ``n_workers`` unless there are fewer aligned units than that."""
@@ -97,7 +99,7 @@ def assert_partitions_valid(ds: DataSet, partitions: Sequence[Partition], n_work
     expected_start = 0
     for i, p in enumerate(partitions):
         assert p.index == i, (p.index, i)
-        assert p.start == expected_start, f"partition {i} starts at {p.start}, not {expected_start}"
+        assert p.start == expected_start, f"partition {i} starts at {p.start}"
         assert p.stop > p.start, f"partition {i} is empty"
         assert p.start % align == 0, f"partition {i} start {p.start} not aligned to {align}"
         assert p.stop % align == 0 or p.stop == ds.n_frames, f"partition {i} stop {p.stop}"
