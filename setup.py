@@ -47,7 +47,6 @@ setup(
     },
     entry_points={"console_scripts": ["stem-explorer = stem_explorer.cli:main"]},
     classifiers=[
-        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Physics",
     ],

@@ -211,3 +211,52 @@ def test_task_errors_surface_in_result(client, tmp_path):
         job = session.run(SumFrame())
         with pytest.raises(FileNotFoundError, match="does not exist"):
             job.result(timeout=60)
+
+
+def _write_format(tmp_path, data, kind):
+    """``data`` written in one of the readers' formats; returns the opened DataSet."""
+    import h5py
+    import hdf5plugin
+
+    if kind == "npy":
+        np.save(tmp_path / "d.npy", data)
+        return open_dataset(tmp_path / "d.npy")
+    if kind == "raw_partitions":
+        from stem_explorer.io.partitioned import write_raw_partitions
+
+        return write_raw_partitions(tmp_path / "parts", data, partition_bytes=data[0, 0].nbytes * 7)
+    options = {
+        "hdf5_chunked": dict(chunks=(1, 3) + data.shape[2:]),
+        "hdf5_bitshuffle": dict(chunks=(2, data.shape[1]) + data.shape[2:], **hdf5plugin.Bitshuffle(cname="lz4")),
+        "hdf5_gzip_split_detector": dict(chunks=(1, 2, data.shape[2] // 2, data.shape[3]), compression="gzip"),
+    }[kind]
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.create_dataset("scan/frames", data=data, **options)
+    return open_dataset(tmp_path / "d.h5")
+
+
+@pytest.mark.parametrize("kind", ["npy", "raw_partitions", "hdf5_chunked", "hdf5_bitshuffle", "hdf5_gzip_split_detector"])
+def test_every_reader_through_the_cluster(client, tmp_path, kind):
+    data = np.random.default_rng(4).integers(0, 4000, (9, 6, 10, 12)).astype(np.uint16)
+    ds = _write_format(tmp_path, data, kind)
+    disk = masks.Disk(4.5, 5.5, 3)
+    with Session(ds, client=client, partition_bytes=data[0].nbytes * 2, tile_bytes=data[0, 0].nbytes * 4) as session:
+        job = session.run(VirtualDetector(disk), SumFrame(), StdFrame(), PickFrame([(8, 5), (0, 1)]))
+        results = job.result(timeout=60)
+        assert job.n_partitions > 1
+    np.testing.assert_allclose(results["vd/mask0"].data, ref.virtual_image(data, disk.rasterize((10, 12))))
+    np.testing.assert_array_equal(results["sum/frame"].data, ref.frames(data).sum(axis=0))
+    np.testing.assert_allclose(results["std/frame"].data, ref.frames(data).std(axis=0), rtol=1e-10)
+    np.testing.assert_array_equal(results["pick/frames"].data, data[[8, 0], [5, 1]])
+
+
+def test_real_arina_file_through_the_engine(client, realdata):
+    entry = realdata.entry("arina_4x4x192x192")
+    path = realdata.file(entry["files"][0])
+    sum_ref, vbf_ref = (np.load(realdata.file(name)) for name in entry["refs"])
+    cy, cx, r = entry["vbf_disk_cy_cx_r"]
+    ds = open_dataset(path, nav_shape=tuple(entry["shape"][:2]))
+    with Session(ds, client=client) as session:
+        results = session.compute(SumFrame(), VirtualDetector(masks.Disk(cy, cx, r)))
+    np.testing.assert_array_equal(results["sum/frame"].data, sum_ref)
+    np.testing.assert_array_equal(results["vd/mask0"].data, vbf_ref.reshape(ds.nav_shape))

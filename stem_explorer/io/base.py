@@ -72,6 +72,18 @@ class FrameSource(abc.ABC):
         """Hosts that hold frames ``start:stop`` locally, or None when unknown."""
         return None
 
+    def __getstate__(self):
+        # the dtype travels as its string: small and independent of numpy's pickling
+        state = dict(self.__dict__)
+        if "dtype" in state:
+            state["dtype"] = np.dtype(state["dtype"]).str
+        return state
+
+    def __setstate__(self, state):
+        if "dtype" in state:
+            state["dtype"] = np.dtype(state["dtype"])
+        self.__dict__.update(state)
+
 
 @dataclass(frozen=True)
 class Partition:

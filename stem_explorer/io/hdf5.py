@@ -281,14 +281,6 @@ class Hdf5FrameSource(FrameSource):
         """Open the HDF5 file lazily (on first read) where the task runs."""
         return Hdf5FrameReader(self)
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["dtype"] = self.dtype.str
-        return state
-
-    def __setstate__(self, state):
-        state["dtype"] = np.dtype(state["dtype"])
-        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return (

@@ -66,14 +66,6 @@ class MemoryFrameSource(FrameSource):
             )
         return MemoryFrameReader(payload)
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["dtype"] = self.dtype.str
-        return state
-
-    def __setstate__(self, state):
-        state["dtype"] = np.dtype(state["dtype"])
-        self.__dict__.update(state)
 
 
 class MemoryFrameReader(FrameReader):

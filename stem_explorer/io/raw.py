@@ -169,15 +169,6 @@ class MappedFrameSource(FrameSource):
         """Map the file (on the worker); reads return views of the mapping."""
         return MappedFrameReader(self)
 
-    def __getstate__(self):
-        # the dtype as its string keeps pickles small and version-independent
-        state = dict(self.__dict__)
-        state["dtype"] = self.dtype.str
-        return state
-
-    def __setstate__(self, state):
-        state["dtype"] = np.dtype(state["dtype"])
-        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return (

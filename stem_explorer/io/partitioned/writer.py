@@ -1,0 +1,308 @@
+"""Writing raw partition data sets crash-safely: :class:`RawPartitionWriter` and
+:func:`write_raw_partitions`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from typing import Optional
+
+import numpy as np
+
+from ...errors import DataSetError
+from ..._json import jsonable
+from ..base import DataSet, FrameReader
+from ..raw import parse_dtype, parse_shape
+from .reader import RawPartitionDataSet, open_raw_partitions
+from .sidecar import FORMAT_NAME, FORMAT_VERSION, SIDECAR_NAME, validate_sidecar
+
+#: Default size of one partition file written by :class:`RawPartitionWriter`.
+DEFAULT_FILE_BYTES = 256 * 2**20
+_TMP_PART = re.compile(r"^part-\d{5,}\.raw\.tmp$")
+
+
+class RawPartitionWriter:
+    """Write frames, in order, as a raw partition data set in directory ``dest``.
+
+    Use as a context manager and call :meth:`write` with blocks ``(n, sig_y, sig_x)`` of
+    the declared dtype. A new partition file starts whenever the current one holds
+    ``partition_bytes`` (rounded down to whole frames, at least one frame). Files are
+    written as ``part-NNNNN.raw.tmp``, hashed as they go, and renamed when complete;
+    ``dataset.json`` is published atomically on a successful exit only when all
+    ``prod(nav_shape)`` frames were written. An exception inside the ``with`` block (or
+    :meth:`abort`) removes everything this writer wrote and publishes nothing.
+
+    An existing data set in ``dest`` is an error unless ``overwrite=True``, which
+    deletes it (its sidecar first, then its files) when writing starts.
+    """
+
+    def __init__(
+        self,
+        dest,
+        *,
+        nav_shape,
+        sig_shape,
+        dtype,
+        partition_bytes: int = DEFAULT_FILE_BYTES,
+        metadata: Optional[dict] = None,
+        overwrite: bool = False,
+    ):
+        self.dest = os.path.abspath(os.fspath(dest))
+        self.nav_shape = parse_shape("nav_shape", nav_shape, (1, 2))
+        self.sig_shape = parse_shape("sig_shape", sig_shape, (2,))
+        self.dtype = parse_dtype(dtype)
+        if int(partition_bytes) != partition_bytes or partition_bytes <= 0:
+            raise DataSetError(
+                f"partition_bytes must be a positive number of bytes, got {partition_bytes!r}"
+            )
+        self.metadata = jsonable(dict(metadata or {}))
+        self.overwrite = bool(overwrite)
+        self.n_frames = math.prod(self.nav_shape)
+        self.frame_bytes = math.prod(self.sig_shape) * self.dtype.itemsize
+        self.frames_per_file = max(1, int(partition_bytes) // self.frame_bytes)
+        self.frames_written = 0
+        self._parts: list[dict] = []
+        self._file = None  # the open tmp file of the current part
+        self._hash = None
+        self._current: Optional[dict] = None
+        self._state = "new"  # new -> writing -> closed | aborted
+        self._created_dest = False
+
+    # -- lifecycle
+    def __enter__(self) -> "RawPartitionWriter":
+        self._start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+    @property
+    def sidecar_path(self) -> str:
+        """Where ``dataset.json`` is published."""
+        return os.path.join(self.dest, SIDECAR_NAME)
+
+    def _start(self) -> None:
+        if self._state != "new":
+            if self._state == "writing":
+                return
+            raise DataSetError(f"this writer is {self._state}; create a new RawPartitionWriter")
+        if os.path.exists(self.dest) and not os.path.isdir(self.dest):
+            raise DataSetError(f"{self.dest!r} is a file; pass a directory path as dest")
+        if os.path.exists(self.sidecar_path):
+            if not self.overwrite:
+                raise DataSetError(
+                    f"{self.dest!r} already holds a data set ({SIDECAR_NAME}); pass "
+                    f"overwrite=True to replace it, or choose another directory"
+                )
+            self._remove_old_dataset()
+        if not os.path.isdir(self.dest):
+            os.makedirs(self.dest)
+            self._created_dest = True
+        for name in os.listdir(self.dest):  # leftovers of an interrupted writer
+            if _TMP_PART.match(name):
+                os.remove(os.path.join(self.dest, name))
+        self._state = "writing"
+
+    def _remove_old_dataset(self) -> None:
+        try:
+            with open(self.sidecar_path, encoding="utf-8") as f:
+                old = [p.get("file") for p in json.load(f).get("partitions", [])]
+        except (OSError, ValueError, AttributeError, TypeError):
+            old = []
+        os.remove(self.sidecar_path)
+        for name in old:
+            plain = isinstance(name, str) and os.path.basename(name) == name
+            if plain and name not in ("", ".", ".."):
+                try:
+                    os.remove(os.path.join(self.dest, name))
+                except (FileNotFoundError, IsADirectoryError):
+                    pass
+
+    # -- writing
+    def write(self, block) -> None:
+        """Append frames ``(n, sig_y, sig_x)`` of the declared dtype."""
+        self._start()
+        if not isinstance(block, np.ndarray):
+            raise DataSetError(
+                f"write() takes a numpy array of frames, got {type(block).__name__}; pass "
+                f"np.asarray(block)"
+            )
+        if block.dtype != self.dtype:
+            raise DataSetError(
+                f"block dtype {block.dtype.str} differs from the declared dtype "
+                f"{self.dtype.str}; convert with block.astype({self.dtype.str!r})"
+            )
+        if block.ndim != 3 or tuple(block.shape[1:]) != self.sig_shape:
+            raise DataSetError(
+                f"block of shape {block.shape} is not (n, {self.sig_shape[0]}, "
+                f"{self.sig_shape[1]}) frames of the declared sig_shape; reshape it to "
+                f"(-1, {self.sig_shape[0]}, {self.sig_shape[1]})"
+            )
+        n = len(block)
+        if self.frames_written + n > self.n_frames:
+            raise DataSetError(
+                f"writing {n} more frames would make {self.frames_written + n}, but "
+                f"nav_shape {self.nav_shape} has {self.n_frames}; check nav_shape or the "
+                f"blocks written"
+            )
+        block = np.ascontiguousarray(block)
+        pos = 0
+        while pos < n:
+            if self._file is None:
+                self._open_part()
+            room = self.frames_per_file - (self._current["stop"] - self._current["start"])
+            k = min(room, n - pos)
+            data = memoryview(block[pos : pos + k].reshape(-1).view(np.uint8))
+            self._file.write(data)
+            self._hash.update(data)
+            self._current["stop"] += k
+            self.frames_written += k
+            pos += k
+            if k == room:
+                self._finish_part()
+
+    def _open_part(self) -> None:
+        name = f"part-{len(self._parts):05d}.raw"
+        self._current = {"file": name, "start": self.frames_written, "stop": self.frames_written}
+        self._file = open(os.path.join(self.dest, name + ".tmp"), "wb")
+        self._hash = hashlib.sha256()
+
+    def _finish_part(self) -> None:
+        part, f = self._current, self._file
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        self._file = None
+        path = os.path.join(self.dest, part["file"])
+        os.replace(path + ".tmp", path)
+        part["bytes"] = (part["stop"] - part["start"]) * self.frame_bytes
+        part["sha256"] = self._hash.hexdigest()
+        self._parts.append(part)
+        self._current = None
+
+    def close(self) -> str:
+        """Finish the last file and publish ``dataset.json``; returns its path.
+
+        Fewer frames than ``nav_shape`` holds is an error: the writer aborts and no
+        sidecar is published.
+        """
+        if self._state == "closed":
+            return self.sidecar_path
+        self._start()
+        if self.frames_written != self.n_frames:
+            self.abort()
+            raise DataSetError(
+                f"only {self.frames_written} of the {self.n_frames} frames of nav_shape "
+                f"{self.nav_shape} were written to {self.dest!r}, so no {SIDECAR_NAME} was "
+                f"published and the partial files were removed; write all frames"
+            )
+        try:
+            if self._file is not None:
+                self._finish_part()
+            doc = {
+                "format": FORMAT_NAME,
+                "version": FORMAT_VERSION,
+                "nav_shape": list(self.nav_shape),
+                "sig_shape": list(self.sig_shape),
+                "dtype": self.dtype.str,
+                "partitions": self._parts,
+                "metadata": self.metadata,
+            }
+            validate_sidecar(doc, self.sidecar_path)
+            tmp = self.sidecar_path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=1)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.sidecar_path)
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "closed"
+        return self.sidecar_path
+
+    def abort(self) -> None:
+        """Stop writing and remove every file this writer created; no sidecar."""
+        if self._state in ("closed", "aborted"):
+            return
+        self._state = "aborted"
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        names = [p["file"] for p in self._parts]
+        if self._current is not None:
+            names.append(self._current["file"] + ".tmp")
+        names.append(SIDECAR_NAME + ".tmp")
+        for name in names:
+            try:
+                os.remove(os.path.join(self.dest, name))
+            except FileNotFoundError:
+                pass
+        self._parts, self._current = [], None
+        if self._created_dest:
+            try:
+                os.rmdir(self.dest)
+            except OSError:
+                pass
+
+
+def write_raw_partitions(
+    dest,
+    data,
+    *,
+    partition_bytes: int = DEFAULT_FILE_BYTES,
+    block_bytes: int = 64 * 2**20,
+    nav_shape=None,
+    metadata: Optional[dict] = None,
+    overwrite: bool = False,
+) -> RawPartitionDataSet:
+    """Write a :class:`DataSet`, or a numpy / dask array of frames, as raw partitions.
+
+    Frames stream through the data set's own reader in blocks of about ``block_bytes``
+    (aligned to its chunks), so memory stays bounded whatever the data size. The
+    metadata defaults to a description of the source. Returns the written data set,
+    opened.
+    """
+    if isinstance(data, DataSet):
+        ds = data
+    else:
+        from ..memory import open_memory
+
+        ds = open_memory(data)
+    if metadata is None:
+        metadata = {"source": ds.describe()}
+    align = max(1, ds.source.frame_alignment)
+    per_block = max(1, int(block_bytes) // ds.frame_bytes)
+    per_block = max(align, per_block // align * align)
+    writer = RawPartitionWriter(
+        dest,
+        nav_shape=ds.nav_shape if nav_shape is None else nav_shape,
+        sig_shape=ds.sig_shape,
+        dtype=ds.dtype,
+        partition_bytes=partition_bytes,
+        metadata=metadata,
+        overwrite=overwrite,
+    )
+    reader: Optional[FrameReader] = None
+    try:
+        with writer:
+            for start in range(0, ds.n_frames, per_block):
+                stop = min(ds.n_frames, start + per_block)
+                payload = ds._local_payload(start, stop)
+                if payload is None:  # files: one reader for all blocks
+                    reader = reader or ds.source.open(None)
+                    writer.write(reader.read(start, stop))
+                else:
+                    with ds.source.open(payload) as block_reader:
+                        writer.write(block_reader.read(start, stop))
+    finally:
+        if reader is not None:
+            reader.close()
+    return open_raw_partitions(dest)
