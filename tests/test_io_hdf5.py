@@ -14,12 +14,7 @@ from stem_explorer.io import open_dataset
 from stem_explorer.io.hdf5 import Hdf5FrameSource, _frame_alignment, is_hdf5
 from stem_explorer.io.raw import MappedFrameSource
 from stem_explorer.io.testing import (
-    DTYPES,
-    SHAPES,
-    assert_partitions_valid,
-    assert_reads_equal,
-    is_memory_mapped,
-    make_frames,
+    assert_partitions_valid, assert_reads_equal, each_dtype_and_shape, is_memory_mapped, make_frames
 )
 
 LAYOUTS = ["contiguous", "chunk_frames", "chunk_rows_split", "gzip", "bitshuffle_lz4"]
@@ -50,8 +45,7 @@ def write_h5(path, data, name="frames", **options):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("nav,sig", SHAPES)
+@each_dtype_and_shape
 def test_hdf5_roundtrip(tmp_path, layout, dtype, nav, sig):
     data = make_frames(nav, sig, dtype, seed=2)
     if len(nav) == 1:

@@ -10,16 +10,10 @@ from stem_explorer.errors import DataSetError, DataSetNotFoundError, FormatError
 from stem_explorer.io import open_dataset
 from stem_explorer.io.raw import MappedFrameSource, map_frames
 from stem_explorer.io.testing import (
-    DTYPES,
-    SHAPES,
-    assert_partitions_valid,
-    assert_reads_equal,
-    is_memory_mapped,
-    make_frames,
+    assert_partitions_valid, assert_reads_equal, each_dtype_and_shape, is_memory_mapped, make_frames
 )
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("nav,sig", SHAPES)
+@each_dtype_and_shape
 def test_raw_roundtrip(tmp_path, nav, sig, dtype):
     data = make_frames(nav, sig, dtype)
     path = tmp_path / "frames.raw"

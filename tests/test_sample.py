@@ -259,8 +259,6 @@ def interrupt_after(frames):
 
 @pytest.mark.parametrize("fmt", ["hdf5", "raw"])
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch, fmt):
-    if fmt == "raw":
-        pytest.importorskip("stem_explorer.io.partitioned")
     monkeypatch.setattr(sample_module, "_BLOCK_ELEMENTS", 40 * SIG[0] * SIG[1])
     target = tmp_path / "out"
     with pytest.raises(Interrupted):
@@ -363,7 +361,6 @@ def test_default_parameters_fit_default_detector():
 
 
 def test_raw_format_matches_hdf5(tmp_path, reference):
-    pytest.importorskip("stem_explorer.io.partitioned")
     frame_bytes = SIG[0] * SIG[1] * 2
     target = make_sample(tmp_path / "raw", NAV, SIG, format="raw",
                          partition_bytes=100 * frame_bytes)
@@ -380,7 +377,6 @@ def test_raw_format_matches_hdf5(tmp_path, reference):
 
 
 def test_raw_format_overwrite(tmp_path):
-    pytest.importorskip("stem_explorer.io.partitioned")
     target = make_sample(tmp_path / "raw", (3, 4), SIG, format="raw", dtype=">u2")
     with pytest.raises(SampleExistsError, match="overwrite=True"):
         make_sample(target, (3, 4), SIG, format="raw")
@@ -392,7 +388,6 @@ def test_raw_format_overwrite(tmp_path):
 
 def test_samples_open_with_the_readers(tmp_path, reference):
     io = pytest.importorskip("stem_explorer.io")
-    pytest.importorskip("stem_explorer.io.partitioned")
     raw = make_sample(tmp_path / "raw", NAV, SIG, format="raw")
     for path in (reference, raw):
         ds = io.open_dataset(str(path))

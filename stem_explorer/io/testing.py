@@ -16,6 +16,7 @@ __all__ = [
     "SHAPES",
     "assert_partitions_valid",
     "assert_reads_equal",
+    "each_dtype_and_shape",
     "is_memory_mapped",
     "make_frames",
     "read_through_partitions",
@@ -41,6 +42,16 @@ def make_frames(nav_shape, sig_shape, dtype, seed: int = 0) -> np.ndarray:
     info = np.iinfo(dtype)
     native = dtype.newbyteorder("=")
     return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=native).astype(dtype)
+
+
+def each_dtype_and_shape(test):
+    """Decorator: run ``test`` for every dtype of :data:`DTYPES` and every
+    ``(nav_shape, sig_shape)`` pair of :data:`SHAPES`, passed as its arguments
+    ``dtype``, ``nav`` and ``sig`` (needs pytest)."""
+    import pytest
+
+    test = pytest.mark.parametrize("nav,sig", SHAPES)(test)
+    return pytest.mark.parametrize("dtype", DTYPES)(test)
 
 
 def read_through_partitions(
