@@ -36,6 +36,7 @@ setup(
         "threadpoolctl>=3.1",
         "tqdm>=4.60",
         "tifffile>=2023.1",
+        "mrcfile>=1.4",
     ],
     extras_require={
         "xarray": ["xarray>=2024.1"],

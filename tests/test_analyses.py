@@ -61,7 +61,7 @@ def shape(request):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kernel", ["sparse", "dense"])
+@pytest.mark.parametrize("kernel", ["auto", "sparse", "dense"])
 def test_mask_analyses_match_numpy(tmp_path, shape, dtype, kernel):
     nav, sig = shape
     data = make_data(nav, sig, dtype)
@@ -77,7 +77,11 @@ def test_mask_analyses_match_numpy(tmp_path, shape, dtype, kernel):
         FEM(adf),
     ]
     results, plan = local_results(tmp_path, data, analyses, kernel)
-    assert plan.ops[-1].kernel == kernel
+    # auto: binary masks (disks, rings) as pixel runs, CoM weights by the cost model
+    if kernel == "auto":
+        assert "spans" in plan.ops[-1].kernel
+    else:
+        assert plan.ops[-1].kernel == kernel
     rtol = 1e-5 if kernel == "dense" else 1e-10
     for name, mask in {"bf": bf, "adf": adf, "edge": edge}.items():
         expected = ref.virtual_image(data, mask.rasterize(sig))
@@ -143,13 +147,15 @@ def test_com_rotation_flip_divergence_curl(tmp_path):
     np.testing.assert_allclose(rotated["com/shift_y"].data, sx, atol=1e-6)
 
 
-def test_sparse_and_dense_agree_on_many_masks(tmp_path):
-    data = make_data((4, 9), (12, 10), "uint16")
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_all_kernel_paths_agree_on_many_masks(tmp_path, dtype):
+    data = make_data((4, 9), (12, 10), dtype)
     rings = {f"r{i}": masks.Ring(5.5, 4.5, i + 0.5, i + 1.5) for i in range(6)}
-    sparse, _ = local_results(tmp_path, data, [VirtualDetector(rings)], "sparse")
-    dense, _ = local_results(tmp_path, data, [VirtualDetector(rings)], "dense")
-    for key in sparse:
-        np.testing.assert_allclose(sparse[key].data, dense[key].data, rtol=2e-7 * 50)
+    rings["edge"] = masks.Rectangle(0, 0, 12, 1)  # a whole detector column: runs of length 1
+    by_kernel = {k: local_results(tmp_path, data, [VirtualDetector(rings)], k)[0] for k in ("auto", "sparse", "dense")}
+    for key in by_kernel["sparse"]:
+        np.testing.assert_allclose(by_kernel["auto"][key].data, by_kernel["sparse"][key].data, rtol=1e-12)
+        np.testing.assert_allclose(by_kernel["dense"][key].data, by_kernel["sparse"][key].data, rtol=1e-5)
 
 
 def test_weighted_and_combined_masks(tmp_path):
@@ -234,3 +240,17 @@ def test_analysis_descriptions_round_trip_to_code():
     assert rebuilt.to_dict() == vd.to_dict()
     com = CenterOfMass(center=(1.0, 2.0), radius=3.0, scan_rotation=10.0, flip_y=True)
     assert eval(com.code(), {"CenterOfMass": CenterOfMass}) == com
+
+
+def test_exact_integer_moments_over_many_frames_per_tile():
+    from stem_explorer.engine import FrameMoments
+
+    rng = np.random.default_rng(9)
+    frames = (65535 - rng.integers(0, 3, (40000, 4))).astype(np.uint16)  # > 2**15 frames in one tile
+    op = FrameMoments()
+    state = op.start(0, len(frames), 4, frames.dtype)
+    op.feed(state, 0, frames)
+    n, mean, m2 = op.finish(state)
+    assert n == 40000
+    np.testing.assert_allclose(mean, frames.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(m2 / n, frames.astype(np.float64).var(axis=0), rtol=1e-12)

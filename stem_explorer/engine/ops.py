@@ -110,21 +110,40 @@ class PerFrameOp(Op):
 class MaskProduct(PerFrameOp):
     """All masks of a job as one ``(pixels, masks)`` matrix: ``frames @ matrix``.
 
-    ``kernel`` is 'auto' (cost model), 'sparse' (numba, native dtype, covered pixels
-    only) or 'dense' (float32 BLAS).
+    Each column goes down one of three paths:
+
+    * ``spans``: binary masks (every weight 1) as runs of consecutive pixels, summed
+      by contiguous loops over the native dtype (exact for integers);
+    * ``sparse``: weighted masks as CSR over the covered pixels (numba, native dtype);
+    * ``dense``: the tile converted to float32 and one sgemm.
+
+    ``kernel='auto'`` sends binary columns to ``spans`` and the others to ``sparse``
+    or ``dense`` by the cost model; ``'sparse'`` or ``'dense'`` force every column
+    through that path (tests compare the paths with each other).
     """
 
     def __init__(self, matrix: scipy.sparse.spmatrix, kernel: str = "auto"):
         if kernel not in ("auto", "sparse", "dense"):
             raise ValueError(f"kernel must be 'auto', 'sparse' or 'dense', got {kernel!r}")
-        self.matrix = scipy.sparse.csr_matrix(matrix, dtype=np.float32)
-        self.matrix.sum_duplicates()
-        self.matrix.eliminate_zeros()
-        n_pixels, self.width = self.matrix.shape
+        matrix = scipy.sparse.csc_matrix(matrix, dtype=np.float32)
+        matrix.sum_duplicates()
+        matrix.eliminate_zeros()
+        self.matrix = matrix.tocsr()
+        n_pixels, self.width = matrix.shape
+        binary = np.array([np.all(matrix.data[matrix.indptr[j]:matrix.indptr[j + 1]] == 1) for j in range(self.width)], bool)
         if kernel == "auto":
-            kernel = choose_kernel(self.matrix.nnz, n_pixels, self.width)
-        self.kernel = kernel
+            other = np.flatnonzero(~binary)
+            rest = "dense" if other.size and choose_kernel(matrix[:, other].nnz, n_pixels, other.size) == "dense" else "sparse"
+            self.paths = {"spans": np.flatnonzero(binary), rest: other}
+        else:
+            self.paths = {kernel: np.arange(self.width)}
+        self.paths = {name: cols for name, cols in self.paths.items() if cols.size}
         self._prepared = None
+
+    @property
+    def kernel(self) -> str:
+        """The paths in use, e.g. 'spans+sparse'."""
+        return "+".join(sorted(self.paths)) or "none"
 
     @property
     def key(self):
@@ -132,31 +151,59 @@ class MaskProduct(PerFrameOp):
         return ("mask_product", self.kernel, m.shape, _digest(m.indptr), _digest(m.indices), _digest(m.data))
 
     def __getstate__(self):
-        return {"matrix": self.matrix, "kernel": self.kernel, "width": self.width}
+        return {"matrix": self.matrix, "paths": self.paths, "width": self.width}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._prepared = None
 
-    def _layout(self):
-        """The matrix in the kernel's layout, built once per process and reused."""
+    def _layout(self) -> list:
+        """``(path, arrays)`` in each kernel's layout, built once per process."""
         if self._prepared is None:
-            m = self.matrix
-            if self.kernel == "dense":
-                self._prepared = np.ascontiguousarray(m.toarray(), dtype=np.float32)
-            else:
-                counts = np.diff(m.indptr)
-                rows = np.flatnonzero(counts).astype(np.int64)
-                indptr = np.concatenate([[0], np.cumsum(counts[rows])]).astype(np.int64)
-                self._prepared = (rows, indptr, m.indices.astype(np.int64), m.data.astype(np.float64))
+            self._prepared = [(name, _PREPARE[name](self.matrix, cols)) for name, cols in self.paths.items()]
         return self._prepared
 
     def compute(self, frames, out):
-        layout = self._layout()
-        if self.kernel == "dense":
-            kernels.dense_mask_product(frames, layout, out)
-        else:
-            kernels.sparse_mask_product(frames, *layout, out)
+        for name, layout in self._layout():
+            if name == "spans":
+                kernel = kernels.span_sums_float if frames.dtype.kind == "f" else kernels.span_sums_exact
+                kernel(frames, *layout, out)
+            elif name == "sparse":
+                kernels.sparse_mask_product(frames, *layout, out)
+            else:
+                cols, dense = layout
+                product = np.zeros((frames.shape[0], dense.shape[1]), np.float64)
+                kernels.dense_mask_product(frames, dense, product)
+                out[:, cols] += product
+
+
+def _prepare_spans(matrix, cols):
+    """Runs of consecutive covered pixels of each binary column: (starts, stops, cols)."""
+    csc = matrix.tocsc()
+    starts, stops, owners = [], [], []
+    for j in cols:
+        pixels = np.sort(csc.indices[csc.indptr[j]:csc.indptr[j + 1]])
+        breaks = np.flatnonzero(np.diff(pixels) != 1) + 1
+        starts.append(pixels[np.concatenate([[0], breaks])])
+        stops.append(pixels[np.concatenate([breaks - 1, [pixels.size - 1]])] + 1)
+        owners.append(np.full(breaks.size + 1, j))
+    return tuple(np.concatenate(a).astype(np.int64) for a in (starts, stops, owners))
+
+
+def _prepare_sparse(matrix, cols):
+    """CSR over the covered pixels of ``cols`` (rows, indptr, cols, weights)."""
+    sub = scipy.sparse.csr_matrix(matrix[:, cols])
+    counts = np.diff(sub.indptr)
+    rows = np.flatnonzero(counts).astype(np.int64)
+    indptr = np.concatenate([[0], np.cumsum(counts[rows])]).astype(np.int64)
+    return rows, indptr, np.asarray(cols, np.int64)[sub.indices], sub.data.astype(np.float64)
+
+
+def _prepare_dense(matrix, cols):
+    return np.asarray(cols), np.ascontiguousarray(matrix[:, cols].toarray(), dtype=np.float32)
+
+
+_PREPARE = {"spans": _prepare_spans, "sparse": _prepare_sparse, "dense": _prepare_dense}
 
 
 class MaskedMoments(PerFrameOp):
@@ -198,19 +245,35 @@ class FrameSum(Op):
 
 
 class FrameMoments(Op):
-    """Count, mean and M2 per pixel, merged pairwise (numerically stable variance)."""
+    """Count, mean and M2 per pixel, merged pairwise (numerically stable variance).
+
+    Each tile's moments are exact for integer data up to 16 bits (one pass, int64
+    sums) and two-pass otherwise; tiles and partitions are merged with Chan's update.
+    """
+
+    #: frames per exact block: n * sum(x**2) stays below 2**63 for 16-bit values
+    _EXACT_BLOCK = 2**15
 
     @property
     def key(self):
         return ("frame_moments",)
 
     def start(self, start, stop, n_pixels, dtype):
-        return [0, np.zeros(n_pixels), np.zeros(n_pixels), np.empty(n_pixels), np.empty(n_pixels)]
+        return [0, np.zeros(n_pixels), np.zeros(n_pixels), np.empty(n_pixels), np.empty(n_pixels), None]
 
     def feed(self, state, start, frames):
-        n, mean, m2, tile_mean, tile_m2 = state
-        kernels.tile_moments(frames, tile_mean, tile_m2)
-        state[:3] = kernels.merge_moments(n, mean, m2, frames.shape[0], tile_mean, tile_m2)
+        exact = frames.dtype.kind in "ui" and frames.dtype.itemsize <= 2
+        step = self._EXACT_BLOCK if exact else frames.shape[0]
+        for lo in range(0, frames.shape[0], step):
+            block = frames[lo : lo + step]
+            n, mean, m2, tile_mean, tile_m2, scratch = state
+            if exact:
+                if scratch is None:
+                    scratch = state[5] = (np.empty(block.shape[1], np.int64), np.empty(block.shape[1], np.int64))
+                kernels.tile_moments_exact(block, tile_mean, tile_m2, *scratch)
+            else:
+                kernels.tile_moments(block, tile_mean, tile_m2)
+            state[:3] = kernels.merge_moments(n, mean, m2, block.shape[0], tile_mean, tile_m2)
 
     def finish(self, state):
         return tuple(state[:3])

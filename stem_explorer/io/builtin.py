@@ -6,6 +6,6 @@ dependency (an ``hdfs`` reader, say) register from their own extra package throu
 ``stem_explorer.readers`` entry point group instead.
 """
 
-from . import hdf5, memory, npy, partitioned, raw  # noqa: F401
+from . import hdf5, memory, mib, mrc, npy, partitioned, raw  # noqa: F401
 
 __all__ = ["hdf5", "memory", "npy", "partitioned", "raw"]

@@ -79,8 +79,11 @@ def find_reader(path: str) -> ReaderPlugin:
     by_suffix = [
         p for p in _READERS.values() if any(lower.endswith(s) for s in p.suffixes)
     ]
-    # the longest matching suffix wins (".mib.hdr" over ".hdr", say)
-    by_suffix.sort(key=lambda p: -max(len(s) for s in p.suffixes if lower.endswith(s)))
+    # the longest matching suffix wins (".mib.hdr" over ".hdr", say); on a tie a reader
+    # that sniffs goes first (an EMPAD ".raw" before the generic raw reader)
+    by_suffix.sort(
+        key=lambda p: (-max(len(s) for s in p.suffixes if lower.endswith(s)), p.sniff is None)
+    )
     for plugin in by_suffix:
         if plugin.sniff is None or plugin.sniff(path):
             return plugin

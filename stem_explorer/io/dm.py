@@ -1,0 +1,280 @@
+"""Gatan DigitalMicrograph DM3 / DM4 image stacks and 4D-STEM data.
+
+Layout, after the public descriptions of the DM3/DM4 tag file format (Chris
+Boothroyd's "DM3 file format" notes and Gatan's DM4 notes, as summarised in the
+format pages of RosettaSciIO and openNCEM):
+
+* a file header of big-endian ``int32`` version (3 or 4), root length (``uint32`` in
+  DM3, ``uint64`` in DM4) and ``int32`` byte order of the tag *data* (1: little-endian);
+* a tree of tags. A group is ``uint8`` sorted, ``uint8`` open and a tag count
+  (``int32`` / ``uint64``); each entry is a ``uint8`` kind (20 group, 21 data), a
+  big-endian ``uint16`` name length and the name, in DM4 followed by a ``uint64`` byte
+  count. A data tag is ``%%%%``, an info count and the info words (``int32`` in DM3,
+  ``uint64`` in DM4, big-endian) that encode its type: a simple type code, ``18``
+  strings, ``15`` structs and ``20`` arrays, then the values in the data byte order.
+
+The images are ``ImageList`` entries; each has ``ImageData`` with ``Data`` (an array
+whose bytes are mapped zero-copy), ``DataType`` and ``Dimensions``.
+
+Axis order: ``Dimensions`` lists the fastest-varying axis first (x before y), so the
+numpy shape is the reversed list. The detector is the two fastest axes (the last two
+numpy axes, ``(Dimensions[1], Dimensions[0])``), so every frame is contiguous; the
+scan is the rest: ``(Dimensions[2],)`` for a 3-D stack and ``(Dimensions[3],
+Dimensions[2])`` for 4-D data. Files whose scan axes vary fastest need ``nav_shape`` and a
+transpose elsewhere; they are not reordered here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from .base import DataSet
+from .raw import MappedFrameSource, check_file_size, parse_shape
+from .registry import ReaderPlugin, register_reader
+
+__all__ = ["DM_IMAGE_DTYPES", "DMArray", "is_dm", "open_dm", "read_dm_tags"]
+
+# tag type code -> numpy scalar type (byte order added from the file header)
+_SIMPLE = {2: "i2", 3: "i4", 4: "u2", 5: "u4", 6: "f4", 7: "f8", 8: "u1", 9: "i1", 10: "u1", 11: "i8", 12: "u8"}
+_STRUCT, _STRING, _ARRAY = 15, 18, 20
+
+#: ImageData ``DataType`` -> numpy dtype (without byte order)
+DM_IMAGE_DTYPES = {
+    1: "i2", 2: "f4", 3: "c8", 6: "u1", 7: "i4", 9: "i1", 10: "u2", 11: "u4",
+    12: "f8", 13: "c16", 14: "u1", 39: "i8", 40: "u8",
+}
+
+
+@dataclass(frozen=True)
+class DMArray:
+    """An array tag's values, left in the file: ``length`` items of ``dtype`` at
+    ``offset`` (``dtype`` is None for arrays of structs)."""
+
+    offset: int
+    length: int
+    dtype: Optional[np.dtype]
+    nbytes: int
+
+
+class _TagParser:
+    """Walks the tag tree of one open file into nested dicts (unnamed entries get
+    their index as name); arrays become :class:`DMArray` markers."""
+
+    def __init__(self, f, path: str, version: int, data_order: str):
+        self.f, self.path, self.data_order = f, path, data_order
+        self.word = ">i" if version == 3 else ">Q"
+
+    def _read(self, fmt: str):
+        s = struct.Struct(fmt)
+        raw = self.f.read(s.size)
+        if len(raw) < s.size:
+            raise FormatError(
+                f"DM file {self.path!r} is truncated: its tag tree ends at byte "
+                f"{self.f.tell()} in the middle of a tag"
+            )
+        return s.unpack(raw)[0]
+
+    def group(self) -> dict:
+        self._read(">B"), self._read(">B")  # sorted, open
+        out = {}
+        for i in range(self._read(self.word)):
+            kind = self._read(">B")
+            name = self.f.read(self._read(">H")).decode("latin-1") or str(i)
+            if self.word == ">Q":
+                self._read(">Q")  # the tag's byte count; the info words suffice
+            if kind == 20:
+                out[name] = self.group()
+            elif kind == 21:
+                out[name] = self.data()
+            else:
+                raise FormatError(
+                    f"DM file {self.path!r} has an unknown tag kind {kind} at byte "
+                    f"{self.f.tell() - 1}; the file is damaged"
+                )
+        return out
+
+    def data(self):
+        if self.f.read(4) != b"%%%%":
+            raise FormatError(
+                f"DM file {self.path!r} is damaged: a data tag lacks its '%%%%' marker "
+                f"near byte {self.f.tell()}"
+            )
+        info = [self._read(self.word) for _ in range(self._read(self.word))]
+        return self._value(info)
+
+    def _scalar_dtype(self, code: int) -> np.dtype:
+        if code not in _SIMPLE:
+            raise FormatError(
+                f"DM file {self.path!r} uses the unknown tag value type {code} near byte "
+                f"{self.f.tell()}; the file is damaged or of a newer version"
+            )
+        return np.dtype(self.data_order + _SIMPLE[code])
+
+    def _value(self, info: list):
+        kind = info[0]
+        if kind == _STRING:
+            return self.f.read(2 * info[1]).decode("utf-16-le", "replace")
+        if kind == _STRUCT:
+            fields = [self._scalar_dtype(t) for t in info[4::2]]
+            return tuple(np.frombuffer(self.f.read(d.itemsize), d)[0].item() for d in fields)
+        if kind == _ARRAY:
+            return self._array(info)
+        dtype = self._scalar_dtype(kind)
+        return np.frombuffer(self.f.read(dtype.itemsize), dtype)[0].item()
+
+    def _array(self, info: list) -> DMArray:
+        element, length = info[1], info[-1]
+        if element == _STRUCT:
+            dtype = None
+            item = sum(self._scalar_dtype(t).itemsize for t in info[5:-1:2])
+        else:
+            dtype = self._scalar_dtype(element)
+            item = dtype.itemsize
+        offset = self.f.tell()
+        self.f.seek(offset + item * length)
+        return DMArray(offset, length, dtype, item * length)
+
+
+def is_dm(path) -> bool:
+    """True when ``path`` starts like a DM3 or DM4 file (version and byte order)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    if len(head) < 16:
+        return False
+    version = struct.unpack(">i", head[:4])[0]
+    order = head[8:12] if version == 3 else head[12:16]
+    return version in (3, 4) and struct.unpack(">i", order)[0] in (0, 1)
+
+
+def read_dm_tags(path) -> dict:
+    """The tag tree of a DM3/DM4 file as nested dicts; array values stay in the file
+    as :class:`DMArray` markers. Adds ``"_version"`` and ``"_data_order"``."""
+    path = os.fspath(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataSetNotFoundError(f"file {path!r} does not exist; check the path") from None
+    with f:
+        head = f.read(4)
+        version = struct.unpack(">i", head)[0] if len(head) == 4 else None
+        if version not in (3, 4):
+            raise FormatError(
+                f"{path!r} is not a DM3/DM4 file this reader knows: its version field is "
+                f"{version if version is not None else 'missing'} (expected 3 or 4); "
+                f"pass the right format=... or save it again from DigitalMicrograph"
+            )
+        f.read(4 if version == 3 else 8)  # root length
+        parser = _TagParser(f, path, version, "<")
+        order = parser._read(">i")
+        if order not in (0, 1):
+            raise FormatError(f"DM file {path!r} has an invalid byte order flag {order}")
+        parser.data_order = "<" if order == 1 else ">"
+        tags = parser.group()
+    tags["_version"], tags["_data_order"] = version, parser.data_order
+    return tags
+
+
+def _image_candidates(tags: dict) -> list[tuple[str, dict]]:
+    found = []
+    for key, image in (tags.get("ImageList") or {}).items():
+        data = image.get("ImageData", {}) if isinstance(image, dict) else {}
+        dims = data.get("Dimensions")
+        if isinstance(data.get("Data"), DMArray) and isinstance(dims, dict):
+            found.append((key, data))
+    return found
+
+
+def _frames_of(path: str, key: str, data: dict, order: str):
+    dims = [int(v) for v in data["Dimensions"].values()]
+    code = data.get("DataType")
+    if code not in DM_IMAGE_DTYPES:
+        raise FormatError(
+            f"image {key} of DM file {path!r} has DataType {code}, which this reader does "
+            f"not know (known: {sorted(DM_IMAGE_DTYPES)})"
+        )
+    dtype = np.dtype(order + DM_IMAGE_DTYPES[code])
+    array: DMArray = data["Data"]
+    if array.nbytes != math.prod(dims) * dtype.itemsize:
+        raise FormatError(
+            f"image {key} of DM file {path!r} holds {array.nbytes} bytes but its "
+            f"Dimensions {dims} of {dtype.name} need {math.prod(dims) * dtype.itemsize}; "
+            f"the file is damaged"
+        )
+    return dims, dtype, array
+
+
+def open_dm(path, *, image: Optional[int] = None, nav_shape=None) -> DataSet:
+    """Open a Gatan DM3/DM4 file holding a 3-D stack or 4-D scan of frames.
+
+    Picks the 3-D/4-D entry of ``ImageList`` (or ``image=``, its index there). The scan
+    and detector come from ``Dimensions`` (see the module notes for the axis order);
+    ``nav_shape`` reshapes the scan. Frames are zero-copy views of a memory map.
+    """
+    path = os.fspath(path)
+    tags = read_dm_tags(path)
+    images = _image_candidates(tags)
+    if image is not None:
+        images = [(k, d) for k, d in images if k == str(image)]
+        if not images:
+            raise DataSetNotFoundError(
+                f"DM file {path!r} has no image {image} in its ImageList; images: "
+                f"{[k for k, _ in _image_candidates(tags)]}"
+            )
+    stacks = [(k, d) for k, d in images if len(d["Dimensions"]) in (3, 4)]
+    if len(stacks) != 1:
+        listed = {k: list(d["Dimensions"].values()) for k, d in images}
+        what = "no 3-D/4-D image" if not stacks else "several 3-D/4-D images"
+        raise DataSetError(
+            f"DM file {path!r} holds {what} (ImageList entries and Dimensions: "
+            f"{listed}); {'pass image=... to choose one' if stacks else 'it is not a stack or 4D-STEM data'}"
+        )
+    key, data = stacks[0]
+    dims, dtype, array = _frames_of(path, key, data, tags["_data_order"])
+    shape = tuple(reversed(dims))
+    check_file_size(path, array.offset + array.nbytes, layout=f"image {key}", allow_trailing=True)
+    source = MappedFrameSource(
+        path, offset=array.offset, n_frames=math.prod(shape[:-2]), sig_shape=shape[-2:], dtype=dtype
+    )
+    nav = shape[:-2] if nav_shape is None else parse_shape("nav_shape", nav_shape, (1, 2))
+    metadata = {
+        "dm_version": tags["_version"],
+        "image": key,
+        "dimensions": dims,
+        "scan_shape_source": "Dimensions" if nav_shape is None else "nav_shape option",
+        "calibrations": _calibrations(data),
+        "read_path": "mmap",
+    }
+    return DataSet(source, nav, format="dm", path=path, metadata=metadata)
+
+
+def _calibrations(data: dict) -> list:
+    """Scale and origin per numpy axis, where the file has them."""
+    dims = (data.get("Calibrations") or {}).get("Dimension") or {}
+    out = [
+        {"scale": d.get("Scale"), "origin": d.get("Origin")}
+        for d in dims.values()
+        if isinstance(d, dict)
+    ]
+    return out[::-1]
+
+
+PLUGIN = register_reader(
+    ReaderPlugin(
+        name="dm",
+        open=open_dm,
+        suffixes=(".dm3", ".dm4"),
+        sniff=is_dm,
+        description="Gatan DigitalMicrograph DM3/DM4 stacks and 4D-STEM (mmap)",
+    ),
+    replace=True,
+)

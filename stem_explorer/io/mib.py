@@ -1,0 +1,432 @@
+"""Quantum Detectors Merlin (Medipix3) ``.mib`` files, with the optional ``.hdr``.
+
+A ``.mib`` file is a sequence of frames, each an ASCII header followed by the pixels.
+The header is comma separated: ``MQ1``, sequence number, header size in bytes (the
+offset of the pixels), number of chips, width, height, pixel depth, sensor layout,
+chip select, time stamp, shutter time (s), counter, colour mode, gain, eight
+thresholds, the DACs of every chip and, from firmware 0.75 on, an extension
+``MQ1A``, time stamp, shutter time (``...ns``), counter depth (bits), padded with
+NULs to the header size. Pixel depths:
+
+* ``U08``: one byte per pixel (6-bit counters, and 1-bit counters as the Merlin
+  software writes them);
+* ``U16``: big-endian uint16 (12-bit counters);
+* ``U32``: big-endian uint32 (24-bit counters, the two 12-bit counters combined);
+* ``U01``: one bit per pixel, eight pixels to a byte, the first pixel in the most
+  significant bit (1-bit counters packed); decoded to uint8 with numba into a
+  reused buffer;
+* ``R64``: the raw read-out of the chips in 64-bit words, which needs chip-wise
+  unscrambling: not supported yet (a clear error says so).
+
+Stored-as-is depths (``U08``/``U16``/``U32``) are read zero-copy: the per-frame
+headers are skipped through the stride of the memory map
+(:class:`~stem_explorer.io.raw.MappedFrameSource`), so frames keep the file's dtype
+(``'>u2'`` for 12 bit). Quad (2x2) detectors are stored as one assembled frame
+(512x512); ROI read-outs simply have fewer rows, as the header says.
+
+Orientation: frames are returned in the file's own row order (row 0 is the first row
+stored); nothing is flipped. (Some readers flip vertically; the references in
+``../shared/realdata`` and this reader do not.)
+
+Scan shape: ``nav_shape=`` wins; else the ``.hdr`` beside the file gives the scan
+width when it states ``Frames per Trigger`` > 1 (one trigger per scan line) and
+that is not the whole acquisition; else the frames are a 3-D stack, ``nav_shape=(n_frames,)``. The source is recorded in
+``metadata["scan_shape_source"]``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numba
+import numpy as np
+
+from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from .base import DataSet, FrameReader, FrameSource
+from .raw import MappedFrameSource, map_frames, parse_shape
+from .registry import ReaderPlugin, register_reader
+
+__all__ = [
+    "BitPackedFrameSource",
+    "MibHeader",
+    "is_mib",
+    "open_mib",
+    "parse_frame_header",
+    "read_hdr",
+]
+
+MAGIC = b"MQ1,"
+
+#: pixel depth string -> dtype of the stored pixels (None: bit-packed)
+_STORED_DTYPES = {"U08": np.dtype("u1"), "U16": np.dtype(">u2"), "U32": np.dtype(">u4")}
+_PACKED_DEPTH = "U01"
+
+# field positions in the comma-separated header
+_F_HEADER_BYTES, _F_CHIPS, _F_WIDTH, _F_HEIGHT, _F_DEPTH, _F_LAYOUT = 2, 3, 4, 5, 6, 7
+_F_SHUTTER = 10
+_EXTENSION = "MQ1A"
+
+
+@dataclass(frozen=True)
+class MibHeader:
+    """What one frame header says (the fields a reader needs)."""
+
+    header_bytes: int
+    n_chips: int
+    width: int
+    height: int
+    pixel_depth: str
+    layout: str
+    exposure_s: Optional[float] = None
+    counter_depth: Optional[int] = None
+
+    @property
+    def is_raw(self) -> bool:
+        """True for the raw chip read-out (``R64``), which is not decoded yet."""
+        return self.pixel_depth.startswith("R")
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of pixels after the header."""
+        if self.pixel_depth == _PACKED_DEPTH:
+            return self.width * self.height // 8
+        if self.is_raw:
+            return self.width * self.height * int(self.pixel_depth[1:]) // 8
+        return self.width * self.height * _STORED_DTYPES[self.pixel_depth].itemsize
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one frame record, header included: the file's frame stride."""
+        return self.header_bytes + self.data_bytes
+
+    def layout_fields(self) -> dict:
+        """The fields that must agree across the frames of one file."""
+        return {
+            "header size": self.header_bytes,
+            "chips": self.n_chips,
+            "width": self.width,
+            "height": self.height,
+            "pixel depth": self.pixel_depth,
+            "counter depth": self.counter_depth,
+        }
+
+
+def parse_frame_header(raw: bytes, where: str = "the file") -> MibHeader:
+    """Parse the header bytes of one frame (``raw`` may run past the header)."""
+    text = raw.split(b"\0", 1)[0].decode("ascii", errors="replace")
+    fields = [f.strip() for f in text.split(",")]
+    if fields[0] != "MQ1" or len(fields) <= _F_SHUTTER:
+        raise FormatError(
+            f"{where} does not start with a Merlin frame header ('MQ1,...'); check that "
+            f"it is a .mib file, or pass the right format=..."
+        )
+    try:
+        header = MibHeader(
+            header_bytes=int(fields[_F_HEADER_BYTES]),
+            n_chips=int(fields[_F_CHIPS]),
+            width=int(fields[_F_WIDTH]),
+            height=int(fields[_F_HEIGHT]),
+            pixel_depth=fields[_F_DEPTH].upper(),
+            layout=fields[_F_LAYOUT],
+            exposure_s=_float_or_none(fields[_F_SHUTTER]),
+            counter_depth=_extension_counter_depth(fields),
+        )
+    except ValueError:
+        raise FormatError(
+            f"the Merlin header of {where} has unreadable fields ({text[:80]!r}...); "
+            f"the file is damaged or not a .mib file"
+        ) from None
+    if min(header.header_bytes, header.width, header.height, header.n_chips) <= 0:
+        raise FormatError(f"the Merlin header of {where} states non-positive sizes: {header}")
+    return header
+
+
+def _float_or_none(text: str) -> Optional[float]:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _extension_counter_depth(fields: list[str]) -> Optional[int]:
+    """Counter depth from the ``MQ1A`` extension (time stamp, shutter ns, depth)."""
+    if _EXTENSION not in fields:
+        return None
+    depth = fields[fields.index(_EXTENSION) + 3 :][:1]
+    return int(depth[0]) if depth and depth[0] else None
+
+
+def read_hdr(path: str) -> dict:
+    """The ``key: value`` lines of a Merlin ``.hdr`` file as a dict of strings (keys
+    keep their parenthesised units, e.g. ``"Frames per Trigger (Number)"``)."""
+    result = {}
+    with open(path, encoding="ascii", errors="replace") as f:
+        for line in f:
+            key, sep, value = line.partition(":\t")
+            if sep:
+                result[key.strip()] = value.strip().rstrip("\0").strip()
+    return result
+
+
+def is_mib(path) -> bool:
+    """True when ``path`` starts with a Merlin frame header."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+# -- 1-bit decoding -----------------------------------------------------------------------
+@numba.njit(nogil=True)
+def _unpack_bits(packed, out):  # pragma: no cover - compiled
+    n, rows, nbytes = packed.shape
+    for i in range(n):
+        for r in range(rows):
+            for b in range(nbytes):
+                value = packed[i, r, b]
+                for k in range(8):
+                    out[i, r, 8 * b + k] = (value >> (7 - k)) & 1
+
+
+class BitPackedFrameSource(FrameSource):
+    """1-bit frames packed eight pixels to a byte (first pixel in the most significant
+    bit) at a fixed offset and stride; read as uint8 0/1 values."""
+
+    def __init__(self, path: str, *, offset: int, n_frames: int, sig_shape, frame_stride: int):
+        sy, sx = (int(n) for n in sig_shape)
+        if sx % 8:
+            raise FormatError(
+                f"{path!r}: 1-bit frames {sy}x{sx} are not a whole number of bytes per "
+                f"row; only widths that are multiples of 8 are supported"
+            )
+        self.packed = MappedFrameSource(
+            path, offset=offset, n_frames=n_frames, sig_shape=(sy, sx // 8),
+            dtype="u1", frame_stride=frame_stride,
+        )
+        self.n_frames = int(n_frames)
+        self.sig_shape = (sy, sx)
+        self.dtype = np.dtype("u1")
+
+    def open(self, payload=None) -> "BitPackedFrameReader":
+        """Map the packed bytes; reads decode into a buffer the reader reuses."""
+        return BitPackedFrameReader(self)
+
+
+class BitPackedFrameReader(FrameReader):
+    """Decodes :class:`BitPackedFrameSource` frames into a reused uint8 buffer."""
+
+    def __init__(self, source: BitPackedFrameSource):
+        self.source = source
+        self._packed = source.packed.open()
+        self._buffer: Optional[np.ndarray] = None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` decoded, a view of the buffer (valid until the next
+        read)."""
+        packed = self._packed.read(start, stop)
+        n = stop - start
+        if self._buffer is None or len(self._buffer) < n:
+            self._buffer = np.empty((n,) + self.source.sig_shape, np.uint8)
+        out = self._buffer[:n]
+        if n:
+            _unpack_bits(packed, out)
+        return out
+
+    def close(self) -> None:
+        """Release the mapping and the buffer."""
+        self._packed.close()
+        self._buffer = None
+
+
+# -- checking the whole file ------------------------------------------------------------------
+def _check_frames(path: str, first: MibHeader, n_frames: int) -> None:
+    """Every frame must start with a header of the first frame's layout and counter
+    depth; headers are compared as bytes (vectorised) and only differing ones parsed."""
+    stride = first.frame_bytes
+    headers = map_frames(
+        path, offset=0, n_frames=n_frames, sig_shape=(1, first.header_bytes),
+        dtype="u1", frame_stride=stride,
+    )[:, 0, :]
+    magic = np.frombuffer(MAGIC, np.uint8)
+    bad = np.flatnonzero((headers[:, : len(MAGIC)] != magic).any(axis=1))
+    if bad.size:
+        k = int(bad[0])
+        raise FormatError(
+            f"frame {k} of {path!r} does not start with a Merlin header at byte "
+            f"{k * stride} (frame 0 has a {first.header_bytes}-byte header and "
+            f"{first.pixel_depth} pixels, {stride} bytes per frame): the frames differ in "
+            f"header size or pixel depth, or the file is damaged; a file mixing layouts "
+            f"cannot be read, acquire or export it with one setting"
+        )
+    columns = _stable_columns(headers[0].tobytes())
+    differs = np.flatnonzero((headers[:, columns] != headers[0, columns]).any(axis=1))
+    if not differs.size:
+        return
+    variants, index = np.unique(headers[differs], axis=0, return_index=True)
+    expected = first.layout_fields()
+    for row, i in zip(variants, index):
+        k = int(differs[i])
+        other = parse_frame_header(row.tobytes(), f"frame {k} of {path!r}").layout_fields()
+        changed = {f: (expected[f], other[f]) for f in expected if expected[f] != other[f]}
+        if changed:
+            what = ", ".join(f"{f} {a} in frame 0 but {b}" for f, (a, b) in changed.items())
+            raise FormatError(
+                f"{path!r} mixes frame layouts: {what} in frame {k}; a file must hold "
+                f"frames of one counter depth and header size: acquire or export it "
+                f"with one setting (or split it)"
+            )
+
+
+def _stable_columns(header: bytes) -> np.ndarray:
+    """Byte positions of ``header`` outside the fields that change from frame to frame
+    by design (sequence number and time stamps)."""
+    bounds = [-1] + [i for i, c in enumerate(header) if c == ord(",")] + [len(header)]
+    fields = header.split(b",")
+    varying = {1, 9}
+    if _EXTENSION.encode() in fields:
+        varying.add(fields.index(_EXTENSION.encode()) + 1)
+    keep = np.ones(len(header), bool)
+    for k in varying:
+        if k + 1 < len(bounds):
+            keep[bounds[k] + 1 : bounds[k + 1]] = False
+    return np.flatnonzero(keep)
+
+
+def _count_frames(path: str, first: MibHeader) -> int:
+    """Whole frames in the file; a clear error for a truncated last frame."""
+    size = os.stat(path).st_size
+    n_frames, rest = divmod(size, first.frame_bytes)
+    if n_frames:
+        _check_frames(path, first, n_frames)
+    if rest:
+        raise FormatError(
+            f"{path!r} is {size} bytes: {n_frames} whole frames of {first.frame_bytes} "
+            f"bytes ({first.header_bytes}-byte header + {first.data_bytes} bytes of "
+            f"{first.width}x{first.height} {first.pixel_depth} pixels) and {rest} bytes "
+            f"of a truncated last frame (an interrupted acquisition or copy?); to read "
+            f"the complete frames, open a copy cut to {n_frames * first.frame_bytes} bytes "
+            f"(e.g. `head -c {n_frames * first.frame_bytes} in.mib > out.mib`)"
+        )
+    return n_frames
+
+
+# -- scan shape -------------------------------------------------------------------------------
+def _scan_shape(path: str, n_frames: int, nav_shape, hdr: Optional[dict]):
+    """``(nav_shape, source)`` from the option, else the ``.hdr``, else a stack."""
+    if nav_shape is not None:
+        nav = parse_shape("nav_shape", nav_shape, (1, 2))
+        if math.prod(nav) != n_frames:
+            raise DataSetError(
+                f"nav_shape {nav} has {math.prod(nav)} positions but {path!r} holds "
+                f"{n_frames} frames; pass nav_shape=({n_frames},) to read the frames as "
+                f"a stack, or a (rows, columns) whose product is {n_frames}"
+            )
+        return nav, "nav_shape option"
+    width = _hdr_int(hdr, "Frames per Trigger (Number)")
+    # one trigger per line gives the width; one trigger for all frames is a stack
+    if width is not None and 1 < width != n_frames:
+        if n_frames % width:
+            raise DataSetError(
+                f"{path!r} holds {n_frames} frames, not a multiple of the scan width "
+                f"{width} stated by its .hdr (Frames per Trigger): the last scan line is "
+                f"incomplete; pass nav_shape=({n_frames},) to read the frames as a stack, "
+                f"or nav_shape=(rows, columns) whose product is {n_frames}"
+            )
+        return (n_frames // width, width), ".hdr Frames per Trigger"
+    return (n_frames,), "frame count (stack)"
+
+
+def _hdr_int(hdr: Optional[dict], key: str) -> Optional[int]:
+    try:
+        return int(hdr[key]) if hdr else None
+    except (KeyError, ValueError):
+        return None
+
+
+def _hdr_path(path: str) -> Optional[str]:
+    candidate = os.path.splitext(path)[0] + ".hdr"
+    return candidate if os.path.isfile(candidate) else None
+
+
+# -- the reader -------------------------------------------------------------------------------
+def open_mib(path, *, nav_shape=None) -> DataSet:
+    """Open a Merlin ``.mib`` file (with its ``.hdr`` when it lies beside it).
+
+    ``nav_shape`` gives the scan shape ``(rows, columns)`` or ``(n,)``; without it the
+    ``.hdr`` gives the scan width when it states one (``Frames per Trigger`` > 1 and
+    fewer than all frames), otherwise the frames form a stack ``(n_frames,)``. Frames are returned in the
+    file's own row order and dtype (``uint8``, ``'>u2'``, ``'>u4'``; 1-bit packed files
+    decode to ``uint8``).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4096)
+    except FileNotFoundError:
+        raise DataSetNotFoundError(f"file {path!r} does not exist; check the path") from None
+    first = parse_frame_header(start, repr(path))
+    if first.is_raw:
+        raise FormatError(
+            f"{path!r} holds raw chip read-out ({first.pixel_depth} pixel depth, 'RAW' "
+            f"mode): decoding raw .mib files is not supported yet; acquire with raw "
+            f"output off (pixel depth U08/U16/U32) or convert the file first"
+        )
+    if first.pixel_depth not in _STORED_DTYPES and first.pixel_depth != _PACKED_DEPTH:
+        raise FormatError(
+            f"{path!r} has pixel depth {first.pixel_depth!r}, which this reader does not "
+            f"know (known: U01, U08, U16, U32); please report the file's origin"
+        )
+    if len(start) < first.header_bytes:
+        raise FormatError(
+            f"{path!r} is shorter than its first frame header ({first.header_bytes} bytes)"
+        )
+    first = parse_frame_header(start[: first.header_bytes], repr(path))
+    n_frames = _count_frames(path, first)
+    if n_frames == 0:
+        raise FormatError(f"{path!r} holds no complete frame")
+    hdr_file = _hdr_path(path)
+    hdr = read_hdr(hdr_file) if hdr_file else None
+    nav, nav_source = _scan_shape(path, n_frames, nav_shape, hdr)
+
+    sig_shape = (first.height, first.width)
+    layout = dict(offset=first.header_bytes, n_frames=n_frames, sig_shape=sig_shape,
+                  frame_stride=first.frame_bytes)
+    if first.pixel_depth == _PACKED_DEPTH:
+        source: FrameSource = BitPackedFrameSource(path, **layout)
+        read_path = "decode (numba, 1-bit packed)"
+    else:
+        source = MappedFrameSource(path, dtype=_STORED_DTYPES[first.pixel_depth], **layout)
+        read_path = "mmap"
+    counter_depth = first.counter_depth or _hdr_int(hdr, "Counter Depth (number)")
+    metadata = {
+        "counter_depth": counter_depth,
+        "pixel_depth": first.pixel_depth,
+        "chips": first.n_chips,
+        "sensor_layout": first.layout,
+        "exposure_s": first.exposure_s,
+        "header_bytes": first.header_bytes,
+        "frame_stride": first.frame_bytes,
+        "scan_shape_source": nav_source,
+        "orientation": "file row order (no flip)",
+        "read_path": read_path,
+        "hdr_file": hdr_file,
+    }
+    if hdr:
+        metadata["hdr"] = hdr
+    return DataSet(source, nav, format="mib", path=path, metadata=metadata)
+
+
+PLUGIN = register_reader(
+    ReaderPlugin(
+        name="mib",
+        open=open_mib,
+        suffixes=(".mib",),
+        sniff=is_mib,
+        description="Quantum Detectors Merlin .mib (+.hdr); 1/6/12/24 bit, single/quad",
+    ),
+    replace=True,
+)

@@ -1,0 +1,265 @@
+"""MRC stacks (``.mrc``, ``.mrcs``) and Direct Electron 4D-STEM movies.
+
+The 1024-byte MRC header (MRC2014; read with the ``mrcfile`` package) gives the frame
+size ``nx`` x ``ny``, the frame count ``nz``, the mode (dtype, byte order from the
+machine stamp) and the extended header size ``nsymbt``; the frames follow at byte
+``1024 + nsymbt``, back to back, and are mapped zero-copy with
+:class:`~stem_explorer.io.raw.MappedFrameSource`. A plain MRC file is a stack:
+``nav_shape=(nz,)``.
+
+Direct Electron (DE-Server) writes ``<prefix>_movie.mrc`` with ``<prefix>_info.txt``
+(``Key = value`` lines) beside it; when that file is there it gives the scan:
+
+* a raster scan (``Scan - Type = Raster``; with ``Scan - ROI Enable`` the ROI size)
+  becomes ``nav_shape=(Scan - Size Y, Scan - Size X)``;
+* custom and random scans (``XY File``, ``Random``) list their positions in
+  ``<prefix>_scan_coordinates.csv`` (one ``x,y`` line per point, in acquisition
+  order): the nav is 1-D, one entry per frame, and
+  ``metadata["scan_coordinates"]`` holds the ``[y, x]`` scan pixel of every frame;
+* repeated frames per point or repeated scans, and disabled scanning, give a 1-D nav
+  of all frames (the repetition is recorded in the metadata).
+
+``nav_shape=`` overrides all of it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Optional
+
+import mrcfile
+import numpy as np
+
+from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from .base import DataSet
+from .raw import MappedFrameSource, check_file_size, parse_shape
+from .registry import ReaderPlugin, register_reader
+
+__all__ = ["de_scan", "is_mrc", "open_mrc", "read_de_info", "read_scan_coordinates"]
+
+_HEADER_BYTES = 1024
+_MAP_OFFSET = 208  # the "MAP " signature of MRC2014 headers
+
+
+def is_mrc(path) -> bool:
+    """True when ``path`` carries the MRC2014 ``MAP`` signature."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(_MAP_OFFSET)
+            return f.read(4) == b"MAP "
+    except OSError:
+        return False
+
+
+# -- Direct Electron side files ------------------------------------------------------------
+def read_de_info(path: str) -> dict:
+    """The ``Key = value`` lines of a DE ``_info.txt`` as a dict of strings."""
+    info = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            key, sep, value = line.partition("=")
+            if sep:
+                info[key.strip()] = value.strip()
+    return info
+
+
+def read_scan_coordinates(path: str) -> np.ndarray:
+    """Scan positions of a DE ``_scan_coordinates.csv`` as an ``(n, 2)`` int array of
+    ``[y, x]`` (the file lists ``x,y``); lines that are not two numbers are skipped."""
+    points = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.replace(";", ",").split(",")
+            try:
+                x, y = (float(p) for p in parts[:2])
+            except ValueError:
+                continue
+            points.append((y, x))
+    coords = np.asarray(points, float).reshape(-1, 2)
+    return coords.astype(np.int64) if np.all(coords == np.round(coords)) else coords
+
+
+def _int(info: dict, key: str, default: int) -> int:
+    try:
+        return int(float(info[key]))
+    except (KeyError, ValueError):
+        return default
+
+
+def _positive_pair(info: dict, key_y: str, key_x: str) -> Optional[list]:
+    try:
+        pair = [float(info[key_y]), float(info[key_x])]
+    except (KeyError, ValueError):
+        return None
+    return pair if min(pair) > 0 else None
+
+
+def _is_raster(info: dict) -> bool:
+    roi = info.get("Scan - ROI Enable", "Disable") == "Enable"
+    kinds = [info.get("Scan - Type", "Raster")] + ([info.get("Scan - ROI Type", "Raster")] if roi else [])
+    return all(kind == "Raster" for kind in kinds)
+
+
+def de_scan(info: dict, n_frames: int, coordinates: Optional[np.ndarray], where: str):
+    """``(nav_shape, metadata)`` of a DE movie of ``n_frames`` frames from its
+    ``_info.txt`` (``info``) and scan coordinates (``[y, x]`` rows, or None)."""
+    meta = {"scan_type": info.get("Scan - Type")}
+    if info.get("Scan - Enable", "Enable") != "Enable":
+        meta["scan_shape_source"] = "_info.txt (scanning disabled: frame stack)"
+        return (n_frames,), meta
+    per_point = _int(info, "Scan - Camera Frames Per Point", _int(info, "Scan - Point Repeat", 1))
+    repeats = _int(info, "Scan - Repeats", 1)
+    if per_point * repeats > 1:
+        meta.update(frames_per_point=per_point, scan_repeats=repeats)
+    if coordinates is not None and not _is_raster(info):
+        positions = np.tile(np.repeat(coordinates, per_point, axis=0), (repeats, 1))
+        if len(positions) < n_frames:
+            raise FormatError(
+                f"{where} holds {n_frames} frames but its scan coordinates give only "
+                f"{len(positions)} positions ({len(coordinates)} points x {per_point} "
+                f"frames per point x {repeats} repeats); pass nav_shape=({n_frames},) to "
+                f"read the frames as a stack without coordinates"
+            )
+        if len(positions) > n_frames:
+            meta["positions_not_acquired"] = int(len(positions) - n_frames)
+        meta["scan_coordinates"] = positions[:n_frames].tolist()
+        meta["scan_coordinates_order"] = "[y, x] scan pixels, one per frame"
+        meta["scan_shape"] = [_int(info, "Scan - Size Y", 0), _int(info, "Scan - Size X", 0)]
+        if info.get("Scan - ROI Enable") == "Enable":
+            meta["scan_roi_offset"] = [_int(info, "Scan - ROI Offset Y", 0), _int(info, "Scan - ROI Offset X", 0)]
+        meta["scan_shape_source"] = "_scan_coordinates.csv (positions list)"
+        return (n_frames,), meta
+    if not _is_raster(info):
+        meta["scan_shape_source"] = "_info.txt (non-raster scan without coordinates: stack)"
+        return (n_frames,), meta
+    prefix = "Scan - ROI Size" if info.get("Scan - ROI Enable") == "Enable" else "Scan - Size"
+    ny, nx = _int(info, f"{prefix} Y", 0), _int(info, f"{prefix} X", 0)
+    if ny * nx * per_point * repeats != n_frames:
+        raise FormatError(
+            f"{where} holds {n_frames} frames but its _info.txt describes a {ny}x{nx} "
+            f"scan with {per_point} frames per point and {repeats} repeats "
+            f"({ny * nx * per_point * repeats} frames): the acquisition was interrupted "
+            f"or the info file belongs to another movie; pass nav_shape=({n_frames},) or "
+            f"a (rows, columns) whose product is {n_frames}"
+        )
+    meta["scan_shape_source"] = f"_info.txt ({prefix} Y/X)"
+    return ((ny, nx) if per_point * repeats == 1 else (n_frames,)), meta
+
+
+def _de_metadata(info: dict) -> dict:
+    meta = {"camera": info.get("Camera Name")}
+    for name, key, scale in (
+        ("exposure_time_s", "Exposure Time (seconds)", 1.0),
+        ("frame_exposure_s", "Frame Exposure Time (nanoseconds)", 1e-9),
+        ("frames_per_second", "Frames Per Second", 1.0),
+    ):
+        try:
+            meta[name] = float(info[key]) * scale
+        except (KeyError, ValueError):
+            pass
+    scan_px = _positive_pair(info, "Specimen Pixel Size Y (nanometers)", "Specimen Pixel Size X (nanometers)")
+    if scan_px:
+        meta["scan_pixel_size_nm"] = scan_px
+    diff_px = _positive_pair(info, "Diffraction Pixel Size Y", "Diffraction Pixel Size X")
+    if diff_px:
+        meta["diffraction_pixel_size"] = diff_px
+    return meta
+
+
+def _side_file(path: str, suffix: str) -> Optional[str]:
+    stem = os.path.splitext(path)[0]
+    if stem.endswith("_movie"):
+        candidate = stem[: -len("_movie")] + suffix
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+# -- the reader -------------------------------------------------------------------------------
+def _read_header(path: str):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+                header = mrc.header.copy()
+                voxel = mrc.voxel_size.copy()
+    except FileNotFoundError:
+        raise DataSetNotFoundError(f"file {path!r} does not exist; check the path") from None
+    except (ValueError, OSError) as exc:
+        raise FormatError(f"{path!r} cannot be read as MRC ({exc}); check the file or pass format=...") from None
+    if header is None:
+        raise FormatError(f"{path!r} is too short to hold an MRC header ({_HEADER_BYTES} bytes)")
+    try:
+        dtype = mrcfile.utils.data_dtype_from_header(header)
+    except ValueError as exc:
+        raise FormatError(
+            f"{path!r} has MRC mode {int(header.mode)}, which cannot be mapped ({exc}); "
+            f"modes 0, 1, 2, 3, 4, 6, 12 are supported"
+        ) from None
+    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+    if min(nx, ny, nz) <= 0:
+        raise FormatError(f"{path!r} has an MRC header with sizes nx={nx}, ny={ny}, nz={nz}; the file is damaged")
+    return header, voxel, dtype, (nz, ny, nx)
+
+
+def open_mrc(path, *, nav_shape=None, info_file=None) -> DataSet:
+    """Open an MRC stack, or a Direct Electron movie with its ``_info.txt``.
+
+    ``nav_shape`` gives the scan shape; without it a DE ``<prefix>_info.txt`` beside
+    ``<prefix>_movie.mrc`` (or the one passed as ``info_file``) gives it, and custom or
+    random scans read their positions from ``<prefix>_scan_coordinates.csv`` into
+    ``metadata["scan_coordinates"]``. A plain MRC file is a stack of ``nz`` frames.
+    """
+    path = os.fspath(path)
+    header, voxel, dtype, (nz, ny, nx) = _read_header(path)
+    offset = _HEADER_BYTES + int(header.nsymbt)
+    needed = offset + nz * ny * nx * dtype.itemsize
+    size = check_file_size(
+        path, needed, layout=f"an MRC stack of {nz} frames {ny}x{nx} {dtype}", allow_trailing=True
+    )
+    source = MappedFrameSource(path, offset=offset, n_frames=nz, sig_shape=(ny, nx), dtype=dtype)
+    metadata = {
+        "mrc_mode": int(header.mode),
+        "extended_header_bytes": int(header.nsymbt),
+        "data_offset": offset,
+        "read_path": "mmap",
+    }
+    if size > needed:
+        metadata["trailing_bytes"] = size - needed
+    sizes = {axis: float(voxel[axis]) for axis in ("x", "y", "z") if float(voxel[axis]) > 0}
+    if sizes:
+        metadata["voxel_size_angstrom"] = sizes
+
+    info_file = os.fspath(info_file) if info_file is not None else _side_file(path, "_info.txt")
+    nav, metadata["scan_shape_source"] = (nz,), "MRC nz (stack)"
+    if info_file is not None:
+        info = read_de_info(info_file)
+        csv = _side_file(path, "_scan_coordinates.csv")
+        coords = read_scan_coordinates(csv) if csv else None
+        metadata.update(info_file=info_file, scan_coordinates_file=csv, **_de_metadata(info))
+        if nav_shape is None:
+            nav, scan_meta = de_scan(info, nz, coords, repr(path))
+            metadata.update(scan_meta)
+    if nav_shape is not None:
+        nav = parse_shape("nav_shape", nav_shape, (1, 2))
+        if math.prod(nav) != nz:
+            raise DataSetError(
+                f"nav_shape {nav} has {math.prod(nav)} positions but {path!r} holds {nz} "
+                f"frames; pass a nav_shape whose product is {nz}"
+            )
+        metadata["scan_shape_source"] = "nav_shape option"
+    return DataSet(source, nav, format="mrc", path=path, metadata=metadata)
+
+
+PLUGIN = register_reader(
+    ReaderPlugin(
+        name="mrc",
+        open=open_mrc,
+        suffixes=(".mrc", ".mrcs"),
+        sniff=is_mrc,
+        description="MRC stacks via mrcfile + mmap; Direct Electron movies with _info.txt",
+    ),
+    replace=True,
+)
