@@ -48,29 +48,19 @@ def sparse_mask_product(frames, rows, indptr, cols, weights, out):
                 out[f, cols[j]] += value * weights[j]
 
 
-@numba.jit(**_JIT)
-def span_sums_exact(frames, starts, stops, cols, out):
-    """``out[f, cols[s]] += sum(frames[f, starts[s]:stops[s]])`` for integer data.
+@numba.jit(nopython=True, nogil=True, cache=True, fastmath=True)
+def span_sums(frames, starts, stops, cols, out, zero):
+    """``out[f, cols[s]] += sum(frames[f, starts[s]:stops[s]])``.
 
     Binary masks (weights all 1) are runs of consecutive pixels in C order (two per
     detector row for a ring); summing a run is a contiguous loop the compiler turns
-    into SIMD loads, and int64 accumulation keeps integer sums exact.
+    into SIMD loads. ``zero`` sets the accumulator type: ``np.int64(0)`` keeps integer
+    sums exact, ``0.0`` accumulates floats in float64 (reassociated by fastmath so it
+    vectorises; differences stay at float64 rounding level).
     """
     for f in range(frames.shape[0]):
         for s in range(starts.shape[0]):
-            acc = np.int64(0)
-            for p in range(starts[s], stops[s]):
-                acc += np.int64(frames[f, p])
-            out[f, cols[s]] += acc
-
-
-@numba.jit(nopython=True, nogil=True, cache=True, fastmath=True)
-def span_sums_float(frames, starts, stops, cols, out):
-    """:func:`span_sums_exact` for float data (float64 accumulation, reassociated so
-    it vectorises; differences are at float64 rounding level)."""
-    for f in range(frames.shape[0]):
-        for s in range(starts.shape[0]):
-            acc = 0.0
+            acc = zero
             for p in range(starts[s], stops[s]):
                 acc += frames[f, p]
             out[f, cols[s]] += acc

@@ -166,8 +166,8 @@ class MaskProduct(PerFrameOp):
     def compute(self, frames, out):
         for name, layout in self._layout():
             if name == "spans":
-                kernel = kernels.span_sums_float if frames.dtype.kind == "f" else kernels.span_sums_exact
-                kernel(frames, *layout, out)
+                zero = 0.0 if frames.dtype.kind == "f" else np.int64(0)
+                kernels.span_sums(frames, *layout, out, zero)
             elif name == "sparse":
                 kernels.sparse_mask_product(frames, *layout, out)
             else:
