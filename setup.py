@@ -12,6 +12,7 @@ test_requires = [
     "pytest>=8",
     "pytest-timeout>=2.3",
     "xarray>=2024.1",
+    "zarr>=2.16",
 ]
 
 setup(
@@ -40,6 +41,8 @@ setup(
     ],
     extras_require={
         "xarray": ["xarray>=2024.1"],
+        "zarr": ["zarr>=2.16"],
+        "rsciio": ["rosettasciio>=0.4"],  # GPL-3.0: kept optional
         "hdfs": ["hdfs-native>=0.10", "fsspec>=2024.1"],
         "gpu": ["cupy-cuda12x>=13"],
         "docs": ["mkdocs>=1.5"],

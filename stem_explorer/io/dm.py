@@ -71,22 +71,25 @@ class _TagParser:
         self.f, self.path, self.data_order = f, path, data_order
         self.word = ">i" if version == 3 else ">Q"
 
-    def _read(self, fmt: str):
-        s = struct.Struct(fmt)
-        raw = self.f.read(s.size)
-        if len(raw) < s.size:
+    def _bytes(self, n: int) -> bytes:
+        raw = self.f.read(n)
+        if len(raw) < n:
             raise FormatError(
                 f"DM file {self.path!r} is truncated: its tag tree ends at byte "
                 f"{self.f.tell()} in the middle of a tag"
             )
-        return s.unpack(raw)[0]
+        return raw
+
+    def _read(self, fmt: str):
+        s = struct.Struct(fmt)
+        return s.unpack(self._bytes(s.size))[0]
 
     def group(self) -> dict:
         self._read(">B"), self._read(">B")  # sorted, open
         out = {}
         for i in range(self._read(self.word)):
             kind = self._read(">B")
-            name = self.f.read(self._read(">H")).decode("latin-1") or str(i)
+            name = self._bytes(self._read(">H")).decode("latin-1") or str(i)
             if self.word == ">Q":
                 self._read(">Q")  # the tag's byte count; the info words suffice
             if kind == 20:
@@ -101,7 +104,7 @@ class _TagParser:
         return out
 
     def data(self):
-        if self.f.read(4) != b"%%%%":
+        if self._bytes(4) != b"%%%%":
             raise FormatError(
                 f"DM file {self.path!r} is damaged: a data tag lacks its '%%%%' marker "
                 f"near byte {self.f.tell()}"
@@ -120,14 +123,14 @@ class _TagParser:
     def _value(self, info: list):
         kind = info[0]
         if kind == _STRING:
-            return self.f.read(2 * info[1]).decode("utf-16-le", "replace")
+            return self._bytes(2 * info[1]).decode("utf-16-le", "replace")
         if kind == _STRUCT:
             fields = [self._scalar_dtype(t) for t in info[4::2]]
-            return tuple(np.frombuffer(self.f.read(d.itemsize), d)[0].item() for d in fields)
+            return tuple(np.frombuffer(self._bytes(d.itemsize), d)[0].item() for d in fields)
         if kind == _ARRAY:
             return self._array(info)
         dtype = self._scalar_dtype(kind)
-        return np.frombuffer(self.f.read(dtype.itemsize), dtype)[0].item()
+        return np.frombuffer(self._bytes(dtype.itemsize), dtype)[0].item()
 
     def _array(self, info: list) -> DMArray:
         element, length = info[1], info[-1]

@@ -186,6 +186,7 @@ def _select_dataset(f: h5py.File, path: str, dataset: Optional[str]):
         return key, obj
     broken = []
     candidates, all_numeric = _frame_candidates(f, broken)
+    candidates = _prefer_known_layouts(f, path, candidates)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
@@ -198,6 +199,41 @@ def _select_dataset(f: h5py.File, path: str, dataset: Optional[str]):
         f"{path!r} holds several 3-D/4-D datasets: {_describe(candidates)}; pass "
         f"dataset=... to choose one (e.g. dataset={candidates[0][0]!r})"
     )
+
+
+def _prefer_known_layouts(f: h5py.File, path: str, candidates: list) -> list:
+    """Narrow ambiguous candidates by the layouts of known writers; the axis order of
+    all of them is already numpy's ``(scan_y, scan_x, det_y, det_x)``:
+
+    * fpd: ``/fpd_expt/fpd_data/data`` (beside 3-D per-position ``Exposure`` /
+      ``Threshold`` data); its 5-D ``(y, x, 1, det_y, det_x)`` form is refused clearly;
+    * HyperSpy ``.hspy``: ``/Experiments/<name>/data`` (navigation axes first);
+    * EMD 1.0 (py4DSTEM, Prismatic): a ``data`` dataset in a group with an
+      ``emd_group_type`` attribute, 4-D datacubes before 3-D slices (Prismatic's
+      ``realslices`` of annular detector images beside its ``CBED_array`` datacube).
+    """
+    if len(candidates) < 2:
+        return candidates
+    fpd = f.get("fpd_expt/fpd_data/data")
+    if isinstance(fpd, h5py.Dataset) and fpd.ndim == 5:
+        raise DataSetError(
+            f"{path!r} is an fpd file whose frames /fpd_expt/fpd_data/data are 5-D "
+            f"{fpd.shape}; only 4-D fpd data is read so far: save it as (scan_y, scan_x, "
+            f"det_y, det_x) or open the array with open_dataset(h5py_dataset[:, :, 0])"
+        )
+
+    def rank(item) -> int:
+        name, dset = item
+        if name == "/fpd_expt/fpd_data/data":
+            return 3
+        if name.startswith("/Experiments/") and name.count("/") == 3 and name.endswith("/data"):
+            return 3
+        if name.endswith("/data") and "emd_group_type" in dset.parent.attrs:
+            return 1 + (dset.ndim == 4)
+        return 0
+
+    best = max(rank(c) for c in candidates)
+    return [c for c in candidates if rank(c) == best] if best else candidates
 
 
 # -- filters --------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ A ``.mib`` file is a sequence of frames, each an ASCII header followed by the pi
 The header is comma separated: ``MQ1``, sequence number, header size in bytes (the
 offset of the pixels), number of chips, width, height, pixel depth, sensor layout,
 chip select, time stamp, shutter time (s), counter, colour mode, gain, eight
-thresholds, the DACs of every chip and, from firmware 0.75 on, an extension
+thresholds, the DACs of every chip and (in newer firmware) an extension
 ``MQ1A``, time stamp, shutter time (``...ns``), counter depth (bits), padded with
 NULs to the header size. Pixel depths:
 

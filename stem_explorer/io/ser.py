@@ -138,12 +138,16 @@ def _element_headers(path: str, header: dict) -> tuple[np.ndarray, np.ndarray]:
     code = "<u4" if header["version"] == 0x0210 else "<u8"
     n, at = header["valid_elements"], header["offset_array_offset"]
     size = os.stat(path).st_size
-    if n == 0:
-        raise FormatError(f"TIA series file {path!r} holds no valid elements (frames)")
-    if at + n * np.dtype(code).itemsize > size:
+    if n == 0 or n > header["total_elements"]:
         raise FormatError(
-            f"TIA series file {path!r} is truncated: its offset array at byte {at} "
-            f"runs past the end of the file ({size} bytes)"
+            f"TIA series file {path!r} holds {n} valid of {header['total_elements']} "
+            f"elements (frames); there is nothing consistent to read"
+        )
+    # the data offsets and then the tag offsets of all elements
+    if at + 2 * header["total_elements"] * np.dtype(code).itemsize > size:
+        raise FormatError(
+            f"TIA series file {path!r} is truncated: its offset arrays at byte {at} "
+            f"run past the end of the file ({size} bytes)"
         )
     mm = np.memmap(path, np.uint8, mode="r")
     offsets = mm[at : at + n * np.dtype(code).itemsize].view(code).astype(np.int64)

@@ -63,9 +63,12 @@ def _open_node(path: str, what: str = "zarr store"):
 def _numeric_arrays(node) -> list:
     """``(path, array)`` of every numeric, non-scalar array in a group (or the node
     itself when it is an array)."""
-    if hasattr(node, "members"):
+    if hasattr(node, "members"):  # zarr 3
         members = node.members(max_depth=None)
         arrays = [(name, a) for name, a in members if not hasattr(a, "members")]
+    elif hasattr(node, "visititems"):  # zarr 2 group
+        arrays = []
+        node.visititems(lambda name, obj: arrays.append((name, obj)) if hasattr(obj, "dtype") else None)
     else:
         arrays = [("", node)]
     return [(p, a) for p, a in arrays if a.ndim and np.dtype(a.dtype).kind in "biufc"]
@@ -172,10 +175,11 @@ def open_zarr(path, *, array: Optional[str] = None, nav_shape=None) -> DataSet:
     source = ZarrFrameSource(
         path, key, shape=shape, dtype=arr.dtype, frame_alignment=_frame_alignment(shape, chunks)
     )
-    compressors = getattr(arr, "compressors", None) or ()
+    compressors = getattr(arr, "compressors", None) or [getattr(arr, "compressor", None)]
+    compressors = [c for c in compressors if c is not None]
     metadata = {
         "array": key,
-        "zarr_format": arr.metadata.zarr_format,
+        "zarr_format": getattr(getattr(arr, "metadata", None), "zarr_format", 2),
         "zarr_shape": list(shape),
         "chunks": list(chunks),
         "compression": [type(c).__name__ for c in compressors] or None,

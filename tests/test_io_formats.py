@@ -1,0 +1,535 @@
+"""Detector formats without real files in ../shared/realdata: blockfile, TIA ser, DM3/DM4,
+EMPAD, zarr and the HDF5 layouts of HyperSpy, py4DSTEM/EMD 1.0, Prismatic and fpd.
+
+Every test writes its file *here*, from the format's specification (headers
+included; each writer names the description it follows), reads it back through the
+partitions as tasks do, checks zero-copy where the reader promises it, reader choice by
+suffix and by magic bytes, and runs a virtual bright field + sum frame through the
+engine against numpy.
+"""
+
+import os
+import shutil
+import struct
+
+import h5py
+import numpy as np
+import pytest
+
+import _reference as ref
+from stem_explorer import masks
+from stem_explorer.analyses import SumFrame, VirtualDetector, build_plan
+from stem_explorer.engine import run_local
+from stem_explorer.errors import DataSetError, FormatError
+from stem_explorer.io import find_reader, open_dataset
+from stem_explorer.io.testing import assert_reads_equal, is_memory_mapped, make_frames
+
+NAV, SIG = (3, 5), (7, 4)  # non-square scan and detector
+
+
+def check_engine(ds, data):
+    """Virtual bright field and sum frame through the engine equal numpy's."""
+    sig = ds.sig_shape
+    bf = masks.Disk((sig[0] - 1) / 2, (sig[1] - 1) / 2, 2.0)
+    plan, finalize = build_plan([VirtualDetector({"bf": bf}), SumFrame()], ds, tile_bytes=3 * ds.frame_bytes)
+    parts = ds.partitions(2, target_bytes=4 * ds.frame_bytes)
+    results = finalize(run_local(parts, plan), np.ones(ds.n_frames, bool))
+    np.testing.assert_allclose(results["vd/bf"].data, ref.virtual_image(data, bf.rasterize(sig)), rtol=1e-5)
+    np.testing.assert_allclose(results["sum/frame"].data, ref.frames(data).sum(axis=0), rtol=1e-5)
+
+
+def check_dataset(ds, data, fmt, *, mapped):
+    assert ds.format == fmt
+    assert ds.shape == data.shape and ds.dtype == data.dtype
+    assert_reads_equal(ds, data)
+    with ds.source.open() as reader:
+        assert is_memory_mapped(reader.read(0, ds.n_frames)) == mapped
+    check_engine(ds, data)
+
+
+def renamed(path, new_name):
+    """A copy of ``path`` under a name whose suffix says nothing (for sniffing)."""
+    target = os.path.join(os.path.dirname(path), new_name)
+    shutil.copy(path, target)
+    return target
+
+
+def truncated(path, keep):
+    target = str(path) + ".cut"
+    with open(path, "rb") as f, open(target, "wb") as g:
+        g.write(f.read(keep))
+    return target
+
+
+def assert_truncation_detected(path, fmt, *, head, tail):
+    """Cut to ``head`` bytes (inside the header) and by ``tail`` bytes at the end:
+    both are reported as truncated."""
+    for keep in (head, os.path.getsize(path) - tail):
+        with pytest.raises(FormatError, match="truncated"):
+            open_dataset(truncated(path, keep), format=fmt)
+
+
+# -- NanoMegas blockfile --------------------------------------------------------------------
+def write_blockfile(path, data, *, version=0x0102):
+    """Following the ASTAR blockfile layout documented by RosettaSciIO: 'IMGBLO',
+    uint16 magic 0x0102, offsets of the VBF image and of the frames, flags, DP_SZ,
+    rotation, NX, NY, scan rotation, SX, SY, beam energy, SDP, camera length,
+    acquisition time, 8 centring + 14 distortion float64; then the NX*NY VBF bytes;
+    then per frame 0x55 0xAA + uint32 index + DP_SZ^2 uint8."""
+    ny, nx, size, _ = data.shape
+    vbf_at = 0x1000
+    frames_at = vbf_at + nx * ny
+    head = struct.pack(
+        "<6sHIIIHHHHHddIHId", b"IMGBLO", version, vbf_at, frames_at, 0, size, 0, nx, ny,
+        1500, 1.5, 2.5, 200000, 100, 1200, 44000.25,
+    ) + bytes(22 * 8)
+    with open(path, "wb") as f:
+        f.write(head.ljust(vbf_at, b"\0"))
+        f.write(data.reshape(ny * nx, -1).mean(axis=1).astype(np.uint8).tobytes())
+        for i, frame in enumerate(data.reshape(-1, size, size)):
+            f.write(b"\x55\xaa" + struct.pack("<I", i) + frame.tobytes())
+    return str(path)
+
+
+def test_blockfile_roundtrip_sniff_and_metadata(tmp_path):
+    data = make_frames(NAV, (6, 6), "uint8")  # blockfile detectors are square
+    path = write_blockfile(tmp_path / "scan.blo", data)
+    ds = open_dataset(path)
+    check_dataset(ds, data, "blockfile", mapped=True)
+    assert ds.metadata["beam_energy_V"] == 200000
+    assert ds.metadata["scan_step_nm"] == [2.5, 1.5]
+    assert ds.metadata["scan_rotation_deg"] == 15.0
+    assert find_reader(renamed(path, "scan.xyz")).name == "blockfile"
+    assert open_dataset(path, nav_shape=(15,)).nav_shape == (15,)
+
+
+def test_blockfile_bad_input(tmp_path):
+    data = make_frames((2, 3), (4, 4), "uint8")
+    path = write_blockfile(tmp_path / "a.blo", data)
+    assert_truncation_detected(path, "blockfile", head=40, tail=5)
+    bad = tmp_path / "b.blo"
+    bad.write_bytes(b"NOTBLO" + open(path, "rb").read()[6:])
+    with pytest.raises(FormatError, match="not a NanoMegas blockfile"):
+        open_dataset(bad)
+    with pytest.raises(FormatError, match="header version 0x0203"):
+        open_dataset(write_blockfile(tmp_path / "c.blo", data, version=0x0203))
+
+
+# -- FEI TIA ser ----------------------------------------------------------------------------
+SER_CODES = {"uint8": 1, "uint16": 2, "int32": 6, "float32": 7}
+
+
+def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x0197):
+    """Following "TIA Series Data (ESD) file format" (FEI): header (byte order 'II',
+    series id 0x0197, version, data type 0x4122, tag type 0x4152, total / valid
+    element counts, offset-array offset, dimension count), the dimension array, the
+    2-D data elements (x then y calibration, type code, size x, size y, values with x
+    fastest), the time tags, then the data and tag offset arrays. ``gaps`` puts a
+    varying number of padding bytes between elements (non-uniform offsets)."""
+    nav, (sy, sx) = data.shape[:-2], data.shape[-2:]
+    frames = data.reshape((-1, sy, sx))
+    n = len(frames)
+    word = "I" if version == 0x0210 else "Q"
+    dims = b""
+    for i, size in enumerate(nav):
+        desc, units = f"axis{i}".encode(), b"m"
+        dims += struct.pack("<Iddi", size, 0.0, 1e-9 * (i + 1), 0)
+        dims += struct.pack("<I", len(desc)) + desc + struct.pack("<I", len(units)) + units
+    head_size = struct.calcsize(f"<HHHIIII{word}I")
+    body, offsets, pos = b"", [], head_size + len(dims)
+    for i, frame in enumerate(frames):
+        pad = bytes(i % 3 * 8 + 1) if gaps else b""
+        body += pad
+        pos += len(pad)
+        offsets.append(pos)
+        element = struct.pack("<ddiddiHII", 0.0, 0.25, 0, 0.0, 0.5, 0, SER_CODES[frame.dtype.name], sx, sy)
+        element += frame.tobytes()
+        body += element
+        pos += len(element)
+    tag_offsets = []
+    for i in range(n):
+        tag_offsets.append(pos)
+        body += struct.pack("<HI", 0x4152, 1000 + i)
+        pos += 6
+    header = struct.pack(
+        f"<HHHIIII{word}I", 0x4949, magic, version, 0x4122, 0x4152, n,
+        n if valid is None else valid, pos, len(nav),
+    )
+    table = np.array(offsets + tag_offsets, "<u4" if word == "I" else "<u8").tobytes()
+    with open(path, "wb") as f:
+        f.write(header + dims + body + table)
+    return str(path)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+@pytest.mark.parametrize("version", [0x0210, 0x0220])
+def test_ser_uniform_is_mapped(tmp_path, dtype, version):
+    data = make_frames(NAV, SIG, dtype)
+    path = write_ser(tmp_path / "scan_1.ser", data, version=version)
+    (tmp_path / "scan.emi").write_bytes(b"emi")
+    ds = open_dataset(path)
+    check_dataset(ds, data, "ser", mapped=True)
+    assert ds.metadata["read_path"] == "mmap"
+    assert ds.metadata["pixel_size"] == [0.5, 0.25]
+    assert ds.metadata["emi_file"].endswith("scan.emi")
+    assert [c["delta"] for c in ds.metadata["scan_calibration"]] == [1e-9, 2e-9]
+    assert find_reader(renamed(path, "scan.xyz")).name == "ser"
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int32"])
+def test_ser_non_uniform_offsets_copy_into_buffer(tmp_path, dtype):
+    data = make_frames(NAV, SIG, dtype, seed=2)
+    ds = open_dataset(write_ser(tmp_path / "gaps.ser", data, gaps=True))
+    check_dataset(ds, data, "ser", mapped=False)
+    assert ds.metadata["read_path"] == "copy"
+    with ds.source.open() as reader:  # the buffer is reused between reads
+        first = reader.read(0, 4)
+        assert reader.read(4, 8).base is first.base
+
+
+def test_ser_bad_input(tmp_path):
+    data = make_frames((2, 3), (4, 4), "uint16")
+    path = write_ser(tmp_path / "a.ser", data)
+    assert_truncation_detected(path, "ser", head=20, tail=10)
+    with pytest.raises(FormatError, match="not a TIA series"):
+        open_dataset(write_ser(tmp_path / "b.ser", data, magic=0x0198))
+    with pytest.raises(FormatError, match="version 0x0300"):
+        open_dataset(write_ser(tmp_path / "c.ser", data, version=0x0300))
+    stopped = write_ser(tmp_path / "d.ser", data, valid=4)  # 4 of 6 frames valid
+    with pytest.raises(DataSetError, match="pass nav_shape"):
+        open_dataset(stopped)
+    assert open_dataset(stopped, nav_shape=(4,)).nav_shape == (4,)
+
+
+# -- Gatan DM3 / DM4 ---------------------------------------------------------------------------
+DM_TYPES = {"uint8": (6, 10), "uint16": (10, 4), "int32": (7, 3), "float32": (2, 6)}  # DataType, tag type
+
+
+class DMWriter:
+    """Following the DM3/DM4 tag-file descriptions (Boothroyd's DM3 notes, the DM4
+    notes summarised by RosettaSciIO / openNCEM): big-endian header and tag
+    structure, little-endian values; DM3 uses 4-byte counts, DM4 8-byte counts and a
+    byte count after each tag name."""
+
+    def __init__(self, version):
+        self.version = version
+        self.word = ">i" if version == 3 else ">Q"
+
+    def words(self, *values):
+        return b"".join(struct.pack(self.word, v) for v in values)
+
+    def entry(self, kind, name, payload):
+        name = name.encode()
+        out = struct.pack(">BH", kind, len(name)) + name
+        if self.version == 4:
+            out += struct.pack(">Q", len(payload))
+        return out + payload
+
+    def group(self, entries):
+        return b"\0\0" + self.words(len(entries)) + b"".join(entries)
+
+    def data(self, info, value_bytes):
+        return b"%%%%" + self.words(len(info), *info) + value_bytes
+
+    def scalar(self, name, code, fmt, value):
+        return self.entry(21, name, self.data([code], struct.pack("<" + fmt, value)))
+
+    def file(self, root_entries, *, byte_order=1):
+        root = self.group(root_entries)
+        head = struct.pack(">i", self.version)
+        head += struct.pack(">I" if self.version == 3 else ">Q", len(root))
+        return head + struct.pack(">i", byte_order) + root + bytes(8)
+
+
+def write_dm(path, data, *, version=4, extra_stack=False):
+    w = DMWriter(version)
+    code, tag_type = DM_TYPES[data.dtype.name]
+
+    def image(name, array):
+        dims = [w.scalar("", 5, "I", n) for n in reversed(array.shape)]
+        calib = [w.entry(20, "", w.group([w.scalar("Scale", 6, "f", 0.1 * (i + 1)), w.scalar("Origin", 6, "f", 0.0)]))
+                 for i in range(array.ndim)]
+        values = w.data([20, tag_type, array.size], array.astype("<" + array.dtype.str[1:]).tobytes())
+        image_data = w.group([
+            w.entry(20, "Calibrations", w.group([w.entry(20, "Dimension", w.group(calib))])),
+            w.entry(21, "Data", values),
+            w.scalar("DataType", 3, "i", code),
+            w.entry(20, "Dimensions", w.group(dims)),
+            w.scalar("PixelDepth", 3, "i", array.dtype.itemsize),
+        ])
+        return w.entry(20, name, w.group([
+            w.entry(21, "Name", w.data([18, 3], "img".encode("utf-16-le"))),
+            w.entry(21, "Rect", w.data([15, 0, 2, 0, 3, 0, 3], struct.pack("<ii", 1, 2))),
+            w.entry(20, "ImageData", image_data),
+        ]))
+
+    thumbnail = np.arange(12, dtype=data.dtype).reshape(3, 4)
+    images = [image("", thumbnail), image("", data)]
+    if extra_stack:
+        images.append(image("", data[:1]))
+    units = w.data([20, 15, 0, 2, 0, 3, 0, 6, 2], struct.pack("<ifif", 1, 0.5, 2, 1.5))  # array of structs
+    root = [
+        w.scalar("ApplicationBounds", 3, "i", 7),
+        w.entry(21, "Pairs", units),
+        w.entry(20, "ImageList", w.group(images)),
+    ]
+    with open(path, "wb") as f:
+        f.write(w.file(root))
+    return str(path)
+
+
+@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_dm_4d_and_3d(tmp_path, version, dtype):
+    data = make_frames(NAV, SIG, dtype)
+    path = write_dm(tmp_path / f"scan.dm{version}", data, version=version)
+    ds = open_dataset(path)
+    check_dataset(ds, data, "dm", mapped=True)
+    assert ds.metadata["dimensions"] == [4, 7, 5, 3] and ds.metadata["dm_version"] == version
+    assert [c["scale"] for c in ds.metadata["calibrations"]] == pytest.approx([0.4, 0.3, 0.2, 0.1])
+    assert find_reader(renamed(path, "scan.img")).name == "dm"
+    stack = make_frames((6,), SIG, dtype)
+    check_dataset(open_dataset(write_dm(tmp_path / "stack.dm4", stack, version=version)), stack, "dm", mapped=True)
+
+
+def test_dm_bad_input(tmp_path):
+    data = make_frames((2, 3), (4, 4), "uint8")
+    path = write_dm(tmp_path / "a.dm3", data, version=3)
+    assert_truncation_detected(path, "dm", head=200, tail=30)
+    wrong = tmp_path / "b.dm3"
+    wrong.write_bytes(struct.pack(">i", 5) + open(path, "rb").read()[4:])
+    with pytest.raises(FormatError, match="version field is 5"):
+        open_dataset(wrong)
+    with pytest.raises(DataSetError, match="several 3-D/4-D images"):
+        open_dataset(write_dm(tmp_path / "c.dm4", data, extra_stack=True))
+    assert open_dataset(tmp_path / "c.dm4", image=1).shape == data.shape
+
+
+# -- EMPAD ---------------------------------------------------------------------------------------
+def write_empad(folder, data, *, rows=130, xml_name="acquisition.xml", raw_name="scan_x5_y3.raw", mode_attr=True):
+    """Following the EMPAD description (RosettaSciIO / LiberTEM docs): each record is
+    130 rows of 128 float32 values, the last two rows metadata; the xml's root
+    ``<root>`` names the raw file and gives the scan in
+    ``<scan_parameters mode="acquire">`` (a "search" block precedes it)."""
+    n, (sy, sx) = int(np.prod(data.shape[:-2])), data.shape[-2:]
+    records = np.full((n, rows, sx), 7, data.dtype)
+    records[:, :sy] = data.reshape(n, sy, sx)
+    records.tofile(os.path.join(folder, raw_name))
+    ny, nx = data.shape[:2]
+    mode = ' mode="acquire"' if mode_attr else ""
+    xml = (
+        f'<?xml version="1.0"?><root><raw_file filename="C:\\data\\{raw_name}"/>'
+        '<scan_parameters mode="search"><scan_resolution_x>1</scan_resolution_x>'
+        '<scan_resolution_y>1</scan_resolution_y></scan_parameters>'
+        f'<scan_parameters{mode}><scan_resolution_x>{nx}</scan_resolution_x>'
+        f'<scan_resolution_y>{ny}</scan_resolution_y></scan_parameters></root>'
+    )
+    with open(os.path.join(folder, xml_name), "w") as f:
+        f.write(xml)
+    return os.path.join(folder, xml_name), os.path.join(folder, raw_name)
+
+
+def test_empad_xml_and_raw(tmp_path):
+    data = make_frames(NAV, (128, 128), "<f4")
+    xml, raw = write_empad(tmp_path, data)
+    for path in (xml, raw):
+        assert find_reader(path).name == "empad"
+        ds = open_dataset(path)
+        check_dataset(ds, data, "empad", mapped=True)
+        assert ds.metadata["scan_shape_source"] == "xml" and ds.metadata["metadata_rows_skipped"] == 2
+
+
+def test_empad_other_layouts_by_option(tmp_path):
+    data = make_frames(NAV, SIG, "uint16")
+    _xml, raw = write_empad(tmp_path, data, rows=9)
+    ds = open_dataset(raw, sig_shape=SIG, frame_rows=9, dtype="uint16")
+    check_dataset(ds, data, "empad", mapped=True)
+
+
+def test_plain_raw_stays_raw_and_empad_errors(tmp_path):
+    plain = tmp_path / "plain.raw"
+    make_frames((2,), (4, 4), "uint8").tofile(plain)
+    (tmp_path / "other.xml").write_text("<root><something/></root>")
+    assert find_reader(str(plain)).name == "raw"
+    data = make_frames((2, 2), (128, 128), "<f4")
+    xml, raw = write_empad(tmp_path, data, xml_name="scan.xml", raw_name="scan.raw")
+    assert find_reader(str(plain)).name == "raw"  # the xml names another file
+    with open(raw, "ab") as f:
+        f.write(b"\0" * 100)
+    with pytest.raises(FormatError, match="left over"):
+        open_dataset(xml)
+    assert open_dataset(xml, allow_trailing=True).shape == data.shape
+    os.remove(raw)
+    with pytest.raises(DataSetError, match="does not exist"):
+        open_dataset(xml)
+    with pytest.raises(FormatError, match="not an EMPAD xml"):
+        open_dataset(tmp_path / "other.xml", format="empad")
+
+
+# -- zarr ------------------------------------------------------------------------------------
+try:
+    import zarr
+except ImportError:  # the optional zarr extra
+    zarr = None
+needs_zarr = pytest.mark.skipif(zarr is None, reason="zarr is not installed: pip install 'stem_explorer[zarr]'")
+
+
+def write_zarr(path, data, *, zarr_format, chunks, codec):
+    """zarr v2 / v3 directory stores written by the zarr package (the format's
+    reference implementation), frames inside a group beside other arrays."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    group.create_array("meta/sum", shape=data.shape[-2:], dtype="f8")
+    arr = group.create_array("entry/frames", shape=data.shape, chunks=chunks, dtype=data.dtype, compressors=codec)
+    arr[...] = data
+    return str(path)
+
+
+def _codecs(zarr_format):
+    import numcodecs
+
+    if zarr_format == 2:
+        return [numcodecs.Blosc(cname="zstd", shuffle=2), numcodecs.Zlib(level=3)]
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    return [BloscCodec(cname="lz4"), ZstdCodec(level=3)]
+
+
+@needs_zarr
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("dtype", ["uint16", ">u2", "float32"])
+@pytest.mark.parametrize("chunks", [(1, 5, 7, 4), (2, 3, 4, 4)])
+def test_zarr_roundtrip(tmp_path, zarr_format, dtype, chunks):
+    data = make_frames(NAV, SIG, dtype)
+    codec = _codecs(zarr_format)[chunks[0] - 1]
+    path = write_zarr(tmp_path / "scan.zarr", data, zarr_format=zarr_format, chunks=chunks, codec=codec)
+    ds = open_dataset(path)
+    # v3 keeps the byte order in its "bytes" codec and hands back native values
+    expected = data if zarr_format == 2 else data.astype(data.dtype.newbyteorder("="))
+    check_dataset(ds, expected, "zarr", mapped=False)
+    assert ds.metadata["array"] == "entry/frames" and ds.metadata["zarr_format"] == zarr_format
+    assert ds.source.frame_alignment == (5 if chunks[0] == 1 else 10)
+    assert all(p.start % ds.source.frame_alignment == 0 for p in ds.partitions(2, target_bytes=1))
+    assert find_reader(renamed_dir(path, "scan.store")).name == "zarr"
+
+
+def renamed_dir(path, name):
+    target = os.path.join(os.path.dirname(path), name)
+    shutil.copytree(path, target)
+    return target
+
+
+@needs_zarr
+def test_zarr_3d_array_store_and_errors(tmp_path):
+    data = make_frames((6,), SIG, "uint8")
+    arr = zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=data.shape, chunks=(4, 7, 4), dtype="u1", zarr_format=3)
+    arr[...] = data
+    check_dataset(open_dataset(tmp_path / "a.zarr"), data, "zarr", mapped=False)
+    group = zarr.open_group(str(tmp_path / "b.zarr"), mode="w")
+    group.create_array("one", shape=(2, 3, 4), dtype="u1")
+    group.create_array("two", shape=(2, 3, 4), dtype="u1")
+    with pytest.raises(DataSetError, match="several 3-D/4-D arrays"):
+        open_dataset(tmp_path / "b.zarr")
+    assert open_dataset(tmp_path / "b.zarr", array="two").shape == (2, 3, 4)
+    with pytest.raises(DataSetError, match="'three' does not exist"):
+        open_dataset(tmp_path / "b.zarr", array="three")
+    (tmp_path / "c.zarr").mkdir()
+    (tmp_path / "c.zarr" / "zarr.json").write_text("{not json")
+    with pytest.raises(FormatError, match="cannot be opened"):
+        open_dataset(tmp_path / "c.zarr")
+
+
+# -- HDF5 layouts of other writers ---------------------------------------------------------------
+def write_hspy(path, data):
+    """HyperSpy's hspy layout: /Experiments/<title>/data in numpy order (navigation
+    axes first), axis descriptions as attributes of axis-<i> groups, metadata groups."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"file_format": "HyperSpy", "file_format_version": "3.1"})
+        exp = f.create_group("Experiments/my scan")
+        exp.create_dataset("data", data=data)
+        for i, n in enumerate(data.shape):
+            exp.create_group(f"axis-{i}").attrs.update({"size": n, "navigate": i < 2})
+        exp.create_group("metadata/Signal").attrs["signal_type"] = "electron_diffraction"
+        exp.create_dataset("learning_results/factors", data=np.zeros((4, 3, 2)))
+
+
+def write_py4dstem(path, data):
+    """py4DSTEM 0.x / EMD 1.0: groups tagged with emd_group_type, the datacube's
+    data (R_Nx, R_Ny, Q_Nx, Q_Ny) with dim1..dim4 beside it, plus a 3-D stack."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"emd_group_type": "file", "version_major": 1})
+        cube = f.create_group("4DSTEM_experiment/data/datacubes/datacube_0")
+        cube.attrs["emd_group_type"] = 1
+        cube.create_dataset("data", data=data)
+        for i, n in enumerate(data.shape):
+            cube.create_dataset(f"dim{i + 1}", data=np.arange(n, dtype="f8"))
+        stack = f.create_group("4DSTEM_experiment/data/pointlistarrays/stack")
+        stack.create_dataset("values", data=np.zeros((3, 4, 5)))
+
+
+def write_prismatic(path, data):
+    """Prismatic EMD output: 4DSTEM_simulation/data/datacubes/CBED_array_depth0000
+    (emd_group_type 1) beside realslices of annular-detector images (3-D)."""
+    with h5py.File(path, "w") as f:
+        sim = f.create_group("4DSTEM_simulation/data")
+        cube = sim.create_group("datacubes/CBED_array_depth0000")
+        cube.attrs["emd_group_type"] = 1
+        cube.create_dataset("data", data=data)
+        real = sim.create_group("realslices/annular_detector_depth0000")
+        real.attrs["emd_group_type"] = 1
+        real.create_dataset("data", data=np.zeros(data.shape[:2] + (6,), "f4"))
+
+
+def write_fpd(path, data):
+    """fpd (fast pixelated detector) HDF5: fpd_expt/fpd_data/data as (scan_y, scan_x,
+    det_y, det_x), sum images and per-position (y, x, 1) exposure/threshold data."""
+    with h5py.File(path, "w") as f:
+        expt = f.create_group("fpd_expt")
+        expt.create_dataset("fpd_data/data", data=data, chunks=(1, 2) + data.shape[2:])
+        expt.create_dataset("fpd_sum_im/data", data=data.sum(axis=(2, 3)))
+        expt.create_dataset("fpd_sum_dif/data", data=data.sum(axis=(0, 1)))
+        for name in ("Exposure", "Threshold"):
+            expt.create_dataset(f"{name}/data", data=np.ones(data.shape[:2] + (1,)))
+
+
+LAYOUTS = {
+    "hspy": (write_hspy, "/Experiments/my scan/data", ".hspy"),
+    "py4dstem": (write_py4dstem, "/4DSTEM_experiment/data/datacubes/datacube_0/data", ".h5"),
+    "prismatic": (write_prismatic, "/4DSTEM_simulation/data/datacubes/CBED_array_depth0000/data", ".emd"),
+    "fpd": (write_fpd, "/fpd_expt/fpd_data/data", ".hdf5"),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_hdf5_layouts_autopick(tmp_path, layout, dtype):
+    write, dataset, suffix = LAYOUTS[layout]
+    data = make_frames(NAV, SIG, dtype)
+    path = tmp_path / f"file{suffix}"
+    write(path, data)
+    ds = open_dataset(path)
+    assert ds.metadata["dataset"] == dataset
+    check_dataset(ds, data, "hdf5", mapped=layout != "fpd")
+
+
+def test_fpd_five_dimensional_is_refused(tmp_path):
+    path = tmp_path / "fpd5.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("fpd_expt/fpd_data/data", data=np.zeros((2, 3, 1, 4, 4), "u2"))
+        f.create_dataset("fpd_expt/Exposure/data", data=np.ones((2, 3, 1)))
+        f.create_dataset("fpd_expt/Threshold/data", data=np.ones((2, 3, 1)))
+    with pytest.raises(DataSetError, match="5-D"):
+        open_dataset(path)
+
+
+# -- rosettasciio fallback ---------------------------------------------------------------------
+def test_rsciio_missing_is_a_clear_error(tmp_path):
+    try:
+        import rsciio  # noqa: F401
+
+        pytest.skip("rsciio is installed here")
+    except ImportError:
+        pass
+    path = write_blockfile(tmp_path / "x.blo", make_frames((1, 2), (4, 4), "uint8"))
+    with pytest.raises(FormatError, match=r"stem_explorer\[rsciio\].*GPL"):
+        open_dataset(path, format="rsciio")
+    assert find_reader(path).name == "blockfile"  # never picked by suffix
