@@ -184,8 +184,9 @@ class Job:
 
     def __iter__(self):
         """Yield snapshots as partitions finish (coalesced when the reader is slower
-        than the job; the newest wins); the last one has ``final=True``."""
-        seen = -1
+        than the job; the newest wins); the last one has ``final=True``. The first
+        comes when the first partition has merged."""
+        seen = 0
         while True:
             with self._changed:
                 while self._version == seen and self._state == "running":
