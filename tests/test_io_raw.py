@@ -1,6 +1,7 @@
 """Raw binary reader and the shared mmap helper."""
 
 import math
+import os
 import pickle
 
 import numpy as np
@@ -163,3 +164,26 @@ def test_read_outside_range(tmp_path):
     ds = open_dataset(path, nav_shape=(2,), sig_shape=(2, 2), dtype="u1")
     with pytest.raises(DataSetError, match="outside"):
         ds.read_frames(1, 3)
+
+
+def test_mapping_is_reused_across_readers_and_renewed_when_the_file_changes(tmp_path):
+    from stem_explorer.io import raw
+
+    data = np.arange(2 * 3 * 4 * 5, dtype=np.uint16).reshape(6, 4, 5)
+    path = tmp_path / "d.raw"
+    data.tofile(path)
+    ds = open_dataset(path, nav_shape=(6,), sig_shape=(4, 5), dtype="uint16")
+    mapped = lambda: [k for k in raw._MAPPINGS if k[0] == str(path)]  # noqa: E731
+    with ds.source.open() as first, ds.source.open() as second:
+        first.read(0, 2), second.read(2, 4)
+    assert len(mapped()) == 1  # two readers (two tasks), one mapping
+    replaced = data + 1
+    os.replace(_write(tmp_path / "new.raw", replaced), path)  # a new inode at the same path
+    with ds.source.open() as reader:
+        np.testing.assert_array_equal(reader.read(0, 6), replaced)
+    assert len(mapped()) == 1 and len(raw._MAPPINGS) <= raw._MAX_MAPPINGS
+
+
+def _write(path, array):
+    array.tofile(path)
+    return path
