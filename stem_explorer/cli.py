@@ -192,6 +192,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """Forward to the benchmark suite (``benchmarks/``, see docs/performance.md)."""
+    from .bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def cmd_formats(args) -> int:
     from .io import readers
 
@@ -267,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
     p.add_argument("--workers", type=int)
     p.set_defaults(func=cmd_demo)
+
+    # options are the suite's own (`stem-explorer bench --help`): passed on untouched
+    p = sub.add_parser("bench", help="run the benchmark suite (docs/performance.md)", add_help=False, prefix_chars="+")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("formats", help="list the readers")
     p.set_defaults(func=cmd_formats)
