@@ -174,7 +174,8 @@ def test_one_pass_serves_all_analyses(tmp_path):
     kinds = [op.key[0] for op in plan.ops]
     assert kinds.count("mask_product") == 1  # all mask columns in one matrix
     assert kinds.count("frame_moments") == 1  # mean and std share one reduction
-    assert plan.ops[-1].width == 1 + 3 + 3
+    assert plan.ops[-1].width == 1 + 3  # the disk and three rings
+    assert kinds.count("com_moments") == 1
 
 
 def test_partial_results_have_nan_where_not_computed(tmp_path):
@@ -254,3 +255,23 @@ def test_exact_integer_moments_over_many_frames_per_tile():
     assert n == 40000
     np.testing.assert_allclose(mean, frames.mean(axis=0), rtol=1e-14)
     np.testing.assert_allclose(m2 / n, frames.astype(np.float64).var(axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", ">u2", "float32"])
+def test_com_moments_equal_three_mask_columns(tmp_path, dtype):
+    """The row-span CoM op gives what the GEMM identity says: three mask columns."""
+    from stem_explorer.analyses.base import pixel_grid
+
+    data = make_data((5, 6), (13, 11), dtype, seed=4)
+    path = tmp_path / "d.raw"
+    data.tofile(path)
+    ds = open_dataset(path, nav_shape=(5, 6), sig_shape=(13, 11), dtype=data.dtype.str)
+    cy, cx, r = 6.2, 4.9, 4.5
+    y, x = pixel_grid(ds)
+    inside = (y - cy) ** 2 + (x - cx) ** 2 <= r * r
+    columns = np.stack([inside, inside * (y - cy), inside * (x - cx)], axis=1)
+    as_masks = VirtualDetector({name: masks.Weighted(columns[:, i].reshape(13, 11)) for i, name in enumerate("tyx")})
+    results, _ = local_results(tmp_path, data, [CenterOfMass(center=(cy, cx), radius=r), as_masks], "sparse")
+    np.testing.assert_allclose(results["com/total"].data, results["vd/t"].data, rtol=1e-6)
+    np.testing.assert_allclose(results["com/shift_y"].data, results["vd/y"].data / results["vd/t"].data, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results["com/shift_x"].data, results["vd/x"].data / results["vd/t"].data, rtol=1e-5, atol=1e-6)

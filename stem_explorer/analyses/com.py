@@ -8,10 +8,10 @@ import math
 from typing import Optional
 
 import numpy as np
-import scipy.sparse
 
+from ..engine import CenterOfMassMoments
 from ..errors import AnalysisError
-from .base import Analysis, MaskColumns, check_point, check_radius, detector_center, nav_result, pixel_grid
+from .base import Analysis, check_point, check_radius, detector_center, nav_result, pixel_grid
 
 
 @dataclasses.dataclass
@@ -19,9 +19,11 @@ class CenterOfMass(Analysis):
     """Shift of each pattern's centre of mass from ``center`` (pixels).
 
     Only pixels within ``radius`` of ``center`` count (all pixels when None). The
-    three weight images (intensity, y-weighted, x-weighted) are mask columns of the
-    run's one GEMM. ``flip_y`` mirrors the y component (detectors mounted upside
-    down), then the vector is rotated by ``scan_rotation`` degrees (positive: from
+    three weight images (intensity, y-weighted, x-weighted) come from row spans of
+    that support, in the run's one pass (``engine.CenterOfMassMoments``): the same
+    numbers as three mask columns, without a weighted gather per pixel.
+
+    ``flip_y`` mirrors the y component (detectors mounted upside down), then the vector is rotated by ``scan_rotation`` degrees (positive: from
     +x towards +y) to align detector axes with scan axes.
 
     Results: ``shift_y``, ``shift_x``, ``magnitude``, ``total`` (intensity counted)
@@ -47,18 +49,13 @@ class CenterOfMass(Analysis):
     def requests(self, dataset):
         cy, cx = self._center(dataset)
         y, x = pixel_grid(dataset)
-        dy, dx = y - cy, x - cx
         if self.radius is None:
             pixels = np.arange(y.size)
         else:
-            pixels = np.flatnonzero(dy * dy + dx * dx <= float(self.radius) ** 2)
+            pixels = np.flatnonzero((y - cy) ** 2 + (x - cx) ** 2 <= float(self.radius) ** 2)
             if pixels.size == 0:
                 raise AnalysisError(f"CoM disk at {(cy, cx)} with radius {self.radius} covers no detector pixel")
-        weights = np.stack([np.ones(pixels.size), dy[pixels], dx[pixels]], axis=1)
-        rows = np.repeat(pixels, 3)
-        cols = np.tile(np.arange(3), pixels.size)
-        matrix = scipy.sparse.csr_matrix((weights.ravel(), (rows, cols)), shape=(y.size, 3))
-        return [MaskColumns(matrix)]
+        return [CenterOfMassMoments(pixels, dataset.sig_shape, (cy, cx))]
 
     def compute(self, inputs, dataset):
         total, wy, wx = inputs[0].T

@@ -2,6 +2,7 @@
 
 from .job import Job, JobStats, Progress
 from .ops import (
+    CenterOfMassMoments,
     FrameMax,
     FrameMoments,
     FrameSum,
@@ -24,6 +25,7 @@ from .tasks import (
 )
 
 __all__ = [
+    "CenterOfMassMoments",
     "DEFAULT_TILE_BYTES",
     "FrameMax",
     "FrameMoments",

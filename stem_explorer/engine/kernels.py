@@ -66,6 +66,35 @@ def span_sums(frames, starts, stops, cols, out, zero):
             out[f, cols[s]] += acc
 
 
+@numba.jit(nopython=True, nogil=True, cache=True, fastmath=True)
+def row_span_moments(frames, rows, x_start, x_stop, sx, zero, out):
+    """Per frame, ``out[f] += (sum v, sum y*v, sum x*v)`` over the pixels of row spans.
+
+    Span ``s`` covers columns ``x_start[s]:x_stop[s]`` of detector row ``rows[s]``.
+    Within a span ``y`` is constant, so the three moments cost two contiguous
+    accumulations; ``zero`` picks the accumulator type as in :func:`span_sums`
+    (``np.int64(0)`` keeps integer moments exact).
+    """
+    for f in range(frames.shape[0]):
+        total = zero
+        first_y = zero
+        first_x = zero
+        for s in range(rows.shape[0]):
+            base = rows[s] * sx
+            row_sum = zero
+            row_x = zero
+            for x in range(x_start[s], x_stop[s]):
+                v = frames[f, base + x]
+                row_sum += v
+                row_x += x * v
+            total += row_sum
+            first_y += rows[s] * row_sum
+            first_x += row_x
+        out[f, 0] += total
+        out[f, 1] += first_y
+        out[f, 2] += first_x
+
+
 def dense_mask_product(frames: np.ndarray, dense: np.ndarray, out: np.ndarray) -> None:
     """``out += frames @ dense`` through BLAS sgemm (``dense`` is float32 ``(c, m)``)."""
     out += np.matmul(frames.astype(np.float32, copy=False), dense)

@@ -206,6 +206,51 @@ def _prepare_dense(matrix, cols):
 _PREPARE = {"spans": _prepare_spans, "sparse": _prepare_sparse, "dense": _prepare_dense}
 
 
+class CenterOfMassMoments(PerFrameOp):
+    """Per frame, intensity and first moments about ``center`` inside a binary support.
+
+    Width 3: ``(sum v, sum (y - cy) v, sum (x - cx) v)``. Equal to three mask columns
+    (ones, y - cy, x - cx) of the job's matrix, but computed from row spans: the
+    support of a disk or the whole detector is a few contiguous runs per row, so the
+    moments need two running sums per run instead of a weighted gather per pixel.
+    """
+
+    width = 3
+
+    def __init__(self, pixels: np.ndarray, sig_shape, center):
+        self.pixels = np.unique(np.asarray(pixels, dtype=np.int64))
+        self.sig_shape = tuple(int(n) for n in sig_shape)
+        self.center = tuple(float(c) for c in center)
+        self._spans = None
+
+    @property
+    def key(self):
+        return ("com_moments", self.sig_shape, self.center, _digest(self.pixels))
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_spans"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _spans=None)
+
+    def _row_spans(self):
+        if self._spans is None:
+            sx = self.sig_shape[1]
+            y, x = np.divmod(self.pixels, sx)
+            breaks = np.flatnonzero((np.diff(x) != 1) | (np.diff(y) != 0)) + 1
+            first = np.concatenate([[0], breaks])
+            last = np.concatenate([breaks - 1, [self.pixels.size - 1]])
+            self._spans = (y[first], x[first], x[last] + 1)
+        return self._spans
+
+    def compute(self, frames, out):
+        zero = 0.0 if frames.dtype.kind == "f" else np.int64(0)
+        kernels.row_span_moments(frames, *self._row_spans(), self.sig_shape[1], zero, out)
+        cy, cx = self.center
+        out[:, 1] -= cy * out[:, 0]
+        out[:, 2] -= cx * out[:, 0]
+
+
 class MaskedMoments(PerFrameOp):
     """Per frame, mean and variance of the pixels inside a boolean detector mask."""
 
