@@ -61,6 +61,10 @@ def test_hdf5_roundtrip(tmp_path, layout, dtype, nav, sig):
     if layout == "contiguous":
         assert meta["read_path"] == "mmap" and meta["chunks"] is None
         assert isinstance(ds.source, MappedFrameSource)
+    elif layout == "chunk_frames":
+        # uncompressed whole-frame chunks written in order lie back to back: mapped
+        assert meta["read_path"] == "mmap" and tuple(meta["chunks"]) == options["chunks"]
+        assert isinstance(ds.source, MappedFrameSource)
     else:
         assert meta["read_path"] == "chunked"
         assert tuple(meta["chunks"]) == options["chunks"]
@@ -75,6 +79,17 @@ def test_hdf5_roundtrip(tmp_path, layout, dtype, nav, sig):
         assert_reads_equal(ds, data, partitions=parts, tile_frames=2)
     for part in parts:
         assert len(pickle.dumps(part)) < 2000
+
+
+def test_whole_frame_chunks_out_of_order_are_read_through_h5py(tmp_path):
+    data = make_frames((4, 6), (5, 7), "uint16", seed=3)
+    with h5py.File(tmp_path / "rev.h5", "w") as f:
+        dset = f.create_dataset("frames", shape=data.shape, dtype=data.dtype, chunks=(1, 3, 5, 7))
+        for y in reversed(range(4)):  # chunks allocated in reverse order
+            dset[y] = data[y]
+    ds = open_dataset(tmp_path / "rev.h5")
+    assert ds.metadata["read_path"] == "chunked"
+    assert_reads_equal(ds, data, partitions=ds.partitions(2, ds.frame_bytes), tile_frames=2)
 
 
 def test_hdf5_frame_alignment_rules():
@@ -181,7 +196,7 @@ def test_hdf5_soft_link_counts_once(tmp_path):
 
 def test_hdf5_nav_shape_reshape(tmp_path):
     data = make_frames((2, 6), (3, 3), "u2")
-    path = write_h5(tmp_path / "r.h5", data, chunks=(1, 3, 3, 3))
+    path = write_h5(tmp_path / "r.h5", data, chunks=(1, 3, 3, 3), compression="gzip")
     ds = open_dataset(path, nav_shape=(3, 4))
     assert ds.nav_shape == (3, 4)
     assert ds.source.frame_alignment == 3
@@ -192,7 +207,7 @@ def test_hdf5_nav_shape_reshape(tmp_path):
 
 def test_hdf5_reader_pickles_without_h5py_objects(tmp_path):
     data = make_frames((2, 2), (4, 4), "u2")
-    path = write_h5(tmp_path / "p.h5", data, chunks=(1, 1, 4, 4))
+    path = write_h5(tmp_path / "p.h5", data, chunks=(1, 1, 4, 4), compression="gzip")
     ds = open_dataset(path)
     assert isinstance(ds.source, Hdf5FrameSource)
     reader = ds.source.open()

@@ -413,16 +413,48 @@ def _selection_shape(sel) -> tuple[int, int]:
 
 # -- the reader -------------------------------------------------------------------------------
 def _mmap_offset(dset: h5py.Dataset) -> Optional[int]:
-    """The file offset of ``dset``'s bytes when they can be mapped as they are."""
+    """The file offset of ``dset``'s bytes when they can be mapped as they are.
+
+    That is the case for contiguous datasets, and for uncompressed chunked ones whose
+    chunks hold whole frames in C order and lie back to back in the file in logical
+    order (what a writer that appends frame after frame produces): then the frames
+    are one contiguous run of bytes, mapped zero-copy like a contiguous dataset.
+    """
     dcpl = dset.id.get_create_plist()
-    if dcpl.get_layout() != h5py.h5d.CONTIGUOUS or dcpl.get_external_count():
+    if dcpl.get_external_count() or dcpl.get_nfilters() or dset.dtype.kind not in "biufc":
         return None
-    if dcpl.get_nfilters() or dset.dtype.kind not in "biufc":
-        return None
+    layout = dcpl.get_layout()
     try:
-        return dset.id.get_offset()  # None while no data was ever written
+        if layout == h5py.h5d.CONTIGUOUS:
+            return dset.id.get_offset()  # None while no data was ever written
+        if layout == h5py.h5d.CHUNKED:
+            return _sequential_chunks_offset(dset)
     except Exception:  # pragma: no cover - drivers without offsets
         return None
+    return None
+
+
+def _sequential_chunks_offset(dset: h5py.Dataset) -> Optional[int]:
+    """Offset of the first chunk when the chunks are whole-frame, C-ordered and stored
+    back to back in logical order; else None."""
+    shape, chunks = dset.shape, dset.chunks
+    if chunks[-2:] != shape[-2:]:
+        return None
+    if len(shape) == 4 and not (chunks[1] == shape[1] or (chunks[0] == 1 and shape[1] % chunks[1] == 0)):
+        return None  # a chunk's frames would not be consecutive flat indices
+    chunk_bytes = math.prod(chunks) * dset.dtype.itemsize
+    grid = [math.ceil(n / c) for n, c in zip(shape[:-2], chunks[:-2])]
+    if dset.id.get_num_chunks() != math.prod(grid):
+        return None  # unallocated chunks (never written)
+    base = None
+    for k, index in enumerate(np.ndindex(*grid)):
+        coord = tuple(i * c for i, c in zip(index, chunks[:-2])) + (0, 0)
+        offset = dset.id.get_chunk_info_by_coord(coord).byte_offset
+        if base is None:
+            base = offset
+        if offset != base + k * chunk_bytes:
+            return None
+    return base
 
 
 def open_hdf5(path, *, dataset: Optional[str] = None, nav_shape=None) -> DataSet:
@@ -470,7 +502,7 @@ def open_hdf5(path, *, dataset: Optional[str] = None, nav_shape=None) -> DataSet
         sig_shape = shape[-2:]
         source: FrameSource
         read_path = "h5py"
-        if offset is not None and _mapping_matches(dset, data_file, offset):
+        if offset is not None and _mapping_matches(dset, data_file, offset, n_frames):
             source = MappedFrameSource(
                 data_file, offset=offset, n_frames=n_frames, sig_shape=sig_shape, dtype=dtype
             )
@@ -497,17 +529,22 @@ def open_hdf5(path, *, dataset: Optional[str] = None, nav_shape=None) -> DataSet
     return DataSet(source, nav, format="hdf5", path=path, metadata=metadata)
 
 
-def _mapping_matches(dset: h5py.Dataset, data_file: str, offset: int) -> bool:
-    """Cross-check the first frame read by h5py against the mapping, so an offset the
-    HDF5 library reports differently (a file driver, say) never yields wrong frames."""
+def _mapping_matches(dset: h5py.Dataset, data_file: str, offset: int, n_frames: int) -> bool:
+    """Cross-check the first and last frames read by h5py against the mapping, so an
+    offset the HDF5 library reports differently (a file driver, say) never yields
+    wrong frames."""
     try:
         mapped = map_frames(
-            data_file, offset=offset, n_frames=1, sig_shape=dset.shape[-2:], dtype=dset.dtype
+            data_file, offset=offset, n_frames=n_frames, sig_shape=dset.shape[-2:], dtype=dset.dtype
         )
     except (OSError, DataSetError):
         return False
-    first = np.asarray(dset[(0,) * (dset.ndim - 2)], dtype=dset.dtype)
-    return mapped[0].tobytes() == first.tobytes()
+    nav = dset.shape[:-2]
+    for flat in (0, n_frames - 1):
+        frame = np.asarray(dset[np.unravel_index(flat, nav)], dtype=dset.dtype)
+        if mapped[flat].tobytes() != frame.tobytes():
+            return False
+    return True
 
 
 PLUGIN = register_reader(
