@@ -243,12 +243,7 @@ def open_mrc(path, *, nav_shape=None, info_file=None) -> DataSet:
             nav, scan_meta = de_scan(info, nz, coords, repr(path))
             metadata.update(scan_meta)
     if nav_shape is not None:
-        nav = parse_shape("nav_shape", nav_shape, (1, 2))
-        if math.prod(nav) != nz:
-            raise DataSetError(
-                f"nav_shape {nav} has {math.prod(nav)} positions but {path!r} holds {nz} "
-                f"frames; pass a nav_shape whose product is {nz}"
-            )
+        nav = parse_shape("nav_shape", nav_shape, (1, 2))  # DataSet checks the product
         metadata["scan_shape_source"] = "nav_shape option"
     return DataSet(source, nav, format="mrc", path=path, metadata=metadata)
 
