@@ -24,7 +24,6 @@ Direct Electron (DE-Server) writes ``<prefix>_movie.mrc`` with ``<prefix>_info.t
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from typing import Optional
@@ -32,7 +31,7 @@ from typing import Optional
 import mrcfile
 import numpy as np
 
-from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from ..errors import DataSetNotFoundError, FormatError
 from .base import DataSet
 from .raw import MappedFrameSource, check_file_size, parse_shape
 from .registry import ReaderPlugin, register_reader
