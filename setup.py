@@ -8,11 +8,22 @@ from setuptools import find_packages, setup
 here = Path(__file__).parent
 version = re.search(r'__version__ = "([^"]+)"', (here / "stem_explorer" / "_version.py").read_text()).group(1)
 
-test_requires = [
+widgets_requires = [
+    "ipywidgets>=8.1",
+    "anywidget>=0.9",
+    "bqplot>=0.12.40",
+    "bqplot-image-gl>=1.4",
+    "pillow>=9",
+]
+jupyter_requires = widgets_requires + ["jupyterlab>=4", "notebook>=7", "voila>=0.5", "ipykernel>=6"]
+test_requires = jupyter_requires + [
     "pytest>=8",
     "pytest-timeout>=2.3",
     "xarray>=2024.1",
     "zarr>=2.16",
+    "nbclient>=0.9",
+    "nbformat>=5.9",
+    "playwright>=1.40",
 ]
 
 setup(
@@ -40,6 +51,8 @@ setup(
         "mrcfile>=1.4",
     ],
     extras_require={
+        "widgets": widgets_requires,
+        "jupyter": jupyter_requires,
         "xarray": ["xarray>=2024.1"],
         "zarr": ["zarr>=2.16"],
         "rsciio": ["rosettasciio>=0.4"],  # GPL-3.0: kept optional
