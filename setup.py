@@ -1,9 +1,31 @@
 """Packaging of stem_explorer: `pip install -e ".[dev]"` for development."""
 
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithBundle(build_py):
+    """Build the widgets' JavaScript bundle (js/ -> stem_explorer/static/) before packaging.
+
+    Runs scripts/build_js.sh when npm is available (it does nothing when the bundle is
+    current); without npm an existing bundle is packaged as it is, and a missing one is
+    reported when a widget is created.
+    """
+
+    def run(self):
+        script = here / "scripts" / "build_js.sh"
+        if script.exists() and shutil.which("npm"):
+            subprocess.run(["bash", str(script)], check=True, cwd=here)
+        elif not (here / "stem_explorer" / "static" / "mask_editor.js").exists():
+            print("warning: npm not found; the MaskEditor's JavaScript bundle is not built", file=sys.stderr)
+        super().run()
+
 
 here = Path(__file__).parent
 version = re.search(r'__version__ = "([^"]+)"', (here / "stem_explorer" / "_version.py").read_text()).group(1)
@@ -11,7 +33,9 @@ version = re.search(r'__version__ = "([^"]+)"', (here / "stem_explorer" / "_vers
 widgets_requires = [
     "ipywidgets>=8.1",
     "anywidget>=0.9",
-    "bqplot>=0.12.40",
+    # bqplot 0.13 (its JS 0.6.1) breaks bqplot-image-gl 1.10's ImageGL in the browser:
+    # "s.model.getScales is not a function"
+    "bqplot>=0.12.40,<0.13",
     "bqplot-image-gl>=1.4",
     "pillow>=9",
 ]
@@ -56,12 +80,15 @@ setup(
         "xarray": ["xarray>=2024.1"],
         "zarr": ["zarr>=2.16"],
         "rsciio": ["rosettasciio>=0.4"],  # GPL-3.0: kept optional
-        "hdfs": ["hdfs-native>=0.10", "fsspec>=2024.1"],
+        # HDFS goes through WebHDFS on the standard library (stem_explorer.io.hdfs); the
+        # extra stays, empty, so `pip install stem_explorer[hdfs]` keeps working
+        "hdfs": [],
         "gpu": ["cupy-cuda12x>=13"],
         "docs": ["mkdocs>=1.5"],
         "test": test_requires,
         "dev": test_requires + ["pytest-benchmark>=4"],
     },
+    cmdclass={"build_py": BuildWithBundle},
     entry_points={"console_scripts": ["stem-explorer = stem_explorer.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

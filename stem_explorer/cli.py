@@ -157,19 +157,32 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _sample(args) -> Path:
+    """The sample data set of ``demo`` / ``lab``, generated with a progress bar if absent."""
+    from .sample import ensure_sample
+
+    folder = Path(args.dir)
+    name = f"sample_{args.nav_shape[0]}x{args.nav_shape[-1]}x{args.sig_shape[0]}x{args.sig_shape[1]}.h5"
+    if not (folder / name).exists():
+        print(f"generating {folder / name} ...")
+    return ensure_sample(folder, args.nav_shape, args.sig_shape)
+
+
+def cmd_lab(args) -> int:
+    """Start JupyterLab on 127.0.0.1 with the explorer notebook open on the sample."""
+    from .lab import run_lab
+
+    return run_lab(_sample(args).resolve(), port=args.port, open_notebook=args.notebook)
+
+
 def cmd_demo(args) -> int:
     """The README's main job: sample data set, embedded cluster, all the usual images."""
     from .io import open_dataset
-    from .sample import make_sample, sample_truth
+    from .sample import sample_truth
     from .session import Session
 
-    folder = Path(args.dir)
-    folder.mkdir(parents=True, exist_ok=True)
     nav, sig = tuple(args.nav_shape), tuple(args.sig_shape)
-    path = folder / f"sample_{nav[0]}x{nav[-1]}x{sig[0]}x{sig[1]}.h5"
-    if not path.exists():
-        print(f"generating {path} ...")
-        make_sample(path, nav_shape=nav, sig_shape=sig)
+    path = _sample(args)
     truth = sample_truth(nav, sig)
     cy, cx = truth.centre
     r = truth.central_radius
@@ -197,6 +210,36 @@ def cmd_bench(args) -> int:
     from .bench import main as bench_main
 
     return bench_main(args.bench_args)
+
+
+def _size(text: str) -> int:
+    """Bytes from ``134217728``, ``128M``, ``128MiB``, ``1G`` (binary units)."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1] if number and number[-1] in units else ""
+    try:
+        return int(float(number[: len(number) - len(unit)]) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 134217728, 128M or 1G") from None
+
+
+def cmd_ingest(args) -> int:
+    """Write SRC as raw partitions + dataset.json at DEST (a folder or hdfs:// URL)."""
+    from .io.ingest import ingest
+
+    dataset = ingest(
+        args.path, args.dest, format=args.format, partition_bytes=args.partition_bytes,
+        blocks_per_partition=args.blocks_per_partition, replication=args.replication,
+        address=args.address, n_workers=args.workers, overwrite=args.overwrite,
+        progress=not args.quiet, webhdfs=args.webhdfs, **_open_options(args),
+    )
+    done = dataset.metadata["ingested"]
+    print(
+        f"ingested {args.path} -> {args.dest}: {dataset.metadata['n_files']} partition files "
+        f"({done['written']} written, {done['skipped']} already complete), "
+        f"{dataset.nbytes / 2**30:.2f} GiB in {done['seconds']:.1f} s"
+    )
+    return 0
 
 
 def cmd_formats(args) -> int:
@@ -275,10 +318,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("lab", help="generate the sample and open the explorer notebook in JupyterLab (127.0.0.1)")
+    p.add_argument("--dir", default="sample_data")
+    p.add_argument("--nav-shape", type=int, nargs="+", default=[256, 256])
+    p.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
+    p.add_argument("--port", type=int, default=8888)
+    p.add_argument("--notebook", default="explorer.ipynb", help="notebook of notebooks/ to open")
+    p.set_defaults(func=cmd_lab)
+
     # options are the suite's own (`stem-explorer bench --help`): passed on untouched
     p = sub.add_parser("bench", help="run the benchmark suite (docs/performance.md)", add_help=False, prefix_chars="+")
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("ingest", help="write a data set as raw partitions (+ dataset.json) to a folder or HDFS")
+    _add_open_options(p)
+    p.add_argument("dest", help="destination folder or hdfs://namenode:port/path")
+    p.add_argument("--partition-bytes", type=_size, default=128 * 2**20, metavar="SIZE",
+                   help="bytes per partition file, whole frames (default 128M, HDFS's block size)")
+    p.add_argument("--blocks-per-partition", type=int, default=1, metavar="N",
+                   help="HDFS blocks per partition file (default 1)")
+    p.add_argument("--replication", type=int, help="HDFS replicas per block (default: the cluster's)")
+    p.add_argument("--webhdfs", metavar="HOST:PORT", help="the NameNode's WebHDFS address, when the Hadoop configuration does not say")
+    p.add_argument("--overwrite", action="store_true", help="discard what DEST holds (default: resume)")
+    p.add_argument("--workers", type=int, help="worker processes of the embedded cluster (default: one per core)")
+    p.add_argument("--address", help="scheduler address (tcp://host:port) of an existing dask cluster")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("formats", help="list the readers")
     p.set_defaults(func=cmd_formats)

@@ -47,3 +47,7 @@ class ClusterError(StemExplorerError, RuntimeError):
 
 class JobCancelledError(StemExplorerError, RuntimeError):
     """The job was cancelled (by the user or because a newer job superseded it)."""
+
+
+class WidgetError(StemExplorerError, ValueError):
+    """A widget was given input it cannot show (e.g. an image that is not 2-D and real)."""

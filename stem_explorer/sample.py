@@ -739,3 +739,20 @@ def _write_raw(tmp, frames, nav_shape, sig_shape, dtype, record, progress, total
             writer.write(block.reshape((-1,) + tuple(sig_shape)))
             if progress is not None:
                 progress(done, total)
+
+
+def ensure_sample(
+    folder: Union[str, os.PathLike] = "sample_data",
+    nav_shape: Sequence[int] = (256, 256),
+    sig_shape: Sequence[int] = (128, 128),
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> pathlib.Path:
+    """The standard sample in ``folder`` (``sample_<scan>x<detector>.h5``), written
+    first if absent (uint16, HDF5, default physics)."""
+    nav, sig = _check_nav_shape(nav_shape), _check_sig_shape(sig_shape)
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"sample_{nav[0]}x{nav[-1]}x{sig[0]}x{sig[1]}.h5"
+    if not path.exists():
+        make_sample(path, nav_shape=nav, sig_shape=sig, progress=progress)
+    return path

@@ -1,0 +1,549 @@
+"""The explorer: navigation view, detector view with mask editor, controls; live results.
+
+Widgets never touch files or dask directly: every computation goes through
+:class:`stem_explorer.Session` (``session.run``), whose jobs stream partial results.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import ipywidgets as widgets
+import numpy as np
+
+from ..analyses import PickFrame, RoiSum, SumFrame
+from ..errors import JobCancelledError, StemExplorerError
+from ..masks import Rectangle
+from ..session import Session
+from . import choices
+from .choices import Beam, Choice, NeedsMask
+from .export import save_png
+from .mask_editor import MaskEditor
+from .throttle import Throttle
+from .views import ImageView, as_image
+
+#: Colour maps of both views: (name in the mask editor, bqplot scheme, reversed).
+COLORMAPS = {"viridis": ("viridis", False), "magma": ("magma", False), "inferno": ("inferno", False), "gray": ("Greys", True)}
+
+
+class Explorer(widgets.VBox):
+    """Interactive 4D-STEM explorer for Jupyter.
+
+    ``Explorer(source)`` takes a path (opened with ``open_options``), a numpy/dask
+    array, a :class:`~stem_explorer.io.DataSet` or a :class:`~stem_explorer.Session`.
+    Without a session one is started (embedded LocalCluster unless ``address`` or
+    ``client`` is given) and closed by :meth:`close`.
+
+    Draw masks in the detector view; the navigation view fills in live as partitions
+    finish. Click the navigation view to see that frame, drag a rectangle in ROI mode
+    to see the summed pattern of the region.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        address: Optional[str] = None,
+        client=None,
+        n_workers: Optional[int] = None,
+        export_dir: str = "stem_explorer_exports",
+        size: int = 400,
+        **open_options,
+    ):
+        self._source = source
+        self._open_options = open_options
+        self._cluster_options = {"address": address, "client": client, "n_workers": n_workers}
+        self.export_dir = Path(export_dir)
+        self.session: Optional[Session] = None
+        self.results = None  # final results of the navigation analysis
+        self.beam: Optional[Beam] = None
+        self.error: Optional[str] = None
+        self._lock = threading.Lock()
+        self._nav_job = None
+        self._detector_job = None
+        self._analysis = None
+        self._key: Optional[str] = None
+        self._last_results = None
+        self._last_filled = None
+        self._detector_first = False
+        self._detector_raw: Optional[np.ndarray] = None
+        self._handled: dict = {}  # id(job) -> Event set once its outcome is shown
+
+        self._build_widgets(size)
+        super().__init__(children=[self.header, widgets.HBox([self.nav_box, self.detector_box]), self.controls])
+        self.add_class("se-explorer")
+        self._open()
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def choice(self) -> Choice:
+        """The analysis settings of the controls."""
+        return Choice(
+            kind=self.analysis.value,
+            com_rotation=float(self.com_rotation.value),
+            com_flip_y=bool(self.com_flip.value),
+            com_component=self.com_component.value,
+            radial_bins=int(self.radial_bins.value),
+            radial_bin=int(self.radial_bin.value),
+            fem_component=self.fem_component.value,
+        )
+
+    def navigation_image(self) -> Optional[np.ndarray]:
+        """The image in the navigation view (NaN where not computed yet)."""
+        return self.nav.image
+
+    def detector_image(self) -> Optional[np.ndarray]:
+        """The image in the detector view (sum, picked frame, ROI sum or std frame)."""
+        return self._detector_raw
+
+    def code(self) -> str:
+        """Notebook lines reproducing the current navigation result with the public API."""
+        if self._analysis is None:
+            return "# nothing computed yet: draw a mask on the detector"
+        return choices.analysis_code(self._analysis, self._key, self._source_code())
+
+    def refresh(self) -> None:
+        """Recompute the navigation view with the current settings (supersedes the running job)."""
+        self._start_navigation()
+
+    def wait(self, timeout: float = 60.0):
+        """Block until the navigation and detector jobs (and what they start) are
+        finished and shown; returns the navigation results."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                jobs = (self._nav_job, self._detector_job)
+                events = [self._handled.get(id(job)) if job is not None else None for job in jobs]
+            for handled in events:
+                if handled is not None and not handled.wait(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError(f"the explorer's jobs did not finish within {timeout} s")
+            with self._lock:
+                if jobs == (self._nav_job, self._detector_job):
+                    return self.results
+
+    def show_in_itk(self):
+        """Open the navigation result in itkwidgets (optional dependency)."""
+        from .itk import itk_view
+
+        if self.nav.image is None:
+            raise StemExplorerError("nothing to show yet: wait for a result")
+        return itk_view(self.nav.image)
+
+    def close(self) -> None:
+        """Cancel running jobs, stop the session (and its cluster, if the explorer made it)."""
+        for job in (self._nav_job, self._detector_job):
+            if job is not None:
+                job.cancel()
+        if self.session is not None and not isinstance(self._source, Session):
+            self.session.close()
+        super().close()
+
+    # -- layout --------------------------------------------------------------------------
+    def _build_widgets(self, size: int) -> None:
+        self.title = widgets.HTML()
+        self.status = widgets.HTML(layout={"min_height": "22px"})
+        self.dashboard = widgets.HTML()
+        self.reconnect_button = widgets.Button(description="reconnect", icon="plug", button_style="warning",
+                                               layout={"display": "none"})
+        self.reconnect_button.on_click(lambda _: self._reconnect())
+        self.header = widgets.VBox([widgets.HBox([self.title, self.dashboard]), widgets.HBox([self.status, self.reconnect_button])])
+
+        self.nav = ImageView("navigation", size=size, css_class="se-nav-view")
+        self.nav.on_pick(self._pick)
+        self.nav.on_roi(self._roi)
+        self.nav_box = widgets.VBox([self.nav], layout={"margin": "0 12px 0 0"})
+
+        self.editor = MaskEditor()
+        self.editor.observe(self._on_shapes, names="shapes")
+        self.detector_source = widgets.ToggleButtons(
+            options=[("sum", "sum"), ("frame", "frame"), ("ROI", "roi"), ("std", "std")], value="sum",
+            tooltips=["sum of all frames", "frame picked in the navigation view", "sum over the ROI drawn in the navigation view", "standard deviation frame"],
+            style={"button_width": "52px"},
+        )
+        self.detector_source.observe(self._on_detector_source, names="value")
+        self.detector_log = widgets.Checkbox(value=True, description="log", indent=False, layout={"width": "60px"})
+        self.detector_log.observe(lambda c: self._set_detector_log(c["new"]), names="value")
+        self.editor.log = True
+        self.detector_label = widgets.HTML()
+        self.detector_box = widgets.VBox(
+            [self.editor, widgets.HBox([self.detector_source, self.detector_log]), self.detector_label]
+        )
+
+        self.analysis = widgets.Dropdown(options=list(choices.ANALYSES), value="vd", description="analysis")
+        self.com_rotation = widgets.FloatSlider(value=0.0, min=-180, max=180, step=0.5, description="rotation °")
+        self.com_flip = widgets.Checkbox(value=False, description="flip y", indent=False)
+        self.com_component = widgets.Dropdown(options=list(choices.COM_COMPONENTS), value="magnitude", description="show")
+        self.radial_bins = widgets.BoundedIntText(value=16, min=1, max=512, description="rings")
+        self.radial_bin = widgets.IntSlider(value=0, min=0, max=15, description="ring")
+        self.fem_component = widgets.Dropdown(options=list(choices.FEM_COMPONENTS), value="normalized_variance", description="show")
+        self.params = {
+            "com": widgets.HBox([self.com_rotation, self.com_flip, self.com_component]),
+            "radial": widgets.HBox([self.radial_bins, self.radial_bin]),
+            "fem": widgets.HBox([self.fem_component]),
+        }
+        self.params_box = widgets.HBox()
+        for w in (self.analysis, self.com_rotation, self.com_flip, self.radial_bins, self.fem_component):
+            w.observe(lambda _: self._on_settings(), names="value")
+        for w in (self.com_component, self.radial_bin):
+            w.observe(lambda _: self._redraw_navigation(), names="value")
+
+        self.colormap = widgets.Dropdown(options=list(COLORMAPS), value="viridis", description="colormap")
+        self.colormap.observe(lambda c: self._set_colormap(c["new"]), names="value")
+        self.nav_log = widgets.Checkbox(value=False, description="log", indent=False, layout={"width": "60px"})
+        self.nav_log.observe(lambda c: self.nav.set_display(log=c["new"]), names="value")
+        self.vmin = widgets.FloatText(description="min", layout={"width": "150px"})
+        self.vmax = widgets.FloatText(description="max", layout={"width": "150px"})
+        self.limits_auto = widgets.Button(description="auto", tooltip="robust limits (0.5-99.5 percentile)", layout={"width": "60px"})
+        self.limits_auto.on_click(lambda _: self.nav.set_limits())
+        for w in (self.vmin, self.vmax):
+            w.observe(lambda _: self._on_limits(), names="value")
+        self.nav.color_scale.observe(self._show_limits, names=["min", "max"])
+
+        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout={"width": "220px"})
+        self.progress_label = widgets.HTML()
+        self.export_buttons = []
+        for label, action in (("HDF5", self.export_hdf5), ("TIFF", self.export_tiff), ("PNG", self.export_png)):
+            button = widgets.Button(description=label, icon="download", layout={"width": "80px"})
+            button.on_click(lambda _, action=action: self._guard(action))
+            self.export_buttons.append(button)
+        self.copy_button = widgets.Button(description="copy code", icon="code", layout={"width": "110px"})
+        self.code_box = widgets.Textarea(layout={"width": "100%", "height": "120px", "display": "none"})
+        self.copy_button.on_click(lambda _: self._show_code())
+        self.export_label = widgets.HTML()
+        self.controls = widgets.VBox(
+            [
+                widgets.HBox([self.analysis, self.params_box]),
+                widgets.HBox([self.colormap, self.nav_log, self.vmin, self.vmax, self.limits_auto]),
+                widgets.HBox([self.progress, self.progress_label]),
+                widgets.HBox([*self.export_buttons, self.copy_button, self.export_label]),
+                self.code_box,
+            ]
+        )
+        self._detector_throttle = Throttle(self._send_detector_image, max_rate=15, on_error=self._show_error)
+
+    # -- opening and the cluster ---------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            if isinstance(self._source, Session):
+                self.session = self._source
+            else:
+                self.session = Session(self._source, **self._cluster_options_set(), **self._open_options)
+        except Exception as exc:  # shown in the widget, not only in the log
+            self._show_error(exc, prefix="could not open the data set")
+            return
+        ds = self.session.dataset
+        self.title.value = (
+            f"<b>{html.escape(Path(ds.path).name if ds.path else ds.format)}</b> &nbsp; scan {tuple(ds.nav_shape)}"
+            f" &times; detector {tuple(ds.sig_shape)} &nbsp; {ds.dtype} &nbsp; {ds.nbytes / 2**30:.2f} GiB"
+        )
+        link = self.session.dashboard_link
+        self.dashboard.value = f'&nbsp; <a href="{html.escape(link)}" target="_blank">dask dashboard</a>' if link else ""
+        self._set_status("computing the sum frame ...")
+        self._start_detector(SumFrame(), first=True)
+
+    def _cluster_options_set(self) -> dict:
+        return {k: v for k, v in self._cluster_options.items() if v is not None}
+
+    def _reconnect(self) -> None:
+        self.reconnect_button.layout.display = "none"
+        old = self.session
+        if old is not None and not isinstance(self._source, Session):
+            try:
+                old.close()
+            except Exception:
+                pass
+        if isinstance(self._source, Session):
+            self._source = self._source.dataset
+        self._open()
+
+    def _cluster_lost(self) -> bool:
+        client = getattr(self.session, "client", None)
+        return client is None or client.status not in ("running", "connecting")
+
+    # -- jobs ----------------------------------------------------------------------------
+    def _on_shapes(self, _change) -> None:
+        if self.choice.kind not in choices.DETECTOR_ANALYSES:
+            self._start_navigation()
+
+    def _on_settings(self) -> None:
+        kind = self.analysis.value
+        self.params_box.children = [self.params[kind]] if kind in self.params else []
+        if kind == "adf" and self.beam is not None and not self._has_ring():
+            self.editor.shapes = [dict(self.beam.annulus(self.session.dataset.sig_shape).to_dict(), op="add")]
+            return  # the shapes observer starts the job
+        if kind in choices.DETECTOR_ANALYSES:
+            self.detector_source.value = kind
+            return
+        self._start_navigation()
+
+    def _has_ring(self) -> bool:
+        return any(s.get("kind") == "ring" for s in self.editor.shapes)
+
+    def _start_navigation(self) -> None:
+        if self.session is None or self.beam is None:
+            return
+        choice = self.choice
+        try:
+            analysis = choices.build_analysis(choice, self.editor.mask(), self.beam)
+        except NeedsMask as exc:
+            self._set_status(str(exc), hint=True)
+            return
+        except (StemExplorerError, ValueError) as exc:
+            self._show_error(exc)
+            return
+        with self._lock:
+            if self._nav_job is not None:
+                self._nav_job.cancel()
+            self._analysis = analysis
+            self._key = choices.result_key(choice, analysis)
+            try:
+                job = self.session.run(analysis, on_partial=self._on_nav_partial)
+            except Exception as exc:
+                self._nav_job = None
+                self._handle_failure(exc)
+                return
+            self._nav_job = job
+            self._watch_in_thread(job, self._on_nav_done)
+        self._set_status(f"computing {dict((k, v) for v, k in choices.ANALYSES)[choice.kind]} ...")
+
+    def _on_nav_partial(self, progress) -> None:
+        job = self._nav_job
+        if job is None or progress.job_id != job.id:
+            return  # a superseded job: never draw over a newer result
+        self._last_results, self._last_filled = progress.results, progress.filled
+        self._redraw_navigation()
+        self._show_progress(progress)
+
+    def _redraw_navigation(self) -> None:
+        results, key = self._last_results, self._key
+        if results is None or key not in results:
+            return
+        choice = self.choice
+        if choice.kind == "radial":
+            n = results[key].data.shape[-1]
+            if self.radial_bin.max != n - 1:
+                self.radial_bin.max = n - 1
+        self._key = key = choices.result_key(choice, self._analysis)
+        if key in results:
+            self.nav.set_image(choices.navigation_image(choice, results, key, self._last_filled))
+
+    def _on_nav_done(self, job, results) -> None:
+        if job is self._nav_job:
+            self.results = results
+            stats = job.stats
+            self._set_status(f"done: {stats.gbps:.2f} GB/s, {stats.elapsed:.2f} s")
+
+    def _start_detector(self, analysis, first: bool = False) -> None:
+        with self._lock:
+            if self._detector_job is not None:
+                self._detector_job.cancel()
+            self._detector_first = first
+            try:
+                job = self.session.run(analysis, on_partial=self._on_detector_partial)
+            except Exception as exc:
+                self._detector_job = None
+                self._handle_failure(exc)
+                return
+            self._detector_job = job
+            self._watch_in_thread(job, self._on_detector_done)
+
+    def _on_detector_partial(self, progress) -> None:
+        job = self._detector_job
+        if job is None or progress.job_id != job.id:
+            return
+        key = next(iter(progress.results))
+        self._detector_throttle.submit(np.asarray(progress.results[key].data))
+        if not self._detector_first:
+            self._show_progress(progress)
+
+    def _send_detector_image(self, frame: np.ndarray) -> None:
+        self._detector_raw = frame[0] if frame.ndim == 3 else frame
+        self.editor.set_image(self._detector_raw)
+
+    def _on_detector_done(self, job, results) -> None:
+        if job is not self._detector_job:
+            return
+        self._detector_throttle.flush()
+        if self._detector_first:
+            self._detector_first = False
+            self.beam = choices.estimate_beam(results["sum/frame"].data)
+            if not self.editor.shapes:
+                self.editor.shapes = [dict(self.beam.disk().to_dict(), op="add")]  # starts the job
+            else:
+                self._start_navigation()
+
+    def _watch_in_thread(self, job, on_done) -> None:
+        self._handled = {k: v for k, v in self._handled.items() if not v.is_set()}
+        self._handled[id(job)] = handled = threading.Event()
+        threading.Thread(target=self._watch, args=(job, on_done, handled), daemon=True).start()
+
+    def _watch(self, job, on_done, handled: threading.Event) -> None:
+        try:
+            results = job.result()
+        except JobCancelledError:
+            return
+        except Exception as exc:
+            if job in (self._nav_job, self._detector_job):
+                self._handle_failure(exc)
+            return
+        else:
+            try:
+                on_done(job, results)
+            except Exception as exc:
+                self._show_error(exc)
+        finally:
+            handled.set()
+
+    def _handle_failure(self, exc: BaseException) -> None:
+        if self._cluster_lost():
+            self._set_status(f"the cluster went away ({type(exc).__name__}: {html.escape(str(exc))}); reconnect to start a new one", error=True)
+            self.reconnect_button.layout.display = None
+        else:
+            self._show_error(exc)
+
+    # -- detector view sources -------------------------------------------------------------
+    def _on_detector_source(self, change) -> None:
+        source = change["new"]
+        if self.session is None:
+            return
+        if source == "sum":
+            self._start_detector(SumFrame())
+        elif source == "std":
+            from ..analyses import StdFrame
+
+            self._start_detector(StdFrame())
+        # "frame" and "roi" wait for a click / rectangle on the navigation view
+
+    def _pick(self, row: int, col: int) -> None:
+        if self.session is None:
+            return
+        position = self._scan_position(row, col)
+        self.detector_label.value = f"frame at scan position {position}"
+        self.detector_source.unobserve(self._on_detector_source, names="value")
+        self.detector_source.value = "frame"
+        self.detector_source.observe(self._on_detector_source, names="value")
+        self._start_detector(PickFrame(position))
+
+    def _roi(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        if self.session is None:
+            return
+        nav_shape = self.session.dataset.nav_shape
+        if len(nav_shape) == 2:
+            roi = Rectangle(r0, c0, r1 - r0, c1 - c0)
+        else:
+            flat = np.zeros(as_image(np.zeros(nav_shape)).shape, bool)
+            flat[r0:r1, c0:c1] = True
+            roi = flat.reshape(nav_shape)
+        self.detector_label.value = f"sum over scan rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1}"
+        self.detector_source.unobserve(self._on_detector_source, names="value")
+        self.detector_source.value = "roi"
+        self.detector_source.observe(self._on_detector_source, names="value")
+        self._start_detector(RoiSum(roi))
+
+    def _scan_position(self, row: int, col: int) -> tuple:
+        nav_shape = self.session.dataset.nav_shape
+        if len(nav_shape) == 1:
+            return (col,)
+        index = np.ravel_multi_index((row, col), as_image(np.empty(nav_shape, np.uint8)).shape)
+        return tuple(int(i) for i in np.unravel_index(index, nav_shape))
+
+    # -- display settings ----------------------------------------------------------------
+    def _set_colormap(self, name: str) -> None:
+        scheme, reverse = COLORMAPS[name]
+        self.nav.color_scale.reverse = reverse
+        self.nav.set_display(colormap=scheme)
+        self.editor.colormap = name
+
+    def _set_detector_log(self, log: bool) -> None:
+        self.editor.log = log
+        if self._detector_raw is not None:
+            self.editor.set_image(self._detector_raw)  # colour limits in the new domain
+
+    def _on_limits(self) -> None:
+        if self._showing_limits:
+            return
+        try:
+            self.nav.set_limits(self.vmin.value, self.vmax.value)
+        except ValueError as exc:
+            self._set_status(str(exc), hint=True)
+
+    _showing_limits = False
+
+    def _show_limits(self, _change) -> None:
+        self._showing_limits = True
+        try:
+            self.vmin.value, self.vmax.value = (float(f"{v:.4g}") for v in self.nav.limits)
+        finally:
+            self._showing_limits = False
+
+    # -- status ----------------------------------------------------------------------------
+    def _show_progress(self, progress) -> None:
+        self.progress.value = progress.fraction
+        self.progress_label.value = (
+            f"{progress.fraction:5.0%} &nbsp; {progress.gbps:.2f} GB/s &nbsp; {progress.elapsed:.2f} s"
+        )
+
+    def _set_status(self, text: str, *, hint: bool = False, error: bool = False) -> None:
+        css = "se-error" if error else "se-hint" if hint else "se-status"
+        colour = "#c62828" if error else "#8a6d00" if hint else "#333"
+        self.status.value = f'<span class="{css}" style="color:{colour}">{text}</span>'
+
+    def _show_error(self, exc: BaseException, prefix: str = "error") -> None:
+        self.error = f"{type(exc).__name__}: {exc}"
+        self._set_status(f"{prefix}: {html.escape(self.error)}", error=True)
+
+    def _guard(self, action) -> None:
+        try:
+            action()
+        except Exception as exc:
+            self._show_error(exc, prefix="export failed")
+
+    # -- export ----------------------------------------------------------------------------
+    def _export_path(self, suffix: str) -> Path:
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return self.export_dir / f"{self.choice.kind}-{stamp}{suffix}"
+
+    def _final_results(self):
+        if self.results is None:
+            raise StemExplorerError("no finished result to export yet; wait for the job to finish")
+        return self.results
+
+    def export_hdf5(self, path=None) -> Path:
+        """Save the navigation results with provenance (HDF5); returns the path."""
+        written = self._final_results().save(path or self._export_path(".h5"))
+        self.export_label.value = f"saved {html.escape(str(written))}"
+        return written
+
+    def export_tiff(self, folder=None) -> list:
+        """One TIFF per result array; returns the paths."""
+        paths = self._final_results().to_tiff(folder or self._export_path(""))
+        self.export_label.value = f"saved {len(paths)} TIFF files in {html.escape(str(Path(paths[0]).parent))}"
+        return paths
+
+    def export_png(self, path=None) -> Path:
+        """The navigation view as shown (colour map, limits, log) as a PNG; returns the path."""
+        if self.nav.displayed is None:
+            raise StemExplorerError("nothing shown yet")
+        vmin, vmax = self.nav.limits
+        written = save_png(path or self._export_path(".png"), self.nav.displayed, vmin, vmax, self.colormap.value)
+        self.export_label.value = f"saved {html.escape(str(written))}"
+        return written
+
+    def _show_code(self) -> None:
+        self.code_box.value = self.code()
+        self.code_box.layout.display = None
+
+    def _source_code(self) -> str:
+        ds = self.session.dataset
+        if isinstance(self._source, (str, Path)):
+            options = "".join(f", {k}={v!r}" for k, v in self._open_options.items())
+            return f"{str(self._source)!r}{options}"
+        if ds.path:
+            return f"{ds.path!r}, format={ds.format!r}"
+        return "data  # the array you passed to Explorer"

@@ -1,0 +1,337 @@
+"""Live, zoomable image views: bqplot figures with a ``bqplot-image-gl`` ``ImageGL`` mark.
+
+:class:`ImageView` shows a 2-D array (a virtual image over the scan, a detector frame)
+with pan/zoom, colour limits from robust percentiles, linear or log display, and NaN
+(positions not computed yet) shown empty. Updates are throttled (newest wins) and large
+images travel downsampled from a :class:`~stem_explorer.widgets.pyramid.Pyramid`;
+zooming in fetches the full-resolution region.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+import bqplot
+import ipywidgets as widgets
+import numpy as np
+from bqplot_image_gl import ImageGL
+from bqplot_image_gl.interacts import MouseInteraction
+
+from .pyramid import Pyramid, Tile
+from .throttle import Throttle
+
+#: Colour maps offered by the views (bqplot ``ColorScale`` schemes).
+COLORMAPS = ("viridis", "magma", "inferno", "plasma", "Greys")
+#: Interaction modes of the view: click/drag picks, rectangle ROI, or pan only.
+MODES = ("pick", "roi", "pan")
+
+
+def robust_limits(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """Colour limits at the ``low``/``high`` percentiles of the finite values, so a few
+    hot pixels do not wash the image out. Always returns ``vmin < vmax``."""
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    if finite.size > 1_000_000:  # a strided sample is plenty for percentiles
+        finite = finite[:: finite.size // 1_000_000]
+    vmin, vmax = (float(v) for v in np.percentile(finite, [low, high]))
+    if not vmax > vmin:
+        vmin, vmax = float(finite.min()), float(finite.max())
+    if not vmax > vmin:
+        vmin, vmax = vmin - 0.5, vmin + 0.5
+    return vmin, vmax
+
+
+def display_values(image: np.ndarray, log: bool) -> np.ndarray:
+    """What the colour scale sees: the image, or ``log1p`` of its non-negative part."""
+    image = np.asarray(image, dtype=np.float32)
+    if not log:
+        return image
+    with np.errstate(invalid="ignore"):
+        return np.log1p(np.maximum(image, 0, where=np.isfinite(image), out=np.full_like(image, np.nan)))
+
+
+def as_image(array: np.ndarray) -> np.ndarray:
+    """A result as a 2-D image: 1-D scans become one row, extra leading axes are flattened."""
+    array = np.asarray(array)
+    if array.ndim == 0:
+        return array.reshape(1, 1)
+    if array.ndim == 1:
+        return array.reshape(1, -1)
+    return array.reshape(-1, array.shape[-1])
+
+
+class ImageView(widgets.VBox):
+    """A zoomable live image in a bqplot figure.
+
+    ``set_image(array)`` may be called from any thread and as often as results arrive;
+    at most ``max_rate`` images a second go to the browser, each at most ``budget``
+    pixels on its longer side (a pyramid level of the visible region).
+
+    ``on_pick(fn)`` registers ``fn(row, col)`` for clicks (and drags in ``pick`` mode);
+    ``on_roi(fn)`` registers ``fn(row0, row1, col0, col1)`` (half-open pixel ranges)
+    for rectangles drawn in ``roi`` mode.
+    """
+
+    def __init__(
+        self,
+        title: str = "",
+        *,
+        size: int = 400,
+        colormap: str = "viridis",
+        log: bool = False,
+        budget: int = 512,
+        max_rate: float = 30.0,
+        css_class: str = "se-image-view",
+    ):
+        self.budget = int(budget)
+        self.size = int(size)
+        self._pyramid: Optional[Pyramid] = None
+        self._raw: Optional[np.ndarray] = None  # the image as given (float32, 2-D)
+        self._values: Optional[np.ndarray] = None  # full-resolution display values
+        self._lock = threading.RLock()
+        self._log = bool(log)
+        self._auto_limits = True
+        self._pick_handlers: list[Callable] = []
+        self._roi_handlers: list[Callable] = []
+        self._shown_shape: Optional[tuple] = None
+        self._syncing_zoom = False
+
+        self.x_scale = bqplot.LinearScale(min=0.0, max=1.0, allow_padding=False)
+        self.y_scale = bqplot.LinearScale(min=1.0, max=0.0, allow_padding=False)
+        self.color_scale = bqplot.ColorScale(min=0.0, max=1.0, scheme=colormap)
+        self.mark = ImageGL(
+            image=np.full((1, 1), np.nan, np.float32),
+            x=(0.0, 1.0),
+            y=(0.0, 1.0),
+            scales={"x": self.x_scale, "y": self.y_scale, "image": self.color_scale},
+        )
+        self.marker = bqplot.Scatter(
+            x=[], y=[], scales={"x": self.x_scale, "y": self.y_scale},
+            marker="crosshair", colors=["#ff3b30"], default_size=90, stroke="white",
+        )
+        axis_style = {"tick_format": "d"}
+        self.figure = bqplot.Figure(
+            title=title,
+            marks=[self.mark, self.marker],
+            axes=[
+                bqplot.Axis(scale=self.x_scale, grid_lines="none", **axis_style),
+                bqplot.Axis(scale=self.y_scale, orientation="vertical", grid_lines="none", **axis_style),
+                bqplot.ColorAxis(scale=self.color_scale, orientation="vertical", side="right", num_ticks=5),
+            ],
+            fig_margin={"top": 30, "bottom": 30, "left": 45, "right": 70},
+            padding_x=0.0,
+            padding_y=0.0,
+        )
+        self.figure.add_class(css_class)
+        self._panzoom = bqplot.PanZoom(scales={"x": [self.x_scale], "y": [self.y_scale]})
+        self._mouse = MouseInteraction(
+            x_scale=self.x_scale, y_scale=self.y_scale, move_throttle=40,
+            events=["click", "dragstart", "dragmove", "dragend"], next=self._panzoom,
+        )
+        self._mouse.on_msg(self._on_mouse)
+        self._brush = bqplot.interacts.BrushSelector(
+            x_scale=self.x_scale, y_scale=self.y_scale, color="#ff9500"
+        )
+        self._brush.observe(self._on_brush, names=["brushing"])
+        self.mode = widgets.ToggleButtons(
+            options=[("pick", "pick"), ("ROI", "roi"), ("pan", "pan")],
+            value="pick",
+            tooltips=["click or drag to pick a frame (wheel zooms, drag pans with pan mode)",
+                      "drag a rectangle: sum the frames inside", "drag pans, wheel zooms"],
+            style={"button_width": "52px"},
+        )
+        self.mode.observe(lambda change: self._apply_mode(change["new"]), names="value")
+        self.reset_button = widgets.Button(icon="expand", tooltip="reset zoom", layout={"width": "36px"})
+        self.reset_button.on_click(lambda _: self.reset_zoom())
+        self._apply_mode("pick")
+        self._throttle = Throttle(self._send, max_rate=max_rate, on_error=self._report)
+        for scale in (self.x_scale, self.y_scale):
+            scale.observe(self._on_zoom, names=["min", "max"])
+        self.error = None
+        super().__init__(
+            children=[self.figure, widgets.HBox([self.mode, self.reset_button])],
+            layout={"align_items": "center"},
+        )
+
+    # -- data ----------------------------------------------------------------------------
+    def set_image(self, array: np.ndarray) -> None:
+        """Show ``array`` (any real 2-D array; NaN = not computed); thread-safe, throttled."""
+        image = as_image(array).astype(np.float32, copy=True)
+        with self._lock:
+            reshaped = self._values is None or self._values.shape != image.shape
+            self._raw = image
+            self._values = display_values(image, self._log)
+            self._pyramid = Pyramid(self._values)
+        self._throttle.submit(reshaped)
+
+    def clear(self) -> None:
+        """Forget the image and any pending update (shows nothing until the next one)."""
+        self._throttle.drop()
+        with self._lock:
+            self._raw = self._values = self._pyramid = None
+        self.mark.image = np.full((1, 1), np.nan, np.float32)
+
+    @property
+    def image(self) -> Optional[np.ndarray]:
+        """The image last given to :meth:`set_image` (float32, 2-D), or None."""
+        return self._raw
+
+    @property
+    def displayed(self) -> Optional[np.ndarray]:
+        """The full-resolution values the colour scale maps (after log), or None."""
+        return self._values
+
+    @property
+    def log(self) -> bool:
+        return self._log
+
+    def set_display(self, *, log: Optional[bool] = None, colormap: Optional[str] = None) -> None:
+        """Switch log/linear display or the colour map (re-sends the current image)."""
+        if colormap is not None:
+            self.color_scale.scheme = colormap
+        if log is not None and bool(log) != self._log:
+            self._log = bool(log)
+            self._auto_limits = True
+            with self._lock:
+                if self._raw is None:
+                    return
+                self._values = display_values(self._raw, self._log)
+                self._pyramid = Pyramid(self._values)
+            self._throttle.submit(False)
+
+    def set_limits(self, vmin: Optional[float] = None, vmax: Optional[float] = None) -> None:
+        """Fix the colour limits (in displayed units); ``set_limits()`` returns to robust auto limits."""
+        if vmin is None or vmax is None:
+            self._auto_limits = True
+            if self._values is not None:
+                vmin, vmax = robust_limits(self._values)
+            else:
+                return
+        else:
+            if not (np.isfinite(vmin) and np.isfinite(vmax) and vmax > vmin):
+                raise ValueError(f"colour limits must be finite with vmin < vmax, got {vmin!r}, {vmax!r}")
+            self._auto_limits = False
+        with self.color_scale.hold_sync():
+            self.color_scale.min, self.color_scale.max = float(vmin), float(vmax)
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        return self.color_scale.min, self.color_scale.max
+
+    # -- events --------------------------------------------------------------------------
+    def on_pick(self, fn: Callable[[int, int], None]) -> None:
+        self._pick_handlers.append(fn)
+
+    def on_roi(self, fn: Callable[[int, int, int, int], None]) -> None:
+        self._roi_handlers.append(fn)
+
+    def show_marker(self, row: Optional[float], col: Optional[float]) -> None:
+        """Mark one position (or hide the marker with None)."""
+        with self.marker.hold_sync():
+            self.marker.x, self.marker.y = ([], []) if row is None else ([col], [row])
+
+    def reset_zoom(self) -> None:
+        """Show the whole image."""
+        if self._values is None:
+            return
+        h, w = self._values.shape
+        self._set_view(0.0, float(h), 0.0, float(w))
+
+    # -- internals -----------------------------------------------------------------------
+    def _apply_mode(self, mode: str) -> None:
+        if mode == "roi":
+            self.figure.interaction = self._brush
+        elif mode == "pan":
+            self.figure.interaction = self._panzoom
+        else:
+            self.figure.interaction = self._mouse
+
+    def _pixel(self, domain: dict) -> Optional[tuple[int, int]]:
+        if self._values is None:
+            return None
+        h, w = self._values.shape
+        row, col = int(np.floor(domain["y"])), int(np.floor(domain["x"]))
+        return (row, col) if 0 <= row < h and 0 <= col < w else None
+
+    def _on_mouse(self, _widget, content, _buffers) -> None:
+        event = content.get("event")
+        if event not in ("click", "dragmove", "dragstart"):
+            return
+        if event != "click" and self.mode.value != "pick":
+            return
+        pixel = self._pixel(content.get("domain", {}))
+        if pixel is None:
+            return
+        self.show_marker(pixel[0] + 0.5, pixel[1] + 0.5)
+        for fn in self._pick_handlers:
+            fn(*pixel)
+
+    def _on_brush(self, change) -> None:
+        if change["new"] or self._brush.selected_x is None or self._values is None:
+            return
+        h, w = self._values.shape
+        xs, ys = sorted(self._brush.selected_x), sorted(self._brush.selected_y)
+        c0, c1 = max(0, int(np.ceil(xs[0] - 0.5))), min(w, int(np.floor(xs[1] - 0.5)) + 1)
+        r0, r1 = max(0, int(np.ceil(ys[0] - 0.5))), min(h, int(np.floor(ys[1] - 0.5)) + 1)
+        if r1 <= r0 or c1 <= c0:
+            return
+        for fn in self._roi_handlers:
+            fn(r0, r1, c0, c1)
+
+    def _set_view(self, y0: float, y1: float, x0: float, x1: float) -> None:
+        self._syncing_zoom = True
+        try:
+            with self.x_scale.hold_sync(), self.y_scale.hold_sync():
+                self.x_scale.min, self.x_scale.max = x0, x1
+                self.y_scale.min, self.y_scale.max = y1, y0  # rows grow downwards
+        finally:
+            self._syncing_zoom = False
+        self._throttle.submit(False)
+
+    def _on_zoom(self, _change) -> None:
+        if not self._syncing_zoom and self._values is not None:
+            self._throttle.submit(False)
+
+    def _visible(self) -> tuple[float, float, float, float]:
+        ys = sorted((self.y_scale.min, self.y_scale.max))
+        xs = sorted((self.x_scale.min, self.x_scale.max))
+        return ys[0], ys[1], xs[0], xs[1]
+
+    def _layout_for(self, shape: tuple) -> None:
+        """Size the figure so the plot area keeps the image's aspect ratio."""
+        h, w = shape
+        scale = self.size / max(h, w)
+        area_w, area_h = max(120, round(w * scale)), max(120, round(h * scale))
+        margin = self.figure.fig_margin
+        fig_w = area_w + margin["left"] + margin["right"]
+        fig_h = area_h + margin["top"] + margin["bottom"]
+        ratio = fig_w / fig_h
+        with self.figure.hold_sync():
+            self.figure.layout.width = f"{fig_w}px"
+            self.figure.layout.height = f"{fig_h}px"
+            self.figure.min_aspect_ratio = ratio
+            self.figure.max_aspect_ratio = ratio
+
+    def _send(self, reshaped: bool) -> None:
+        with self._lock:
+            pyramid, values = self._pyramid, self._values
+        if pyramid is None:
+            return
+        if reshaped or self._shown_shape != pyramid.shape:
+            self._shown_shape = pyramid.shape
+            self._layout_for(pyramid.shape)
+            h, w = pyramid.shape
+            self._set_view(0.0, float(h), 0.0, float(w))
+        tile: Tile = pyramid.tile(*self._visible(), budget=self.budget)
+        limits = robust_limits(values) if self._auto_limits else None
+        with self.mark.hold_sync(), self.color_scale.hold_sync():
+            self.mark.image = tile.data
+            self.mark.x = (float(tile.x0), float(tile.x1))
+            self.mark.y = (float(tile.y0), float(tile.y1))
+            if limits is not None:
+                self.color_scale.min, self.color_scale.max = limits
+
+    def _report(self, exc: BaseException) -> None:
+        self.error = exc

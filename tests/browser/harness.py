@@ -1,0 +1,118 @@
+"""Real Jupyter servers and a real Chromium for the browser tests.
+
+Servers (JupyterLab, Notebook 7, Voila) bind to 127.0.0.1 with a random token, run in
+their own process group with a fresh config/runtime folder, and are stopped by PID.
+Chromium is Debian's (``/usr/bin/chromium``) driven by Playwright for Python; Playwright
+never downloads a browser here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running Jupyter server: ``url(path)`` adds the token."""
+
+    kind: str
+    process: subprocess.Popen
+    port: int
+    token: str
+    log: Path
+    failed_requests: list = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        sep = "&" if "?" in path else "?"
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}{sep}token={self.token}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+
+def start_server(kind: str, root: Path, workdir: Path, env: dict, notebook: str = "explorer.ipynb") -> Server:
+    """Start ``kind`` ("lab", "notebook" or "voila") serving ``root`` and wait until it answers."""
+    port, token = free_port(), secrets.token_hex(12)
+    config = workdir / f"jupyter-{kind}"
+    shutil.rmtree(config, ignore_errors=True)
+    (config / "runtime").mkdir(parents=True)
+    server_env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(config / "config"),
+        JUPYTER_RUNTIME_DIR=str(config / "runtime"),
+        JUPYTERLAB_WORKSPACES_DIR=str(config / "workspaces"),
+        **env,
+    )
+    common = ["--no-browser", "--ServerApp.port_retries=0", "--ServerApp.allow_root=True"]
+    if kind == "lab":
+        args = [sys.executable, "-m", "jupyterlab", *common, "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    elif kind == "notebook":
+        args = [sys.executable, "-m", "notebook", *common, "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"]
+    elif kind == "voila":
+        args = [sys.executable, "-m", "voila", str(root / notebook), "--no-browser", "--Voila.ip=127.0.0.1",
+                f"--Voila.port={port}", "--Voila.port_retries=0", f"--token={token}"]
+    else:
+        raise ValueError(kind)
+    log = workdir / f"{kind}-server.log"
+    process = subprocess.Popen(args, env=server_env, cwd=root, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(kind, process, port, token, log)
+    probe = server.url("api/status" if kind != "voila" else "")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(probe, timeout=5):
+                return server
+        except OSError:
+            time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"{kind} server did not answer within 90 s:\n{log.read_text()[-3000:]}")
+
+
+def launch_browser(playwright, user_data_dir: Path):
+    """Debian's Chromium, headless, with a fresh profile; returns a BrowserContext."""
+    return playwright.chromium.launch_persistent_context(
+        str(user_data_dir),
+        executable_path=CHROMIUM,
+        args=CHROMIUM_FLAGS,
+        headless=True,
+        viewport={"width": 1400, "height": 1000},
+    )

@@ -1,0 +1,163 @@
+"""The explorer notebook in real Chromium, in JupyterLab 4, Notebook 7 and Voila.
+
+One test per front end walks through what a user does, with a screenshot per step:
+run the notebook, see both views with real pixels, draw a disk with the mouse (the
+kernel's virtual image equals a numpy reference for that disk), click a scan position
+(the detector view shows that frame), zoom the navigation view with the wheel.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import NAV, SIG, load_json
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.cluster]
+
+
+def distinct_colours(png: bytes) -> int:
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
+    return len(np.unique(image, axis=0))
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def run_notebook(page, server) -> None:
+    """Open explorer.ipynb in the server's front end and run all cells."""
+    if server.kind == "voila":
+        page.goto(server.url(""))  # voila renders (and runs) the notebook it serves
+        return
+    path = "lab/tree/explorer.ipynb" if server.kind == "lab" else "notebooks/explorer.ipynb"
+    page.goto(server.url(path))
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_function("() => document.body.innerHTML.includes('Idle')", timeout=60_000)  # the kernel is up
+    started = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
+    for _attempt in range(4):  # the first click can land before the kernel connection is ready
+        accept = page.locator(".jp-Dialog .jp-mod-accept")  # e.g. "Select Kernel": take the proposed one
+        if accept.count():
+            accept.first.click()
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(started, timeout=10_000)
+            return
+        except Exception:
+            page.keyboard.press("Escape")
+    raise AssertionError("Run All Cells did not start the notebook")
+
+
+def nav_plot_box(page) -> dict:
+    """Screen box of the navigation image (the bqplot plot area)."""
+    return page.locator(".se-nav-view .plotarea_events").bounding_box()
+
+
+def screen_of_scan(page, row: float, col: float) -> tuple[float, float]:
+    box = nav_plot_box(page)
+    return box["x"] + (col + 0.5) / NAV[1] * box["width"], box["y"] + (row + 0.5) / NAV[0] * box["height"]
+
+
+def screen_of_detector(page, y: float, x: float) -> tuple[float, float]:
+    view = json.loads(page.get_attribute(".se-mask-editor", "data-view"))
+    box = page.locator(".se-mask-editor-canvas").bounding_box()
+    return box["x"] + view["offset_x"] + view["scale"] * x, box["y"] + view["offset_y"] + view["scale"] * y
+
+
+REFERENCE = """
+import json, os, time
+import h5py, numpy as np
+from stem_explorer.masks import rasterize
+deadline = time.monotonic() + 30  # browser messages may still be arriving
+while not (explorer.wait() is not None and not explorer.editor.dragging and explorer.editor.mask() is not None
+           and explorer.results.provenance["analyses"][0]["masks"]["image"] == explorer.editor.mask().to_dict()):
+    assert time.monotonic() < deadline, (explorer.status.value, explorer.editor.shapes)
+    time.sleep(0.05)
+with h5py.File(os.environ["STEM_EXPLORER_DATA"]) as f:
+    data = f["data/frames"][()].astype(np.float64)
+mask = explorer.editor.mask()
+reference = np.einsum("abyx,yx->ab", data, rasterize(mask, data.shape[2:]))
+print(json.dumps({
+    "shapes": explorer.editor.shapes,
+    "error": explorer.error,
+    "result_equal": bool(np.allclose(explorer.results["vd/image"].data, reference, rtol=1e-6)),
+    "shown_equal": bool(np.allclose(explorer.navigation_image(), reference, rtol=1e-6)),
+    "provenance": explorer.results.provenance["analyses"], "status": explorer.status.value,
+}))
+"""
+
+
+def test_explorer_in_the_browser(page, server, kernel, shots, browser_env):
+    run_notebook(page, server)
+    page.wait_for_selector(".se-explorer", timeout=120_000)
+    page.wait_for_selector(".se-mask-editor[data-image-ready='1']", timeout=120_000)
+    run = kernel()
+    run("explorer.wait()")
+    nav = page.locator(".se-nav-view")
+    detector = page.locator(".se-mask-editor-canvas")
+    wait_until(lambda: distinct_colours(nav.screenshot()) > 30, 30, "the navigation image")
+    shots("opened")
+    assert distinct_colours(detector.screenshot()) > 30, "the detector view shows no image"
+    assert page.locator(".jupyter-widgets-error-widget, .widget-error").count() == 0
+    assert not page.get_by_text("Error displaying widget").count()
+
+    # draw a disk with the mouse
+    run("explorer.editor.clear()")
+    page.click(".se-mask-editor [data-tool='disk']")
+    cy, cx, radius = SIG[0] / 2 - 3, SIG[1] / 2 + 2, 7.0
+    before = nav.screenshot()
+    page.mouse.move(*screen_of_detector(page, cy, cx))
+    page.mouse.down()
+    page.mouse.move(*screen_of_detector(page, cy, cx + radius), steps=6)
+    page.mouse.up()
+    state = load_json(run(REFERENCE))
+    assert state["error"] is None, state["error"]
+    (disk,) = state["shapes"]
+    assert disk["kind"] == "disk" and disk["op"] == "add"
+    assert abs(disk["cy"] - cy) < 1 and abs(disk["cx"] - cx) < 1 and abs(disk["radius"] - radius) < 1.5, disk
+    assert state["result_equal"] and state["shown_equal"], str(state)
+    wait_until(lambda: nav.screenshot() != before, 10, "the navigation view to change")
+    shots("disk-drawn")
+
+    # click a scan position: the detector view shows that frame
+    row, col = 5, 21
+    before = detector.screenshot()
+    page.mouse.click(*screen_of_scan(page, row, col))
+    picked = load_json(run(
+        "import json, os, h5py, numpy as np\nexplorer.wait()\n"
+        "with h5py.File(os.environ['STEM_EXPLORER_DATA']) as f:\n"
+        f"    frame = f['data/frames'][{row}, {col}]\n"
+        "print(json.dumps({'equal': bool(np.array_equal(explorer.detector_image(), frame)), 'label': explorer.detector_label.value}))"
+    ))
+    assert picked["equal"], picked
+    wait_until(lambda: detector.screenshot() != before, 10, "the detector view to show the frame")
+    shots("frame-picked")
+
+    # zoom with the wheel
+    full = load_json(run("print(json.dumps([explorer.nav.x_scale.min, explorer.nav.x_scale.max]))"))
+    page.mouse.move(*screen_of_scan(page, NAV[0] / 2, NAV[1] / 2))
+    page.mouse.wheel(0, -400)
+    zoomed = wait_until(
+        lambda: (lambda s: s if (s[1] - s[0]) < 0.9 * (full[1] - full[0]) else None)(
+            load_json(run("print(json.dumps([explorer.nav.x_scale.min, explorer.nav.x_scale.max]))"))
+        ),
+        10,
+        "the wheel to zoom the navigation view",
+    )
+    shots("zoomed")
+    assert zoomed[0] > full[0] or zoomed[1] < full[1]
+    run("explorer.close()")
+    real_problems = [p for p in page.problems if "favicon" not in p]
+    assert not real_problems, real_problems
