@@ -63,7 +63,7 @@ def page(playwright_instance, server, browser_env, request):
     context = launch_browser(playwright_instance, profile)
     page = context.new_page()
     page.problems = []
-    page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
+    page.on("pageerror", lambda e: page.problems.append(f"page error: {e}\n{(e.stack or '')[:800]}"))
     page.on("requestfailed", lambda r: page.problems.append(f"request failed: {r.url} {r.failure}"))
     page.on("response", lambda r: r.status >= 400 and page.problems.append(f"HTTP {r.status}: {r.url}"))
     yield page
@@ -103,7 +103,7 @@ def kernel_client(server, runtime_dir: Path, timeout: float = 60.0):
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        files = sorted(runtime_dir.glob("kernel-*.json"), key=lambda p: p.stat().st_mtime)
+        files = sorted(runtime_dir.rglob("kernel-*.json"), key=lambda p: p.stat().st_mtime)
         if files:
             client = BlockingKernelClient(connection_file=str(files[-1]))
             client.load_connection_file()

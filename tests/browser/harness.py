@@ -87,7 +87,8 @@ def start_server(kind: str, root: Path, workdir: Path, env: dict, notebook: str 
                 f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"]
     elif kind == "voila":
         args = [sys.executable, "-m", "voila", str(root / notebook), "--no-browser", "--Voila.ip=127.0.0.1",
-                f"--Voila.port={port}", "--Voila.port_retries=0", f"--token={token}"]
+                f"--Voila.port={port}", "--Voila.port_retries=0", f"--token={token}",
+                f"--Voila.connection_dir_root={config / 'runtime'}"]
     else:
         raise ValueError(kind)
     log = workdir / f"{kind}-server.log"

@@ -36,6 +36,12 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def kernel_until(run, expression: str, what: str, timeout: float = 30.0) -> None:
+    """Evaluate ``expression`` in the kernel until it is true. Each check is its own
+    execution, so the widget messages from the browser queued behind it get handled."""
+    wait_until(lambda: run(f"print(bool({expression}))").strip().endswith("True"), timeout, what, interval=0.05)
+
+
 def run_notebook(page, server) -> None:
     """Open explorer.ipynb in the server's front end and run all cells."""
     if server.kind == "voila":
@@ -76,15 +82,21 @@ def screen_of_detector(page, y: float, x: float) -> tuple[float, float]:
     return box["x"] + view["offset_x"] + view["scale"] * x, box["y"] + view["offset_y"] + view["scale"] * y
 
 
+#: Problems of the front ends themselves, seen with a notebook of plain code cells too.
+KNOWN_UPSTREAM = (
+    "favicon",
+    # Notebook 7.6.5 raises this in notebook_core on every page load (settings schema)
+    "Cannot read properties of undefined (reading 'schema')",
+    # Voila 0.5's lab template also links Font Awesome from a CDN; its own bundle carries
+    # Font Awesome 5.15, so the icons render offline all the same
+    "cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free",
+)
+
 REFERENCE = """
 import json, os, time
 import h5py, numpy as np
 from stem_explorer.masks import rasterize
-deadline = time.monotonic() + 30  # browser messages may still be arriving
-while not (explorer.wait() is not None and not explorer.editor.dragging and explorer.editor.mask() is not None
-           and explorer.results.provenance["analyses"][0]["masks"]["image"] == explorer.editor.mask().to_dict()):
-    assert time.monotonic() < deadline, (explorer.status.value, explorer.editor.shapes)
-    time.sleep(0.05)
+explorer.wait()
 with h5py.File(os.environ["STEM_EXPLORER_DATA"]) as f:
     data = f["data/frames"][()].astype(np.float64)
 mask = explorer.editor.mask()
@@ -122,6 +134,9 @@ def test_explorer_in_the_browser(page, server, kernel, shots, browser_env):
     page.mouse.down()
     page.mouse.move(*screen_of_detector(page, cy, cx + radius), steps=6)
     page.mouse.up()
+    kernel_until(run, "explorer.wait() is not None and not explorer.editor.dragging and explorer.editor.mask() is not None"
+                 " and explorer.results.provenance['analyses'][0]['masks']['image'] == explorer.editor.mask().to_dict()",
+                 "the virtual image of the drawn disk")
     state = load_json(run(REFERENCE))
     assert state["error"] is None, state["error"]
     (disk,) = state["shapes"]
@@ -135,8 +150,10 @@ def test_explorer_in_the_browser(page, server, kernel, shots, browser_env):
     row, col = 5, 21
     before = detector.screenshot()
     page.mouse.click(*screen_of_scan(page, row, col))
+    kernel_until(run, "'frame at' in explorer.detector_label.value", "the click to reach the kernel")
     picked = load_json(run(
-        "import json, os, h5py, numpy as np\nexplorer.wait()\n"
+        "import json, os, time, h5py, numpy as np\n"
+        "explorer.wait()\n"
         "with h5py.File(os.environ['STEM_EXPLORER_DATA']) as f:\n"
         f"    frame = f['data/frames'][{row}, {col}]\n"
         "print(json.dumps({'equal': bool(np.array_equal(explorer.detector_image(), frame)), 'label': explorer.detector_label.value}))"
@@ -159,5 +176,5 @@ def test_explorer_in_the_browser(page, server, kernel, shots, browser_env):
     shots("zoomed")
     assert zoomed[0] > full[0] or zoomed[1] < full[1]
     run("explorer.close()")
-    real_problems = [p for p in page.problems if "favicon" not in p]
+    real_problems = [p for p in page.problems if not any(k in p for k in KNOWN_UPSTREAM)]
     assert not real_problems, real_problems
