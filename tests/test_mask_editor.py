@@ -17,7 +17,8 @@ from stem_explorer import masks as M
 from stem_explorer.errors import MaskError, StemExplorerError, WidgetError
 from stem_explorer.widgets import BundleError, MaskEditor
 from stem_explorer.widgets import _bundle
-from stem_explorer.widgets.mask_editor import COLORMAPS, robust_limits
+from stem_explorer.widgets.limits import robust_limits
+from stem_explorer.widgets.mask_editor import COLORMAPS
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE = shutil.which("node")

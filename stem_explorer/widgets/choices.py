@@ -58,8 +58,8 @@ class Beam:
 
 def estimate_beam(frame: np.ndarray) -> Beam:
     """The bright-field disk of a (sum) frame: the pixels above half way between the
-    median and the 99.9th percentile, their intensity-weighted centre and the radius of
-    a disk of the same area. Falls back to a disk at the centre with 1/8 of the smaller
+    median and the 99.9th percentile, their centre (weighted by intensity clipped at that
+    percentile) and the radius of a disk of the same area. Falls back to a disk at the centre with 1/8 of the smaller
     detector side when the frame has no clear disk."""
     frame = np.asarray(frame, dtype=np.float64)
     sy, sx = frame.shape
@@ -72,7 +72,7 @@ def estimate_beam(frame: np.ndarray) -> Beam:
     count = int(bright.sum())
     if count == 0 or count > 0.5 * frame.size:
         return fallback
-    weights = np.where(bright, finite - low, 0.0)
+    weights = np.where(bright, np.minimum(finite, high) - low, 0.0)  # a hot pixel weighs like a disk pixel
     total = weights.sum()
     ys, xs = np.indices(frame.shape)
     radius = math.sqrt(count / math.pi)

@@ -163,16 +163,13 @@ class Explorer(widgets.VBox):
         self.detector_source = widgets.ToggleButtons(
             options=[("sum", "sum"), ("frame", "frame"), ("ROI", "roi"), ("std", "std")], value="sum",
             tooltips=["sum of all frames", "frame picked in the navigation view", "sum over the ROI drawn in the navigation view", "standard deviation frame"],
-            style={"button_width": "52px"},
+            style={"button_width": "62px"},
         )
         self.detector_source.observe(self._on_detector_source, names="value")
-        self.detector_log = widgets.Checkbox(value=True, description="log", indent=False, layout={"width": "60px"})
-        self.detector_log.observe(lambda c: self._set_detector_log(c["new"]), names="value")
         self.editor.log = True
+        self.editor.observe(lambda _: self._rescale_detector(), names="log")
         self.detector_label = widgets.HTML()
-        self.detector_box = widgets.VBox(
-            [self.editor, widgets.HBox([self.detector_source, self.detector_log]), self.detector_label]
-        )
+        self.detector_box = widgets.VBox([self.editor, self.detector_source, self.detector_label])
 
         self.analysis = widgets.Dropdown(options=list(choices.ANALYSES), value="vd", description="analysis")
         self.com_rotation = widgets.FloatSlider(value=0.0, min=-180, max=180, step=0.5, description="rotation °")
@@ -459,10 +456,10 @@ class Explorer(widgets.VBox):
         self.nav.set_display(colormap=scheme)
         self.editor.colormap = name
 
-    def _set_detector_log(self, log: bool) -> None:
-        self.editor.log = log
+    def _rescale_detector(self) -> None:
+        """Robust colour limits for the new linear/log display of the detector view."""
         if self._detector_raw is not None:
-            self.editor.set_image(self._detector_raw)  # colour limits in the new domain
+            self.editor.set_image(self._detector_raw)
 
     def _on_limits(self) -> None:
         if self._showing_limits:

@@ -24,8 +24,9 @@ import traitlets
 from ..errors import MaskError, WidgetError
 from ..masks import Difference, Mask, Union, from_dict, is_empty
 from ._bundle import esm_path
+from .limits import robust_limits
 
-__all__ = ["COLORMAPS", "EDITABLE_KINDS", "OPS", "TOOLS", "MaskEditor", "robust_limits"]
+__all__ = ["COLORMAPS", "EDITABLE_KINDS", "OPS", "TOOLS", "MaskEditor"]
 
 #: Tools of the editor's toolbar (``"spots"`` draws symmetric_spots).
 TOOLS = ("select", "disk", "ring", "rectangle", "polygon", "point", "spots")
@@ -39,12 +40,6 @@ COLORMAPS = tuple(
 )
 #: Mask kinds the editor draws and edits.
 EDITABLE_KINDS = ("disk", "ring", "rectangle", "polygon", "point", "symmetric_spots")
-
-# Percentiles of the finite pixel values that set the default colour limits.
-_LIMIT_PERCENTILES = (0.5, 99.5)
-# Values sampled (evenly strided) for the default colour limits of a large image.
-_LIMIT_SAMPLE = 1 << 20
-
 
 @functools.lru_cache(maxsize=256)
 def _covers_no_pixel(mask: Mask, sig_shape: tuple[int, int]) -> bool:
@@ -87,29 +82,6 @@ def _float32_image(array) -> np.ndarray:
         )
     with np.errstate(over="ignore", invalid="ignore"):
         return np.ascontiguousarray(image, dtype="<f4")
-
-
-def robust_limits(image: np.ndarray, log: bool = False) -> tuple[float, float]:
-    """Colour limits from the 0.5 and 99.5 percentiles of the finite values of ``image``.
-
-    With ``log`` the percentiles are taken of ``log1p(max(v, 0))`` and mapped back, so the
-    limits are always in data units. Large images are sampled (every k-th value).
-    Returns ``(0, 1)`` when there is no finite value, and ``hi > lo`` always.
-    """
-    flat = np.asarray(image, dtype=np.float32).ravel()
-    flat = flat[:: max(1, flat.size // _LIMIT_SAMPLE)]
-    values = flat[np.isfinite(flat)].astype(np.float64)
-    if values.size == 0:
-        return 0.0, 1.0
-    if log:
-        values = np.log1p(np.maximum(values, 0))
-    lo, hi = np.percentile(values, _LIMIT_PERCENTILES)
-    if log:
-        lo, hi = np.expm1(lo), np.expm1(hi)
-    lo, hi = float(lo), float(hi)
-    if not hi > lo:
-        hi = lo + max(abs(lo), 1.0)
-    return lo, hi
 
 
 class MaskEditor(anywidget.AnyWidget):

@@ -18,6 +18,7 @@ import numpy as np
 from bqplot_image_gl import ImageGL
 from bqplot_image_gl.interacts import MouseInteraction
 
+from .limits import robust_limits
 from .pyramid import Pyramid, Tile
 from .throttle import Throttle
 
@@ -25,22 +26,6 @@ from .throttle import Throttle
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "Greys")
 #: Interaction modes of the view: click/drag picks, rectangle ROI, or pan only.
 MODES = ("pick", "roi", "pan")
-
-
-def robust_limits(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
-    """Colour limits at the ``low``/``high`` percentiles of the finite values, so a few
-    hot pixels do not wash the image out. Always returns ``vmin < vmax``."""
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
-        return 0.0, 1.0
-    if finite.size > 1_000_000:  # a strided sample is plenty for percentiles
-        finite = finite[:: finite.size // 1_000_000]
-    vmin, vmax = (float(v) for v in np.percentile(finite, [low, high]))
-    if not vmax > vmin:
-        vmin, vmax = float(finite.min()), float(finite.max())
-    if not vmax > vmin:
-        vmin, vmax = vmin - 0.5, vmin + 0.5
-    return vmin, vmax
 
 
 def display_values(image: np.ndarray, log: bool) -> np.ndarray:

@@ -1,0 +1,284 @@
+"""The explorer's Python side: views, pyramid, throttle, choices, and the Explorer on a
+real LocalCluster (results against plain numpy, bad input shown in the widget)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from stem_explorer.masks import Disk, Ring, rasterize
+from stem_explorer.sample import make_sample
+from stem_explorer.widgets import Explorer, ImageView
+from stem_explorer.widgets import choices
+from stem_explorer.widgets.export import colorize, colormap_lut, save_png
+from stem_explorer.widgets.pyramid import Pyramid, halve
+from stem_explorer.widgets.throttle import Throttle
+from stem_explorer.widgets.views import as_image, display_values
+
+
+# -- pyramid ---------------------------------------------------------------------------
+def test_halve_ignores_nan_and_pads_odd_edges():
+    image = np.arange(15, dtype=np.float32).reshape(3, 5)
+    image[0, 0] = np.nan
+    half = halve(image)
+    assert half.shape == (2, 3)
+    assert half[0, 0] == pytest.approx(np.nanmean([np.nan, 1, 5, 6]))
+    assert half[1, 2] == image[2, 4]  # the corner block holds one real pixel
+    assert np.isnan(halve(np.full((2, 2), np.nan, np.float32))).all()
+
+
+def test_pyramid_tiles_fit_the_budget_and_zoomed_regions_are_full_resolution():
+    image = np.random.default_rng(0).random((2048, 1536)).astype(np.float32)
+    pyramid = Pyramid(image)
+    whole = pyramid.tile(0, 2048, 0, 1536, budget=512)
+    assert max(whole.data.shape) <= 512 and whole.step == 4
+    assert (whole.y0, whole.y1, whole.x0, whole.x1) == (0, 2048, 0, 1536)
+    np.testing.assert_allclose(whole.data[0, 0], image[:4, :4].mean(), rtol=1e-6)
+    zoom = pyramid.tile(100.5, 400, 200, 500.2, budget=512)
+    assert zoom.step == 1
+    np.testing.assert_array_equal(zoom.data, image[zoom.y0 : zoom.y1, zoom.x0 : zoom.x1])
+    assert (zoom.y0, zoom.x0) == (100, 200) and zoom.y1 >= 400 and zoom.x1 >= 500
+    off = pyramid.tile(5000, 6000, 0, 10, budget=512)  # panned away: the whole image
+    assert (off.y0, off.y1) == (0, 2048)
+    with pytest.raises(ValueError, match="2-D"):
+        Pyramid(np.zeros(5))
+
+
+# -- throttle --------------------------------------------------------------------------
+def test_throttle_sends_the_newest_value_at_most_max_rate():
+    sent, done = [], threading.Event()
+
+    def send(value):
+        sent.append((time.perf_counter(), value))
+        if value == 199:
+            done.set()
+
+    throttle = Throttle(send, max_rate=20)
+    for i in range(200):
+        throttle.submit(i)
+        time.sleep(0.002)
+    assert done.wait(2), "the newest value was never sent"
+    gaps = np.diff([t for t, _ in sent])
+    assert len(sent) < 30 and (gaps >= 0.045).all()
+    assert sent[-1][1] == 199
+
+
+def test_throttle_drop_and_errors():
+    errors = []
+    throttle = Throttle(lambda v: 1 / 0, max_rate=1000, on_error=errors.append)
+    throttle.submit(1)
+    assert isinstance(errors[0], ZeroDivisionError)
+    got = []
+    slow = Throttle(got.append, max_rate=2)
+    slow.submit("first")
+    slow.submit("stale")
+    slow.drop()
+    time.sleep(0.7)
+    assert got == ["first"]
+    with pytest.raises(ValueError, match="max_rate"):
+        Throttle(print, max_rate=0)
+
+
+# -- views ----------------------------------------------------------------------------
+def test_as_image_and_log_display():
+    assert as_image(np.arange(5)).shape == (1, 5)
+    assert as_image(np.zeros((2, 3, 4))).shape == (6, 4)
+    values = display_values(np.array([[-1.0, 0.0, np.e - 1, np.nan]]), log=True)
+    np.testing.assert_allclose(values[0, :3], [0.0, 0.0, 1.0])
+    assert np.isnan(values[0, 3])
+
+
+def test_image_view_sends_binary_tiles_and_keeps_the_aspect_ratio():
+    view = ImageView(budget=64, max_rate=1000)
+    image = np.random.default_rng(1).random((200, 100)).astype(np.float32)
+    image[:10] = np.nan
+    view.set_image(image)
+    view._throttle.flush()
+    assert view.mark.image.dtype == np.float32 and max(view.mark.image.shape) <= 64
+    assert tuple(view.mark.y) == (0.0, 200.0) and tuple(view.mark.x) == (0.0, 100.0)
+    assert view.figure.min_aspect_ratio == view.figure.max_aspect_ratio
+    area_w = float(view.figure.layout.width[:-2]) - 45 - 70
+    area_h = float(view.figure.layout.height[:-2]) - 60
+    assert area_w / area_h == pytest.approx(0.5, abs=0.02)
+    lo, hi = view.limits
+    assert np.nanpercentile(image, 0.4) <= lo < hi <= np.nanpercentile(image, 99.6)
+    # zooming in (the browser moves the scales) sends the full-resolution region
+    with view.x_scale.hold_sync(), view.y_scale.hold_sync():
+        view.x_scale.min, view.x_scale.max = 10.0, 40.0
+        view.y_scale.min, view.y_scale.max = 60.0, 20.0
+    view._throttle.flush()
+    np.testing.assert_array_equal(view.mark.image, image[20:60, 10:40])
+    view.set_limits(0.2, 0.3)
+    assert view.limits == (0.2, 0.3)
+    with pytest.raises(ValueError, match="vmin < vmax"):
+        view.set_limits(0.3, np.nan)
+
+
+def test_image_view_pick_and_roi_events():
+    view = ImageView(max_rate=1000)
+    view.set_image(np.zeros((10, 20)))
+    picks, rois = [], []
+    view.on_pick(lambda r, c: picks.append((r, c)))
+    view.on_roi(lambda *box: rois.append(box))
+    view._on_mouse(None, {"event": "click", "domain": {"x": 12.7, "y": 3.2}}, [])
+    view._on_mouse(None, {"event": "click", "domain": {"x": 25.0, "y": 3.0}}, [])  # outside
+    assert picks == [(3, 12)] and list(view.marker.x) == [12.5]  # pixel centre
+    view.mode.value = "roi"
+    assert view.figure.interaction is view._brush
+    view._brush.selected_x, view._brush.selected_y = np.array([2.2, 5.9]), np.array([1.0, 3.6])
+    view._on_brush({"new": False})
+    assert rois == [(1, 4, 2, 6)]  # pixel (r, c) spans [r, r+1) x [c, c+1): centres inside are rows 1..3, columns 2..5
+
+
+# -- choices --------------------------------------------------------------------------
+def test_estimate_beam_finds_the_disk():
+    yy, xx = np.indices((64, 80))
+    frame = np.where((yy - 30.0) ** 2 + (xx - 45.0) ** 2 <= 8.0**2, 1000.0, 5.0)
+    frame[0, 0] = 1e6  # a hot pixel must not move the estimate
+    beam = choices.estimate_beam(frame)
+    assert beam.cy == pytest.approx(30, abs=0.3) and beam.cx == pytest.approx(45, abs=0.3)
+    assert beam.radius == pytest.approx(8, abs=0.5)
+    flat = choices.estimate_beam(np.ones((32, 48)))
+    assert (flat.cy, flat.cx, flat.radius) == (15.5, 23.5, 4.0)
+    ring = beam.annulus((64, 80))
+    assert ring.r_inner > beam.radius and ring.r_outer <= 30
+
+
+def test_build_analysis_and_result_keys():
+    beam = choices.Beam(20.0, 21.0, 5.0)
+    with pytest.raises(choices.NeedsMask):
+        choices.build_analysis(choices.Choice("vd"), None, beam)
+    com = choices.build_analysis(choices.Choice("com", com_rotation=12.0), Disk(19, 22, 9), beam)
+    assert (com.center, com.radius, com.scan_rotation) == ((19, 22), 9, 12.0)
+    assert choices.result_key(choices.Choice("com", com_component="curl"), com) == "com/curl"
+    whole = choices.build_analysis(choices.Choice("com"), Ring(1, 2, 3, 4), beam)
+    assert whole.radius is None and whole.center == (20.0, 21.0)
+    with pytest.raises(ValueError, match="finite"):
+        choices.build_analysis(choices.Choice("com", com_rotation=float("nan")), None, beam)
+    radial = choices.build_analysis(choices.Choice("radial", radial_bins=8), None, beam)
+    assert radial.n_bins == 8 and choices.result_key(choices.Choice("radial"), radial) == "radial/profile"
+    with pytest.raises(ValueError, match="unknown analysis"):
+        choices.build_analysis(choices.Choice("nope"), None, beam)
+
+
+# -- export ---------------------------------------------------------------------------
+def test_colorize_and_png(tmp_path):
+    lut = colormap_lut("gray")
+    assert lut.shape == (256, 3) and tuple(lut[0]) == (0, 0, 0) and tuple(lut[-1]) == (255, 255, 255)
+    rgba = colorize(np.array([[0.0, 1.0, np.nan]]), 0.0, 1.0, "viridis")
+    assert tuple(rgba[0, 0, :3]) == (0x44, 0x01, 0x54) and rgba[0, 2, 3] == 0
+    path = save_png(tmp_path / "v.png", np.random.rand(8, 9), 0, 1, "magma")
+    from PIL import Image
+
+    assert Image.open(path).size == (9, 8)
+    with pytest.raises(ValueError, match="unknown colour map"):
+        colormap_lut("jet")
+
+
+# -- the Explorer on a real cluster ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    path = make_sample(tmp_path_factory.mktemp("explorer") / "s.h5", nav_shape=(12, 20), sig_shape=(40, 36))
+    with h5py.File(path) as f:
+        data = f["data/frames"][()].astype(np.float64)
+    return path, data
+
+
+@pytest.fixture(scope="module")
+def explorer(sample, tmp_path_factory):
+    e = Explorer(str(sample[0]), n_workers=2, export_dir=str(tmp_path_factory.mktemp("exports")))
+    e.wait(120)
+    yield e
+    e.close()
+
+
+@pytest.mark.cluster
+def test_explorer_opens_with_the_bright_field_image(explorer, sample):
+    _, data = sample
+    assert explorer.error is None
+    np.testing.assert_array_equal(explorer.detector_image(), data.sum(axis=(0, 1)))
+    (disk,) = explorer.editor.shapes
+    assert disk["kind"] == "disk"
+    reference = np.einsum("abyx,yx->ab", data, rasterize(explorer.editor.mask(), data.shape[2:]))
+    np.testing.assert_allclose(explorer.results["vd/image"].data, reference, rtol=1e-6)
+    np.testing.assert_allclose(explorer.navigation_image(), reference, rtol=1e-6)
+
+
+@pytest.mark.cluster
+def test_explorer_mask_changes_pick_roi_and_analyses(explorer, sample):
+    _, data = sample
+    explorer.analysis.value = "vd"
+    explorer.editor.shapes = [
+        {"kind": "rectangle", "y0": 3, "x0": 4, "height": 10, "width": 30, "op": "add"},
+        {"kind": "disk", "cy": 8, "cx": 10, "radius": 3, "op": "subtract"},
+    ]
+    explorer.wait(60)
+    reference = np.einsum("abyx,yx->ab", data, rasterize(explorer.editor.mask(), data.shape[2:]))
+    np.testing.assert_allclose(explorer.results["vd/image"].data, reference, rtol=1e-6)
+    explorer._pick(7, 13)
+    explorer.wait(60)
+    np.testing.assert_array_equal(explorer.detector_image(), data[7, 13])
+    explorer._roi(2, 5, 3, 9)
+    explorer.wait(60)
+    np.testing.assert_array_equal(explorer.detector_image(), data[2:5, 3:9].sum(axis=(0, 1)))
+    for kind, key in [("com", "com/magnitude"), ("radial", "radial/profile"), ("fem", "fem/normalized_variance")]:
+        explorer.analysis.value = kind
+        explorer.wait(60)
+        assert explorer.error is None and key in explorer.results
+    explorer.analysis.value = "std"
+    explorer.wait(60)
+    np.testing.assert_allclose(explorer.detector_image(), data.reshape(-1, *data.shape[2:]).std(axis=0), rtol=1e-5)
+    explorer.analysis.value = "vd"
+    explorer.wait(60)
+    assert "session.compute(VirtualDetector(" in explorer.code()
+    h5 = explorer.export_hdf5()
+    with h5py.File(h5) as f:
+        assert "provenance" in f.attrs or any("provenance" in k for k in f.attrs)
+    assert explorer.export_png().exists()
+    assert len(explorer.export_tiff()) >= 1
+
+
+@pytest.mark.cluster
+def test_explorer_shows_hints_for_bad_masks(explorer):
+    explorer.analysis.value = "vd"
+    explorer.editor.shapes = [{"kind": "polygon", "vertices": [[1, 1], [5, 5]], "op": "add"}]
+    assert "3" in explorer.editor.hint and explorer.editor.shapes == []
+    assert "draw a mask" in explorer.status.value
+    explorer.editor.shapes = [{"kind": "disk", "cy": 500, "cx": 500, "radius": 3, "op": "add"}]
+    assert explorer.editor.shapes == [] and explorer.editor.hint
+    explorer.editor.shapes = [{"kind": "disk", "cy": 0, "cx": 0, "radius": 6, "op": "add"}]  # partly outside: clipped
+    explorer.wait(60)
+    assert explorer.error is None and explorer.results is not None
+
+
+def test_explorer_shows_a_data_set_that_fails_to_open(tmp_path):
+    missing = tmp_path / "nope.h5"
+    e = Explorer(str(missing))
+    try:
+        assert e.session is None
+        assert "could not open the data set" in e.status.value and "nope.h5" in e.status.value
+        assert "se-error" in e.status.value
+    finally:
+        e.close()
+
+
+@pytest.mark.cluster
+def test_explorer_reports_a_lost_cluster_and_reconnects(sample):
+    e = Explorer(str(sample[0]), n_workers=1)
+    try:
+        e.wait(120)
+        e.session._cluster.close()  # the cluster goes away under the explorer
+        e.session.client.close()
+        e.refresh()
+        assert "cluster went away" in e.status.value
+        assert e.reconnect_button.layout.display != "none"
+        e._reconnect()
+        e.wait(120)
+        assert e.error is None or "cluster" not in e.status.value
+        assert e.results is not None and e.reconnect_button.layout.display == "none"
+    finally:
+        e.close()
