@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from harness import CHROMIUM, launch_browser, start_server
+from stem_explorer.browser_testing import CHROMIUM, kernel_client, launch_browser, run_in_kernel, start_server
 
 from stem_explorer.sample import make_sample
 
@@ -97,46 +96,13 @@ def shots(page, request):
     return Shots(page, request.node.name.replace("[", "-").replace("]", ""))
 
 
-def kernel_client(server, runtime_dir: Path, timeout: float = 60.0):
-    """A jupyter_client connected to the (only) kernel the server started."""
-    from jupyter_client import BlockingKernelClient
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        files = sorted(runtime_dir.rglob("kernel-*.json"), key=lambda p: p.stat().st_mtime)
-        if files:
-            client = BlockingKernelClient(connection_file=str(files[-1]))
-            client.load_connection_file()
-            client.start_channels()
-            client.wait_for_ready(timeout=30)
-            return client
-        time.sleep(0.3)
-    raise AssertionError(f"no kernel connection file in {runtime_dir}")
-
-
-def run_in_kernel(client, code: str, timeout: float = 120.0) -> str:
-    """Execute ``code`` in the notebook's kernel; return its stdout (fails on an error)."""
-    out, errors = [], []
-
-    def hook(msg):
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "stream":
-            out.append(content["text"])
-        elif kind == "error":
-            errors.append("\n".join(content["traceback"]))
-
-    reply = client.execute_interactive(code, timeout=timeout, output_hook=hook, store_history=False)
-    assert reply["content"]["status"] == "ok" and not errors, "".join(errors)[-3000:]
-    return "".join(out)
-
-
 @pytest.fixture
 def kernel(server, browser_env):
     """Lazily connects to the server's kernel (call it once the notebook runs)."""
     clients = []
 
     def connect():
-        client = kernel_client(server, browser_env["work"] / f"jupyter-{server.kind}" / "runtime")
+        client = kernel_client(server.runtime_dir)
         clients.append(client)
         return lambda code, timeout=120.0: run_in_kernel(client, code, timeout)
 

@@ -9,7 +9,6 @@ kernel's virtual image equals a numpy reference for that disk), click a scan pos
 from __future__ import annotations
 
 import io
-import json
 import time
 
 import numpy as np
@@ -17,6 +16,8 @@ import pytest
 from PIL import Image
 
 from conftest import NAV, SIG, load_json
+
+from stem_explorer.browser_testing import detector_point, run_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.cluster]
 
@@ -42,30 +43,6 @@ def kernel_until(run, expression: str, what: str, timeout: float = 30.0) -> None
     wait_until(lambda: run(f"print(bool({expression}))").strip().endswith("True"), timeout, what, interval=0.05)
 
 
-def run_notebook(page, server) -> None:
-    """Open explorer.ipynb in the server's front end and run all cells."""
-    if server.kind == "voila":
-        page.goto(server.url(""))  # voila renders (and runs) the notebook it serves
-        return
-    path = "lab/tree/explorer.ipynb" if server.kind == "lab" else "notebooks/explorer.ipynb"
-    page.goto(server.url(path))
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_function("() => document.body.innerHTML.includes('Idle')", timeout=60_000)  # the kernel is up
-    started = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
-    for _attempt in range(4):  # the first click can land before the kernel connection is ready
-        accept = page.locator(".jp-Dialog .jp-mod-accept")  # e.g. "Select Kernel": take the proposed one
-        if accept.count():
-            accept.first.click()
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        try:
-            page.wait_for_function(started, timeout=10_000)
-            return
-        except Exception:
-            page.keyboard.press("Escape")
-    raise AssertionError("Run All Cells did not start the notebook")
-
-
 def nav_plot_box(page) -> dict:
     """Screen box of the navigation image (the bqplot plot area)."""
     return page.locator(".se-nav-view .plotarea_events").bounding_box()
@@ -74,12 +51,6 @@ def nav_plot_box(page) -> dict:
 def screen_of_scan(page, row: float, col: float) -> tuple[float, float]:
     box = nav_plot_box(page)
     return box["x"] + (col + 0.5) / NAV[1] * box["width"], box["y"] + (row + 0.5) / NAV[0] * box["height"]
-
-
-def screen_of_detector(page, y: float, x: float) -> tuple[float, float]:
-    view = json.loads(page.get_attribute(".se-mask-editor", "data-view"))
-    box = page.locator(".se-mask-editor-canvas").bounding_box()
-    return box["x"] + view["offset_x"] + view["scale"] * x, box["y"] + view["offset_y"] + view["scale"] * y
 
 
 #: Problems of the front ends themselves, seen with a notebook of plain code cells too.
@@ -130,9 +101,9 @@ def test_explorer_in_the_browser(page, server, kernel, shots, browser_env):
     page.click(".se-mask-editor [data-tool='disk']")
     cy, cx, radius = SIG[0] / 2 - 3, SIG[1] / 2 + 2, 7.0
     before = nav.screenshot()
-    page.mouse.move(*screen_of_detector(page, cy, cx))
+    page.mouse.move(*detector_point(page, cy, cx))
     page.mouse.down()
-    page.mouse.move(*screen_of_detector(page, cy, cx + radius), steps=6)
+    page.mouse.move(*detector_point(page, cy, cx + radius), steps=6)
     page.mouse.up()
     kernel_until(run, "explorer.wait() is not None and not explorer.editor.dragging and explorer.editor.mask() is not None"
                  " and explorer.results.provenance['analyses'][0]['masks']['image'] == explorer.editor.mask().to_dict()",

@@ -1,4 +1,4 @@
-"""Real Jupyter servers and a real Chromium for the browser tests.
+"""Real Jupyter servers and a real Chromium, for the browser tests and the browser benchmark.
 
 Servers (JupyterLab, Notebook 7, Voila) bind to 127.0.0.1 with a random token, run in
 their own process group with a fresh config/runtime folder, and are stopped by PID.
@@ -8,6 +8,7 @@ never downloads a browser here.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
@@ -48,7 +49,7 @@ class Server:
     port: int
     token: str
     log: Path
-    failed_requests: list = field(default_factory=list)
+    runtime_dir: Path  # the kernels' connection files are under it
 
     def url(self, path: str) -> str:
         sep = "&" if "?" in path else "?"
@@ -93,7 +94,7 @@ def start_server(kind: str, root: Path, workdir: Path, env: dict, notebook: str 
         raise ValueError(kind)
     log = workdir / f"{kind}-server.log"
     process = subprocess.Popen(args, env=server_env, cwd=root, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(kind, process, port, token, log)
+    server = Server(kind, process, port, token, log, config / "runtime")
     probe = server.url("api/status" if kind != "voila" else "")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -117,3 +118,67 @@ def launch_browser(playwright, user_data_dir: Path):
         headless=True,
         viewport={"width": 1400, "height": 1000},
     )
+
+
+def kernel_client(runtime_dir: Path, timeout: float = 60.0):
+    """A jupyter_client connected to the (only) kernel the server started."""
+    from jupyter_client import BlockingKernelClient
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = sorted(runtime_dir.rglob("kernel-*.json"), key=lambda p: p.stat().st_mtime)
+        if files:
+            client = BlockingKernelClient(connection_file=str(files[-1]))
+            client.load_connection_file()
+            client.start_channels()
+            client.wait_for_ready(timeout=30)
+            return client
+        time.sleep(0.3)
+    raise AssertionError(f"no kernel connection file in {runtime_dir}")
+
+
+def run_in_kernel(client, code: str, timeout: float = 120.0) -> str:
+    """Execute ``code`` in the notebook's kernel; return its stdout (fails on an error)."""
+    out, errors = [], []
+
+    def hook(msg):
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            out.append(content["text"])
+        elif kind == "error":
+            errors.append("\n".join(content["traceback"]))
+
+    reply = client.execute_interactive(code, timeout=timeout, output_hook=hook, store_history=False)
+    assert reply["content"]["status"] == "ok" and not errors, "".join(errors)[-3000:]
+    return "".join(out)
+
+
+def run_notebook(page, server) -> None:
+    """Open explorer.ipynb in the server's front end and run all cells."""
+    if server.kind == "voila":
+        page.goto(server.url(""))  # voila renders (and runs) the notebook it serves
+        return
+    path = "lab/tree/explorer.ipynb" if server.kind == "lab" else "notebooks/explorer.ipynb"
+    page.goto(server.url(path))
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_function("() => document.body.innerHTML.includes('Idle')", timeout=60_000)  # the kernel is up
+    started = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"
+    for _attempt in range(4):  # the first click can land before the kernel connection is ready
+        accept = page.locator(".jp-Dialog .jp-mod-accept")  # e.g. "Select Kernel": take the proposed one
+        if accept.count():
+            accept.first.click()
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(started, timeout=10_000)
+            return
+        except Exception:
+            page.keyboard.press("Escape")
+    raise AssertionError("Run All Cells did not start the notebook")
+
+
+def detector_point(page, y: float, x: float) -> tuple[float, float]:
+    """Page coordinates of detector pixel (y, x) in the mask editor's canvas."""
+    view = json.loads(page.get_attribute(".se-mask-editor", "data-view"))
+    box = page.locator(".se-mask-editor-canvas").bounding_box()
+    return box["x"] + view["offset_x"] + view["scale"] * x, box["y"] + view["offset_y"] + view["scale"] * y
