@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +55,10 @@ def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 120.0)
     raise StemExplorerError(f"the Jupyter server did not answer {url} within {timeout:.0f} s")
 
 
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_lab(data_path: Path, *, port: int = 8888, open_notebook: str = "explorer.ipynb") -> int:
     """Start JupyterLab (bound to 127.0.0.1) on the notebooks folder with ``open_notebook``
     open and ``data_path`` as the data set; print the URL; run until interrupted."""
@@ -69,6 +74,7 @@ def run_lab(data_path: Path, *, port: int = 8888, open_notebook: str = "explorer
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={notebooks}",
     ]
     process = subprocess.Popen(command, env=env)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill` stops the server too, like Ctrl-C
     try:
         wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", process)
         url = f"http://127.0.0.1:{port}/lab/tree/{open_notebook}?token={token}"

@@ -1,0 +1,133 @@
+"""Browser benchmark: mouse-up on a mask change -> first updated navigation image.
+
+``python -m benchmarks.browser`` starts JupyterLab on 127.0.0.1 with the explorer
+notebook on the 256 x 256 x 128 x 128 uint16 sample (embedded LocalCluster), draws a
+disk in the mask editor with Chromium's mouse, and times from the pointer-up event (in
+the page) to the first WebGL draw of the navigation view's canvas after it (the first
+partial image of the new job on screen). Prints the median/min/max and a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from stem_explorer.browser_testing import detector_point, kernel_client, launch_browser, run_in_kernel, run_notebook, start_server
+from stem_explorer.sample import ensure_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs before the page's own scripts: timestamps every WebGL draw per canvas and every
+# pointer-up, so latency is measured inside the browser, not across the Playwright link.
+INSTRUMENT = """
+(() => {
+  window.__draws = [];
+  window.__pointerUps = [];
+  const ids = new WeakMap();
+  let next = 0;
+  for (const proto of [WebGLRenderingContext.prototype, (window.WebGL2RenderingContext || {}).prototype]) {
+    if (!proto) continue;
+    for (const name of ['drawArrays', 'drawElements']) {
+      const original = proto[name];
+      proto[name] = function (...args) {
+        const canvas = this.canvas;
+        if (!ids.has(canvas)) { ids.set(canvas, ++next); canvas.dataset.drawId = String(next); }
+        window.__draws.push([performance.now(), ids.get(canvas)]);
+        return original.apply(this, args);
+      };
+    }
+  }
+  window.addEventListener('pointerup', () => window.__pointerUps.push(performance.now()), true);
+})();
+"""
+
+FIRST_DRAW_AFTER = """
+([up, id]) => {
+  const later = window.__draws.filter(([t, c]) => c === id && t > up);
+  return later.length ? later[0][0] - up : null;
+}
+"""
+
+
+def measure(repeat: int, nav: tuple, sig: tuple, folder: Path) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    data = ensure_sample(folder, nav, sig)
+    work = Path(tempfile.mkdtemp(prefix="stem-explorer-browser-bench-"))
+    root = work / "notebooks"
+    shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns("*.h5", ".ipynb_checkpoints"))
+    server = start_server("lab", root, work, {"STEM_EXPLORER_DATA": str(data), "PYTHONPATH": str(ROOT)})
+    latencies = []
+    try:
+        with sync_playwright() as p:
+            context = launch_browser(p, work / "profile")
+            page = context.new_page()
+            page.add_init_script(INSTRUMENT)
+            run_notebook(page, server)
+            page.wait_for_selector(".se-mask-editor[data-image-ready='1']", timeout=300_000)
+            client = kernel_client(server.runtime_dir)
+            run = lambda code: run_in_kernel(client, code, timeout=300)  # noqa: E731
+            run("explorer.wait(300)")
+            nav_canvas = page.locator(".se-nav-view canvas").first
+            cy, cx = sig[0] / 2, sig[1] / 2
+            for i in range(repeat + 1):  # the first is a warm-up
+                run("explorer.editor.clear(); explorer.wait(300)")
+                time.sleep(0.5)
+                page.click(".se-mask-editor [data-tool='disk']")
+                nav_id = int(nav_canvas.get_attribute("data-draw-id") or 0)
+                radius = 6 + (i % 5) * 2
+                page.mouse.move(*detector_point(page, cy, cx))
+                page.mouse.down()
+                page.mouse.move(*detector_point(page, cy, cx + radius), steps=3)
+                page.mouse.up()
+                up = page.evaluate("() => window.__pointerUps[window.__pointerUps.length - 1]")
+                deadline = time.monotonic() + 30
+                latency = None
+                while latency is None and time.monotonic() < deadline:
+                    latency = page.evaluate(FIRST_DRAW_AFTER, [up, nav_id])
+                    time.sleep(0.01)
+                if latency is None:
+                    raise RuntimeError("the navigation view was not redrawn within 30 s of the mouse-up")
+                run("explorer.wait(300)")
+                if i:
+                    latencies.append(latency)
+            run("explorer.close()")
+            client.stop_channels()
+            context.close()
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "workload": "browser: mouse-up on a mask change -> first updated navigation image",
+        "data": f"{nav[0]}x{nav[-1]}x{sig[0]}x{sig[1]} uint16",
+        "repeat": repeat,
+        "median_ms": statistics.median(latencies),
+        "min_ms": min(latencies),
+        "max_ms": max(latencies),
+        "all_ms": [round(v, 1) for v in latencies],
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.browser", description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--nav-shape", type=int, nargs=2, default=[256, 256])
+    parser.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
+    parser.add_argument("--dir", default=str(ROOT / "sample_data"))
+    args = parser.parse_args(argv)
+    result = measure(args.repeat, tuple(args.nav_shape), tuple(args.sig_shape), Path(args.dir))
+    print(f"{result['workload']}: median {result['median_ms']:.0f} ms "
+          f"(min {result['min_ms']:.0f}, max {result['max_ms']:.0f}; {result['repeat']} runs, {result['data']})")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
