@@ -294,18 +294,10 @@ class Explorer(widgets.VBox):
             self._show_error(exc)
             return
         with self._lock:
-            if self._nav_job is not None:
-                self._nav_job.cancel()
             self._analysis = analysis
             self._key = choices.result_key(choice, analysis)
-            try:
-                job = self.session.run(analysis, on_partial=self._on_nav_partial)
-            except Exception as exc:
-                self._nav_job = None
-                self._handle_failure(exc)
+            if self._replace_job("_nav_job", analysis, self._on_nav_partial, self._on_nav_done) is None:
                 return
-            self._nav_job = job
-            self._watch_in_thread(job, self._on_nav_done)
         self._set_status(f"computing {dict((k, v) for v, k in choices.ANALYSES)[choice.kind]} ...")
 
     def _on_nav_partial(self, progress) -> None:
@@ -337,17 +329,24 @@ class Explorer(widgets.VBox):
 
     def _start_detector(self, analysis, first: bool = False) -> None:
         with self._lock:
-            if self._detector_job is not None:
-                self._detector_job.cancel()
             self._detector_first = first
-            try:
-                job = self.session.run(analysis, on_partial=self._on_detector_partial)
-            except Exception as exc:
-                self._detector_job = None
-                self._handle_failure(exc)
-                return
-            self._detector_job = job
-            self._watch_in_thread(job, self._on_detector_done)
+            self._replace_job("_detector_job", analysis, self._on_detector_partial, self._on_detector_done)
+
+    def _replace_job(self, slot: str, analysis, on_partial, on_done):
+        """Cancel the job in ``slot`` and start ``analysis`` there (caller holds the lock);
+        None when it could not start (the failure is shown)."""
+        previous = getattr(self, slot)
+        if previous is not None:
+            previous.cancel()
+        try:
+            job = self.session.run(analysis, on_partial=on_partial)
+        except Exception as exc:
+            setattr(self, slot, None)
+            self._handle_failure(exc)
+            return None
+        setattr(self, slot, job)
+        self._watch_in_thread(job, on_done)
+        return job
 
     def _on_detector_partial(self, progress) -> None:
         job = self._detector_job
