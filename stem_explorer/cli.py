@@ -196,7 +196,7 @@ def cmd_demo(args) -> int:
     with Session(dataset, n_workers=args.workers) as session:
         print(f"cluster dashboard: {session.dashboard_link}")
         results, stats = _run_with_progress(session, chosen)
-        out = folder / "demo_results.h5"
+        out = path.parent / "demo_results.h5"
         results.save(out)
         print(_summary([a.label for a in chosen], dataset, stats, session.n_workers, out))
     err = abs(results["com/shift_y"].data - truth.shift_y).mean()
