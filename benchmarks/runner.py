@@ -39,6 +39,8 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table", help="stdout: table or JSON lines")
     p.add_argument("--no-libertem", action="store_true", help="skip the LiberTEM column even when installed")
     p.add_argument("--no-cold-start", action="store_true", help="skip the cold-start measurement")
+    p.add_argument("--hdfs", action="store_true", help="run the HDFS locality benchmark instead "
+                   "(benchmarks/hdfs.py; its options: --hdfs --help)")
     return p
 
 
@@ -160,6 +162,11 @@ def measure(args) -> list[dict]:
 
 def main(argv=None, prog: str = "python -m benchmarks") -> int:
     """Run the benchmark with command-line ``argv``; print the table or JSON lines."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--hdfs" in argv:
+        from . import hdfs
+
+        return hdfs.main([a for a in argv if a != "--hdfs"], prog=f"{prog} --hdfs")
     args = build_parser(prog).parse_args(argv)
     if args.repeat < 1 or args.workers < 1:
         print(f"{prog}: error: --repeat and --workers must be >= 1", file=sys.stderr)

@@ -27,6 +27,7 @@ from .analyses import (
 )
 from .errors import StemExplorerError
 from .io import DataSet, open_dataset
+from .io.ingest import ingest
 from .results import ResultArray, Results
 from .session import Session
 
@@ -47,6 +48,7 @@ __all__ = [
     "SumFrame",
     "VirtualDetector",
     "__version__",
+    "ingest",
     "masks",
     "open_dataset",
 ]

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from hdfs_fixtures import hdfs, hdfs_client  # noqa: F401  (session-scoped HDFS test cluster)
+
 #: Real detector files with reference results, beside the checkout (``../shared``);
 #: not part of the project, so tests skip when the folder is absent.
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"

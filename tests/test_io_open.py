@@ -71,9 +71,10 @@ def test_missing_path_and_bad_inputs(tmp_path):
         open_dataset(tmp_path / "x.weird", format="tiff")
 
 
-def test_hdfs_not_available_yet():
-    with pytest.raises(DataSetError, match="HDFS support is not available yet.*hdfs"):
-        open_dataset("hdfs://namenode:8020/data/scan")
+def test_unreachable_hdfs_and_unknown_schemes(monkeypatch):
+    monkeypatch.delenv("HADOOP_CONF_DIR", raising=False)
+    with pytest.raises(DataSetError, match="cannot find the WebHDFS server"):
+        open_dataset("hdfs://127.0.0.1:1/data/scan")
     with pytest.raises(DataSetError, match="no reader handles s3:// URLs"):
         open_dataset("s3://bucket/scan")
 

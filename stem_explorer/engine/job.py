@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import JobCancelledError
 from ..io.base import DataSet
+from .locality import WorkerIndex, is_local, worker_addresses
 from .tasks import PartitionResult, Plan, empty_accumulators, merge_partition, run_partition
 
 Finalize = Callable[[list, np.ndarray], Any]
@@ -75,12 +76,13 @@ class JobStats:
         return self.locality_hits / self.locality_known if self.locality_known else None
 
 
-def _placement(partition) -> dict:
+def _placement(partition, workers: WorkerIndex) -> dict:
     """Prefer the workers on the hosts holding the partition; others may still run it,
     so a lost node costs speed, not the job."""
-    if not partition.locations:
+    preferred = workers.local_to(partition.locations)
+    if not preferred:
         return {}
-    return {"workers": list(partition.locations), "allow_other_workers": True}
+    return {"workers": preferred, "allow_other_workers": True}
 
 
 class Job:
@@ -131,6 +133,7 @@ class Job:
         self._t_end: Optional[float] = None
 
         payloads = dataset.payloads(client, self._partitions)
+        workers = WorkerIndex(worker_addresses(client) if any(p.locations for p in self._partitions) else ())
         self._plan_future = client.scatter(plan, broadcast=True, hash=False)
         self._futures = [
             client.submit(
@@ -140,7 +143,7 @@ class Job:
                 payload,
                 key=f"stem-explorer-job{self.id}-part{part.index}",
                 pure=False,
-                **_placement(part),
+                **_placement(part, workers),
             )
             for part, payload in zip(self._partitions, payloads)
         ]
@@ -264,7 +267,7 @@ class Job:
         from distributed import as_completed
 
         try:
-            for _future, result in as_completed(self._futures, with_results=True):
+            for _future, result in as_completed(self._futures, loop=self._client.loop, with_results=True):
                 if not self._merge(result):
                     return
         except BaseException as exc:  # a task raised, or the cluster went away
@@ -304,8 +307,7 @@ class Job:
         locations = self._partitions[result.index].locations
         if locations:
             stats.locality_known += 1
-            host = result.host.split("://")[-1].rsplit(":", 1)[0]
-            stats.locality_hits += host in locations or result.host in locations
+            stats.locality_hits += is_local(result.host, locations)
 
     def _release(self) -> None:
         """Cancel what is still pending and drop references so workers free memory."""

@@ -1,9 +1,9 @@
 """Importing this module registers the built-in readers.
 
 Each module registers its :class:`~stem_explorer.io.registry.ReaderPlugin` at import;
-a new built-in format is one module plus one name here. Readers that need an optional
-dependency (an ``hdfs`` reader, say) register from their own extra package through the
-``stem_explorer.readers`` entry point group instead.
+a new built-in format is one module plus one name here (``hdfs`` is built in: it needs
+only the standard library). Readers that need an optional dependency register from
+their own extra package through the ``stem_explorer.readers`` entry point group instead.
 """
 
 from . import (  # noqa: F401
@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     dm,
     empad,
     hdf5,
+    hdfs,
     memory,
     mib,
     mrc,
@@ -27,6 +28,7 @@ __all__ = [
     "dm",
     "empad",
     "hdf5",
+    "hdfs",
     "memory",
     "mib",
     "mrc",

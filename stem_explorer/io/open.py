@@ -75,12 +75,6 @@ def _open_url(url: str, scheme: str, format: Optional[str], options: dict) -> Da
     try:
         plugin = get_reader(name)
     except FormatError:
-        if scheme == "hdfs":
-            raise DataSetError(
-                f"cannot open {url!r}: HDFS support is not available yet (it will come "
-                f"with the `hdfs` extra, `pip install stem_explorer[hdfs]`); copy the data "
-                f"to a local or shared file system meanwhile"
-            ) from None
         raise DataSetError(
             f"cannot open {url!r}: no reader handles {scheme}:// URLs; pass a local path "
             f"or install a reader plugin named {scheme!r}"

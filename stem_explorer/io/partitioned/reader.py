@@ -24,7 +24,52 @@ from ..registry import ReaderPlugin, register_reader
 from .sidecar import FORMAT_NAME, SIDECAR_NAME, _check_hashes, _check_sizes, read_sidecar
 
 
-class RawPartitionSource(FrameSource):
+class PartFilesSource(FrameSource):
+    """Frames stored in a sequence of files: ``parts`` rows begin ``(file, start, stop)``
+    (flat frame range). Finds the file of a frame and the hosts of a frame range;
+    subclasses say where each file's replicas are (:meth:`host_groups`)."""
+
+    parts: tuple
+
+    def _index_parts(self) -> None:
+        self._starts = [p[1] for p in self.parts]
+
+    def part_index(self, frame: int) -> int:
+        """Index in :attr:`parts` of the file holding flat frame ``frame``."""
+        i = bisect.bisect_right(self._starts, frame) - 1
+        if i < 0 or not self.parts[i][1] <= frame < self.parts[i][2]:
+            held = ", ".join(f"{p[1]}:{p[2]}" for p in self.parts)
+            raise DataSetError(
+                f"frame {frame} is not in this source's partition files (frames {held}); "
+                f"read a partition's frames through its own source"
+            )
+        return i
+
+    def host_groups(self, start: int, stop: int) -> list[tuple[str, ...]]:
+        """For each stored piece of frames ``start:stop``, the hosts holding it."""
+        raise NotImplementedError
+
+    def locations(self, start: int, stop: int) -> Optional[tuple[str, ...]]:
+        """Hosts holding every piece of frames ``start:stop`` (else any of them, in
+        order of appearance), or None when no location is known."""
+        groups = [g for g in self.host_groups(start, stop) if g]
+        if not groups:
+            return None
+        ordered = tuple(dict.fromkeys(h for g in groups for h in g))
+        common = set.intersection(*(set(g) for g in groups))
+        return tuple(h for h in ordered if h in common) or ordered
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        del state["_starts"]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._index_parts()
+
+
+class RawPartitionSource(PartFilesSource):
     """Picklable recipe for frames in raw partition files.
 
     ``parts`` is a tuple of ``(file, start, stop, locations)``. The source a
@@ -46,7 +91,7 @@ class RawPartitionSource(FrameSource):
         self.n_frames = int(n_frames)
         self.sig_shape = tuple(int(n) for n in sig_shape)
         self.dtype = np.dtype(dtype)
-        self._starts = [p[1] for p in self.parts]
+        self._index_parts()
 
     def open(self, payload=None) -> "RawPartitionReader":
         """Open a reader; files are mapped lazily on first read."""
@@ -63,39 +108,9 @@ class RawPartitionSource(FrameSource):
             dtype=self.dtype,
         )
 
-    def part_index(self, frame: int) -> int:
-        """Index in :attr:`parts` of the file holding flat frame ``frame``."""
-        i = bisect.bisect_right(self._starts, frame) - 1
-        if i < 0 or not self.parts[i][1] <= frame < self.parts[i][2]:
-            held = ", ".join(f"{a}:{b}" for _f, a, b, _l in self.parts)
-            raise DataSetError(
-                f"frame {frame} is not in this source's partition files (frames {held}); "
-                f"read a partition's frames through its own source"
-            )
-        return i
-
-    def locations(self, start: int, stop: int) -> Optional[tuple[str, ...]]:
-        """Hosts holding every file of frames ``start:stop`` (else any of them), or
-        None when the sidecar records no locations."""
-        hosts = [p[3] for p in self.parts if p[1] < stop and p[2] > start and p[3]]
-        if not hosts:
-            return None
-        common = [h for h in hosts[0] if all(h in other for other in hosts[1:])]
-        if common:
-            return tuple(common)
-        seen: dict[str, None] = {}
-        for group in hosts:
-            seen.update(dict.fromkeys(group))
-        return tuple(seen)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        del state["_starts"]
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._starts = [p[1] for p in self.parts]
+    def host_groups(self, start: int, stop: int) -> list[tuple[str, ...]]:
+        """The recorded locations of each file holding frames ``start:stop``."""
+        return [p[3] for p in self.parts if p[1] < stop and p[2] > start]
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,270 @@
+"""Ingestion to, reading from and data-local jobs on a real HDFS (Hadoop 2.7.3).
+
+The ``hdfs`` fixture (tests/hdfs_fixtures.py) runs a NameNode, three DataNodes on
+127.0.0.2-4 (replication 2, 1 MiB blocks) and one dask worker on each DataNode's
+address, so "the worker on the host that holds the block" is checked for real.
+"""
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import cloudpickle
+import h5py
+import numpy as np
+import pytest
+
+import _reference as ref
+import stem_explorer as se
+from stem_explorer.errors import ChecksumError, DataSetError, DataSetNotFoundError
+from stem_explorer.io.hdfs import HdfsPartitionSource, HdfsStore
+from stem_explorer.io.hdfs import blocks as hdfs_blocks
+from stem_explorer.io.hdfs.reader import HdfsPartitionDataSet, HdfsPartitionReader, replica_order
+from stem_explorer.io.ingest import JOURNAL, verify
+from stem_explorer.io.testing import make_frames
+
+pytestmark = [pytest.mark.hdfs, pytest.mark.cluster, pytest.mark.slow]
+
+# helpers below run on the workers, which cannot import test modules
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+NAV, SIG = (32, 32), (64, 64)  # 1024 frames of 8 KiB: 8 MiB, 8 files of 1 MiB
+MiB = 2**20
+DISK, RING = se.masks.Disk(31.5, 31.5, 12), se.masks.Ring(31.5, 31.5, 14, 30)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """An HDF5 file (chunked by 16 frames) and its data."""
+    data = make_frames(NAV, SIG, "uint16", seed=3)
+    path = tmp_path_factory.mktemp("hdfs-src") / "scan.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=data, chunks=(1, 16) + SIG)
+    return str(path), data
+
+
+@pytest.fixture(scope="module")
+def ingested(hdfs, hdfs_client, source):
+    url = hdfs.url("/tests/scan")
+    se.ingest(source[0], url, client=hdfs_client, partition_bytes=MiB, progress=False)
+    return url
+
+
+def ingest_copy(hdfs, hdfs_client, source, name, **kw):
+    url = hdfs.url(f"/tests/{name}")
+    return url, se.ingest(source[0], url, client=hdfs_client, partition_bytes=MiB, progress=False, **kw)
+
+
+def test_ingest_writes_whole_blocks_with_checksums(hdfs, ingested, source):
+    store = HdfsStore(ingested)
+    listing = store.client.list(store.url.path)
+    names = sorted(listing)
+    assert names == ["dataset.json"] + [f"part-{i:05d}.raw" for i in range(8)]  # no journal, no temporaries
+    doc = store.read_json("dataset.json")
+    flat = source[1].reshape(-1, *SIG)
+    for p in doc["partitions"]:
+        status = listing[p["file"]]
+        assert status["length"] == p["bytes"] == MiB and status["blockSize"] == MiB and status["replication"] == 2
+        assert p["sha256"] == hashlib.sha256(flat[p["start"] : p["stop"]].tobytes()).hexdigest()
+        (block,) = store.client.block_locations(store.path(p["file"]))
+        assert len(block.http) == 2 and set(block.hosts) <= set(hdfs.hosts)
+    assert doc["metadata"]["ingest"]["block_bytes"] == MiB
+
+
+def test_read_back_equals_source(ingested, source):
+    ds = se.open_dataset(ingested)
+    assert isinstance(ds, HdfsPartitionDataSet) and ds.shape == NAV + SIG and ds.dtype == np.uint16
+    assert np.array_equal(ds.read_frames(0, ds.n_frames), source[1].reshape(-1, *SIG))
+    assert np.array_equal(ds.read_frames(100, 300), source[1].reshape(-1, *SIG)[100:300])  # spans files
+
+
+def test_virtual_images_equal_with_every_partition_local(ingested, source, hdfs_client):
+    ds = se.open_dataset(ingested)
+    with se.Session(ds, client=hdfs_client, partition_bytes=MiB) as session:
+        job = session.run(se.VirtualDetector({"bf": DISK, "adf": RING}), se.SumFrame())
+        results = job.result()
+        stats = job.stats
+    data = source[1]
+    bf = ref.virtual_image(data, ref.disk(SIG, 31.5, 31.5, 12))
+    adf = ref.virtual_image(data, ref.ring(SIG, 31.5, 31.5, 14, 30))
+    assert np.allclose(results["vd/bf"].data, bf) and np.allclose(results["vd/adf"].data, adf)
+    assert np.array_equal(results["sum/frame"].data, data.reshape(-1, *SIG).sum(0))
+    assert stats.n_partitions == 8 and stats.locality_known == 8
+    assert stats.locality_hit_rate == 1.0, stats
+
+
+def test_workers_read_their_own_blocks_from_disk(ingested, hdfs, hdfs_client):
+    source = se.open_dataset(ingested).source
+
+    def local_files():
+        return sorted(i for i in range(len(source.parts)) if source.file(i).local(0) is not None)
+
+    found = hdfs_client.run(local_files)
+    for address, files in found.items():
+        host = address.split("://")[1].rsplit(":", 1)[0]
+        holds = sorted(i for i, part in enumerate(source.parts) if host in part[3][0].hosts)
+        assert files == holds and files, (address, files, holds)
+    assert hdfs_client.run(lambda: bool(hdfs_blocks._CORRUPT)) == dict.fromkeys(found, False)
+
+
+def test_remote_reads_go_to_a_datanode_holding_a_replica(ingested, source):
+    ds = se.open_dataset(ingested)
+    client = ds.source.client
+    name, start, _stop, (block,) = ds.source.parts[3]
+    path = f"{ds.source.directory}/{name}"
+    want = source[1].reshape(-1, *SIG)[start : start + 8].reshape(-1).view(np.uint8)
+    buf = np.empty(want.size, np.uint8)
+    for order in (replica_order(block, None), ["127.0.0.9:1"] + list(block.http), []):
+        buf[:] = 0
+        served = client.read_into(path, 0, memoryview(buf), order)
+        # the DataNode asked, or the one the NameNode redirected to, holds the block
+        assert served in block.http and np.array_equal(buf, want)
+    with pytest.raises(DataSetNotFoundError):
+        client.read_into(path + ".missing", 0, memoryview(buf), block.http)
+
+
+def test_open_errors_name_the_fix(hdfs, ingested):
+    with pytest.raises(DataSetNotFoundError, match="not a raw partition data set, or its ingestion did not finish"):
+        se.open_dataset(hdfs.url("/tests/nothing-here"))
+    store = HdfsStore(hdfs.url("/tests/broken"))
+    store.client.create(store.path("dataset.json"), 5, [b"{nope"], overwrite=True)
+    with pytest.raises(DataSetError, match="not valid JSON"):
+        se.open_dataset(str(store.url))
+
+
+class SlowHdfsSource(HdfsPartitionSource):
+    """Reads as the real source, with a pause per tile, so a job lasts long enough to
+    lose a node in the middle of it."""
+
+    def open(self, payload=None):
+        reader = HdfsPartitionReader(self)
+        read = reader.read
+
+        def slow_read(start, stop):
+            time.sleep(0.03)
+            return read(start, stop)
+
+        reader.read = slow_read
+        return reader
+
+
+def test_job_completes_after_losing_a_datanode_and_its_worker(ingested, source, hdfs, hdfs_client):
+    ds = se.open_dataset(ingested)
+    s = ds.source
+    slow = SlowHdfsSource(s.client, s.directory, s.parts, n_frames=s.n_frames, sig_shape=s.sig_shape, dtype=s.dtype)
+    slow_ds = HdfsPartitionDataSet(slow, ds.nav_shape, format=ds.format, path=ds.path)
+    lost = 2
+    killed = []
+
+    def kill_node(progress):
+        if not killed:
+            killed.append(progress.partitions_done)
+            hdfs.kill_worker(lost)
+            hdfs.kill_datanode(lost)
+
+    try:
+        with se.Session(slow_ds, client=hdfs_client, partition_bytes=MiB, tile_bytes=MiB // 8) as session:
+            job = session.run(se.VirtualDetector({"bf": DISK}), on_progress=kill_node)
+            results = job.result(timeout=120)
+            stats = job.stats
+    finally:
+        hdfs.start_datanode(lost, wait=False)
+        hdfs.start_worker(lost)
+    assert killed and killed[0] < 8
+    assert np.allclose(results["vd/bf"].data, ref.virtual_image(source[1], ref.disk(SIG, 31.5, 31.5, 12)))
+    assert stats.n_partitions == 8
+
+
+def test_corrupt_partition_is_named_by_its_checksum(hdfs, hdfs_client, source):
+    url, _ds = ingest_copy(hdfs, hdfs_client, source, "corrupt")
+    store = HdfsStore(url)
+    garbage = np.full(MiB, 7, np.uint8)
+    store.client.create(store.path("part-00001.raw"), MiB, [garbage], overwrite=True)
+    se.open_dataset(url)  # sizes still match: the cheap check passes
+    for check in (lambda: se.open_dataset(url, verify="full"), lambda: verify(url)):
+        with pytest.raises(ChecksumError, match=r"part-00001\.raw: expected sha256.*re-run the ingestion"):
+            check()
+    # the fix the message names: delete the file, re-run; only that file is written
+    store.remove("part-00001.raw")
+    again = se.ingest(source[0], url, client=hdfs_client, partition_bytes=MiB, progress=False)
+    assert again.metadata["ingested"]["written"] == 1 and again.metadata["ingested"]["skipped"] == 7
+    assert verify(url) == {"files": 8, "bytes": 8 * MiB}
+
+
+def test_corrupt_replica_on_disk_is_read_from_another(hdfs, hdfs_client, source):
+    url, ds = ingest_copy(hdfs, hdfs_client, source, "replica")
+    name, start, stop, (block,) = ds.source.parts[2]
+    node = next(i for i, h in enumerate(hdfs.hosts) if h in block.hosts)
+    path = hdfs_blocks.block_path(str(hdfs.data_dir(node)), block)
+    with open(path, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff" * 64)
+    worker = next(a for a in hdfs_client.scheduler_info()["workers"] if hdfs.hosts[node] in a)
+    frames = hdfs_client.submit(ds.read_frames, start, stop, workers=[worker], pure=False).result()
+    assert np.array_equal(frames, source[1].reshape(-1, *SIG)[start:stop])
+    corrupt = hdfs_client.run(lambda: sorted(k[0] for k in hdfs_blocks._CORRUPT), workers=[worker])[worker]
+    assert path in corrupt
+
+
+def wait_idle(client, timeout=30):
+    """Until the scheduler has no task in flight (a cancelled task already running on a
+    worker still finishes there, unseen)."""
+    deadline = time.monotonic() + timeout
+    while any(client.processing().values()):
+        assert time.monotonic() < deadline, client.processing()
+        time.sleep(0.1)
+
+
+def test_interrupted_ingestion_resumes_without_rewriting(hdfs, hdfs_client, source):
+    url = hdfs.url("/tests/resume")
+    store = HdfsStore(url)
+
+    def stop_after_three(record, seen=[]):
+        seen.append(record)
+        if len(seen) == 3:
+            raise KeyboardInterrupt("stopped by the test")
+
+    with pytest.raises(KeyboardInterrupt):
+        se.ingest(source[0], url, client=hdfs_client, partition_bytes=MiB, progress=False, on_file=stop_after_three)
+    wait_idle(hdfs_client)
+    assert "dataset.json" not in store.names()
+    journal = [e.split("~")[0] for e in store.names(JOURNAL) if e.startswith("part-")]
+    assert len(journal) >= 3
+    ids = {name: store.file_id(name) for name in journal}
+    ds = se.ingest(source[0], url, client=hdfs_client, partition_bytes=MiB, progress=False)
+    run = ds.metadata["ingested"]
+    # a task already running when the first run stopped may have finished its file since
+    assert run["skipped"] >= len(journal) and run["written"] == 8 - run["skipped"] > 0
+    assert {name: store.file_id(name) for name in journal} == ids  # not rewritten
+    assert verify(url)["files"] == 8
+    assert not [n for n in store.names() if ".tmp" in n] and JOURNAL not in store.names()
+    assert np.array_equal(ds.read_frames(0, ds.n_frames), source[1].reshape(-1, *SIG))
+
+
+def test_cli_ingest_killed_mid_run_then_resumed(hdfs, hdfs_client, source, tmp_path):
+    url = hdfs.url("/tests/cli")
+    store = HdfsStore(url)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "stem_explorer", "ingest", source[0], url, "--address",
+           hdfs.scheduler_address, "--partition-bytes", "256K", "-q"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len([e for e in store.names(JOURNAL) if e.startswith("part-")]) < 2 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the ingestion wrote nothing"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    wait_idle(hdfs_client)
+    names = store.names()
+    # killed before publishing (the usual case) or just after: never a sidecar with partial files
+    if "dataset.json" in names:
+        assert verify(url)["files"] == 32
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    written, complete = map(int, re.search(r"\((\d+) written, (\d+) already complete\)", out.stdout).groups())
+    assert written + complete == 32 and complete >= 2  # what the killed run finished stays
+    assert verify(url) == {"files": 32, "bytes": 8 * MiB}
