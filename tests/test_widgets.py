@@ -282,3 +282,11 @@ def test_explorer_reports_a_lost_cluster_and_reconnects(sample):
         assert e.results is not None and e.reconnect_button.layout.display == "none"
     finally:
         e.close()
+
+
+@pytest.mark.cluster
+def test_detector_colour_limits_are_adjustable(explorer):
+    explorer.detector_vmin.value, explorer.detector_vmax.value = 3.0, 70.0
+    assert (explorer.editor.vmin, explorer.editor.vmax) == (3.0, 70.0)
+    explorer._rescale_detector()
+    assert explorer.editor.vmin != 3.0 and explorer.detector_vmax.value == explorer.editor.vmax

@@ -169,7 +169,16 @@ class Explorer(widgets.VBox):
         self.editor.log = True
         self.editor.observe(lambda _: self._rescale_detector(), names="log")
         self.detector_label = widgets.HTML()
-        self.detector_box = widgets.VBox([self.editor, self.detector_source, self.detector_label])
+        self.detector_vmin = widgets.FloatText(description="min", layout={"width": "140px"}, style={"description_width": "30px"})
+        self.detector_vmax = widgets.FloatText(description="max", layout={"width": "140px"}, style={"description_width": "30px"})
+        widgets.link((self.editor, "vmin"), (self.detector_vmin, "value"))
+        widgets.link((self.editor, "vmax"), (self.detector_vmax, "value"))
+        detector_auto = widgets.Button(description="auto", tooltip="robust limits (0.5-99.5 percentile)", layout={"width": "60px"})
+        detector_auto.on_click(lambda _: self._rescale_detector())
+        self.detector_box = widgets.VBox([
+            self.editor, self.detector_source,
+            widgets.HBox([self.detector_vmin, self.detector_vmax, detector_auto]), self.detector_label,
+        ])
 
         self.analysis = widgets.Dropdown(options=list(choices.ANALYSES), value="vd", description="analysis")
         self.com_rotation = widgets.FloatSlider(value=0.0, min=-180, max=180, step=0.5, description="rotation °")
