@@ -103,7 +103,7 @@ class ImageView(widgets.VBox):
             axes=[
                 bqplot.Axis(scale=self.x_scale, grid_lines="none", **axis_style),
                 bqplot.Axis(scale=self.y_scale, orientation="vertical", grid_lines="none", **axis_style),
-                bqplot.ColorAxis(scale=self.color_scale, orientation="vertical", side="right", num_ticks=5),
+                bqplot.ColorAxis(scale=self.color_scale, orientation="vertical", side="right", num_ticks=5, tick_format=".3~s"),
             ],
             fig_margin={"top": 30, "bottom": 30, "left": 45, "right": 70},
             padding_x=0.0,
