@@ -69,6 +69,7 @@ class Session:
         on_partial: Optional[Callable[[Progress], None]] = None,
         on_progress: Optional[Callable[[Progress], None]] = None,
         kernel: Optional[str] = None,
+        preview_stride: Optional[int] = None,
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
@@ -76,6 +77,11 @@ class Session:
         iterating the job yields :class:`Progress` snapshots as partitions finish.
         With ``supersede=True`` the session's previous job is cancelled first, so no
         partial result of it is delivered after this job's first one.
+
+        Large data sets get a coarse preview first: the per-frame analyses run on every
+        ``preview_stride``-th scan row and column before the rest (sized automatically
+        when None; 1 turns it off); ``Progress.fill_preview(image)`` shows it as a full
+        field.
         """
         plan, finalize = build_plan(
             analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
@@ -90,6 +96,7 @@ class Session:
                 finalize,
                 n_workers=self.n_workers,
                 partition_bytes=self.partition_bytes,
+                preview_stride=preview_stride,
                 on_partial=on_partial,
                 on_progress=on_progress,
             )

@@ -23,8 +23,9 @@ import numpy as np
 
 from ..errors import JobCancelledError
 from ..io.base import DataSet
+from . import preview
 from .locality import WorkerIndex, is_local, worker_addresses
-from .tasks import PartitionResult, Plan, empty_accumulators, merge_partition, run_partition
+from .tasks import PartitionResult, Plan, empty_accumulators, hold, merge_partition, run_partition, run_preview
 
 Finalize = Callable[[list, np.ndarray], Any]
 
@@ -43,6 +44,8 @@ class Progress:
     elapsed: float
     final: bool
     job_id: int = 0
+    #: stride of the job's coarse preview grid (1: no preview)
+    preview_stride: int = 1
 
     @property
     def fraction(self) -> float:
@@ -53,6 +56,17 @@ class Progress:
     def gbps(self) -> float:
         """Throughput so far in GB/s (10**9 bytes of data set per second)."""
         return self.bytes_done / self.elapsed / 1e9 if self.elapsed > 0 else 0.0
+
+    def fill_preview(self, image: np.ndarray) -> np.ndarray:
+        """A scan-shaped ``image`` of these results with the positions not computed
+        yet shown at preview resolution (each from its block's grid point).
+
+        Before the first partition finishes this turns the coarse preview into a full
+        field; computed positions keep their exact values. Without a preview, or once
+        every position is computed, ``image`` is returned unchanged (NaN where not
+        computed).
+        """
+        return preview.fill_from_grid(image, self.filled, self.preview_stride)
 
 
 @dataclass
@@ -103,6 +117,7 @@ class Job:
         *,
         n_workers: int = 1,
         partition_bytes: Optional[int] = None,
+        preview_stride: Optional[int] = None,
         on_partial: Optional[Callable[[Progress], None]] = None,
         on_progress: Optional[Callable[[Progress], None]] = None,
     ):
@@ -125,6 +140,7 @@ class Job:
 
         self._accs = empty_accumulators(plan, dataset.n_frames, dataset.sig_shape, dataset.dtype)
         self._filled = np.zeros(dataset.n_frames, bool)
+        self._exact = np.zeros(dataset.n_frames, bool)  # filled by a whole partition
         self._partitions = dataset.partitions(n_workers, partition_bytes)
         self._done = 0
         self._bytes = 0
@@ -134,8 +150,11 @@ class Job:
 
         payloads = dataset.payloads(client, self._partitions)
         workers = WorkerIndex(worker_addresses(client) if any(p.locations for p in self._partitions) else ())
-        self._plan_future = client.scatter(plan, broadcast=True, hash=False)
-        self._futures = [
+        # the plan travels once, inside the graph (no blocking scatter round trip);
+        # workers that need it fetch it from the one that holds it
+        self._plan_future = client.submit(hold, plan, key=f"stem-explorer-job{self.id}-plan", pure=False, priority=2)
+        self.preview_stride = self._choose_preview(preview_stride)
+        self._futures = self._submit_preview(payloads, workers) + [
             client.submit(
                 run_partition,
                 part,
@@ -232,6 +251,46 @@ class Job:
         return f"<Job {self.id} {self._state} {self._done}/{self.n_partitions} partitions>"
 
     # -- internals -----------------------------------------------------------------------
+    def _choose_preview(self, stride: Optional[int]) -> int:
+        """The preview grid's stride: ``stride`` if given (0 or 1: none), else sized
+        by :func:`preview.auto_stride`; 1 when no op is per frame or one partition."""
+        ds = self._dataset
+        if not any(op.per_frame for op in self._plan.ops) or len(self._partitions) < 2 or len(ds.nav_shape) > 2:
+            return 1
+        if stride is None:
+            return preview.auto_stride(ds.nav_shape, ds.frame_bytes)
+        return max(1, int(stride))
+
+    def _submit_preview(self, payloads, workers) -> list:
+        """High-priority tasks computing the preview grid, one per group of partitions
+        (a worker's local partitions, else contiguous runs), so it arrives at once."""
+        self._preview_left = 0
+        if self.preview_stride <= 1:
+            return []
+        indices = preview.grid_indices(self._dataset.nav_shape, self.preview_stride)
+        groups: dict = {}
+        n_groups = max(1, len(worker_addresses(self._client)))
+        for part, payload in zip(self._partitions, payloads):
+            lo, hi = np.searchsorted(indices, [part.start, part.stop])
+            if hi > lo:
+                placement = _placement(part, workers)
+                group = tuple(placement.get("workers", ())) or part.index * n_groups // len(self._partitions)
+                groups.setdefault(group, (placement, []))[1].append((part, payload, indices[lo:hi]))
+        futures = [
+            self._client.submit(
+                run_preview,
+                pieces,
+                self._plan_future,
+                key=f"stem-explorer-job{self.id}-preview{k}",
+                pure=False,
+                priority=1,
+                **placement,
+            )
+            for k, (placement, pieces) in enumerate(groups.values())
+        ]
+        self._preview_left = len(futures)
+        return futures
+
     def _raise_if_failed(self) -> None:
         if self._state == "cancelled":
             raise JobCancelledError(f"job {self.id} was cancelled")
@@ -254,6 +313,7 @@ class Job:
             elapsed=self._elapsed(),
             final=final,
             job_id=self.id,
+            preview_stride=self.preview_stride,
         )
         if final and results:
             self._final = progress
@@ -284,14 +344,24 @@ class Job:
         with self._changed:
             if self._state != "running":
                 return False
-            merge_partition(self._plan, self._accs, result)
-            self._filled[result.start : result.stop] = True
-            self._done += 1
-            self._bytes += result.bytes_read
-            self._count(result)
+            if result.indices is not None:
+                # preview values never overwrite those of a finished partition
+                keep = ~self._exact[result.indices]
+                merge_partition(self._plan, self._accs, result, keep)
+                self._filled[result.indices[keep]] = True
+                self._preview_left -= 1
+            else:
+                merge_partition(self._plan, self._accs, result)
+                self._filled[result.start : result.stop] = True
+                self._exact[result.start : result.stop] = True
+                self._done += 1
+                self._bytes += result.bytes_read
+                self._count(result)
             if self._done == len(self._partitions):
                 self._state = "finished"
                 self._t_end = time.perf_counter()
+            elif self._preview_left > 0:
+                return True  # the first snapshot shows the whole preview grid at once
             self._version += 1
             self._changed.notify_all()
             for fn, with_results in list(self._callbacks):

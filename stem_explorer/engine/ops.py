@@ -106,6 +106,15 @@ class PerFrameOp(Op):
         acc[start:stop] = partial
         return acc
 
+    def merge_frames(self, acc, partial, indices, keep=None):
+        """Fold the values of scattered frames ``indices`` (a preview) into ``acc``;
+        rows where ``keep`` is False are skipped."""
+        if keep is None:
+            acc[indices] = partial
+        else:
+            acc[indices[keep]] = partial[keep]
+        return acc
+
 
 class MaskProduct(PerFrameOp):
     """All masks of a job as one ``(pixels, masks)`` matrix: ``frames @ matrix``.
@@ -166,8 +175,7 @@ class MaskProduct(PerFrameOp):
     def compute(self, frames, out):
         for name, layout in self._layout():
             if name == "spans":
-                zero = 0.0 if frames.dtype.kind == "f" else np.int64(0)
-                kernels.span_sums(frames, *layout, out, zero)
+                kernels.span_sums(frames, *layout, out, _zero(frames.dtype))
             elif name == "sparse":
                 kernels.sparse_mask_product(frames, *layout, out)
             else:
@@ -175,6 +183,11 @@ class MaskProduct(PerFrameOp):
                 product = np.zeros((frames.shape[0], dense.shape[1]), np.float64)
                 kernels.dense_mask_product(frames, dense, product)
                 out[:, cols] += product
+
+
+def _zero(dtype) -> Any:
+    """The accumulator seed of the span kernels: exact int64 for integers, else float64."""
+    return 0.0 if np.dtype(dtype).kind == "f" else np.int64(0)
 
 
 def _prepare_spans(matrix, cols):
@@ -244,8 +257,11 @@ class CenterOfMassMoments(PerFrameOp):
         return self._spans
 
     def compute(self, frames, out):
-        zero = 0.0 if frames.dtype.kind == "f" else np.int64(0)
-        kernels.row_span_moments(frames, *self._row_spans(), self.sig_shape[1], zero, out)
+        sx = self.sig_shape[1]
+        if kernels.fits_u32(frames.dtype, sx * sx):
+            kernels.row_span_moments_u32(frames, *self._row_spans(), sx, out)
+        else:
+            kernels.row_span_moments(frames, *self._row_spans(), sx, _zero(frames.dtype), out)
         cy, cx = self.center
         out[:, 1] -= cy * out[:, 0]
         out[:, 2] -= cx * out[:, 0]
@@ -276,11 +292,23 @@ class FrameSum(Op):
     def key(self):
         return ("frame_sum",)
 
+    #: frames per uint32 block: 2**16 values of at most 16 bits cannot wrap
+    _NARROW_BLOCK = 2**16
+
     def start(self, start, stop, n_pixels, dtype):
-        return np.zeros(n_pixels, np.float64)
+        scratch = np.empty(n_pixels, np.uint32) if kernels.fits_u32(dtype, self._NARROW_BLOCK) else None
+        return np.zeros(n_pixels, np.float64), scratch
 
     def feed(self, state, start, frames):
-        kernels.accumulate_sum(frames, state)
+        acc, scratch = state
+        if scratch is None:
+            kernels.accumulate_sum(frames, acc)
+            return
+        for lo in range(0, frames.shape[0], self._NARROW_BLOCK):
+            kernels.accumulate_sum_u32(frames[lo : lo + self._NARROW_BLOCK], acc, scratch)
+
+    def finish(self, state):
+        return state[0]
 
     def empty(self, n_frames, n_pixels, dtype):
         return np.zeros(n_pixels, np.float64)
@@ -292,33 +320,37 @@ class FrameSum(Op):
 class FrameMoments(Op):
     """Count, mean and M2 per pixel, merged pairwise (numerically stable variance).
 
-    Each tile's moments are exact for integer data up to 16 bits (one pass, int64
-    sums) and two-pass otherwise; tiles and partitions are merged with Chan's update.
+    Each block of frames gets its moments in one pass: exact integer sums for unsigned
+    data of at most 16 bits, float64 sums of values shifted by the block's first frame
+    otherwise; blocks and partitions are merged with Chan's update.
     """
 
-    #: frames per exact block: n * sum(x**2) stays below 2**63 for 16-bit values
-    _EXACT_BLOCK = 2**15
+    #: frames per block: uint32 sums of 16-bit values cannot wrap; float64 sums of
+    #: squared 16-bit differences stay exact
+    _NARROW_BLOCK = 2**16
+    _WIDE_BLOCK = 2**20
 
     @property
     def key(self):
         return ("frame_moments",)
 
     def start(self, start, stop, n_pixels, dtype):
-        return [0, np.zeros(n_pixels), np.zeros(n_pixels), np.empty(n_pixels), np.empty(n_pixels), None]
+        if kernels.fits_u32(dtype, self._NARROW_BLOCK):
+            scratch = (np.empty(n_pixels, np.uint32), np.empty(n_pixels, np.uint64))
+        else:
+            scratch = (np.empty(n_pixels), np.empty(n_pixels))
+        return [0, np.zeros(n_pixels), np.zeros(n_pixels), np.empty(n_pixels), np.empty(n_pixels), scratch]
 
     def feed(self, state, start, frames):
-        exact = frames.dtype.kind in "ui" and frames.dtype.itemsize <= 2
-        step = self._EXACT_BLOCK if exact else frames.shape[0]
+        n, mean, m2, tile_mean, tile_m2, scratch = state
+        narrow = scratch[0].dtype == np.uint32
+        kernel = kernels.tile_moments_u32 if narrow else kernels.tile_moments_shifted
+        step = self._NARROW_BLOCK if narrow else self._WIDE_BLOCK
         for lo in range(0, frames.shape[0], step):
             block = frames[lo : lo + step]
-            n, mean, m2, tile_mean, tile_m2, scratch = state
-            if exact:
-                if scratch is None:
-                    scratch = state[5] = (np.empty(block.shape[1], np.int64), np.empty(block.shape[1], np.int64))
-                kernels.tile_moments_exact(block, tile_mean, tile_m2, *scratch)
-            else:
-                kernels.tile_moments(block, tile_mean, tile_m2)
-            state[:3] = kernels.merge_moments(n, mean, m2, block.shape[0], tile_mean, tile_m2)
+            kernel(block, tile_mean, tile_m2, *scratch)
+            n, mean, m2 = kernels.merge_moments(n, mean, m2, block.shape[0], tile_mean, tile_m2)
+        state[:3] = n, mean, m2
 
     def finish(self, state):
         return tuple(state[:3])

@@ -11,7 +11,7 @@ import math
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -46,6 +46,8 @@ class PartitionResult:
     bytes_read: int
     seconds: float
     host: str  # worker address (tcp://host:port), or hostname outside dask
+    #: flat frame indices of a preview result (per-frame ops only), None for a partition
+    indices: Optional[np.ndarray] = None
 
 
 _THREADS_PINNED = False
@@ -62,6 +64,11 @@ def _pin_threads() -> None:
     except ImportError:  # worker env vars (set by our LocalCluster) still apply
         return
     threadpool_limits(1)
+
+
+def hold(value: Any) -> Any:
+    """Identity task: puts ``value`` (the plan) on the cluster inside the task graph."""
+    return value
 
 
 def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> PartitionResult:
@@ -91,6 +98,47 @@ def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> Part
     )
 
 
+def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
+    """Run the per-frame ops of ``plan`` on scattered frames only (a coarse preview).
+
+    ``pieces`` are ``(partition, payload, indices)``: the flat frame indices to read
+    from each partition. The frames are gathered into one tile (a few MiB) so each op
+    runs once. Reductions are skipped (their partials are None): a preview only fills
+    navigation images early.
+    """
+    _pin_threads()
+    t0 = time.perf_counter()
+    source = pieces[0][0].source
+    n_pixels = math.prod(source.sig_shape)
+    native = np.dtype(source.dtype).newbyteorder("=")
+    indices = np.concatenate([piece[2] for piece in pieces])
+    tile = np.empty((len(indices), n_pixels), native)
+    row = 0
+    for partition, payload, wanted in pieces:
+        with partition.source.open(payload) as reader:
+            for index in wanted:
+                tile[row] = as_native_2d(reader.read(int(index), int(index) + 1))[0]
+                row += 1
+    partials = []
+    for op in plan.ops:
+        if op.per_frame:
+            state = op.start(0, len(indices), n_pixels, native)
+            op.feed(state, 0, tile)
+            partials.append(op.finish(state))
+        else:
+            partials.append(None)
+    return PartitionResult(
+        index=-1,
+        start=int(indices.min()),
+        stop=int(indices.max()) + 1,
+        partials=partials,
+        bytes_read=tile.nbytes,
+        seconds=time.perf_counter() - t0,
+        host=_where(),
+        indices=indices,
+    )
+
+
 def _where() -> str:
     """The address of the dask worker running this task (its host, outside dask)."""
     try:
@@ -107,10 +155,17 @@ def empty_accumulators(plan: Plan, n_frames: int, sig_shape, dtype) -> list:
     return [op.empty(n_frames, math.prod(sig_shape), native) for op in plan.ops]
 
 
-def merge_partition(plan: Plan, accumulators: list, result: PartitionResult) -> None:
-    """Fold one task's partials into the accumulators (in place)."""
+def merge_partition(plan: Plan, accumulators: list, result: PartitionResult, keep=None) -> None:
+    """Fold one task's partials into the accumulators (in place).
+
+    A preview result (``result.indices`` set) writes its per-frame values at those
+    frames, except where the boolean ``keep`` mask (indexed like ``indices``) is False.
+    """
     for i, (op, partial) in enumerate(zip(plan.ops, result.partials)):
-        accumulators[i] = op.merge(accumulators[i], partial, result.start, result.stop)
+        if result.indices is None:
+            accumulators[i] = op.merge(accumulators[i], partial, result.start, result.stop)
+        elif partial is not None:
+            accumulators[i] = op.merge_frames(accumulators[i], partial, result.indices, keep)
 
 
 def run_local(partitions: Sequence[Partition], plan: Plan, payloads=None) -> list:

@@ -143,13 +143,15 @@ def result_key(choice: Choice, analysis: Analysis) -> str:
     return f"{label}/frame"
 
 
-def navigation_image(choice: Choice, results, key: str, filled: Optional[np.ndarray]) -> np.ndarray:
-    """The scan-shaped image to show: positions not computed yet (``~filled``) are NaN."""
+def navigation_image(choice: Choice, results, key: str, progress=None) -> np.ndarray:
+    """The scan-shaped image to show while ``progress`` (a running job's snapshot, or
+    None when final) fills in: positions not computed yet show the job's coarse
+    preview where it has one, else NaN (transparent)."""
     values = np.asarray(results[key].data, dtype=np.float32)
     if choice.kind == "radial":
         values = values[..., min(max(0, choice.radial_bin), values.shape[-1] - 1)]
-    if filled is not None and not filled.all():
-        values = np.where(filled, values, np.nan).astype(np.float32)
+    if progress is not None and not progress.filled.all():
+        values = progress.fill_preview(np.where(progress.filled, values, np.nan)).astype(np.float32)
     return values
 
 

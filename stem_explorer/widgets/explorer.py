@@ -69,7 +69,7 @@ class Explorer(widgets.VBox):
         self._analysis = None
         self._key: Optional[str] = None
         self._last_results = None
-        self._last_filled = None
+        self._last_progress = None
         self._detector_first = False
         self._detector_raw: Optional[np.ndarray] = None
         self._handled: dict = {}  # id(job) -> Event set once its outcome is shown
@@ -313,7 +313,7 @@ class Explorer(widgets.VBox):
         job = self._nav_job
         if job is None or progress.job_id != job.id:
             return  # a superseded job: never draw over a newer result
-        self._last_results, self._last_filled = progress.results, progress.filled
+        self._last_results, self._last_progress = progress.results, progress
         self._redraw_navigation()
         self._show_progress(progress)
 
@@ -328,7 +328,7 @@ class Explorer(widgets.VBox):
                 self.radial_bin.max = n - 1
         self._key = key = choices.result_key(choice, self._analysis)
         if key in results:
-            self.nav.set_image(choices.navigation_image(choice, results, key, self._last_filled))
+            self.nav.set_image(choices.navigation_image(choice, results, key, self._last_progress))
 
     def _on_nav_done(self, job, results) -> None:
         if job is self._nav_job:

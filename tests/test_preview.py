@@ -1,0 +1,95 @@
+"""The coarse-first preview: grid sizing and filling, and jobs on a real LocalCluster
+whose first partial result covers the whole scan field at coarse resolution."""
+
+import math
+
+import numpy as np
+import pytest
+
+import _reference as ref
+from stem_explorer import Session, masks
+from stem_explorer.analyses import CenterOfMass, SumFrame, VirtualDetector
+from stem_explorer.engine import preview
+from test_session import client, raw_dataset, slow_dataset  # noqa: F401 (fixture)
+
+
+def test_auto_stride_keeps_the_preview_within_its_budget():
+    sample = (256, 256)
+    assert preview.auto_stride(sample, 128 * 128 * 2) == 8  # the issue's "every 8th row and column"
+    for nav, frame_bytes in [((256, 256), 32768), ((1024, 1024), 32768), ((4096, 4096), 2**20), ((10**6,), 512)]:
+        stride = preview.auto_stride(nav, frame_bytes)
+        n = preview.grid_indices(nav, stride).size
+        assert n * frame_bytes <= preview.PREVIEW_BYTES and n <= preview.PREVIEW_FRAMES
+    assert preview.auto_stride((32, 32), 32768) == 1  # small: no preview
+    assert preview.auto_stride((4, 4, 4), 2**20) == 1  # 3-D scans: none
+
+
+def test_grid_indices_and_fill():
+    idx = preview.grid_indices((5, 7), 3)
+    np.testing.assert_array_equal(idx, [0, 3, 6, 21, 24, 27])
+    np.testing.assert_array_equal(preview.grid_indices((10,), 2), [0, 4, 8])
+    image = np.arange(35, dtype=float).reshape(5, 7)
+    filled = np.zeros((5, 7), bool)
+    filled.flat[idx] = True
+    shown = preview.fill_from_grid(np.where(filled, image, np.nan), filled, 3)
+    expected = image[::3, ::3].repeat(3, 0).repeat(3, 1)[:5, :7]
+    np.testing.assert_array_equal(shown, expected)
+    filled[3:, :] = True  # a finished partition keeps its exact values
+    shown = preview.fill_from_grid(np.where(filled, image, np.nan), filled, 3)
+    np.testing.assert_array_equal(shown[3:], image[3:])
+    np.testing.assert_array_equal(shown[:3], expected[:3])
+    line = np.where(np.arange(10) % 4 == 0, np.arange(10.0), np.nan)
+    np.testing.assert_array_equal(preview.fill_from_grid(line, ~np.isnan(line), 2), [0, 0, 0, 0, 4, 4, 4, 4, 8, 8])
+    with pytest.raises(ValueError, match="stride"):
+        preview.grid_indices((4, 4), 0)
+
+
+@pytest.mark.parametrize("nav", [(12, 10), (90,)], ids=["2d", "1d"])
+def test_first_partial_is_the_whole_field_preview(client, tmp_path, nav):  # noqa: F811
+    ds, data = slow_dataset(tmp_path, nav=nav, sig=(8, 8), delay=0.02)
+    disk = masks.Disk(4, 3, 2.5)
+    snapshots = []
+    with Session(ds, client=client, partition_bytes=8 * 8 * 2 * 10) as session:
+        job = session.run(VirtualDetector(disk), CenterOfMass(), SumFrame(), preview_stride=2, on_partial=snapshots.append)
+        final = job.progress(timeout=60)
+    grid = np.zeros(math.prod(nav), bool)
+    grid[preview.grid_indices(nav, 2)] = True
+    first = snapshots[0]  # may include partitions that finished before the preview
+    assert first.preview_stride == 2 and first.filled.ravel()[grid].all()
+    expected = ref.virtual_image(data, disk.rasterize((8, 8)))
+    image = first.results["vd/mask0"].data
+    np.testing.assert_allclose(image[first.filled], expected[first.filled], rtol=1e-6)
+    assert np.isnan(image[~first.filled]).all()
+    shown = first.fill_preview(image)
+    assert not np.isnan(shown).any()
+    np.testing.assert_allclose(shown, preview.fill_from_grid(expected, first.filled, 2), rtol=1e-6)
+    for s in snapshots:  # every value shown is exact, at every step
+        np.testing.assert_allclose(s.results["vd/mask0"].data[s.filled], expected[s.filled], rtol=1e-6)
+    np.testing.assert_allclose(final.results["vd/mask0"].data, expected, rtol=1e-6)
+    np.testing.assert_array_equal(final.results["sum/frame"].data, ref.frames(data).sum(axis=0))
+    assert final.final and final.filled.all() and final.results.provenance["complete"]
+
+
+def test_no_preview_when_turned_off_or_only_reductions(client, tmp_path):  # noqa: F811
+    data = np.random.default_rng(3).integers(0, 100, (12, 10, 6, 6)).astype(np.uint16)
+    ds = raw_dataset(tmp_path, data)
+    with Session(ds, client=client, partition_bytes=6 * 6 * 2 * 10) as session:
+        assert session.run(VirtualDetector(masks.Disk(3, 3, 2)), preview_stride=1).preview_stride == 1
+        assert session.run(SumFrame(), preview_stride=3).preview_stride == 1
+        job = session.run(VirtualDetector(masks.Disk(3, 3, 2)))  # small: auto says none
+        assert job.preview_stride == 1
+        job.result(timeout=60)
+
+
+def test_preview_from_in_memory_data(client):  # noqa: F811
+    data = np.random.default_rng(5).integers(0, 255, (9, 8, 5, 5)).astype(np.uint8)
+    snapshots = []
+    with Session(data, client=client, partition_bytes=5 * 5 * 8) as session:
+        job = session.run(CenterOfMass(center=(2.0, 2.0)), preview_stride=3, on_partial=snapshots.append)
+        final = job.result(timeout=60)
+    shift_y, shift_x, _ = ref.center_of_mass(data, 2.0, 2.0)
+    # in-memory partitions may finish before the preview's data reached its worker,
+    # so only exactness is asserted here, at every step
+    for s in snapshots:
+        np.testing.assert_allclose(s.results["com/shift_x"].data[s.filled], shift_x[s.filled], rtol=1e-6)
+    np.testing.assert_allclose(final["com/shift_y"].data, shift_y, rtol=1e-6)
