@@ -1,0 +1,95 @@
+"""The fast kernels at the edges of their integer fast paths: values at the dtype's
+maximum, detector widths at the uint32 bound, frame counts past one block, and the
+shifted float moments; each against numpy in float64 (exact for these integers)."""
+
+import numpy as np
+import pytest
+
+from stem_explorer.engine import kernels, ops
+
+
+def feed_all(op, frames, tile=None):
+    """Run ``op`` over ``frames`` (``(n, pixels)``) in tiles; return its partial."""
+    state = op.start(0, len(frames), frames.shape[1], frames.dtype)
+    step = tile or len(frames)
+    for lo in range(0, len(frames), step):
+        op.feed(state, lo, frames[lo : lo + step])
+    return op.finish(state)
+
+
+def test_fits_u32_bound():
+    assert kernels.fits_u32(np.uint16, 2**16)  # 65535 * 65536 < 2**32
+    assert kernels.fits_u32(np.uint16, 2**16 + 1)  # 65535 * 65537 == 2**32 - 1
+    assert not kernels.fits_u32(np.uint16, 2**16 + 2)
+    assert kernels.fits_u32(np.uint8, 2**24)
+    assert not kernels.fits_u32(np.int16, 2)  # signed: the generic path
+    assert not kernels.fits_u32(np.uint32, 1)
+    assert not kernels.fits_u32(np.float32, 1)
+
+
+@pytest.mark.parametrize("sx", [256, 257])  # 256: uint32 row sums; 257: the int64 path
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_com_moments_at_the_dtype_maximum(dtype, sx):
+    sy = 3
+    top = np.iinfo(dtype).max
+    rng = np.random.default_rng(1)
+    frames = np.full((4, sy * sx), top, dtype)
+    frames[1] = rng.integers(0, top, sy * sx)
+    pixels = np.arange(sy * sx)
+    op = ops.CenterOfMassMoments(pixels, (sy, sx), (1.0, 100.0))
+    assert kernels.fits_u32(frames.dtype, sx * sx) == (sx == 256 or dtype == "uint8")
+    out = feed_all(op, frames)
+    y, x = np.divmod(pixels, sx)
+    f = frames.astype(np.float64)
+    expected = np.stack([f.sum(1), (f * (y - 1.0)).sum(1), (f * (x - 100.0)).sum(1)], axis=1)
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_span_sums_at_the_dtype_maximum(dtype):
+    info = np.finfo(dtype) if np.dtype(dtype).kind == "f" else np.iinfo(dtype)
+    top = min(float(info.max), 2.0**20)
+    frames = np.full((3, 50 * 50), top, dtype)
+    ring = np.zeros((50, 50), np.float32)
+    ring[5:45, 5:45] = 1
+    ring[15:35, 15:35] = 0
+    op = ops.MaskProduct(np.c_[ring.ravel(), np.ones(2500, np.float32)])
+    assert op.kernel == "spans"
+    out = feed_all(op, frames)
+    np.testing.assert_array_equal(out, [[ring.sum() * frames.dtype.type(top), 2500.0 * frames.dtype.type(top)]] * 3)
+
+
+def test_frame_sum_across_uint32_blocks():
+    frames = np.full((2**16 + 5, 3), 65535, np.uint16)
+    frames[::7] = 1
+    total = feed_all(ops.FrameSum(), frames)
+    np.testing.assert_array_equal(total, frames.astype(np.float64).sum(axis=0))
+
+
+def test_exact_moments_across_uint32_blocks():
+    rng = np.random.default_rng(2)
+    frames = (65535 - rng.integers(0, 3, (2**16 + 300, 3))).astype(np.uint16)
+    op = ops.FrameMoments()
+    n, mean, m2 = feed_all(op, frames)
+    f = frames.astype(np.float64)
+    np.testing.assert_allclose(mean, f.mean(axis=0), rtol=1e-15)
+    np.testing.assert_allclose(m2 / n, f.var(axis=0), rtol=1e-10)  # blocks merged in float64
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int16", "float32", "float64"])
+def test_shifted_moments_have_no_cancellation(dtype):
+    rng = np.random.default_rng(3)
+    base = 1e6 if np.dtype(dtype).kind == "f" else 30000
+    frames = (base + rng.normal(0, 3, (700, 5))).astype(dtype)
+    n, mean, m2 = feed_all(ops.FrameMoments(), frames, tile=64)
+    f = frames.astype(np.float64)
+    np.testing.assert_allclose(mean, f.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(m2 / n, f.var(axis=0), rtol=1e-6)
+
+
+def test_single_frame_tile_moments_are_zero_variance():
+    frames = np.array([[3, 65535, 0]], np.uint16)
+    n, mean, m2 = feed_all(ops.FrameMoments(), frames)
+    assert n == 1
+    np.testing.assert_array_equal(mean, [3, 65535, 0])
+    np.testing.assert_array_equal(m2, 0)
