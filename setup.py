@@ -84,6 +84,8 @@ setup(
         # extra stays, empty, so `pip install stem_explorer[hdfs]` keeps working
         "hdfs": [],
         "gpu": ["cupy-cuda12x>=13"],
+        # the benchmark's side-by-side LiberTEM column (GPL-3.0; never imported by the package)
+        "bench": ["libertem>=0.16"],
         "docs": ["mkdocs>=1.5"],
         "test": test_requires,
         "dev": test_requires + ["pytest-benchmark>=4"],
