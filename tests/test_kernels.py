@@ -49,14 +49,13 @@ def test_com_moments_at_the_dtype_maximum(dtype, sx):
 def test_span_sums_at_the_dtype_maximum(dtype):
     info = np.finfo(dtype) if np.dtype(dtype).kind == "f" else np.iinfo(dtype)
     top = min(float(info.max), 2.0**20)
-    frames = np.full((3, 50 * 50), top, dtype)
-    ring = np.zeros((50, 50), np.float32)
-    ring[5:45, 5:45] = 1
-    ring[15:35, 15:35] = 0
-    op = ops.MaskProduct(np.c_[ring.ravel(), np.ones(2500, np.float32)])
+    frames = np.full((3, 128 * 128), top, dtype)
+    y, x = np.indices((128, 128))
+    disk = (np.hypot(y - 60, x - 70) < 20).ravel()
+    op = ops.MaskProduct(disk[:, None].astype(np.float32), dtype=frames.dtype)
     assert op.kernel == "spans"
     out = feed_all(op, frames)
-    np.testing.assert_array_equal(out, [[ring.sum() * frames.dtype.type(top), 2500.0 * frames.dtype.type(top)]] * 3)
+    np.testing.assert_array_equal(out, [[disk.sum() * frames.dtype.type(top)]] * 3)
 
 
 def test_frame_sum_across_uint32_blocks():
@@ -93,3 +92,48 @@ def test_single_frame_tile_moments_are_zero_variance():
     assert n == 1
     np.testing.assert_array_equal(mean, [3, 65535, 0])
     np.testing.assert_array_equal(m2, 0)
+
+
+def _ring_stack(n_rings, size=128):
+    y, x = np.indices((size, size))
+    r = np.hypot(y - 63.5, x - 63.5)
+    edges = np.linspace(0, r.max() + 1e-9, n_rings + 1)
+    label = np.digitize(r, edges) - 1
+    return np.stack([(label == k).ravel() for k in range(n_rings)], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "columns, dtype, expected",
+    [
+        ("disk", "uint16", "spans"),
+        ("disk", "float32", "spans"),
+        ("annulus", "uint16", "spans"),
+        ("annulus", "float32", "dense"),  # float32 needs no conversion for sgemm
+        ("rings16", "uint16", "spans"),
+        ("rings16", "float32", "dense"),
+        ("weighted_disk", "uint16", "sparse"),
+        ("weighted_full", "uint16", "dense"),
+    ],
+)
+def test_cost_model_choices_on_a_128_detector(columns, dtype, expected):
+    y, x = np.indices((128, 128))
+    r = np.hypot(y - 63.5, x - 63.5).ravel()
+    matrix = {
+        "disk": (r < 15)[:, None].astype(np.float32),
+        "annulus": ((r >= 19) & (r < 63))[:, None].astype(np.float32),
+        "rings16": _ring_stack(16),
+        "weighted_disk": np.where(r < 15, 1 + r, 0)[:, None].astype(np.float32),
+        "weighted_full": np.stack([1 + r, r * r], axis=1).astype(np.float32),
+    }[columns]
+    assert ops.MaskProduct(matrix, dtype=np.dtype(dtype)).kernel == expected
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+def test_every_path_agrees_on_radial_rings(dtype):
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 4000, (37, 128 * 128)).astype(dtype)
+    matrix = _ring_stack(16)
+    expected = frames.astype(np.float64) @ matrix.astype(np.float64)
+    for kernel in ("auto", "sparse", "dense"):
+        out = feed_all(ops.MaskProduct(matrix, kernel=kernel, dtype=frames.dtype), frames, tile=16)
+        np.testing.assert_allclose(out, expected, rtol=1e-6 if kernel != "sparse" else 1e-12)

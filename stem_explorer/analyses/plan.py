@@ -71,7 +71,7 @@ def build_plan(
     mask_op = None
     if mask_blocks:
         mask_op = len(ops)
-        ops.append(MaskProduct(scipy.sparse.hstack(mask_blocks, format="csr"), kernel=kernel))
+        ops.append(MaskProduct(scipy.sparse.hstack(mask_blocks, format="csr"), kernel=kernel, dtype=dataset.dtype))
     plan = Plan(tuple(ops), tile_bytes or DEFAULT_TILE_BYTES)
     provenance = {
         "software": {"name": "stem_explorer", "version": __version__},

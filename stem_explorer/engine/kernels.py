@@ -167,43 +167,38 @@ def accumulate_sum(frames, acc):
 
 
 @numba.jit(**_JIT)
-def accumulate_sum_u32(frames, acc, scratch):
-    """:func:`accumulate_sum` through a uint32 ``scratch`` row (exact, about 1.5x faster).
-
-    Callers check :func:`fits_u32` with weight ``len(frames)``.
-    """
-    scratch[:] = 0
+def accumulate_sum_u32(frames, scratch):
+    """``scratch[p] += sum over frames of frames[f, p]`` in uint32 (exact, about 1.5x
+    faster than float64); callers check :func:`fits_u32` with the number of frames
+    summed into ``scratch`` before they flush it into a float64 total."""
     for f in range(frames.shape[0]):
         frame = frames[f]
         for p in range(frame.shape[0]):
             scratch[p] = np.uint32(scratch[p] + np.uint32(frame[p]))
-    for p in range(acc.shape[0]):
-        acc[p] += scratch[p]
 
 
 @numba.jit(**_JIT)
-def tile_moments_u32(frames, mean, m2, sums, squares):
-    """Per-pixel mean and sum of squared deviations of a tile, exactly, in one pass.
+def accumulate_moments_u32(frames, sums, squares):
+    """Per pixel, ``sums += x`` (uint32) and ``squares += x**2`` (uint64), exactly.
 
-    For unsigned data of at most 16 bits: ``sums`` (uint32) and ``squares`` (uint64)
-    are scratch rows; callers check :func:`fits_u32` with weight ``len(frames)``, and
-    squares of 16-bit values summed over fewer than 2**32 frames fit in uint64. With
-    exact sums, ``M2 = sum(x**2) - sum(x)**2 / n`` is evaluated in integers up to
-    the last division, so it has no cancellation error.
+    For unsigned data of at most 16 bits; callers check :func:`fits_u32` with the
+    number of frames accumulated (squares of 16-bit values then fit in uint64 too).
     """
-    n = frames.shape[0]
-    sums[:] = 0
-    squares[:] = 0
-    for f in range(n):
+    for f in range(frames.shape[0]):
         frame = frames[f]
         for p in range(frame.shape[0]):
             v = np.uint32(frame[p])
             sums[p] = np.uint32(sums[p] + v)
             squares[p] += np.uint64(v * v)
+
+
+@numba.jit(**_JIT)
+def moments_from_u32(n, sums, squares, mean, m2):
+    """Mean and M2 of ``n`` frames from exact sums: ``M2 = sum x**2 - (sum x)**2 / n``
+    is evaluated in integers up to the last division, so it has no cancellation."""
     count = np.uint64(n)
     for p in range(sums.shape[0]):
         s = np.uint64(sums[p])
-        # M2 = squares - s**2 / n, with the integer part of s**2 / n taken exactly
         whole = (s * s) // count
         rest = s * s - whole * count
         mean[p] = np.float64(s) / n
@@ -211,24 +206,25 @@ def tile_moments_u32(frames, mean, m2, sums, squares):
 
 
 @numba.jit(**_JIT_FAST)
-def tile_moments_shifted(frames, mean, m2, sums, squares):
-    """Per-pixel mean and M2 of a tile in one pass over data shifted by its first frame.
+def accumulate_moments_shifted(frames, shift, sums, squares):
+    """Per pixel, ``sums += d`` and ``squares += d**2`` in float64 with ``d = x - shift``.
 
-    Subtracting a value close to the mean (the tile's first frame) before summing
-    ``d`` and ``d**2`` in float64 keeps ``M2 = sum d**2 - (sum d)**2 / n`` free of the
-    cancellation of the textbook formula; for integers of at most 16 bits every term
-    is exact below 2**53 (callers keep tiles under 2**20 frames).
+    Shifting by a value close to the mean (the first frame of the block) keeps
+    :func:`moments_from_shifted` free of the cancellation of the textbook formula;
+    for integers of at most 16 bits every term is exact below 2**53 (callers keep
+    blocks under 2**20 frames).
     """
-    n = frames.shape[0]
-    shift = frames[0]
-    sums[:] = 0.0
-    squares[:] = 0.0
-    for f in range(n):
+    for f in range(frames.shape[0]):
         frame = frames[f]
         for p in range(frame.shape[0]):
-            d = np.float64(frame[p]) - np.float64(shift[p])
+            d = np.float64(frame[p]) - shift[p]
             sums[p] += d
             squares[p] += d * d
+
+
+@numba.jit(**_JIT)
+def moments_from_shifted(n, shift, sums, squares, mean, m2):
+    """Mean and M2 of ``n`` frames from :func:`accumulate_moments_shifted`'s sums."""
     for p in range(sums.shape[0]):
         mean[p] = shift[p] + sums[p] / n
         m2[p] = max(squares[p] - sums[p] * sums[p] / n, 0.0)

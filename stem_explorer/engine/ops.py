@@ -26,20 +26,40 @@ import scipy.sparse
 
 from . import kernels
 
-# Cost model of the two mask-product paths, per frame, in units of "one pixel moved".
-# The dense path converts every pixel to float32 and then runs sgemm; the sparse path
-# pays a gather and a scattered add per non-zero. Measured on the 2-core development
-# machine (see docs/performance.md); only the ratio matters.
-_SPARSE_COST_PER_NONZERO = 1.0
-_DENSE_COST_PER_PIXEL = 0.25
-_DENSE_COST_PER_PIXEL_AND_MASK = 0.045
+# Cost model of the mask-product paths: nanoseconds per frame on one core, measured
+# single-threaded on the 2-core development machine through the page cache (the
+# calibration is in docs/performance.md, "Choosing the mask kernel"). Spans pay per
+# run and per covered pixel; dense pays per pixel (reading it, plus the float32
+# conversion unless the data is float32) and per pixel and mask (sgemm); sparse pays
+# a gather and a scattered add per non-zero.
+_SPAN_NS = {"native": 2.3, "float32": 5.0}
+_SPAN_PIXEL_NS = {"native": 0.43, "float32": 0.57}
+_DENSE_PIXEL_NS = {"native": 0.44, "float32": 0.26}
+_DENSE_PIXEL_MASK_NS = 0.03
+_SPARSE_NONZERO_NS = 2.5
 
 
-def choose_kernel(nnz: int, n_pixels: int, n_masks: int) -> str:
-    """'sparse' or 'dense': whichever the cost model says moves fewer bytes."""
-    sparse = _SPARSE_COST_PER_NONZERO * nnz
-    dense = n_pixels * (_DENSE_COST_PER_PIXEL + _DENSE_COST_PER_PIXEL_AND_MASK * n_masks)
-    return "sparse" if sparse <= dense else "dense"
+def _cost_class(dtype) -> str:
+    """'float32' when the dense path reads the data as is, else 'native' (converted)."""
+    return "float32" if dtype is not None and np.dtype(dtype).newbyteorder("=") == np.float32 else "native"
+
+
+def choose_kernel(nnz: int, n_pixels: int, n_masks: int, dtype=None) -> str:
+    """'sparse' or 'dense' for weighted masks: whichever the cost model says is faster."""
+    return "sparse" if _sparse_ns(nnz) <= _dense_ns(n_pixels, n_masks, dtype) else "dense"
+
+
+def _sparse_ns(nnz: int) -> float:
+    return _SPARSE_NONZERO_NS * nnz
+
+
+def _dense_ns(n_pixels: int, n_masks: int, dtype) -> float:
+    return n_pixels * (_DENSE_PIXEL_NS[_cost_class(dtype)] + _DENSE_PIXEL_MASK_NS * n_masks)
+
+
+def _spans_ns(n_spans: int, covered: int, dtype) -> float:
+    kind = _cost_class(dtype)
+    return _SPAN_NS[kind] * n_spans + _SPAN_PIXEL_NS[kind] * covered
 
 
 def _digest(array: np.ndarray) -> str:
@@ -126,12 +146,14 @@ class MaskProduct(PerFrameOp):
     * ``sparse``: weighted masks as CSR over the covered pixels (numba, native dtype);
     * ``dense``: the tile converted to float32 and one sgemm.
 
-    ``kernel='auto'`` sends binary columns to ``spans`` and the others to ``sparse``
-    or ``dense`` by the cost model; ``'sparse'`` or ``'dense'`` force every column
-    through that path (tests compare the paths with each other).
+    ``kernel='auto'`` picks by the cost model for the data's ``dtype``: binary columns
+    to ``spans`` and the others to ``sparse`` or ``dense``, or every column to
+    ``dense`` when one sgemm is cheaper than many short runs (16 radial rings, or any
+    large mask on float32 data, whose dense path needs no conversion). ``'sparse'``
+    or ``'dense'`` force every column through that path (tests compare the paths).
     """
 
-    def __init__(self, matrix: scipy.sparse.spmatrix, kernel: str = "auto"):
+    def __init__(self, matrix: scipy.sparse.spmatrix, kernel: str = "auto", dtype=None):
         if kernel not in ("auto", "sparse", "dense"):
             raise ValueError(f"kernel must be 'auto', 'sparse' or 'dense', got {kernel!r}")
         matrix = scipy.sparse.csc_matrix(matrix, dtype=np.float32)
@@ -139,15 +161,30 @@ class MaskProduct(PerFrameOp):
         matrix.eliminate_zeros()
         self.matrix = matrix.tocsr()
         n_pixels, self.width = matrix.shape
-        binary = np.array([np.all(matrix.data[matrix.indptr[j]:matrix.indptr[j + 1]] == 1) for j in range(self.width)], bool)
         if kernel == "auto":
-            other = np.flatnonzero(~binary)
-            rest = "dense" if other.size and choose_kernel(matrix[:, other].nnz, n_pixels, other.size) == "dense" else "sparse"
-            self.paths = {"spans": np.flatnonzero(binary), rest: other}
+            self.paths = self._auto_paths(matrix, dtype)
         else:
             self.paths = {kernel: np.arange(self.width)}
         self.paths = {name: cols for name, cols in self.paths.items() if cols.size}
         self._prepared = None
+
+    def _auto_paths(self, csc: scipy.sparse.csc_matrix, dtype) -> dict:
+        """The cheaper of (binary columns as spans + the rest sparse or dense) and
+        (every column dense), by the cost model."""
+        n_pixels = csc.shape[0]
+        binary_mask = np.array([np.all(csc.data[csc.indptr[j]:csc.indptr[j + 1]] == 1) for j in range(self.width)], bool)
+        binary, other = np.flatnonzero(binary_mask), np.flatnonzero(~binary_mask)
+        split, cost = {"spans": binary}, 0.0
+        if binary.size:
+            starts, stops, _ = _prepare_spans(csc, binary)
+            cost += _spans_ns(starts.size, int((stops - starts).sum()), dtype)
+        if other.size:
+            rest = choose_kernel(csc[:, other].nnz, n_pixels, other.size, dtype)
+            split[rest] = other
+            cost += _sparse_ns(csc[:, other].nnz) if rest == "sparse" else _dense_ns(n_pixels, other.size, dtype)
+        if _dense_ns(n_pixels, self.width, dtype) < cost:
+            return {"dense": np.arange(self.width)}
+        return split
 
     @property
     def kernel(self) -> str:
@@ -286,29 +323,44 @@ class MaskedMoments(PerFrameOp):
 
 
 class FrameSum(Op):
-    """Sum of all frames (float64, exact for integer data)."""
+    """Sum of all frames (float64, exact for integer data).
+
+    Unsigned data of at most 16 bits is summed into a uint32 row across tiles and
+    flushed into the float64 total every ``2**16`` frames (before it could wrap).
+    """
+
+    _NARROW_BLOCK = 2**16
 
     @property
     def key(self):
         return ("frame_sum",)
 
-    #: frames per uint32 block: 2**16 values of at most 16 bits cannot wrap
-    _NARROW_BLOCK = 2**16
-
     def start(self, start, stop, n_pixels, dtype):
-        scratch = np.empty(n_pixels, np.uint32) if kernels.fits_u32(dtype, self._NARROW_BLOCK) else None
-        return np.zeros(n_pixels, np.float64), scratch
+        narrow = kernels.fits_u32(dtype, self._NARROW_BLOCK)
+        return {"total": np.zeros(n_pixels), "block": np.zeros(n_pixels, np.uint32) if narrow else None, "n": 0}
 
     def feed(self, state, start, frames):
-        acc, scratch = state
-        if scratch is None:
-            kernels.accumulate_sum(frames, acc)
+        block = state["block"]
+        if block is None:
+            kernels.accumulate_sum(frames, state["total"])
             return
         for lo in range(0, frames.shape[0], self._NARROW_BLOCK):
-            kernels.accumulate_sum_u32(frames[lo : lo + self._NARROW_BLOCK], acc, scratch)
+            part = frames[lo : lo + self._NARROW_BLOCK]
+            if state["n"] + part.shape[0] > self._NARROW_BLOCK:
+                self._flush(state)
+            kernels.accumulate_sum_u32(part, block)
+            state["n"] += part.shape[0]
+
+    @staticmethod
+    def _flush(state):
+        state["total"] += state["block"]
+        state["block"][:] = 0
+        state["n"] = 0
 
     def finish(self, state):
-        return state[0]
+        if state["block"] is not None:
+            self._flush(state)
+        return state["total"]
 
     def empty(self, n_frames, n_pixels, dtype):
         return np.zeros(n_pixels, np.float64)
@@ -320,13 +372,13 @@ class FrameSum(Op):
 class FrameMoments(Op):
     """Count, mean and M2 per pixel, merged pairwise (numerically stable variance).
 
-    Each block of frames gets its moments in one pass: exact integer sums for unsigned
-    data of at most 16 bits, float64 sums of values shifted by the block's first frame
-    otherwise; blocks and partitions are merged with Chan's update.
+    Frames are accumulated across tiles into per-pixel sums of ``x`` and ``x**2``:
+    exact integers (uint32 / uint64) for unsigned data of at most 16 bits, float64
+    sums of values shifted by the block's first frame otherwise. Each block (at most
+    ``2**16`` or ``2**20`` frames, so nothing wraps or loses exactness) becomes a
+    (count, mean, M2) triple; blocks and partitions are merged with Chan's update.
     """
 
-    #: frames per block: uint32 sums of 16-bit values cannot wrap; float64 sums of
-    #: squared 16-bit differences stay exact
     _NARROW_BLOCK = 2**16
     _WIDE_BLOCK = 2**20
 
@@ -335,25 +387,51 @@ class FrameMoments(Op):
         return ("frame_moments",)
 
     def start(self, start, stop, n_pixels, dtype):
-        if kernels.fits_u32(dtype, self._NARROW_BLOCK):
-            scratch = (np.empty(n_pixels, np.uint32), np.empty(n_pixels, np.uint64))
-        else:
-            scratch = (np.empty(n_pixels), np.empty(n_pixels))
-        return [0, np.zeros(n_pixels), np.zeros(n_pixels), np.empty(n_pixels), np.empty(n_pixels), scratch]
+        narrow = kernels.fits_u32(dtype, self._NARROW_BLOCK)
+        return {
+            "merged": (0, np.zeros(n_pixels), np.zeros(n_pixels)),
+            "narrow": narrow,
+            "n": 0,
+            "sums": np.zeros(n_pixels, np.uint32 if narrow else np.float64),
+            "squares": np.zeros(n_pixels, np.uint64 if narrow else np.float64),
+            "shift": None,
+        }
 
     def feed(self, state, start, frames):
-        n, mean, m2, tile_mean, tile_m2, scratch = state
-        narrow = scratch[0].dtype == np.uint32
-        kernel = kernels.tile_moments_u32 if narrow else kernels.tile_moments_shifted
-        step = self._NARROW_BLOCK if narrow else self._WIDE_BLOCK
-        for lo in range(0, frames.shape[0], step):
-            block = frames[lo : lo + step]
-            kernel(block, tile_mean, tile_m2, *scratch)
-            n, mean, m2 = kernels.merge_moments(n, mean, m2, block.shape[0], tile_mean, tile_m2)
-        state[:3] = n, mean, m2
+        limit = self._NARROW_BLOCK if state["narrow"] else self._WIDE_BLOCK
+        lo = 0
+        while lo < frames.shape[0]:
+            part = frames[lo : lo + limit - state["n"]]
+            if state["narrow"]:
+                kernels.accumulate_moments_u32(part, state["sums"], state["squares"])
+            else:
+                if state["shift"] is None:
+                    state["shift"] = part[0].astype(np.float64)
+                kernels.accumulate_moments_shifted(part, state["shift"], state["sums"], state["squares"])
+            state["n"] += part.shape[0]
+            lo += part.shape[0]
+            if state["n"] == limit:
+                self._flush(state)
+
+    @staticmethod
+    def _flush(state):
+        n = state["n"]
+        if n == 0:
+            return
+        mean, m2 = np.empty_like(state["merged"][1]), np.empty_like(state["merged"][2])
+        if state["narrow"]:
+            kernels.moments_from_u32(n, state["sums"], state["squares"], mean, m2)
+        else:
+            kernels.moments_from_shifted(n, state["shift"], state["sums"], state["squares"], mean, m2)
+            state["shift"] = None
+        state["merged"] = kernels.merge_moments(*state["merged"], n, mean, m2)
+        state["sums"][:] = 0
+        state["squares"][:] = 0
+        state["n"] = 0
 
     def finish(self, state):
-        return tuple(state[:3])
+        self._flush(state)
+        return state["merged"]
 
     def empty(self, n_frames, n_pixels, dtype):
         return (0, np.zeros(n_pixels), np.zeros(n_pixels))
