@@ -57,6 +57,17 @@ def _dense_ns(n_pixels: int, n_masks: int, dtype) -> float:
     return n_pixels * (_DENSE_PIXEL_NS[_cost_class(dtype)] + _DENSE_PIXEL_MASK_NS * n_masks)
 
 
+#: :class:`CenterOfMassMoments` per support pixel (two running sums per pixel)
+_MOMENTS_PIXEL_NS = {"native": 0.4, "float32": 0.73}
+
+
+def moments_as_columns(dtype, support: int, n_pixels: int) -> bool:
+    """Whether centre-of-mass moments over ``support`` pixels are cheaper as three
+    mask columns through the GEMM (float32 data over most of the frame) than as
+    :class:`CenterOfMassMoments`' row spans."""
+    return _dense_ns(n_pixels, 3, dtype) < _MOMENTS_PIXEL_NS[_cost_class(dtype)] * support
+
+
 def _spans_ns(n_spans: int, covered: int, dtype) -> float:
     kind = _cost_class(dtype)
     return _SPAN_NS[kind] * n_spans + _SPAN_PIXEL_NS[kind] * covered
