@@ -260,3 +260,22 @@ def test_real_arina_file_through_the_engine(client, realdata):
         results = session.compute(SumFrame(), VirtualDetector(masks.Disk(cy, cx, r)))
     np.testing.assert_array_equal(results["sum/frame"].data, sum_ref)
     np.testing.assert_array_equal(results["vd/mask0"].data, vbf_ref.reshape(ds.nav_shape))
+
+
+def test_partitions_spread_over_workers_and_large_plans_are_scattered(client, tmp_path, monkeypatch):
+    """A job's plan must not pin its tasks to one worker (a plan held by one worker
+    drew every task there); plans over the inline limit go by scatter, same results."""
+    from stem_explorer.engine import tasks
+
+    ds, data = slow_dataset(tmp_path, nav=(16, 16), delay=0.02)
+    disk = masks.Disk(4, 4, 2)
+    expected = ref.virtual_image(data, disk.rasterize((8, 8)))
+    with Session(ds, client=client, partition_bytes=8 * 8 * 2 * 16) as session:
+        job = session.run(VirtualDetector(disk), preview_stride=1)
+        np.testing.assert_allclose(job.result(timeout=60)["vd/mask0"].data, expected)
+        assert len(job.stats.tasks_per_worker) == 2 and min(job.stats.tasks_per_worker.values()) >= 4
+        monkeypatch.setattr(tasks, "INLINE_PLAN_BYTES", 0)
+        monkeypatch.setattr("stem_explorer.engine.job.INLINE_PLAN_BYTES", 0)
+        job = session.run(VirtualDetector(disk), preview_stride=2)
+        np.testing.assert_allclose(job.result(timeout=60)["vd/mask0"].data, expected)
+        assert not isinstance(job._plan_arg, tasks.PlanParcel)

@@ -7,6 +7,7 @@ import os
 from typing import Optional
 
 from ..errors import ClusterError
+from .locality import worker_addresses
 
 #: Environment of embedded worker processes: one thread for every numeric library,
 #: because dask already runs one task per worker process and core.
@@ -59,8 +60,6 @@ def connect(address: str, timeout: float = 10.0):
 
 
 def n_workers_of(client) -> int:
-    """Number of workers the client's scheduler knows right now (at least 1)."""
-    try:
-        return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    except TypeError:  # older distributed without the n_workers argument
-        return max(1, len(client.scheduler_info()["workers"]))
+    """Number of workers the client's scheduler knows (at least 1; the list is
+    reused for up to :data:`~stem_explorer.engine.locality.WORKER_LIST_MAX_AGE` s)."""
+    return max(1, len(worker_addresses(client)))

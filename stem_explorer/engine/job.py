@@ -25,7 +25,16 @@ from ..errors import JobCancelledError
 from ..io.base import DataSet
 from . import preview
 from .locality import WorkerIndex, is_local, worker_addresses
-from .tasks import PartitionResult, Plan, empty_accumulators, hold, merge_partition, run_partition, run_preview
+from .tasks import (
+    INLINE_PLAN_BYTES,
+    PartitionResult,
+    Plan,
+    PlanParcel,
+    empty_accumulators,
+    merge_partition,
+    run_partition,
+    run_preview,
+)
 
 Finalize = Callable[[list, np.ndarray], Any]
 
@@ -150,22 +159,9 @@ class Job:
 
         payloads = dataset.payloads(client, self._partitions)
         workers = WorkerIndex(worker_addresses(client) if any(p.locations for p in self._partitions) else ())
-        # the plan travels once, inside the graph (no blocking scatter round trip);
-        # workers that need it fetch it from the one that holds it
-        self._plan_future = client.submit(hold, plan, key=f"stem-explorer-job{self.id}-plan", pure=False, priority=2)
+        self._plan_arg = self._ship_plan(plan)
         self.preview_stride = self._choose_preview(preview_stride)
-        self._futures = self._submit_preview(payloads, workers) + [
-            client.submit(
-                run_partition,
-                part,
-                self._plan_future,
-                payload,
-                key=f"stem-explorer-job{self.id}-part{part.index}",
-                pure=False,
-                **_placement(part, workers),
-            )
-            for part, payload in zip(self._partitions, payloads)
-        ]
+        self._futures = self._submit_preview(payloads, workers) + self._submit_partitions(payloads, workers)
         self._thread = threading.Thread(
             target=self._collect, name=f"stem-explorer-job{self.id}", daemon=True
         )
@@ -261,6 +257,29 @@ class Job:
             return preview.auto_stride(ds.nav_shape, ds.frame_bytes)
         return max(1, int(stride))
 
+    def _ship_plan(self, plan: Plan):
+        """What tasks receive as their plan: a :class:`PlanParcel` inside each task
+        (no round trip), or for a plan over :data:`INLINE_PLAN_BYTES` (large dense
+        masks) a future of it scattered to every worker once."""
+        parcel = PlanParcel(plan)
+        if len(parcel.blob) <= INLINE_PLAN_BYTES:
+            return parcel
+        return self._client.scatter(plan, broadcast=True, hash=False)
+
+    def _submit_partitions(self, payloads, workers) -> list:
+        """One task per partition: placed ones one by one, the others in one batch
+        (a single graph update instead of one per task)."""
+        keys = [f"stem-explorer-job{self.id}-part{part.index}" for part in self._partitions]
+        placements = [_placement(part, workers) for part in self._partitions]
+        if not any(placements):
+            return self._client.map(
+                run_partition, self._partitions, [self._plan_arg] * len(keys), payloads, key=keys, pure=False
+            )
+        return [
+            self._client.submit(run_partition, part, self._plan_arg, payload, key=key, pure=False, **placement)
+            for part, payload, key, placement in zip(self._partitions, payloads, keys, placements)
+        ]
+
     def _submit_preview(self, payloads, workers) -> list:
         """High-priority tasks computing the preview grid, one per group of partitions
         (a worker's local partitions, else contiguous runs), so it arrives at once."""
@@ -280,7 +299,7 @@ class Job:
             self._client.submit(
                 run_preview,
                 pieces,
-                self._plan_future,
+                self._plan_arg,
                 key=f"stem-explorer-job{self.id}-preview{k}",
                 pure=False,
                 priority=1,
@@ -386,6 +405,7 @@ class Job:
         try:
             if pending:
                 self._client.cancel(pending)
-            self._client.cancel([self._plan_future])
+            if not isinstance(self._plan_arg, PlanParcel):
+                self._client.cancel([self._plan_arg])
         except Exception:  # the cluster may already be gone; nothing left to free
             pass

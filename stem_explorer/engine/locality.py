@@ -10,6 +10,8 @@ DataNode reported as ``node12`` matches a worker listening on ``10.1.2.12``.
 from __future__ import annotations
 
 import socket
+import time
+import weakref
 from functools import lru_cache
 from typing import Iterable, Optional
 
@@ -67,10 +69,24 @@ class WorkerIndex:
         return list(found)
 
 
+#: How long a fetched worker list is reused. Fetching it is a blocking round trip to
+#: the scheduler (2-20 ms), once or twice per job start; placement only prefers
+#: workers (other workers may still run a task), so a list a second old is harmless.
+WORKER_LIST_MAX_AGE = 1.0
+_worker_lists: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def worker_addresses(client) -> list[str]:
-    """Addresses of the workers the client's scheduler knows now."""
+    """Addresses of the workers the client's scheduler knows (at most
+    :data:`WORKER_LIST_MAX_AGE` seconds old)."""
+    now = time.monotonic()
+    cached = _worker_lists.get(client)
+    if cached is not None and now - cached[0] < WORKER_LIST_MAX_AGE:
+        return list(cached[1])
     try:
         info = client.scheduler_info(n_workers=-1)
     except TypeError:  # older distributed without the n_workers argument
         info = client.scheduler_info()
-    return list(info["workers"])
+    addresses = list(info["workers"])
+    _worker_lists[client] = (now, addresses)
+    return list(addresses)

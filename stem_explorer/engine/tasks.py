@@ -7,9 +7,12 @@ the tile size plus the ops' per-partition state, whatever the partition size.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import pickle
 import socket
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -66,9 +69,44 @@ def _pin_threads() -> None:
     threadpool_limits(1)
 
 
-def hold(value: Any) -> Any:
-    """Identity task: puts ``value`` (the plan) on the cluster inside the task graph."""
-    return value
+#: Plans whose pickle is at most this size travel inside each task (as a
+#: :class:`PlanParcel`); larger ones are scattered to every worker once per job.
+INLINE_PLAN_BYTES = 512 * 2**10
+
+_unpacked_plans: "OrderedDict[str, Plan]" = OrderedDict()
+_MAX_UNPACKED_PLANS = 8
+
+
+class PlanParcel:
+    """A plan pickled once on the client and unpickled once per worker process.
+
+    Every task of a job carries the same bytes; unpickling a parcel returns the
+    :class:`Plan` itself, from a per-process cache keyed by the bytes' digest, so the
+    ops' prepared kernel layouts are built once per worker and job. No task depends
+    on another for its plan, so the scheduler balances partitions freely (a plan
+    held by one worker drew every task to that worker) and the job starts without
+    a blocking round trip.
+    """
+
+    def __init__(self, plan: Plan):
+        import cloudpickle
+
+        self.blob = cloudpickle.dumps(plan, protocol=5)
+        self.digest = hashlib.blake2b(self.blob, digest_size=16).hexdigest()
+
+    def __reduce__(self):
+        return (_unpack_plan, (self.digest, self.blob))
+
+
+def _unpack_plan(digest: str, blob: bytes) -> Plan:
+    plan = _unpacked_plans.get(digest)
+    if plan is None:
+        plan = _unpacked_plans[digest] = pickle.loads(blob)
+        while len(_unpacked_plans) > _MAX_UNPACKED_PLANS:
+            _unpacked_plans.popitem(last=False)
+    else:
+        _unpacked_plans.move_to_end(digest)
+    return plan
 
 
 def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> PartitionResult:
