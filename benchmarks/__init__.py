@@ -6,7 +6,9 @@ Run ``python -m benchmarks`` from the repository root, or ``stem-explorer bench`
 Modules: :mod:`.data` (data sets), :mod:`.workloads` (what is timed, targets),
 :mod:`.plainread` (the plain-read limit on the workers), :mod:`.timing`,
 :mod:`.coldstart`, :mod:`.libertem_ref` (optional LiberTEM column), :mod:`.report`
-and :mod:`.runner` (the entry point :func:`main`).
+and :mod:`.runner` (the entry point :func:`main`); side benchmarks behind a flag:
+:mod:`.hdfs` (``--hdfs``) and :mod:`.formats` (``--formats``, detector formats
+against raw uint16).
 """
 
 

@@ -75,6 +75,25 @@ class BenchData:
         }
 
 
+def at_least_one(text: str) -> int:
+    """argparse type of counts (``--repeat``, ``--workers``): an int >= 1."""
+    import argparse
+
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_data_options(parser) -> None:
+    """The options of the suite's side benchmarks (``--hdfs``, ``--formats``): the data
+    folder shared with the main benchmark, its size, and the timed runs."""
+    root = Path(__file__).resolve().parents[1]
+    parser.add_argument("--dir", default=str(root / "bench_data"), help="data folder (shared with the main benchmark)")
+    parser.add_argument("--small", action="store_true", help="64 x 64 scan (128 MiB as uint16) instead of 256 x 256 (2 GiB)")
+    parser.add_argument("--repeat", type=at_least_one, default=5, help="timed runs per row, after one warm-up")
+
+
 def plan(folder: Path, small: bool = False) -> dict[str, BenchData]:
     """The data sets of a full or ``--small`` run in ``folder`` (not created yet)."""
     ny, nx = SMALL_NAV if small else FULL_NAV
@@ -89,12 +108,14 @@ def plan(folder: Path, small: bool = False) -> dict[str, BenchData]:
     }
 
 
-def ensure(folder, small: bool = False, log: Callable[[str], None] = print) -> dict[str, BenchData]:
-    """Create the data sets that are missing in ``folder``; return all of them."""
+def ensure(folder, small: bool = False, log: Callable[[str], None] = print,
+           keys=None) -> dict[str, BenchData]:
+    """Create the data sets that are missing in ``folder`` (only those of ``keys``
+    when given); return all of them."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sets = plan(folder, small)
-    missing = [d for d in sets.values() if not d.path.exists()]
+    missing = [d for d in sets.values() if not d.path.exists() and (keys is None or d.key in keys)]
     if not missing:
         return sets
     nav = sets["raw-uint16"].nav_shape

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from . import data, timing
+from . import data, report, timing
 from .workloads import disk_mask
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +36,7 @@ def _log(message: str) -> None:
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--dir", default=str(REPO_ROOT / "bench_data"), help="data folder (shared with the main benchmark)")
-    p.add_argument("--small", action="store_true", help="64 x 64 scan (128 MiB) instead of 256 x 256 (2 GiB)")
-    p.add_argument("--repeat", type=int, default=5, help="timed runs per row, after one warm-up")
+    data.add_data_options(p)
     p.add_argument("--nodes", type=int, default=2, help="DataNodes, each with one dask worker (default 2)")
     p.add_argument("--replication", type=int, default=1, help="HDFS replicas per block (default 1)")
     p.add_argument("--partition-mib", type=int, help="partition file = HDFS block size, MiB (default 128, 16 with --small)")
@@ -126,9 +123,4 @@ def table(records: list[dict]) -> str:
 def main(argv=None, prog: str = "python -m benchmarks --hdfs") -> int:
     args = build_parser(prog).parse_args(argv)
     records = measure(args)
-    if args.json:
-        with open(args.json, "w") as out:
-            for r in records:
-                out.write(json.dumps(r) + "\n")
-    print(table(records))
-    return 0
+    return report.emit(records, args.json, table(records))

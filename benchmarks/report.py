@@ -72,3 +72,13 @@ def write_json_lines(records: Iterable[dict], stream: TextIO) -> None:
     """Each record as one JSON line."""
     for record in records:
         stream.write(json.dumps(record) + "\n")
+
+
+def emit(records: list, json_path, text: str) -> int:
+    """The end of a side benchmark's ``main``: the records as JSON lines to
+    ``json_path`` (when given), ``text`` (its table) to stdout; exit status 0."""
+    if json_path:
+        with open(json_path, "w") as out:
+            write_json_lines(records, out)
+    print(text)
+    return 0

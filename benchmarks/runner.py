@@ -41,6 +41,8 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     p.add_argument("--no-cold-start", action="store_true", help="skip the cold-start measurement")
     p.add_argument("--hdfs", action="store_true", help="run the HDFS locality benchmark instead "
                    "(benchmarks/hdfs.py; its options: --hdfs --help)")
+    p.add_argument("--formats", action="store_true", help="run the detector-format throughput benchmark "
+                   "instead (benchmarks/formats.py; its options: --formats --help)")
     return p
 
 
@@ -167,6 +169,10 @@ def main(argv=None, prog: str = "python -m benchmarks") -> int:
         from . import hdfs
 
         return hdfs.main([a for a in argv if a != "--hdfs"], prog=f"{prog} --hdfs")
+    if "--formats" in argv:
+        from . import formats
+
+        return formats.main([a for a in argv if a != "--formats"], prog=f"{prog} --formats")
     args = build_parser(prog).parse_args(argv)
     if args.repeat < 1 or args.workers < 1:
         print(f"{prog}: error: --repeat and --workers must be >= 1", file=sys.stderr)

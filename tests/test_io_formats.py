@@ -1,8 +1,9 @@
 """Detector formats without real files in ../shared/realdata: blockfile, TIA ser, DM3/DM4,
 EMPAD, zarr and the HDF5 layouts of HyperSpy, py4DSTEM/EMD 1.0, Prismatic and fpd.
 
-Every test writes its file *here*, from the format's specification (headers
-included; each writer names the description it follows), reads it back through the
+Every test writes its file from the format's specification (headers included; each
+writer names the description it follows; the blockfile and zarr writers live in
+``stem_explorer.io.synthetic``, shared with the format benchmark), reads it back through the
 partitions as tasks do, checks zero-copy where the reader promises it, reader choice by
 suffix and by magic bytes, and runs a virtual bright field + sum frame through the
 engine against numpy.
@@ -22,7 +23,9 @@ from stem_explorer.analyses import SumFrame, VirtualDetector, build_plan
 from stem_explorer.engine import run_local
 from stem_explorer.errors import DataSetError, FormatError
 from stem_explorer.io import find_reader, open_dataset
-from stem_explorer.io.testing import assert_reads_equal, is_memory_mapped, make_frames
+from stem_explorer.io.synthetic import write_blockfile, write_zarr
+from stem_explorer.io.ser import read_ser_header
+from stem_explorer.io.testing import assert_reads_equal, assert_scan_positions, is_memory_mapped, make_frames, position_frames
 
 NAV, SIG = (3, 5), (7, 4)  # non-square scan and detector
 
@@ -70,27 +73,6 @@ def assert_truncation_detected(path, fmt, *, head, tail):
 
 
 # -- NanoMegas blockfile --------------------------------------------------------------------
-def write_blockfile(path, data, *, version=0x0102):
-    """Following the ASTAR blockfile layout documented by RosettaSciIO: 'IMGBLO',
-    uint16 magic 0x0102, offsets of the VBF image and of the frames, flags, DP_SZ,
-    rotation, NX, NY, scan rotation, SX, SY, beam energy, SDP, camera length,
-    acquisition time, 8 centring + 14 distortion float64; then the NX*NY VBF bytes;
-    then per frame 0x55 0xAA + uint32 index + DP_SZ^2 uint8."""
-    ny, nx, size, _ = data.shape
-    vbf_at = 0x1000
-    frames_at = vbf_at + nx * ny
-    head = struct.pack(
-        "<6sHIIIHHHHHddIHId", b"IMGBLO", version, vbf_at, frames_at, 0, size, 0, nx, ny,
-        1500, 1.5, 2.5, 200000, 100, 1200, 44000.25,
-    ) + bytes(22 * 8)
-    with open(path, "wb") as f:
-        f.write(head.ljust(vbf_at, b"\0"))
-        f.write(data.reshape(ny * nx, -1).mean(axis=1).astype(np.uint8).tobytes())
-        for i, frame in enumerate(data.reshape(-1, size, size)):
-            f.write(b"\x55\xaa" + struct.pack("<I", i) + frame.tobytes())
-    return str(path)
-
-
 def test_blockfile_roundtrip_sniff_and_metadata(tmp_path):
     data = make_frames(NAV, (6, 6), "uint8")  # blockfile detectors are square
     path = write_blockfile(tmp_path / "scan.blo", data)
@@ -120,20 +102,27 @@ SER_CODES = {"uint8": 1, "uint16": 2, "int32": 6, "float32": 7}
 
 
 def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x0197):
-    """Following "TIA Series Data (ESD) file format" (FEI): header (byte order 'II',
-    series id 0x0197, version, data type 0x4122, tag type 0x4152, total / valid
-    element counts, offset-array offset, dimension count), the dimension array, the
-    2-D data elements (x then y calibration, type code, size x, size y, values with x
-    fastest), the time tags, then the data and tag offset arrays. ``gaps`` puts a
-    varying number of padding bytes between elements (non-uniform offsets)."""
+    """Following "TIA Series Data (ESD) file format" (FEI / Emispec, as reproduced by
+    C. Boothroyd's "TIA format" page): header (byte order 'II', series id 0x0197,
+    version, data type 0x4122, tag type, total / valid element counts, offset-array
+    offset, dimension count), the dimension array (size, calibration offset, delta,
+    element, description, units), the 2-D data elements (x then y calibration, type
+    code, size x, size y, values with x fastest), the tags, then the data and tag
+    offset arrays. The scan dimensions are listed fastest first (x, then y) and the
+    elements stored x fastest, as ncempy.io.ser and HyperSpy read TIA area scans; an
+    area scan gets time-and-position tags (0x4142: type, time, PositionX, PositionY)
+    from its calibration, a line scan or series time tags (0x4152: type, time).
+    ``gaps`` puts a varying number of padding bytes between elements (non-uniform
+    offsets)."""
     nav, (sy, sx) = data.shape[:-2], data.shape[-2:]
     frames = data.reshape((-1, sy, sx))
     n = len(frames)
     word = "I" if version == 0x0210 else "Q"
+    deltas = [1e-9 * (i + 1) for i in range(len(nav))]  # of the numpy axes, slowest first
     dims = b""
-    for i, size in enumerate(nav):
-        desc, units = f"axis{i}".encode(), b"m"
-        dims += struct.pack("<Iddi", size, 0.0, 1e-9 * (i + 1), 0)
+    for size, delta in reversed(list(zip(nav, deltas))):  # the file lists x first
+        desc, units = b"Position", b"meters"
+        dims += struct.pack("<Iddi", size, 0.0, delta, 0)
         dims += struct.pack("<I", len(desc)) + desc + struct.pack("<I", len(units)) + units
     head_size = struct.calcsize(f"<HHHIIII{word}I")
     body, offsets, pos = b"", [], head_size + len(dims)
@@ -146,19 +135,37 @@ def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x019
         element += frame.tobytes()
         body += element
         pos += len(element)
+    tag_type = 0x4142 if len(nav) == 2 else 0x4152
     tag_offsets = []
     for i in range(n):
         tag_offsets.append(pos)
-        body += struct.pack("<HI", 0x4152, 1000 + i)
-        pos += 6
+        tag = struct.pack("<II", tag_type, 1000 + i)
+        if tag_type == 0x4142:
+            y, x = divmod(i, nav[1])
+            tag += struct.pack("<dd", x * deltas[1], y * deltas[0])
+        body += tag
+        pos += len(tag)
     header = struct.pack(
-        f"<HHHIIII{word}I", 0x4949, magic, version, 0x4122, 0x4152, n,
+        f"<HHHIIII{word}I", 0x4949, magic, version, 0x4122, tag_type, n,
         n if valid is None else valid, pos, len(nav),
     )
     table = np.array(offsets + tag_offsets, "<u4" if word == "I" else "<u8").tobytes()
     with open(path, "wb") as f:
         f.write(header + dims + body + table)
     return str(path)
+
+
+def test_ser_scan_axis_order(tmp_path):
+    """A non-square area scan (4 rows x 6 columns) of non-square frames (5 x 3): the
+    dimension array lists x (6) then y (4), following the TIA series description with
+    the axis order of ncempy.io.ser / HyperSpy (see write_ser); frame (y, x) comes back
+    at scan position (y, x)."""
+    nav, sig = (4, 6), (5, 3)
+    path = write_ser(tmp_path / "scan_1.ser", position_frames(nav, sig))
+    assert [d["size"] for d in read_ser_header(path)["dimensions"]] == [6, 4]
+    ds = open_dataset(path)
+    assert ds.sig_shape == sig
+    assert_scan_positions(ds, nav)
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
@@ -241,15 +248,31 @@ class DMWriter:
         return head + struct.pack(">i", byte_order) + root + bytes(8)
 
 
-def write_dm(path, data, *, version=4, extra_stack=False):
+def write_dm(path, data, *, version=4, extra_stack=False, layout="nav-major"):
+    """4-D ``data`` (scan y, scan x, detector y, detector x) is written in ``layout``:
+    "nav-major" as GMS 3.x STEMx does with C ordering (Dimensions detector x, detector
+    y, scan x, scan y; frames contiguous; ``ImageTags/Meta Data/Data Order Swapped``
+    = 1), "sig-major" as older GMS (Dimensions scan x, scan y, detector x, detector y;
+    each detector pixel's scan image contiguous; no such tag). Dimensions list the
+    fastest axis first, so the stored C-ordered array's shape is their reverse."""
     w = DMWriter(version)
     code, tag_type = DM_TYPES[data.dtype.name]
 
+    def text(name, value):  # DM strings in tags: arrays of uint16 characters
+        return w.entry(21, name, w.data([20, 4, len(value)], value.encode("utf-16-le")))
+
     def image(name, array):
+        meta = []
+        if array.ndim == 4:
+            meta = [text("Format", "Diffraction image")]
+            if layout == "nav-major":
+                meta.append(w.scalar("Data Order Swapped", 8, "B", 1))
+            else:
+                array = array.transpose(2, 3, 0, 1)
         dims = [w.scalar("", 5, "I", n) for n in reversed(array.shape)]
         calib = [w.entry(20, "", w.group([w.scalar("Scale", 6, "f", 0.1 * (i + 1)), w.scalar("Origin", 6, "f", 0.0)]))
                  for i in range(array.ndim)]
-        values = w.data([20, tag_type, array.size], array.astype("<" + array.dtype.str[1:]).tobytes())
+        values = w.data([20, tag_type, array.size], np.ascontiguousarray(array, "<" + array.dtype.str[1:]).tobytes())
         image_data = w.group([
             w.entry(20, "Calibrations", w.group([w.entry(20, "Dimension", w.group(calib))])),
             w.entry(21, "Data", values),
@@ -261,6 +284,7 @@ def write_dm(path, data, *, version=4, extra_stack=False):
             w.entry(21, "Name", w.data([18, 3], "img".encode("utf-16-le"))),
             w.entry(21, "Rect", w.data([15, 0, 2, 0, 3, 0, 3], struct.pack("<ii", 1, 2))),
             w.entry(20, "ImageData", image_data),
+            w.entry(20, "ImageTags", w.group([w.entry(20, "Meta Data", w.group(meta))])),
         ]))
 
     thumbnail = np.arange(12, dtype=data.dtype).reshape(3, 4)
@@ -290,6 +314,29 @@ def test_dm_4d_and_3d(tmp_path, version, dtype):
     assert find_reader(renamed(path, "scan.img")).name == "dm"
     stack = make_frames((6,), SIG, dtype)
     check_dataset(open_dataset(write_dm(tmp_path / "stack.dm4", stack, version=version)), stack, "dm", mapped=True)
+
+
+@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("layout", ["nav-major", "sig-major"])
+def test_dm_scan_axis_order(tmp_path, version, layout):
+    """A non-square scan (4 rows x 6 columns) of non-square frames (5 x 3), in both
+    4-D layouts of DigitalMicrograph (see write_dm: the DM3/DM4 tag structure of
+    Boothroyd's notes and the Gatan DM4 description; Dimensions fastest first; the
+    layout from ``Data Order Swapped`` as LiberTEM's DM reader documents and openNCEM
+    issue 17 describes): frame (y, x) comes back at scan position (y, x)."""
+    nav, sig = (4, 6), (5, 3)
+    path = write_dm(tmp_path / f"scan.dm{version}", position_frames(nav, sig), version=version, layout=layout)
+    ds = open_dataset(path)
+    assert ds.sig_shape == sig and ds.metadata["layout"] == layout
+    assert ds.metadata["dimensions"] == ([3, 5, 6, 4] if layout == "nav-major" else [6, 4, 3, 5])
+    assert_scan_positions(ds, nav)
+    assert ds.metadata["read_path"] == ("mmap" if layout == "nav-major" else "gather (sig-major layout, copy)")
+    # calibrations follow the data set's axes (Dimension i has scale 0.1 (i + 1))
+    scales = [c["scale"] for c in ds.metadata["calibrations"]]
+    assert scales == pytest.approx([0.4, 0.3, 0.2, 0.1] if layout == "nav-major" else [0.2, 0.1, 0.4, 0.3])
+    check_engine(ds, position_frames(nav, sig))
+    other = "sig-major" if layout == "nav-major" else "nav-major"
+    assert open_dataset(path, layout=other).shape != ds.shape  # the override is obeyed
 
 
 def test_dm_bad_input(tmp_path):
@@ -374,16 +421,6 @@ except ImportError:  # the optional zarr extra
 needs_zarr = pytest.mark.skipif(zarr is None, reason="zarr is not installed: pip install 'stem_explorer[zarr]'")
 
 
-def write_zarr(path, data, *, zarr_format, chunks, codec):
-    """zarr v2 / v3 directory stores written by the zarr package (the format's
-    reference implementation), frames inside a group beside other arrays."""
-    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
-    group.create_array("meta/sum", shape=data.shape[-2:], dtype="f8")
-    arr = group.create_array("entry/frames", shape=data.shape, chunks=chunks, dtype=data.dtype, compressors=codec)
-    arr[...] = data
-    return str(path)
-
-
 def _codecs(zarr_format):
     import numcodecs
 
@@ -397,7 +434,7 @@ def _codecs(zarr_format):
 @needs_zarr
 @pytest.mark.parametrize("zarr_format", [2, 3])
 @pytest.mark.parametrize("dtype", ["uint16", ">u2", "float32"])
-@pytest.mark.parametrize("chunks", [(1, 5, 7, 4), (2, 3, 4, 4)])
+@pytest.mark.parametrize("chunks", [(1, 5, 7, 4), (2, 3, 4, 4), (2, 3, 7, 4)])
 def test_zarr_roundtrip(tmp_path, zarr_format, dtype, chunks):
     data = make_frames(NAV, SIG, dtype)
     codec = _codecs(zarr_format)[chunks[0] - 1]
@@ -407,9 +444,35 @@ def test_zarr_roundtrip(tmp_path, zarr_format, dtype, chunks):
     expected = data if zarr_format == 2 else data.astype(data.dtype.newbyteorder("="))
     check_dataset(ds, expected, "zarr", mapped=False)
     assert ds.metadata["array"] == "entry/frames" and ds.metadata["zarr_format"] == zarr_format
+    # whole-frame chunks (edge chunks past the scan included) are read from their files
+    assert ds.metadata["read_path"] == ("chunk files" if chunks[2:] == SIG else "zarr")
     assert ds.source.frame_alignment == (5 if chunks[0] == 1 else 10)
     assert all(p.start % ds.source.frame_alignment == 0 for p in ds.partitions(2, target_bytes=1))
     assert find_reader(renamed_dir(path, "scan.store")).name == "zarr"
+
+
+@needs_zarr
+@pytest.mark.parametrize("zarr_format,keys", [(2, "/"), (3, "."), (3, "v2")])
+def test_zarr_chunk_files_missing_chunks_and_key_encodings(tmp_path, zarr_format, keys):
+    """Chunk files read directly agree with the zarr package: nested or dotted chunk
+    keys, v3 "v2" keys, and chunks never written (the fill value), 3-D stacks too."""
+    data = make_frames((11,), SIG, "uint16")
+    options = {"fill_value": 9}
+    if zarr_format == 2:
+        options["chunk_key_encoding"] = {"name": "v2", "separator": keys}
+    elif keys == "v2":
+        options["chunk_key_encoding"] = {"name": "v2", "separator": "."}
+    else:
+        options["chunk_key_encoding"] = {"name": "default", "separator": keys}
+    arr = zarr.create_array(str(tmp_path / "s.zarr"), shape=data.shape, chunks=(3,) + SIG, dtype="u2",
+                            zarr_format=zarr_format, **options)
+    arr[:3] = data[:3]
+    arr[9:] = data[9:]  # chunks 1 and 2 never written
+    ds = open_dataset(tmp_path / "s.zarr")
+    assert ds.metadata["read_path"] == "chunk files"
+    expected = arr[...]
+    assert (expected[3:9] == 9).all()
+    assert_reads_equal(ds, expected)
 
 
 def renamed_dir(path, name):

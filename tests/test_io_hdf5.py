@@ -81,14 +81,16 @@ def test_hdf5_roundtrip(tmp_path, layout, dtype, nav, sig):
         assert len(pickle.dumps(part)) < 2000
 
 
-def test_whole_frame_chunks_out_of_order_are_read_through_h5py(tmp_path):
+def test_whole_frame_chunks_out_of_order_are_mapped_run_by_run(tmp_path):
     data = make_frames((4, 6), (5, 7), "uint16", seed=3)
     with h5py.File(tmp_path / "rev.h5", "w") as f:
         dset = f.create_dataset("frames", shape=data.shape, dtype=data.dtype, chunks=(1, 3, 5, 7))
         for y in reversed(range(4)):  # chunks allocated in reverse order
             dset[y] = data[y]
     ds = open_dataset(tmp_path / "rev.h5")
-    assert ds.metadata["read_path"] == "chunked"
+    # one run per scan row (its two chunks were written together), not one mapping
+    assert ds.metadata["read_path"] == "mapped_chunks"
+    assert ds.metadata["mapped_runs"] == 4
     assert_reads_equal(ds, data, partitions=ds.partitions(2, ds.frame_bytes), tile_frames=2)
 
 

@@ -3,7 +3,8 @@
 Real files (``../shared/realdata/merlin_mib``, skipped when absent) are checked end to
 end through the engine against their reference sum frame and virtual bright field.
 
-Synthetic files are written here from the frame header layout of the Quantum Detectors
+Synthetic files are written by ``stem_explorer.io.synthetic.write_mib`` (shared with the
+format benchmark) from the frame header layout of the Quantum Detectors
 Merlin manual ("MQ1" acquisition header: MQ1, sequence number, data offset, number of
 chips, width, height, pixel depth, sensor layout, chip select, time stamp, shutter
 time, counter, colour mode, gain mode, 8 thresholds, per-chip DACs, then the "MQ1A"
@@ -15,7 +16,6 @@ bit) is this reader's documented convention; Merlin's own 1-bit files store U08.
 """
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +26,7 @@ from stem_explorer.engine import run_local
 from stem_explorer.errors import DataSetError, FormatError
 from stem_explorer.io import find_reader, open_dataset
 from stem_explorer.io.mib import parse_frame_header
+from stem_explorer.io.synthetic import mib_header, write_mib
 from stem_explorer.io.testing import is_memory_mapped, read_through_partitions
 
 #: real data sets and the options they need (the 4x2 scans' .hdr says one frame per
@@ -51,7 +52,7 @@ def assert_matches_references(realdata, key: str, **options):
     entry = realdata.entry(key)
     ds = open_dataset(realdata.file(entry["files"][0]), **options)
     assert list(ds.shape) == entry["shape"]
-    assert ds.dtype == np.dtype(entry["dtype"])
+    assert ds.dtype == np.dtype(entry["dtype"]).newbyteorder("=")  # the manifest's is as stored
     refs = {name: realdata.file(ref) for ref in entry["refs"] for name in ("sum_frame", "vbf") if ref.endswith(f".{name}.npy")}
     cy, cx, r = entry["vbf_disk_cy_cx_r"]
     plan, finalize = build_plan([SumFrame(), VirtualDetector({"vbf": masks.Disk(cy, cx, r)})], ds)
@@ -67,8 +68,15 @@ def test_real_files_match_references(realdata, key):
     ds = assert_matches_references(realdata, key, **MIB_CASES[key])
     assert ds.format == "mib"
     assert ds.metadata["counter_depth"] in (1, 6, 12, 24)
-    with ds.source.open() as reader:
-        assert is_memory_mapped(reader.read(0, 2))  # every real file is stored as-is
+    stored = np.dtype(realdata.entry(key)["dtype"])
+    assert ds.metadata["stored_dtype"] == stored.str
+    with ds.source.open() as reader:  # uint8 mapped as stored, big-endian counts swapped
+        assert is_memory_mapped(reader.read(0, 2)) == stored.isnative
+    kept = open_dataset(ds.path, native=False, **MIB_CASES[key])
+    assert kept.dtype == stored
+    with kept.source.open() as reader:  # every real file is stored as-is
+        assert is_memory_mapped(reader.read(0, 2))
+        np.testing.assert_array_equal(reader.read(0, ds.n_frames), ds.read_frames(0, ds.n_frames))
 
 
 def test_every_real_mib_file_is_covered(realdata):
@@ -86,62 +94,42 @@ def test_real_scan_shape_from_hdr(realdata):
 
 
 # -- synthetic files ----------------------------------------------------------------------------
-def mib_header(seq, *, width, height, pixel_depth, counter_depth, chips=1, header_bytes=None):
-    """One frame header as the Merlin software writes it (see the module docstring)."""
-    header_bytes = header_bytes or (384 if chips == 1 else 768)
-    dacs = (["3RX"] + ["100"] * 27) * chips
-    fields = (
-        ["MQ1", f"{seq:06d}", f"{header_bytes:05d}", f"{chips:02d}", f"{width:04d}", f"{height:04d}",
-         pixel_depth, "   1x1" if chips == 1 else "   2x2", "01" if chips == 1 else "0F",
-         f"2024-01-01 00:00:{seq % 60:02d}.000000", "0.002000", "0", "0", "0"]
-        + ["0.000000E+0"] * 8 + dacs
-        + ["MQ1A", f"2024-01-01T00:00:{seq % 60:02d}.000000000Z", "2000000ns", str(counter_depth)]
-    )
-    return (",".join(fields) + ",").encode().ljust(header_bytes, b"\0")
-
-
-def write_mib(path, frames, *, pixel_depth, counter_depth, hdr=None, headers=None):
-    """Frames ``(n, h, w)`` with a header each; ``hdr``: ``.hdr`` keys to write."""
-    n, height, width = frames.shape
-    with open(path, "wb") as f:
-        for i, frame in enumerate(frames):
-            head = headers[i] if headers else mib_header(
-                i + 1, width=width, height=height, pixel_depth=pixel_depth, counter_depth=counter_depth
-            )
-            f.write(head)
-            f.write(np.packbits(frame, axis=-1).tobytes() if pixel_depth == "U01" else frame.tobytes())
-    if hdr is not None:
-        lines = ["HDR,\t"] + [f"{k}:\t{v}" for k, v in hdr.items()] + ["End\t"]
-        Path(path).with_suffix(".hdr").write_text("\n".join(lines) + "\n")
-    return path
-
-
 def random_frames(shape, dtype, top, seed=0):
     return np.random.default_rng(seed).integers(0, top, shape).astype(dtype)
 
 
-def test_4d_scan_12bit_zero_copy_with_scan_from_hdr(tmp_path):
+def test_4d_scan_12bit_native_or_zero_copy_with_scan_from_hdr(tmp_path):
     data = random_frames((12, 8, 16), ">u2", 4096)  # ROI-like: fewer rows than columns
     path = write_mib(tmp_path / "scan.mib", data, pixel_depth="U16", counter_depth=12,
                      hdr={"Frames in Acquisition (Number)": 12, "Frames per Trigger (Number)": 4,
                           "Counter Depth (number)": 12})
     ds = open_dataset(path)
     assert ds.nav_shape == (3, 4) and ds.sig_shape == (8, 16)
-    assert ds.dtype == np.dtype(">u2")
+    assert ds.dtype == np.dtype("=u2") and ds.metadata["stored_dtype"] == ">u2"
     assert ds.metadata["scan_shape_source"] == ".hdr Frames per Trigger"
     assert ds.metadata["counter_depth"] == 12 and ds.metadata["exposure_s"] == 0.002
     np.testing.assert_array_equal(read_through_partitions(ds), data.reshape(3, 4, 8, 16))
-    with ds.source.open() as reader:
+    with ds.source.open() as reader:  # swapped into one reused buffer
+        a = reader.read(2, 5)
+        assert not is_memory_mapped(a) and np.shares_memory(a, reader.read(5, 8))
+    kept = open_dataset(path, native=False)
+    assert kept.dtype == np.dtype(">u2") and kept.metadata["read_path"] == "mmap"
+    np.testing.assert_array_equal(read_through_partitions(kept), data.reshape(3, 4, 8, 16))
+    with kept.source.open() as reader:
         assert is_memory_mapped(reader.read(2, 5))
 
 
 def test_24bit_big_endian(tmp_path):
     data = random_frames((5, 4, 8), ">u4", 2**24, seed=1)
-    ds = open_dataset(write_mib(tmp_path / "d24.mib", data, pixel_depth="U32", counter_depth=24))
-    assert ds.nav_shape == (5,) and ds.dtype == np.dtype(">u4")
+    path = write_mib(tmp_path / "d24.mib", data, pixel_depth="U32", counter_depth=24)
+    ds = open_dataset(path)
+    assert ds.nav_shape == (5,) and ds.dtype == np.dtype("=u4")
     assert ds.metadata["scan_shape_source"] == "frame count (stack)"
     np.testing.assert_array_equal(read_through_partitions(ds), data)
-    with ds.source.open() as reader:
+    kept = open_dataset(path, native=False)
+    assert kept.dtype == np.dtype(">u4")
+    np.testing.assert_array_equal(read_through_partitions(kept), data)
+    with kept.source.open() as reader:
         assert is_memory_mapped(reader.read(0, 5))
 
 

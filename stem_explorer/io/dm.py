@@ -17,11 +17,25 @@ The images are ``ImageList`` entries; each has ``ImageData`` with ``Data`` (an a
 whose bytes are mapped zero-copy), ``DataType`` and ``Dimensions``.
 
 Axis order: ``Dimensions`` lists the fastest-varying axis first (x before y), so the
-numpy shape is the reversed list. The detector is the two fastest axes (the last two
-numpy axes, ``(Dimensions[1], Dimensions[0])``), so every frame is contiguous; the
-scan is the rest: ``(Dimensions[2],)`` for a 3-D stack and ``(Dimensions[3],
-Dimensions[2])`` for 4-D data. Files whose scan axes vary fastest need ``nav_shape`` and a
-transpose elsewhere; they are not reordered here.
+numpy shape of the stored array is the reversed list. A 3-D stack stores whole frames:
+``(Dimensions[2], Dimensions[1], Dimensions[0])``, frames contiguous. 4-D STEM data
+comes in two layouts, told apart by the image's tag ``ImageTags/Meta Data/Data Order
+Swapped`` (the convention LiberTEM's single-file DM reader documents, and what
+openNCEM issue 17 describes for STEMx files):
+
+* ``"nav-major"`` (the tag is true; GMS 3.x STEMx with the C-ordered option):
+  ``Dimensions`` = (detector x, detector y, scan x, scan y), stored C-ordered as
+  ``(scan y, scan x, detector y, detector x)``: every frame contiguous, mapped
+  zero-copy;
+* ``"sig-major"`` (no such tag, older GMS): ``Dimensions`` = (scan x, scan y,
+  detector x, detector y), stored as ``(detector y, detector x, scan y, scan x)``:
+  each detector pixel's scan image is contiguous, so a frame is spread over the whole
+  file. :class:`SigMajorFrameSource` gathers the frames of a tile into a reused buffer
+  (correct but slow: every tile touches every detector pixel's run; convert such
+  files once for repeated work).
+
+``layout=`` overrides the tag. Either way the data set is ``(scan y, scan x,
+detector y, detector x)``.
 """
 
 from __future__ import annotations
@@ -35,11 +49,11 @@ from typing import Optional
 import numpy as np
 
 from ..errors import DataSetError, DataSetNotFoundError, FormatError
-from .base import DataSet
-from .raw import MappedFrameSource, check_file_size, parse_shape
+from .base import DataSet, FrameReader, FrameSource
+from .raw import MappedFrameSource, _check_range, check_file_size, map_frames, parse_shape
 from .registry import ReaderPlugin, register_reader
 
-__all__ = ["DM_IMAGE_DTYPES", "DMArray", "is_dm", "open_dm", "read_dm_tags"]
+__all__ = ["DM_IMAGE_DTYPES", "DMArray", "LAYOUTS", "SigMajorFrameSource", "is_dm", "open_dm", "read_dm_tags"]
 
 # tag type code -> numpy scalar type (byte order added from the file header)
 _SIMPLE = {2: "i2", 3: "i4", 4: "u2", 5: "u4", 6: "f4", 7: "f8", 8: "u1", 9: "i1", 10: "u1", 11: "i8", 12: "u8"}
@@ -216,12 +230,14 @@ def _frames_of(path: str, key: str, data: dict, order: str):
     return dims, dtype, array
 
 
-def open_dm(path, *, image: Optional[int] = None, nav_shape=None) -> DataSet:
+def open_dm(path, *, image: Optional[int] = None, nav_shape=None, layout: Optional[str] = None) -> DataSet:
     """Open a Gatan DM3/DM4 file holding a 3-D stack or 4-D scan of frames.
 
     Picks the 3-D/4-D entry of ``ImageList`` (or ``image=``, its index there). The scan
-    and detector come from ``Dimensions`` (see the module notes for the axis order);
-    ``nav_shape`` reshapes the scan. Frames are zero-copy views of a memory map.
+    and detector come from ``Dimensions`` and, for 4-D data, the layout from the
+    ``Data Order Swapped`` tag, or ``layout=`` (``"nav-major"`` or ``"sig-major"``; see
+    the module notes); ``nav_shape`` reshapes the scan. Frames are zero-copy views of a
+    memory map, except in the older sig-major 4-D layout (gathered into a buffer).
     """
     path = os.fspath(path)
     tags = read_dm_tags(path)
@@ -243,32 +259,105 @@ def open_dm(path, *, image: Optional[int] = None, nav_shape=None) -> DataSet:
         )
     key, data = stacks[0]
     dims, dtype, array = _frames_of(path, key, data, tags["_data_order"])
-    shape = tuple(reversed(dims))
     check_file_size(path, array.offset + array.nbytes, layout=f"image {key}", allow_trailing=True)
-    source = MappedFrameSource(
-        path, offset=array.offset, n_frames=math.prod(shape[:-2]), sig_shape=shape[-2:], dtype=dtype
-    )
+    swapped = _data_order_swapped(tags["ImageList"][key])
+    if layout is None:
+        layout = "sig-major" if len(dims) == 4 and not swapped else "nav-major"
+    elif layout not in LAYOUTS:
+        raise DataSetError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    # the data set's axes (scan..., detector y, detector x) as indices into Dimensions
+    if layout == "sig-major" and len(dims) == 4:
+        axes = [1, 0, 3, 2]
+        source: FrameSource = SigMajorFrameSource(
+            path, offset=array.offset, n_frames=dims[0] * dims[1], sig_shape=(dims[3], dims[2]), dtype=dtype
+        )
+        read_path = "gather (sig-major layout, copy)"
+    else:
+        axes = list(range(len(dims)))[::-1]
+        source = MappedFrameSource(
+            path, offset=array.offset, n_frames=math.prod(dims[2:]), sig_shape=(dims[1], dims[0]), dtype=dtype
+        )
+        read_path = "mmap"
+    shape = tuple(dims[a] for a in axes)
     nav = shape[:-2] if nav_shape is None else parse_shape("nav_shape", nav_shape, (1, 2))
+    calibrations = _calibrations(data)
     metadata = {
         "dm_version": tags["_version"],
         "image": key,
         "dimensions": dims,
+        "layout": layout if len(dims) == 4 else "stack",
+        "data_order_swapped": swapped,
         "scan_shape_source": "Dimensions" if nav_shape is None else "nav_shape option",
-        "calibrations": _calibrations(data),
-        "read_path": "mmap",
+        "calibrations": [calibrations[a] for a in axes] if len(calibrations) == len(dims) else calibrations,
+        "read_path": read_path,
     }
     return DataSet(source, nav, format="dm", path=path, metadata=metadata)
 
 
+#: the layouts of 4-D data (see the module notes)
+LAYOUTS = ("nav-major", "sig-major")
+
+
+def _data_order_swapped(image) -> Optional[bool]:
+    """The image's ``ImageTags/Meta Data/Data Order Swapped`` tag, None when absent."""
+    tags = image.get("ImageTags") if isinstance(image, dict) else None
+    meta = tags.get("Meta Data") if isinstance(tags, dict) else None
+    value = meta.get("Data Order Swapped") if isinstance(meta, dict) else None
+    return bool(value) if isinstance(value, (bool, int, float)) else None
+
+
 def _calibrations(data: dict) -> list:
-    """Scale and origin per numpy axis, where the file has them."""
+    """Scale and origin per entry of ``Dimensions`` (file order), where the file has
+    them."""
     dims = (data.get("Calibrations") or {}).get("Dimension") or {}
-    out = [
+    return [
         {"scale": d.get("Scale"), "origin": d.get("Origin")}
         for d in dims.values()
         if isinstance(d, dict)
     ]
-    return out[::-1]
+
+
+class SigMajorFrameSource(FrameSource):
+    """Frames of 4-D data stored detector pixel by detector pixel: the file holds
+    ``(sig_y, sig_x, n_frames)`` in C order (older DM 4D-STEM); reads gather the frames
+    of a range into one reused buffer."""
+
+    def __init__(self, path: str, *, offset: int, n_frames: int, sig_shape, dtype):
+        self.path = os.fspath(path)
+        self.offset = int(offset)
+        self.n_frames = int(n_frames)
+        self.sig_shape = tuple(int(n) for n in sig_shape)
+        self.dtype = np.dtype(dtype)
+
+    def open(self, payload=None) -> "SigMajorFrameReader":
+        return SigMajorFrameReader(self)
+
+
+class SigMajorFrameReader(FrameReader):
+    """Gathers frames from the pixel-major mapping into a reused buffer."""
+
+    def __init__(self, source: SigMajorFrameSource):
+        self.source = source
+        self._pixels: Optional[np.ndarray] = None
+        self._buffer: Optional[np.ndarray] = None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` (a view of the buffer, valid until the next read)."""
+        s = self.source
+        _check_range(start, stop, s.n_frames)
+        if self._pixels is None:  # (pixels, frames): one row per detector pixel
+            self._pixels = map_frames(
+                s.path, offset=s.offset, n_frames=math.prod(s.sig_shape), sig_shape=(1, s.n_frames), dtype=s.dtype
+            )[:, 0, :]
+        n = stop - start
+        if self._buffer is None or len(self._buffer) < n:
+            self._buffer = np.empty((n,) + s.sig_shape, s.dtype)
+        out = self._buffer[:n]
+        out.reshape(n, -1)[...] = self._pixels[:, start:stop].T
+        return out
+
+    def close(self) -> None:
+        self._pixels = self._buffer = None
 
 
 PLUGIN = register_reader(

@@ -1,15 +1,24 @@
 """HDF5 files (NeXus, EMD, hspy, detector master files...) through h5py.
 
 The reader finds the frames (``dataset=``, or the only 3-D/4-D numeric dataset, following
-soft and external links), then picks one of two read paths per dataset:
+soft and external links), then picks one of three read paths per dataset, recorded as
+``metadata["read_path"]``:
 
-* ``"mmap"``: contiguous, unfiltered storage with a known file offset is mapped
-  zero-copy with :func:`~stem_explorer.io.raw.map_frames`, in the file that really holds
-  the bytes (the target of an external link);
-* ``"chunked"``: chunked (and possibly compressed) storage is read by h5py into a reused
-  buffer; partitions and tiles are aligned to whole chunks so no chunk is decoded twice.
-  Other layouts (virtual, compact, unallocated) take the same h5py path, recorded as
-  ``"h5py"``.
+* ``"mmap"``: storage whose frames are one stretch of bytes (contiguous and
+  unfiltered, or uncompressed chunks stored back to back in order) is mapped
+  zero-copy with :func:`~stem_explorer.io.raw.map_frames`, in the file that really
+  holds the bytes (the target of an external link);
+* ``"mapped_chunks"``: uncompressed chunks of whole frames that are not one stretch
+  (HDF5 puts B-tree nodes between some chunks; chunks lie in the order they were
+  written) are mapped run by run: the chunk addresses, read once on open, are grouped
+  into runs of frames stored back to back, and a read inside one run is a zero-copy
+  view (:class:`Hdf5ChunkRunsSource`); tiles are cut where runs end;
+* ``"chunked"``: other chunked (and compressed) storage is read by h5py into a reused
+  buffer; partitions and tiles are aligned to whole chunks so no chunk is decoded
+  twice. Other layouts (virtual, compact, unallocated) take the same h5py path,
+  recorded as ``"h5py"``.
+
+Every mapping is cross-checked against frames read by h5py when the file is opened.
 
 ``hdf5plugin`` is imported when available so bitshuffle, LZ4, Blosc, Zstd... filters
 work; a missing filter is reported by name before any read.
@@ -19,14 +28,17 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
+from itertools import pairwise
 from typing import Optional
 
 import h5py
 import numpy as np
 
 from ..errors import DataSetError, DataSetNotFoundError, FormatError
-from .base import DataSet, FrameReader, FrameSource
-from .raw import MappedFrameSource, _check_range, map_frames, parse_shape
+from .base import DataSet, FrameReader, FrameSource, Partition
+from .hdf5_scan import scan_shape
+from .raw import MappedFrameSource, _check_range, map_frames
 from .registry import ReaderPlugin, register_reader
 
 try:  # registers the compression filters of the HDF5 ecosystem with h5py
@@ -36,7 +48,17 @@ try:  # registers the compression filters of the HDF5 ecosystem with h5py
 except ImportError:  # pragma: no cover - hdf5plugin is an optional dependency
     HAVE_HDF5PLUGIN = False
 
-__all__ = ["FILTER_NAMES", "Hdf5FrameReader", "Hdf5FrameSource", "is_hdf5", "open_hdf5"]
+__all__ = [
+    "FILTER_NAMES",
+    "Hdf5ChunkRunsDataSet",
+    "Hdf5ChunkRunsPartition",
+    "Hdf5ChunkRunsReader",
+    "Hdf5ChunkRunsSource",
+    "Hdf5FrameReader",
+    "Hdf5FrameSource",
+    "is_hdf5",
+    "open_hdf5",
+]
 
 _MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -355,11 +377,17 @@ class Hdf5FrameReader(FrameReader):
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start:stop``, a view of the reader's buffer (valid until the next
         read)."""
-        s = self.source
-        _check_range(start, stop, s.n_frames)
+        _check_range(start, stop, self.source.n_frames)
         out = self._frames_buffer(stop - start)
+        self.read_into(out, start, stop)
+        return out
+
+    def read_into(self, out: np.ndarray, start: int, stop: int) -> None:
+        """Fill ``out`` (C-contiguous, ``(stop - start, sig_y, sig_x)``, the dataset's
+        dtype) with frames ``start:stop``."""
+        s = self.source
         if start == stop:
-            return out
+            return
         dset = self._dataset()
         try:
             for source_sel, lo, hi in _selections(s.shape, start, stop):
@@ -373,7 +401,6 @@ class Hdf5FrameReader(FrameReader):
                 f"{exc}; if a compression filter is missing, `pip install hdf5plugin`, "
                 f"otherwise the file may be damaged"
             ) from exc
-        return out
 
     def close(self) -> None:
         """Close the HDF5 file and drop the buffer."""
@@ -411,59 +438,332 @@ def _selection_shape(sel) -> tuple[int, int]:
     return (rows.stop - rows.start, cols.stop - cols.start)
 
 
-# -- the reader -------------------------------------------------------------------------------
-def _mmap_offset(dset: h5py.Dataset) -> Optional[int]:
-    """The file offset of ``dset``'s bytes when they can be mapped as they are.
+# -- zero-copy maps of uncompressed storage --------------------------------------------------
+#: Without ``H5Dchunk_iter`` (h5py < 3.8 or an old HDF5) chunk addresses come from one
+#: look-up each, whose cost grows with the chunk's position (measured: 4 us for the
+#: first, 1.8 ms for the last of 65536 chunks; 0.2 s for all of 4096, 60 s for 65536).
+#: Past this many chunks the file is read through h5py rather than opened slowly.
+_MAX_CHUNK_LOOKUPS = 4096
+#: Runs cross-checked against h5py when a data set is opened (evenly spread, first and
+#: last included), first and last frame of each.
+_CHECKED_RUNS = 8
 
-    That is the case for contiguous datasets, and for uncompressed chunked ones whose
-    chunks hold whole frames in C order and lie back to back in the file in logical
-    order (what a writer that appends frame after frame produces): then the frames
-    are one contiguous run of bytes, mapped zero-copy like a contiguous dataset.
+
+def _mapped_runs(dset: h5py.Dataset) -> Optional[np.ndarray]:
+    """Where ``dset``'s frames lie in its file, for storage that can be mapped as it is.
+
+    Rows ``(first frame, stop frame, byte offset)`` (int64, in frame order, never
+    overlapping) of *runs*: consecutive flat frames whose bytes lie back to back in the
+    file. A contiguous dataset is one run. An uncompressed chunked dataset whose chunks
+    hold whole frames consecutive in the flat scan order (3-D ``(k, sy, sx)``; 4-D
+    ``(1, k, sy, sx)`` or ``(k, scan_x, sy, sx)``) has one run per stretch of chunks
+    written back to back: HDF5 puts B-tree nodes between some chunks, stores chunks
+    in the order they were written, pads edge chunks past the scan and allocates no
+    chunk that was never written; those frames are in no run. None when nothing can
+    be mapped (filters, external storage, other chunk shapes, no data written).
     """
     dcpl = dset.id.get_create_plist()
     if dcpl.get_external_count() or dcpl.get_nfilters() or dset.dtype.kind not in "biufc":
         return None
-    layout = dcpl.get_layout()
+    n_frames = math.prod(dset.shape[:-2])
     try:
+        layout = dcpl.get_layout()
         if layout == h5py.h5d.CONTIGUOUS:
-            return dset.id.get_offset()  # None while no data was ever written
+            offset = dset.id.get_offset()  # None while no data was ever written
+            return None if offset is None else np.array([[0, n_frames, offset]], np.int64)
         if layout == h5py.h5d.CHUNKED:
-            return _sequential_chunks_offset(dset)
+            return _chunk_runs(dset)
     except Exception:  # pragma: no cover - drivers without offsets
         return None
     return None
 
 
-def _sequential_chunks_offset(dset: h5py.Dataset) -> Optional[int]:
-    """Offset of the first chunk when the chunks are whole-frame, C-ordered and stored
-    back to back in logical order; else None."""
-    shape, chunks = dset.shape, dset.chunks
+def _chunk_runs(dset: h5py.Dataset) -> Optional[np.ndarray]:
+    """The runs of :func:`_mapped_runs` for a chunked, unfiltered dataset."""
+    shape, chunks = tuple(dset.shape), tuple(dset.chunks)
     if chunks[-2:] != shape[-2:]:
+        return None  # a chunk holds parts of frames
+    if len(shape) == 4 and chunks[0] != 1 and chunks[1] != shape[1]:
+        return None  # a chunk's frames are not consecutive in the flat scan
+    table = _chunk_table(dset)
+    if table is None or not len(table):
         return None
-    if len(shape) == 4 and not (chunks[1] == shape[1] or (chunks[0] == 1 and shape[1] % chunks[1] == 0)):
-        return None  # a chunk's frames would not be consecutive flat indices
-    chunk_bytes = math.prod(chunks) * dset.dtype.itemsize
-    grid = [math.ceil(n / c) for n, c in zip(shape[:-2], chunks[:-2])]
-    if dset.id.get_num_chunks() != math.prod(grid):
-        return None  # unallocated chunks (never written)
-    base = None
-    for k, index in enumerate(np.ndindex(*grid)):
-        coord = tuple(i * c for i, c in zip(index, chunks[:-2])) + (0, 0)
-        offset = dset.id.get_chunk_info_by_coord(coord).byte_offset
-        if base is None:
-            base = offset
-        if offset != base + k * chunk_bytes:
-            return None
-    return base
+    frame_bytes = math.prod(shape[-2:]) * dset.dtype.itemsize
+    if np.any(table[:, -1] != math.prod(chunks) * dset.dtype.itemsize):
+        return None  # a stored size that is not the raw chunk's
+    offset = table[:, -2]
+    if len(shape) == 3:
+        first = table[:, 0]
+        count = np.minimum(chunks[0], shape[0] - first)
+    else:
+        (ny, nx), row, col = shape[:2], table[:, 0], table[:, 1]
+        first = row * nx + col
+        if chunks[0] == 1:
+            count = np.minimum(chunks[1], nx - col)
+        else:  # whole scan rows per chunk
+            count = np.minimum(chunks[0], ny - row) * nx
+    keep = count > 0  # chunks left beyond a shrunk extent hold no frames
+    order = np.argsort(first[keep], kind="stable")
+    first, count, offset = first[keep][order], count[keep][order], offset[keep][order]
+    if not len(first):
+        return None
+    starts_run = np.ones(len(first), bool)
+    starts_run[1:] = (first[1:] != first[:-1] + count[:-1]) | (
+        offset[1:] != offset[:-1] + count[:-1] * frame_bytes
+    )
+    heads = np.flatnonzero(starts_run)
+    tails = np.append(heads[1:], len(first)) - 1
+    return np.stack([first[heads], first[tails] + count[tails], offset[heads]], axis=1)
 
 
+def _chunk_table(dset: h5py.Dataset, *, iterate: bool = True) -> Optional[np.ndarray]:
+    """Every allocated chunk as a row ``(*nav coordinates, byte offset, stored size)``
+    (int64); None when the addresses cannot be had cheaply. ``iterate=False`` skips
+    ``chunk_iter`` (tests of the fallback)."""
+    nav = dset.ndim - 2
+    rows: list = []
+
+    def visit(info) -> None:
+        rows.append(info.chunk_offset[:nav] + (info.byte_offset, info.size))
+
+    # one walk of the chunk index (h5py >= 3.8 on HDF5 >= 1.12.3): 4096 chunks in 9 ms,
+    # 65536 in 0.1 s, where get_chunk_info(i) costs O(i) each (2 ms at 65536 chunks)
+    chunk_iter = getattr(dset.id, "chunk_iter", None) if iterate else None
+    if chunk_iter is not None:
+        try:
+            chunk_iter(visit)
+            return np.array(rows, np.int64).reshape(-1, nav + 2)
+        except (NotImplementedError, RuntimeError):  # HDF5 built without H5Dchunk_iter
+            rows.clear()
+    grid = [math.ceil(n / c) for n, c in zip(dset.shape[:nav], dset.chunks[:nav])]
+    if math.prod(grid) > _MAX_CHUNK_LOOKUPS:
+        return None
+    for index in np.ndindex(*grid):
+        coord = tuple(i * c for i, c in zip(index, dset.chunks)) + (0, 0)
+        info = dset.id.get_chunk_info_by_coord(coord)
+        if info.byte_offset is not None:  # None: never written
+            visit(info)
+    return np.array(rows, np.int64).reshape(-1, nav + 2)
+
+
+def _runs_match(dset: h5py.Dataset, data_file: str, runs: np.ndarray) -> bool:
+    """Cross-check the first and last frames of some runs read by h5py against the
+    mapping, so an address the HDF5 library reports differently (a file driver, a
+    user block, say) never yields wrong frames."""
+    frame_bytes = math.prod(dset.shape[-2:]) * dset.dtype.itemsize
+    try:
+        size = os.stat(data_file).st_size
+    except OSError:
+        return False
+    if int(np.max(runs[:, 2] + (runs[:, 1] - runs[:, 0]) * frame_bytes)) > size:
+        return False
+    nav = dset.shape[:-2]
+    picks = np.unique(np.linspace(0, len(runs) - 1, min(len(runs), _CHECKED_RUNS)).round())
+    for first, stop, offset in runs[picks.astype(int)]:
+        try:
+            mapped = map_frames(
+                data_file, offset=int(offset), n_frames=int(stop - first),
+                sig_shape=dset.shape[-2:], dtype=dset.dtype,
+            )
+        except (OSError, DataSetError):
+            return False
+        for flat in {int(first), int(stop) - 1}:
+            frame = np.asarray(dset[np.unravel_index(flat, nav)], dtype=dset.dtype)
+            if mapped[flat - first].tobytes() != frame.tobytes():
+                return False
+    return True
+
+
+class Hdf5ChunkRunsSource(FrameSource):
+    """Picklable recipe for frames of an uncompressed chunked dataset mapped run by
+    run (see :func:`_mapped_runs`): reads inside one run are zero-copy views of the
+    file's mmap; frames in no run (chunks never written) are read by h5py.
+
+    A partition's source keeps only the runs of its own frames
+    (:meth:`subset`), so descriptors stay small however many chunks the file has.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        dataset: str,
+        *,
+        shape: tuple[int, ...],
+        dtype,
+        runs,
+        frame_alignment: int = 1,
+    ):
+        self.path = os.fspath(path)
+        self.dataset = dataset
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.sig_shape = self.shape[-2:]
+        self.n_frames = math.prod(self.shape[:-2])
+        self.frame_alignment = int(frame_alignment)
+        self.runs = np.array(runs, np.int64).reshape(-1, 3)
+
+    def subset(self, start: int, stop: int) -> "Hdf5ChunkRunsSource":
+        """The same source keeping only the runs' parts within frames ``start:stop``
+        (other frames still read right, through h5py)."""
+        lo = np.searchsorted(self.runs[:, 1], start, side="right")
+        hi = np.searchsorted(self.runs[:, 0], stop, side="left")
+        runs = self.runs[lo:hi].copy()
+        frame_bytes = math.prod(self.sig_shape) * self.dtype.itemsize
+        cut = np.maximum(start - runs[:, 0], 0)
+        runs[:, 0] += cut
+        runs[:, 2] += cut * frame_bytes
+        runs[:, 1] = np.minimum(runs[:, 1], stop)
+        sub = Hdf5ChunkRunsSource.__new__(Hdf5ChunkRunsSource)
+        sub.__dict__.update(self.__dict__)
+        sub.runs = runs[runs[:, 0] < runs[:, 1]]
+        return sub
+
+    def breaks(self, start: int, stop: int) -> np.ndarray:
+        """Frames strictly inside ``start:stop`` where a run starts or stops: a read
+        that does not cross one is a single view (or a single h5py read)."""
+        edges = self.runs[:, :2].ravel()  # sorted: runs are ordered and disjoint
+        lo = np.searchsorted(edges, start, side="right")
+        hi = np.searchsorted(edges, stop, side="left")
+        return np.unique(edges[lo:hi])
+
+    def open(self, payload=None) -> "Hdf5ChunkRunsReader":
+        """Map the file lazily (on first read) where the task runs."""
+        return Hdf5ChunkRunsReader(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"Hdf5ChunkRunsSource({self.path!r}, {self.dataset!r}, shape={self.shape}, "
+            f"dtype={self.dtype.str!r}, runs={len(self.runs)}, "
+            f"frame_alignment={self.frame_alignment})"
+        )
+
+
+class Hdf5ChunkRunsReader(FrameReader):
+    """Reads of a :class:`Hdf5ChunkRunsSource`: a zero-copy view when the frames lie in
+    one run, else a reused buffer filled run by run (copies) and by h5py (frames of
+    chunks never written)."""
+
+    def __init__(self, source: Hdf5ChunkRunsSource):
+        self.source = source
+        self._views: dict[int, np.ndarray] = {}
+        self._h5py: Optional[Hdf5FrameReader] = None
+        self._buffer: Optional[np.ndarray] = None
+
+    def _run(self, frame: int) -> int:
+        """Index of the run holding ``frame``, or -1."""
+        runs = self.source.runs
+        i = int(np.searchsorted(runs[:, 0], frame, side="right")) - 1
+        return i if i >= 0 and frame < runs[i, 1] else -1
+
+    def _view(self, i: int) -> np.ndarray:
+        view = self._views.get(i)
+        if view is None:
+            s = self.source
+            first, stop, offset = (int(v) for v in s.runs[i])
+            try:
+                view = map_frames(
+                    s.path, offset=offset, n_frames=stop - first, sig_shape=s.sig_shape, dtype=s.dtype
+                )
+            except FileNotFoundError:
+                raise DataSetNotFoundError(
+                    f"HDF5 file {s.path!r} does not exist (on this machine); check that "
+                    f"every worker sees the same path"
+                ) from None
+            self._views[i] = view
+        return view
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop``: a read-only view of the mapped file when they lie in
+        one run, else a view of the reader's buffer (valid until the next read)."""
+        s = self.source
+        _check_range(start, stop, s.n_frames)
+        i = self._run(start)
+        if i >= 0 and stop <= s.runs[i, 1]:
+            first = int(s.runs[i, 0])
+            return self._view(i)[start - first : stop - first]
+        if self._buffer is None or len(self._buffer) < stop - start:
+            self._buffer = np.empty((stop - start,) + s.sig_shape, s.dtype)
+        out = self._buffer[: stop - start]
+        bounds = [start, *(int(b) for b in s.breaks(start, stop)), stop]
+        for a, b in pairwise(bounds):
+            i = self._run(a)
+            if i >= 0:
+                first = int(s.runs[i, 0])
+                out[a - start : b - start] = self._view(i)[a - first : b - first]
+            else:
+                if self._h5py is None:
+                    self._h5py = Hdf5FrameReader(
+                        Hdf5FrameSource(s.path, s.dataset, shape=s.shape, dtype=s.dtype)
+                    )
+                self._h5py.read_into(out[a - start : b - start], a, b)
+        return out
+
+    def close(self) -> None:
+        """Drop the views (views handed out keep the mapping alive) and close h5py."""
+        self._views.clear()
+        if self._h5py is not None:
+            self._h5py.close()
+            self._h5py = None
+        self._buffer = None
+
+
+#: A tile crossing more run edges than this is copied into one buffer rather than cut
+#: into pieces (runs of a chunk or two, e.g. chunks written in shuffled order, would
+#: make tiles too small to amortise the per-tile work).
+_MAX_TILE_CUTS = 2
+
+
+@dataclass(frozen=True)
+class Hdf5ChunkRunsPartition(Partition):
+    """A partition whose tiles also stop where a run of mapped chunks does, so that
+    (nearly) every tile is one zero-copy view."""
+
+    def tile_ranges(self, tile_frames: int) -> list[tuple[int, int]]:
+        tiles = super().tile_ranges(tile_frames)
+        edges = self.source.breaks(self.start, self.stop)
+        if not len(edges):
+            return tiles
+        out = []
+        for a, b in tiles:
+            lo, hi = np.searchsorted(edges, [a, b])
+            cuts = [int(e) for e in edges[lo:hi] if a < e < b]
+            if len(cuts) > _MAX_TILE_CUTS:
+                cuts = []
+            bounds = [a, *cuts, b]
+            out.extend(pairwise(bounds))
+        return out
+
+
+class Hdf5ChunkRunsDataSet(DataSet):
+    """A data set read through :class:`Hdf5ChunkRunsSource`: each partition's source
+    keeps only its own runs."""
+
+    source: Hdf5ChunkRunsSource
+
+    def partitions(
+        self, n_workers: int = 1, target_bytes: Optional[int] = None
+    ) -> list[Partition]:
+        """As :meth:`DataSet.partitions`, with per-partition run tables and tiles cut at
+        run edges."""
+        out = []
+        for p in super().partitions(n_workers, target_bytes):
+            sub = self.source.subset(p.start, p.stop)
+            out.append(Hdf5ChunkRunsPartition(p.index, p.start, p.stop, sub, p.locations))
+        return out
+
+
+# -- the reader -------------------------------------------------------------------------------
 def open_hdf5(path, *, dataset: Optional[str] = None, nav_shape=None) -> DataSet:
     """Open frames stored in an HDF5 file.
 
     ``dataset`` is the path of the frames inside the file; without it the reader picks
     the only 3-D ``(frames, sy, sx)`` or 4-D ``(ny, nx, sy, sx)`` numeric dataset,
     following external links (a detector master file's link to its data file).
-    ``nav_shape`` reshapes the scan (its product must equal the number of frames).
+    ``nav_shape`` reshapes the scan (its product must equal the number of frames);
+    without it a 3-D stack takes its scan shape from the file's metadata where there
+    is any (:mod:`stem_explorer.io.hdf5_scan`: a ``scan_shape`` attribute, the ARINA
+    ``STEM Metadata``, DECTRIS ``ntrigger`` x ``nimages``), recorded in
+    ``metadata["scan_shape_source"]``.
     """
     path = os.fspath(path)
     try:
@@ -497,23 +797,33 @@ def open_hdf5(path, *, dataset: Optional[str] = None, nav_shape=None) -> DataSet
         data_file = os.path.abspath(dset.file.filename)
         filters = _filters(dset)
         _check_filters_available(filters, ds_path, path)
-        offset = _mmap_offset(dset)
         n_frames = math.prod(shape[:-2])
         sig_shape = shape[-2:]
+        alignment = _frame_alignment(shape, dset.chunks)
+        runs = _mapped_runs(dset)
+        if runs is not None and not _runs_match(dset, data_file, runs):
+            runs = None
         source: FrameSource
-        read_path = "h5py"
-        if offset is not None and _mapping_matches(dset, data_file, offset, n_frames):
+        dataset_class = DataSet
+        if runs is not None and len(runs) == 1 and tuple(runs[0, :2]) == (0, n_frames):
+            # contiguous, or every chunk back to back in order: one plain mapping
             source = MappedFrameSource(
-                data_file, offset=offset, n_frames=n_frames, sig_shape=sig_shape, dtype=dtype
+                data_file, offset=int(runs[0, 2]), n_frames=n_frames, sig_shape=sig_shape,
+                dtype=dtype,
             )
             read_path = "mmap"
+        elif runs is not None:
+            source = Hdf5ChunkRunsSource(
+                data_file, dset.name, shape=shape, dtype=dtype, runs=runs,
+                frame_alignment=alignment,
+            )
+            dataset_class = Hdf5ChunkRunsDataSet
+            read_path = "mapped_chunks"
         else:
-            alignment = _frame_alignment(shape, dset.chunks)
             source = Hdf5FrameSource(
                 data_file, dset.name, shape=shape, dtype=dtype, frame_alignment=alignment
             )
-            if dset.chunks is not None:
-                read_path = "chunked"
+            read_path = "chunked" if dset.chunks is not None else "h5py"
         metadata = {
             "dataset": ds_path,
             "data_file": data_file,
@@ -525,26 +835,12 @@ def open_hdf5(path, *, dataset: Optional[str] = None, nav_shape=None) -> DataSet
             "read_path": read_path,
             "frame_alignment": source.frame_alignment,
         }
-    nav = shape[:-2] if nav_shape is None else parse_shape("nav_shape", nav_shape, (1, 2))
-    return DataSet(source, nav, format="hdf5", path=path, metadata=metadata)
-
-
-def _mapping_matches(dset: h5py.Dataset, data_file: str, offset: int, n_frames: int) -> bool:
-    """Cross-check the first and last frames read by h5py against the mapping, so an
-    offset the HDF5 library reports differently (a file driver, say) never yields
-    wrong frames."""
-    try:
-        mapped = map_frames(
-            data_file, offset=offset, n_frames=n_frames, sig_shape=dset.shape[-2:], dtype=dset.dtype
-        )
-    except (OSError, DataSetError):
-        return False
-    nav = dset.shape[:-2]
-    for flat in (0, n_frames - 1):
-        frame = np.asarray(dset[np.unravel_index(flat, nav)], dtype=dset.dtype)
-        if mapped[flat].tobytes() != frame.tobytes():
-            return False
-    return True
+        if read_path == "mapped_chunks":
+            metadata["mapped_runs"] = len(runs)
+            metadata["mapped_frames"] = int(np.sum(runs[:, 1] - runs[:, 0]))
+        nav, metadata["scan_shape_source"], extra = scan_shape(f, path, ds_path, shape, nav_shape)
+        metadata.update(extra)
+    return dataset_class(source, nav, format="hdf5", path=path, metadata=metadata)
 
 
 PLUGIN = register_reader(

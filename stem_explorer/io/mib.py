@@ -18,10 +18,13 @@ NULs to the header size. Pixel depths:
 * ``R64``: the raw read-out of the chips in 64-bit words, which needs chip-wise
   unscrambling: not supported yet (a clear error says so).
 
-Stored-as-is depths (``U08``/``U16``/``U32``) are read zero-copy: the per-frame
-headers are skipped through the stride of the memory map
-(:class:`~stem_explorer.io.raw.MappedFrameSource`), so frames keep the file's dtype
-(``'>u2'`` for 12 bit). Quad (2x2) detectors are stored as one assembled frame
+``U08`` frames are read zero-copy: the per-frame headers are skipped through the
+stride of the memory map (:class:`~stem_explorer.io.raw.MappedFrameSource`). The
+big-endian ``U16``/``U32`` frames are mapped the same way and byte-swapped by each
+read into a reused buffer (:class:`DecodedFrameSource`), so the data set's dtype is
+native ``uint16``/``uint32`` (``native=False``: zero-copy views in the stored
+``'>u2'``/``'>u4'``, which the engine then swaps tile by tile, at half the speed on a
+dask worker). Quad (2x2) detectors are stored as one assembled frame
 (512x512); ROI read-outs simply have fewer rows, as the header says.
 
 Orientation: frames are returned in the file's own row order (row 0 is the first row
@@ -50,7 +53,7 @@ from .raw import MappedFrameSource, map_frames, parse_shape
 from .registry import ReaderPlugin, register_reader
 
 __all__ = [
-    "BitPackedFrameSource",
+    "DecodedFrameSource",
     "MibHeader",
     "is_mib",
     "open_mib",
@@ -180,7 +183,7 @@ def is_mib(path) -> bool:
         return False
 
 
-# -- 1-bit decoding -----------------------------------------------------------------------
+# -- decoding into a reused buffer ------------------------------------------------------------
 @numba.njit(nogil=True)
 def _unpack_bits(packed, out):  # pragma: no cover - compiled
     n, rows, nbytes = packed.shape
@@ -192,53 +195,79 @@ def _unpack_bits(packed, out):  # pragma: no cover - compiled
                     out[i, r, 8 * b + k] = (value >> (7 - k)) & 1
 
 
-class BitPackedFrameSource(FrameSource):
-    """1-bit frames packed eight pixels to a byte (first pixel in the most significant
-    bit) at a fixed offset and stride; read as uint8 0/1 values."""
+def _swap_bytes(stored: np.ndarray, out: np.ndarray) -> None:
+    # a byte-order cast; numpy's copy loop swaps at memory speed (~8 GB/s a core)
+    np.copyto(out, stored, casting="equiv")
 
-    def __init__(self, path: str, *, offset: int, n_frames: int, sig_shape, frame_stride: int):
+
+#: how :class:`DecodedFrameSource` turns stored frames into the ones it returns
+_DECODERS = {"unpack_bits": _unpack_bits, "swap_bytes": _swap_bytes}
+
+
+class DecodedFrameSource(FrameSource):
+    """Frames at a fixed offset and stride stored in a form the kernels cannot use as
+    they are, mapped as stored and decoded by each read into one buffer the reader
+    reuses:
+
+    * ``"unpack_bits"``: 1-bit frames packed eight pixels to a byte (first pixel in the
+      most significant bit), read as uint8 0/1 values (numba);
+    * ``"swap_bytes"``: big-endian 12/24-bit counts, read as native uint16/uint32. The
+      engine would otherwise swap every tile into a fresh array, and dask workers
+      return freed memory to the system at once (``MALLOC_TRIM_THRESHOLD_``), so each
+      tile would page-fault its copy in anew: that halved the 12-bit throughput.
+    """
+
+    def __init__(self, path: str, *, offset: int, n_frames: int, sig_shape, frame_stride: int,
+                 decode: str, stored_dtype):
         sy, sx = (int(n) for n in sig_shape)
-        if sx % 8:
-            raise FormatError(
-                f"{path!r}: 1-bit frames {sy}x{sx} are not a whole number of bytes per "
-                f"row; only widths that are multiples of 8 are supported"
-            )
-        self.packed = MappedFrameSource(
-            path, offset=offset, n_frames=n_frames, sig_shape=(sy, sx // 8),
-            dtype="u1", frame_stride=frame_stride,
+        stored_dtype = np.dtype(stored_dtype)
+        if decode == "unpack_bits":
+            if sx % 8:
+                raise FormatError(
+                    f"{path!r}: 1-bit frames {sy}x{sx} are not a whole number of bytes per "
+                    f"row; only widths that are multiples of 8 are supported"
+                )
+            stored_shape, dtype = (sy, sx // 8), np.dtype("u1")
+        else:
+            stored_shape, dtype = (sy, sx), stored_dtype.newbyteorder("=")
+        self.stored = MappedFrameSource(
+            path, offset=offset, n_frames=n_frames, sig_shape=stored_shape,
+            dtype=stored_dtype, frame_stride=frame_stride,
         )
+        self.decode = decode
         self.n_frames = int(n_frames)
         self.sig_shape = (sy, sx)
-        self.dtype = np.dtype("u1")
+        self.dtype = dtype
 
-    def open(self, payload=None) -> "BitPackedFrameReader":
-        """Map the packed bytes; reads decode into a buffer the reader reuses."""
-        return BitPackedFrameReader(self)
+    def open(self, payload=None) -> "DecodedFrameReader":
+        """Map the stored frames; reads decode into a buffer the reader reuses."""
+        return DecodedFrameReader(self)
 
 
-class BitPackedFrameReader(FrameReader):
-    """Decodes :class:`BitPackedFrameSource` frames into a reused uint8 buffer."""
+class DecodedFrameReader(FrameReader):
+    """Decodes :class:`DecodedFrameSource` frames into one reused buffer."""
 
-    def __init__(self, source: BitPackedFrameSource):
+    def __init__(self, source: DecodedFrameSource):
         self.source = source
-        self._packed = source.packed.open()
+        self._stored = source.stored.open()
+        self._decode = _DECODERS[source.decode]
         self._buffer: Optional[np.ndarray] = None
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start:stop`` decoded, a view of the buffer (valid until the next
         read)."""
-        packed = self._packed.read(start, stop)
+        stored = self._stored.read(start, stop)
         n = stop - start
         if self._buffer is None or len(self._buffer) < n:
-            self._buffer = np.empty((n,) + self.source.sig_shape, np.uint8)
+            self._buffer = np.empty((n,) + self.source.sig_shape, self.source.dtype)
         out = self._buffer[:n]
         if n:
-            _unpack_bits(packed, out)
+            self._decode(stored, out)
         return out
 
     def close(self) -> None:
         """Release the mapping and the buffer."""
-        self._packed.close()
+        self._stored.close()
         self._buffer = None
 
 
@@ -353,14 +382,17 @@ def _hdr_path(path: str) -> Optional[str]:
 
 
 # -- the reader -------------------------------------------------------------------------------
-def open_mib(path, *, nav_shape=None) -> DataSet:
+def open_mib(path, *, nav_shape=None, native: bool = True) -> DataSet:
     """Open a Merlin ``.mib`` file (with its ``.hdr`` when it lies beside it).
 
     ``nav_shape`` gives the scan shape ``(rows, columns)`` or ``(n,)``; without it the
     ``.hdr`` gives the scan width when it states one (``Frames per Trigger`` > 1 and
-    fewer than all frames), otherwise the frames form a stack ``(n_frames,)``. Frames are returned in the
-    file's own row order and dtype (``uint8``, ``'>u2'``, ``'>u4'``; 1-bit packed files
-    decode to ``uint8``).
+    fewer than all frames), otherwise the frames form a stack ``(n_frames,)``. Frames
+    are returned in the file's own row order: 6-bit (and Merlin's 1-bit ``U08``) as
+    zero-copy ``uint8`` views, packed 1-bit decoded to ``uint8``, and 12/24-bit counts,
+    stored big-endian, decoded to native ``uint16``/``uint32`` in a reused buffer;
+    ``native=False`` returns those as zero-copy views in the stored dtype (``'>u2'``,
+    ``'>u4'``) instead. ``metadata["stored_dtype"]`` is the file's dtype either way.
     """
     path = os.fspath(path)
     try:
@@ -395,16 +427,22 @@ def open_mib(path, *, nav_shape=None) -> DataSet:
     sig_shape = (first.height, first.width)
     layout = dict(offset=first.header_bytes, n_frames=n_frames, sig_shape=sig_shape,
                   frame_stride=first.frame_bytes)
+    stored_dtype = _STORED_DTYPES.get(first.pixel_depth, np.dtype("u1"))
+    source: FrameSource
     if first.pixel_depth == _PACKED_DEPTH:
-        source: FrameSource = BitPackedFrameSource(path, **layout)
+        source = DecodedFrameSource(path, decode="unpack_bits", stored_dtype="u1", **layout)
         read_path = "decode (numba, 1-bit packed)"
+    elif native and not stored_dtype.isnative:
+        source = DecodedFrameSource(path, decode="swap_bytes", stored_dtype=stored_dtype, **layout)
+        read_path = "decode (byte swap into a reused buffer)"
     else:
-        source = MappedFrameSource(path, dtype=_STORED_DTYPES[first.pixel_depth], **layout)
+        source = MappedFrameSource(path, dtype=stored_dtype, **layout)
         read_path = "mmap"
     counter_depth = first.counter_depth or _hdr_int(hdr, "Counter Depth (number)")
     metadata = {
         "counter_depth": counter_depth,
         "pixel_depth": first.pixel_depth,
+        "stored_dtype": stored_dtype.str,
         "chips": first.n_chips,
         "sensor_layout": first.layout,
         "exposure_s": first.exposure_s,

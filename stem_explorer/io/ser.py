@@ -17,11 +17,17 @@ description (TIA 3.x and later):
   ``int32`` element of the x and then the y calibration, ``uint16`` data type code,
   ``uint32`` size x, ``uint32`` size y, and the values, x varying fastest.
 
-Conventions: a frame is ``(size_y, size_x)``; the dimension array lists the scan
-dimensions slowest first, so ``nav_shape`` is their sizes in file order (pass
-``nav_shape`` to override). Frames at uniform offsets are memory-mapped with that
-stride; otherwise :class:`SerFrameSource` copies each frame from its own offset into a
-reused buffer.
+Conventions: a frame is ``(size_y, size_x)`` in the file's row order (HyperSpy and
+openNCEM flip TIA images vertically for display; this reader, like the Merlin one,
+keeps the stored order). The dimension array lists the scan dimensions *fastest
+first*: for an area scan the first entry is x (the positions along a scan line) and
+the second y (the lines), as the elements are stored x fastest; so ``nav_shape`` is
+the sizes in reverse file order, ``(size of dimension 2, size of dimension 1)``
+(pass ``nav_shape`` to override). This is how openNCEM's ``ncempy.io.ser`` (which
+names dimension 1 "Position X" and checks it against the elements' position tags) and
+HyperSpy's TIA reader (for the usual x-fastest raster, decided from those tags) read
+area scans. Frames at uniform offsets are memory-mapped with that stride; otherwise
+:class:`SerFrameSource` copies each frame from its own offset into a reused buffer.
 """
 
 from __future__ import annotations
@@ -183,7 +189,8 @@ def _frame_layout(path: str, elements: np.ndarray) -> tuple[np.dtype, tuple[int,
 def open_ser(path, *, nav_shape=None) -> DataSet:
     """Open a TIA series of 2-D images (``.ser``).
 
-    The scan shape comes from the dimension array (slowest dimension first);
+    The scan shape comes from the dimension array (fastest dimension first, so
+    ``nav_shape`` is its sizes reversed);
     ``nav_shape`` overrides it, and is needed when an acquisition was stopped early
     (fewer valid elements than the scan holds). A ``.emi`` file beside the series is
     recorded in the metadata.
@@ -228,9 +235,11 @@ def open_ser(path, *, nav_shape=None) -> DataSet:
     metadata = {
         "ser_version": f"0x{header['version']:04x}",
         "scan_shape_source": "dimension array" if nav_shape is None else "nav_shape option",
+        # numpy order of the scan axes (slowest first): the dimension array reversed
         "scan_calibration": [
-            {k: d[k] for k in ("offset", "delta", "units", "description")} for d in dims
+            {k: d[k] for k in ("offset", "delta", "units", "description")} for d in reversed(dims)
         ],
+        "orientation": "file row order (no flip)",
         "pixel_size": [float(first["delta_y"]), float(first["delta_x"])],
         "valid_elements": header["valid_elements"],
         "total_elements": header["total_elements"],
@@ -243,7 +252,8 @@ def open_ser(path, *, nav_shape=None) -> DataSet:
 def _nav_shape(path: str, header: dict, n_frames: int, nav_shape) -> tuple[int, ...]:
     if nav_shape is not None:
         return parse_shape("nav_shape", nav_shape, (1, 2))
-    dims = tuple(d["size"] for d in header["dimensions"]) or (n_frames,)
+    # the dimension array is fastest first (x, then y): numpy order is its reverse
+    dims = tuple(d["size"] for d in reversed(header["dimensions"])) or (n_frames,)
     if math.prod(dims) != n_frames or len(dims) > 2:
         raise DataSetError(
             f"TIA series file {path!r} describes a scan of {dims} but holds "

@@ -16,9 +16,11 @@ __all__ = [
     "SHAPES",
     "assert_partitions_valid",
     "assert_reads_equal",
+    "assert_scan_positions",
     "each_dtype_and_shape",
     "is_memory_mapped",
     "make_frames",
+    "position_frames",
     "read_through_partitions",
 ]
 
@@ -42,6 +44,27 @@ def make_frames(nav_shape, sig_shape, dtype, seed: int = 0) -> np.ndarray:
     info = np.iinfo(dtype)
     native = dtype.newbyteorder("=")
     return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=native).astype(dtype)
+
+
+def position_frames(nav_shape, sig_shape, dtype="uint16", fill: int = 7) -> np.ndarray:
+    """Frames ``nav_shape + sig_shape`` (a 2-D scan) whose pixel (0, 0) holds their
+    scan row and (0, 1) their scan column, the rest ``fill``: with a non-square scan
+    and detector, a reader that transposes or misfolds either cannot pass
+    :func:`assert_scan_positions`."""
+    frames = np.full(tuple(nav_shape) + tuple(sig_shape), fill, dtype)
+    y, x = np.indices(nav_shape)
+    frames[..., 0, 0], frames[..., 0, 1] = y, x
+    return frames
+
+
+def assert_scan_positions(ds: DataSet, nav_shape) -> None:
+    """Assert that ``ds`` has the scan ``nav_shape`` and that its frame at (y, x), read
+    through the partitions, is the one :func:`position_frames` wrote for (y, x)."""
+    assert ds.nav_shape == tuple(nav_shape), f"scan {ds.nav_shape} != {tuple(nav_shape)}"
+    frames = read_through_partitions(ds, tile_frames=4)
+    y, x = np.indices(nav_shape)
+    np.testing.assert_array_equal(frames[..., 0, 0], y, err_msg="scan rows out of place")
+    np.testing.assert_array_equal(frames[..., 0, 1], x, err_msg="scan columns out of place")
 
 
 def each_dtype_and_shape(test):
