@@ -138,9 +138,3 @@ def test_every_path_agrees_on_radial_rings(dtype):
         out = feed_all(ops.MaskProduct(matrix, kernel=kernel, dtype=frames.dtype), frames, tile=16)
         np.testing.assert_allclose(out, expected, rtol=1e-6 if kernel != "sparse" else 1e-12)
 
-
-def test_centre_of_mass_path_choice():
-    full, disk = 128 * 128, 1257  # whole frame; radius-20 disk
-    assert ops.moments_as_columns(np.dtype("float32"), full, full)  # one sgemm, no conversion
-    assert not ops.moments_as_columns(np.dtype("uint16"), full, full)  # row spans in uint32
-    assert not ops.moments_as_columns(np.dtype("float32"), disk, full)  # a small support

@@ -10,9 +10,8 @@ from typing import Optional
 import numpy as np
 
 from ..engine import CenterOfMassMoments
-from ..engine.ops import moments_as_columns
 from ..errors import AnalysisError
-from .base import Analysis, MaskColumns, check_point, check_radius, detector_center, nav_result, pixel_grid
+from .base import Analysis, check_point, check_radius, detector_center, nav_result, pixel_grid
 
 
 @dataclasses.dataclass
@@ -56,11 +55,6 @@ class CenterOfMass(Analysis):
             pixels = np.flatnonzero((y - cy) ** 2 + (x - cx) ** 2 <= float(self.radius) ** 2)
             if pixels.size == 0:
                 raise AnalysisError(f"CoM disk at {(cy, cx)} with radius {self.radius} covers no detector pixel")
-        if moments_as_columns(dataset.dtype, pixels.size, y.size):
-            # the GEMM identity's three columns: ones, y - cy, x - cx over the support
-            columns = np.zeros((y.size, 3), np.float32)
-            columns[pixels] = np.stack([np.ones(pixels.size), y[pixels] - cy, x[pixels] - cx], axis=1)
-            return [MaskColumns(columns)]
         return [CenterOfMassMoments(pixels, dataset.sig_shape, (cy, cx))]
 
     def compute(self, inputs, dataset):

@@ -30,12 +30,15 @@ from . import kernels
 # single-threaded on the 2-core development machine through the page cache (the
 # calibration is in docs/performance.md, "Choosing the mask kernel"). Spans pay per
 # run and per covered pixel; dense pays per pixel (reading it, plus the float32
-# conversion unless the data is float32) and per pixel and mask (sgemm); sparse pays
-# a gather and a scattered add per non-zero.
+# conversion unless the data is float32), more per pixel once there are two masks or
+# more (one mask is a matrix-vector product, which BLAS runs twice as fast as a
+# skinny matrix product), and a little per pixel and mask; sparse pays a gather and a
+# scattered add per non-zero.
 _SPAN_NS = {"native": 2.3, "float32": 5.0}
 _SPAN_PIXEL_NS = {"native": 0.43, "float32": 0.57}
-_DENSE_PIXEL_NS = {"native": 0.44, "float32": 0.26}
-_DENSE_PIXEL_MASK_NS = 0.03
+_DENSE_PIXEL_NS = {"native": 0.48, "float32": 0.36}
+_GEMM_PIXEL_NS = {"native": 0.37, "float32": 0.44}
+_DENSE_PIXEL_MASK_NS = 0.003
 _SPARSE_NONZERO_NS = 2.5
 
 
@@ -54,18 +57,9 @@ def _sparse_ns(nnz: int) -> float:
 
 
 def _dense_ns(n_pixels: int, n_masks: int, dtype) -> float:
-    return n_pixels * (_DENSE_PIXEL_NS[_cost_class(dtype)] + _DENSE_PIXEL_MASK_NS * n_masks)
-
-
-#: :class:`CenterOfMassMoments` per support pixel (two running sums per pixel)
-_MOMENTS_PIXEL_NS = {"native": 0.4, "float32": 0.73}
-
-
-def moments_as_columns(dtype, support: int, n_pixels: int) -> bool:
-    """Whether centre-of-mass moments over ``support`` pixels are cheaper as three
-    mask columns through the GEMM (float32 data over most of the frame) than as
-    :class:`CenterOfMassMoments`' row spans."""
-    return _dense_ns(n_pixels, 3, dtype) < _MOMENTS_PIXEL_NS[_cost_class(dtype)] * support
+    kind = _cost_class(dtype)
+    gemm = _GEMM_PIXEL_NS[kind] if n_masks > 1 else 0.0
+    return n_pixels * (_DENSE_PIXEL_NS[kind] + gemm + _DENSE_PIXEL_MASK_NS * n_masks)
 
 
 def _spans_ns(n_spans: int, covered: int, dtype) -> float:
