@@ -202,11 +202,22 @@ class MaskProduct(PerFrameOp):
         return ("mask_product", self.kernel, m.shape, _digest(m.indptr), _digest(m.indices), _digest(m.data))
 
     def __getstate__(self):
-        return {"matrix": self.matrix, "paths": self.paths, "width": self.width}
+        # workers need only the kernels' layouts, and the plan travels with every
+        # task: a ring's spans are a few KiB where its CSR matrix is 150 KiB; dense
+        # columns travel sparse and are expanded on arrival
+        if self.matrix is None:  # unpickled here: pass on what arrived
+            return self._packed
+        return {"width": self.width, "paths": self.paths, "layouts": [
+            (name, _compact(layout) if name != "dense" else (layout[0], self.matrix[:, layout[0]].tocsc()))
+            for name, layout in self._layout()
+        ]}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._prepared = None
+        self.width, self.paths, self.matrix, self._packed = state["width"], state["paths"], None, state
+        self._prepared = [
+            (name, _widen(layout) if name != "dense" else (layout[0], np.asarray(layout[1].toarray(), np.float32)))
+            for name, layout in state["layouts"]
+        ]
 
     def _layout(self) -> list:
         """``(path, arrays)`` in each kernel's layout, built once per process."""
@@ -230,6 +241,17 @@ class MaskProduct(PerFrameOp):
 def _zero(dtype) -> Any:
     """The accumulator seed of the span kernels: exact int64 for integers, else float64."""
     return 0.0 if np.dtype(dtype).kind == "f" else np.int64(0)
+
+
+def _compact(arrays: tuple) -> tuple:
+    """A layout's integer arrays as int32 and float64 weights as float32 (lossless:
+    pixel indices are below 2**31 and the weights came from a float32 matrix)."""
+    return tuple(a.astype(np.int32) if a.dtype == np.int64 else a.astype(np.float32) for a in arrays)
+
+
+def _widen(arrays: tuple) -> tuple:
+    """Undo :func:`_compact`: the int64 and float64 arrays the kernels take."""
+    return tuple(a.astype(np.int64) if a.dtype == np.int32 else a.astype(np.float64) for a in arrays)
 
 
 def _prepare_spans(matrix, cols):
@@ -283,10 +305,12 @@ class CenterOfMassMoments(PerFrameOp):
         return ("com_moments", self.sig_shape, self.center, _digest(self.pixels))
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_spans"}
+        # the row spans (a few KiB) travel instead of the support's pixel list
+        return {"sig_shape": self.sig_shape, "center": self.center, "spans": _compact(self._row_spans())}
 
     def __setstate__(self, state):
-        self.__dict__.update(state, _spans=None)
+        self.sig_shape, self.center = state["sig_shape"], state["center"]
+        self.pixels, self._spans = None, _widen(state["spans"])
 
     def _row_spans(self):
         if self._spans is None:
