@@ -124,3 +124,13 @@ def test_plan_partitions_properties(n_frames, alignment, n_workers, target_frame
     assert all(a % alignment == 0 for a, _ in ranges)
     units = -(-n_frames // alignment)
     assert len(ranges) % n_workers == 0 or len(ranges) == units
+
+
+def test_first_partition_of_each_worker_is_a_quarter():
+    """The first task per worker is small (an early first result); the rest are large."""
+    ranges = plan_partitions(4096, 2**16, n_workers=2, target_bytes=2**16 * 512)
+    sizes = [b - a for a, b in ranges]
+    assert sizes[:4] == [128, 384, 128, 384] and set(sizes[4:]) == {512}
+    assert len(ranges) % 2 == 0
+    # one partition per worker: nothing to split
+    assert plan_partitions(1024, 1, n_workers=2, target_bytes=10**9) == [(0, 512), (512, 1024)]

@@ -24,7 +24,7 @@ from ..errors import DataSetError
 #: Default partition size in bytes of native data. Big enough to amortise task
 #: overhead, small enough to stream partial results and balance two to a few hundred
 #: workers.
-DEFAULT_PARTITION_BYTES = 128 * 2**20
+DEFAULT_PARTITION_BYTES = 256 * 2**20
 
 
 class FrameReader(abc.ABC):
@@ -118,7 +118,11 @@ def plan_partitions(
     """Frame ranges for partitions of about ``target_bytes`` each.
 
     The count is a multiple of ``n_workers`` (so every worker gets the same share) where
-    the data allows, and boundaries fall on multiples of ``alignment`` frames.
+    the data allows, and boundaries fall on multiples of ``alignment`` frames. The
+    first ``n_workers`` partitions each give their first quarter to a partition of
+    its own, so every worker's first task (and the job's first partial result) comes
+    back after a quarter of the work of the large partitions the rest of the job uses
+    to keep per-task overhead low.
     """
     if n_frames <= 0:
         return []
@@ -134,7 +138,21 @@ def plan_partitions(
         start, stop = unit * alignment, min(n_frames, (unit + size) * alignment)
         ranges.append((start, stop))
         unit += size
-    return ranges
+    return _split_first(ranges, alignment, n_workers)
+
+
+def _split_first(ranges: list, alignment: int, n_workers: int) -> list:
+    """Split a quarter (whole alignment units, at least one) off the front of each of
+    the first ``n_workers`` ranges that has at least four units."""
+    out = []
+    for i, (start, stop) in enumerate(ranges):
+        units = -(-(stop - start) // alignment)
+        if i < n_workers and len(ranges) > n_workers and units >= 4:
+            cut = start + units // 4 * alignment
+            out += [(start, cut), (cut, stop)]
+        else:
+            out.append((start, stop))
+    return out
 
 
 class DataSet:
@@ -198,7 +216,7 @@ class DataSet:
     def partitions(
         self, n_workers: int = 1, target_bytes: Optional[int] = None
     ) -> list[Partition]:
-        """Partitions of about ``target_bytes`` (default 128 MiB), a multiple of
+        """Partitions of about ``target_bytes`` (default 256 MiB), a multiple of
         ``n_workers`` in count, aligned to the storage's chunks."""
         ranges = plan_partitions(
             self.n_frames,

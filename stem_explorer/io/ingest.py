@@ -31,12 +31,14 @@ import numpy as np
 
 from .._json import jsonable
 from ..errors import ChecksumError, DataSetError
-from .base import DEFAULT_PARTITION_BYTES, DataSet, Partition
+from .base import DataSet, Partition
 from .hdfs.config import is_hdfs_url
 from .hdfs.store import HdfsStore
 from .open import open_dataset
 from .partitioned.sidecar import FORMAT_NAME, FORMAT_VERSION, SIDECAR_NAME, validate_sidecar
 
+#: Bytes per ingested partition file: HDFS's default block size.
+INGEST_PARTITION_BYTES = 128 * 2**20
 JOURNAL = "_ingest"
 PLAN_NAME = f"{JOURNAL}/plan.json"
 PUBLISHED_NAME = f"{JOURNAL}/published.json"  # a sidecar taken back while files are rewritten
@@ -149,7 +151,7 @@ class IngestPlan:
         return json.loads(json.dumps(jsonable({"source": ds.describe(), "ingest": layout})))
 
 
-def plan_ingest(ds: DataSet, partition_bytes: int = DEFAULT_PARTITION_BYTES, blocks_per_partition: int = 1) -> IngestPlan:
+def plan_ingest(ds: DataSet, partition_bytes: int = INGEST_PARTITION_BYTES, blocks_per_partition: int = 1) -> IngestPlan:
     """Files of about ``partition_bytes`` (whole frames) made of ``blocks_per_partition``
     HDFS blocks: the block size is a file's bytes over the block count, rounded up
     to the 512-byte checksum unit HDFS requires."""
@@ -345,7 +347,7 @@ def ingest(
     source,
     dest,
     *,
-    partition_bytes: int = DEFAULT_PARTITION_BYTES,
+    partition_bytes: int = INGEST_PARTITION_BYTES,
     blocks_per_partition: int = 1,
     replication: Optional[int] = None,
     client=None,

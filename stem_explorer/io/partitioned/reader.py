@@ -183,7 +183,7 @@ class RawPartitionDataSet(DataSet):
     ) -> list[Partition]:
         """One partition per file, or runs of whole consecutive files.
 
-        Files are already sized for work units, so ``target_bytes`` (default 128 MiB)
+        Files are already sized for work units, so ``target_bytes`` (default 256 MiB)
         only groups *small* files: there are about ``total / target_bytes`` partitions
         (rounded up to a multiple of ``n_workers``), but never fewer files than one per
         partition and never a partial file. Each partition's source lists only its own
