@@ -52,7 +52,7 @@ def assert_matches_references(realdata, key: str, **options):
     entry = realdata.entry(key)
     ds = open_dataset(realdata.file(entry["files"][0]), **options)
     assert list(ds.shape) == entry["shape"]
-    assert ds.dtype == np.dtype(entry["dtype"]).newbyteorder("=")  # the manifest's is as stored
+    assert ds.dtype == np.dtype(entry["dtype"])  # as stored (the manifest gives the stored dtype)
     refs = {name: realdata.file(ref) for ref in entry["refs"] for name in ("sum_frame", "vbf") if ref.endswith(f".{name}.npy")}
     cy, cx, r = entry["vbf_disk_cy_cx_r"]
     plan, finalize = build_plan([SumFrame(), VirtualDetector({"vbf": masks.Disk(cy, cx, r)})], ds)
@@ -70,12 +70,13 @@ def test_real_files_match_references(realdata, key):
     assert ds.metadata["counter_depth"] in (1, 6, 12, 24)
     stored = np.dtype(realdata.entry(key)["dtype"])
     assert ds.metadata["stored_dtype"] == stored.str
-    with ds.source.open() as reader:  # uint8 mapped as stored, big-endian counts swapped
-        assert is_memory_mapped(reader.read(0, 2)) == stored.isnative
-    kept = open_dataset(ds.path, native=False, **MIB_CASES[key])
-    assert kept.dtype == stored
-    with kept.source.open() as reader:  # every real file is stored as-is
+    assert ds.dtype == stored
+    with ds.source.open() as reader:  # every real file is mapped as stored
         assert is_memory_mapped(reader.read(0, 2))
+    decoded = open_dataset(ds.path, native=True, **MIB_CASES[key])
+    assert decoded.dtype == stored.newbyteorder("=")
+    with decoded.source.open() as reader:  # big-endian counts swapped, uint8 still mapped
+        assert is_memory_mapped(reader.read(0, 2)) == stored.isnative
         np.testing.assert_array_equal(reader.read(0, ds.n_frames), ds.read_frames(0, ds.n_frames))
 
 
@@ -98,12 +99,12 @@ def random_frames(shape, dtype, top, seed=0):
     return np.random.default_rng(seed).integers(0, top, shape).astype(dtype)
 
 
-def test_4d_scan_12bit_native_or_zero_copy_with_scan_from_hdr(tmp_path):
+def test_4d_scan_12bit_zero_copy_or_decoded_with_scan_from_hdr(tmp_path):
     data = random_frames((12, 8, 16), ">u2", 4096)  # ROI-like: fewer rows than columns
     path = write_mib(tmp_path / "scan.mib", data, pixel_depth="U16", counter_depth=12,
                      hdr={"Frames in Acquisition (Number)": 12, "Frames per Trigger (Number)": 4,
                           "Counter Depth (number)": 12})
-    ds = open_dataset(path)
+    ds = open_dataset(path, native=True)
     assert ds.nav_shape == (3, 4) and ds.sig_shape == (8, 16)
     assert ds.dtype == np.dtype("=u2") and ds.metadata["stored_dtype"] == ">u2"
     assert ds.metadata["scan_shape_source"] == ".hdr Frames per Trigger"
@@ -112,7 +113,7 @@ def test_4d_scan_12bit_native_or_zero_copy_with_scan_from_hdr(tmp_path):
     with ds.source.open() as reader:  # swapped into one reused buffer
         a = reader.read(2, 5)
         assert not is_memory_mapped(a) and np.shares_memory(a, reader.read(5, 8))
-    kept = open_dataset(path, native=False)
+    kept = open_dataset(path)  # the default: zero-copy, as stored
     assert kept.dtype == np.dtype(">u2") and kept.metadata["read_path"] == "mmap"
     np.testing.assert_array_equal(read_through_partitions(kept), data.reshape(3, 4, 8, 16))
     with kept.source.open() as reader:
@@ -122,11 +123,11 @@ def test_4d_scan_12bit_native_or_zero_copy_with_scan_from_hdr(tmp_path):
 def test_24bit_big_endian(tmp_path):
     data = random_frames((5, 4, 8), ">u4", 2**24, seed=1)
     path = write_mib(tmp_path / "d24.mib", data, pixel_depth="U32", counter_depth=24)
-    ds = open_dataset(path)
+    ds = open_dataset(path, native=True)
     assert ds.nav_shape == (5,) and ds.dtype == np.dtype("=u4")
     assert ds.metadata["scan_shape_source"] == "frame count (stack)"
     np.testing.assert_array_equal(read_through_partitions(ds), data)
-    kept = open_dataset(path, native=False)
+    kept = open_dataset(path)
     assert kept.dtype == np.dtype(">u4")
     np.testing.assert_array_equal(read_through_partitions(kept), data)
     with kept.source.open() as reader:

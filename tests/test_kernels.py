@@ -138,3 +138,35 @@ def test_every_path_agrees_on_radial_rings(dtype):
         out = feed_all(ops.MaskProduct(matrix, kernel=kernel, dtype=frames.dtype), frames, tile=16)
         np.testing.assert_allclose(out, expected, rtol=1e-6 if kernel != "sparse" else 1e-12)
 
+
+
+@pytest.mark.parametrize("kernel", ["auto", "sparse", "dense"])
+def test_big_endian_tiles_are_swapped_inside_the_kernels(kernel):
+    """Merlin 12-bit data is big-endian uint16: the mask kernels read it as stored."""
+    rng = np.random.default_rng(6)
+    native = rng.integers(0, 4096, (9, 128 * 128)).astype(np.uint16)
+    native[0] = 65535 - np.arange(128 * 128, dtype=np.uint16) % 300  # both bytes busy
+    stored = native.astype(">u2")
+    y, x = np.indices((128, 128))
+    r = np.hypot(y - 60, x - 66).ravel()
+    matrix = np.stack([r < 20, (r >= 25) & (r < 60), np.where(r < 10, 1 + r, 0)], axis=1).astype(np.float32)
+    op = ops.MaskProduct(matrix, kernel=kernel, dtype=stored.dtype)
+    assert op.reads_stored_order(stored.dtype) and not op.reads_stored_order(native.dtype)
+    np.testing.assert_allclose(feed_all(op, stored, tile=4), native.astype(np.float64) @ matrix, rtol=1e-6)
+
+
+def test_engine_keeps_stored_order_only_when_every_op_can_read_it(tmp_path):
+    from stem_explorer import masks
+    from stem_explorer.analyses import SumFrame, VirtualDetector, build_plan
+    from stem_explorer.engine import run_local
+    from stem_explorer.io import open_dataset
+
+    data = np.random.default_rng(7).integers(0, 4096, (6, 5, 16, 12)).astype(">u2")
+    data.tofile(tmp_path / "d.raw")
+    ds = open_dataset(tmp_path / "d.raw", nav_shape=(6, 5), sig_shape=(16, 12), dtype=">u2")
+    disk = masks.Disk(8, 6, 4)
+    expected = np.einsum("yxij,ij->yx", data.astype(np.float64), disk.rasterize((16, 12)))
+    for analyses in ([VirtualDetector(disk)], [VirtualDetector(disk), SumFrame()]):
+        plan, finalize = build_plan(analyses, ds, tile_bytes=7 * 16 * 12 * 2)
+        results = finalize(run_local(ds.partitions(2, target_bytes=16 * 12 * 2 * 8), plan), np.ones(30, bool))
+        np.testing.assert_allclose(results["vd/mask0"].data, expected)

@@ -18,6 +18,8 @@ disk that is ~1% of the frame, so the kernel touches ~1% of the tile's cache lin
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numba
 import numpy as np
 
@@ -30,20 +32,46 @@ _JIT_FAST = dict(_JIT, fastmath=True)
 _U32_LIMIT = 2**32
 
 
-def as_native_2d(tile: np.ndarray) -> np.ndarray:
+def as_native_2d(tile: np.ndarray, keep_order: bool = False, scratch: Optional[list] = None) -> np.ndarray:
     """View a tile ``(n, sy, sx)`` as ``(n, sy*sx)`` in native byte order.
 
-    Zero-copy unless the data is big-endian (numba cannot read foreign byte order; we
-    swap a tile at a time, which keeps memory bounded by the tile size) or a frame is
-    not contiguous in memory.
+    Zero-copy unless the data is big-endian (numba cannot read foreign byte order) or
+    a frame is not contiguous in memory. A big-endian tile is swapped a tile at a
+    time (memory bounded by the tile size) into ``scratch[0]``, a buffer reused from
+    tile to tile when given: dask workers hand freed memory back to the system, so a
+    fresh array per tile would page-fault its way in every time. With
+    ``keep_order=True`` the big-endian tile is returned as is, for ops that swap the
+    bytes of the pixels they read themselves (:func:`swaps_in_kernel`).
     """
     n = tile.shape[0]
-    if not tile.dtype.isnative:
-        tile = tile.astype(tile.dtype.newbyteorder("="))
     flat = tile.reshape(n, -1)
+    if not tile.dtype.isnative and not keep_order:
+        native = tile.dtype.newbyteorder("=")
+        if scratch is None:
+            return flat.astype(native)
+        if scratch[0] is None or scratch[0].size < flat.size or scratch[0].dtype != native:
+            scratch[0] = np.empty(flat.size, native)
+        out = scratch[0][: flat.size].reshape(flat.shape)
+        out[...] = flat
+        return out
     if flat.strides[-1] != flat.itemsize:
         flat = np.ascontiguousarray(flat)
     return flat
+
+
+def swaps_in_kernel(dtype: np.dtype) -> bool:
+    """Whether the mask kernels read ``dtype`` in its stored byte order, swapping each
+    pixel they touch (big-endian unsigned 16-bit: Merlin 12-bit counts). The sparse
+    and span paths then touch only the covered pixels, as for native data, instead of
+    a whole-tile swap first."""
+    dtype = np.dtype(dtype)
+    return not dtype.isnative and dtype.kind == "u" and dtype.itemsize == 2
+
+
+@numba.njit(inline="always")
+def _bswap16(value):
+    u = np.uint16(value)
+    return np.uint16((u >> np.uint16(8)) | (u << np.uint16(8)))
 
 
 def fits_u32(dtype: np.dtype, weight: int) -> bool:
@@ -59,37 +87,43 @@ def fits_u32(dtype: np.dtype, weight: int) -> bool:
 
 
 @numba.jit(**_JIT)
-def sparse_mask_product(frames, rows, indptr, cols, weights, out):
+def sparse_mask_product(frames, rows, indptr, cols, weights, out, swap=False):
     """``out[f, cols[j]] += frames[f, rows[p]] * weights[j]`` for ``j`` in row ``p``.
 
     ``rows`` are the detector pixels covered by any mask; ``indptr``/``cols``/
     ``weights`` form a CSR matrix over those pixels (pixel-major), so each covered
-    pixel is loaded once per frame whatever the number of masks touching it.
+    pixel is loaded once per frame whatever the number of masks touching it. With
+    ``swap`` the uint16 ``frames`` hold big-endian bytes, swapped pixel by pixel.
     """
     for f in range(frames.shape[0]):
         frame = frames[f]
         for p in range(rows.shape[0]):
-            value = np.float64(frame[rows[p]])
+            value = np.float64(_bswap16(frame[rows[p]])) if swap else np.float64(frame[rows[p]])
             for j in range(indptr[p], indptr[p + 1]):
                 out[f, cols[j]] += value * weights[j]
 
 
 @numba.jit(**_JIT_FAST)
-def span_sums(frames, starts, stops, cols, out, zero):
+def span_sums(frames, starts, stops, cols, out, zero, swap=False):
     """``out[f, cols[s]] += sum(frames[f, starts[s]:stops[s]])``.
 
     Binary masks (weights all 1) are runs of consecutive pixels in C order (two per
     detector row for a ring); summing a run is a contiguous SIMD loop. ``zero`` sets
     the accumulator type: ``np.int64(0)`` keeps integer sums exact, ``0.0``
-    accumulates floats in float64.
+    accumulates floats in float64. With ``swap`` the uint16 ``frames`` hold
+    big-endian bytes; the swap vectorises too (a byte shuffle per SIMD load).
     """
     for f in range(frames.shape[0]):
         frame = frames[f]
         for s in range(starts.shape[0]):
             run = frame[starts[s]:stops[s]]
             acc = zero
-            for p in range(run.shape[0]):
-                acc += run[p]
+            if swap:
+                for p in range(run.shape[0]):
+                    acc += _bswap16(run[p])
+            else:
+                for p in range(run.shape[0]):
+                    acc += run[p]
             out[f, cols[s]] += acc
 
 

@@ -82,6 +82,11 @@ class Op(abc.ABC):
         """Identity used to share one op between analyses that ask for the same."""
 
     # -- on the worker ---------------------------------------------------------------
+    def reads_stored_order(self, dtype: np.dtype) -> bool:
+        """Whether :meth:`feed` accepts tiles of ``dtype`` in their stored (non-native)
+        byte order; when every op of a plan does, tiles are not swapped first."""
+        return False
+
     @abc.abstractmethod
     def start(self, start: int, stop: int, n_pixels: int, dtype: np.dtype) -> Any:
         """Fresh per-partition state for frames ``start:stop``."""
@@ -225,16 +230,21 @@ class MaskProduct(PerFrameOp):
             self._prepared = [(name, _PREPARE[name](self.matrix, cols)) for name, cols in self.paths.items()]
         return self._prepared
 
+    def reads_stored_order(self, dtype) -> bool:
+        return kernels.swaps_in_kernel(dtype)
+
     def compute(self, frames, out):
+        swap = not frames.dtype.isnative  # big-endian uint16: the kernels swap (see kernels)
+        readable = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
         for name, layout in self._layout():
             if name == "spans":
-                kernels.span_sums(frames, *layout, out, _zero(frames.dtype))
+                kernels.span_sums(readable, *layout, out, _zero(frames.dtype), swap)
             elif name == "sparse":
-                kernels.sparse_mask_product(frames, *layout, out)
+                kernels.sparse_mask_product(readable, *layout, out, swap)
             else:
                 cols, dense = layout
                 product = np.zeros((frames.shape[0], dense.shape[1]), np.float64)
-                kernels.dense_mask_product(frames, dense, product)
+                kernels.dense_mask_product(frames, dense, product)  # astype swaps
                 out[:, cols] += product
 
 

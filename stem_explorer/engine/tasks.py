@@ -119,9 +119,11 @@ def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> Part
     frame_bytes = n_pixels * dtype.itemsize
     native = dtype.newbyteorder("=")
     states = [op.start(partition.start, partition.stop, n_pixels, native) for op in plan.ops]
+    keep_order = all(op.reads_stored_order(dtype) for op in plan.ops)
+    scratch = [None]  # the swap buffer, reused from tile to tile
     with source.open(payload) as reader:
         for start, stop in partition.tile_ranges(plan.tile_frames(frame_bytes)):
-            frames = as_native_2d(reader.read(start, stop))
+            frames = as_native_2d(reader.read(start, stop), keep_order, scratch)
             for op, state in zip(plan.ops, states):
                 op.feed(state, start, frames)
     partials = [op.finish(state) for op, state in zip(plan.ops, states)]

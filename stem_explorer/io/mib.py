@@ -20,12 +20,13 @@ NULs to the header size. Pixel depths:
 
 ``U08`` frames are read zero-copy: the per-frame headers are skipped through the
 stride of the memory map (:class:`~stem_explorer.io.raw.MappedFrameSource`). The
-big-endian ``U16``/``U32`` frames are mapped the same way and byte-swapped by each
-read into a reused buffer (:class:`DecodedFrameSource`), so the data set's dtype is
-native ``uint16``/``uint32`` (``native=False``: zero-copy views in the stored
-``'>u2'``/``'>u4'``, which the engine then swaps tile by tile, at half the speed on a
-dask worker). Quad (2x2) detectors are stored as one assembled frame
-(512x512); ROI read-outs simply have fewer rows, as the header says.
+big-endian ``U16``/``U32`` frames are mapped the same way and the data set keeps the
+stored ``'>u2'``/``'>u4'``: the engine's mask kernels swap the bytes of the pixels they
+read (a disk touches a quarter of the frame), and other ops get each tile swapped
+into a buffer reused from tile to tile. ``native=True`` instead byte-swaps every
+read into a reused buffer (:class:`DecodedFrameSource`), for callers that want
+native ``uint16``/``uint32`` arrays. Quad (2x2) detectors are stored as one assembled
+frame (512x512); ROI read-outs simply have fewer rows, as the header says.
 
 Orientation: frames are returned in the file's own row order (row 0 is the first row
 stored); nothing is flipped. (Some readers flip vertically; the references in
@@ -382,17 +383,17 @@ def _hdr_path(path: str) -> Optional[str]:
 
 
 # -- the reader -------------------------------------------------------------------------------
-def open_mib(path, *, nav_shape=None, native: bool = True) -> DataSet:
+def open_mib(path, *, nav_shape=None, native: bool = False) -> DataSet:
     """Open a Merlin ``.mib`` file (with its ``.hdr`` when it lies beside it).
 
     ``nav_shape`` gives the scan shape ``(rows, columns)`` or ``(n,)``; without it the
     ``.hdr`` gives the scan width when it states one (``Frames per Trigger`` > 1 and
     fewer than all frames), otherwise the frames form a stack ``(n_frames,)``. Frames
     are returned in the file's own row order: 6-bit (and Merlin's 1-bit ``U08``) as
-    zero-copy ``uint8`` views, packed 1-bit decoded to ``uint8``, and 12/24-bit counts,
-    stored big-endian, decoded to native ``uint16``/``uint32`` in a reused buffer;
-    ``native=False`` returns those as zero-copy views in the stored dtype (``'>u2'``,
-    ``'>u4'``) instead. ``metadata["stored_dtype"]`` is the file's dtype either way.
+    zero-copy ``uint8`` views, packed 1-bit decoded to ``uint8``, and 12/24-bit counts
+    as zero-copy views in their stored big-endian dtype (``'>u2'``, ``'>u4'``);
+    ``native=True`` decodes those to native ``uint16``/``uint32`` in a reused buffer
+    instead. ``metadata["stored_dtype"]`` is the file's dtype either way.
     """
     path = os.fspath(path)
     try:
