@@ -103,6 +103,17 @@ def _v3(directory: str, meta: dict) -> Union[ChunkFiles, str]:
     )
 
 
+def _single_threaded_blosc() -> None:
+    """One core per task: Blosc's own thread pool (it starts one per core when called
+    from a process's main thread, and dask workers may be) only competes with the
+    other worker for the same cores."""
+    try:
+        from numcodecs import blosc
+    except ImportError:  # numcodecs without blosc: nothing to configure
+        return
+    blosc.use_threads = False
+
+
 class ChunkFileReader:
     """Fills frame ranges of a destination array from the chunk files."""
 
@@ -113,6 +124,7 @@ class ChunkFileReader:
         self.dtype = np.dtype(dtype)
         self.stored = np.dtype(files.stored_dtype)
         self.decoders = [numcodecs.get_codec(dict(c)) for c in files.codecs]
+        _single_threaded_blosc()
         nav, chunks = files.shape[:-2], files.chunks
         # a 3-D stack is read as one scan row: (1, n) frames in chunks of (1, k)
         self.nav = nav if len(nav) == 2 else (1,) + tuple(nav)
