@@ -43,6 +43,8 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                    "(benchmarks/hdfs.py; its options: --hdfs --help)")
     p.add_argument("--formats", action="store_true", help="run the detector-format throughput benchmark "
                    "instead (benchmarks/formats.py; its options: --formats --help)")
+    p.add_argument("--bigdata", action="store_true", help="run the larger-than-memory benchmark instead "
+                   "(benchmarks/bigdata.py, a 40 GiB file by default; its options: --bigdata --help)")
     return p
 
 
@@ -173,6 +175,10 @@ def main(argv=None, prog: str = "python -m benchmarks") -> int:
         from . import formats
 
         return formats.main([a for a in argv if a != "--formats"], prog=f"{prog} --formats")
+    if "--bigdata" in argv:
+        from . import bigdata
+
+        return bigdata.main([a for a in argv if a != "--bigdata"], prog=f"{prog} --bigdata")
     args = build_parser(prog).parse_args(argv)
     if args.repeat < 1 or args.workers < 1:
         print(f"{prog}: error: --repeat and --workers must be >= 1", file=sys.stderr)

@@ -187,3 +187,30 @@ def test_mapping_is_reused_across_readers_and_renewed_when_the_file_changes(tmp_
 def _write(path, array):
     array.tofile(path)
     return path
+
+
+def test_large_mapped_files_give_back_their_pages(tmp_path, monkeypatch):
+    """A file above the keep-mapped share of memory drops each read-through's pages
+    from this process's mapping on close; the data read stays correct."""
+    from stem_explorer.io import raw
+
+    data = np.arange(6 * 64 * 64, dtype=np.uint16).reshape(6, 64, 64)
+    data.tofile(tmp_path / "d.raw")
+    ds = open_dataset(tmp_path / "d.raw", nav_shape=(6,), sig_shape=(64, 64), dtype="uint16")
+    monkeypatch.setattr(raw, "_memory_budget", lambda: 4 * data.nbytes)  # the file is a quarter: kept
+    with ds.source.open() as reader:
+        view = reader.read(1, 3)
+    np.testing.assert_array_equal(view, data[1:3])
+    monkeypatch.setattr(raw, "_memory_budget", lambda: data.nbytes)  # now too large to keep
+    released = []
+    monkeypatch.setattr(raw, "release_mapped_range", lambda *a: released.append(a))
+    with ds.source.open() as reader:
+        view = reader.read(2, 4)
+    assert released == [(str(tmp_path / "d.raw"), 2 * 8192, 4 * 8192)]
+    # the real release keeps views valid (pages fault back in from the file)
+    monkeypatch.undo()
+    monkeypatch.setattr(raw, "_memory_budget", lambda: data.nbytes)
+    with ds.source.open() as reader:
+        view = reader.read(0, 6)
+    assert raw.release_mapped_range(str(tmp_path / "d.raw"), 0, data.nbytes)
+    np.testing.assert_array_equal(view, data)

@@ -281,19 +281,20 @@ class Job:
         ]
 
     def _submit_preview(self, payloads, workers) -> list:
-        """High-priority tasks computing the preview grid, one per group of partitions
-        (a worker's local partitions, else contiguous runs), so it arrives at once."""
+        """High-priority tasks computing the preview grid: one task (the first worker
+        to come free runs it; the grid is a few MiB), or one per group of workers
+        local to the partitions when the data has locations (remote reads of single
+        frames would be slow)."""
         self._preview_left = 0
         if self.preview_stride <= 1:
             return []
         indices = preview.grid_indices(self._dataset.nav_shape, self.preview_stride)
         groups: dict = {}
-        n_groups = max(1, len(worker_addresses(self._client)))
         for part, payload in zip(self._partitions, payloads):
             lo, hi = np.searchsorted(indices, [part.start, part.stop])
             if hi > lo:
                 placement = _placement(part, workers)
-                group = tuple(placement.get("workers", ())) or part.index * n_groups // len(self._partitions)
+                group = tuple(placement.get("workers", ()))
                 groups.setdefault(group, (placement, []))[1].append((part, payload, indices[lo:hi]))
         futures = [
             self._client.submit(

@@ -14,7 +14,7 @@ import socket
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -121,8 +121,11 @@ def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> Part
     states = [op.start(partition.start, partition.stop, n_pixels, native) for op in plan.ops]
     keep_order = all(op.reads_stored_order(dtype) for op in plan.ops)
     scratch = [None]  # the swap buffer, reused from tile to tile
+    cancelled = _cancellation_check()
     with source.open(payload) as reader:
         for start, stop in partition.tile_ranges(plan.tile_frames(frame_bytes)):
+            if cancelled():
+                break  # nobody waits for this result; free the worker for the next job
             frames = as_native_2d(reader.read(start, stop), keep_order, scratch)
             for op, state in zip(plan.ops, states):
                 op.feed(state, start, frames)
@@ -177,6 +180,26 @@ def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
         host=_where(),
         indices=indices,
     )
+
+
+def _cancellation_check() -> Callable[[], bool]:
+    """A cheap test, called between tiles, of whether the client has cancelled this
+    task (a superseded job). A dask worker keeps running a cancelled task to its end;
+    stopping at the next tile lets the successor's tasks start within a tile's time
+    instead of a partition's. Outside dask it always says no."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        key = worker.get_current_task()
+    except (ImportError, ValueError, AttributeError):
+        return lambda: False
+
+    def cancelled() -> bool:
+        task = worker.state.tasks.get(key)
+        return task is None or task.state in ("cancelled", "released", "forgotten")
+
+    return cancelled
 
 
 def _where() -> str:

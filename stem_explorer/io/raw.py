@@ -12,6 +12,7 @@ the files of the raw partition format.
 from __future__ import annotations
 
 import math
+import mmap
 import os
 from collections import OrderedDict
 from typing import Optional, Sequence
@@ -174,6 +175,44 @@ def _mapping(path: str, stat: os.stat_result) -> np.memmap:
     return mm
 
 
+#: A mapped file up to this share of the process's memory budget keeps its pages
+#: mapped between tasks (repeat jobs then read without a page fault); a larger one
+#: gives back the byte range of each read-through when its reader closes.
+KEEP_MAPPED_FRACTION = 0.25
+
+
+def _memory_budget() -> int:
+    """The dask worker's memory limit, or physical RAM outside dask (or without one)."""
+    try:
+        from distributed import get_worker
+
+        limit = get_worker().memory_manager.memory_limit
+    except (ImportError, ValueError, AttributeError):
+        limit = None
+    return int(limit) if limit else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def release_mapped_range(path: str, start: int, stop: int) -> bool:
+    """Drop this process's mapping of bytes ``start:stop`` of ``path`` if the file is
+    too large to keep mapped (:data:`KEEP_MAPPED_FRACTION`); returns whether it did.
+
+    The pages stay in the page cache (nothing is re-read from disk while they are
+    there); they only stop counting in the process's resident memory, which a dask
+    worker compares with its memory limit: a 40 GiB file streamed through a
+    worker that kept its mapping would look like 20 GiB of worker memory and get the
+    worker paused or restarted.
+    """
+    mm = next((m for key, m in reversed(_MAPPINGS.items()) if key[0] == path), None)
+    if mm is None or mm.size <= KEEP_MAPPED_FRACTION * _memory_budget():
+        return False
+    page = mmap.PAGESIZE
+    first = start // page * page
+    last = min(mm.size, -(-stop // page) * page)
+    if last > first:
+        mm._mmap.madvise(mmap.MADV_DONTNEED, first, last - first)
+    return True
+
+
 class MappedFrameSource(FrameSource):
     """Frames at a fixed ``offset`` and ``frame_stride`` in one file (picklable)."""
 
@@ -213,6 +252,7 @@ class MappedFrameReader(FrameReader):
     def __init__(self, source: MappedFrameSource):
         self.source = source
         self._frames: Optional[np.ndarray] = None
+        self._read = [None, None]  # lowest and highest frame read
 
     def _mapped(self) -> np.ndarray:
         if self._frames is None:
@@ -236,11 +276,22 @@ class MappedFrameReader(FrameReader):
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start:stop`` as a read-only view of the mapped file."""
         _check_range(start, stop, self.source.n_frames)
+        lo, hi = self._read
+        self._read = [start if lo is None else min(lo, start), stop if hi is None else max(hi, stop)]
         return self._mapped()[start:stop]
 
     def close(self) -> None:
-        """Drop this reader's reference to the mapping (views keep it alive)."""
+        """Drop this reader's reference to the mapping (views keep it alive); for a
+        file too large to keep mapped, give back the pages of what was read
+        (:func:`release_mapped_range`; views stay valid and fault back in)."""
+        lo, hi = self._read
+        if self._frames is not None and lo is not None and hi > lo:
+            s = self.source
+            frame_bytes = math.prod(s.sig_shape) * s.dtype.itemsize
+            stride = s.frame_stride or frame_bytes
+            release_mapped_range(s.path, s.offset + lo * stride, s.offset + (hi - 1) * stride + frame_bytes)
         self._frames = None
+        self._read = [None, None]
 
 
 def _check_range(start: int, stop: int, n_frames: int) -> None:
