@@ -40,6 +40,7 @@ def start_local_cluster(n_workers: Optional[int] = None, **kwargs):
         dashboard_address="127.0.0.1:0",
         env=WORKER_ENV,
         silence_logs=logging.ERROR,
+        preload=["stem_explorer.engine.warmup"],  # kernels loaded while workers idle
     )
     options.update(kwargs)
     return LocalCluster(**options)

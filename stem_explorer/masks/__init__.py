@@ -32,8 +32,6 @@ import functools
 import json
 from importlib import resources
 
-import jsonschema
-
 from ..errors import MaskError
 from .raster import MaskPatch, MaskStack, check_sig_shape, is_empty, rasterize, rasterize_patch, stack_masks
 from .shapes import (
@@ -73,6 +71,7 @@ __all__ = [
     "load_schema",
     "mask_from_json",
     "mask_to_json",
+    "prepare_validation",
     "rasterize",
     "rasterize_patch",
     "stack_masks",
@@ -89,7 +88,18 @@ def load_schema() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _validator():
+    # imported here, not with the package: importing jsonschema loads its optional
+    # format checkers (rfc3987-syntax builds a grammar: about a second), which dask
+    # workers never need and a session should not wait for
+    import jsonschema
+
     return jsonschema.Draft202012Validator(load_schema())
+
+
+def prepare_validation() -> None:
+    """Load the schema validator now (about a second, once per process), e.g. in a
+    background thread while a UI starts, so the first mask dict validates at once."""
+    _validator()
 
 
 def _branches() -> dict[str, int]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..analyses import PickFrame, RoiSum, SumFrame
 from ..errors import JobCancelledError, StemExplorerError
+from .. import masks
 from ..masks import Rectangle
 from ..session import Session
 from . import choices
@@ -64,6 +65,8 @@ class Explorer(widgets.VBox):
         self.beam: Optional[Beam] = None
         self.error: Optional[str] = None
         self._lock = threading.Lock()
+        # the editor's shapes are validated as mask dicts: load the validator meanwhile
+        threading.Thread(target=masks.prepare_validation, name="stem-explorer-validator", daemon=True).start()
         self._nav_job = None
         self._detector_job = None
         self._analysis = None
