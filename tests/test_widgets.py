@@ -290,3 +290,32 @@ def test_detector_colour_limits_are_adjustable(explorer):
     assert (explorer.editor.vmin, explorer.editor.vmax) == (3.0, 70.0)
     explorer._rescale_detector()
     assert explorer.editor.vmin != 3.0 and explorer.detector_vmax.value == explorer.editor.vmax
+
+
+@pytest.mark.cluster
+def test_dragging_runs_one_job_at_a_time_and_the_drag_end_computes_the_final_shape(explorer, sample):
+    """Shape updates at the browser's frame rate during a drag do not queue jobs: a new
+    one starts only once the current one drew (or the drag ends); the final shape wins."""
+    _, data = sample
+    started = []
+    run = explorer.session.run
+
+    def counting_run(*args, **kwargs):
+        started.append(args)
+        return run(*args, **kwargs)
+
+    explorer.session.run = counting_run
+    try:
+        explorer.editor.dragging = True
+        explorer._nav_drawn = False  # as if the job of the drag's first update still ran
+        for r in (3.0, 4.0, 5.0):
+            explorer.editor.shapes = [{"kind": "disk", "cy": 8.0, "cx": 8.0, "radius": r, "op": "add"}]
+        assert started == [] and explorer._drag_pending
+        explorer.editor.dragging = False  # the drag ends: the final shape is computed
+        explorer.wait(60)
+    finally:
+        explorer.session.run = run
+    assert len(started) == 1
+    final = Disk(8.0, 8.0, 5.0)
+    reference = np.einsum("abyx,yx->ab", data, rasterize(final, data.shape[2:]))
+    np.testing.assert_allclose(explorer.results["vd/image"].data, reference, rtol=1e-6)

@@ -157,11 +157,15 @@ def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
     indices = np.concatenate([piece[2] for piece in pieces])
     tile = np.empty((len(indices), n_pixels), native)
     row = 0
+    cancelled = _cancellation_check()
     for partition, payload, wanted in pieces:
+        if cancelled():
+            break  # superseded: the rows left are never merged
         with partition.source.open(payload) as reader:
             for index in wanted:
                 tile[row] = as_native_2d(reader.read(int(index), int(index) + 1))[0]
                 row += 1
+    tile, indices = tile[:row], indices[:row]
     partials = []
     for op in plan.ops:
         if op.per_frame:

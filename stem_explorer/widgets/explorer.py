@@ -73,6 +73,8 @@ class Explorer(widgets.VBox):
         self._key: Optional[str] = None
         self._last_results = None
         self._last_progress = None
+        self._nav_drawn = False  # the current navigation job has drawn an image
+        self._drag_pending = False  # shapes changed during a drag while a job ran
         self._detector_first = False
         self._detector_raw: Optional[np.ndarray] = None
         self._handled: dict = {}  # id(job) -> Event set once its outcome is shown
@@ -163,6 +165,7 @@ class Explorer(widgets.VBox):
 
         self.editor = MaskEditor()
         self.editor.observe(self._on_shapes, names="shapes")
+        self.editor.observe(self._on_dragging, names="dragging")
         self.detector_source = widgets.ToggleButtons(
             options=[("sum", "sum"), ("frame", "frame"), ("ROI", "roi"), ("std", "std")], value="sum",
             tooltips=["sum of all frames", "frame picked in the navigation view", "sum over the ROI drawn in the navigation view", "standard deviation frame"],
@@ -276,7 +279,20 @@ class Explorer(widgets.VBox):
 
     # -- jobs ----------------------------------------------------------------------------
     def _on_shapes(self, _change) -> None:
-        if self.choice.kind not in choices.DETECTOR_ANALYSES:
+        if self.choice.kind in choices.DETECTOR_ANALYSES:
+            return
+        with self._lock:
+            # while a shape is dragged, one job at a time: a new one starts when the
+            # current one has drawn its first image (or the drag ends), so updates at
+            # the browser's frame rate never queue up jobs in front of the last one
+            busy = self.editor.dragging and self._nav_job is not None and not self._nav_drawn
+            self._drag_pending = busy
+        if not busy:
+            self._start_navigation()
+
+    def _on_dragging(self, change) -> None:
+        if not change["new"] and self._drag_pending:
+            self._drag_pending = False
             self._start_navigation()
 
     def _on_settings(self) -> None:
@@ -308,6 +324,7 @@ class Explorer(widgets.VBox):
         with self._lock:
             self._analysis = analysis
             self._key = choices.result_key(choice, analysis)
+            self._nav_drawn = False
             if self._replace_job("_nav_job", analysis, self._on_nav_partial, self._on_nav_done) is None:
                 return
         self._set_status(f"computing {dict((k, v) for v, k in choices.ANALYSES)[choice.kind]} ...")
@@ -319,6 +336,10 @@ class Explorer(widgets.VBox):
         self._last_results, self._last_progress = progress.results, progress
         self._redraw_navigation()
         self._show_progress(progress)
+        with self._lock:
+            self._nav_drawn, pending, self._drag_pending = True, self._drag_pending, False
+        if pending:  # the shape moved on while this job ran: follow it
+            threading.Thread(target=self._start_navigation, name="stem-explorer-drag", daemon=True).start()
 
     def _redraw_navigation(self) -> None:
         results, key = self._last_results, self._key
