@@ -591,12 +591,5 @@ def table(records: list[dict]) -> str:
 
 
 def main(argv=None, prog: str = "python -m benchmarks --bigdata") -> int:
-    args = build_parser(prog).parse_args(argv)
-    records = measure(args)
-    if args.format == "json":
-        if args.json:
-            with open(args.json, "w") as out:
-                report.write_json_lines(records, out)
-        report.write_json_lines(records, sys.stdout)
-        return 0
-    return report.emit(records, args.json, table(records))
+    """``python -m benchmarks --bigdata``: measure and print the table (or JSON lines)."""
+    return report.side_main(build_parser, measure, table, argv, prog)

@@ -246,6 +246,5 @@ def table(records: list[dict]) -> str:
 
 
 def main(argv=None, prog: str = "python -m benchmarks --formats") -> int:
-    args = build_parser(prog).parse_args(argv)
-    records = measure(args)
-    return report.emit(records, args.json, table(records))
+    """``python -m benchmarks --formats``: measure and print the table (or JSON lines)."""
+    return report.side_main(build_parser, measure, table, argv, prog)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Iterable, TextIO
 
 #: Columns of the text table: (header, record key, width, number format).
@@ -74,11 +75,23 @@ def write_json_lines(records: Iterable[dict], stream: TextIO) -> None:
         stream.write(json.dumps(record) + "\n")
 
 
-def emit(records: list, json_path, text: str) -> int:
+def emit(records: list, json_path, text: str, as_json: bool = False) -> int:
     """The end of a side benchmark's ``main``: the records as JSON lines to
-    ``json_path`` (when given), ``text`` (its table) to stdout; exit status 0."""
+    ``json_path`` (when given), and ``text`` (its table) or, with ``as_json``, the
+    JSON lines to stdout; exit status 0."""
     if json_path:
         with open(json_path, "w") as out:
             write_json_lines(records, out)
-    print(text)
+    if as_json:
+        write_json_lines(records, sys.stdout)
+    else:
+        print(text)
     return 0
+
+
+def side_main(build_parser, measure, table, argv, prog: str) -> int:
+    """A side benchmark's ``main``: parse ``argv``, measure, report (see :func:`emit`)."""
+    args = build_parser(prog).parse_args(argv)
+    records = measure(args)
+    as_json = getattr(args, "format", "table") == "json"
+    return emit(records, args.json, "" if as_json else table(records), as_json)

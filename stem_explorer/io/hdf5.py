@@ -339,7 +339,6 @@ class Hdf5FrameSource(FrameSource):
         """Open the HDF5 file lazily (on first read) where the task runs."""
         return Hdf5FrameReader(self)
 
-
     def __repr__(self) -> str:
         return (
             f"Hdf5FrameSource({self.path!r}, {self.dataset!r}, shape={self.shape}, "
@@ -574,7 +573,7 @@ def _runs_match(dset: h5py.Dataset, data_file: str, runs: np.ndarray) -> bool:
     return True
 
 
-class Hdf5ChunkRunsSource(FrameSource):
+class Hdf5ChunkRunsSource(Hdf5FrameSource):
     """Picklable recipe for frames of an uncompressed chunked dataset mapped run by
     run (see :func:`_mapped_runs`): reads inside one run are zero-copy views of the
     file's mmap; frames in no run (chunks never written) are read by h5py.
@@ -593,13 +592,7 @@ class Hdf5ChunkRunsSource(FrameSource):
         runs,
         frame_alignment: int = 1,
     ):
-        self.path = os.fspath(path)
-        self.dataset = dataset
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
-        self.sig_shape = self.shape[-2:]
-        self.n_frames = math.prod(self.shape[:-2])
-        self.frame_alignment = int(frame_alignment)
+        super().__init__(path, dataset, shape=shape, dtype=dtype, frame_alignment=frame_alignment)
         self.runs = np.array(runs, np.int64).reshape(-1, 3)
 
     def subset(self, start: int, stop: int) -> "Hdf5ChunkRunsSource":
