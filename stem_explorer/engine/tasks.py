@@ -11,6 +11,7 @@ import hashlib
 import math
 import pickle
 import socket
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -155,17 +156,16 @@ def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
     n_pixels = math.prod(source.sig_shape)
     native = np.dtype(source.dtype).newbyteorder("=")
     indices = np.concatenate([piece[2] for piece in pieces])
-    tile = np.empty((len(indices), n_pixels), native)
+    stored = _preview_buffer(len(indices) * n_pixels, source.dtype).reshape(len(indices), n_pixels)
     row = 0
     cancelled = _cancellation_check()
     for partition, payload, wanted in pieces:
         if cancelled():
             break  # superseded: the rows left are never merged
         with partition.source.open(payload) as reader:
-            for index in wanted:
-                tile[row] = as_native_2d(reader.read(int(index), int(index) + 1))[0]
-                row += 1
-    tile, indices = tile[:row], indices[:row]
+            reader.take(wanted, stored[row : row + len(wanted)])
+        row += len(wanted)
+    tile, indices = as_native_2d(stored[:row]), indices[:row]
     partials = []
     for op in plan.ops:
         if op.per_frame:
@@ -184,6 +184,20 @@ def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
         host=_where(),
         indices=indices,
     )
+
+
+_buffers = threading.local()
+
+
+def _preview_buffer(size: int, dtype) -> np.ndarray:
+    """A flat array of ``size`` values reused by this thread's previews: a fresh 32 MiB
+    array would page-fault its way in every time (dask workers return freed memory
+    to the system at once), which cost as much as the gather itself."""
+    dtype = np.dtype(dtype)
+    buffer = getattr(_buffers, "preview", None)
+    if buffer is None or buffer.nbytes < size * dtype.itemsize:
+        buffer = _buffers.preview = np.empty(size * dtype.itemsize, np.uint8)
+    return buffer[: size * dtype.itemsize].view(dtype)
 
 
 def _cancellation_check() -> Callable[[], bool]:

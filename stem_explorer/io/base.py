@@ -39,6 +39,14 @@ class FrameReader(abc.ABC):
         ``read`` or ``close``. Callers that keep frames must copy them.
         """
 
+    def take(self, indices: np.ndarray, out: np.ndarray) -> None:
+        """Copy the frames at the sorted flat ``indices`` into ``out`` (``(n, sig_y,
+        sig_x)`` or ``(n, pixels)``, the source's dtype or native). The default reads
+        frame by frame; readers that map the file gather in one numpy call."""
+        flat = out.reshape(len(indices), -1)
+        for row, index in enumerate(indices):
+            flat[row] = self.read(int(index), int(index) + 1).reshape(-1)
+
     def close(self) -> None:
         """Release files and buffers."""
 

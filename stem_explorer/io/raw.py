@@ -280,6 +280,12 @@ class MappedFrameReader(FrameReader):
         self._read = [start if lo is None else min(lo, start), stop if hi is None else max(hi, stop)]
         return self._mapped()[start:stop]
 
+    def take(self, indices: np.ndarray, out: np.ndarray) -> None:
+        """Gather the frames at ``indices`` from the mapping in one numpy call."""
+        if len(indices):
+            _check_range(int(indices[0]), int(indices[-1]) + 1, self.source.n_frames)
+            np.take(self._mapped(), indices, axis=0, out=out.reshape((len(indices),) + self.source.sig_shape), mode="clip")
+
     def close(self) -> None:
         """Drop this reader's reference to the mapping (views keep it alive); for a
         file too large to keep mapped, give back the pages of what was read
