@@ -214,3 +214,28 @@ def test_large_mapped_files_give_back_their_pages(tmp_path, monkeypatch):
         view = reader.read(0, 6)
     assert raw.release_mapped_range(str(tmp_path / "d.raw"), 0, data.nbytes)
     np.testing.assert_array_equal(view, data)
+
+
+def test_take_gathers_frames_with_and_without_headers(tmp_path):
+    """FrameReader.take (the preview's gather) on back-to-back frames and on frames
+    with headers between them (a strided mapping, as Merlin and blockfile files)."""
+    from stem_explorer.io.raw import MappedFrameSource
+
+    frames = np.arange(9 * 4 * 5, dtype=np.uint16).reshape(9, 4, 5)
+    plain = tmp_path / "plain.raw"
+    frames.tofile(plain)
+    headed = tmp_path / "headed.raw"
+    with open(headed, "wb") as f:
+        for frame in frames:
+            f.write(b"H" * 6)
+            f.write(frame.tobytes())
+    sources = [
+        MappedFrameSource(str(plain), offset=0, n_frames=9, sig_shape=(4, 5), dtype="uint16"),
+        MappedFrameSource(str(headed), offset=6, n_frames=9, sig_shape=(4, 5), dtype="uint16", frame_stride=46),
+    ]
+    indices = np.array([0, 3, 8])
+    for source in sources:
+        out = np.empty((3, 20), np.uint16)
+        with source.open() as reader:
+            reader.take(indices, out)
+        np.testing.assert_array_equal(out.reshape(3, 4, 5), frames[indices])

@@ -284,7 +284,11 @@ class MappedFrameReader(FrameReader):
         """Gather the frames at ``indices`` from the mapping in one numpy call."""
         if len(indices):
             _check_range(int(indices[0]), int(indices[-1]) + 1, self.source.n_frames)
-            np.take(self._mapped(), indices, axis=0, out=out.reshape((len(indices),) + self.source.sig_shape), mode="clip")
+            frames, dest = self._mapped(), out.reshape((len(indices),) + self.source.sig_shape)
+            if frames.flags.c_contiguous:
+                np.take(frames, indices, axis=0, out=dest, mode="clip")
+            else:  # frames with headers between them: np.take would copy the whole file first
+                dest[...] = frames[indices]
 
     def close(self) -> None:
         """Drop this reader's reference to the mapping (views keep it alive); for a

@@ -131,6 +131,7 @@ class ChunkFileReader:
         self.nav_chunks = tuple(chunks[:-2]) if len(nav) == 2 else (1,) + tuple(chunks[:-2])
         self.sig = tuple(files.shape[-2:])
         self._scratch: Optional[np.ndarray] = None
+        self._compressed: Optional[bytearray] = None
         try:
             self.fill = np.array(files.fill_value if files.fill_value is not None else 0, self.dtype)
         except (TypeError, ValueError):
@@ -159,6 +160,19 @@ class ChunkFileReader:
             self._scratch = np.empty(self.nav_chunks + self.sig, self.stored)
         return self._scratch
 
+    def _read_compressed(self, f) -> memoryview:
+        """The chunk file's bytes, read into a buffer reused from chunk to chunk: dask
+        workers return freed memory to the system at once (``MALLOC_TRIM_THRESHOLD_``),
+        so a fresh ``bytes`` a chunk made every decode fault its pages in again (the
+        LZ4 path ran at 2.2 instead of 3.3 GB/s on one core)."""
+        size = os.fstat(f.fileno()).st_size
+        if self._compressed is None or len(self._compressed) < size:
+            self._compressed = bytearray(max(size, 2 * len(self._compressed or b"")))
+        view = memoryview(self._compressed)[:size]
+        if f.readinto(view) != size:
+            raise ValueError(f"short read of {size} bytes")
+        return view
+
     def _decode(self, index: tuple, dest: np.ndarray) -> None:
         path = self.files.path(index)
         try:
@@ -168,7 +182,7 @@ class ChunkFileReader:
                     if n != dest.nbytes:
                         raise ValueError(f"{n} bytes, not {dest.nbytes}")
                     return
-                data = f.read()
+                data = self._read_compressed(f)
             for codec in self.decoders[:-1]:
                 data = codec.decode(data)
             self.decoders[-1].decode(data, out=dest)
