@@ -23,9 +23,12 @@ from ..io.base import Partition
 from .kernels import as_native_2d
 from .ops import Op
 
-#: Default tile size in bytes of native data: a few MiB keeps a tile (and the dense
-#: path's float32 copy of it) in the last-level cache of one core.
-DEFAULT_TILE_BYTES = 4 * 2**20
+#: Default tile size in bytes of native data. Large tiles amortise what each tile
+#: costs besides its pixels (a read, the kernels' dispatch, BLAS packing the mask
+#: matrix for the dense path): 32 MiB against 4 MiB measured float32 16 rings 6.8 ->
+#: 7.6 GB/s and the float32 disk 25 -> 35 GB/s on the 2-core machine, nothing slower
+#: beyond the noise. Memory per task stays bounded by a few tiles.
+DEFAULT_TILE_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
