@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Optional
 
@@ -19,7 +20,6 @@ from .base import (
     nav_dims,
     nav_coords,
     nav_result,
-    pixel_grid,
 )
 from ..results import ResultArray
 
@@ -112,22 +112,8 @@ class RadialProfile(Analysis):
         return detector_center(dataset) if self.center is None else check_point("center", self.center, dataset)
 
     def _matrix(self, dataset):
-        edges = self._edges(dataset)
         cy, cx = self._center(dataset)
-        y, x = pixel_grid(dataset)
-        d = np.hypot(y - cy, x - cx)
-        ring = np.searchsorted(edges, d, side="right") - 1
-        ring[d == edges[-1]] = len(edges) - 2
-        inside = (ring >= 0) & (ring < len(edges) - 1)
-        pixels = np.flatnonzero(inside)
-        matrix = scipy.sparse.csr_matrix(
-            (np.ones(pixels.size, np.float32), (pixels, ring[pixels])), shape=(y.size, len(edges) - 1)
-        )
-        counts = np.bincount(ring[pixels], minlength=len(edges) - 1)
-        if np.any(counts == 0):
-            empty = np.flatnonzero(counts == 0).tolist()
-            raise AnalysisError(f"rings {empty} of edges {edges.tolist()} contain no detector pixel; use fewer or wider rings")
-        return matrix, edges, counts
+        return _ring_matrix(tuple(dataset.sig_shape), float(cy), float(cx), tuple(self._edges(dataset).tolist()))
 
     def validate(self, dataset):
         self._matrix(dataset)
@@ -146,3 +132,26 @@ class RadialProfile(Analysis):
             "profile": ResultArray("profile", profile.reshape(shape), dims, coords, {"edges": edges.tolist(), "units": "mean counts per pixel"}),
             "ring_pixels": ResultArray("ring_pixels", counts, ("radius",), {"radius": centres}),
         }
+
+
+@functools.lru_cache(maxsize=32)
+def _ring_matrix(sig_shape: tuple, cy: float, cx: float, edges: tuple):
+    """``(matrix, edges, counts)`` of the rings ``edges[i] <= d < edges[i+1]`` (the last
+    edge included) around ``(cy, cx)``; cached, because validation, planning and every
+    partial result's ``compute`` ask for the same rings (treat the results as read-only)."""
+    edges = np.asarray(edges)
+    y, x = (a.ravel() for a in np.indices(sig_shape, dtype=np.float64))
+    d = np.hypot(y - cy, x - cx)
+    ring = np.searchsorted(edges, d, side="right") - 1
+    ring[d == edges[-1]] = len(edges) - 2
+    inside = (ring >= 0) & (ring < len(edges) - 1)
+    pixels = np.flatnonzero(inside)
+    matrix = scipy.sparse.csr_matrix(
+        (np.ones(pixels.size, np.float32), (pixels, ring[pixels])), shape=(y.size, len(edges) - 1)
+    )
+    counts = np.bincount(ring[pixels], minlength=len(edges) - 1)
+    if np.any(counts == 0):
+        empty = np.flatnonzero(counts == 0).tolist()
+        raise AnalysisError(f"rings {empty} of edges {edges.tolist()} contain no detector pixel; use fewer or wider rings")
+    edges.flags.writeable = counts.flags.writeable = False
+    return matrix, edges, counts
