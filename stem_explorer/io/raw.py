@@ -208,8 +208,10 @@ def release_mapped_range(path: str, start: int, stop: int) -> bool:
     page = mmap.PAGESIZE
     first = start // page * page
     last = min(mm.size, -(-stop // page) * page)
-    if last > first:
-        mm._mmap.madvise(mmap.MADV_DONTNEED, first, last - first)
+    handle = getattr(mm, "_mmap", None)  # numpy's mmap object behind the memmap
+    if handle is None or last <= first:
+        return False
+    handle.madvise(mmap.MADV_DONTNEED, first, last - first)
     return True
 
 
