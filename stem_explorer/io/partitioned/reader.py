@@ -3,6 +3,7 @@ partitions follow the files, :func:`open_raw_partitions`, and the reader plugin.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import math
 import os
@@ -45,9 +46,9 @@ class PartFilesSource(FrameSource):
             )
         return i
 
+    @abc.abstractmethod
     def host_groups(self, start: int, stop: int) -> list[tuple[str, ...]]:
         """For each stored piece of frames ``start:stop``, the hosts holding it."""
-        raise NotImplementedError
 
     def locations(self, start: int, stop: int) -> Optional[tuple[str, ...]]:
         """Hosts holding every piece of frames ``start:stop`` (else any of them, in
