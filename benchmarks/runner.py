@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import os
 import platform
 import sys
@@ -45,6 +46,8 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                    "instead (benchmarks/formats.py; its options: --formats --help)")
     p.add_argument("--bigdata", action="store_true", help="run the larger-than-memory benchmark instead "
                    "(benchmarks/bigdata.py, a 40 GiB file by default; its options: --bigdata --help)")
+    p.add_argument("--kernels", action="store_true", help="run the mask-kernel calibration instead: each "
+                   "path on one core (benchmarks/kernels.py; its options: --kernels --help)")
     return p
 
 
@@ -124,7 +127,7 @@ def _run_record(args) -> dict:
     import stem_explorer
 
     return {
-        "kind": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": args.workers,
+        "kind": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": getattr(args, "workers", None),
         "repeat": args.repeat, "small": args.small, "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(), "numpy": numpy.__version__,
         "stem_explorer": stem_explorer.__version__, "machine": platform.machine(),
@@ -164,21 +167,17 @@ def measure(args) -> list[dict]:
     return records
 
 
+#: The flags that run a side benchmark instead, and its module.
+SIDE_BENCHMARKS = {"--hdfs": "hdfs", "--formats": "formats", "--bigdata": "bigdata", "--kernels": "kernels"}
+
+
 def main(argv=None, prog: str = "python -m benchmarks") -> int:
     """Run the benchmark with command-line ``argv``; print the table or JSON lines."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--hdfs" in argv:
-        from . import hdfs
-
-        return hdfs.main([a for a in argv if a != "--hdfs"], prog=f"{prog} --hdfs")
-    if "--formats" in argv:
-        from . import formats
-
-        return formats.main([a for a in argv if a != "--formats"], prog=f"{prog} --formats")
-    if "--bigdata" in argv:
-        from . import bigdata
-
-        return bigdata.main([a for a in argv if a != "--bigdata"], prog=f"{prog} --bigdata")
+    for flag, name in SIDE_BENCHMARKS.items():
+        if flag in argv:
+            module = importlib.import_module(f".{name}", __package__)
+            return module.main([a for a in argv if a != flag], prog=f"{prog} {flag}")
     args = build_parser(prog).parse_args(argv)
     if args.repeat < 1 or args.workers < 1:
         print(f"{prog}: error: --repeat and --workers must be >= 1", file=sys.stderr)

@@ -264,7 +264,7 @@ def _add_open_options(p) -> None:
 def _add_cluster_options(p) -> None:
     p.add_argument("--workers", type=int, help="worker processes of the embedded cluster (default: one per core)")
     p.add_argument("--address", help="scheduler address (tcp://host:port) of an existing dask cluster")
-    p.add_argument("--kernel", default="auto", choices=["auto", "sparse", "dense"], help="mask product kernel")
+    p.add_argument("--kernel", default="auto", choices=["auto", "spans", "columns", "sparse", "dense"], help="mask product kernel (auto: by the cost model)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,17 +45,32 @@ def test_com_moments_at_the_dtype_maximum(dtype, sx):
     np.testing.assert_array_equal(out, expected)
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
-def test_span_sums_at_the_dtype_maximum(dtype):
+@pytest.mark.parametrize("kernel", ["spans", "columns"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "uint32", ">u2", "float32"])
+def test_binary_paths_at_the_dtype_maximum(kernel, dtype):
+    """Every pixel at the dtype's maximum through a disk and rings that tile the
+    detector: the column sums of 128 rows stay exact (uint32 lanes for 16-bit data)."""
     info = np.finfo(dtype) if np.dtype(dtype).kind == "f" else np.iinfo(dtype)
-    top = min(float(info.max), 2.0**20)
+    top = min(float(info.max), 2.0**20) if np.dtype(dtype).kind == "f" else info.max
     frames = np.full((3, 128 * 128), top, dtype)
     y, x = np.indices((128, 128))
     disk = (np.hypot(y - 60, x - 70) < 20).ravel()
-    op = ops.MaskProduct(disk[:, None].astype(np.float32), dtype=frames.dtype)
-    assert op.kernel == "spans"
+    matrix = np.hstack([disk[:, None], _ring_stack(4)]).astype(np.float32)
+    op = ops.MaskProduct(matrix, kernel=kernel, dtype=frames.dtype, sig_shape=(128, 128))
+    assert op.kernel == kernel
     out = feed_all(op, frames)
-    np.testing.assert_array_equal(out, [[disk.sum() * frames.dtype.type(top)]] * 3)
+    np.testing.assert_array_equal(out, np.repeat(matrix.sum(axis=0, dtype=np.float64)[None] * float(top), 3, axis=0))
+
+
+def test_column_runs_of_scattered_pixels():
+    """Runs broken by gaps, masks on the box's edges, an empty mask and one pixel."""
+    matrix = np.zeros((7 * 5, 4), np.float32)
+    matrix[[0, 5, 15, 20, 30, 34], 0] = 1  # column 0 with gaps, and the last pixel
+    matrix[[3, 8, 13, 4, 9], 1] = 1  # two touching columns of the right edge
+    matrix[17, 3] = 1  # mask 2 is empty
+    frames = np.random.default_rng(5).integers(0, 2**16, (4, 35)).astype(np.uint16)
+    op = ops.MaskProduct(matrix, kernel="columns", sig_shape=(7, 5))
+    np.testing.assert_array_equal(feed_all(op, frames), frames.astype(np.float64) @ matrix)
 
 
 def test_frame_sum_across_uint32_blocks():
@@ -107,10 +122,11 @@ def _ring_stack(n_rings, size=128):
     [
         ("disk", "uint16", "spans"),
         ("disk", "float32", "spans"),
-        ("annulus", "uint16", "spans"),
+        ("annulus", "uint16", "columns"),
         ("annulus", "float32", "dense"),  # float32 needs no conversion for sgemm
-        ("rings16", "uint16", "spans"),
-        ("rings16", "float32", "dense"),
+        ("rings16", "uint16", "columns"),
+        ("rings16", "float32", "columns"),
+        ("rings16+weighted_disk", "uint16", "columns+sparse"),
         ("weighted_disk", "uint16", "sparse"),
         ("weighted_full", "uint16", "dense"),
     ],
@@ -124,8 +140,9 @@ def test_cost_model_choices_on_a_128_detector(columns, dtype, expected):
         "rings16": _ring_stack(16),
         "weighted_disk": np.where(r < 15, 1 + r, 0)[:, None].astype(np.float32),
         "weighted_full": np.stack([1 + r, r * r], axis=1).astype(np.float32),
+        "rings16+weighted_disk": np.hstack([_ring_stack(16), np.where(r < 15, 1 + r, 0)[:, None]]).astype(np.float32),
     }[columns]
-    assert ops.MaskProduct(matrix, dtype=np.dtype(dtype)).kernel == expected
+    assert ops.MaskProduct(matrix, dtype=np.dtype(dtype), sig_shape=(128, 128)).kernel == expected
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
@@ -134,13 +151,13 @@ def test_every_path_agrees_on_radial_rings(dtype):
     frames = rng.integers(0, 4000, (37, 128 * 128)).astype(dtype)
     matrix = _ring_stack(16)
     expected = frames.astype(np.float64) @ matrix.astype(np.float64)
-    for kernel in ("auto", "sparse", "dense"):
-        out = feed_all(ops.MaskProduct(matrix, kernel=kernel, dtype=frames.dtype), frames, tile=16)
+    for kernel in ops.MaskProduct.KERNELS:
+        out = feed_all(ops.MaskProduct(matrix, kernel=kernel, dtype=frames.dtype, sig_shape=(128, 128)), frames, tile=16)
         np.testing.assert_allclose(out, expected, rtol=1e-6 if kernel != "sparse" else 1e-12)
 
 
 
-@pytest.mark.parametrize("kernel", ["auto", "sparse", "dense"])
+@pytest.mark.parametrize("kernel", ops.MaskProduct.KERNELS)
 def test_big_endian_tiles_are_swapped_inside_the_kernels(kernel):
     """Merlin 12-bit data is big-endian uint16: the mask kernels read it as stored."""
     rng = np.random.default_rng(6)
@@ -150,7 +167,7 @@ def test_big_endian_tiles_are_swapped_inside_the_kernels(kernel):
     y, x = np.indices((128, 128))
     r = np.hypot(y - 60, x - 66).ravel()
     matrix = np.stack([r < 20, (r >= 25) & (r < 60), np.where(r < 10, 1 + r, 0)], axis=1).astype(np.float32)
-    op = ops.MaskProduct(matrix, kernel=kernel, dtype=stored.dtype)
+    op = ops.MaskProduct(matrix, kernel=kernel, dtype=stored.dtype, sig_shape=(128, 128))
     assert op.reads_stored_order(stored.dtype) and not op.reads_stored_order(native.dtype)
     np.testing.assert_allclose(feed_all(op, stored, tile=4), native.astype(np.float64) @ matrix, rtol=1e-6)
 

@@ -71,7 +71,8 @@ def build_plan(
     mask_op = None
     if mask_blocks:
         mask_op = len(ops)
-        ops.append(MaskProduct(scipy.sparse.hstack(mask_blocks, format="csr"), kernel=kernel, dtype=dataset.dtype))
+        matrix = scipy.sparse.hstack(mask_blocks, format="csr")
+        ops.append(MaskProduct(matrix, kernel=kernel, dtype=dataset.dtype, sig_shape=dataset.sig_shape))
     plan = Plan(tuple(ops), tile_bytes or DEFAULT_TILE_BYTES)
     provenance = {
         "software": {"name": "stem_explorer", "version": __version__},

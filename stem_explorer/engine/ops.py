@@ -27,18 +27,22 @@ import scipy.sparse
 from . import kernels
 
 # Cost model of the mask-product paths: nanoseconds per frame on one core, measured
-# single-threaded on the 2-core development machine through the page cache (the
-# calibration is in docs/performance.md, "Choosing the mask kernel"). Spans pay per
-# run and per covered pixel; dense pays per pixel (reading it, plus the float32
-# conversion unless the data is float32), more per pixel once there are two masks or
-# more (one mask is a matrix-vector product, which BLAS runs twice as fast as a
-# skinny matrix product), and a little per pixel and mask; sparse pays a gather and a
-# scattered add per non-zero.
+# single-threaded on the 2-core development machine through the page cache
+# (``python -m benchmarks --kernels``; the calibration is in docs/performance.md,
+# "Choosing the mask kernel"). Spans pay per run and per covered pixel; column runs
+# per pixel and row of their bounding box and per run end; dense pays per pixel
+# (reading it, plus the float32 conversion unless the data is float32), more per
+# pixel once there are two masks or more (one mask is a matrix-vector product, which
+# BLAS runs twice as fast as a skinny matrix product), and a little per pixel and
+# mask; sparse pays a gather and a scattered add per non-zero.
 _SPAN_NS = {"native": 2.3, "float32": 5.0}
 _SPAN_PIXEL_NS = {"native": 0.43, "float32": 0.57}
 _DENSE_PIXEL_NS = {"native": 0.48, "float32": 0.36}
 _GEMM_PIXEL_NS = {"native": 0.37, "float32": 0.44}
 _DENSE_PIXEL_MASK_NS = 0.003
+_COLUMN_PIXEL_NS = {"native": 0.25, "float32": 0.32}
+_COLUMN_ROW_NS = {"native": 6.0, "float32": 9.0}
+_COLUMN_EVENT_NS = {"native": 0.34, "float32": 0.68}
 _SPARSE_NONZERO_NS = 2.5
 
 
@@ -65,6 +69,12 @@ def _dense_ns(n_pixels: int, n_masks: int, dtype) -> float:
 def _spans_ns(n_spans: int, covered: int, dtype) -> float:
     kind = _cost_class(dtype)
     return _SPAN_NS[kind] * n_spans + _SPAN_PIXEL_NS[kind] * covered
+
+
+def _columns_ns(box: np.ndarray, n_events: int, dtype) -> float:
+    kind = _cost_class(dtype)
+    rows, width = int(box[1]), int(box[3])
+    return _COLUMN_PIXEL_NS[kind] * rows * width + _COLUMN_ROW_NS[kind] * rows + _COLUMN_EVENT_NS[kind] * n_events
 
 
 def _digest(array: np.ndarray) -> str:
@@ -149,45 +159,62 @@ class PerFrameOp(Op):
 class MaskProduct(PerFrameOp):
     """All masks of a job as one ``(pixels, masks)`` matrix: ``frames @ matrix``.
 
-    Each column goes down one of three paths:
+    Each column goes down one of four paths:
 
-    * ``spans``: binary masks (every weight 1) as runs of consecutive pixels, summed
-      by contiguous loops over the native dtype (exact for integers);
+    * ``spans``: binary masks (every weight 1) as runs of consecutive pixels along
+      detector rows, summed by contiguous loops over the native dtype (exact for
+      integers); touches only the covered pixels, best for one compact mask;
+    * ``columns``: binary masks as runs along detector columns, summed from running
+      column sums over their bounding box (one add per pixel however many masks
+      share it, one load per run end; best for many masks tiling the detector, such
+      as radial rings); needs ``sig_shape``;
     * ``sparse``: weighted masks as CSR over the covered pixels (numba, native dtype);
     * ``dense``: the tile converted to float32 and one sgemm.
 
     ``kernel='auto'`` picks by the cost model for the data's ``dtype``: binary columns
-    to ``spans`` and the others to ``sparse`` or ``dense``, or every column to
-    ``dense`` when one sgemm is cheaper than many short runs (16 radial rings, or any
-    large mask on float32 data, whose dense path needs no conversion). ``'sparse'``
-    or ``'dense'`` force every column through that path (tests compare the paths).
+    to ``spans`` or ``columns`` and the others to ``sparse`` or ``dense``, or every
+    column to ``dense`` when one sgemm is cheaper (a large mask on float32 data, whose
+    dense path needs no conversion). ``'sparse'`` or ``'dense'`` force every column
+    through that path; ``'spans'`` or ``'columns'`` force the binary columns through
+    it and send weighted ones to ``sparse`` (tests compare the paths).
     """
 
-    def __init__(self, matrix: scipy.sparse.spmatrix, kernel: str = "auto", dtype=None):
-        if kernel not in ("auto", "sparse", "dense"):
-            raise ValueError(f"kernel must be 'auto', 'sparse' or 'dense', got {kernel!r}")
+    KERNELS = ("auto", "spans", "columns", "sparse", "dense")
+
+    def __init__(self, matrix: scipy.sparse.spmatrix, kernel: str = "auto", dtype=None, sig_shape=None):
+        if kernel not in self.KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(map(repr, self.KERNELS))}; got {kernel!r}")
         matrix = scipy.sparse.csc_matrix(matrix, dtype=np.float32)
         matrix.sum_duplicates()
         matrix.eliminate_zeros()
-        self.matrix = matrix.tocsr()
         n_pixels, self.width = matrix.shape
+        self.sig_shape = (1, n_pixels) if sig_shape is None else tuple(int(n) for n in sig_shape)
+        if int(np.prod(self.sig_shape)) != n_pixels:
+            raise ValueError(f"sig_shape {self.sig_shape} does not hold the matrix's {n_pixels} pixels")
+        binary = np.array([np.all(matrix.data[matrix.indptr[j]:matrix.indptr[j + 1]] == 1) for j in range(self.width)], bool)
+        self.matrix = matrix.tocsr()
         if kernel == "auto":
-            self.paths = self._auto_paths(matrix, dtype)
+            self.paths = self._auto_paths(matrix, binary, dtype)
+        elif kernel in ("spans", "columns"):
+            self.paths = {kernel: np.flatnonzero(binary), "sparse": np.flatnonzero(~binary)}
         else:
             self.paths = {kernel: np.arange(self.width)}
         self.paths = {name: cols for name, cols in self.paths.items() if cols.size}
         self._prepared = None
 
-    def _auto_paths(self, csc: scipy.sparse.csc_matrix, dtype) -> dict:
-        """The cheaper of (binary columns as spans + the rest sparse or dense) and
-        (every column dense), by the cost model."""
+    def _auto_paths(self, csc: scipy.sparse.csc_matrix, binary_mask: np.ndarray, dtype) -> dict:
+        """The cheapest of (binary columns as spans or column runs + the rest sparse
+        or dense) and (every column dense), by the cost model."""
         n_pixels = csc.shape[0]
-        binary_mask = np.array([np.all(csc.data[csc.indptr[j]:csc.indptr[j + 1]] == 1) for j in range(self.width)], bool)
         binary, other = np.flatnonzero(binary_mask), np.flatnonzero(~binary_mask)
-        split, cost = {"spans": binary}, 0.0
+        split, cost = {}, 0.0
         if binary.size:
-            starts, stops, _ = _prepare_spans(csc, binary)
-            cost += _spans_ns(starts.size, int((stops - starts).sum()), dtype)
+            starts, stops, _ = _prepare_spans(csc, binary, self.sig_shape)
+            spans = _spans_ns(starts.size, int((stops - starts).sum()), dtype)
+            box, plus, _, minus, _, _ = _prepare_columns(csc, binary, self.sig_shape)
+            columns = _columns_ns(box, plus.size + minus.size, dtype)
+            split["spans" if spans <= columns else "columns"] = binary
+            cost += min(spans, columns)
         if other.size:
             rest = choose_kernel(csc[:, other].nnz, n_pixels, other.size, dtype)
             split[rest] = other
@@ -204,7 +231,7 @@ class MaskProduct(PerFrameOp):
     @property
     def key(self):
         m = self.matrix
-        return ("mask_product", self.kernel, m.shape, _digest(m.indptr), _digest(m.indices), _digest(m.data))
+        return ("mask_product", self.kernel, self.sig_shape, _digest(m.indptr), _digest(m.indices), _digest(m.data))
 
     def __getstate__(self):
         # workers need only the kernels' layouts, and the plan travels with every
@@ -212,13 +239,14 @@ class MaskProduct(PerFrameOp):
         # columns travel sparse and are expanded on arrival
         if self.matrix is None:  # unpickled here: pass on what arrived
             return self._packed
-        return {"width": self.width, "paths": self.paths, "layouts": [
+        return {"width": self.width, "sig_shape": self.sig_shape, "paths": self.paths, "layouts": [
             (name, _compact(layout) if name != "dense" else (layout[0], self.matrix[:, layout[0]].tocsc()))
             for name, layout in self._layout()
         ]}
 
     def __setstate__(self, state):
-        self.width, self.paths, self.matrix, self._packed = state["width"], state["paths"], None, state
+        self.width, self.sig_shape, self.paths = state["width"], state["sig_shape"], state["paths"]
+        self.matrix, self._packed = None, state
         self._prepared = [
             (name, _widen(layout) if name != "dense" else (layout[0], np.asarray(layout[1].toarray(), np.float32)))
             for name, layout in state["layouts"]
@@ -227,7 +255,7 @@ class MaskProduct(PerFrameOp):
     def _layout(self) -> list:
         """``(path, arrays)`` in each kernel's layout, built once per process."""
         if self._prepared is None:
-            self._prepared = [(name, _PREPARE[name](self.matrix, cols)) for name, cols in self.paths.items()]
+            self._prepared = [(name, _PREPARE[name](self.matrix, cols, self.sig_shape)) for name, cols in self.paths.items()]
         return self._prepared
 
     def reads_stored_order(self, dtype) -> bool:
@@ -239,6 +267,10 @@ class MaskProduct(PerFrameOp):
         for name, layout in self._layout():
             if name == "spans":
                 kernels.span_sums(readable, *layout, out, _zero(frames.dtype), swap)
+            elif name == "columns":
+                box = layout[0]
+                prefix, zero = kernels.column_prefix(readable.dtype, int(box[1]), int(box[1] * box[3]))
+                kernels.column_run_sums(readable, box, prefix, *layout[1:], out, zero, swap)
             elif name == "sparse":
                 kernels.sparse_mask_product(readable, *layout, out, swap)
             else:
@@ -264,20 +296,35 @@ def _widen(arrays: tuple) -> tuple:
     return tuple(a.astype(np.int64) if a.dtype == np.int32 else a.astype(np.float64) for a in arrays)
 
 
-def _prepare_spans(matrix, cols):
-    """Runs of consecutive covered pixels of each binary column: (starts, stops, cols)."""
+def _covered_pixels(matrix, cols) -> tuple:
+    """``(owner, pixel)`` of every non-zero of the columns ``cols`` (``owner`` indexes
+    ``cols``)."""
     csc = matrix.tocsc()
-    starts, stops, owners = [], [], []
-    for j in cols:
-        pixels = np.sort(csc.indices[csc.indptr[j]:csc.indptr[j + 1]])
-        breaks = np.flatnonzero(np.diff(pixels) != 1) + 1
-        starts.append(pixels[np.concatenate([[0], breaks])])
-        stops.append(pixels[np.concatenate([breaks - 1, [pixels.size - 1]])] + 1)
-        owners.append(np.full(breaks.size + 1, j))
-    return tuple(np.concatenate(a).astype(np.int64) for a in (starts, stops, owners))
+    owner = np.repeat(np.arange(len(cols)), np.diff(csc.indptr)[cols])
+    pixels = [csc.indices[csc.indptr[j]:csc.indptr[j + 1]] for j in cols]
+    return owner, np.concatenate(pixels + [np.zeros(0, np.int64)]).astype(np.int64)
 
 
-def _prepare_sparse(matrix, cols):
+def _runs(group: np.ndarray, position: np.ndarray) -> tuple:
+    """Runs of consecutive ``position`` values within each ``group``: the inputs sorted
+    by (group, position), and boolean marks of where runs start and end."""
+    order = np.lexsort((position, group))
+    group, position = group[order], position[order]
+    first = np.ones(group.size, bool)
+    first[1:] = (group[1:] != group[:-1]) | (position[1:] != position[:-1] + 1)
+    last = np.ones(group.size, bool)
+    last[:-1] = first[1:]
+    return group, position, first, last
+
+
+def _prepare_spans(matrix, cols, sig_shape):
+    """Runs of consecutive covered pixels (in C order) of each binary column:
+    ``(starts, stops, cols)``."""
+    owner, pixels, first, last = _runs(*_covered_pixels(matrix, cols))
+    return pixels[first], pixels[last] + 1, np.asarray(cols, np.int64)[owner[first]]
+
+
+def _prepare_sparse(matrix, cols, sig_shape):
     """CSR over the covered pixels of ``cols`` (rows, indptr, cols, weights)."""
     sub = scipy.sparse.csr_matrix(matrix[:, cols])
     counts = np.diff(sub.indptr)
@@ -286,11 +333,33 @@ def _prepare_sparse(matrix, cols):
     return rows, indptr, np.asarray(cols, np.int64)[sub.indices], sub.data.astype(np.float64)
 
 
-def _prepare_dense(matrix, cols):
+def _prepare_dense(matrix, cols, sig_shape):
     return np.asarray(cols), np.ascontiguousarray(matrix[:, cols].toarray(), dtype=np.float32)
 
 
-_PREPARE = {"spans": _prepare_spans, "sparse": _prepare_sparse, "dense": _prepare_dense}
+def _prepare_columns(matrix, cols, sig_shape):
+    """Vertical runs of each binary column in :func:`kernels.column_run_sums`'s layout:
+    ``(box, plus, plus_ptr, minus, minus_ptr, cols)``, the box being the covered
+    pixels' bounding box ``(y0, h, x0, w, sx)`` and the events flat indices into it."""
+    owner, pixels = _covered_pixels(matrix, cols)
+    y, x = np.divmod(pixels, sig_shape[1])
+    y0, x0 = (y.min(), x.min()) if pixels.size else (0, 0)
+    h, w = (y.max() + 1 - y0, x.max() + 1 - x0) if pixels.size else (0, 0)
+    column, y, first, last = _runs(owner * w + x - x0, y - y0)  # one group per mask and detector column
+    owner, x = np.divmod(column, max(w, 1))
+    starts_below = first & (y > 0)
+
+    def by_mask(at, who):
+        order = np.lexsort((at, who))  # each mask's loads in memory order
+        return at[order], np.concatenate([[0], np.cumsum(np.bincount(who, minlength=len(cols)))]).astype(np.int64)
+
+    plus, plus_ptr = by_mask(y[last] * w + x[last], owner[last])
+    minus, minus_ptr = by_mask((y[starts_below] - 1) * w + x[starts_below], owner[starts_below])
+    box = np.array([y0, h, x0, w, sig_shape[1]], np.int64)
+    return box, plus, plus_ptr, minus, minus_ptr, np.asarray(cols, np.int64)
+
+
+_PREPARE = {"spans": _prepare_spans, "columns": _prepare_columns, "sparse": _prepare_sparse, "dense": _prepare_dense}
 
 
 class CenterOfMassMoments(PerFrameOp):
