@@ -101,6 +101,18 @@ def test_shifted_moments_have_no_cancellation(dtype):
     np.testing.assert_allclose(m2 / n, f.var(axis=0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "float32"])
+@pytest.mark.parametrize("tile", [1, 3, 4, 7, 16])
+def test_sum_and_moments_four_frames_a_pass_and_the_rest(dtype, tile):
+    """The per-pixel accumulators take frames four at a time, then the remainder."""
+    frames = np.random.default_rng(8).integers(0, 200, (23, 10)).astype(dtype)
+    f = frames.astype(np.float64)
+    np.testing.assert_array_equal(feed_all(ops.FrameSum(), frames, tile=tile), f.sum(axis=0))
+    n, mean, m2 = feed_all(ops.FrameMoments(), frames, tile=tile)
+    np.testing.assert_allclose(mean, f.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(m2 / n, f.var(axis=0), rtol=1e-12)
+
+
 def test_single_frame_tile_moments_are_zero_variance():
     frames = np.array([[3, 65535, 0]], np.uint16)
     n, mean, m2 = feed_all(ops.FrameMoments(), frames)

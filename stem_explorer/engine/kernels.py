@@ -12,6 +12,10 @@ integers wherever the bound below proves that cannot overflow (:func:`fits_u32`)
 narrow lanes move twice as many pixels per instruction as int64 or float64, and the
 sums stay exact.
 
+The per-pixel accumulators of the sum and std frames take four frames per pass:
+their arrays (256 KiB for the float std of a 128 x 128 frame, more than L1 holds) are
+then read and written a quarter as often, 1.3-1.7x faster on one core.
+
 The sparse mask product walks only the detector pixels some mask covers: for a small
 disk that is ~1% of the frame, so the kernel touches ~1% of the tile's cache lines.
 """
@@ -258,7 +262,7 @@ def row_span_moments_u32(frames, rows, x_start, x_stop, sx, out):
 
 #: Bytes of float32 frames the dense path converts at a time. A whole 32 MiB uint16
 #: tile converted at once is a 64 MiB temporary, which glibc maps fresh (and page
-#: faults in) on every tile: 1.7 GB/s for an annulus on one core, against 4.4 in
+#: faults in) on every tile: 1.7 GB/s for an annulus on one core, against 4.3 in
 #: blocks that come from the heap.
 DENSE_BLOCK_BYTES = 4 * 2**20
 
@@ -276,34 +280,53 @@ def dense_mask_product(frames: np.ndarray, dense: np.ndarray, out: np.ndarray) -
 
 @numba.jit(**_JIT_FAST)
 def accumulate_sum(frames, acc):
-    """``acc[p] += sum over frames of frames[f, p]`` in float64."""
-    for f in range(frames.shape[0]):
+    """``acc[p] += sum over frames of frames[f, p]`` in float64, four frames a pass."""
+    whole = frames.shape[0] - frames.shape[0] % 4
+    for f in range(0, whole, 4):
+        a, b, c, d = frames[f], frames[f + 1], frames[f + 2], frames[f + 3]
+        for p in range(acc.shape[0]):
+            acc[p] += (np.float64(a[p]) + np.float64(b[p])) + (np.float64(c[p]) + np.float64(d[p]))
+    for f in range(whole, frames.shape[0]):
         frame = frames[f]
-        for p in range(frame.shape[0]):
+        for p in range(acc.shape[0]):
             acc[p] += frame[p]
 
 
 @numba.jit(**_JIT)
 def accumulate_sum_u32(frames, scratch):
     """``scratch[p] += sum over frames of frames[f, p]`` in uint32 (exact, about 1.5x
-    faster than float64); callers check :func:`fits_u32` with the number of frames
-    summed into ``scratch`` before they flush it into a float64 total."""
-    for f in range(frames.shape[0]):
+    faster than float64), four frames a pass; callers check :func:`fits_u32` with the
+    number of frames summed into ``scratch`` before they flush it into a float64 total."""
+    whole = frames.shape[0] - frames.shape[0] % 4
+    for f in range(0, whole, 4):
+        a, b, c, d = frames[f], frames[f + 1], frames[f + 2], frames[f + 3]
+        for p in range(scratch.shape[0]):
+            pair = np.uint32(np.uint32(a[p]) + np.uint32(b[p]))
+            scratch[p] = np.uint32(scratch[p] + np.uint32(pair + np.uint32(np.uint32(c[p]) + np.uint32(d[p]))))
+    for f in range(whole, frames.shape[0]):
         frame = frames[f]
-        for p in range(frame.shape[0]):
+        for p in range(scratch.shape[0]):
             scratch[p] = np.uint32(scratch[p] + np.uint32(frame[p]))
 
 
 @numba.jit(**_JIT)
 def accumulate_moments_u32(frames, sums, squares):
-    """Per pixel, ``sums += x`` (uint32) and ``squares += x**2`` (uint64), exactly.
+    """Per pixel, ``sums += x`` (uint32) and ``squares += x**2`` (uint64), exactly,
+    four frames a pass.
 
     For unsigned data of at most 16 bits; callers check :func:`fits_u32` with the
     number of frames accumulated (squares of 16-bit values then fit in uint64 too).
     """
-    for f in range(frames.shape[0]):
+    whole = frames.shape[0] - frames.shape[0] % 4
+    for f in range(0, whole, 4):
+        a, b, c, d = frames[f], frames[f + 1], frames[f + 2], frames[f + 3]
+        for p in range(sums.shape[0]):
+            va, vb, vc, vd = np.uint32(a[p]), np.uint32(b[p]), np.uint32(c[p]), np.uint32(d[p])
+            sums[p] = np.uint32(sums[p] + np.uint32(np.uint32(va + vb) + np.uint32(vc + vd)))
+            squares[p] += np.uint64(va * va) + np.uint64(vb * vb) + np.uint64(vc * vc) + np.uint64(vd * vd)
+    for f in range(whole, frames.shape[0]):
         frame = frames[f]
-        for p in range(frame.shape[0]):
+        for p in range(sums.shape[0]):
             v = np.uint32(frame[p])
             sums[p] = np.uint32(sums[p] + v)
             squares[p] += np.uint64(v * v)
@@ -324,16 +347,26 @@ def moments_from_u32(n, sums, squares, mean, m2):
 
 @numba.jit(**_JIT_FAST)
 def accumulate_moments_shifted(frames, shift, sums, squares):
-    """Per pixel, ``sums += d`` and ``squares += d**2`` in float64 with ``d = x - shift``.
+    """Per pixel, ``sums += d`` and ``squares += d**2`` in float64 with ``d = x - shift``,
+    four frames a pass.
 
     Shifting by a value close to the mean (the first frame of the block) keeps
     :func:`moments_from_shifted` free of the cancellation of the textbook formula;
     for integers of at most 16 bits every term is exact below 2**53 (callers keep
     blocks under 2**20 frames).
     """
-    for f in range(frames.shape[0]):
+    whole = frames.shape[0] - frames.shape[0] % 4
+    for f in range(0, whole, 4):
+        a, b, c, d = frames[f], frames[f + 1], frames[f + 2], frames[f + 3]
+        for p in range(sums.shape[0]):
+            s = shift[p]
+            da, db = np.float64(a[p]) - s, np.float64(b[p]) - s
+            dc, dd = np.float64(c[p]) - s, np.float64(d[p]) - s
+            sums[p] += (da + db) + (dc + dd)
+            squares[p] += (da * da + db * db) + (dc * dc + dd * dd)
+    for f in range(whole, frames.shape[0]):
         frame = frames[f]
-        for p in range(frame.shape[0]):
+        for p in range(sums.shape[0]):
             d = np.float64(frame[p]) - shift[p]
             sums[p] += d
             squares[p] += d * d
