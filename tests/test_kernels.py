@@ -134,7 +134,7 @@ def _ring_stack(n_rings, size=128):
     [
         ("disk", "uint16", "spans"),
         ("disk", "float32", "spans"),
-        ("annulus", "uint16", "columns"),
+        ("annulus", "uint16", "spans"),  # column runs would read the hole too
         ("annulus", "float32", "dense"),  # float32 needs no conversion for sgemm
         ("rings16", "uint16", "columns"),
         ("rings16", "float32", "columns"),
