@@ -81,7 +81,9 @@ class Session:
         Large data sets get a coarse preview first: the per-frame analyses run on every
         ``preview_stride``-th scan row and column before the rest (sized automatically
         when None; 1 turns it off); ``Progress.fill_preview(image)`` shows it as a full
-        field.
+        field. ``kernel`` overrides the session's mask-product path for this job: 'auto'
+        (the cost model), or 'spans', 'columns', 'sparse' or 'dense' (see
+        :class:`~stem_explorer.engine.ops.MaskProduct`).
         """
         plan, finalize = build_plan(
             analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes

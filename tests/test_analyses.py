@@ -277,3 +277,9 @@ def test_com_moments_equal_three_mask_columns(tmp_path, dtype):
     np.testing.assert_allclose(results["com/total"].data, results["vd/t"].data, rtol=1e-6)
     np.testing.assert_allclose(results["com/shift_y"].data, results["vd/y"].data / results["vd/t"].data, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(results["com/shift_x"].data, results["vd/x"].data / results["vd/t"].data, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_kernel_is_refused_before_planning(tmp_path):
+    data = make_data((2, 3), (8, 8), "uint16")
+    with pytest.raises(AnalysisError, match="kernel must be one of 'auto', 'spans', 'columns'.*got 'gemm'"):
+        local_results(tmp_path, data, [SumFrame()], kernel="gemm")

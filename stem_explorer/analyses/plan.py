@@ -45,6 +45,8 @@ def build_plan(
     """``(plan, finalize)`` for running ``analyses`` on ``dataset`` in one pass."""
     if not analyses:
         raise AnalysisError("run() needs at least one analysis, e.g. SumFrame()")
+    if kernel not in MaskProduct.KERNELS:
+        raise AnalysisError(f"kernel must be one of {', '.join(map(repr, MaskProduct.KERNELS))}; got {kernel!r}")
     for analysis in analyses:
         if not isinstance(analysis, Analysis):
             raise AnalysisError(f"{analysis!r} is not an analysis; use the classes in stem_explorer.analyses")
