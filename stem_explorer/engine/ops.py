@@ -198,6 +198,7 @@ class MaskProduct(PerFrameOp):
             raise ValueError(f"sig_shape {self.sig_shape} does not hold the matrix's {n_pixels} pixels")
         binary = np.array([np.all(matrix.data[matrix.indptr[j]:matrix.indptr[j + 1]] == 1) for j in range(self.width)], bool)
         self.matrix = matrix.tocsr()
+        self._built = {}  # layouts made while choosing the paths, reused by _layout
         if kernel == "auto":
             self.paths = self._auto_paths(matrix, binary, dtype)
         elif kernel in ("spans", "columns"):
@@ -214,13 +215,16 @@ class MaskProduct(PerFrameOp):
         binary, other = np.flatnonzero(binary_mask), np.flatnonzero(~binary_mask)
         split, cost = {}, 0.0
         if binary.size:
-            starts, stops, _ = _prepare_spans(csc, binary, self.sig_shape)
+            spans = _prepare_spans(csc, binary, self.sig_shape)
+            starts, stops, _ = spans
             covered = int((stops - starts).sum())
-            spans = _spans_ns(starts.size, covered, dtype)
-            box, plus, _, minus, _, _ = _prepare_columns(csc, binary, self.sig_shape)
-            columns = _columns_ns(box, plus.size + minus.size, covered, dtype)
-            split["spans" if spans <= columns else "columns"] = binary
-            cost += min(spans, columns)
+            columns = _prepare_columns(csc, binary, self.sig_shape)
+            box, plus, _, minus, _, _ = columns
+            costs = {"spans": _spans_ns(starts.size, covered, dtype),
+                     "columns": _columns_ns(box, plus.size + minus.size, covered, dtype)}
+            best = min(costs, key=costs.get)  # spans on a tie
+            split[best], self._built[best] = binary, {"spans": spans, "columns": columns}[best]
+            cost += costs[best]
         if other.size:
             rest = choose_kernel(csc[:, other].nnz, n_pixels, other.size, dtype)
             split[rest] = other
@@ -261,7 +265,10 @@ class MaskProduct(PerFrameOp):
     def _layout(self) -> list:
         """``(path, arrays)`` in each kernel's layout, built once per process."""
         if self._prepared is None:
-            self._prepared = [(name, _PREPARE[name](self.matrix, cols, self.sig_shape)) for name, cols in self.paths.items()]
+            self._prepared = [
+                (name, self._built[name] if name in self._built else _PREPARE[name](self.matrix, cols, self.sig_shape))
+                for name, cols in self.paths.items()
+            ]
         return self._prepared
 
     def reads_stored_order(self, dtype) -> bool:
