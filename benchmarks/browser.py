@@ -3,8 +3,10 @@
 ``python -m benchmarks.browser`` starts JupyterLab on 127.0.0.1 with the explorer
 notebook on the 256 x 256 x 128 x 128 uint16 sample (embedded LocalCluster), draws a
 disk in the mask editor with Chromium's mouse, and times from the pointer-up event (in
-the page) to the first WebGL draw of the navigation view's canvas after it (the first
-partial image of the new job on screen). Prints the median/min/max and a JSON line.
+the page) to the first WebGL draw of the navigation view's canvas after the new job's
+first image has arrived over the websocket (the first partial image on screen; an
+earlier draw can be the old image under new colour limits). Prints the median/min/max,
+the phases (shapes out, image in, drawn) and a JSON line.
 """
 
 from __future__ import annotations
@@ -44,13 +46,46 @@ INSTRUMENT = """
     }
   }
   window.addEventListener('pointerup', () => window.__pointerUps.push(performance.now()), true);
+  // every websocket message, both ways, with its size: splits the latency into the
+  // shapes going out, the kernel's turn, and the image coming in until it is drawn
+  window.__ws = [];
+  const size = (data) => typeof data === 'string' ? data.length : (data.byteLength ?? data.size ?? 0);
+  const Original = window.WebSocket;
+  const send = Original.prototype.send;
+  Original.prototype.send = function (data) {
+    window.__ws.push([performance.now(), 'out', size(data)]);
+    return send.call(this, data);
+  };
+  function Logged(...args) {
+    const socket = new Original(...args);
+    socket.addEventListener('message', (event) => window.__ws.push([performance.now(), 'in', size(event.data)]));
+    return socket;
+  }
+  Logged.prototype = Original.prototype;
+  Object.assign(Logged, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+  window.WebSocket = Logged;
 })();
 """
 
-FIRST_DRAW_AFTER = """
-([up, id]) => {
-  const later = window.__draws.filter(([t, c]) => c === id && t > up);
-  return later.length ? later[0][0] - up : null;
+#: Bytes above which an incoming websocket message is taken for an image (the
+#: sample's navigation image is 256 KiB; colour limits, status and echoes are < 1 KiB).
+IMAGE_MESSAGE_BYTES = 32 * 1024
+
+# One mask change, timed from the pointer-up: the first draw of the navigation canvas
+# after the first image-sized message that follows the shapes going out (an earlier
+# draw can be the old image under new colour limits, which arrive first), and the
+# phases in ms: pointer-up to the first message out (the shapes), that to the image
+# in (the kernel's turn and the Jupyter server both ways), that to the draw
+# (decoding, texture upload, the next animation frame). Null until all were seen.
+LATENCY = """
+([up, id, imageBytes]) => {
+  const out = window.__ws.find(([t, way]) => way === 'out' && t > up);
+  if (!out) return null;
+  const image = window.__ws.find(([t, way, n]) => way === 'in' && n >= imageBytes && t > out[0]);
+  if (!image) return null;
+  const draw = window.__draws.find(([t, c]) => c === id && t > image[0]);
+  if (!draw) return null;
+  return [draw[0] - up, out[0] - up, image[0] - out[0], draw[0] - image[0]];
 }
 """
 
@@ -63,7 +98,7 @@ def measure(repeat: int, nav: tuple, sig: tuple, folder: Path) -> dict:
     root = work / "notebooks"
     shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns("*.h5", ".ipynb_checkpoints"))
     server = start_server("lab", root, work, {"STEM_EXPLORER_DATA": str(data), "PYTHONPATH": str(ROOT)})
-    latencies = []
+    latencies, phases = [], []
     try:
         with sync_playwright() as p:
             context = launch_browser(p, work / "profile")
@@ -88,15 +123,16 @@ def measure(repeat: int, nav: tuple, sig: tuple, folder: Path) -> dict:
                 page.mouse.up()
                 up = page.evaluate("() => window.__pointerUps[window.__pointerUps.length - 1]")
                 deadline = time.monotonic() + 30
-                latency = None
-                while latency is None and time.monotonic() < deadline:
-                    latency = page.evaluate(FIRST_DRAW_AFTER, [up, nav_id])
+                timed = None
+                while timed is None and time.monotonic() < deadline:
+                    timed = page.evaluate(LATENCY, [up, nav_id, IMAGE_MESSAGE_BYTES])
                     time.sleep(0.01)
-                if latency is None:
-                    raise RuntimeError("the navigation view was not redrawn within 30 s of the mouse-up")
+                if timed is None:
+                    raise RuntimeError("the new navigation image was not drawn within 30 s of the mouse-up")
                 run("explorer.wait(300)")
                 if i:
-                    latencies.append(latency)
+                    latencies.append(timed[0])
+                    phases.append(timed[1:])
             run("explorer.close()")
             client.stop_channels()
             context.close()
@@ -111,7 +147,14 @@ def measure(repeat: int, nav: tuple, sig: tuple, folder: Path) -> dict:
         "min_ms": min(latencies),
         "max_ms": max(latencies),
         "all_ms": [round(v, 1) for v in latencies],
+        "phases_median_ms": _phase_medians(phases),
     }
+
+
+def _phase_medians(phases: list) -> dict:
+    """Median ms of each phase of the mask changes."""
+    names = ("pointer_up_to_message_out", "message_out_to_image_in", "image_in_to_draw")
+    return {name: round(statistics.median(p[k] for p in phases), 1) for k, name in enumerate(names)}
 
 
 def main(argv=None) -> int:
@@ -124,6 +167,7 @@ def main(argv=None) -> int:
     result = measure(args.repeat, tuple(args.nav_shape), tuple(args.sig_shape), Path(args.dir))
     print(f"{result['workload']}: median {result['median_ms']:.0f} ms "
           f"(min {result['min_ms']:.0f}, max {result['max_ms']:.0f}; {result['repeat']} runs, {result['data']})")
+    print(f"phases (median ms): {result['phases_median_ms']}")
     print(json.dumps(result))
     return 0
 

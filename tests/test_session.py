@@ -14,6 +14,7 @@ import pytest
 import _reference as ref
 from stem_explorer import Session, masks
 from stem_explorer.analyses import CenterOfMass, PickFrame, StdFrame, SumFrame, VirtualDetector
+from stem_explorer.engine.worker_setup import WORKER_NICENESS
 from stem_explorer.errors import ClusterError, JobCancelledError
 from stem_explorer.io import DataSet, FrameReader, open_dataset
 from stem_explorer.io.raw import MappedFrameSource
@@ -191,6 +192,9 @@ def test_embedded_local_cluster(tmp_path):
         assert session.client.scheduler.address.startswith("tcp://127.0.0.1")
         frame = session.pick_frame((2, 3))
         np.testing.assert_array_equal(frame, data[2, 3])
+        # embedded workers yield the cores to this process (and a notebook's browser)
+        niceness = set(session.client.run(os.nice, 0).values())
+        assert niceness == {min(os.nice(0) + WORKER_NICENESS, 19)}
         cluster = session._cluster
     assert cluster.status.name in ("closed", "closing")
 

@@ -52,7 +52,7 @@ def start_local_cluster(n_workers: Optional[int] = None, **kwargs):
         dashboard_address="127.0.0.1:0",
         env=WORKER_ENV,
         silence_logs=logging.ERROR,
-        preload=["stem_explorer.engine.warmup"],  # kernels loaded while workers idle
+        preload=["stem_explorer.engine.worker_setup"],  # lower priority, kernels warmed while idle
     )
     options.update(kwargs)
     with dask.config.set(WORKER_MALLOC):  # the nannies read it when they are made

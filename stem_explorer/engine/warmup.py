@@ -1,8 +1,8 @@
 """Worker warm-up: have the kernels ready before the first task needs them.
 
-Embedded LocalCluster workers load this module as a dask preload: ``dask_setup``
-starts a daemon thread that runs the common analyses once on tiny read-only frames
-of the common dtypes (read-only like the memory-mapped tiles of real data, which numba
+Embedded LocalCluster workers start :func:`warm_up` in a daemon thread when they start
+(:mod:`.worker_setup`, their dask preload): it runs the common analyses once on tiny
+read-only frames of the common dtypes (read-only like the memory-mapped tiles of real data, which numba
 types separately), so numba loads the kernels' cached machine code (compiling and
 caching it on the very first run) while the worker is otherwise idle. The worker is
 ready at once; a task that arrives during the warm-up waits only for what is left.
@@ -10,16 +10,10 @@ ready at once; a task that arrives during the warm-up waits only for what is lef
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 #: dtypes warmed: counting detectors (uint8, uint16), Merlin 12-bit as stored, float32
 WARM_DTYPES = ("uint8", "uint16", ">u2", "float32")
-
-
-def dask_setup(worker) -> None:  # the dask preload hook
-    threading.Thread(target=warm_up, name="stem-explorer-warm-up", daemon=True).start()
 
 
 def warm_up(dtypes=WARM_DTYPES) -> None:

@@ -1,0 +1,32 @@
+"""Set-up of embedded LocalCluster workers, loaded as their dask preload.
+
+Two things, once per worker process:
+
+* a lower CPU priority (``nice`` +:data:`WORKER_NICENESS`). The workers keep every
+  core busy while a job runs; on the same cores sit the process that submits jobs and
+  merges their results (with the embedded scheduler), and in a notebook the kernel,
+  the Jupyter server and the browser, which at equal priority wait for time slices
+  while a job runs (mouse-up to image in Chromium, medians: 133 ms before, 117 and
+  131 ms niced; within the runs' spread). When nothing else wants the cores the workers
+  get all of them, so throughput does not change (measured);
+* the kernels' warm-up (:func:`.warmup.warm_up`) in a daemon thread, so the worker is
+  ready at once and a task that arrives meanwhile waits only for what is left.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from .warmup import warm_up
+
+#: How much lower than its parent's priority an embedded worker runs (``os.nice``).
+WORKER_NICENESS = 10
+
+
+def dask_setup(worker) -> None:  # the dask preload hook
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:  # not permitted here: run at the default priority
+        pass
+    threading.Thread(target=warm_up, name="stem-explorer-warm-up", daemon=True).start()
