@@ -341,9 +341,13 @@ class Hdf5FrameSource(FrameSource):
 
     def __repr__(self) -> str:
         return (
-            f"Hdf5FrameSource({self.path!r}, {self.dataset!r}, shape={self.shape}, "
-            f"dtype={self.dtype.str!r}, frame_alignment={self.frame_alignment})"
+            f"{type(self).__name__}({self.path!r}, {self.dataset!r}, shape={self.shape}, "
+            f"dtype={self.dtype.str!r}, {self._repr_layout()}frame_alignment={self.frame_alignment})"
         )
+
+    def _repr_layout(self) -> str:
+        """What a subclass adds to the repr before the alignment (ends with ', ')."""
+        return ""
 
 
 class Hdf5FrameReader(FrameReader):
@@ -623,12 +627,8 @@ class Hdf5ChunkRunsSource(Hdf5FrameSource):
         """Map the file lazily (on first read) where the task runs."""
         return Hdf5ChunkRunsReader(self)
 
-    def __repr__(self) -> str:
-        return (
-            f"Hdf5ChunkRunsSource({self.path!r}, {self.dataset!r}, shape={self.shape}, "
-            f"dtype={self.dtype.str!r}, runs={len(self.runs)}, "
-            f"frame_alignment={self.frame_alignment})"
-        )
+    def _repr_layout(self) -> str:
+        return f"runs={len(self.runs)}, "
 
 
 class Hdf5ChunkRunsReader(FrameReader):
