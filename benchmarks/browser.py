@@ -50,15 +50,37 @@ INSTRUMENT = """
   // shapes going out, the kernel's turn, and the image coming in until it is drawn
   window.__ws = [];
   const size = (data) => typeof data === 'string' ? data.length : (data.byteLength ?? data.size ?? 0);
+  // what a message is, for --trace: Jupyter's v1 framing (a count, offsets, then the
+  // channel, header, parent, metadata, content and buffers); comm messages name the
+  // widget state keys they carry
+  const decoder = new TextDecoder();
+  const describe = (data) => {
+    if (!(data instanceof ArrayBuffer) || data.byteLength < 16) return '';
+    try {
+      const view = new DataView(data);
+      const n = Number(view.getBigUint64(0, true));
+      const at = (i) => Number(view.getBigUint64(8 * (i + 1), true));
+      const part = (i) => JSON.parse(decoder.decode(new Uint8Array(data, at(i), at(i + 1) - at(i))));
+      const type = part(1).msg_type;
+      const content = part(4);
+      if (type === 'status') return `status ${content.execution_state}`;
+      if (type !== 'comm_msg') return type;
+      const d = content.data || {};
+      return `comm ${d.method} ${Object.keys(d.state || d.content || {}).join(',')}` + (n > 7 ? ' +buffers' : '');
+    } catch (e) {
+      return '?';
+    }
+  };
+  const trace = (way, data) => window.__ws.push([performance.now(), way, size(data), window.__trace ? describe(data) : '']);
   const Original = window.WebSocket;
   const send = Original.prototype.send;
   Original.prototype.send = function (data) {
-    window.__ws.push([performance.now(), 'out', size(data)]);
+    trace('out', data);
     return send.call(this, data);
   };
   function Logged(...args) {
     const socket = new Original(...args);
-    socket.addEventListener('message', (event) => window.__ws.push([performance.now(), 'in', size(event.data)]));
+    socket.addEventListener('message', (event) => trace('in', event.data));
     return socket;
   }
   Logged.prototype = Original.prototype;
@@ -90,7 +112,7 @@ LATENCY = """
 """
 
 
-def measure(repeat: int, nav: tuple, sig: tuple, folder: Path) -> dict:
+def measure(repeat: int, nav: tuple, sig: tuple, folder: Path, trace: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
     data = ensure_sample(folder, nav, sig)
@@ -105,6 +127,8 @@ def measure(repeat: int, nav: tuple, sig: tuple, folder: Path) -> dict:
             page = context.new_page()
             page.add_init_script(INSTRUMENT)
             run_notebook(page, server)
+            if trace:
+                page.evaluate("() => { window.__trace = true; }")
             page.wait_for_selector(".se-mask-editor[data-image-ready='1']", timeout=300_000)
             client = kernel_client(server.runtime_dir)
             run = lambda code: run_in_kernel(client, code, timeout=300)  # noqa: E731
@@ -133,6 +157,8 @@ def measure(repeat: int, nav: tuple, sig: tuple, folder: Path) -> dict:
                 if i:
                     latencies.append(timed[0])
                     phases.append(timed[1:])
+                    if trace:
+                        _print_trace(page, up, timed[0])
             run("explorer.close()")
             client.stop_channels()
             context.close()
@@ -151,6 +177,14 @@ def measure(repeat: int, nav: tuple, sig: tuple, folder: Path) -> dict:
     }
 
 
+def _print_trace(page, up: float, latency: float) -> None:
+    """The websocket messages of one mask change, in ms after the pointer-up."""
+    messages = page.evaluate("([from, to]) => window.__ws.filter(([t]) => t >= from && t <= to)", [up, up + latency])
+    print(f"change: {latency:.1f} ms")
+    for t, way, size, what in messages:
+        print(f"  +{t - up:6.1f} {way:3} {size:7d} B  {what}")
+
+
 def _phase_medians(phases: list) -> dict:
     """Median ms of each phase of the mask changes."""
     names = ("pointer_up_to_message_out", "message_out_to_image_in", "image_in_to_draw")
@@ -163,8 +197,9 @@ def main(argv=None) -> int:
     parser.add_argument("--nav-shape", type=int, nargs=2, default=[256, 256])
     parser.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
     parser.add_argument("--dir", default=str(ROOT / "sample_data"))
+    parser.add_argument("--trace", action="store_true", help="print every websocket message of each change, decoded")
     args = parser.parse_args(argv)
-    result = measure(args.repeat, tuple(args.nav_shape), tuple(args.sig_shape), Path(args.dir))
+    result = measure(args.repeat, tuple(args.nav_shape), tuple(args.sig_shape), Path(args.dir), args.trace)
     print(f"{result['workload']}: median {result['median_ms']:.0f} ms "
           f"(min {result['min_ms']:.0f}, max {result['max_ms']:.0f}; {result['repeat']} runs, {result['data']})")
     print(f"phases (median ms): {result['phases_median_ms']}")

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .analyses import PickFrame, build_plan
-from .engine import Job, Progress
+from .engine import Job, Progress, preview, warmup
 from .engine.cluster import connect, n_workers_of, start_local_cluster
 from .errors import ClusterError
 from .io import DataSet, open_dataset
@@ -47,6 +47,11 @@ class Session:
         self.partition_bytes = partition_bytes
         self.tile_bytes = tile_bytes
         self.kernel = kernel
+        ds = self.dataset
+        if ds.random_access_here and preview.auto_stride(ds.nav_shape, ds.frame_bytes) > 1:
+            # jobs compute their coarse preview in this process once its kernels are
+            # warm (Job._preview_here); warming overlaps the cluster's start
+            warmup.warm_up_in_background()
         self._cluster = None
         self._owns_client = client is None
         if client is not None:

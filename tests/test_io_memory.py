@@ -38,7 +38,7 @@ def test_memory_roundtrip(kind, dtype, nav, sig):
 def test_memory_numpy_views_not_copies():
     data = make_frames((3, 4), (5, 5), "u2")
     ds = open_dataset(data)
-    payload = ds._local_payload(2, 9)
+    payload = ds.local_payload(2, 9)
     with ds.source.open(payload) as reader:
         tile = reader.read(3, 7)
         assert np.shares_memory(tile, data)

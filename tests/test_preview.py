@@ -3,13 +3,14 @@ whose first partial result covers the whole scan field at coarse resolution."""
 
 import math
 
+import dask.array as da
 import numpy as np
 import pytest
 
 import _reference as ref
 from stem_explorer import Session, masks
 from stem_explorer.analyses import CenterOfMass, SumFrame, VirtualDetector
-from stem_explorer.engine import preview
+from stem_explorer.engine import preview, warmup
 from test_session import client, raw_dataset, slow_dataset  # noqa: F401 (fixture)
 
 
@@ -44,18 +45,30 @@ def test_grid_indices_and_fill():
         preview.grid_indices((4, 4), 0)
 
 
+@pytest.fixture(params=["client", "cluster"])
+def preview_where(request, monkeypatch):
+    """Where jobs compute their preview: in this process (as once its kernels are warm)
+    or in a task (before, or for data this process cannot read cheaply)."""
+    monkeypatch.setattr(warmup, "is_warm", lambda dtype: request.param == "client")
+    return request.param
+
+
 @pytest.mark.parametrize("nav", [(12, 10), (90,)], ids=["2d", "1d"])
-def test_first_partial_is_the_whole_field_preview(client, tmp_path, nav):  # noqa: F811
+def test_first_partial_is_the_whole_field_preview(client, tmp_path, nav, preview_where):  # noqa: F811
     ds, data = slow_dataset(tmp_path, nav=nav, sig=(8, 8), delay=0.02)
     disk = masks.Disk(4, 3, 2.5)
     snapshots = []
     with Session(ds, client=client, partition_bytes=8 * 8 * 2 * 10) as session:
         job = session.run(VirtualDetector(disk), CenterOfMass(), SumFrame(), preview_stride=2, on_partial=snapshots.append)
         final = job.progress(timeout=60)
+    assert job.preview_in_client == (preview_where == "client")
     grid = np.zeros(math.prod(nav), bool)
     grid[preview.grid_indices(nav, 2)] = True
-    first = snapshots[0]  # may include partitions that finished before the preview
+    first = snapshots[0]
     assert first.preview_stride == 2 and first.filled.ravel()[grid].all()
+    if job.preview_in_client:  # before any task's result
+        assert first.partitions_done == 0 and (first.filled.ravel() == grid).all()
+    # else it may include partitions that finished before the preview task
     expected = ref.virtual_image(data, disk.rasterize((8, 8)))
     image = first.results["vd/mask0"].data
     np.testing.assert_allclose(image[first.filled], expected[first.filled], rtol=1e-6)
@@ -81,15 +94,37 @@ def test_no_preview_when_turned_off_or_only_reductions(client, tmp_path):  # noq
         job.result(timeout=60)
 
 
-def test_preview_from_in_memory_data(client):  # noqa: F811
+@pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "dask"])
+def test_preview_from_in_memory_data(client, preview_where, lazy):  # noqa: F811
     data = np.random.default_rng(5).integers(0, 255, (9, 8, 5, 5)).astype(np.uint8)
     snapshots = []
-    with Session(data, client=client, partition_bytes=5 * 5 * 8) as session:
+    frames = da.from_array(data, chunks=(3, 8, 5, 5)) if lazy else data
+    with Session(frames, client=client, partition_bytes=5 * 5 * 8) as session:
         job = session.run(CenterOfMass(center=(2.0, 2.0)), preview_stride=3, on_partial=snapshots.append)
         final = job.result(timeout=60)
+    # a dask array would have to be computed here first: its preview is a task
+    assert job.preview_in_client == (preview_where == "client" and not lazy)
     shift_y, shift_x, _ = ref.center_of_mass(data, 2.0, 2.0)
     # in-memory partitions may finish before the preview's data reached its worker,
     # so only exactness is asserted here, at every step
     for s in snapshots:
         np.testing.assert_allclose(s.results["com/shift_x"].data[s.filled], shift_x[s.filled], rtol=1e-6)
     np.testing.assert_allclose(final["com/shift_y"].data, shift_y, rtol=1e-6)
+
+
+def test_warm_up_marks_the_dtypes_it_warmed():
+    warmup.warm_up(("uint8",))
+    assert warmup.is_warm("uint8") and warmup.is_warm(np.uint8)
+
+
+def test_a_session_over_large_cheaply_read_data_warms_this_process(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(warmup, "warm_up_in_background", lambda: started.append(True))
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint16, shape=(256, 256, 8, 8))
+    del big  # a preview grid of every 4th row and column
+    small = np.zeros((4, 4, 8, 8), np.uint16)
+    for data, warms in [(str(tmp_path / "big.npy"), True), (small, False)]:
+        started.clear()
+        with Session(data, client=object()) as session:  # no job runs: no cluster needed
+            assert session.dataset.random_access_here
+        assert started == ([True] if warms else [])

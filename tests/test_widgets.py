@@ -319,3 +319,36 @@ def test_dragging_runs_one_job_at_a_time_and_the_drag_end_computes_the_final_sha
     final = Disk(8.0, 8.0, 5.0)
     reference = np.einsum("abyx,yx->ab", data, rasterize(final, data.shape[2:]))
     np.testing.assert_allclose(explorer.results["vd/image"].data, reference, rtol=1e-6)
+
+
+@pytest.mark.cluster
+def test_explorer_draws_partials_from_before_run_returns_but_never_a_superseded_jobs(explorer, sample):
+    """A job may deliver its first partial before ``Session.run`` returns (a preview
+    computed in the kernel); it is drawn. A superseded job's partial never is."""
+    _, data = sample
+    run = explorer.session.run
+    early = []
+
+    def run_delivering_early(*args, on_partial=None, **kwargs):
+        job = run(*args, **kwargs)  # the job's own partials go nowhere ...
+        progress = job.progress(timeout=60)
+        on_partial(progress)  # ... but this one, before run() returns
+        early.append((on_partial, progress))
+        return job
+
+    def expected(shape):
+        return np.einsum("abyx,yx->ab", data, rasterize(Disk(**shape), data.shape[2:]))
+
+    first, second = ({"cy": 8.0, "cx": 8.0, "radius": r} for r in (3.0, 6.0))
+    explorer.analysis.value = "vd"
+    explorer.session.run = run_delivering_early
+    try:
+        for shape in (first, second):
+            explorer.editor.shapes = [{"kind": "disk", **shape, "op": "add"}]
+            explorer.wait(60)
+            np.testing.assert_allclose(explorer.navigation_image(), expected(shape), rtol=1e-6)
+        stale_deliver, stale_progress = early[0]
+        stale_deliver(stale_progress)  # the first job's callback, after the second started
+    finally:
+        explorer.session.run = run
+    np.testing.assert_allclose(explorer.navigation_image(), expected(second), rtol=1e-6)

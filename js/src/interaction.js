@@ -47,8 +47,11 @@ function acceptable(editor, shape) {
 function addShape(editor, shape) {
   if (!acceptable(editor, shape)) return;
   const shapes = [...editor.state.shapes, shape];
-  editor.updateShapes(shapes, true);
+  // selecting first puts the selection into the same message as the shapes: the
+  // widget protocol holds a model's next message until the kernel has handled the
+  // last, so a separate one would reach the kernel while the new job runs
   editor.select(shapes.length - 1);
+  editor.updateShapes(shapes, true);
 }
 
 function panGesture(editor, start, onClick) {

@@ -146,14 +146,19 @@ def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> Part
 
 
 def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
+    """The task computing a coarse preview on a worker: :func:`compute_preview`."""
+    _pin_threads()
+    return compute_preview(pieces, plan)
+
+
+def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
     """Run the per-frame ops of ``plan`` on scattered frames only (a coarse preview).
 
     ``pieces`` are ``(partition, payload, indices)``: the flat frame indices to read
     from each partition. The frames are gathered into one tile (a few MiB) so each op
     runs once. Reductions are skipped (their partials are None): a preview only fills
-    navigation images early.
+    navigation images early. Runs in a worker (:func:`run_preview`) or in the client.
     """
-    _pin_threads()
     t0 = time.perf_counter()
     source = pieces[0][0].source
     n_pixels = math.prod(source.sig_shape)

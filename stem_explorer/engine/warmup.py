@@ -1,19 +1,40 @@
-"""Worker warm-up: have the kernels ready before the first task needs them.
+"""Warm-up: have the kernels ready before the first task needs them.
 
-Embedded LocalCluster workers start :func:`warm_up` in a daemon thread when they start
-(:mod:`.worker_setup`, their dask preload): it runs the common analyses once on tiny
-read-only frames of the common dtypes (read-only like the memory-mapped tiles of real data, which numba
-types separately), so numba loads the kernels' cached machine code (compiling and
-caching it on the very first run) while the worker is otherwise idle. The worker is
-ready at once; a task that arrives during the warm-up waits only for what is left.
+:func:`warm_up` runs the common analyses once on tiny read-only frames of the common
+dtypes (read-only like the memory-mapped tiles of real data, which numba types
+separately), so numba loads the kernels' cached machine code (compiling and caching it
+on the very first run). :func:`warm_up_in_background` does so in a daemon thread:
+embedded LocalCluster workers start it when they start (:mod:`.worker_setup`, their
+dask preload), so a worker is ready at once and a task that arrives during the warm-up
+waits only for what is left; the client process starts it after its first job
+(:class:`~stem_explorer.session.Session`), after which jobs over data it can read
+cheaply compute their coarse preview in the client (:func:`is_warm` tells whether the
+kernels are ready for a dtype).
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
 #: dtypes warmed: counting detectors (uint8, uint16), Merlin 12-bit as stored, float32
 WARM_DTYPES = ("uint8", "uint16", ">u2", "float32")
+
+
+_warm: set = set()  # dtypes this process has warmed
+_started = threading.Lock()
+
+
+def is_warm(dtype) -> bool:
+    """Whether this process has warmed the kernels for ``dtype``."""
+    return np.dtype(dtype) in _warm
+
+
+def warm_up_in_background() -> None:
+    """Start :func:`warm_up` in a daemon thread, once per process."""
+    if _started.acquire(blocking=False):
+        threading.Thread(target=warm_up, name="stem-explorer-warm-up", daemon=True).start()
 
 
 def warm_up(dtypes=WARM_DTYPES) -> None:
@@ -22,7 +43,7 @@ def warm_up(dtypes=WARM_DTYPES) -> None:
     from ..analyses import CenterOfMass, RadialProfile, StdFrame, SumFrame, VirtualDetector, build_plan
     from ..io import open_dataset
     from ..io.memory import MemoryBlock
-    from .tasks import run_local, run_preview
+    from .tasks import compute_preview, run_local
 
     for dtype in dtypes:
         data = np.arange(4 * 4 * 8 * 8).reshape(4, 4, 8, 8).astype(dtype)
@@ -39,4 +60,5 @@ def warm_up(dtypes=WARM_DTYPES) -> None:
         parts = ds.partitions(1)
         block = MemoryBlock(0, data.reshape(16, 8, 8))
         run_local(parts, plan, [block] * len(parts))
-        run_preview([(parts[0], block, np.array([0, 5]))], plan)
+        compute_preview([(parts[0], block, np.array([0, 5]))], plan)
+        _warm.add(np.dtype(dtype))

@@ -9,16 +9,16 @@ Two things, once per worker process:
   while a job runs (mouse-up to image in Chromium, medians: 133 ms before, 117 and
   131 ms niced; within the runs' spread). When nothing else wants the cores the workers
   get all of them, so throughput does not change (measured);
-* the kernels' warm-up (:func:`.warmup.warm_up`) in a daemon thread, so the worker is
-  ready at once and a task that arrives meanwhile waits only for what is left.
+* the kernels' warm-up in a daemon thread (:func:`.warmup.warm_up_in_background`), so
+  the worker is ready at once and a task that arrives meanwhile waits only for what
+  is left.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 
-from .warmup import warm_up
+from .warmup import warm_up_in_background
 
 #: How much lower than its parent's priority an embedded worker runs (``os.nice``).
 WORKER_NICENESS = 10
@@ -29,4 +29,4 @@ def dask_setup(worker) -> None:  # the dask preload hook
         os.nice(WORKER_NICENESS)
     except OSError:  # not permitted here: run at the default priority
         pass
-    threading.Thread(target=warm_up, name="stem-explorer-warm-up", daemon=True).start()
+    warm_up_in_background()

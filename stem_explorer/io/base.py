@@ -70,6 +70,10 @@ class FrameSource(abc.ABC):
     sig_shape: tuple[int, int]
     n_frames: int
     frame_alignment: int = 1
+    #: Whether a few scattered frames read for about their own bytes (no chunk of other
+    #: frames to decode, no network hop): the client then computes a job's coarse
+    #: preview itself instead of sending it to a worker.
+    random_access: bool = False
 
     @abc.abstractmethod
     def open(self, payload: Any = None) -> FrameReader:
@@ -244,6 +248,12 @@ class DataSet:
         return [None] * len(partitions)
 
     # -- convenient client-side access (small reads) ---------------------------------
+    @property
+    def random_access_here(self) -> bool:
+        """Whether this process reads scattered frames for about their own bytes
+        (:attr:`FrameSource.random_access`)."""
+        return self.source.random_access
+
     def read_frames(self, start: int, stop: int) -> np.ndarray:
         """A copy of frames ``start:stop`` (flat indices), read in this process."""
         if not 0 <= start <= stop <= self.n_frames:
@@ -252,10 +262,12 @@ class DataSet:
             )
         if start == stop:
             return np.empty((0,) + self.sig_shape, self.dtype)
-        with self.source.open(self._local_payload(start, stop)) as reader:
+        with self.source.open(self.local_payload(start, stop)) as reader:
             return np.array(reader.read(start, stop), copy=True)
 
-    def _local_payload(self, start: int, stop: int) -> Any:
+    def local_payload(self, start: int, stop: int) -> Any:
+        """What ``source.open`` takes to read frames ``start:stop`` in this process
+        (None for files; see :meth:`payloads` for the cluster's)."""
         return None
 
     def flat_index(self, position: Sequence[int]) -> int:

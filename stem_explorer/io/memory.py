@@ -52,6 +52,8 @@ class MemoryBlock:
 class MemoryFrameSource(FrameSource):
     """Shape and dtype of in-memory frames; the frames come as the task's payload."""
 
+    random_access = True
+
     def __init__(self, n_frames: int, sig_shape: Sequence[int], dtype):
         self.n_frames = int(n_frames)
         self.sig_shape = tuple(int(n) for n in sig_shape)
@@ -124,7 +126,12 @@ class InMemoryDataSet(DataSet):
         blocks = [make_block(p.start, frames[p.start : p.stop]) for p in partitions]
         return client.compute(blocks)
 
-    def _local_payload(self, start: int, stop: int) -> MemoryBlock:
+    @property
+    def random_access_here(self) -> bool:
+        """numpy frames are here; dask frames would be computed first."""
+        return not self.is_dask
+
+    def local_payload(self, start: int, stop: int) -> MemoryBlock:
         frames = self._frames[start:stop]
         if self.is_dask:
             frames = frames.compute()

@@ -218,6 +218,8 @@ def release_mapped_range(path: str, start: int, stop: int) -> bool:
 class MappedFrameSource(FrameSource):
     """Frames at a fixed ``offset`` and ``frame_stride`` in one file (picklable)."""
 
+    random_access = True
+
     def __init__(
         self,
         path: str,

@@ -92,7 +92,7 @@ def read_through_partitions(
     out = np.empty((ds.n_frames,) + ds.sig_shape, ds.dtype)
     for p in partitions:
         part = pickle.loads(pickle.dumps(p))
-        with part.source.open(ds._local_payload(p.start, p.stop)) as reader:
+        with part.source.open(ds.local_payload(p.start, p.stop)) as reader:
             for a, b in part.tile_ranges(tile_frames):
                 tile = reader.read(a, b)
                 assert tile.shape == (b - a,) + ds.sig_shape, (tile.shape, a, b)

@@ -64,11 +64,16 @@ class Explorer(widgets.VBox):
         self.results = None  # final results of the navigation analysis
         self.beam: Optional[Beam] = None
         self.error: Optional[str] = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while jobs are replaced (it cancels jobs)
+        # guards the drag state only; never held while calling into a job, so a job's
+        # callback (which runs holding that job's lock) may take it: taking self._lock
+        # there would deadlock against a new start cancelling the job
+        self._drag_lock = threading.Lock()
         # the editor's shapes are validated as mask dicts: load the validator meanwhile
         threading.Thread(target=masks.prepare_validation, name="stem-explorer-validator", daemon=True).start()
         self._nav_job = None
         self._detector_job = None
+        self._runs: dict = {}  # job slot -> token of the latest start (see _replace_job)
         self._analysis = None
         self._key: Optional[str] = None
         self._last_results = None
@@ -281,7 +286,7 @@ class Explorer(widgets.VBox):
     def _on_shapes(self, _change) -> None:
         if self.choice.kind in choices.DETECTOR_ANALYSES:
             return
-        with self._lock:
+        with self._drag_lock:
             # while a shape is dragged, one job at a time: a new one starts when the
             # current one has drawn its first image (or the drag ends), so updates at
             # the browser's frame rate never queue up jobs in front of the last one
@@ -291,8 +296,11 @@ class Explorer(widgets.VBox):
             self._start_navigation()
 
     def _on_dragging(self, change) -> None:
-        if not change["new"] and self._drag_pending:
-            self._drag_pending = False
+        if change["new"]:
+            return
+        with self._drag_lock:
+            pending, self._drag_pending = self._drag_pending, False
+        if pending:  # the drag ended while a job ran: compute the final shape
             self._start_navigation()
 
     def _on_settings(self) -> None:
@@ -324,19 +332,17 @@ class Explorer(widgets.VBox):
         with self._lock:
             self._analysis = analysis
             self._key = choices.result_key(choice, analysis)
-            self._nav_drawn = False
+            with self._drag_lock:
+                self._nav_drawn = False
             if self._replace_job("_nav_job", analysis, self._on_nav_partial, self._on_nav_done) is None:
                 return
         self._set_status(f"computing {dict((k, v) for v, k in choices.ANALYSES)[choice.kind]} ...")
 
     def _on_nav_partial(self, progress) -> None:
-        job = self._nav_job
-        if job is None or progress.job_id != job.id:
-            return  # a superseded job: never draw over a newer result
         self._last_results, self._last_progress = progress.results, progress
         self._redraw_navigation()
         self._show_progress(progress)
-        with self._lock:
+        with self._drag_lock:
             self._nav_drawn, pending, self._drag_pending = True, self._drag_pending, False
         if pending:  # the shape moved on while this job ran: follow it
             threading.Thread(target=self._start_navigation, name="stem-explorer-drag", daemon=True).start()
@@ -370,9 +376,18 @@ class Explorer(widgets.VBox):
         None when it could not start (the failure is shown)."""
         previous = getattr(self, slot)
         if previous is not None:
-            previous.cancel()
+            previous.cancel()  # delivers nothing more once this returns
+        # only the latest start's partials are shown (never a superseded job's over a
+        # newer result), including those that arrive before run() returns (a preview
+        # computed in this process)
+        self._runs[slot] = run = object()
+
+        def deliver(progress) -> None:
+            if self._runs.get(slot) is run:
+                on_partial(progress)
+
         try:
-            job = self.session.run(analysis, on_partial=on_partial)
+            job = self.session.run(analysis, on_partial=deliver)
         except Exception as exc:
             setattr(self, slot, None)
             self._handle_failure(exc)
@@ -382,9 +397,6 @@ class Explorer(widgets.VBox):
         return job
 
     def _on_detector_partial(self, progress) -> None:
-        job = self._detector_job
-        if job is None or progress.job_id != job.id:
-            return
         key = next(iter(progress.results))
         self._detector_throttle.submit(np.asarray(progress.results[key].data))
         if not self._detector_first:

@@ -19,6 +19,7 @@ function fakeEditor(state = {}) {
       ...state,
     },
     sent: [],
+    selectedWhenSent: [], // the selection each shape list went out with
     hints: [],
     draft: null,
     select(i) {
@@ -27,6 +28,7 @@ function fakeEditor(state = {}) {
     updateShapes(shapes, final) {
       this.state.shapes = shapes;
       this.sent.push({ shapes, final });
+      this.selectedWhenSent.push(this.state.selected);
     },
     setDraft(shape) {
       this.draft = shape;
@@ -72,6 +74,8 @@ test("drawing a disk: a draft while dragging, one final shape, selected", () => 
   assert.equal(editor.draft, null);
   assert.deepEqual(editor.sent, [{ shapes: [{ kind: "disk", cy: 32, cx: 32, radius: 10, op: "subtract" }], final: true }]);
   assert.equal(editor.state.selected, 0);
+  // selected before the shapes go out, so both travel in one message to the kernel
+  assert.deepEqual(editor.selectedWhenSent, [0]);
 });
 
 test("a click with a drawing tool draws nothing and says how to draw", () => {

@@ -295,7 +295,7 @@ def write_raw_partitions(
         with writer:
             for start in range(0, ds.n_frames, per_block):
                 stop = min(ds.n_frames, start + per_block)
-                payload = ds._local_payload(start, stop)
+                payload = ds.local_payload(start, stop)
                 if payload is None:  # files: one reader for all blocks
                     reader = reader or ds.source.open(None)
                     writer.write(reader.read(start, stop))
