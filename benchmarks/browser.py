@@ -41,6 +41,7 @@ INSTRUMENT = """
         const canvas = this.canvas;
         if (!ids.has(canvas)) { ids.set(canvas, ++next); canvas.dataset.drawId = String(next); }
         window.__draws.push([performance.now(), ids.get(canvas)]);
+        if (window.__onDraw) window.__onDraw();
         return original.apply(this, args);
       };
     }
@@ -93,22 +94,32 @@ INSTRUMENT = """
 #: sample's navigation image is 256 KiB; colour limits, status and echoes are < 1 KiB).
 IMAGE_MESSAGE_BYTES = 32 * 1024
 
-# One mask change, timed from the pointer-up: the first draw of the navigation canvas
-# after the first image-sized message that follows the shapes going out (an earlier
-# draw can be the old image under new colour limits, which arrive first), and the
-# phases in ms: pointer-up to the first message out (the shapes), that to the image
-# in (the kernel's turn and the Jupyter server both ways), that to the draw
-# (decoding, texture upload, the next animation frame). Null until all were seen.
+# The last mask change, timed from its pointer-up: the first draw of the navigation
+# canvas after the first image-sized message that follows the shapes going out (an
+# earlier draw can be the old image under new colour limits, which arrive first), and
+# the phases in ms: pointer-up to the first message out (the shapes), that to the
+# image in (the kernel's turn and the Jupyter server both ways), that to the draw
+# (decoding, texture upload, the next animation frame). Resolves with
+# [pointer-up time, latency, *phases] when that draw happens (checked from the draw
+# hook: polling from Python would load the very cores being measured), or null
+# after 30 s.
 LATENCY = """
-([up, id, imageBytes]) => {
-  const out = window.__ws.find(([t, way]) => way === 'out' && t > up);
-  if (!out) return null;
-  const image = window.__ws.find(([t, way, n]) => way === 'in' && n >= imageBytes && t > out[0]);
-  if (!image) return null;
-  const draw = window.__draws.find(([t, c]) => c === id && t > image[0]);
-  if (!draw) return null;
-  return [draw[0] - up, out[0] - up, image[0] - out[0], draw[0] - image[0]];
-}
+([id, imageBytes]) => new Promise((resolve) => {
+  const up = window.__pointerUps[window.__pointerUps.length - 1];
+  const timing = () => {
+    const out = window.__ws.find(([t, way]) => way === 'out' && t > up);
+    if (!out) return null;
+    const image = window.__ws.find(([t, way, n]) => way === 'in' && n >= imageBytes && t > out[0]);
+    if (!image) return null;
+    const draw = window.__draws.find(([t, c]) => c === id && t > image[0]);
+    if (!draw) return null;
+    return [up, draw[0] - up, out[0] - up, image[0] - out[0], draw[0] - image[0]];
+  };
+  const finish = (result) => { window.__onDraw = null; clearTimeout(timer); resolve(result); };
+  const timer = setTimeout(() => finish(null), 30000);
+  window.__onDraw = () => { const result = timing(); if (result) finish(result); };
+  window.__onDraw();
+})
 """
 
 
@@ -145,20 +156,16 @@ def measure(repeat: int, nav: tuple, sig: tuple, folder: Path, trace: bool = Fal
                 page.mouse.down()
                 page.mouse.move(*detector_point(page, cy, cx + radius), steps=3)
                 page.mouse.up()
-                up = page.evaluate("() => window.__pointerUps[window.__pointerUps.length - 1]")
-                deadline = time.monotonic() + 30
-                timed = None
-                while timed is None and time.monotonic() < deadline:
-                    timed = page.evaluate(LATENCY, [up, nav_id, IMAGE_MESSAGE_BYTES])
-                    time.sleep(0.01)
+                timed = page.evaluate(LATENCY, [nav_id, IMAGE_MESSAGE_BYTES])
                 if timed is None:
                     raise RuntimeError("the new navigation image was not drawn within 30 s of the mouse-up")
                 run("explorer.wait(300)")
                 if i:
-                    latencies.append(timed[0])
-                    phases.append(timed[1:])
+                    up, latency, *phase = timed
+                    latencies.append(latency)
+                    phases.append(phase)
                     if trace:
-                        _print_trace(page, up, timed[0])
+                        _print_trace(page, up, latency)
             run("explorer.close()")
             client.stop_channels()
             context.close()

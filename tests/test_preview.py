@@ -117,14 +117,17 @@ def test_warm_up_marks_the_dtypes_it_warmed():
     assert warmup.is_warm("uint8") and warmup.is_warm(np.uint8)
 
 
-def test_a_session_over_large_cheaply_read_data_warms_this_process(tmp_path, monkeypatch):
+def test_a_session_over_large_cheaply_read_data_warms_this_process_after_a_job(client, tmp_path, monkeypatch):  # noqa: F811
     started = []
-    monkeypatch.setattr(warmup, "warm_up_in_background", lambda: started.append(True))
+    monkeypatch.setattr(warmup, "warm_up_in_background", lambda dtypes: started.append(list(dtypes)))
+    monkeypatch.setattr(warmup, "is_warm", lambda dtype: False)
     big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint16, shape=(256, 256, 8, 8))
     del big  # a preview grid of every 4th row and column
     small = np.zeros((4, 4, 8, 8), np.uint16)
     for data, warms in [(str(tmp_path / "big.npy"), True), (small, False)]:
         started.clear()
-        with Session(data, client=object()) as session:  # no job runs: no cluster needed
+        with Session(data, client=client) as session:
             assert session.dataset.random_access_here
-        assert started == ([True] if warms else [])
+            assert started == []  # not while the session starts
+            session.run(SumFrame()).result(timeout=60)
+        assert started[:1] == ([[np.dtype(np.uint16)]] if warms else [])

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import cloudpickle
 import numpy as np
@@ -183,6 +184,14 @@ def test_worker_killed_mid_job_gives_identical_result(tmp_path):
         assert victim not in new_pids.values()
 
 
+def _session_and_autogroup():
+    """Whether this process leads its own session, and its autogroup (None without)."""
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    group = Path("/proc/self/autogroup")
+    on = enabled.exists() and enabled.read_text().strip() == "1" and group.exists()
+    return os.getsid(0) == os.getpid(), group.read_text().strip() if on else None
+
+
 def test_embedded_local_cluster(tmp_path):
     data = np.arange(3 * 4 * 5 * 6, dtype=np.uint16).reshape(3, 4, 5, 6)
     with Session(raw_dataset(tmp_path, data), n_workers=2) as session:
@@ -195,6 +204,10 @@ def test_embedded_local_cluster(tmp_path):
         # embedded workers yield the cores to this process (and a notebook's browser)
         niceness = set(session.client.run(os.nice, 0).values())
         assert niceness == {min(os.nice(0) + WORKER_NICENESS, 19)}
+        # ... also where Linux shares the CPU between sessions first (autogroups)
+        for leader, group in session.client.run(_session_and_autogroup).values():
+            assert leader
+            assert group is None or group.endswith(f"nice {WORKER_NICENESS}")
         cluster = session._cluster
     assert cluster.status.name in ("closed", "closing")
 

@@ -6,10 +6,10 @@ separately), so numba loads the kernels' cached machine code (compiling and cach
 on the very first run). :func:`warm_up_in_background` does so in a daemon thread:
 embedded LocalCluster workers start it when they start (:mod:`.worker_setup`, their
 dask preload), so a worker is ready at once and a task that arrives during the warm-up
-waits only for what is left; the client process starts it after its first job
-(:class:`~stem_explorer.session.Session`), after which jobs over data it can read
-cheaply compute their coarse preview in the client (:func:`is_warm` tells whether the
-kernels are ready for a dtype).
+waits only for what is left. A :class:`~stem_explorer.session.Session` over data this
+process reads cheaply warms the data's dtype here too when its first job ends, after
+which jobs compute their coarse preview in this process (:func:`is_warm` tells whether
+the kernels are ready for a dtype).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ WARM_DTYPES = ("uint8", "uint16", ">u2", "float32")
 
 
 _warm: set = set()  # dtypes this process has warmed
-_started = threading.Lock()
+_started: set = set()  # dtypes whose warm-up has started
+_lock = threading.Lock()
 
 
 def is_warm(dtype) -> bool:
@@ -31,10 +32,13 @@ def is_warm(dtype) -> bool:
     return np.dtype(dtype) in _warm
 
 
-def warm_up_in_background() -> None:
-    """Start :func:`warm_up` in a daemon thread, once per process."""
-    if _started.acquire(blocking=False):
-        threading.Thread(target=warm_up, name="stem-explorer-warm-up", daemon=True).start()
+def warm_up_in_background(dtypes=WARM_DTYPES) -> None:
+    """Start :func:`warm_up` of those ``dtypes`` not started yet, in a daemon thread."""
+    with _lock:
+        todo = [np.dtype(d) for d in dtypes if np.dtype(d) not in _started]
+        _started.update(todo)
+    if todo:
+        threading.Thread(target=warm_up, args=(todo,), name="stem-explorer-warm-up", daemon=True).start()
 
 
 def warm_up(dtypes=WARM_DTYPES) -> None:

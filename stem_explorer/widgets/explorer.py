@@ -28,6 +28,8 @@ from .mask_editor import MaskEditor
 from .throttle import Throttle
 from .views import ImageView, as_image
 
+#: Progress bar updates a second, at most, while a job runs.
+PROGRESS_RATE = 5.0
 #: Colour maps of both views: (name in the mask editor, bqplot scheme, reversed).
 COLORMAPS = {"viridis": ("viridis", False), "magma": ("magma", False), "inferno": ("inferno", False), "gray": ("Greys", True)}
 
@@ -242,6 +244,7 @@ class Explorer(widgets.VBox):
             ]
         )
         self._detector_throttle = Throttle(self._send_detector_image, max_rate=15, on_error=self._show_error)
+        self._progress_throttle = Throttle(self._send_progress, max_rate=PROGRESS_RATE, on_error=self._show_error)
 
     # -- opening and the cluster ---------------------------------------------------------
     def _open(self) -> None:
@@ -524,6 +527,14 @@ class Explorer(widgets.VBox):
 
     # -- status ----------------------------------------------------------------------------
     def _show_progress(self, progress) -> None:
+        """Show a job's progress: at most :data:`PROGRESS_RATE` updates a second (each
+        is two widget messages and a layout in the browser, competing with the
+        images), the final one at once."""
+        self._progress_throttle.submit(progress)
+        if progress.final:
+            self._progress_throttle.flush()
+
+    def _send_progress(self, progress) -> None:
         self.progress.value = progress.fraction
         self.progress_label.value = (
             f"{progress.fraction:5.0%} &nbsp; {progress.gbps:.2f} GB/s &nbsp; {progress.elapsed:.2f} s"

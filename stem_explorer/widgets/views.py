@@ -311,7 +311,11 @@ class ImageView(widgets.VBox):
             self._set_view(0.0, float(h), 0.0, float(w))
         tile: Tile = pyramid.tile(*self._visible(), budget=self.budget)
         limits = robust_limits(values) if self._auto_limits else None
-        with self.mark.hold_sync(), self.color_scale.hold_sync():
+        # the image leaves first, its colour limits right behind it: the browser takes
+        # both before its next frame. Limits first had it render the old image under
+        # the new limits (a WebGL draw and, without a GPU, a ~10 ms read-back) while
+        # the image was still on its way.
+        with self.color_scale.hold_sync(), self.mark.hold_sync():
             self.mark.image = tile.data
             self.mark.x = (float(tile.x0), float(tile.x1))
             self.mark.y = (float(tile.y0), float(tile.y1))
