@@ -2,6 +2,7 @@
 whose first partial result covers the whole scan field at coarse resolution."""
 
 import math
+import os
 
 import dask.array as da
 import numpy as np
@@ -11,6 +12,7 @@ import _reference as ref
 from stem_explorer import Session, masks
 from stem_explorer.analyses import CenterOfMass, SumFrame, VirtualDetector
 from stem_explorer.engine import preview, warmup
+from stem_explorer.errors import FormatError
 from test_session import client, raw_dataset, slow_dataset  # noqa: F401 (fixture)
 
 
@@ -131,3 +133,17 @@ def test_a_session_over_large_cheaply_read_data_warms_this_process_after_a_job(c
             assert started == []  # not while the session starts
             session.run(SumFrame()).result(timeout=60)
         assert started[:1] == ([[np.dtype(np.uint16)]] if warms else [])
+
+
+def test_a_file_truncated_after_opening_fails_the_job_with_a_clear_error(client, tmp_path, monkeypatch):  # noqa: F811
+    """The preview in this process fails; its task reads the same frames and the job
+    reports why."""
+    monkeypatch.setattr(warmup, "is_warm", lambda dtype: True)
+    data = np.ones((16, 16, 8, 8), np.uint16)
+    ds = raw_dataset(tmp_path, data)
+    os.truncate(tmp_path / "data.raw", 1000)
+    with Session(ds, client=client, partition_bytes=8 * 8 * 2 * 64) as session:
+        job = session.run(VirtualDetector(masks.Disk(4, 4, 2)), preview_stride=4)
+        assert not job.preview_in_client
+        with pytest.raises(FormatError, match="truncated"):
+            job.result(timeout=60)

@@ -289,7 +289,10 @@ class Job:
         if self.preview_stride <= 1 or not ds.random_access_here or not warmup.is_warm(ds.dtype):
             return None
         payloads = [ds.local_payload(part.start, part.stop) for part in self._partitions]
-        return compute_preview(self._grid_pieces(payloads), self._plan)
+        try:
+            return compute_preview(self._grid_pieces(payloads), self._plan)
+        except Exception:  # say, the file shrank since it was opened: the preview's
+            return None  # task reads the same frames and reports it with the job
 
     def _ship_plan(self, plan: Plan):
         """What tasks receive as their plan: a :class:`PlanParcel` inside each task
