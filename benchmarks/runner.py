@@ -81,7 +81,7 @@ def _libertem_gbps(column, workload, bench_data, repeat: int, skipped: bool):
 def _workload_record(session, workload, bench_data, plain: dict, args, done: dict, column) -> dict:
     """Time one workload and build its record."""
     build = functools.partial(workload.build, bench_data.sig_shape)
-    seconds = timing.repeat(functools.partial(timing.time_job, session, build), args.repeat)
+    seconds = timing.repeat(functools.partial(timing.time_job, session, build), args.repeat, dtype=bench_data.dtype)
     stats = timing.summarise(seconds, bench_data.nbytes)
     read = plain["preadv"]["median_gbps"]
     record = {
@@ -102,7 +102,7 @@ def _first_partial_record(session, bench_data, repeat: int) -> dict:
     def build():
         return [se.VirtualDetector({"bf": disk_mask(bench_data.sig_shape)})]
 
-    seconds = timing.repeat(functools.partial(timing.time_first_partial, session, build), repeat)
+    seconds = timing.repeat(functools.partial(timing.time_first_partial, session, build), repeat, dtype=bench_data.dtype)
     stats = timing.summarise(seconds, bench_data.nbytes)
     return {
         "kind": "first_partial", "workload": f"disk/{bench_data.key}", "runs": stats["runs"],

@@ -6,6 +6,8 @@ import statistics
 import time
 from typing import Callable
 
+from stem_explorer.engine import warmup as stem_warmup
+
 
 def summarise(seconds: list[float], nbytes: int) -> dict:
     """median/min/max seconds of ``seconds`` and GB/s at the median."""
@@ -39,8 +41,15 @@ def time_first_partial(session, build: Callable[[], list]) -> float:
     return elapsed
 
 
-def repeat(measure: Callable[[], float], n: int, warmup: int = 1) -> list[float]:
-    """``warmup`` untimed calls of ``measure``, then the results of ``n`` timed ones."""
+def repeat(measure: Callable[[], float], n: int, warmup: int = 1, dtype=None) -> list[float]:
+    """``warmup`` untimed calls of ``measure``, then the results of ``n`` timed ones.
+
+    With ``dtype``, the timed calls also wait for this process's background warm-up of
+    that dtype, which a session starts when its first job ends (a one-time 0.4 s of the
+    client's CPU that would land in the first timed runs).
+    """
     for _ in range(warmup):
         measure()
+    if dtype is not None:
+        stem_warmup.wait_warm(dtype, timeout=60)
     return [measure() for _ in range(n)]

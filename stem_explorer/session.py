@@ -113,10 +113,12 @@ class Session:
         return job
 
     def _warm_when_done(self, job: Job) -> None:
-        dtypes = [self.dataset.dtype]
-        job.add_callback(lambda progress: progress.final and warmup.warm_up_in_background(dtypes), results=False)
+        def warm(_progress=None) -> None:
+            warmup.warm_up_in_background([self.dataset.dtype], partitions=False)
+
+        job.add_callback(lambda progress: progress.final and warm(), results=False)
         if job.done:  # it ended before the callback was in place
-            warmup.warm_up_in_background(dtypes)
+            warm()
 
     def compute(self, *analyses, **kwargs):
         """Run and wait: the final results of ``analyses``."""

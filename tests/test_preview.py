@@ -115,13 +115,14 @@ def test_preview_from_in_memory_data(client, preview_where, lazy):  # noqa: F811
 
 
 def test_warm_up_marks_the_dtypes_it_warmed():
-    warmup.warm_up(("uint8",))
-    assert warmup.is_warm("uint8") and warmup.is_warm(np.uint8)
+    assert not warmup.wait_warm("int16", timeout=0)  # never started: no wait
+    warmup.warm_up(("uint8",), partitions=False)
+    assert warmup.is_warm("uint8") and warmup.is_warm(np.uint8) and warmup.wait_warm("uint8")
 
 
 def test_a_session_over_large_cheaply_read_data_warms_this_process_after_a_job(client, tmp_path, monkeypatch):  # noqa: F811
     started = []
-    monkeypatch.setattr(warmup, "warm_up_in_background", lambda dtypes: started.append(list(dtypes)))
+    monkeypatch.setattr(warmup, "warm_up_in_background", lambda dtypes, partitions: started.append((list(dtypes), partitions)))
     monkeypatch.setattr(warmup, "is_warm", lambda dtype: False)
     big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint16, shape=(256, 256, 8, 8))
     del big  # a preview grid of every 4th row and column
@@ -132,7 +133,7 @@ def test_a_session_over_large_cheaply_read_data_warms_this_process_after_a_job(c
             assert session.dataset.random_access_here
             assert started == []  # not while the session starts
             session.run(SumFrame()).result(timeout=60)
-        assert started[:1] == ([[np.dtype(np.uint16)]] if warms else [])
+        assert started[:1] == ([([np.dtype(np.uint16)], False)] if warms else [])  # the preview's kernels
 
 
 def test_a_file_truncated_after_opening_fails_the_job_with_a_clear_error(client, tmp_path, monkeypatch):  # noqa: F811

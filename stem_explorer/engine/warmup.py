@@ -15,6 +15,7 @@ the kernels are ready for a dtype).
 from __future__ import annotations
 
 import threading
+from typing import Optional
 
 import numpy as np
 
@@ -22,27 +23,42 @@ import numpy as np
 WARM_DTYPES = ("uint8", "uint16", ">u2", "float32")
 
 
-_warm: set = set()  # dtypes this process has warmed
-_started: set = set()  # dtypes whose warm-up has started
+_warmed: dict = {}  # dtype -> Event, set once this process has warmed it
 _lock = threading.Lock()
+
+
+def _event(dtype) -> threading.Event:
+    with _lock:
+        return _warmed.setdefault(np.dtype(dtype), threading.Event())
 
 
 def is_warm(dtype) -> bool:
     """Whether this process has warmed the kernels for ``dtype``."""
-    return np.dtype(dtype) in _warm
+    event = _warmed.get(np.dtype(dtype))
+    return event is not None and event.is_set()
 
 
-def warm_up_in_background(dtypes=WARM_DTYPES) -> None:
+def wait_warm(dtype, timeout: Optional[float] = None) -> bool:
+    """Wait for a warm-up of ``dtype`` that has started (False at once if none has)."""
+    event = _warmed.get(np.dtype(dtype))
+    return event is not None and event.wait(timeout)
+
+
+def warm_up_in_background(dtypes=WARM_DTYPES, partitions: bool = True) -> None:
     """Start :func:`warm_up` of those ``dtypes`` not started yet, in a daemon thread."""
     with _lock:
-        todo = [np.dtype(d) for d in dtypes if np.dtype(d) not in _started]
-        _started.update(todo)
+        todo = [np.dtype(d) for d in dtypes if np.dtype(d) not in _warmed]
+        _warmed.update((d, threading.Event()) for d in todo)
     if todo:
-        threading.Thread(target=warm_up, args=(todo,), name="stem-explorer-warm-up", daemon=True).start()
+        threading.Thread(
+            target=warm_up, args=(todo, partitions), name="stem-explorer-warm-up", daemon=True
+        ).start()
 
 
-def warm_up(dtypes=WARM_DTYPES) -> None:
-    """Run every common analysis once on a 4 x 4 scan of 8 x 8 frames per dtype."""
+def warm_up(dtypes=WARM_DTYPES, partitions: bool = True) -> None:
+    """Run every common analysis once on a 4 x 4 scan of 8 x 8 frames per dtype: as a
+    partition and as a preview, or (``partitions=False``, for the client) as a preview
+    only."""
     from .. import masks
     from ..analyses import CenterOfMass, RadialProfile, StdFrame, SumFrame, VirtualDetector, build_plan
     from ..io import open_dataset
@@ -63,6 +79,7 @@ def warm_up(dtypes=WARM_DTYPES) -> None:
         plan, _ = build_plan(analyses, ds)
         parts = ds.partitions(1)
         block = MemoryBlock(0, data.reshape(16, 8, 8))
-        run_local(parts, plan, [block] * len(parts))
+        if partitions:
+            run_local(parts, plan, [block] * len(parts))
         compute_preview([(parts[0], block, np.array([0, 5]))], plan)
-        _warm.add(np.dtype(dtype))
+        _event(dtype).set()
