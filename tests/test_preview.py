@@ -148,3 +148,19 @@ def test_a_file_truncated_after_opening_fails_the_job_with_a_clear_error(client,
         assert not job.preview_in_client
         with pytest.raises(FormatError, match="truncated"):
             job.result(timeout=60)
+
+
+def test_a_preview_in_the_client_runs_blas_on_its_own_thread(monkeypatch):
+    """Woken OpenBLAS threads spin on the cores the workers need."""
+    from threadpoolctl import threadpool_info
+
+    from stem_explorer.engine import tasks
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    seen = []
+    monkeypatch.setattr(tasks, "compute_preview", lambda pieces, plan: seen.append(blas_threads()))
+    before = blas_threads()
+    tasks.compute_preview_here([], None)
+    assert seen and all(n == 1 for n in seen[0]) and blas_threads() == before

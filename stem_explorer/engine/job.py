@@ -32,7 +32,7 @@ from .tasks import (
     PartitionResult,
     Plan,
     PlanParcel,
-    compute_preview,
+    compute_preview_here,
     empty_accumulators,
     merge_partition,
     run_partition,
@@ -290,7 +290,7 @@ class Job:
             return None
         payloads = [ds.local_payload(part.start, part.stop) for part in self._partitions]
         try:
-            return compute_preview(self._grid_pieces(payloads), self._plan)
+            return compute_preview_here(self._grid_pieces(payloads), self._plan)
         except Exception:  # say, the file shrank since it was opened: the preview's
             return None  # task reads the same frames and reports it with the job
 
