@@ -3,6 +3,7 @@ whose first partial result covers the whole scan field at coarse resolution."""
 
 import math
 import os
+import threading
 
 import dask.array as da
 import numpy as np
@@ -145,9 +146,9 @@ def test_a_file_truncated_after_opening_fails_the_job_with_a_clear_error(client,
     os.truncate(tmp_path / "data.raw", 1000)
     with Session(ds, client=client, partition_bytes=8 * 8 * 2 * 64) as session:
         job = session.run(VirtualDetector(masks.Disk(4, 4, 2)), preview_stride=4)
-        assert not job.preview_in_client
         with pytest.raises(FormatError, match="truncated"):
             job.result(timeout=60)
+        assert not job.preview_in_client
 
 
 def test_a_preview_in_the_client_runs_blas_on_its_own_thread(monkeypatch):
@@ -164,3 +165,29 @@ def test_a_preview_in_the_client_runs_blas_on_its_own_thread(monkeypatch):
     before = blas_threads()
     tasks.compute_preview_here([], None)
     assert seen and all(n == 1 for n in seen[0]) and blas_threads() == before
+
+
+def test_run_returns_before_the_preview_here_has_read_its_frames(client, tmp_path, monkeypatch):  # noqa: F811
+    """Cold frames come from disk: the job's thread reads them, never the caller."""
+    from stem_explorer.engine import tasks
+
+    monkeypatch.setattr(warmup, "is_warm", lambda dtype: True)
+    release, reading = threading.Event(), threading.Event()
+    compute = tasks.compute_preview
+
+    def slow_compute(pieces, plan):
+        reading.set()
+        assert release.wait(60)
+        return compute(pieces, plan)
+
+    monkeypatch.setattr(tasks, "compute_preview", slow_compute)
+    data = np.random.default_rng(2).integers(0, 100, (16, 16, 8, 8)).astype(np.uint16)
+    snapshots = []
+    with Session(raw_dataset(tmp_path, data), client=client, partition_bytes=8 * 8 * 2 * 64) as session:
+        job = session.run(VirtualDetector(masks.Disk(4, 4, 2)), preview_stride=4, on_partial=snapshots.append)
+        assert reading.wait(60) and not job.done  # run() returned while the preview was read
+        release.set()
+        final = job.progress(timeout=60)
+    assert job.preview_in_client and snapshots[0].partitions_done == 0
+    expected = ref.virtual_image(data, masks.Disk(4, 4, 2).rasterize((8, 8)))
+    np.testing.assert_allclose(final.results["vd/mask0"].data, expected, rtol=1e-6)

@@ -274,6 +274,7 @@ def test_explorer_reports_a_lost_cluster_and_reconnects(sample):
         e.session._cluster.close()  # the cluster goes away under the explorer
         e.session.client.close()
         e.refresh()
+        e.wait(60)  # the job's watcher reports the failure
         assert "cluster went away" in e.status.value
         assert e.reconnect_button.layout.display != "none"
         e._reconnect()

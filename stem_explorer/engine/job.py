@@ -162,18 +162,13 @@ class Job:
         self._t_end: Optional[float] = None
 
         self.preview_stride = self._choose_preview(preview_stride)
-        first = self._preview_here()  # before the tasks load the cores
-        #: whether the coarse preview was computed in this process (else by a task)
-        self.preview_in_client = first is not None
-        payloads = dataset.payloads(client, self._partitions)
-        workers = WorkerIndex(worker_addresses(client) if any(p.locations for p in self._partitions) else ())
-        self._plan_arg = self._ship_plan(plan)
-        self._preview_left = 1 if first is not None else 0
-        preview_tasks = self._submit_preview(payloads, workers) if first is None else []
-        self._futures = preview_tasks + self._submit_partitions(payloads, workers)
-        self._thread = threading.Thread(
-            target=self._collect, args=(first,), name=f"stem-explorer-job{self.id}", daemon=True
-        )
+        #: whether the coarse preview was computed in this process (else by a task;
+        #: settled once the job's first snapshot is out)
+        self.preview_in_client = self._can_preview_here()
+        self._preview_left = 0
+        self._plan_arg = None
+        self._futures: list = []
+        self._thread = threading.Thread(target=self._run, name=f"stem-explorer-job{self.id}", daemon=True)
         self._thread.start()
 
     # -- public API --------------------------------------------------------------------
@@ -266,6 +261,21 @@ class Job:
             return preview.auto_stride(ds.nav_shape, ds.frame_bytes)
         return max(1, int(stride))
 
+    def _submit(self, preview_tasks: bool) -> bool:
+        """Submit the partitions' tasks (and the preview's, with ``preview_tasks``);
+        False when the job was cancelled first."""
+        client, partitions = self._client, self._partitions
+        payloads = self._dataset.payloads(client, partitions)
+        workers = WorkerIndex(worker_addresses(client) if any(p.locations for p in partitions) else ())
+        plan_arg = self._ship_plan(self._plan)
+        with self._lock:  # cancel() waits, then releases what was submitted
+            if self._state != "running":
+                return False
+            self._plan_arg = plan_arg
+            preview = self._submit_preview(payloads, workers) if preview_tasks else []
+            self._futures = preview + self._submit_partitions(payloads, workers)
+        return True
+
     def _grid_pieces(self, payloads) -> list:
         """``(partition, payload, frame indices)`` of the partitions holding preview
         grid frames."""
@@ -277,17 +287,18 @@ class Job:
                 pieces.append((part, payload, indices[lo:hi]))
         return pieces
 
-    def _preview_here(self) -> Optional[PartitionResult]:
-        """The preview computed in this process, or None to leave it to the cluster.
-
-        When this process reads scattered frames cheaply and its kernels are warm for
-        the dtype, the preview (a few MiB) takes about 2 ms here, against about 20 ms
-        as a task on the 2-core machine (scheduler, worker and result round trips),
-        and its image is on its way before the partitions' tasks load the cores.
-        """
+    def _can_preview_here(self) -> bool:
+        """Whether to compute the preview in this process: it reads scattered frames
+        cheaply and its kernels are warm for the dtype. The preview (a few MiB) then
+        takes about 2 ms, against about 20 ms as a task on the 2-core machine
+        (scheduler, worker and result round trips), and its image is on its way
+        before the partitions' tasks load the cores."""
         ds = self._dataset
-        if self.preview_stride <= 1 or not ds.random_access_here or not warmup.is_warm(ds.dtype):
-            return None
+        return self.preview_stride > 1 and ds.random_access_here and warmup.is_warm(ds.dtype)
+
+    def _preview_here(self) -> Optional[PartitionResult]:
+        """The preview computed in this process, or None to leave it to a task."""
+        ds = self._dataset
         payloads = [ds.local_payload(part.start, part.stop) for part in self._partitions]
         try:
             return compute_preview_here(self._grid_pieces(payloads), self._plan)
@@ -376,14 +387,21 @@ class Job:
         with self._lock:
             return self._snapshot(True)
 
-    def _collect(self, first: Optional[PartitionResult]) -> None:
-        """Merge ``first`` (a preview computed here), then the tasks' results as they
-        come."""
+    def _run(self) -> None:
+        """The job's thread: the preview here when chosen, then the tasks, merged as
+        they finish. ``run()`` has returned meanwhile: reading the preview's frames
+        (cold ones come from disk) and submitting never hold up the caller."""
         from distributed import as_completed
 
-        if first is not None and not self._merge(first):
-            return
         try:
+            first = self._preview_here() if self.preview_in_client else None
+            self.preview_in_client = first is not None
+            if first is not None:
+                self._preview_left = 1
+                if not self._merge(first):
+                    return
+            if not self._submit(preview_tasks=first is None):
+                return
             for _future, result in as_completed(self._futures, loop=self._client.loop, with_results=True):
                 if not self._merge(result):
                     return
@@ -443,7 +461,7 @@ class Job:
         try:
             if pending:
                 self._client.cancel(pending)
-            if not isinstance(self._plan_arg, PlanParcel):
+            if self._plan_arg is not None and not isinstance(self._plan_arg, PlanParcel):
                 self._client.cancel([self._plan_arg])
         except Exception:  # the cluster may already be gone; nothing left to free
             pass

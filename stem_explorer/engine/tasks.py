@@ -7,6 +7,7 @@ the tile size plus the ops' per-partition state, whatever the partition size.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
@@ -183,24 +184,25 @@ def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
     n_pixels = math.prod(source.sig_shape)
     native = np.dtype(source.dtype).newbyteorder("=")
     indices = np.concatenate([piece[2] for piece in pieces])
-    stored = _preview_buffer(len(indices) * n_pixels, source.dtype).reshape(len(indices), n_pixels)
-    row = 0
     cancelled = _cancellation_check()
-    for partition, payload, wanted in pieces:
-        if cancelled():
-            break  # superseded: the rows left are never merged
-        with partition.source.open(payload) as reader:
-            reader.take(wanted, stored[row : row + len(wanted)])
-        row += len(wanted)
-    tile, indices = as_native_2d(stored[:row]), indices[:row]
-    partials = []
-    for op in plan.ops:
-        if op.per_frame:
-            state = op.start(0, len(indices), n_pixels, native)
-            op.feed(state, 0, tile)
-            partials.append(op.finish(state))
-        else:
-            partials.append(None)
+    with _preview_buffer(len(indices) * n_pixels, source.dtype) as flat:
+        stored = flat.reshape(len(indices), n_pixels)
+        row = 0
+        for partition, payload, wanted in pieces:
+            if cancelled():
+                break  # superseded: the rows left are never merged
+            with partition.source.open(payload) as reader:
+                reader.take(wanted, stored[row : row + len(wanted)])
+            row += len(wanted)
+        tile, indices = as_native_2d(stored[:row]), indices[:row]
+        partials = []  # per-frame ops write their own arrays: nothing refers to the buffer
+        for op in plan.ops:
+            if op.per_frame:
+                state = op.start(0, len(indices), n_pixels, native)
+                op.feed(state, 0, tile)
+                partials.append(op.finish(state))
+            else:
+                partials.append(None)
     return PartitionResult(
         index=-1,
         start=int(indices.min()),
@@ -213,18 +215,28 @@ def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
     )
 
 
-_buffers = threading.local()
+_buffer: list = [None]  # the flat uint8 array reused by previews in this process
+_buffer_lock = threading.Lock()
 
 
-def _preview_buffer(size: int, dtype) -> np.ndarray:
-    """A flat array of ``size`` values reused by this thread's previews: a fresh 32 MiB
-    array would page-fault its way in every time (dask workers return freed memory
-    to the system at once), which cost as much as the gather itself."""
+@contextlib.contextmanager
+def _preview_buffer(size: int, dtype):
+    """A flat array of ``size`` values for one preview, reused across previews: a fresh
+    16 MiB array page-faults its way in every time (dask workers return freed memory to
+    the system at once; the client computes each preview in a new job thread), which
+    cost as much as the gather itself. A preview that finds the buffer in use gets a
+    fresh array."""
     dtype = np.dtype(dtype)
-    buffer = getattr(_buffers, "preview", None)
-    if buffer is None or buffer.nbytes < size * dtype.itemsize:
-        buffer = _buffers.preview = np.empty(size * dtype.itemsize, np.uint8)
-    return buffer[: size * dtype.itemsize].view(dtype)
+    nbytes = size * dtype.itemsize
+    if not _buffer_lock.acquire(blocking=False):
+        yield np.empty(size, dtype)
+        return
+    try:
+        if _buffer[0] is None or _buffer[0].nbytes < nbytes:
+            _buffer[0] = np.empty(nbytes, np.uint8)
+        yield _buffer[0][:nbytes].view(dtype)
+    finally:
+        _buffer_lock.release()
 
 
 def _cancellation_check() -> Callable[[], bool]:

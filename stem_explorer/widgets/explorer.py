@@ -332,14 +332,14 @@ class Explorer(widgets.VBox):
         except (StemExplorerError, ValueError) as exc:
             self._show_error(exc)
             return
+        # before the job starts: a failure, which its watcher reports, must replace it
+        self._set_status(f"computing {dict((k, v) for v, k in choices.ANALYSES)[choice.kind]} ...")
         with self._lock:
             self._analysis = analysis
             self._key = choices.result_key(choice, analysis)
             with self._drag_lock:
                 self._nav_drawn = False
-            if self._replace_job("_nav_job", analysis, self._on_nav_partial, self._on_nav_done) is None:
-                return
-        self._set_status(f"computing {dict((k, v) for v, k in choices.ANALYSES)[choice.kind]} ...")
+            self._replace_job("_nav_job", analysis, self._on_nav_partial, self._on_nav_done)
 
     def _on_nav_partial(self, progress) -> None:
         self._last_results, self._last_progress = progress.results, progress
