@@ -21,7 +21,6 @@ import os
 import xml.etree.ElementTree as ET
 from typing import Optional
 
-import numpy as np
 
 from ..errors import DataSetError, DataSetNotFoundError, FormatError
 from .base import DataSet
