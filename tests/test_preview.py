@@ -191,3 +191,30 @@ def test_run_returns_before_the_preview_here_has_read_its_frames(client, tmp_pat
     assert job.preview_in_client and snapshots[0].partitions_done == 0
     expected = ref.virtual_image(data, masks.Disk(4, 4, 2).rasterize((8, 8)))
     np.testing.assert_allclose(final.results["vd/mask0"].data, expected, rtol=1e-6)
+
+
+def test_a_burst_of_superseding_jobs_delivers_only_the_last_ones_after_it_starts(client, tmp_path, preview_where):  # noqa: F811
+    """Jobs replaced before their preview, their tasks or both were under way: each is
+    cancelled at whatever stage, nothing stale follows the last job's first snapshot,
+    and the last result is exact."""
+    data = np.random.default_rng(4).integers(0, 500, (24, 20, 8, 8)).astype(np.uint16)
+    events, lock = [], threading.Lock()
+
+    def recorder(k):
+        def record(progress):
+            with lock:
+                events.append(k)
+        return record
+
+    radii = [1.0 + 0.25 * k for k in range(12)]
+    with Session(raw_dataset(tmp_path, data), client=client, partition_bytes=8 * 8 * 2 * 40) as session:
+        jobs = [
+            session.run(VirtualDetector(masks.Disk(4, 4, r)), preview_stride=4, on_partial=recorder(k), supersede=True)
+            for k, r in enumerate(radii)
+        ]
+        final = jobs[-1].result(timeout=60)
+    assert all(job.done for job in jobs[:-1])  # cancelled (or, on a slow day, finished first)
+    last = len(radii) - 1
+    assert last in events and all(k == last for k in events[events.index(last):])
+    expected = ref.virtual_image(data, masks.Disk(4, 4, radii[-1]).rasterize((8, 8)))
+    np.testing.assert_allclose(final["vd/mask0"].data, expected, rtol=1e-6)
