@@ -78,6 +78,10 @@ class Session:
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
+        This call only plans (bad analyses raise here); the job's thread submits the
+        tasks, and what goes wrong from then on (the data, the cluster) is the job's
+        error, raised by ``job.result()``.
+
         ``job.result()`` blocks for the final :class:`~stem_explorer.results.Results`;
         iterating the job yields :class:`Progress` snapshots as partitions finish.
         With ``supersede=True`` the session's previous job is cancelled first, so no

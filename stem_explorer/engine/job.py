@@ -5,7 +5,7 @@ partition's bytes), merges partials on the client as tasks finish, and exposes t
 state at any moment as a :class:`Progress` snapshot: iterate the job for snapshots,
 register callbacks, or block on :meth:`Job.result`. Large data sets get a coarse
 preview first (:mod:`.preview`), computed in this process when it reads the frames
-cheaply, else by high-priority tasks.
+cheaply and its kernels are warm, else by high-priority tasks.
 
 Ordering guarantee: snapshots are delivered under the job's lock, and :meth:`cancel`
 takes that lock, so once ``cancel()`` returns no snapshot of this job is delivered
@@ -116,7 +116,7 @@ class Job:
 
     ``on_partial(progress)`` is called after each partition merges, with results;
     ``on_progress(progress)`` likewise but without results (cheap, for progress bars).
-    Both run in the job's collector thread and are registered before any task starts,
+    Both run in the job's thread and are registered before any task starts,
     so they see every partition, the last one included; the first call can come
     before ``Session.run`` has returned (a preview computed in this process).
     """
