@@ -66,6 +66,8 @@ setup(
         "numba>=0.58",
         "dask>=2024.1",
         "distributed>=2024.1",
+        # the embedded cluster's per-session TLS certificate (distributed.Security.temporary)
+        "cryptography>=41",
         "h5py>=3.8",
         "hdf5plugin>=4.1",
         "jsonschema>=4.17",

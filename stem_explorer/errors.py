@@ -41,6 +41,10 @@ class AnalysisError(StemExplorerError, ValueError):
     """Analysis parameters are invalid for the data set."""
 
 
+class OptionError(StemExplorerError, ValueError):
+    """An option (a count, a size in bytes, a time) is outside its allowed range."""
+
+
 class ClusterError(StemExplorerError, RuntimeError):
     """The dask cluster cannot be reached or went away."""
 

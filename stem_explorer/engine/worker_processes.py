@@ -1,0 +1,188 @@
+"""Embedded workers in processes of their own, started without the caller's script.
+
+A ``LocalCluster`` starts its worker processes with multiprocessing's *spawn*, which
+runs the caller's ``__main__`` again in every worker: a script without an ``if
+__name__ == "__main__":`` guard starts a second Session there, and a script read from
+stdin (``python - < script.py``) cannot be run again at all. Here each worker's nanny
+is a fresh interpreter started with ``python -c`` (:data:`BOOTSTRAP`), which imports
+only stem_explorer and dask; the nanny then forks its worker (a copy of a process that
+holds no user code and has nothing open, so fork is safe there, and the worker, and
+any restart of it after a crash, starts without importing anything again).
+
+:class:`NannyProcess` is the parent's side: a ``distributed.deploy.ProcessInterface``,
+the interface dask's ``SpecCluster`` starts and stops its workers through. The child's
+side is :func:`serve`. What the child needs (scheduler address, the worker's TLS key,
+options) arrives as one JSON line on its stdin, never on the command line or in the
+environment (both readable by other users or inherited further); the stdin pipe then
+stays open, and its end (the parent closed it, or died) tells the nanny to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Optional
+
+from distributed.deploy.spec import ProcessInterface
+
+from ..errors import ClusterError
+
+#: What the child interpreter runs: the parent's ``sys.path`` first (so workers import
+#: what the caller can, e.g. modules beside a script), then :func:`serve`.
+BOOTSTRAP = (
+    "import json, sys; spec = json.loads(sys.stdin.readline()); sys.path[:] = spec['sys_path']; "
+    "from stem_explorer.engine.worker_processes import serve; serve(spec)"
+)
+
+#: Seconds a nanny may take to start its worker (an interpreter start and imports:
+#: about 1.5 s on an idle machine, many times that on a loaded one).
+START_TIMEOUT = 120.0
+
+#: Seconds a nanny may take to stop once told to, before it is killed.
+CLOSE_TIMEOUT = 10.0
+
+#: How the nanny starts its worker: fork where the platform forks safely (Linux);
+#: elsewhere spawn, which runs this module's bootstrap again, never the caller's script.
+WORKER_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+class NannyProcess(ProcessInterface):
+    """A dask ``Nanny`` (and so a worker) in a child interpreter of its own.
+
+    Parameters
+    ----------
+    scheduler : str
+        The scheduler's address (``SpecCluster`` passes it).
+    name : str or int, optional
+        The worker's name.
+    nanny_options : dict
+        Keyword arguments of ``distributed.Nanny`` (JSON-able).
+    security : dict
+        The worker's TLS fields of a ``distributed.Security`` (PEM text), or empty.
+    config : dict
+        dask configuration set in the child before the nanny starts.
+    env : dict
+        Variables added to the child's environment (read when it starts, e.g. glibc's
+        malloc settings, which the forked worker inherits).
+    """
+
+    def __init__(self, scheduler: str, name=None, *, nanny_options: dict, security: dict,
+                 config: dict, env: dict):
+        self.scheduler = scheduler
+        self.name = name
+        self.nanny_options = nanny_options
+        self.security = security
+        self.config = config
+        self.env = env
+        self.process: Optional[asyncio.subprocess.Process] = None
+        super().__init__(scheduler, name)
+
+    async def start(self) -> None:
+        ready_read, ready_write = os.pipe()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", BOOTSTRAP,
+                stdin=asyncio.subprocess.PIPE, env={**os.environ, **self.env}, pass_fds=(ready_write,),
+                # out of the terminal's process group: Ctrl-C goes to the caller, who
+                # stops the cluster (or dies, which closes the pipe)
+                start_new_session=True,
+            )
+        finally:
+            os.close(ready_write)
+        spec = {
+            "sys_path": sys.path, "scheduler": self.scheduler, "name": self.name, "ready_fd": ready_write,
+            "nanny_options": self.nanny_options, "security": self.security, "config": self.config,
+        }
+        try:
+            self.process.stdin.write(json.dumps(spec).encode() + b"\n")
+            await self.process.stdin.drain()
+        except ConnectionError:  # it died at once: its report says so
+            pass
+        report = await _read_report(ready_read, START_TIMEOUT)
+        if "address" not in report:
+            await self._stop()
+            raise ClusterError(
+                f"an embedded worker did not start: {report.get('error', 'its process exited')} "
+                f"(exit code {self.process.returncode}; its log is above)"
+            )
+        self.address = report["address"]
+        await super().start()
+
+    async def close(self) -> None:
+        await self._stop()
+        await super().close()
+
+    async def _stop(self) -> None:
+        """End of stdin: the nanny closes its worker and exits; killed if it does not."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def _read_report(fd: int, timeout: float) -> dict:
+    """The child's one-line JSON report on the pipe ``fd``; ``{}`` if it closed the
+    pipe (exited) without one or took longer than ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), open(fd, "rb", 0))
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    except asyncio.TimeoutError:
+        return {"error": f"no answer within {timeout:g} s"}
+    finally:
+        transport.close()
+    return json.loads(line) if line.strip() else {}
+
+
+# -- the child's side -----------------------------------------------------------------------
+def serve(spec: dict) -> None:
+    """Run one nanny as ``spec`` says until stdin ends (the child's entry point)."""
+    import dask
+
+    # the nanny's level for the whole life of the process (its closing messages too)
+    logging.getLogger("distributed").setLevel(spec["nanny_options"].get("silence_logs") or logging.WARNING)
+    dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD, **spec["config"]})
+    report = os.fdopen(spec["ready_fd"], "w")
+    asyncio.run(_serve(spec, report))
+
+
+async def _serve(spec: dict, report) -> None:
+    from distributed import Nanny
+
+    stdin_closed = asyncio.get_running_loop().create_future()
+    _watch_stdin(stdin_closed)
+    try:
+        nanny = await Nanny(spec["scheduler"], name=spec["name"], security=spec["security"] or None,
+                            **spec["nanny_options"])
+    except Exception as exc:  # reported to the parent, which raises it
+        _send(report, {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    _send(report, {"address": nanny.address})
+    await asyncio.wait([stdin_closed, asyncio.ensure_future(nanny.finished())], return_when=asyncio.FIRST_COMPLETED)
+    await nanny.close()
+
+
+def _watch_stdin(closed: asyncio.Future) -> None:
+    """Resolve ``closed`` when stdin reaches its end (read on the event loop: no thread,
+    so the nanny has no other thread when it forks its worker)."""
+
+    class Watcher(asyncio.Protocol):
+        def connection_lost(self, exc):
+            if not closed.done():
+                closed.set_result(None)
+
+    asyncio.ensure_future(asyncio.get_running_loop().connect_read_pipe(Watcher, sys.stdin.buffer))
+
+
+def _send(report, message: dict) -> None:
+    report.write(json.dumps(message) + "\n")
+    report.close()
+
