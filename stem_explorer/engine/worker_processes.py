@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Optional
 
@@ -86,10 +87,10 @@ class NannyProcess(ProcessInterface):
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", BOOTSTRAP,
                 stdin=asyncio.subprocess.PIPE, env={**os.environ, **self.env}, pass_fds=(ready_write,),
-                # out of the terminal's process group: Ctrl-C goes to the caller, who
-                # stops the cluster (or dies, which closes the pipe)
-                start_new_session=True,
             )
+        except BaseException:
+            os.close(ready_read)
+            raise
         finally:
             os.close(ready_write)
         spec = {
@@ -147,6 +148,10 @@ def serve(spec: dict) -> None:
     """Run one nanny as ``spec`` says until stdin ends (the child's entry point)."""
     import dask
 
+    # Ctrl-C in a terminal reaches the whole foreground process group: the caller stops
+    # the cluster (or dies, which closes our stdin). A handler, not SIG_IGN, so that
+    # programs the worker runs get the default again.
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     # the nanny's level for the whole life of the process (its closing messages too)
     logging.getLogger("distributed").setLevel(spec["nanny_options"].get("silence_logs") or logging.WARNING)
     dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD, **spec["config"]})
