@@ -105,9 +105,9 @@ class Session:
         elif address is not None:
             self.client = connect(address, timeout)
         else:
+            self._cluster = start_local_cluster(n_workers, dashboard=dashboard)  # before dask's import
             from distributed import Client
 
-            self._cluster = start_local_cluster(n_workers, dashboard=dashboard)
             self.client = Client(self._cluster, timeout=timeout)
         self._lock = threading.Lock()
         self._current: Optional[Job] = None

@@ -8,6 +8,7 @@ from typing import Optional
 
 from .._options import whole_number
 from ..errors import ClusterError
+from .interpreters import Interpreters
 from .locality import worker_addresses
 
 _logger = logging.getLogger(__name__)
@@ -85,19 +86,35 @@ def start_local_cluster(n_workers: Optional[int] = None, *, memory_limit="auto",
     distributed.SpecCluster
         ``Client(cluster)`` connects with the cluster's certificate.
     """
+    n = default_n_workers() if n_workers is None else check_n_workers(n_workers)
+    # the workers' interpreters first: they import while this process imports dask
+    interpreters = Interpreters(n, {**WORKER_ENV, **WORKER_MALLOC})
+    try:
+        return _spec_cluster(interpreters, n, memory_limit, dashboard)
+    except (RuntimeError, OSError) as exc:
+        raise ClusterError(
+            f"the embedded dask cluster did not start ({exc}); see the log above, or start a "
+            f"cluster of your own and pass its address"
+        ) from exc
+    finally:
+        interpreters.close()  # those not taken: none unless the start failed
+
+
+def _spec_cluster(interpreters: Interpreters, n: int, memory_limit, dashboard: bool):
     import dask
     from distributed import Scheduler, SpecCluster
     from distributed.security import Security
     from distributed.worker_memory import parse_memory_limit
 
-    from .worker_processes import NannyProcess
+    from .worker_processes import NannyProcess, load_tls_defaults
 
-    n = default_n_workers() if n_workers is None else check_n_workers(n_workers)
     security = Security.temporary()
+    load_tls_defaults()  # while the workers' interpreters import
     http = {} if dashboard else {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
     worker = {
         "cls": NannyProcess,
         "options": {
+            "interpreters": interpreters,
             "nanny_options": {
                 "host": "127.0.0.1", "nthreads": 1, "memory_limit": parse_memory_limit(memory_limit, 1, n, logger=_logger),
                 "silence_logs": logging.ERROR, "preload": [WORKER_PRELOAD],
@@ -107,7 +124,6 @@ def start_local_cluster(n_workers: Optional[int] = None, *, memory_limit="auto",
                 "tls_worker_key": security.tls_worker_key, "tls_worker_cert": security.tls_worker_cert,
             },
             "config": {**http, **{f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC.items()}},
-            "env": {**WORKER_ENV, **WORKER_MALLOC},
         },
     }
     scheduler = {
@@ -115,15 +131,9 @@ def start_local_cluster(n_workers: Optional[int] = None, *, memory_limit="auto",
         "options": {"host": "127.0.0.1", "port": 0, "security": security, "dashboard": dashboard,
                     "dashboard_address": "127.0.0.1:0"},
     }
-    try:
-        with dask.config.set(http):  # the scheduler reads its routes when it is made
-            return SpecCluster(workers={i: worker for i in range(n)}, scheduler=scheduler, worker=worker,
-                               security=security, silence_logs=logging.ERROR, name="stem_explorer")
-    except (RuntimeError, OSError) as exc:
-        raise ClusterError(
-            f"the embedded dask cluster did not start ({exc}); see the log above, or start a "
-            f"cluster of your own and pass its address"
-        ) from exc
+    with dask.config.set(http):  # the scheduler reads its routes when it is made
+        return SpecCluster(workers={i: worker for i in range(n)}, scheduler=scheduler, worker=worker,
+                           security=security, silence_logs=logging.ERROR, name="stem_explorer")
 
 
 def connect(address: str, timeout: float = 10.0):

@@ -4,15 +4,15 @@ A ``LocalCluster`` starts its worker processes with multiprocessing's *spawn*, w
 runs the caller's ``__main__`` again in every worker: a script without an ``if
 __name__ == "__main__":`` guard starts a second Session there, and a script read from
 stdin (``python - < script.py``) cannot be run again at all. Here each worker's nanny
-is a fresh interpreter started with ``python -c`` (:data:`BOOTSTRAP`), which imports
-only stem_explorer and dask; the nanny then forks its worker (a copy of a process that
-holds no user code and has nothing open, so fork is safe there, and the worker, and
-any restart of it after a crash, starts without importing anything again).
+runs in a fresh interpreter (:mod:`.interpreters`, started with ``python -c``), which
+imports only stem_explorer and dask; the nanny then forks its worker (a copy of a small
+process that holds no user code and has no files open, and the worker, and any
+restart of it after a crash, starts without importing anything again).
 
 :class:`NannyProcess` is the parent's side: a ``distributed.deploy.ProcessInterface``,
 the interface dask's ``SpecCluster`` starts and stops its workers through. The child's
 side is :func:`serve`. What the child needs (scheduler address, the worker's TLS key,
-options) arrives as one JSON line on its stdin, never on the command line or in the
+options) arrives as JSON lines on its stdin, never on the command line or in the
 environment (both readable by other users or inherited further); the stdin pipe then
 stays open, and its end (the parent closed it, or died) tells the nanny to stop.
 """
@@ -24,19 +24,14 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from typing import Optional
 
 from distributed.deploy.spec import ProcessInterface
 
 from ..errors import ClusterError
-
-#: What the child interpreter runs: the parent's ``sys.path`` first (so workers import
-#: what the caller can, e.g. modules beside a script), then :func:`serve`.
-BOOTSTRAP = (
-    "import json, sys; spec = json.loads(sys.stdin.readline()); sys.path[:] = spec['sys_path']; "
-    "from stem_explorer.engine.worker_processes import serve; serve(spec)"
-)
+from .interpreters import Interpreters
 
 #: Seconds a nanny may take to start its worker (an interpreter start and imports:
 #: about 1.5 s on an idle machine, many times that on a loaded one).
@@ -46,7 +41,8 @@ START_TIMEOUT = 120.0
 CLOSE_TIMEOUT = 10.0
 
 #: How the nanny starts its worker: fork where the platform forks safely (Linux);
-#: elsewhere spawn, which runs this module's bootstrap again, never the caller's script.
+#: elsewhere spawn, which in a nanny's process has no script to run again (its main
+#: is ``python -c``).
 WORKER_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
@@ -59,50 +55,35 @@ class NannyProcess(ProcessInterface):
         The scheduler's address (``SpecCluster`` passes it).
     name : str or int, optional
         The worker's name.
+    interpreters : Interpreters
+        Where the child interpreter comes from.
     nanny_options : dict
         Keyword arguments of ``distributed.Nanny`` (JSON-able).
     security : dict
         The worker's TLS fields of a ``distributed.Security`` (PEM text), or empty.
     config : dict
         dask configuration set in the child before the nanny starts.
-    env : dict
-        Variables added to the child's environment (read when it starts, e.g. glibc's
-        malloc settings, which the forked worker inherits).
     """
 
-    def __init__(self, scheduler: str, name=None, *, nanny_options: dict, security: dict,
-                 config: dict, env: dict):
+    def __init__(self, scheduler: str, name=None, *, interpreters: Interpreters, nanny_options: dict,
+                 security: dict, config: dict):
         self.scheduler = scheduler
         self.name = name
+        self.interpreters = interpreters
         self.nanny_options = nanny_options
         self.security = security
         self.config = config
-        self.env = env
-        self.process: Optional[asyncio.subprocess.Process] = None
+        self.process: Optional[subprocess.Popen] = None
         super().__init__(scheduler, name)
 
     async def start(self) -> None:
-        ready_read, ready_write = os.pipe()
-        try:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", BOOTSTRAP,
-                stdin=asyncio.subprocess.PIPE, env={**os.environ, **self.env}, pass_fds=(ready_write,),
-            )
-        except BaseException:
-            os.close(ready_read)
-            raise
-        finally:
-            os.close(ready_write)
-        spec = {
-            "sys_path": sys.path, "scheduler": self.scheduler, "name": self.name, "ready_fd": ready_write,
-            "nanny_options": self.nanny_options, "security": self.security, "config": self.config,
-        }
-        try:
-            self.process.stdin.write(json.dumps(spec).encode() + b"\n")
-            await self.process.stdin.drain()
-        except ConnectionError:  # it died at once: its report says so
-            pass
-        report = await _read_report(ready_read, START_TIMEOUT)
+        interpreter = self.interpreters.take()
+        self.process = interpreter.process
+        interpreter.send({
+            "scheduler": self.scheduler, "name": self.name, "nanny_options": self.nanny_options,
+            "security": self.security, "config": self.config,
+        })
+        report = await _read_report(interpreter.report, START_TIMEOUT)
         if "address" not in report:
             await self._stop()
             raise ClusterError(
@@ -118,19 +99,35 @@ class NannyProcess(ProcessInterface):
 
     async def _stop(self) -> None:
         """End of stdin: the nanny closes its worker and exits; killed if it does not."""
-        if self.process is None or self.process.returncode is not None:
+        if self.process is None or self.process.poll() is not None:
             return
         self.process.stdin.close()
+        wait = asyncio.get_running_loop().run_in_executor(None, self.process.wait)
         try:
-            await asyncio.wait_for(self.process.wait(), CLOSE_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(wait), CLOSE_TIMEOUT)
         except asyncio.TimeoutError:
             self.process.kill()
-            await self.process.wait()
+            await wait
+
+
+def load_tls_defaults() -> None:
+    """Load now what tornado loads, in the event loop, for the first TLS connection a
+    process accepts: a default client context, with the system's CA bundle (about
+    25 ms on an idle machine, far more on a busy one), though an accepted socket is
+    already wrapped with the cluster's own context. Done ahead in the scheduler's
+    process, and in each nanny before it forks its worker, it no longer stalls the
+    scheduler while workers register, nor a worker's first result. (A private function
+    of tornado's: if it goes, only this saving goes.)"""
+    from tornado import netutil
+
+    defaults = getattr(netutil, "_client_ssl_defaults", None)
+    if defaults is not None:
+        defaults()
 
 
 async def _read_report(fd: int, timeout: float) -> dict:
-    """The child's one-line JSON report on the pipe ``fd``; ``{}`` if it closed the
-    pipe (exited) without one or took longer than ``timeout`` s."""
+    """The child's one-line JSON report on the pipe ``fd`` (closed after); ``{}`` if
+    it closed the pipe (exited) without one or took longer than ``timeout`` s."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), open(fd, "rb", 0))
@@ -144,8 +141,13 @@ async def _read_report(fd: int, timeout: float) -> dict:
 
 
 # -- the child's side -----------------------------------------------------------------------
-def serve(spec: dict) -> None:
-    """Run one nanny as ``spec`` says until stdin ends (the child's entry point)."""
+def serve(report_fd: int) -> None:
+    """Run one nanny as the second line on stdin says, until stdin ends (the child's
+    entry point); report its address, or why it did not start, on ``report_fd``."""
+    line = sys.stdin.readline()
+    if not line:  # the cluster closed before it needed this interpreter
+        return
+    spec = json.loads(line)
     import dask
 
     # Ctrl-C in a terminal reaches the whole foreground process group: the caller stops
@@ -155,7 +157,9 @@ def serve(spec: dict) -> None:
     # the nanny's level for the whole life of the process (its closing messages too)
     logging.getLogger("distributed").setLevel(spec["nanny_options"].get("silence_logs") or logging.WARNING)
     dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD, **spec["config"]})
-    report = os.fdopen(spec["ready_fd"], "w")
+    report = os.fdopen(report_fd, "w")
+    if spec["security"]:
+        load_tls_defaults()
     asyncio.run(_serve(spec, report))
 
 
@@ -176,8 +180,8 @@ async def _serve(spec: dict, report) -> None:
 
 
 def _watch_stdin(closed: asyncio.Future) -> None:
-    """Resolve ``closed`` when stdin reaches its end (read on the event loop: no thread,
-    so the nanny has no other thread when it forks its worker)."""
+    """Resolve ``closed`` when stdin reaches its end (watched by the event loop, not a
+    thread of ours, so there is one thread fewer when the nanny forks its worker)."""
 
     class Watcher(asyncio.Protocol):
         def connection_lost(self, exc):
