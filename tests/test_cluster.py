@@ -17,6 +17,7 @@ import pytest
 
 from other_user import other_user  # noqa: F401  (fixture)
 from stem_explorer import Session, VirtualDetector, masks
+from stem_explorer.errors import ClusterError
 from stem_explorer.sample import make_sample
 
 pytestmark = pytest.mark.cluster
@@ -88,6 +89,36 @@ def test_worker_processes_end_with_a_killed_script(script_dir):
     while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
         assert time.monotonic() < deadline, f"still running after their script was killed: {pids}"
         time.sleep(0.2)
+
+
+def test_script_that_never_closes_its_session_exits_cleanly(script_dir):
+    (script_dir / "open.py").write_text(textwrap.dedent("""\
+        import json, psutil
+        import stem_explorer as se
+        session = se.Session("data.h5", n_workers=2)
+        print(json.dumps([p.pid for p in psutil.Process().children(recursive=True)]))
+        """))
+    done = _run_python(["open.py"], script_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Exception" not in done.stderr, done.stderr[-3000:]
+    pids = json.loads(done.stdout)
+    deadline = time.monotonic() + 60
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids):
+        assert time.monotonic() < deadline, f"still running after their script ended: {pids}"
+        time.sleep(0.2)
+
+
+def test_a_worker_that_cannot_start_is_a_clear_error_at_once(sample, monkeypatch):
+    from stem_explorer.engine import interpreters
+
+    monkeypatch.setattr(interpreters, "BOOTSTRAP", "import sys; sys.exit(3)")  # dies at start
+    before = set(psutil.Process().children(recursive=True))
+    start = time.monotonic()
+    message = r"^an embedded worker did not start: its process exited \(exit code 3\); see its log"
+    with pytest.raises(ClusterError, match=message):
+        Session(sample, n_workers=2)
+    assert time.monotonic() - start < 60
+    assert set(psutil.Process().children(recursive=True)) <= before
 
 
 def _listening_ports(process: psutil.Process) -> set:

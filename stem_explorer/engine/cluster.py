@@ -91,6 +91,8 @@ def start_local_cluster(n_workers: Optional[int] = None, *, memory_limit="auto",
     interpreters = Interpreters(n, {**WORKER_ENV, **WORKER_MALLOC})
     try:
         return _spec_cluster(interpreters, n, memory_limit, dashboard)
+    except ClusterError:  # a worker's, which says what happened
+        raise
     except (RuntimeError, OSError) as exc:
         raise ClusterError(
             f"the embedded dask cluster did not start ({exc}); see the log above, or start a "
@@ -116,8 +118,8 @@ def _spec_cluster(interpreters: Interpreters, n: int, memory_limit, dashboard: b
         "options": {
             "interpreters": interpreters,
             "nanny_options": {
-                "host": "127.0.0.1", "nthreads": 1, "memory_limit": parse_memory_limit(memory_limit, 1, n, logger=_logger),
-                "silence_logs": logging.ERROR, "preload": [WORKER_PRELOAD],
+                "host": "127.0.0.1", "nthreads": 1, "preload": [WORKER_PRELOAD], "silence_logs": logging.ERROR,
+                "memory_limit": parse_memory_limit(memory_limit, 1, n, logger=_logger),
             },
             "security": {
                 "require_encryption": True, "tls_ca_file": security.tls_ca_file,

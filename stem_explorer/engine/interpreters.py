@@ -48,7 +48,7 @@ class Interpreter:
         finally:
             os.close(child_end)
         self.report = report
-        self.send(sys.path)
+        self.send([str(entry) for entry in sys.path])  # may hold Path objects
 
     def send(self, message) -> None:
         """One JSON line to its stdin (a few kB: the pipe takes it without blocking)."""

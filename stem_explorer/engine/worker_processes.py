@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Optional
 
 from distributed.deploy.spec import ProcessInterface
@@ -37,8 +38,10 @@ from .interpreters import Interpreters
 #: about 1.5 s on an idle machine, many times that on a loaded one).
 START_TIMEOUT = 120.0
 
-#: Seconds a nanny may take to stop once told to, before it is killed.
+#: Seconds a nanny may take to stop once told to, before it is killed, and between
+#: looks at whether it has.
 CLOSE_TIMEOUT = 10.0
+CLOSE_POLL = 0.02
 
 #: How the nanny starts its worker: fork where the platform forks safely (Linux);
 #: elsewhere spawn, which in a nanny's process has no script to run again (its main
@@ -88,7 +91,8 @@ class NannyProcess(ProcessInterface):
             await self._stop()
             raise ClusterError(
                 f"an embedded worker did not start: {report.get('error', 'its process exited')} "
-                f"(exit code {self.process.returncode}; its log is above)"
+                f"(exit code {self.process.returncode}); see its log above, or start a cluster of "
+                f"your own and pass its address"
             )
         self.address = report["address"]
         await super().start()
@@ -102,12 +106,14 @@ class NannyProcess(ProcessInterface):
         if self.process is None or self.process.poll() is not None:
             return
         self.process.stdin.close()
-        wait = asyncio.get_running_loop().run_in_executor(None, self.process.wait)
-        try:
-            await asyncio.wait_for(asyncio.shield(wait), CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
+        # polled: no thread to wait in (at interpreter exit, when dask closes clusters
+        # left open, no new thread may start)
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while self.process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(CLOSE_POLL)
+        if self.process.poll() is None:
             self.process.kill()
-            await wait
+            self.process.wait()
 
 
 def load_tls_defaults() -> None:
