@@ -79,6 +79,8 @@ def _remote_error(status: int, body: bytes, what: str) -> DataSetError:
     try:
         remote = json.loads(body)["RemoteException"]
         kind, message = remote.get("exception", "?"), remote.get("message", "")
+        # some servers append the Java stack trace: the user needs the first lines only
+        message = " ".join(message.split("\n\tat ")[0].split())
     except (ValueError, KeyError, TypeError):
         kind, message = f"HTTP {status}", body[:300].decode("utf-8", "replace")
     if kind == "FileNotFoundException" or status == 404:
