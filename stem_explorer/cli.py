@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HDFS blocks per partition file (default 1)")
     p.add_argument("--replication", type=int, help="HDFS replicas per block (default: the cluster's)")
     p.add_argument("--webhdfs", metavar="HOST:PORT", help="the NameNode's WebHDFS address, when the Hadoop configuration does not say")
-    p.add_argument("--overwrite", action="store_true", help="discard what DEST holds (default: resume)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the data set or unfinished ingestion DEST holds; other files stay (default: resume)")
     p.add_argument("--workers", type=int, help="worker processes of the embedded cluster (default: one per core)")
     p.add_argument("--address", help="scheduler address (tcp://host:port) of an existing dask cluster")
     p.add_argument("-q", "--quiet", action="store_true")

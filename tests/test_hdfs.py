@@ -303,10 +303,14 @@ def ingest_attempts(client) -> Counter:
     return client.run_on_scheduler(count)
 
 
-def test_an_hdfs_refusal_fails_the_ingestion_at_once(hdfs, hdfs_client, source):
+@pytest.mark.parametrize("partition_bytes", [MiB, 8 * MiB])  # 8 MiB: refused while it uploads
+def test_an_hdfs_refusal_fails_the_ingestion_at_once(hdfs, hdfs_client, source, partition_bytes):
+    url = hdfs.url(f"/tests/refused-{partition_bytes}")
     before = ingest_attempts(hdfs_client)
     with pytest.raises(DataSetError, match=r"CREATE .*Requested replication 1000 exceeds maximum 512$"):
-        ingest_copy(hdfs, hdfs_client, source, "refused", replication=1000)  # above dfs.replication.max
+        # above dfs.replication.max
+        se.ingest(source[0], url, client=hdfs_client, partition_bytes=partition_bytes, replication=1000,
+                  progress=False)
     wait_idle(hdfs_client)
     started = ingest_attempts(hdfs_client) - before
     assert started and set(started.values()) == {1}, started

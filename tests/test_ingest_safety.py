@@ -3,7 +3,6 @@ real CLI processes), only its own files deleted, no source overwritten by itself
 deterministic task errors not retried, and clear errors for a full file system or a
 destination that is a file (the full file system is a real tmpfs)."""
 
-import json
 import os
 import re
 import signal
@@ -236,6 +235,24 @@ def test_a_task_error_that_cannot_pass_on_retry_fails_the_job_at_once(client, tm
         return Counter(k for k in starts if k.startswith("stem-explorer-ingest-"))
 
     assert set(client.run_on_scheduler(attempts).values()) == {1}
+
+
+def test_the_tasks_of_a_lost_worker_run_again(client, tmp_path):
+    src, data = npy(tmp_path, "a.npy", 64 * 16, seed=4)
+    dest = tmp_path / "dest"
+    pids = client.run(os.getpid)
+    killed = []
+
+    def kill_a_worker(record):
+        if not killed:
+            worker, pid = next(iter(pids.items()))
+            os.kill(pid, signal.SIGKILL)  # its nanny starts a new one
+            killed.append(worker)
+
+    ds = ingest(src, dest, client, on_file=kill_a_worker)
+    assert killed and ds.metadata["ingested"]["written"] == 64
+    assert verify(dest)["files"] == 64 and np.array_equal(ds.read_frames(0, ds.n_frames), data)
+    client.wait_for_workers(2, timeout=60)
 
 
 # -- 20.13: clear errors for a full file system, a destination that is a file --------------

@@ -40,7 +40,8 @@ from .base import DataSet, Partition
 from .hdfs.config import is_hdfs_url
 from .hdfs.store import HdfsStore
 from .ingest_lock import new_token
-from .ingest_task import JOURNAL, STAGING, TaskFailure, lost_destination, owns, write_partition
+from .ingest_task import (JOURNAL, STAGING, TaskFailure, lost_destination, owns, parse_journal_entry,
+                          write_partition)
 from .local_store import LocalStore
 from .open import open_dataset
 from .partitioned.sidecar import FORMAT_NAME, FORMAT_VERSION, SIDECAR_NAME, validate_sidecar
@@ -97,17 +98,6 @@ def plan_ingest(ds: DataSet, partition_bytes: int = INGEST_PARTITION_BYTES, bloc
     return IngestPlan(per_file, block, files)
 
 
-def _parse_entry(entry: str) -> Optional[dict]:
-    fields = entry.split("~")
-    if len(fields) != 5 or not fields[0].startswith("part-"):
-        return None
-    try:
-        return {"file": fields[0], "start": int(fields[1]), "stop": int(fields[2]),
-                "bytes": int(fields[3]), "sha256": fields[4]}
-    except ValueError:
-        return None
-
-
 def _listed(doc: Optional[dict]) -> dict:
     """The partition records of a sidecar by file name (plain names only: a name with a
     folder in it is nothing ingestion wrote)."""
@@ -121,7 +111,7 @@ def _ours(store, sidecar: Optional[dict]) -> dict:
     the journal's."""
     records = {**_listed(store.read_json(PUBLISHED_NAME)), **_listed(sidecar)}
     for entry in store.names(JOURNAL):
-        record = _parse_entry(entry)
+        record = parse_journal_entry(entry)
         if record is not None:
             records[record["file"]] = record
     return records
@@ -145,7 +135,8 @@ def _check_journal(store) -> Optional[dict]:
     that has no plan yet)."""
     plan = store.read_json(PLAN_NAME)
     if plan is None:
-        foreign = [n for n in store.names(JOURNAL) if n not in ("tmp", "published.json") and _parse_entry(n) is None]
+        allowed = ("tmp", "published.json")
+        foreign = [n for n in store.names(JOURNAL) if n not in allowed and parse_journal_entry(n) is None]
         if foreign:
             raise DataSetError(
                 f"{store.path(JOURNAL)} is not an ingestion journal (it has no plan.json but holds "

@@ -71,6 +71,18 @@ def journal_entry(record: dict) -> str:
     return "~".join(str(record[k]) for k in ("file", "start", "stop", "bytes", "sha256"))
 
 
+def parse_journal_entry(entry: str) -> Optional[dict]:
+    """The record of :func:`journal_entry`'s folder name, None for any other name."""
+    fields = entry.split("~")
+    if len(fields) != 5 or not fields[0].startswith("part-"):
+        return None
+    try:
+        return {"file": fields[0], "start": int(fields[1]), "stop": int(fields[2]),
+                "bytes": int(fields[3]), "sha256": fields[4]}
+    except ValueError:
+        return None
+
+
 def _portable(exc: BaseException) -> BaseException:
     """``exc``, or a DataSetError with its text when it would not survive pickling."""
     try:

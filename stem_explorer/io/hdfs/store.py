@@ -51,8 +51,8 @@ class HdfsStore:
         holds it, on the same NameNode."""
         if not is_hdfs_url(source):
             return False
-        other = webhdfs_for(parse_url(source))
-        return _same_endpoint(other.namenode, self.client.namenode) and paths_overlap(parse_url(source).path, self.url.path)
+        url = parse_url(source)
+        return _same_endpoint(webhdfs_for(url).namenode, self.client.namenode) and paths_overlap(url.path, self.url.path)
 
     def min_block_bytes(self) -> int:
         """The smallest block size the NameNode accepts (``dfs.namenode.fs-limits.min-block-size``)."""

@@ -361,7 +361,10 @@ class WebHDFS:
                 resp = conn.getresponse()
                 body = resp.read()
             except CONNECTION_ERRORS:
+                refusal = _early_answer(conn) if sent is not None else None
                 _drop_connection(address)
+                if refusal is not None and refusal[0] != 201:
+                    raise _remote_error(*refusal, f"WebHDFS CREATE {path} (DataNode {address})") from None
                 if sent is not None or attempt == last:  # bytes are gone: the caller retries
                     raise
                 excluded.append(address.rsplit(":", 1)[0])
@@ -371,6 +374,17 @@ class WebHDFS:
             if resp.status != 201:
                 raise _remote_error(resp.status, body, f"WebHDFS CREATE {path} (DataNode {address})")
             return
+
+
+def _early_answer(conn: http.client.HTTPConnection) -> Optional[tuple[int, bytes]]:
+    """The status and body a DataNode sent before it closed an upload it refused (it
+    answers as soon as HDFS refuses the file, without reading the body, so the refusal
+    reaches us as a broken pipe); None when nothing arrived."""
+    try:
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except (*CONNECTION_ERRORS, http.client.HTTPException):
+        return None
 
 
 class ReadStream:
