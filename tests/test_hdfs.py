@@ -322,6 +322,8 @@ def test_an_hdfs_data_set_is_not_ingested_into_itself(hdfs, hdfs_client, ingeste
     for dest in (ingested, ingested + "/sub", webhdfs_url):
         with pytest.raises(DataSetError, match="overlap.*choose a destination outside"):
             se.ingest(ingested, dest, client=hdfs_client, overwrite=True, progress=False)
+    with pytest.raises(DataSetError, match=r"dataset\.json is a file; pass a folder"):
+        se.ingest(ingested, ingested + "/dataset.json", client=hdfs_client, progress=False)
     assert verify(ingested)["files"] == 8
 
 

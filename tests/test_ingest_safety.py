@@ -82,7 +82,7 @@ def signal_tree(proc, sig) -> list:
 
 # -- 20.1: one ingestion per destination ---------------------------------------------------
 def test_a_second_cli_ingest_is_refused_while_the_first_runs(tmp_path):
-    a_src, a_data = npy(tmp_path, "a.npy", 64 * 16, seed=1)  # 64 files
+    a_src, a_data = npy(tmp_path, "a.npy", 128 * 16, seed=1)  # 128 files
     b_src, _b = npy(tmp_path, "b.npy", 40 * 16, seed=2)
     dest = tmp_path / "dest"
     a = cli("ingest", a_src, dest, "--partition-bytes", PART, "--workers", "1", "-q")
@@ -102,8 +102,8 @@ def test_a_second_cli_ingest_is_refused_while_the_first_runs(tmp_path):
     out, err = a.communicate(timeout=120)
     assert a.returncode == 0, err
     ds = se.open_dataset(dest, verify="full")
-    assert ds.n_frames == 64 * 16 and np.array_equal(ds.read_frames(0, ds.n_frames), a_data)
-    assert sorted(os.listdir(dest)) == [".ingest.lock", "dataset.json"] + [f"part-{i:05d}.raw" for i in range(64)]
+    assert ds.n_frames == 128 * 16 and np.array_equal(ds.read_frames(0, ds.n_frames), a_data)
+    assert sorted(os.listdir(dest)) == [".ingest.lock", "dataset.json"] + [f"part-{i:05d}.raw" for i in range(128)]
 
 
 def test_the_lock_of_a_killed_ingestion_is_stale(tmp_path):
@@ -114,7 +114,10 @@ def test_the_lock_of_a_killed_ingestion_is_stale(tmp_path):
     children = psutil.Process(a.pid).children(recursive=True)
     a.kill()
     a.wait()
-    psutil.wait_procs(children, timeout=60)  # its cluster goes with it
+    _gone, alive = psutil.wait_procs(children, timeout=60)  # its cluster goes with it
+    for child in alive:
+        child.kill()
+    assert not alive, f"the killed ingestion's cluster outlived it: {alive}"
     b = cli("ingest", src, dest, "--partition-bytes", PART, "--workers", "1", "-q")
     out, err = b.communicate(timeout=120)
     assert b.returncode == 0, err

@@ -240,7 +240,8 @@ def _write_all(client, ds: DataSet, store, plan: IngestPlan, todo: list, replica
     with tqdm(total=total, initial=done_bytes, unit="B", unit_scale=True, disable=not progress,
               desc=f"ingest -> {store}") as bar:
         try:
-            for _future, result in as_completed(futures, loop=client.loop, with_results=True):
+            for future, result in as_completed(futures, loop=client.loop, with_results=True):
+                future.release()  # done: a worker lost later must not run it (and rewrite the file) again
                 if isinstance(result, TaskFailure):
                     raise result.error
                 written[result.record["file"]] = result
@@ -253,6 +254,16 @@ def _write_all(client, ds: DataSet, store, plan: IngestPlan, todo: list, replica
     return written
 
 
+def _same_bytes(store, record: dict) -> bool:
+    """Whether a file written anew since it was recorded holds the recorded bytes (a
+    task dask ran twice, as it does when a worker is lost before its result arrived).
+    Read by the client, but only for such files."""
+    try:
+        return store.sha256(record["file"], record["bytes"]) == record["sha256"]
+    except (OSError, DataSetError):
+        return False
+
+
 def _publish(store, ds: DataSet, plan: IngestPlan, records: dict, file_ids: dict, metadata: dict,
              token: str) -> None:
     """Write ``dataset.json`` atomically, then drop the journal. Only while this run
@@ -260,7 +271,8 @@ def _publish(store, ds: DataSet, plan: IngestPlan, records: dict, file_ids: dict
     if not owns(store, token):
         raise lost_destination(store)
     now = store.file_ids()
-    replaced = [name for name, _a, _b in plan.files if now.get(name) != file_ids[name]]
+    replaced = [name for name, _a, _b in plan.files if now.get(name) != file_ids[name]
+                and not _same_bytes(store, records[name])]
     if replaced:
         raise DataSetError(
             f"{store.path(replaced[0])} was replaced by another process during this ingestion, so "
