@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import stat
 from collections import OrderedDict
 from typing import Optional, Sequence
 
@@ -81,11 +82,17 @@ def check_file_size(
     """Raise :class:`FormatError` unless ``path`` holds exactly ``needed`` bytes (or at
     least that many with ``allow_trailing``). ``layout`` describes what needs them."""
     try:
-        size = os.stat(path).st_size
+        info = os.stat(path)
     except FileNotFoundError:
         raise DataSetNotFoundError(
             f"file {path!r} does not exist; check the path"
         ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DataSetError(
+            f"{path!r} is a folder or special file, not a regular file: {layout} is read "
+            f"from a file; pass the data file's path"
+        )
+    size = info.st_size
     if size < needed:
         raise FormatError(
             f"file {path!r} is {size} bytes but {layout} needs {needed} bytes: it is "
