@@ -610,14 +610,59 @@ def test_hdf5_layouts_autopick(tmp_path, layout, dtype):
     check_dataset(ds, data, "hdf5", mapped=layout != "fpd")
 
 
-def test_fpd_five_dimensional_is_refused(tmp_path):
-    path = tmp_path / "fpd5.hdf5"
+def write_fpd5(path, data, *, chunked=True):
+    """fpd's 5-D form of ``data`` ``(scan_y, scan_x, channels, det_y, det_x)``: one frame
+    per Merlin colour channel (counter) at each position; Exposure/Threshold and the
+    sum image carry the channel axis last, as fpd writes them."""
     with h5py.File(path, "w") as f:
-        f.create_dataset("fpd_expt/fpd_data/data", data=np.zeros((2, 3, 1, 4, 4), "u2"))
-        f.create_dataset("fpd_expt/Exposure/data", data=np.ones((2, 3, 1)))
-        f.create_dataset("fpd_expt/Threshold/data", data=np.ones((2, 3, 1)))
-    with pytest.raises(DataSetError, match="5-D"):
+        expt = f.create_group("fpd_expt")
+        chunks = (1, 2, 1) + data.shape[3:] if chunked else None
+        expt.create_dataset("fpd_data/data", data=data, chunks=chunks)
+        expt.create_dataset("fpd_sum_im/data", data=np.moveaxis(data.sum(axis=(3, 4)), 2, -1))
+        for name in ("Exposure", "Threshold"):
+            expt.create_dataset(f"{name}/data", data=np.ones(data.shape[:3]))
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_fpd_five_dimensional_singleton_is_squeezed(tmp_path, chunked):
+    data = make_frames(NAV, SIG, "uint16")
+    path = tmp_path / "fpd5.hdf5"
+    write_fpd5(path, data[:, :, None], chunked=chunked)
+    ds = open_dataset(path)
+    assert ds.metadata["dataset"] == "/fpd_expt/fpd_data/data"
+    assert ds.metadata["hdf5_shape"] == [*NAV, 1, *SIG]
+    assert ds.metadata["channel"] == 0
+    check_dataset(ds, data, "hdf5", mapped=not chunked)
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_fpd_several_frames_per_position(tmp_path, chunked):
+    """Two colour channels per position: refused with both ways out, then read as the
+    user picks: one channel, or every frame along a longer scan axis."""
+    data = make_frames(NAV + (2,), SIG, "uint16", seed=4)
+    path = tmp_path / "colour.hdf5"
+    write_fpd5(path, data, chunked=chunked)
+    with pytest.raises(DataSetError) as info:
         open_dataset(path)
+    message = str(info.value)
+    assert "2 frames per scan position" in message and str(path) in message
+    assert "channel=0" in message and f"nav_shape=({NAV[0]}, {NAV[1] * 2})" in message
+    for channel in (0, 1):
+        ds = open_dataset(path, channel=channel)
+        assert ds.metadata["channel"] == channel
+        check_dataset(ds, np.ascontiguousarray(data[:, :, channel]), "hdf5", mapped=not chunked)
+    ds = open_dataset(path, nav_shape=(NAV[0], NAV[1] * 2))
+    assert ds.metadata["channel"] is None
+    check_dataset(ds, data.reshape((NAV[0], NAV[1] * 2) + SIG), "hdf5", mapped=not chunked)
+    with pytest.raises(DataSetError, match="channel=2 is outside 0..1"):
+        open_dataset(path, channel=2)
+
+
+def test_channel_is_only_for_five_dimensional_data(tmp_path):
+    path = tmp_path / "four.h5"
+    write_fpd(path, make_frames(NAV, SIG, "uint16"))
+    with pytest.raises(DataSetError, match="channel=.*5-D"):
+        open_dataset(path, channel=0)
 
 
 # -- rosettasciio fallback ---------------------------------------------------------------------
@@ -632,3 +677,15 @@ def test_rsciio_missing_is_a_clear_error(tmp_path):
     with pytest.raises(FormatError, match=r"stem_explorer\[rsciio\].*GPL"):
         open_dataset(path, format="rsciio")
     assert find_reader(path).name == "blockfile"  # never picked by suffix
+
+
+def test_cli_info_takes_the_channel(tmp_path, capsys):
+    import json
+
+    from stem_explorer.cli import main
+
+    path = tmp_path / "colour.hdf5"
+    write_fpd5(path, make_frames(NAV + (3,), SIG, "uint16"))
+    assert main(["info", str(path), "--channel", "2", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["nav_shape"] == list(NAV) and info["metadata"]["channel"] == 2
