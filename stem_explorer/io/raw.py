@@ -29,6 +29,7 @@ __all__ = [
     "MappedFrameSource",
     "check_file_size",
     "map_frames",
+    "nav_shape_hint",
     "open_raw",
     "parse_dtype",
     "parse_shape",
@@ -57,6 +58,16 @@ def parse_shape(name: str, value, ndims: Sequence[int]) -> tuple[int, ...]:
             f"{name}=(256, 256)"
         )
     return shape
+
+
+def nav_shape_hint(n_frames: int) -> str:
+    """What to tell a user whose frames were read as a stack because nothing gave the
+    scan's shape (shown by ``stem-explorer info``)."""
+    return (
+        f"read as a stack of {n_frames} frames; if they are a 2-D scan, pass "
+        f"nav_shape=(rows, columns) whose product is {n_frames} (CLI: --nav-shape ROWS "
+        f"COLUMNS)"
+    )
 
 
 def parse_dtype(value) -> np.dtype:
