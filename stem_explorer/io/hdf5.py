@@ -35,9 +35,10 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from ..errors import DataSetError, DataSetNotFoundError, FormatError, StemExplorerError
 from .base import DataSet, FrameReader, FrameSource, Partition
 from .hdf5_scan import scan_shape
+from .hdf5_virtual import check_virtual_sources
 from .raw import MappedFrameSource, _check_range, map_frames
 from .registry import ReaderPlugin, register_reader
 
@@ -114,46 +115,58 @@ def _object_key(obj) -> tuple[int, int]:
     return (info.fileno, info.addr)
 
 
+#: what h5py raises for damaged metadata or a link it cannot follow
+_H5_ERRORS = (KeyError, OSError, RuntimeError, ValueError, TypeError)
+
+
 def _numeric_datasets(f: h5py.File, broken: Optional[list] = None) -> list:
     """Every ``(path, dataset)`` numeric and non-scalar reachable from ``f``, following
     soft and external links; an object reached by several paths is listed once.
-    Dangling external links are described in ``broken``."""
+    Dangling external links and entries that cannot be read (damaged metadata) are
+    described in ``broken``."""
     found, seen = [], set()
     broken = [] if broken is None else broken
 
     def walk(group, prefix):
-        for name in group:
+        try:
+            names = list(group)
+        except _H5_ERRORS as exc:
+            broken.append(f"{prefix or '/'} (group cannot be listed: {exc})")
+            return
+        for name in names:
             path = f"{prefix}/{name}"
             try:
                 obj = group[name]
-            except (KeyError, OSError, RuntimeError, ValueError):
+                key = None if obj is None else _object_key(obj)
+                numeric = isinstance(obj, h5py.Dataset) and _is_numeric(obj)
+            except _H5_ERRORS:
                 broken.append(_describe_link(group, name, path))
                 continue
-            if obj is None:
-                continue
-            key = _object_key(obj)
-            if key in seen:
+            if key is None or key in seen:
                 continue
             seen.add(key)
             if isinstance(obj, h5py.Group):
                 walk(obj, path)
-            elif (
-                isinstance(obj, h5py.Dataset)
-                and obj.shape is not None
-                and obj.ndim >= 1
-                and obj.dtype.kind in "biufc"
-                and obj.dtype.fields is None
-            ):
+            elif numeric:
                 found.append((path, obj))
 
     walk(f, "")
     return found
 
 
+def _is_numeric(dset: h5py.Dataset) -> bool:
+    return (
+        dset.shape is not None
+        and dset.ndim >= 1
+        and dset.dtype.kind in "biufc"
+        and dset.dtype.fields is None
+    )
+
+
 def _describe_link(group, name: str, path: str) -> str:
     try:
         link = group.get(name, getlink=True)
-    except (KeyError, OSError, RuntimeError, ValueError):
+    except _H5_ERRORS:
         link = None
     if isinstance(link, h5py.ExternalLink):
         return f"{path} -> missing file {link.filename}:{link.path}"
@@ -166,8 +179,8 @@ def _broken_hint(broken: list) -> str:
     if not broken:
         return ""
     return (
-        f"; dangling links: {'; '.join(broken)} (put the linked data files beside the "
-        f"master file)"
+        f"; entries that cannot be read: {'; '.join(broken)} (put the linked data files "
+        f"beside the master file; anything else is damage to the file)"
     )
 
 
@@ -372,12 +385,18 @@ class Hdf5FrameReader(FrameReader):
             s = self.source
             try:
                 self._file = h5py.File(s.path, "r")
+                self._dset = self._file[s.dataset]
             except FileNotFoundError:
                 raise DataSetNotFoundError(
                     f"HDF5 file {s.path!r} does not exist (on this machine); check that "
                     f"every worker sees the same path"
                 ) from None
-            self._dset = self._file[s.dataset]
+            except _H5_ERRORS as exc:
+                raise FormatError(
+                    f"HDF5 file {s.path!r} cannot be read any more ({exc}): it was "
+                    f"truncated, replaced or damaged after it was opened; restore the "
+                    f"file and open it again"
+                ) from None
         return self._dset
 
     def _frames_buffer(self, n: int) -> np.ndarray:
@@ -794,81 +813,99 @@ def open_hdf5(
             f"and not damaged, or pass the right format=..."
         ) from None
     with f:
-        ds_path, dset = _select_dataset(f, path, dataset)
-        shape = tuple(dset.shape)
-        if len(shape) not in (3, 4, 5):
-            candidates, _ = _frame_candidates(f)
-            raise DataSetError(
-                f"dataset {ds_path!r} in {path!r} has shape {shape} ({len(shape)}-D); "
-                f"frames must be 3-D (frames, sig_y, sig_x), 4-D (scan_y, scan_x, sig_y, "
-                f"sig_x) or 5-D (scan_y, scan_x, channels, sig_y, sig_x); pass "
-                f"dataset=... naming such a dataset (candidates: {_describe(candidates)})"
-            )
-        if dset.dtype.kind not in "biufc" or dset.dtype.fields is not None:
-            raise DataSetError(
-                f"dataset {ds_path!r} in {path!r} holds {dset.dtype} values, not numbers; "
-                f"pass dataset=... naming the frames"
-            )
-        if math.prod(shape) == 0:
-            raise DataSetError(f"dataset {ds_path!r} in {path!r} is empty (shape {shape})")
-        dtype = dset.dtype
-        data_file = os.path.abspath(dset.file.filename)
-        filters = _filters(dset)
-        _check_filters_available(filters, ds_path, path)
-        channel = _channel(path, ds_path, shape, channel, nav_shape)
-        stored = _frame_axes(shape, channel)
-        alignment = _frame_alignment(stored, dset.chunks and _frame_axes(dset.chunks, channel))
-        n_frames = math.prod(stored[:-2])
-        sig_shape = shape[-2:]
-        runs = _mapped_runs(dset)
-        if runs is not None and not _runs_match(dset, data_file, runs):
-            runs = None
-        source: FrameSource
-        dataset_class = DataSet
-        all_frames = math.prod(shape[:-2])
-        if runs is not None and len(runs) == 1 and tuple(runs[0, :2]) == (0, all_frames):
-            # contiguous, or every chunk back to back in order: one plain mapping (of
-            # every channels-th frame when a channel is picked)
-            frame_bytes = math.prod(sig_shape) * dtype.itemsize
-            picked, stride = (0, None) if channel is None else (channel, shape[2] * frame_bytes)
-            source = MappedFrameSource(
-                data_file, offset=int(runs[0, 2]) + picked * frame_bytes, n_frames=n_frames,
-                sig_shape=sig_shape, dtype=dtype, frame_stride=stride,
-            )
-            read_path = "mmap"
-        elif runs is not None:
-            source = Hdf5ChunkRunsSource(
-                data_file, dset.name, shape=shape, dtype=dtype, runs=runs,
-                frame_alignment=alignment,
-            )
-            dataset_class = Hdf5ChunkRunsDataSet
-            read_path = "mapped_chunks"
-        else:
-            source = Hdf5FrameSource(
-                data_file, dset.name, shape=shape, dtype=dtype, frame_alignment=alignment,
-                channel=channel,
-            )
-            read_path = "chunked" if dset.chunks is not None else "h5py"
-        metadata = {
-            "dataset": ds_path,
-            "data_file": data_file,
-            "data_path": dset.name,
-            "hdf5_shape": list(shape),
-            "chunks": list(dset.chunks) if dset.chunks else None,
-            "compression": _compression_name(filters),
-            "filters": [label for _c, _v, label in filters],
-            "read_path": read_path,
-            "frame_alignment": source.frame_alignment,
-        }
-        if read_path == "mapped_chunks":
-            metadata["mapped_runs"] = len(runs)
-            metadata["mapped_frames"] = int(np.sum(runs[:, 1] - runs[:, 0]))
-        if len(shape) == 5:
-            metadata["channel"] = channel
-        # every frame of several channels goes on the user's nav_shape, like a stack
-        frames = stored if len(stored) < 5 else (n_frames,) + sig_shape
-        nav, metadata["scan_shape_source"], extra = scan_shape(f, path, ds_path, frames, nav_shape)
-        metadata.update(extra)
+        try:
+            return _open_frames(f, path, dataset, nav_shape, channel)
+        except StemExplorerError:
+            raise
+        except _H5_ERRORS as exc:
+            # damaged metadata met past the dataset search (attributes, chunk index...)
+            raise FormatError(
+                f"{path!r} is a damaged HDF5 file: reading its metadata failed ({exc}); "
+                f"restore the file from its source, or pass dataset=... naming frames "
+                f"outside the damaged part"
+            ) from None
+
+
+def _open_frames(f: h5py.File, path: str, dataset, nav_shape, channel) -> DataSet:
+    """:func:`open_hdf5` on the open file ``f``."""
+    ds_path, dset = _select_dataset(f, path, dataset)
+    shape = tuple(dset.shape)
+    if len(shape) not in (3, 4, 5):
+        candidates, _ = _frame_candidates(f)
+        raise DataSetError(
+            f"dataset {ds_path!r} in {path!r} has shape {shape} ({len(shape)}-D); "
+            f"frames must be 3-D (frames, sig_y, sig_x), 4-D (scan_y, scan_x, sig_y, "
+            f"sig_x) or 5-D (scan_y, scan_x, channels, sig_y, sig_x); pass "
+            f"dataset=... naming such a dataset (candidates: {_describe(candidates)})"
+        )
+    if dset.dtype.kind not in "biufc" or dset.dtype.fields is not None:
+        raise DataSetError(
+            f"dataset {ds_path!r} in {path!r} holds {dset.dtype} values, not numbers; "
+            f"pass dataset=... naming the frames"
+        )
+    if math.prod(shape) == 0:
+        raise DataSetError(f"dataset {ds_path!r} in {path!r} is empty (shape {shape})")
+    virtual_sources = check_virtual_sources(dset, ds_path, path)
+    dtype = dset.dtype
+    data_file = os.path.abspath(dset.file.filename)
+    filters = _filters(dset)
+    _check_filters_available(filters, ds_path, path)
+    channel = _channel(path, ds_path, shape, channel, nav_shape)
+    stored = _frame_axes(shape, channel)
+    alignment = _frame_alignment(stored, dset.chunks and _frame_axes(dset.chunks, channel))
+    n_frames = math.prod(stored[:-2])
+    sig_shape = shape[-2:]
+    runs = _mapped_runs(dset)
+    if runs is not None and not _runs_match(dset, data_file, runs):
+        runs = None
+    source: FrameSource
+    dataset_class = DataSet
+    all_frames = math.prod(shape[:-2])
+    if runs is not None and len(runs) == 1 and tuple(runs[0, :2]) == (0, all_frames):
+        # contiguous, or every chunk back to back in order: one plain mapping (of
+        # every channels-th frame when a channel is picked)
+        frame_bytes = math.prod(sig_shape) * dtype.itemsize
+        picked, stride = (0, None) if channel is None else (channel, shape[2] * frame_bytes)
+        source = MappedFrameSource(
+            data_file, offset=int(runs[0, 2]) + picked * frame_bytes, n_frames=n_frames,
+            sig_shape=sig_shape, dtype=dtype, frame_stride=stride,
+        )
+        read_path = "mmap"
+    elif runs is not None:
+        source = Hdf5ChunkRunsSource(
+            data_file, dset.name, shape=shape, dtype=dtype, runs=runs,
+            frame_alignment=alignment,
+        )
+        dataset_class = Hdf5ChunkRunsDataSet
+        read_path = "mapped_chunks"
+    else:
+        source = Hdf5FrameSource(
+            data_file, dset.name, shape=shape, dtype=dtype, frame_alignment=alignment,
+            channel=channel,
+        )
+        read_path = "chunked" if dset.chunks is not None else "h5py"
+    metadata = {
+        "dataset": ds_path,
+        "data_file": data_file,
+        "data_path": dset.name,
+        "hdf5_shape": list(shape),
+        "chunks": list(dset.chunks) if dset.chunks else None,
+        "compression": _compression_name(filters),
+        "filters": [label for _c, _v, label in filters],
+        "read_path": read_path,
+        "frame_alignment": source.frame_alignment,
+    }
+    if read_path == "mapped_chunks":
+        metadata["mapped_runs"] = len(runs)
+        metadata["mapped_frames"] = int(np.sum(runs[:, 1] - runs[:, 0]))
+    if len(shape) == 5:
+        metadata["channel"] = channel
+    if virtual_sources is not None:
+        metadata["virtual_sources"] = virtual_sources
+    # every frame of several channels goes on the user's nav_shape, like a stack
+    frames = stored if len(stored) < 5 else (n_frames,) + sig_shape
+    nav, metadata["scan_shape_source"], extra = scan_shape(f, path, ds_path, frames, nav_shape)
+    metadata.update(extra)
     return dataset_class(source, nav, format="hdf5", path=path, metadata=metadata)
 
 
