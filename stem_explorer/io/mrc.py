@@ -83,7 +83,7 @@ def read_scan_coordinates(path: str) -> np.ndarray:
 def _int(info: dict, key: str, default: int) -> int:
     try:
         return int(float(info[key]))
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):  # missing, not a number, infinite
         return default
 
 

@@ -150,6 +150,10 @@ def read_ser_header(path) -> dict:
     return header
 
 
+#: element headers gathered per numpy call (an index array of this many x 38 int64s)
+_GATHER = 65536
+
+
 def _element_headers(path: str, header: dict) -> tuple[np.ndarray, np.ndarray]:
     """Data offsets and element headers of the valid elements, read in one pass."""
     code = "<u4" if header["version"] == 0x0210 else "<u8"
@@ -167,14 +171,20 @@ def _element_headers(path: str, header: dict) -> tuple[np.ndarray, np.ndarray]:
             f"run past the end of the file ({size} bytes)"
         )
     mm = np.memmap(path, np.uint8, mode="r")
-    offsets = mm[at : at + n * np.dtype(code).itemsize].view(code).astype(np.int64)
-    if offsets.max() + _ELEMENT_HEADER.itemsize > size:
+    stored = mm[at : at + n * np.dtype(code).itemsize].view(code)
+    # offsets past 2**63 would turn negative as int64 and index from the file's end
+    if int(stored.max()) > size - _ELEMENT_HEADER.itemsize:
         raise FormatError(
-            f"TIA series file {path!r} is truncated: element headers lie beyond its "
-            f"{size} bytes"
+            f"TIA series file {path!r} is truncated or damaged: its offset array points "
+            f"to element headers beyond its {size} bytes"
         )
-    rows = mm[offsets[:, None] + np.arange(_ELEMENT_HEADER.itemsize)]
-    return offsets, rows.view(_ELEMENT_HEADER)[:, 0]
+    offsets = stored.astype(np.int64)
+    headers = np.empty(n, _ELEMENT_HEADER)
+    span = np.arange(_ELEMENT_HEADER.itemsize)
+    for lo in range(0, n, _GATHER):  # bounded index arrays, however many elements
+        rows = mm[offsets[lo : lo + _GATHER, None] + span]
+        headers[lo : lo + _GATHER] = rows.view(_ELEMENT_HEADER)[:, 0]
+    return offsets, headers
 
 
 def _frame_layout(path: str, elements: np.ndarray) -> tuple[np.dtype, tuple[int, int]]:
