@@ -23,7 +23,7 @@ import pytest
 
 import _reference as ref
 import stem_explorer as se
-from stem_explorer.errors import ChecksumError, DataSetError, DataSetNotFoundError
+from stem_explorer.errors import ChecksumError, DataSetError, DataSetNotFoundError, FormatError
 from stem_explorer.io.hdfs import HdfsPartitionSource, HdfsStore
 from stem_explorer.io.hdfs import blocks as hdfs_blocks
 from stem_explorer.io.hdfs.reader import HdfsPartitionDataSet, HdfsPartitionReader, replica_order
@@ -136,6 +136,10 @@ def test_open_errors_name_the_fix(hdfs, ingested):
     store = HdfsStore(hdfs.url("/tests/broken"))
     store.client.create(store.path("dataset.json"), 5, [b"{nope"], overwrite=True)
     with pytest.raises(DataSetError, match="not valid JSON"):
+        se.open_dataset(str(store.url))
+    deep = b"[" * 100_000 + b"]" * 100_000
+    store.client.create(store.path("dataset.json"), len(deep), [deep], overwrite=True)
+    with pytest.raises(FormatError, match="nested too deeply"):
         se.open_dataset(str(store.url))
 
 

@@ -144,23 +144,28 @@ def read_sidecar(path) -> tuple[str, dict]:
         ) from None
     except UnicodeDecodeError as exc:
         raise FormatError(f"{sidecar!r} is not UTF-8 text ({exc}); fix or re-ingest") from None
+    return directory, parse_sidecar(text, repr(sidecar))
+
+
+def parse_sidecar(text: str, where: str) -> dict:
+    """``dataset.json``'s ``text`` parsed and checked (partitions sorted by start), or a
+    FormatError naming ``where``; shared by local and HDFS data sets."""
     try:
         doc = json.loads(text)
-        validate_sidecar(doc, sidecar)
+        validate_sidecar(doc, where)
     except json.JSONDecodeError as exc:
         raise FormatError(
-            f"{sidecar!r} is not valid JSON: {exc.msg} at line {exc.lineno} column "
+            f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column "
             f"{exc.colno}; fix the file or re-ingest the data set"
         ) from None
     except RecursionError:
         raise FormatError(
-            f"{sidecar!r} is nested too deeply to read (lists or objects inside each other "
+            f"{where} is nested too deeply to read (lists or objects inside each other "
             f"beyond Python's recursion limit): it is damaged or not a stem_explorer "
             f"sidecar; re-ingest the data set"
         ) from None
-    _dtype, parts = _check_layout(doc, sidecar)
-    doc["partitions"] = parts
-    return directory, doc
+    _dtype, doc["partitions"] = _check_layout(doc, where)
+    return doc
 
 
 def _check_sizes(directory: str, parts: Sequence[dict]) -> None:
