@@ -33,7 +33,17 @@ import json
 from importlib import resources
 
 from ..errors import MaskError
-from .raster import MaskPatch, MaskStack, check_sig_shape, is_empty, rasterize, rasterize_patch, stack_masks
+from . import limits
+from .raster import (
+    MaskPatch,
+    MaskStack,
+    check_sig_shape,
+    is_empty,
+    pixel_tests,
+    rasterize,
+    rasterize_patch,
+    stack_masks,
+)
 from .shapes import (
     KINDS,
     Difference,
@@ -48,6 +58,8 @@ from .shapes import (
     Union,
     Weighted,
     _from_validated,
+    _quote,
+    _short,
 )
 
 __all__ = [
@@ -71,6 +83,7 @@ __all__ = [
     "load_schema",
     "mask_from_json",
     "mask_to_json",
+    "pixel_tests",
     "prepare_validation",
     "rasterize",
     "rasterize_patch",
@@ -129,13 +142,13 @@ def _schema_error(error) -> MaskError:
         if not isinstance(inst, dict):
             return MaskError(
                 f"mask description at {path} must be an object with a 'kind', got "
-                f"{_short(repr(inst))}; pass e.g. {{'kind': 'disk', 'cy': 128, 'cx': 128, 'radius': 10}}"
+                f"{_quote(inst)}; pass e.g. {{'kind': 'disk', 'cy': 128, 'cx': 128, 'radius': 10}}"
             )
         if "kind" not in inst:
             return MaskError(f"mask description at {path} has no 'kind'; add \"kind\": one of {known}")
-        if inst["kind"] not in branches:
+        if not isinstance(inst["kind"], str) or inst["kind"] not in branches:
             return MaskError(
-                f"unknown mask kind {_short(repr(inst['kind']))} at {path}; use one of: {known}"
+                f"unknown mask kind {_quote(inst['kind'])} at {path}; use one of: {known}"
             )
         kind = inst["kind"]
         error = next(e for e in error.context if e.relative_schema_path[0] == branches[kind])
@@ -143,10 +156,6 @@ def _schema_error(error) -> MaskError:
         f"invalid {kind or 'mask'} description at {error.json_path}: {_short(error.message)}; "
         f"{_fields_hint(kind) if kind else 'see stem_explorer/masks/schema.json'}"
     )
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def validate_mask_dict(d) -> None:
@@ -162,8 +171,36 @@ def validate_mask_dict(d) -> None:
 
 def from_dict(d) -> Mask:
     """Build a mask from its ``to_dict()`` form, validating it first (MaskError if invalid)."""
+    _check_nesting(d)
     validate_mask_dict(d)
     return _from_validated(d)
+
+
+# Containers on the way down one mask level: two for a union (its object, the parts
+# list), one for difference and scaled; a leaf adds at most two (polygon vertices).
+_MOST_CONTAINERS = 2 * limits.MAX_DEPTH + 3
+
+
+def _check_nesting(d) -> None:
+    """MaskError for a description nested deeper than any mask within
+    :data:`limits.MAX_DEPTH` can be, found layer by layer without recursion: the schema
+    validator and the builders recurse, and deep JSON took them past Python's recursion
+    limit. (The mask classes then check the exact depth.)"""
+    layer, depth = [d], 1
+    while layer:
+        if depth > _MOST_CONTAINERS:
+            raise MaskError(
+                f"mask description is nested more than {_MOST_CONTAINERS} containers deep, but "
+                f"masks nest at most {limits.MAX_DEPTH} levels; flatten it (one union with many "
+                "parts instead of unions of unions)"
+            )
+        layer = [
+            child
+            for value in layer
+            for child in (value.values() if isinstance(value, dict) else value if isinstance(value, list) else ())
+            if isinstance(child, (dict, list))
+        ]
+        depth += 1
 
 
 def mask_to_json(mask: Mask, **json_kwargs) -> str:
@@ -177,7 +214,7 @@ def mask_from_json(text) -> Mask:
     """Inverse of :func:`mask_to_json`."""
     try:
         d = json.loads(text)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise MaskError(f"mask JSON could not be parsed ({exc}); pass the string written by "
-                        "mask_to_json()") from exc
+                        "mask_to_json()") from None
     return from_dict(d)
