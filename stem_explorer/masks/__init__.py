@@ -16,8 +16,26 @@ A pixel belongs to a shape when its centre does:
 - ``SymmetricSpots(cy, cx, distance, radius, n, angle=0)``: n disks, angles in degrees
   from +x towards +y
 
+Annular regions follow one rule: a pixel at exactly a boundary radius belongs to the
+inner region. Disks are closed, rings are open at their inner radius and closed at
+their outer one, so a bright-field ``Disk(c, r)`` and an annular ``Ring(c, r, R)`` split
+the detector with no pixel counted twice or lost; the rings of
+``analyses.RadialProfile`` follow it too (ring ``i`` is ``Ring(c, edges[i], edges[i+1])``,
+the first one a ``Disk`` when it starts at 0, so the centre pixel counts). LiberTEM's
+``masks.circular`` and ``masks.ring`` draw the same pixels; py4DSTEM's circular and
+annular detectors leave out both boundaries, and ``numpy.histogram`` bins are closed
+at the inner edge instead.
+
 ``Union`` (``a | b``, elementwise max), ``Difference`` (``a - b``, ``base * (subtract ==
 0)``), ``Scaled`` (``factor * a``) and ``Weighted`` (any float weights) combine them.
+
+Bounds
+------
+Every number, count and nesting depth is bounded (:mod:`stem_explorer.masks.limits`,
+stated in the schema too): coordinates and sizes within 1e6 pixels, mask values within
+1e20 (float32 masks), at most 4096 shapes, 4096 polygon vertices and 32 levels of
+combination, and a rasterisation may cost at most 2**31 pixel tests. Past a bound,
+construction, :func:`from_dict` or rasterisation raise MaskError at once.
 
 Serialisation
 -------------
@@ -42,6 +60,7 @@ from .raster import (
     pixel_tests,
     rasterize,
     rasterize_patch,
+    squared_distance,
     stack_masks,
 )
 from .shapes import (
@@ -87,6 +106,7 @@ __all__ = [
     "prepare_validation",
     "rasterize",
     "rasterize_patch",
+    "squared_distance",
     "stack_masks",
     "validate_mask_dict",
 ]

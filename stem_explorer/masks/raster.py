@@ -34,6 +34,7 @@ __all__ = [
     "pixel_tests",
     "rasterize",
     "rasterize_patch",
+    "squared_distance",
     "stack_masks",
 ]
 
@@ -138,12 +139,19 @@ def _nearest_pixel(point):
 # --- primitive shapes: boolean "centre inside" tests on the window grid
 
 
+def squared_distance(ys, xs, cy: float, cx: float):
+    """``(ys - cy)**2 + (xs - cx)**2`` (float64): the one formula behind every round
+    shape and radial bin, compared with a radius squared as ``r**2``, so a Ring and the
+    ring of a radial profile with the same radii hold the same pixels to the last bit."""
+    return (ys - cy) ** 2 + (xs - cx) ** 2
+
+
 def _inside_disk(mask, ys, xs):
-    return (ys - mask.cy) ** 2 + (xs - mask.cx) ** 2 <= mask.radius**2
+    return squared_distance(ys, xs, mask.cy, mask.cx) <= mask.radius**2
 
 
 def _inside_ring(mask, ys, xs):
-    d2 = (ys - mask.cy) ** 2 + (xs - mask.cx) ** 2
+    d2 = squared_distance(ys, xs, mask.cy, mask.cx)
     return (mask.r_inner**2 < d2) & (d2 <= mask.r_outer**2)
 
 

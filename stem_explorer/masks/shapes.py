@@ -5,9 +5,10 @@ column x) is the integer point (y, x), and shapes take floating-point positions 
 same units. A pixel belongs to a shape when its centre does; see each class for the
 exact inequality. Rasterisation lives in :mod:`stem_explorer.masks.raster`.
 
-Every numeric field is validated on construction (finite, and positive where a size is
-meant) and stored as a Python float, so equal descriptions compare and hash equal and
-survive a JSON round trip unchanged.
+Every numeric field is validated on construction (finite, within the bounds of
+:mod:`stem_explorer.masks.limits`, and positive where a size is meant) and stored as a
+Python float, so equal descriptions compare and hash equal and survive a JSON round
+trip unchanged.
 """
 
 from __future__ import annotations
