@@ -172,10 +172,14 @@ def _schema_error(error) -> MaskError:
             )
         kind = inst["kind"]
         error = next(e for e in error.context if e.relative_schema_path[0] == branches[kind])
-    return MaskError(
-        f"invalid {kind or 'mask'} description at {error.json_path}: {_short(error.message)}; "
-        f"{_fields_hint(kind) if kind else 'see stem_explorer/masks/schema.json'}"
-    )
+    if error.validator in _BOUNDS:
+        hint = "pass a value within that bound (why each bound: stem_explorer.masks.limits)"
+    else:
+        hint = _fields_hint(kind) if kind else "see stem_explorer/masks/schema.json"
+    return MaskError(f"invalid {kind or 'mask'} description at {error.json_path}: {_short(error.message)}; {hint}")
+
+
+_BOUNDS = {"minimum", "maximum", "exclusiveMinimum", "maxItems"}
 
 
 def validate_mask_dict(d) -> None:
