@@ -29,11 +29,12 @@ def _masks_from_args(args) -> list:
     found += [masks.Ring(*r) for r in args.ring or []]
     found += [masks.Rectangle(*r) for r in args.rect or []]
     for text in args.mask_json or []:
-        source = Path(text).read_text() if Path(text).is_file() else text
         try:
+            # text longer than PATH_MAX is JSON (Path.is_file raises on such names)
+            source = Path(text).read_text() if len(text) < 4096 and Path(text).is_file() else text
             description = json.loads(source)
-        except json.JSONDecodeError as exc:
-            raise StemExplorerError(f"--mask-json {text!r} is neither a file nor valid JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise StemExplorerError(f"--mask-json {text[:200]!r} is neither a file nor valid JSON ({exc})") from None
         found += [masks.from_dict(d) for d in (description if isinstance(description, list) else [description])]
     return found
 
