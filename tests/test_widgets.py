@@ -3,6 +3,8 @@ real LocalCluster (results against plain numpy, bad input shown in the widget)."
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 
@@ -175,6 +177,12 @@ def test_colorize_and_png(tmp_path):
     from PIL import Image
 
     assert Image.open(path).size == (9, 8)
+    old = os.umask(0o022)
+    try:  # shared with colleagues like any file the user writes (mkstemp gave 0o600)
+        assert stat.S_IMODE(os.stat(save_png(tmp_path / "w.png", np.ones((2, 2)), 0, 1, "gray")).st_mode) == 0o644
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.png", "w.png"]
     with pytest.raises(ValueError, match="unknown colour map"):
         colormap_lut("jet")
 
