@@ -103,8 +103,9 @@ def test_image_view_sends_binary_tiles_and_keeps_the_aspect_ratio():
     assert view.mark.image.dtype == np.float32 and max(view.mark.image.shape) <= 64
     assert tuple(view.mark.y) == (0.0, 200.0) and tuple(view.mark.x) == (0.0, 100.0)
     assert view.figure.min_aspect_ratio == view.figure.max_aspect_ratio
-    area_w = float(view.figure.layout.width[:-2]) - 45 - 70
-    area_h = float(view.figure.layout.height[:-2]) - 60
+    margin = view.figure.fig_margin
+    area_w = float(view.figure.layout.width[:-2]) - margin["left"] - margin["right"]
+    area_h = float(view.figure.layout.height[:-2]) - margin["top"] - margin["bottom"]
     assert area_w / area_h == pytest.approx(0.5, abs=0.02)
     lo, hi = view.limits
     assert np.nanpercentile(image, 0.4) <= lo < hi <= np.nanpercentile(image, 99.6)
