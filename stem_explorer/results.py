@@ -18,7 +18,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from ._json import jsonable
-from .errors import DataSetError, DataSetNotFoundError, FormatError, ResultNameError
+from .errors import DataSetError, DataSetNotFoundError, DataSetPermissionError, FormatError, ResultNameError
 
 
 def check_name(name, what: str = "result name") -> str:
@@ -168,8 +168,10 @@ class Results(Mapping):
         ------
         DataSetNotFoundError
             ``path`` does not exist.
+        DataSetPermissionError
+            this user may not read ``path``.
         DataSetError
-            ``path`` is a folder or cannot be read.
+            ``path`` is a folder.
         FormatError
             ``path`` is not a results file of stem_explorer, or is damaged.
         """
@@ -184,7 +186,7 @@ class Results(Mapping):
             with h5py.File(path, "r") as f:
                 return cls._read(f)
         except PermissionError:
-            raise DataSetError(f"cannot read {str(path)!r}: permission denied; ask its owner for read access or copy it") from None
+            raise DataSetPermissionError(f"cannot read {str(path)!r}: permission denied; ask its owner for read access or copy it") from None
         # foreign HDF5 layouts raise KeyError/TypeError/ValueError, damaged bytes OSError,
         # absurdly nested JSON RecursionError
         except (OSError, KeyError, TypeError, ValueError, RecursionError) as exc:

@@ -290,3 +290,28 @@ def test_loading_a_missing_file_or_a_folder(tmp_path):
         Results.load(tmp_path / "nope.h5")
     with pytest.raises(DataSetError, match="is a folder"):
         Results.load(tmp_path)
+
+
+# Root reads any file; a process in a user namespace of its own reads as nobody.
+LOAD_AS_NOBODY = """
+import ctypes, sys
+import h5py  # imported before: the interpreter's own files are root's
+from stem_explorer.results import Results
+if ctypes.CDLL(None, use_errno=True).unshare(0x10000000) != 0:  # CLONE_NEWUSER
+    sys.exit(77)
+try:
+    Results.load(sys.argv[1])
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_loading_a_file_this_user_may_not_read(tmp_path):
+    path = sample_results().save(tmp_path / "secret.h5")
+    path.chmod(0)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")  # unshare needs one thread
+    proc = subprocess.run([sys.executable, "-c", LOAD_AS_NOBODY, str(path)], capture_output=True, text=True, env=env, timeout=120)
+    if proc.returncode == 77:
+        pytest.skip("no user namespaces here")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout == f"DataSetPermissionError cannot read {str(path)!r}: permission denied; ask its owner for read access or copy it\n"
