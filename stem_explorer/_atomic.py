@@ -156,8 +156,16 @@ def atomic_write(path) -> Iterator[str]:
         raise
 
 
+def _reason(exc: OSError) -> str:
+    if exc.errno:
+        return os.strerror(exc.errno)
+    # h5py's errors carry the system's error only in their text ("errno = 28, ...")
+    found = re.search(r"errno = (\d+)", str(exc))
+    return os.strerror(int(found[1])) if found else " ".join(str(exc).split())
+
+
 def _save_error(path, target: Path, exc: OSError) -> SaveError:
-    reason = exc.strerror or str(exc)
+    reason = _reason(exc)
     return SaveError(
         f"cannot save {str(path)!r}: {reason} (in {str(target.parent)!r}); choose a folder you "
         f"can write to with free space, or fix its permissions"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import _reference as ref
+from _mounts import run_with_mount
 from stem_explorer.cli import main
 from stem_explorer.results import Results
 
@@ -109,23 +110,12 @@ def test_console_entry_point_and_demo(tmp_path):
 
 
 
-def run_with_read_only(folder: Path, argv: list) -> subprocess.CompletedProcess:
-    """Run ``argv`` with ``folder`` mounted read-only (a bind mount in a private mount
-    namespace, gone with the process): root ignores mode bits, not a read-only mount."""
-    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"needs unshare --mount (root or CAP_SYS_ADMIN): {probe.stderr.decode().strip()}")
-    script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(folder), *argv],
-                          capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize("output", ["out.h5", "sub/out.h5"])
 def test_output_into_a_read_only_folder_is_a_clear_error_before_computing(sample_file, tmp_path, output):
     read_only = tmp_path / "results"
     read_only.mkdir()
     target = read_only / output
-    proc = run_with_read_only(read_only, [sys.executable, "-m", "stem_explorer", "run", str(sample_file), "-a", "sum", "-o", str(target)])
+    proc = run_with_mount(read_only, "--bind -o ro", [sys.executable, "-m", "stem_explorer", "run", str(sample_file), "-a", "sum", "-o", str(target)])
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == "" and proc.stderr == (  # nothing computed, no traceback
         f"stem-explorer: error: cannot save {str(target)!r}: the folder {str(read_only)!r} is not writable "
@@ -146,7 +136,7 @@ def test_results_save_into_a_read_only_folder_is_a_clear_error(tmp_path):
         "except SaveError as exc:\n"
         "    print(exc)\n"
     )
-    proc = run_with_read_only(read_only, [sys.executable, "-c", script])
+    proc = run_with_mount(read_only, "--bind -o ro", [sys.executable, "-c", script])
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert proc.stdout.startswith(f"cannot save {str(read_only / 'out.h5')!r}: Read-only file system")
     assert list(read_only.iterdir()) == []

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from _mounts import run_with_mount
 from stem_explorer import open_dataset
 from stem_explorer.analyses import SumFrame, VirtualDetector
 from stem_explorer.analyses.plan import build_plan
@@ -315,3 +316,27 @@ def test_loading_a_file_this_user_may_not_read(tmp_path):
         pytest.skip("no user namespaces here")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert proc.stdout == f"DataSetPermissionError cannot read {str(path)!r}: permission denied; ask its owner for read access or copy it\n"
+
+
+SAVE_MEGABYTES = """
+import os, sys
+import numpy as np
+from stem_explorer.errors import SaveError
+from stem_explorer.results import ResultArray, Results
+try:
+    Results({"a/big": ResultArray("big", np.ones((512, 512)), ("y", "x"))}).save(sys.argv[1])
+except SaveError as exc:
+    print(exc)
+print(os.listdir(os.path.dirname(sys.argv[1])))  # the tmpfs goes with this process
+"""
+
+
+def test_save_onto_a_full_file_system_is_a_clear_error_and_leaves_nothing(tmp_path):
+    full = tmp_path / "small"
+    full.mkdir()
+    proc = run_with_mount(full, "-t tmpfs -o size=64k", [sys.executable, "-c", SAVE_MEGABYTES, str(full / "out.h5")])
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    message, left = proc.stdout.splitlines()
+    assert message == (f"cannot save {str(full / 'out.h5')!r}: No space left on device (in {str(full)!r}); "
+                       "choose a folder you can write to with free space, or fix its permissions")
+    assert left == "[]"
