@@ -26,16 +26,20 @@ from typing import Iterator
 
 from .errors import SaveError, StemExplorerError
 
-#: longest part of the target's name kept in a temporary's name (names stay < 255 bytes)
-_NAME_CHARS = 150
+#: bytes of the target's name kept in a temporary's name (names stay under 255 bytes)
+_NAME_BYTES = 150
 
 
 def _host_tag() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
+def _short_name(target: Path) -> str:
+    return os.fsencode(target.name)[:_NAME_BYTES].decode(errors="ignore")
+
+
 def _temp_pattern(target: Path) -> re.Pattern:
-    stem = re.escape(target.name[:_NAME_CHARS])
+    stem = re.escape(_short_name(target))
     return re.compile(rf"\.{stem}\.stem-explorer-(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)-[0-9a-f]{{8}}\.tmp")
 
 
@@ -104,7 +108,7 @@ def check_writable_folder(folder, path=None) -> None:
 
 def _create_temporary(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    name = f".{target.name[:_NAME_CHARS]}.stem-explorer-{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    name = f".{_short_name(target)}.stem-explorer-{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
     tmp = target.parent / name
     # 0o666 through the umask, as open(path, "w") does (mkstemp would give 0o600)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))

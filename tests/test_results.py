@@ -151,6 +151,12 @@ def test_save_writes_through_a_symlink(tmp_path):
     assert sorted(p.name for p in real.parent.iterdir()) == ["real.h5"]
 
 
+def test_save_under_a_long_non_ascii_name(tmp_path):
+    target = tmp_path / ("\u00e9" * 120 + ".h5")  # 243 bytes: a temporary must not add to it
+    sample_results().save(target)
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
 def test_save_syncs_the_data_before_the_rename(tmp_path, monkeypatch):
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
