@@ -85,6 +85,28 @@ def test_throttle_drop_and_errors():
         Throttle(print, max_rate=0)
 
 
+def test_throttle_submit_from_inside_send_does_not_deadlock():
+    """A view's send changes its zoom, which submits again; when the send outlasts the
+    interval (a loaded machine) that submit re-entered the send lock in the same thread."""
+    got = []
+
+    def send(value):
+        got.append(value)
+        if value == "first":
+            time.sleep(0.02)  # longer than the 1 ms interval
+            throttle.submit("from inside")
+
+    throttle = Throttle(send, max_rate=1000)
+    caller = threading.Thread(target=throttle.submit, args=("first",), daemon=True)
+    caller.start()
+    caller.join(5)
+    assert not caller.is_alive(), "submit from inside send deadlocked"
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got == ["first", "from inside"]
+
+
 # -- views ----------------------------------------------------------------------------
 def test_as_image_and_log_display():
     assert as_image(np.arange(5)).shape == (1, 5)
