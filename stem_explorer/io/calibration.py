@@ -55,9 +55,11 @@ __all__ = [
     "UNIT_SPELLINGS",
     "Calibration",
     "Measure",
+    "axis_parts",
     "electron_wavelength",
     "file_calibration",
     "parse_unit",
+    "stored_calibration",
     "unit_kind",
 ]
 
@@ -83,6 +85,8 @@ UNIT_SPELLINGS = {
     "1/meters": "1/m",
 }
 _PIXEL_SPELLINGS = {"px", "pixel", "pixels", "pix"}
+#: what files write for an axis nobody calibrated (DM, HyperSpy, emdfile)
+_UNCALIBRATED = _PIXEL_SPELLINGS | {"", "unknown", "<undefined>", "undefined", "none"}
 _ANGLE_UNITS = ("radian", "degree", "arcminute", "arcsecond")
 
 #: Plausible magnitudes (in the unit named) of each part, per kind; a file value
@@ -118,8 +122,7 @@ def parse_unit(text: str, field: str = "unit"):
     naming ``field``."""
     if not isinstance(text, str) or not text.strip():
         raise CalibrationError(f"{field}: the unit must be a non-empty string such as 'nm', got {text!r}")
-    key = re.sub(r"[\s\[\]]", "", text).lower()
-    spelled = UNIT_SPELLINGS.get(key, text.strip())
+    spelled = UNIT_SPELLINGS.get(_bare(text), text.strip())
     try:
         return _registry().Unit(spelled)
     except Exception as exc:  # pint raises several kinds for text it cannot read
@@ -359,9 +362,10 @@ class Calibration:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Calibration":
-        """The inverse of :meth:`to_dict` (sources kept)."""
-        return cls(data, source="user")
+    def from_dict(cls, data: Mapping, source: str = "user") -> "Calibration":
+        """The inverse of :meth:`to_dict`: sources kept, ``source`` for parts that
+        name none."""
+        return cls(data, source=source)
 
     def describe(self) -> list:
         """One line per part and warning, for ``stem-explorer info``."""
@@ -524,7 +528,7 @@ def file_calibration(where: str, parts: Mapping) -> Calibration:
         if given is None:
             continue
         values, unit, *note = given
-        if isinstance(unit, str) and _is_pixels(unit):
+        if isinstance(unit, str) and _uncalibrated(unit):
             continue
         try:
             measure = _measure(name, {"value": values, "unit": unit, "source": "file",
@@ -555,5 +559,42 @@ def _in_nanometres(part: Measure) -> Measure:
     return part
 
 
+def _bare(unit: str) -> str:
+    return re.sub(r"[\s\[\]]", "", unit).lower()
+
+
 def _is_pixels(unit: str) -> bool:
-    return re.sub(r"[\s\[\]]", "", unit).lower() in _PIXEL_SPELLINGS
+    return _bare(unit) in _PIXEL_SPELLINGS
+
+
+def _uncalibrated(unit: str) -> bool:
+    return _bare(unit) in _UNCALIBRATED
+
+
+def axis_parts(per_axis: Sequence) -> dict:
+    """``scan_step`` and ``detector_pixel`` parts for :func:`file_calibration` from one
+    ``(scale, unit)`` (or None) per axis of the data set: ``(scan y, scan x, detector
+    y, detector x)``, or the detector's two. A pair whose axes differ in unit, or lack
+    one, is left out (not calibrated)."""
+    parts = {}
+    pairs = {"scan_step": per_axis[:2] if len(per_axis) == 4 else [], "detector_pixel": per_axis[-2:]}
+    for name, pair in pairs.items():
+        if len(pair) == 2 and None not in pair and pair[0][1] == pair[1][1] and isinstance(pair[0][1], str):
+            parts[name] = ([pair[0][0], pair[1][0]], pair[0][1])
+    return parts
+
+
+def stored_calibration(metadata: Mapping, where: str) -> Calibration:
+    """The calibration a data set written by this package keeps in its metadata
+    (``metadata["calibration"]``, the :meth:`Calibration.to_dict` form); one that
+    cannot be read gives pixels and a warning naming ``where``."""
+    stored = metadata.get("calibration")
+    if stored is None:
+        return Calibration()
+    try:
+        return Calibration.from_dict(stored, source="file")
+    except CalibrationError as exc:
+        return Calibration(warnings=[
+            f"calibration: the one stored in {where} is not used ({exc}); the data set is in "
+            f"pixels unless you pass calibration={{...}}"
+        ])

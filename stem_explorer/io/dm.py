@@ -50,7 +50,7 @@ import numpy as np
 
 from ..errors import DataSetError, DataSetNotFoundError, FormatError
 from .base import DataSet, FrameReader, FrameSource
-from .calibration import Calibration, file_calibration
+from .calibration import Calibration, axis_parts, file_calibration
 from .raw import MappedFrameSource, _check_range, check_file_size, map_frames, parse_shape
 from .registry import ReaderPlugin, register_reader
 
@@ -379,11 +379,7 @@ def _calibration(path: str, axes: list, image: dict) -> Calibration:
     axes (``axes``: scan y, scan x, detector y, detector x, or the detector's two),
     beam energy (``Voltage``, V) and camera length (``STEM Camera Length``, mm) from
     ``ImageTags/Microscope Info``."""
-    parts = {}
-    named = {"scan_step": axes[:-2] if len(axes) == 4 else [], "detector_pixel": axes[-2:]}
-    for name, pair in named.items():
-        if len(pair) == 2 and pair[0]["units"] and pair[0]["units"] == pair[1]["units"]:
-            parts[name] = ([pair[0]["scale"], pair[1]["scale"]], pair[0]["units"])
+    parts = axis_parts([(c["scale"], c["units"]) for c in axes])
     tags = image.get("ImageTags") if isinstance(image, dict) else None
     info = tags.get("Microscope Info") if isinstance(tags, dict) else None
     if isinstance(info, dict):

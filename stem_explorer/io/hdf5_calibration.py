@@ -28,7 +28,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from .calibration import Calibration, file_calibration
+from .calibration import Calibration, axis_parts, file_calibration
 from .hdf5_scan import stem_metadata
 
 __all__ = ["hdf5_calibration"]
@@ -66,18 +66,6 @@ def _number(value) -> Optional[float]:
         return None
 
 
-def _axis_parts(per_axis: list, axes: tuple) -> dict:
-    """``scan_step`` and ``detector_pixel`` from ``(step, unit)`` per dataset axis."""
-    parts = {}
-    picked = [per_axis[a] if a < len(per_axis) else None for a in axes]
-    for name, pair in (("scan_step", picked[:-2] if len(picked) == 4 else []), ("detector_pixel", picked[-2:])):
-        if len(pair) == 2 and all(p is not None for p in pair):
-            (y, unit_y), (x, unit_x) = pair
-            if unit_y == unit_x:
-                parts[name] = ([y, x], unit_y)
-    return parts
-
-
 def _hspy(f: h5py.File, ds_path: str, axes: tuple) -> dict:
     parent, name = os.path.split(ds_path.rstrip("/"))
     if name != "data" or not parent.startswith("/Experiments/"):
@@ -89,7 +77,7 @@ def _hspy(f: h5py.File, ds_path: str, axes: tuple) -> dict:
             attrs = group[f"axis-{i}"].attrs if f"axis-{i}" in group else {}
             scale, units = attrs.get("scale"), attrs.get("units")
             per_axis.append(None if scale is None or units is None else (_number(scale), _text(units)))
-        parts = _axis_parts(per_axis, axes)
+        parts = axis_parts([per_axis[a] for a in axes])
         tem = group.get("metadata/Acquisition_instrument/TEM")
         if isinstance(tem, h5py.Group):
             for part, key, unit in (("beam_energy", "beam_energy", "keV"), ("camera_length", "camera_length", "mm")):
@@ -115,7 +103,7 @@ def _emd(f: h5py.File, ds_path: str, axes: tuple) -> dict:
                 continue
             values = dim[:2]
             per_axis.append((float(values[1] - values[0]), _text(dim.attrs["units"])))
-        return _axis_parts(per_axis, axes)
+        return axis_parts([per_axis[a] for a in axes])
     except _ERRORS:
         return {}
 
