@@ -154,9 +154,9 @@ def _kind(unit) -> Optional[str]:
 
 def unit_kind(text: str) -> Optional[str]:
     """What ``text`` measures: ``"length"``, ``"reciprocal"`` (length), ``"angle"``,
-    ``"energy"``, ``"voltage"``, or None for anything else; CalibrationError when pint
-    cannot read it."""
-    return _kind(parse_unit(text))
+    ``"energy"``, ``"voltage"``, or None for anything else (pixels included: pint's
+    ``px`` is a printer's length); CalibrationError when pint cannot read it."""
+    return None if _is_pixels(text) else _kind(parse_unit(text))
 
 
 _KIND_NAMES = {
