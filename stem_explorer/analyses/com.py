@@ -12,6 +12,7 @@ import numpy as np
 from ..engine import CenterOfMassMoments
 from ..errors import AnalysisError
 from .base import Analysis, check_point, check_radius, detector_center, nav_result, pixel_grid
+from .com_conventions import orient
 
 
 @dataclasses.dataclass
@@ -24,7 +25,8 @@ class CenterOfMass(Analysis):
     numbers as three mask columns, without a weighted gather per pixel.
 
     ``flip_y`` mirrors the y component (detectors mounted upside down), then the vector is rotated by ``scan_rotation`` degrees (positive: from
-    +x towards +y) to align detector axes with scan axes.
+    +x towards +y) to align detector axes with scan axes (:func:`.com_conventions.orient`,
+    LiberTEM's convention; :mod:`.com_conventions` converts to and from the peers').
 
     Results: ``shift_y``, ``shift_x``, ``magnitude`` (pixels), ``total`` (intensity
     counted) and, for 2-D scans, ``divergence`` and ``curl`` (pixels per scan pixel,
@@ -57,14 +59,6 @@ class CenterOfMass(Analysis):
     def _center(self, dataset):
         return detector_center(dataset) if self.center is None else check_point("center", self.center, dataset)
 
-    def _orient(self, sy: np.ndarray, sx: np.ndarray) -> tuple:
-        """Detector shifts to scan axes: flip y if asked, then rotate."""
-        if self.flip_y:
-            sy = -sy
-        angle = math.radians(self.scan_rotation)
-        cos, sin = math.cos(angle), math.sin(angle)
-        return sin * sx + cos * sy, cos * sx - sin * sy
-
     def requests(self, dataset):
         cy, cx = self._center(dataset)
         y, x = pixel_grid(dataset)
@@ -81,7 +75,7 @@ class CenterOfMass(Analysis):
         with np.errstate(invalid="ignore", divide="ignore"):
             sy = np.where(total != 0, wy / total, np.nan)
             sx = np.where(total != 0, wx / total, np.nan)
-        shift_y, shift_x = self._orient(sy, sx)
+        shift_y, shift_x = orient(sy, sx, self.scan_rotation, self.flip_y)
         out = {
             "shift_y": nav_result("shift_y", shift_y, dataset, units="px"),
             "shift_x": nav_result("shift_x", shift_x, dataset, units="px"),
@@ -91,7 +85,7 @@ class CenterOfMass(Analysis):
         unit = dataset.calibration.preferred_detector_unit()
         if unit is not None:
             size_y, size_x = dataset.calibration.detector_pixel_in(unit)
-            cal_y, cal_x = self._orient(sy * size_y, sx * size_x)
+            cal_y, cal_x = orient(sy * size_y, sx * size_x, self.scan_rotation, self.flip_y)
             out["shift_y_calibrated"] = nav_result("shift_y_calibrated", cal_y, dataset, units=unit)
             out["shift_x_calibrated"] = nav_result("shift_x_calibrated", cal_x, dataset, units=unit)
             out["magnitude_calibrated"] = nav_result("magnitude_calibrated", np.hypot(cal_y, cal_x), dataset, units=unit)
