@@ -76,6 +76,8 @@ setup(
         "psutil>=5.7",  # who holds an ingestion lock, and whether that process still runs
         "tifffile>=2023.1",
         "mrcfile>=1.4",
+        # physical units of calibrations (scan step, detector pixel size, camera length)
+        "pint>=0.22",
     ],
     extras_require={
         "widgets": widgets_requires,

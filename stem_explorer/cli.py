@@ -21,6 +21,14 @@ def _open_options(args) -> dict:
     for name in ("nav_shape", "sig_shape"):
         if getattr(args, name, None):
             options[name] = tuple(getattr(args, name))
+    if getattr(args, "calibration", None):
+        try:
+            options["calibration"] = json.loads(args.calibration)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise StemExplorerError(
+                f"--calibration {args.calibration[:200]!r} is not valid JSON ({exc}); pass e.g. "
+                f"'{{\"scan_step\": \"0.5 nm\"}}'"
+            ) from None
     return options
 
 
@@ -138,8 +146,12 @@ def cmd_info(args) -> int:
             print(f"  {key:10s} {info[key]}")
         print(f"  {'size':10s} {dataset.nbytes / 2**20:.1f} MiB")
         print(f"  partitions {len(parts)} (frames per partition: {parts[0].n_frames if parts else 0})")
+        print("  calibration")
+        for line in dataset.calibration.describe():
+            print(f"    {line}")
         for key, value in info["metadata"].items():
-            print(f"  {key:10s} {value}")
+            if key != "calibration_warnings":  # printed with the calibration
+                print(f"  {key:10s} {value}")
     return 0
 
 
@@ -266,6 +278,8 @@ def _add_open_options(p) -> None:
     p.add_argument("--dtype", help="dtype of raw files, e.g. uint16 or >u2")
     p.add_argument("--offset", type=int, help="header bytes before the first frame (raw files)")
     p.add_argument("--channel", type=int, help="frame per position to read of 5-D HDF5 data (fpd colour channels)")
+    p.add_argument("--calibration", metavar="JSON",
+                   help="""calibration parts to override, e.g. '{"scan_step": "0.5 nm", "detector_pixel": "0.8 mrad"}'""")
 
 
 def _add_cluster_options(p) -> None:

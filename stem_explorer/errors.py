@@ -37,6 +37,11 @@ class ChecksumError(DataSetError):
     """Stored bytes do not match the checksum recorded for them."""
 
 
+class CalibrationError(DataSetError):
+    """A calibration (scan step, detector pixel size, camera length, beam energy) has
+    an unknown or unsuitable unit, or a value that is not a plausible positive size."""
+
+
 class MaskError(StemExplorerError, ValueError):
     """A mask description is invalid or does not fit the detector."""
 

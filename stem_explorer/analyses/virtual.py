@@ -18,7 +18,7 @@ from .base import (
     check_point,
     detector_center,
     nav_dims,
-    nav_coords,
+    nav_axes,
     nav_result,
 )
 from ..results import ResultArray, check_name
@@ -132,14 +132,31 @@ class RadialProfile(Analysis):
     def compute(self, inputs, dataset):
         _, edges, counts = self._matrix(dataset)
         profile = inputs[0] / counts
-        centres = (edges[:-1] + edges[1:]) / 2
+        radius, unit, attrs = _radius_axis(dataset, (edges[:-1] + edges[1:]) / 2)
+        coords, units = nav_axes(dataset)
         dims = nav_dims(dataset) + ("radius",)
-        coords = dict(nav_coords(dataset), radius=centres)
         shape = dataset.nav_shape + (len(counts),)
+        attrs.update(edges=edges.tolist(), edges_units="px")
         return {
-            "profile": ResultArray("profile", profile.reshape(shape), dims, coords, {"edges": edges.tolist(), "units": "mean counts per pixel"}),
-            "ring_pixels": ResultArray("ring_pixels", counts, ("radius",), {"radius": centres}),
+            "profile": ResultArray("profile", profile.reshape(shape), dims, dict(coords, radius=radius),
+                                   dict(attrs, units="mean counts per pixel"), dict(units, radius=unit)),
+            "ring_pixels": ResultArray("ring_pixels", counts, ("radius",), {"radius": radius}, dict(attrs),
+                                       {"radius": unit}),
         }
+
+
+def _radius_axis(dataset, centres: np.ndarray) -> tuple:
+    """``(radii, unit, attrs)``: the rings' mid radii in the detector calibration's
+    unit where its pixels are square, else in pixels (with a note why)."""
+    pixel = dataset.calibration.detector_pixel
+    if pixel is None:
+        return centres, "px", {}
+    size_y, size_x = pixel.values
+    if not math.isclose(size_y, size_x, rel_tol=1e-6):
+        note = (f"the detector pixels are not square ({size_y:g} x {size_x:g} {pixel.unit}), so a ring of "
+                f"pixels has no single calibrated radius: radii are in pixels")
+        return centres, "px", {"radius_note": note}
+    return centres * size_y, pixel.unit, {}
 
 
 @functools.lru_cache(maxsize=32)

@@ -20,6 +20,7 @@ import numpy as np
 
 from .._json import jsonable
 from ..errors import DataSetError, FormatError
+from .calibration import Calibration
 
 #: Default partition size in bytes of native data. Big enough to amortise task
 #: overhead, small enough to stream partial results and balance two to a few hundred
@@ -172,7 +173,8 @@ class DataSet:
 
     Readers construct it; users get it from :func:`stem_explorer.open_dataset`.
     ``nav_shape`` may have one axis (a line scan, a list of positions, a frame stack)
-    or two (a raster scan).
+    or two (a raster scan). :attr:`calibration` holds the physical scan step and
+    detector pixel size (pixels where neither the file nor the user gives them).
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class DataSet:
         format: str,
         path: Optional[str] = None,
         metadata: Optional[dict] = None,
+        calibration: Optional[Calibration] = None,
     ):
         nav_shape = tuple(int(n) for n in nav_shape)
         if not nav_shape or any(n <= 0 for n in nav_shape):
@@ -205,6 +208,24 @@ class DataSet:
         self.format = format
         self.path = path
         self.metadata = dict(metadata or {})
+        self.calibration = calibration
+
+    # -- calibration -------------------------------------------------------------------
+    @property
+    def calibration(self) -> Calibration:
+        """Scan step, detector pixel size, camera length and beam energy, each with
+        its source (see :mod:`stem_explorer.io.calibration`)."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, value) -> None:
+        value = value if isinstance(value, Calibration) else Calibration(value)
+        self._calibration = value
+        # a file calibration that was not used is shown where the metadata is (views, info)
+        if value.warnings:
+            self.metadata["calibration_warnings"] = list(value.warnings)
+        else:
+            self.metadata.pop("calibration_warnings", None)
 
     # -- shape ---------------------------------------------------------------------
     @property
@@ -297,6 +318,7 @@ class DataSet:
             "sig_shape": list(self.sig_shape),
             "dtype": self.dtype.str,
             "nbytes": self.nbytes,
+            "calibration": self.calibration.to_dict(),
             "metadata": jsonable(self.metadata),
         }
 
