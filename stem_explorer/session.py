@@ -10,6 +10,7 @@ import numpy as np
 from .analyses import PickFrame, build_plan
 from .engine import Job, Progress, preview, warmup
 from .engine.cluster import connect, n_workers_of, start_local_cluster
+from .engine.failures import check_client
 from .errors import ClusterError
 from .io import DataSet, open_dataset
 
@@ -70,7 +71,7 @@ class Session:
     def run(
         self,
         *analyses,
-        supersede: bool = False,
+        supersede: "bool | Job" = False,
         on_partial: Optional[Callable[[Progress], None]] = None,
         on_progress: Optional[Callable[[Progress], None]] = None,
         kernel: Optional[str] = None,
@@ -78,14 +79,18 @@ class Session:
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
-        This call only plans (bad analyses raise here); the job's thread submits the
-        tasks, and what goes wrong from then on (the data, the cluster) is the job's
-        error, raised by ``job.result()``.
+        This call only plans (bad analyses raise here, and a
+        :class:`~stem_explorer.errors.ClusterError` when the session's cluster is gone);
+        the job's thread submits the tasks, and what goes wrong from then on (the data,
+        the cluster) is the job's error, raised by ``job.result()``.
 
         ``job.result()`` blocks for the final :class:`~stem_explorer.results.Results`;
         iterating the job yields :class:`Progress` snapshots as partitions finish.
-        With ``supersede=True`` the session's previous job is cancelled first, so no
-        partial result of it is delivered after this job's first one.
+        Callbacks run in the job's thread, outside its lock; one that raises is logged
+        and kept in ``job.callback_errors`` (the job goes on). With ``supersede=True``
+        the session's previous job is cancelled first (with ``supersede=job``, that
+        job), so no callback of it starts after this call, and this job delivers
+        nothing before one still running has returned.
 
         Large data sets get a coarse preview first: the per-frame analyses run on every
         ``preview_stride``-th scan row and column before the rest (sized automatically
@@ -97,9 +102,11 @@ class Session:
         plan, finalize = build_plan(
             analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
         )
+        check_client(self.client)
         with self._lock:
-            if supersede and self._current is not None:
-                self._current.cancel()
+            previous = supersede if isinstance(supersede, Job) else self._current if supersede else None
+            if previous is not None:
+                previous.cancel()
             job = Job(
                 self.client,
                 self.dataset,
@@ -110,6 +117,7 @@ class Session:
                 preview_stride=preview_stride,
                 on_partial=on_partial,
                 on_progress=on_progress,
+                after=previous,
             )
             self._current = job
         if self._warm_here and not warmup.is_warm(self.dataset.dtype):

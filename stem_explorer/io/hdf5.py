@@ -318,6 +318,8 @@ class Hdf5FrameSource(FrameSource):
     opened on the worker.
     """
 
+    decodes = True  # HDF5's filters (hdf5plugin's among them) run on the chunks' bytes
+
     def __init__(
         self,
         path: str,
@@ -585,6 +587,8 @@ class Hdf5ChunkRunsSource(Hdf5FrameSource):
     A partition's source keeps only the runs of its own frames
     (:meth:`subset`), so descriptors stay small however many chunks the file has.
     """
+
+    decodes = False  # uncompressed: chunks are mapped, unwritten ones are fill values
 
     def __init__(
         self,
