@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Callable, Optional
 
 import numpy as np
@@ -66,12 +67,13 @@ class Session:
             self.client = Client(self._cluster, timeout=timeout)
         self._lock = threading.Lock()
         self._current: Optional[Job] = None
+        self._jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()  # the jobs a new one follows
 
     # -- running analyses ------------------------------------------------------------------
     def run(
         self,
         *analyses,
-        supersede: "bool | Job" = False,
+        supersede: bool = False,
         on_partial: Optional[Callable[[Progress], None]] = None,
         on_progress: Optional[Callable[[Progress], None]] = None,
         kernel: Optional[str] = None,
@@ -88,9 +90,10 @@ class Session:
         iterating the job yields :class:`Progress` snapshots as partitions finish.
         Callbacks run in the job's thread, outside its lock; one that raises is logged
         and kept in ``job.callback_errors`` (the job goes on). With ``supersede=True``
-        the session's previous job is cancelled first (with ``supersede=job``, that
-        job), so no callback of it starts after this call, and this job delivers
-        nothing before one still running has returned.
+        the session's previous job is cancelled first. No callback of a cancelled job
+        starts after ``cancel()`` returns, and this job delivers nothing before a
+        callback still running in one of the session's cancelled jobs has returned:
+        no stale partial result follows a newer one.
 
         Large data sets get a coarse preview first: the per-frame analyses run on every
         ``preview_stride``-th scan row and column before the rest (sized automatically
@@ -104,9 +107,8 @@ class Session:
         )
         check_client(self.client)
         with self._lock:
-            previous = supersede if isinstance(supersede, Job) else self._current if supersede else None
-            if previous is not None:
-                previous.cancel()
+            if supersede and self._current is not None:
+                self._current.cancel()
             job = Job(
                 self.client,
                 self.dataset,
@@ -117,8 +119,9 @@ class Session:
                 preview_stride=preview_stride,
                 on_partial=on_partial,
                 on_progress=on_progress,
-                after=previous,
+                after=list(self._jobs),
             )
+            self._jobs.add(job)
             self._current = job
         if self._warm_here and not warmup.is_warm(self.dataset.dtype):
             self._warm_when_done(job)

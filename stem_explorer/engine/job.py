@@ -13,9 +13,9 @@ that the job is still current; a callback's exception is logged and kept in
 :attr:`Job.callback_errors`, never ending the job. So a callback may take any lock,
 even one held by a thread that is cancelling the job: :meth:`cancel` never waits for a
 callback. Once ``cancel()`` returns no callback of the job starts (one already
-running finishes), and a job started to supersede another (``after=``, what
-``Session.run(supersede=...)`` passes) delivers nothing before that callback has
-returned: no stale partial result ever follows a newer one.
+running finishes), and a job that follows it (``after=``: a session passes its
+earlier jobs) delivers nothing before that callback has returned: no stale partial
+result ever follows a newer one.
 
 Failures after the job started (a task's error, workers dying, the cluster going
 away) are the job's error, raised by :meth:`Job.result`, in the package's terms
@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -137,8 +137,9 @@ class Job:
     process). An exception in a callback is logged and kept in
     :attr:`callback_errors`; the job goes on.
 
-    ``after`` is a job this one supersedes (cancel it first): this job delivers
-    nothing before that job's running callback has returned.
+    ``after`` are jobs started before this one: those of them cancelled by the time
+    this job first delivers (the job it supersedes) have their running callbacks
+    return first.
     """
 
     def __init__(
@@ -153,7 +154,7 @@ class Job:
         preview_stride: Optional[int] = None,
         on_partial: Optional[Callable[[Progress], None]] = None,
         on_progress: Optional[Callable[[Progress], None]] = None,
-        after: Optional["Job"] = None,
+        after: Sequence["Job"] = (),
     ):
         self.id = next(_job_ids)
         self._client = client
@@ -171,7 +172,7 @@ class Job:
         self._error: Optional[BaseException] = None
         self._silenced = False  # cancel() was called: no callback starts any more
         self._delivering = False  # the job's thread is running callbacks
-        self._after = after
+        self._after = list(after)
         #: exceptions raised by this job's callbacks (the first
         #: :data:`MAX_CALLBACK_ERRORS`); each is also logged
         self.callback_errors: list[Exception] = []
@@ -444,7 +445,7 @@ class Job:
         except BaseException as exc:  # a task raised, workers died, the cluster went away
             self._fail(exc)
         finally:
-            self._after = None
+            self._after = []
 
     def _fail(self, exc: BaseException) -> None:
         """End the job with ``exc`` in the package's terms (:func:`failures.explain`:
@@ -516,9 +517,9 @@ class Job:
         current (``cancel()`` not called); after the superseded job's running
         callback, if any, has returned."""
         try:
-            if self._after is not None:
-                self._after._wait_delivered()
-                self._after = None
+            for earlier in self._after:
+                earlier._wait_until_quiet()
+            self._after = []
             for fn, progress in deliveries:
                 with self._lock:
                     if self._silenced:
@@ -532,10 +533,11 @@ class Job:
                 self._delivering = False
                 self._changed.notify_all()
 
-    def _wait_delivered(self) -> None:
-        """Block until the callbacks running now (in the job's thread) have returned."""
+    def _wait_until_quiet(self) -> None:
+        """If this job was cancelled, block until a callback it is still running has
+        returned (none starts after ``cancel()``); a job still running goes on."""
         with self._changed:
-            self._changed.wait_for(lambda: not self._delivering)
+            self._changed.wait_for(lambda: not (self._silenced and self._delivering))
 
     def _callback_failed(self, fn: Callable, exc: Exception) -> None:
         """Keep and log a callback's exception (with its traceback the first time that
