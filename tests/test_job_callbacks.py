@@ -92,3 +92,21 @@ def test_no_callback_of_a_replaced_job_runs_after_its_successors_first(client, t
         results = new.result(timeout=60)
     assert events[0] == "old" and set(events[1:]) == {"new"}
     np.testing.assert_allclose(results["vd/mask0"].data, ref.virtual_image(data, masks.Disk(4, 4, 3).rasterize((8, 8))))
+
+
+def test_result_returns_after_the_final_callbacks_even_one_asking_for_it(client, tmp_path):  # noqa: F811
+    """What a caller of result() sees was drawn already (the Explorer waits on it), and
+    a final callback may ask for the result itself."""
+    ds, data = slow_dataset(tmp_path, delay=0.01)
+    seen = []
+
+    def show(progress):
+        if progress.final:
+            time.sleep(0.3)  # a slow draw
+            seen.append(job.result(timeout=5)["sum/frame"].data)
+
+    with Session(ds, client=client, partition_bytes=PARTITION) as session:
+        job = session.run(SumFrame(), on_partial=show)
+        results = job.result(timeout=60)
+    assert len(seen) == 1 and not job.callback_errors
+    np.testing.assert_array_equal(seen[0], results["sum/frame"].data)

@@ -172,6 +172,7 @@ class Job:
         self._error: Optional[BaseException] = None
         self._silenced = False  # cancel() was called: no callback starts any more
         self._delivering = False  # the job's thread is running callbacks
+        self._final_delivered = False  # the final snapshot's callbacks have returned
         self._after = list(after)
         #: exceptions raised by this job's callbacks (the first
         #: :data:`MAX_CALLBACK_ERRORS`); each is also logged
@@ -255,9 +256,10 @@ class Job:
                 return
 
     def result(self, timeout: Optional[float] = None):
-        """Block until the job is finished and return the final results."""
+        """Block until the job is finished, its callbacks included (except when called
+        from one of them), and return the final results."""
         with self._changed:
-            if not self._changed.wait_for(lambda: self._state != "running", timeout):
+            if not self._changed.wait_for(self._over, timeout):
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
             self._raise_if_failed()
             return self._final_progress().results
@@ -507,15 +509,16 @@ class Job:
             deliveries = [(fn, snapshots[flag]) for fn, flag in self._callbacks]
             finished = self._state == "finished"
             self._delivering = True
-        self._deliver(deliveries)
+        self._deliver(deliveries, finished)
         if finished:
             self._release()
         return True
 
-    def _deliver(self, deliveries: list) -> None:
+    def _deliver(self, deliveries: list, final: bool) -> None:
         """Run the callbacks outside the job's lock, each only while the job is still
         current (``cancel()`` not called); after the superseded job's running
-        callback, if any, has returned."""
+        callback, if any, has returned. ``result()`` returns once the ``final``
+        snapshot's callbacks have."""
         try:
             for earlier in self._after:
                 earlier._wait_until_quiet()
@@ -531,7 +534,16 @@ class Job:
         finally:
             with self._changed:
                 self._delivering = False
+                self._final_delivered = final
                 self._changed.notify_all()
+
+    def _over(self) -> bool:
+        """Whether :meth:`result` may return: the job failed or was cancelled, or it
+        finished and its final callbacks have run (a callback asking waits for none)."""
+        if self._state == "running":
+            return False
+        in_callback = threading.current_thread() is self._thread
+        return self._state != "finished" or self._final_delivered or in_callback
 
     def _wait_until_quiet(self) -> None:
         """If this job was cancelled, block until a callback it is still running has

@@ -85,9 +85,9 @@ def read_isolated(
     if error is not None:
         raise error
     if child.returncode < 0:
-        how = signal_name(-child.returncode)
+        how = _signal_name(-child.returncode)
         if reading is not None:
-            raise corrupt_chunk_error(source, *reading, how)
+            raise _corrupt_chunk_error(source, *reading, how)
         raise FormatError(
             f"opening {_where(source)} crashed the process reading it ({how}); the file is "
             f"damaged: copy or export it again from the original"
@@ -104,7 +104,7 @@ def chunk_ranges(source: FrameSource, start: int, stop: int) -> list[tuple[int, 
     return list(zip(edges[:-1], edges[1:]))
 
 
-def corrupt_chunk_error(source: FrameSource, start: int, stop: int, how: str) -> FormatError:
+def _corrupt_chunk_error(source: FrameSource, start: int, stop: int, how: str) -> FormatError:
     """The error for frames ``start:stop`` of ``source`` whose decoding crashed a process."""
     frames = f"frame {start}" if stop - start == 1 else f"frames {start} to {stop - 1}"
     return FormatError(
@@ -114,7 +114,7 @@ def corrupt_chunk_error(source: FrameSource, start: int, stop: int, how: str) ->
     )
 
 
-def signal_name(number: int) -> str:
+def _signal_name(number: int) -> str:
     """``SIGSEGV`` for 11, say."""
     try:
         return signal.Signals(number).name
@@ -154,9 +154,9 @@ def serve() -> None:
         with source.open(payload) as reader:
             for start, stop in ranges:
                 send("reading", start, stop)
-                frames = reader.read(start, stop)
+                frames = np.array(reader.read(start, stop), copy=True)  # every byte, even of a mapping
                 if keep:
-                    send("frames", np.array(frames, copy=True))
+                    send("frames", frames)
     except Exception as exc:
         send("error", exc if _picklable(exc) else DataSetError(f"{type(exc).__name__}: {exc}"))
         return
