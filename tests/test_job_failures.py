@@ -14,7 +14,6 @@ import textwrap
 import time
 
 import dask
-import numpy as np
 import pytest
 
 from stem_explorer import Session
