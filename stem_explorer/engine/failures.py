@@ -29,6 +29,10 @@ _NEW_SESSION = (
     "start a new Session (in the Explorer: press reconnect); with a cluster of your "
     "own, check first that its scheduler and workers are running"
 )
+_LOOK = (
+    "Workers die when they run out of memory or are killed from outside: look at the "
+    "workers' logs (client.get_worker_logs()) or the dask dashboard, then run the job again"
+)
 
 
 def check_client(client) -> None:
@@ -50,6 +54,8 @@ def cluster_lost(client, cause: Optional[BaseException] = None) -> ClusterError:
         what = "the session's dask client was closed, or its cluster shut down"
     elif reason == "scheduler-restart":
         what = "the dask cluster was restarted"
+    elif cause is None:
+        what = f"the session's dask client cannot reach its scheduler (client status: {status})"
     else:
         what = f"the dask cluster dropped the job's tasks ({type(cause).__name__}: {cause})"
     return ClusterError(f"{what}; {_NEW_SESSION}")
@@ -97,9 +103,3 @@ def _workers_died(exc, reads: Optional[tuple]) -> StemExplorerError:
         found = "its frames read without error in a separate process here, so the data is not at fault"
     logger.debug("workers died running %s: %s", what, found)
     return ClusterError(f"{deaths} dask workers died running {what}; {found}. {_LOOK}")
-
-
-_LOOK = (
-    "Workers die when they run out of memory or are killed from outside: look at the "
-    "workers' logs (client.get_worker_logs()) or the dask dashboard, then run the job again"
-)
