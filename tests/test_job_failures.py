@@ -14,6 +14,7 @@ import textwrap
 import time
 
 import dask
+import distributed  # noqa: F401 (its config defaults, before dask.config.set below)
 import pytest
 
 from stem_explorer import Session
@@ -103,6 +104,20 @@ def test_a_mapped_file_truncated_under_a_job_is_a_format_error(tmp_path):
             job.result(timeout=120)
         session.client.wait_for_workers(1, timeout=60)
         assert pid not in session.client.run(os.getpid).values()  # it died
+
+
+def test_a_worker_killed_from_outside_is_a_cluster_error_that_clears_the_data(tmp_path):
+    ds, _ = slow_dataset(tmp_path, delay=0.05)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        session = Session(ds, n_workers=1, partition_bytes=FRAME_BYTES * 64, tile_bytes=FRAME_BYTES)
+    with session:
+        (pid,) = session.client.run(os.getpid).values()
+        job = session.run(SumFrame())
+        _wait_for_a_partition(job)
+        os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
+        with pytest.raises(ClusterError, match=r"1 dask workers died running partition \d+ \(frames \d+ to \d+\); "
+                                               r"its frames read without error .* not at fault\. .*worker.* logs"):
+            job.result(timeout=120)
 
 
 CORRUPT_FRAME = 5
