@@ -88,9 +88,11 @@ def test_an_external_scheduler_that_dies_is_a_cluster_error(tmp_path):
             process.wait()
 
 
-def test_a_mapped_file_truncated_under_a_job_is_a_format_error(tmp_path):
-    """The running task's worker dies of SIGBUS; with no retries allowed the job ends
-    on dask's KilledWorker, and re-reading the partition names the truncated file."""
+@pytest.fixture
+def job_mid_partition(tmp_path):
+    """``(data set, job, worker pid)``: a job on one worker that allows no retries (a
+    worker's death ends the job on dask's KilledWorker), its first partition merged
+    and its second (64 frames, one per tile, 3.2 s) under way with the file mapped."""
     ds, _ = slow_dataset(tmp_path, delay=0.05)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         session = Session(ds, n_workers=1, partition_bytes=FRAME_BYTES * 64, tile_bytes=FRAME_BYTES)
@@ -98,26 +100,27 @@ def test_a_mapped_file_truncated_under_a_job_is_a_format_error(tmp_path):
         (pid,) = session.client.run(os.getpid).values()
         job = session.run(SumFrame())
         _wait_for_a_partition(job)
-        time.sleep(0.5)  # the next task (3.2 s) has mapped the file and read some frames
-        os.truncate(ds.path, 0)  # its next frame lies past the file's end
-        with pytest.raises(FormatError, match=f"file '{ds.path}' is 0 bytes .* the file is truncated"):
-            job.result(timeout=120)
+        time.sleep(0.5)
+        yield ds, job, pid
         session.client.wait_for_workers(1, timeout=60)
         assert pid not in session.client.run(os.getpid).values()  # it died
 
 
-def test_a_worker_killed_from_outside_is_a_cluster_error_that_clears_the_data(tmp_path):
-    ds, _ = slow_dataset(tmp_path, delay=0.05)
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        session = Session(ds, n_workers=1, partition_bytes=FRAME_BYTES * 64, tile_bytes=FRAME_BYTES)
-    with session:
-        (pid,) = session.client.run(os.getpid).values()
-        job = session.run(SumFrame())
-        _wait_for_a_partition(job)
-        os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
-        with pytest.raises(ClusterError, match=r"1 dask workers died running partition \d+ \(frames \d+ to \d+\); "
-                                               r"its frames read without error .* not at fault\. .*worker.* logs"):
-            job.result(timeout=120)
+def test_a_mapped_file_truncated_under_a_job_is_a_format_error(job_mid_partition):
+    """The running task's worker dies of SIGBUS; re-reading the partition names the
+    truncated file."""
+    ds, job, _ = job_mid_partition
+    os.truncate(ds.path, 0)  # the task's next frame lies past the file's end
+    with pytest.raises(FormatError, match=f"file '{ds.path}' is 0 bytes .* the file is truncated"):
+        job.result(timeout=120)
+
+
+def test_a_worker_killed_from_outside_is_a_cluster_error_that_clears_the_data(job_mid_partition):
+    _, job, pid = job_mid_partition
+    os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
+    with pytest.raises(ClusterError, match=r"1 dask workers died running partition \d+ \(frames \d+ to \d+\); "
+                                           r"its frames read without error .* not at fault\. .*worker.* logs"):
+        job.result(timeout=120)
 
 
 CORRUPT_FRAME = 5
