@@ -75,6 +75,10 @@ class FrameSource(abc.ABC):
     #: frames to decode, no network hop): the client then computes a job's coarse
     #: preview itself instead of sending it to a worker.
     random_access: bool = False
+    #: Whether reading runs native decoders (compression filters) over the file's
+    #: bytes: a corrupt chunk can crash the reading process outright (SIGSEGV), so the
+    #: user's process reads such frames only through :mod:`.isolated`, never itself.
+    decodes: bool = False
 
     @abc.abstractmethod
     def open(self, payload: Any = None) -> FrameReader:
@@ -283,13 +287,21 @@ class DataSet:
         return self.source.random_access
 
     def read_frames(self, start: int, stop: int) -> np.ndarray:
-        """A copy of frames ``start:stop`` (flat indices), read in this process."""
+        """A copy of frames ``start:stop`` (flat indices), read in this process, or in
+        a separate one where reading decodes (:attr:`FrameSource.decodes`): a corrupt
+        chunk then raises a :class:`~stem_explorer.errors.FormatError` naming its frame
+        instead of crashing this process."""
         if not 0 <= start <= stop <= self.n_frames:
             raise DataSetError(
                 f"frame range {start}:{stop} is outside 0:{self.n_frames}"
             )
         if start == stop:
             return np.empty((0,) + self.sig_shape, self.dtype)
+        if self.source.decodes:
+            from .isolated import chunk_ranges, read_isolated
+
+            ranges = chunk_ranges(self.source, start, stop)
+            return np.concatenate(read_isolated(self.source, ranges, payload=self.local_payload(start, stop)))
         with self.source.open(self.local_payload(start, stop)) as reader:
             return np.array(reader.read(start, stop), copy=True)
 

@@ -332,6 +332,8 @@ class Hdf5FrameSource(FrameSource):
     the frames are every ``(y, x, channel)`` in C order.
     """
 
+    decodes = True  # HDF5's filters (hdf5plugin's among them) run on the chunks' bytes
+
     def __init__(
         self,
         path: str,
@@ -625,6 +627,8 @@ class Hdf5ChunkRunsSource(Hdf5FrameSource):
     A partition's source keeps only the runs of its own frames
     (:meth:`subset`), so descriptors stay small however many chunks the file has.
     """
+
+    decodes = False  # uncompressed: chunks are mapped, unwritten ones are fill values
 
     def __init__(
         self,
