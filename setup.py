@@ -73,8 +73,13 @@ setup(
         "jsonschema>=4.17",
         "threadpoolctl>=3.1",
         "tqdm>=4.60",
+        # one ingestion per destination folder: flock, released by the kernel when its owner dies
+        "filelock>=3.12",
+        "psutil>=5.7",  # who holds an ingestion lock, and whether that process still runs
         "tifffile>=2023.1",
         "mrcfile>=1.4",
+        # physical units of calibrations (scan step, detector pixel size, camera length)
+        "pint>=0.22",
     ],
     extras_require={
         "widgets": widgets_requires,

@@ -18,12 +18,20 @@ from .errors import OptionError, StemExplorerError
 
 def _open_options(args) -> dict:
     options = {}
-    for name in ("dataset", "dtype", "offset"):
+    for name in ("dataset", "dtype", "offset", "channel"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
     for name in ("nav_shape", "sig_shape"):
         if getattr(args, name, None):
             options[name] = tuple(getattr(args, name))
+    if getattr(args, "calibration", None):
+        try:
+            options["calibration"] = json.loads(args.calibration)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise StemExplorerError(
+                f"--calibration {args.calibration[:200]!r} is not valid JSON ({exc}); pass e.g. "
+                f"'{{\"scan_step\": \"0.5 nm\"}}'"
+            ) from None
     return options
 
 
@@ -32,11 +40,12 @@ def _masks_from_args(args) -> list:
     found += [masks.Ring(*r) for r in args.ring or []]
     found += [masks.Rectangle(*r) for r in args.rect or []]
     for text in args.mask_json or []:
-        source = Path(text).read_text() if Path(text).is_file() else text
         try:
+            # text longer than PATH_MAX is JSON (Path.is_file raises on such names)
+            source = Path(text).read_text() if len(text) < 4096 and Path(text).is_file() else text
             description = json.loads(source)
-        except json.JSONDecodeError as exc:
-            raise StemExplorerError(f"--mask-json {text!r} is neither a file nor valid JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise StemExplorerError(f"--mask-json {text[:200]!r} is neither a file nor valid JSON ({exc})") from None
         found += [masks.from_dict(d) for d in (description if isinstance(description, list) else [description])]
     return found
 
@@ -168,14 +177,23 @@ def cmd_info(args) -> int:
             print(f"  {key:10s} {info[key]}")
         print(f"  {'size':10s} {dataset.nbytes / 2**20:.1f} MiB")
         print(f"  partitions {len(parts)} (frames per partition: {parts[0].n_frames if parts else 0})")
+        print("  calibration")
+        for line in dataset.calibration.describe():
+            print(f"    {line}")
         for key, value in info["metadata"].items():
-            print(f"  {key:10s} {value}")
+            if key != "calibration_warnings":  # printed with the calibration
+                print(f"  {key:10s} {value}")
     return 0
 
 
 def cmd_run(args) -> int:
+    from ._atomic import check_writable, check_writable_folder
     from .io import open_dataset
 
+    if args.output:  # fail now, not after the computation
+        check_writable(args.output)
+    if args.tiff:
+        check_writable_folder(args.tiff)
     dataset = open_dataset(args.path, format=args.format, **_open_options(args))
     chosen = _analyses_from_args(args, dataset)
     with _session(args, dataset) as session:
@@ -293,6 +311,9 @@ def _add_open_options(p) -> None:
     p.add_argument("--sig-shape", type=int, nargs=2, metavar="N", help="detector shape (raw files)")
     p.add_argument("--dtype", help="dtype of raw files, e.g. uint16 or >u2")
     p.add_argument("--offset", type=int, help="header bytes before the first frame (raw files)")
+    p.add_argument("--channel", type=int, help="frame per position to read of 5-D HDF5 data (fpd colour channels)")
+    p.add_argument("--calibration", metavar="JSON",
+                   help="""calibration parts to override, e.g. '{"scan_step": "0.5 nm", "detector_pixel": "0.8 mrad"}'""")
 
 
 def _add_cluster_options(p) -> None:
@@ -384,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replication", type=_whole("--replication", 1, 512, "HDFS replicas per block"),
                    help="HDFS replicas per block (default: the cluster's)")
     p.add_argument("--webhdfs", metavar="HOST:PORT", help="the NameNode's WebHDFS address, when the Hadoop configuration does not say")
-    p.add_argument("--overwrite", action="store_true", help="discard what DEST holds (default: resume)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the data set or unfinished ingestion DEST holds; other files stay (default: resume)")
     p.add_argument("--workers", type=_workers, help="worker processes of the embedded cluster (default: one per core)")
     p.add_argument("--address", help="scheduler address (tcp://host:port) of an existing dask cluster")
     p.add_argument("-q", "--quiet", action="store_true")

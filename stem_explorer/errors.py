@@ -25,12 +25,21 @@ class DataSetNotFoundError(DataSetError, FileNotFoundError):
     """The file or data set path does not exist."""
 
 
+class DataSetPermissionError(DataSetError, PermissionError):
+    """The file or folder exists but this user may not read (or enter) it."""
+
+
 class FormatError(DataSetError):
     """The file is not of the expected format, or is malformed / truncated."""
 
 
 class ChecksumError(DataSetError):
     """Stored bytes do not match the checksum recorded for them."""
+
+
+class CalibrationError(DataSetError):
+    """A calibration (scan step, detector pixel size, camera length, beam energy) has
+    an unknown or unsuitable unit, or a value that is not a plausible positive size."""
 
 
 class MaskError(StemExplorerError, ValueError):
@@ -55,3 +64,12 @@ class JobCancelledError(StemExplorerError, RuntimeError):
 
 class WidgetError(StemExplorerError, ValueError):
     """A widget was given input it cannot show (e.g. an image that is not 2-D and real)."""
+
+
+class SaveError(StemExplorerError, OSError):
+    """Results or an export cannot be written where asked (a folder, no permission, a
+    read-only or full file system)."""
+
+
+class ResultNameError(StemExplorerError, ValueError):
+    """A result or analysis name cannot name an array in a results file."""

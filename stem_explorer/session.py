@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Callable, Optional
 
 import numpy as np
@@ -11,6 +12,7 @@ from .analyses import PickFrame, build_plan
 from .engine import Job, Progress, preview, warmup
 from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
+from .engine.failures import check_client
 from .errors import ClusterError, OptionError
 from .io import DataSet, open_dataset
 
@@ -111,6 +113,7 @@ class Session:
             self.client = Client(self._cluster, timeout=timeout)
         self._lock = threading.Lock()
         self._current: Optional[Job] = None
+        self._jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()  # the jobs a new one follows
 
     # -- running analyses ------------------------------------------------------------------
     def run(
@@ -124,14 +127,19 @@ class Session:
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
-        This call only plans (bad analyses raise here); the job's thread submits the
-        tasks, and what goes wrong from then on (the data, the cluster) is the job's
-        error, raised by ``job.result()``.
+        This call only plans (bad analyses raise here, and a
+        :class:`~stem_explorer.errors.ClusterError` when the session's cluster is gone);
+        the job's thread submits the tasks, and what goes wrong from then on (the data,
+        the cluster) is the job's error, raised by ``job.result()``.
 
         ``job.result()`` blocks for the final :class:`~stem_explorer.results.Results`;
         iterating the job yields :class:`Progress` snapshots as partitions finish.
-        With ``supersede=True`` the session's previous job is cancelled first, so no
-        partial result of it is delivered after this job's first one.
+        Callbacks run in the job's thread, outside its lock; one that raises is logged
+        and kept in ``job.callback_errors`` (the job goes on). With ``supersede=True``
+        the session's previous job is cancelled first. No callback of a cancelled job
+        starts after ``cancel()`` returns, and this job delivers nothing before a
+        callback still running in one of the session's cancelled jobs has returned:
+        no stale partial result follows a newer one.
 
         Large data sets get a coarse preview first: the per-frame analyses run on every
         ``preview_stride``-th scan row and column before the rest (sized automatically
@@ -148,6 +156,7 @@ class Session:
         plan, finalize = build_plan(
             analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
         )
+        check_client(self.client)
         with self._lock:
             if supersede and self._current is not None:
                 self._current.cancel()
@@ -161,7 +170,9 @@ class Session:
                 preview_stride=preview_stride,
                 on_partial=on_partial,
                 on_progress=on_progress,
+                after=list(self._jobs),
             )
+            self._jobs.add(job)
             self._current = job
         if self._warm_here and not warmup.is_warm(self.dataset.dtype):
             self._warm_when_done(job)

@@ -101,7 +101,7 @@ def test_blockfile_bad_input(tmp_path):
 SER_CODES = {"uint8": 1, "uint16": 2, "int32": 6, "float32": 7}
 
 
-def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x0197):
+def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x0197, deltas=None, pixel=(0.5, 0.25)):
     """Following "TIA Series Data (ESD) file format" (FEI / Emispec, as reproduced by
     C. Boothroyd's "TIA format" page): header (byte order 'II', series id 0x0197,
     version, data type 0x4122, tag type, total / valid element counts, offset-array
@@ -109,16 +109,21 @@ def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x019
     element, description, units), the 2-D data elements (x then y calibration, type
     code, size x, size y, values with x fastest), the tags, then the data and tag
     offset arrays. The scan dimensions are listed fastest first (x, then y) and the
-    elements stored x fastest, as ncempy.io.ser and HyperSpy read TIA area scans; an
+    elements stored x fastest, as ncempy.io.ser and HyperSpy read TIA area scans. TIA
+    stores an image's rows bottom up: the readers of HyperSpy (rosettasciio) and
+    ncempy (LiberTEM's) show the stored first row last, so a frame ``data[i]`` is
+    written as ``data[i][::-1]`` (see test_ser_rows_as_hyperspy_and_libertem). An
     area scan gets time-and-position tags (0x4142: type, time, PositionX, PositionY)
     from its calibration, a line scan or series time tags (0x4152: type, time).
     ``gaps`` puts a varying number of padding bytes between elements (non-uniform
-    offsets)."""
+    offsets). ``deltas`` are the scan steps in metres (numpy order), ``pixel`` the
+    elements' (y, x) calibration deltas."""
     nav, (sy, sx) = data.shape[:-2], data.shape[-2:]
     frames = data.reshape((-1, sy, sx))
     n = len(frames)
     word = "I" if version == 0x0210 else "Q"
-    deltas = [1e-9 * (i + 1) for i in range(len(nav))]  # of the numpy axes, slowest first
+    if deltas is None:  # of the numpy axes, slowest first
+        deltas = [1e-9 * (i + 1) for i in range(len(nav))]
     dims = b""
     for size, delta in reversed(list(zip(nav, deltas))):  # the file lists x first
         desc, units = b"Position", b"meters"
@@ -131,8 +136,8 @@ def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x019
         body += pad
         pos += len(pad)
         offsets.append(pos)
-        element = struct.pack("<ddiddiHII", 0.0, 0.25, 0, 0.0, 0.5, 0, SER_CODES[frame.dtype.name], sx, sy)
-        element += frame.tobytes()
+        element = struct.pack("<ddiddiHII", 0.0, pixel[1], 0, 0.0, pixel[0], 0, SER_CODES[frame.dtype.name], sx, sy)
+        element += frame[::-1].tobytes()
         body += element
         pos += len(element)
     tag_type = 0x4142 if len(nav) == 2 else 0x4152
@@ -155,6 +160,39 @@ def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x019
     return str(path)
 
 
+def test_ser_rows_as_hyperspy_and_libertem(tmp_path):
+    """TIA images are stored bottom row first; HyperSpy (``dc[..., ::-1, :]`` in
+    rosettasciio's tia reader) and LiberTEM (ncempy's ``np.flipud`` in
+    ``fileSER.getDataset``) agree on showing the stored first row at the bottom, on
+    their own real TIA test files as on this one, so the frame's last row is the
+    file's first."""
+    stored = np.arange(12, dtype="uint16").reshape(4, 3)  # no symmetry: rows differ
+    path = write_ser(tmp_path / "rows_1.ser", stored[::-1][None])  # the writer flips back
+    with open(path, "rb") as f:  # the file's first stored row follows the element header
+        f.seek(read_ser_element_offset(path) + struct.calcsize("<ddiddiHII"))
+        assert np.frombuffer(f.read(6), "<u2").tolist() == [0, 1, 2]
+    for gaps in (False, True):  # the mapped and the copying read paths
+        if gaps:
+            path = write_ser(tmp_path / "rows_gaps_1.ser", np.stack([stored[::-1]] * 2), gaps=True)
+        ds = open_dataset(path)
+        frame = ds.read_frames(0, 1)[0]
+        assert frame[-1].tolist() == [0, 1, 2] and frame[0].tolist() == [9, 10, 11]
+        assert ds.metadata["orientation"].startswith("rows flipped")
+        with ds.source.open() as reader:  # the preview's gather flips too
+            out = np.empty((1,) + ds.sig_shape, ds.dtype)
+            reader.take(np.array([ds.n_frames - 1]), out)
+            np.testing.assert_array_equal(out[0], frame)
+
+
+def read_ser_element_offset(path) -> int:
+    """Byte offset of the first data element (the first entry of the offset array)."""
+    header = read_ser_header(path)
+    width = 4 if header["version"] == 0x0210 else 8
+    with open(path, "rb") as f:
+        f.seek(header["offset_array_offset"])
+        return int.from_bytes(f.read(width), "little")
+
+
 def test_ser_scan_axis_order(tmp_path):
     """A non-square area scan (4 rows x 6 columns) of non-square frames (5 x 3): the
     dimension array lists x (6) then y (4), following the TIA series description with
@@ -175,8 +213,8 @@ def test_ser_uniform_is_mapped(tmp_path, dtype, version):
     path = write_ser(tmp_path / "scan_1.ser", data, version=version)
     (tmp_path / "scan.emi").write_bytes(b"emi")
     ds = open_dataset(path)
-    check_dataset(ds, data, "ser", mapped=True)
-    assert ds.metadata["read_path"] == "mmap"
+    check_dataset(ds, data, "ser", mapped=False)  # mapped, then rows flipped into a buffer
+    assert ds.metadata["read_path"].startswith("mmap")
     assert ds.metadata["pixel_size"] == [0.5, 0.25]
     assert ds.metadata["emi_file"].endswith("scan.emi")
     assert [c["delta"] for c in ds.metadata["scan_calibration"]] == [1e-9, 2e-9]
@@ -188,7 +226,7 @@ def test_ser_non_uniform_offsets_copy_into_buffer(tmp_path, dtype):
     data = make_frames(NAV, SIG, dtype, seed=2)
     ds = open_dataset(write_ser(tmp_path / "gaps.ser", data, gaps=True))
     check_dataset(ds, data, "ser", mapped=False)
-    assert ds.metadata["read_path"] == "copy"
+    assert ds.metadata["read_path"].startswith("copy")
     with ds.source.open() as reader:  # the buffer is reused between reads
         first = reader.read(0, 4)
         assert reader.read(4, 8).base is first.base
@@ -248,13 +286,16 @@ class DMWriter:
         return head + struct.pack(">i", byte_order) + root + bytes(8)
 
 
-def write_dm(path, data, *, version=4, extra_stack=False, layout="nav-major"):
+def write_dm(path, data, *, version=4, extra_stack=False, layout="nav-major", units=None, microscope=None):
     """4-D ``data`` (scan y, scan x, detector y, detector x) is written in ``layout``:
     "nav-major" as GMS 3.x STEMx does with C ordering (Dimensions detector x, detector
     y, scan x, scan y; frames contiguous; ``ImageTags/Meta Data/Data Order Swapped``
     = 1), "sig-major" as older GMS (Dimensions scan x, scan y, detector x, detector y;
     each detector pixel's scan image contiguous; no such tag). Dimensions list the
-    fastest axis first, so the stored C-ordered array's shape is their reverse."""
+    fastest axis first, so the stored C-ordered array's shape is their reverse.
+    ``units`` (one per Dimensions entry, fastest first) adds ``Units`` to the
+    calibrations (scales 0.1, 0.2... in that order); ``microscope`` ({name: float})
+    goes to ``ImageTags/Microscope Info``."""
     w = DMWriter(version)
     code, tag_type = DM_TYPES[data.dtype.name]
 
@@ -270,7 +311,8 @@ def write_dm(path, data, *, version=4, extra_stack=False, layout="nav-major"):
             else:
                 array = array.transpose(2, 3, 0, 1)
         dims = [w.scalar("", 5, "I", n) for n in reversed(array.shape)]
-        calib = [w.entry(20, "", w.group([w.scalar("Scale", 6, "f", 0.1 * (i + 1)), w.scalar("Origin", 6, "f", 0.0)]))
+        calib = [w.entry(20, "", w.group([w.scalar("Scale", 6, "f", 0.1 * (i + 1)), w.scalar("Origin", 6, "f", 0.0)]
+                                          + ([text("Units", units[i])] if units and array.ndim == len(units) else [])))
                  for i in range(array.ndim)]
         values = w.data([20, tag_type, array.size], np.ascontiguousarray(array, "<" + array.dtype.str[1:]).tobytes())
         image_data = w.group([
@@ -284,7 +326,10 @@ def write_dm(path, data, *, version=4, extra_stack=False, layout="nav-major"):
             w.entry(21, "Name", w.data([18, 3], "img".encode("utf-16-le"))),
             w.entry(21, "Rect", w.data([15, 0, 2, 0, 3, 0, 3], struct.pack("<ii", 1, 2))),
             w.entry(20, "ImageData", image_data),
-            w.entry(20, "ImageTags", w.group([w.entry(20, "Meta Data", w.group(meta))])),
+            w.entry(20, "ImageTags", w.group([
+                w.entry(20, "Meta Data", w.group(meta)),
+                w.entry(20, "Microscope Info", w.group([w.scalar(k, 7, "d", v) for k, v in (microscope or {}).items()])),
+            ])),
         ]))
 
     thumbnail = np.arange(12, dtype=data.dtype).reshape(3, 4)
@@ -502,29 +547,42 @@ def test_zarr_3d_array_store_and_errors(tmp_path):
 
 
 # -- HDF5 layouts of other writers ---------------------------------------------------------------
-def write_hspy(path, data):
+def write_hspy(path, data, *, axes=None, tem=None):
     """HyperSpy's hspy layout: /Experiments/<title>/data in numpy order (navigation
-    axes first), axis descriptions as attributes of axis-<i> groups, metadata groups."""
+    axes first), axis descriptions as attributes of axis-<i> groups (``axes``: one
+    (scale, units) per axis), metadata groups (``tem``: Acquisition_instrument/TEM
+    attributes)."""
     with h5py.File(path, "w") as f:
         f.attrs.update({"file_format": "HyperSpy", "file_format_version": "3.1"})
         exp = f.create_group("Experiments/my scan")
         exp.create_dataset("data", data=data)
         for i, n in enumerate(data.shape):
-            exp.create_group(f"axis-{i}").attrs.update({"size": n, "navigate": i < 2})
+            attrs = {"size": n, "navigate": i < 2}
+            if axes:
+                attrs.update(scale=axes[i][0], units=axes[i][1], offset=0.0)
+            exp.create_group(f"axis-{i}").attrs.update(attrs)
         exp.create_group("metadata/Signal").attrs["signal_type"] = "electron_diffraction"
+        if tem:
+            exp.create_group("metadata/Acquisition_instrument/TEM").attrs.update(tem)
         exp.create_dataset("learning_results/factors", data=np.zeros((4, 3, 2)))
 
 
-def write_py4dstem(path, data):
+def write_py4dstem(path, data, *, dims=None):
     """py4DSTEM 0.x / EMD 1.0: groups tagged with emd_group_type, the datacube's
-    data (R_Nx, R_Ny, Q_Nx, Q_Ny) with dim1..dim4 beside it, plus a 3-D stack."""
+    data (R_Nx, R_Ny, Q_Nx, Q_Ny) with dim1..dim4 beside it (``dims``: one (step,
+    units) per axis, written as emdfile writes a linear dim: its first two values),
+    plus a 3-D stack."""
     with h5py.File(path, "w") as f:
         f.attrs.update({"emd_group_type": "file", "version_major": 1})
         cube = f.create_group("4DSTEM_experiment/data/datacubes/datacube_0")
         cube.attrs["emd_group_type"] = 1
         cube.create_dataset("data", data=data)
         for i, n in enumerate(data.shape):
-            cube.create_dataset(f"dim{i + 1}", data=np.arange(n, dtype="f8"))
+            if dims:
+                dim = cube.create_dataset(f"dim{i + 1}", data=[0.0, dims[i][0]])
+                dim.attrs.update(name=f"axis{i}", units=dims[i][1])
+            else:
+                cube.create_dataset(f"dim{i + 1}", data=np.arange(n, dtype="f8"))
         stack = f.create_group("4DSTEM_experiment/data/pointlistarrays/stack")
         stack.create_dataset("values", data=np.zeros((3, 4, 5)))
 
@@ -574,14 +632,59 @@ def test_hdf5_layouts_autopick(tmp_path, layout, dtype):
     check_dataset(ds, data, "hdf5", mapped=layout != "fpd")
 
 
-def test_fpd_five_dimensional_is_refused(tmp_path):
-    path = tmp_path / "fpd5.hdf5"
+def write_fpd5(path, data, *, chunked=True):
+    """fpd's 5-D form of ``data`` ``(scan_y, scan_x, channels, det_y, det_x)``: one frame
+    per Merlin colour channel (counter) at each position; Exposure/Threshold and the
+    sum image carry the channel axis last, as fpd writes them."""
     with h5py.File(path, "w") as f:
-        f.create_dataset("fpd_expt/fpd_data/data", data=np.zeros((2, 3, 1, 4, 4), "u2"))
-        f.create_dataset("fpd_expt/Exposure/data", data=np.ones((2, 3, 1)))
-        f.create_dataset("fpd_expt/Threshold/data", data=np.ones((2, 3, 1)))
-    with pytest.raises(DataSetError, match="5-D"):
+        expt = f.create_group("fpd_expt")
+        chunks = (1, 2, 1) + data.shape[3:] if chunked else None
+        expt.create_dataset("fpd_data/data", data=data, chunks=chunks)
+        expt.create_dataset("fpd_sum_im/data", data=np.moveaxis(data.sum(axis=(3, 4)), 2, -1))
+        for name in ("Exposure", "Threshold"):
+            expt.create_dataset(f"{name}/data", data=np.ones(data.shape[:3]))
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_fpd_five_dimensional_singleton_is_squeezed(tmp_path, chunked):
+    data = make_frames(NAV, SIG, "uint16")
+    path = tmp_path / "fpd5.hdf5"
+    write_fpd5(path, data[:, :, None], chunked=chunked)
+    ds = open_dataset(path)
+    assert ds.metadata["dataset"] == "/fpd_expt/fpd_data/data"
+    assert ds.metadata["hdf5_shape"] == [*NAV, 1, *SIG]
+    assert ds.metadata["channel"] == 0
+    check_dataset(ds, data, "hdf5", mapped=not chunked)
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_fpd_several_frames_per_position(tmp_path, chunked):
+    """Two colour channels per position: refused with both ways out, then read as the
+    user picks: one channel, or every frame along a longer scan axis."""
+    data = make_frames(NAV + (2,), SIG, "uint16", seed=4)
+    path = tmp_path / "colour.hdf5"
+    write_fpd5(path, data, chunked=chunked)
+    with pytest.raises(DataSetError) as info:
         open_dataset(path)
+    message = str(info.value)
+    assert "2 frames per scan position" in message and str(path) in message
+    assert "channel=0" in message and f"nav_shape=({NAV[0]}, {NAV[1] * 2})" in message
+    for channel in (0, 1):
+        ds = open_dataset(path, channel=channel)
+        assert ds.metadata["channel"] == channel
+        check_dataset(ds, np.ascontiguousarray(data[:, :, channel]), "hdf5", mapped=not chunked)
+    ds = open_dataset(path, nav_shape=(NAV[0], NAV[1] * 2))
+    assert ds.metadata["channel"] is None
+    check_dataset(ds, data.reshape((NAV[0], NAV[1] * 2) + SIG), "hdf5", mapped=not chunked)
+    with pytest.raises(DataSetError, match="channel=2 is outside 0..1"):
+        open_dataset(path, channel=2)
+
+
+def test_channel_is_only_for_five_dimensional_data(tmp_path):
+    path = tmp_path / "four.h5"
+    write_fpd(path, make_frames(NAV, SIG, "uint16"))
+    with pytest.raises(DataSetError, match="channel=.*5-D"):
+        open_dataset(path, channel=0)
 
 
 # -- rosettasciio fallback ---------------------------------------------------------------------
@@ -596,3 +699,15 @@ def test_rsciio_missing_is_a_clear_error(tmp_path):
     with pytest.raises(FormatError, match=r"stem_explorer\[rsciio\].*GPL"):
         open_dataset(path, format="rsciio")
     assert find_reader(path).name == "blockfile"  # never picked by suffix
+
+
+def test_cli_info_takes_the_channel(tmp_path, capsys):
+    import json
+
+    from stem_explorer.cli import main
+
+    path = tmp_path / "colour.hdf5"
+    write_fpd5(path, make_frames(NAV + (3,), SIG, "uint16"))
+    assert main(["info", str(path), "--channel", "2", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["nav_shape"] == list(NAV) and info["metadata"]["channel"] == 2

@@ -131,7 +131,9 @@ def test_cancel_stops_delivery_and_pending_work(client, tmp_path):
         with pytest.raises(JobCancelledError):
             job.result(timeout=10)
         time.sleep(0.5)
-        assert all(t <= cancelled_at for t in delivered)
+        # no callback starts after cancel() returns; one already past its check may
+        # still run (cancel() never waits for a callback: it may need the caller's lock)
+        assert sum(t > cancelled_at for t in delivered) <= 1
         assert job.snapshot(results=False).partitions_done < job.n_partitions
     # pending tasks were dropped: a new job on the same workers is not queued behind them
     fast = open_dataset(np.ones((4, 4, 8, 8), np.uint16))

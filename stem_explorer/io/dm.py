@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import DataSetError, DataSetNotFoundError, FormatError
 from .base import DataSet, FrameReader, FrameSource
+from .calibration import Calibration, axis_parts, file_calibration
 from .raw import MappedFrameSource, _check_range, check_file_size, map_frames, parse_shape
 from .registry import ReaderPlugin, register_reader
 
@@ -77,15 +78,34 @@ class DMArray:
     nbytes: int
 
 
+#: Tag groups nest a few levels in real files (ImageList/1/ImageTags/Meta Data/...);
+#: deeper nesting is damage, and recursing into it would exhaust Python's stack.
+_MAX_DEPTH = 64
+
+
 class _TagParser:
     """Walks the tag tree of one open file into nested dicts (unnamed entries get
-    their index as name); arrays become :class:`DMArray` markers."""
+    their index as name); arrays become :class:`DMArray` markers.
+
+    Every length read from the file is checked against the bytes left in it before
+    anything is read or allocated, so a damaged count fails at once instead of asking
+    for gigabytes."""
 
     def __init__(self, f, path: str, version: int, data_order: str):
         self.f, self.path, self.data_order = f, path, data_order
         self.word = ">i" if version == 3 else ">Q"
+        self.size = os.fstat(f.fileno()).st_size
+        self.depth = 0
+
+    def _damaged(self, what: str) -> FormatError:
+        return FormatError(
+            f"DM file {self.path!r} is truncated or damaged: {what} near byte "
+            f"{self.f.tell()} of {self.size}; save the file again from DigitalMicrograph"
+        )
 
     def _bytes(self, n: int) -> bytes:
+        if not 0 <= n <= self.size - self.f.tell():
+            raise self._damaged(f"a tag of {n} bytes does not fit in the file")
         raw = self.f.read(n)
         if len(raw) < n:
             raise FormatError(
@@ -94,14 +114,24 @@ class _TagParser:
             )
         return raw
 
+    def _count(self, unit: int) -> int:
+        """A count read from the file, of items of at least ``unit`` bytes each."""
+        n = self._read(self.word)
+        if not 0 <= n * unit <= self.size - self.f.tell():
+            raise self._damaged(f"a count of {n} items does not fit in the file")
+        return n
+
     def _read(self, fmt: str):
         s = struct.Struct(fmt)
         return s.unpack(self._bytes(s.size))[0]
 
     def group(self) -> dict:
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise self._damaged(f"tag groups nested more than {_MAX_DEPTH} deep")
         self._read(">B"), self._read(">B")  # sorted, open
         out = {}
-        for i in range(self._read(self.word)):
+        for i in range(self._count(3)):  # an entry is at least a kind and a name length
             kind = self._read(">B")
             name = self._bytes(self._read(">H")).decode("latin-1") or str(i)
             if self.word == ">Q":
@@ -115,6 +145,7 @@ class _TagParser:
                     f"DM file {self.path!r} has an unknown tag kind {kind} at byte "
                     f"{self.f.tell() - 1}; the file is damaged"
                 )
+        self.depth -= 1
         return out
 
     def data(self):
@@ -123,8 +154,11 @@ class _TagParser:
                 f"DM file {self.path!r} is damaged: a data tag lacks its '%%%%' marker "
                 f"near byte {self.f.tell()}"
             )
-        info = [self._read(self.word) for _ in range(self._read(self.word))]
-        return self._value(info)
+        info = [self._read(self.word) for _ in range(self._count(struct.calcsize(self.word)))]
+        try:
+            return self._value(info)
+        except IndexError:  # fewer info words than the type needs
+            raise self._damaged(f"a data tag with too few type words {info}") from None
 
     def _scalar_dtype(self, code: int) -> np.dtype:
         if code not in _SIMPLE:
@@ -155,6 +189,8 @@ class _TagParser:
             dtype = self._scalar_dtype(element)
             item = dtype.itemsize
         offset = self.f.tell()
+        if not 0 <= item * length <= self.size - offset:
+            raise self._damaged(f"an array of {length} items of {item} bytes does not fit in the file")
         self.f.seek(offset + item * length)
         return DMArray(offset, length, dtype, item * length)
 
@@ -280,7 +316,9 @@ def open_dm(path, *, image: Optional[int] = None, nav_shape=None, layout: Option
         read_path = "mmap"
     shape = tuple(dims[a] for a in axes)
     nav = shape[:-2] if nav_shape is None else parse_shape("nav_shape", nav_shape, (1, 2))
-    calibrations = _calibrations(data)
+    calibrations = _calibrations(path, data)
+    # in the data set's axis order when there is one per axis
+    per_axis = [calibrations[a] for a in axes] if len(calibrations) == len(dims) else []
     metadata = {
         "dm_version": tags["_version"],
         "image": key,
@@ -288,10 +326,12 @@ def open_dm(path, *, image: Optional[int] = None, nav_shape=None, layout: Option
         "layout": layout if len(dims) == 4 else "stack",
         "data_order_swapped": swapped,
         "scan_shape_source": "Dimensions" if nav_shape is None else "nav_shape option",
-        "calibrations": [calibrations[a] for a in axes] if len(calibrations) == len(dims) else calibrations,
+        "calibrations": per_axis or calibrations,
         "read_path": read_path,
     }
-    return DataSet(source, nav, format="dm", path=path, metadata=metadata)
+    # a reshaped scan keeps the detector's calibration only
+    calibration = _calibration(path, per_axis if nav_shape is None else per_axis[-2:], tags["ImageList"][key])
+    return DataSet(source, nav, format="dm", path=path, metadata=metadata, calibration=calibration)
 
 
 #: the layouts of 4-D data (see the module notes)
@@ -306,15 +346,47 @@ def _data_order_swapped(image) -> Optional[bool]:
     return bool(value) if isinstance(value, (bool, int, float)) else None
 
 
-def _calibrations(data: dict) -> list:
-    """Scale and origin per entry of ``Dimensions`` (file order), where the file has
-    them."""
+def _calibrations(path: str, data: dict) -> list:
+    """Scale, origin and units per entry of ``Dimensions`` (file order), where the file
+    has them."""
     dims = (data.get("Calibrations") or {}).get("Dimension") or {}
     return [
-        {"scale": d.get("Scale"), "origin": d.get("Origin")}
+        {"scale": d.get("Scale"), "origin": d.get("Origin"), "units": _text(path, d.get("Units"))}
         for d in dims.values()
         if isinstance(d, dict)
     ]
+
+
+#: the longest array of characters read as a tag's text (units, short names)
+_MAX_TEXT = 256
+
+
+def _text(path: str, value) -> Optional[str]:
+    """A text tag's value: DM stores short texts (units...) as arrays of uint16
+    characters, left in the file by the parser; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, DMArray) or value.dtype is None or value.dtype.itemsize != 2:
+        return None
+    if value.length > _MAX_TEXT:
+        return None
+    codes = np.fromfile(path, value.dtype, count=value.length, offset=value.offset)
+    return "".join(map(chr, codes.tolist()))
+
+
+def _calibration(path: str, axes: list, image: dict) -> Calibration:
+    """Scan step and detector pixel size from the ``Calibrations`` of the data set's
+    axes (``axes``: scan y, scan x, detector y, detector x, or the detector's two),
+    beam energy (``Voltage``, V) and camera length (``STEM Camera Length``, mm) from
+    ``ImageTags/Microscope Info``."""
+    parts = axis_parts([(c["scale"], c["units"]) for c in axes])
+    tags = image.get("ImageTags") if isinstance(image, dict) else None
+    info = tags.get("Microscope Info") if isinstance(tags, dict) else None
+    if isinstance(info, dict):
+        for name, key, unit in (("beam_energy", "Voltage", "V"), ("camera_length", "STEM Camera Length", "mm")):
+            if isinstance(info.get(key), (int, float)):
+                parts[name] = (info[key], unit)
+    return file_calibration(repr(os.path.basename(path)), parts)
 
 
 class SigMajorFrameSource(FrameSource):

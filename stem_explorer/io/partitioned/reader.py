@@ -20,6 +20,7 @@ from ..base import (
     Partition,
     plan_partitions,
 )
+from ..calibration import stored_calibration
 from ..raw import _check_range, map_frames
 from ..registry import ReaderPlugin, register_reader
 from .sidecar import FORMAT_NAME, SIDECAR_NAME, _check_hashes, _check_sizes, read_sidecar
@@ -232,7 +233,8 @@ def open_raw_partitions(path, *, verify: str = "size") -> RawPartitionDataSet:
     metadata = dict(doc.get("metadata") or {})
     metadata.update({"n_files": len(parts), "read_path": "mmap", "verified": verify})
     return RawPartitionDataSet(
-        source, doc["nav_shape"], format="raw_partitions", path=directory, metadata=metadata
+        source, doc["nav_shape"], format="raw_partitions", path=directory, metadata=metadata,
+        calibration=stored_calibration(metadata, repr(os.path.join(directory, SIDECAR_NAME))),
     )
 
 

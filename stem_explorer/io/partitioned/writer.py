@@ -278,6 +278,8 @@ def write_raw_partitions(
         ds = open_memory(data)
     if metadata is None:
         metadata = {"source": ds.describe()}
+    # the calibration travels with the frames (a user's metadata may set its own)
+    metadata = {"calibration": ds.calibration.to_dict(), **metadata}
     align = max(1, ds.source.frame_alignment)
     per_block = max(1, int(block_bytes) // ds.frame_bytes)
     per_block = max(align, per_block // align * align)
