@@ -84,7 +84,8 @@ def start_local_cluster(n_workers: Optional[int] = None, *, memory_limit="auto",
     Returns
     -------
     distributed.SpecCluster
-        ``Client(cluster)`` connects with the cluster's certificate.
+        A :class:`~.worker_processes.NannyCluster`; ``Client(cluster)`` connects with
+        the cluster's certificate.
     """
     n = default_n_workers() if n_workers is None else check_n_workers(n_workers)
     # the workers' interpreters first: they import while this process imports dask
@@ -104,11 +105,11 @@ def start_local_cluster(n_workers: Optional[int] = None, *, memory_limit="auto",
 
 def _spec_cluster(interpreters: Interpreters, n: int, memory_limit, dashboard: bool):
     import dask
-    from distributed import Scheduler, SpecCluster
+    from distributed import Scheduler
     from distributed.security import Security
     from distributed.worker_memory import parse_memory_limit
 
-    from .worker_processes import NannyProcess, load_tls_defaults
+    from .worker_processes import NannyCluster, NannyProcess, load_tls_defaults
 
     security = Security.temporary()
     load_tls_defaults()  # while the workers' interpreters import
@@ -134,8 +135,8 @@ def _spec_cluster(interpreters: Interpreters, n: int, memory_limit, dashboard: b
                     "dashboard_address": "127.0.0.1:0"},
     }
     with dask.config.set(http):  # the scheduler reads its routes when it is made
-        return SpecCluster(workers={i: worker for i in range(n)}, scheduler=scheduler, worker=worker,
-                           security=security, silence_logs=logging.ERROR, name="stem_explorer")
+        return NannyCluster(workers={i: worker for i in range(n)}, scheduler=scheduler, worker=worker,
+                            security=security, silence_logs=logging.ERROR, name="stem_explorer")
 
 
 def connect(address: str, timeout: float = 10.0):
