@@ -25,7 +25,7 @@ def client():
     """A real cluster in this process: option checks come before any work is sent."""
     from distributed import Client
 
-    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as c:
         yield c
 
 
