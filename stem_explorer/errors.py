@@ -37,6 +37,10 @@ class ChecksumError(DataSetError):
     """Stored bytes do not match the checksum recorded for them."""
 
 
+class CodecError(DataSetError):
+    """The codec a data set is compressed with is not available on this machine."""
+
+
 class MaskError(StemExplorerError, ValueError):
     """A mask description is invalid or does not fit the detector."""
 
