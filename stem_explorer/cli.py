@@ -11,6 +11,7 @@ from . import analyses as an
 from . import masks
 from ._version import __version__
 from .errors import StemExplorerError
+from .io.partitioned.codecs import CODECS
 
 
 def _open_options(args) -> dict:
@@ -232,7 +233,7 @@ def cmd_ingest(args) -> int:
         args.path, args.dest, format=args.format, partition_bytes=args.partition_bytes,
         blocks_per_partition=args.blocks_per_partition, replication=args.replication,
         address=args.address, n_workers=args.workers, overwrite=args.overwrite,
-        progress=not args.quiet, webhdfs=args.webhdfs, **_open_options(args),
+        progress=not args.quiet, webhdfs=args.webhdfs, codec=args.codec, **_open_options(args),
     )
     done = dataset.metadata["ingested"]
     print(
@@ -340,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bytes per partition file, whole frames (default 128M, HDFS's block size)")
     p.add_argument("--blocks-per-partition", type=int, default=1, metavar="N",
                    help="HDFS blocks per partition file (default 1)")
+    p.add_argument("--codec", choices=list(CODECS), default="none",
+                   help="compress each file in chunks: bslz4 (Blosc bit-shuffle + LZ4), zstd1/3/5 (Blosc bit-shuffle "
+                   "+ zstd at Blosc level 1/3/5), none (default; docs/compression.md compares them)")
     p.add_argument("--replication", type=int, help="HDFS replicas per block (default: the cluster's)")
     p.add_argument("--webhdfs", metavar="HOST:PORT", help="the NameNode's WebHDFS address, when the Hadoop configuration does not say")
     p.add_argument("--overwrite", action="store_true",
