@@ -237,14 +237,23 @@ class ChunkDecoder:
         """Check chunk ``c`` of file ``i`` and decode it into ``dest`` (its frames)."""
         if self.crc32c(data) != self.chunking.tables[self.source.parts[i][0]][1][c]:
             raise self._damaged(i, c, "does not match its CRC-32C checksum")
-        if self._blosc:  # Blosc's 16-byte header: bytes 4:8 hold the decoded size (little-endian)
-            decoded = int.from_bytes(data[4:8].tobytes(), "little") if len(data) >= 16 else -1
-            if decoded != dest.nbytes:
-                raise self._damaged(i, c, f"decodes to {decoded} bytes, not the {dest.nbytes} of its frames")
+        if self._blosc:
+            self._check_blosc_header(i, c, data, dest.nbytes)
         try:
             self.codec.decode(data, out=dest)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise self._damaged(i, c, f"cannot be decoded ({exc})") from None
+
+    def _check_blosc_header(self, i: int, c: int, data: np.ndarray, nbytes: int) -> None:
+        """Blosc trusts its 16-byte header (decoded size at bytes 4:8, compressed size at
+        12:16, little-endian): a header that disagrees with the chunk would make it
+        write short or read past the chunk, so it is refused first."""
+        header = data[:16].tobytes()
+        decoded = int.from_bytes(header[4:8], "little") if len(header) == 16 else -1
+        stored = int.from_bytes(header[12:16], "little") if len(header) == 16 else -1
+        if (decoded, stored) != (nbytes, len(data)):
+            raise self._damaged(i, c, f"has a Blosc header saying {decoded} bytes compressed to {stored}, not "
+                                      f"its frames' {nbytes} bytes in its {len(data)}")
 
     def close(self) -> None:
         """Drop the buffers (the last tile handed out stays valid while referenced)."""
