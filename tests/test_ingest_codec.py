@@ -55,7 +55,7 @@ def test_ingest_with_a_codec(client, h5, tmp_path):
     assert doc["metadata"]["ingest"]["codec"]["name"] == "zstd3"
     assert [len(p["chunk_bytes"]) for p in doc["partitions"]] == [4] * 7 + [2]
     stored = sum(p["bytes"] for p in doc["partitions"])
-    assert stored * 3 < ds.nbytes and verify(dest) == {"files": 8, "bytes": ds.nbytes}
+    assert stored * 3 < ds.nbytes and verify(dest) == {"files": 8, "bytes": stored}  # bytes as stored
     assert np.array_equal(ds.read_frames(0, ds.n_frames), h5[1].reshape(-1, *SIG))
 
 
@@ -104,7 +104,10 @@ def test_analyses_on_compressed_data_equal_those_on_raw(client, h5, tmp_path):
     expected, got = run_all(raw, client), run_all(packed, client)
     assert sorted(got) == sorted(expected) and len(got) >= 8
     for key in expected:
-        assert np.array_equal(got[key].data, expected[key].data, equal_nan=True), key
+        if key.startswith("std/"):  # partials merge in the order tasks finish: float64 rounding differs
+            np.testing.assert_allclose(got[key].data, expected[key].data, rtol=1e-12, err_msg=key)
+        else:
+            assert np.array_equal(got[key].data, expected[key].data, equal_nan=True), key
     flat = h5[1].reshape(-1, *SIG).astype(np.float64)
     assert np.array_equal(got["sum/frame"].data, flat.sum(0))
 
@@ -116,8 +119,9 @@ def test_cli_ingest_with_a_codec(client, h5, tmp_path, capsys):
     assert main(args) == 0
     assert "8 partition files (8 written, 0 already complete)" in capsys.readouterr().out
     assert json.loads((dest / "dataset.json").read_text())["codec"]["name"] == "bslz4"
-    assert main(["ingest", h5[0], str(tmp_path / "x"), "--codec", "lz5"]) == 2
-    assert "invalid choice: 'lz5'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["ingest", h5[0], str(tmp_path / "x"), "--codec", "lz5"])
+    assert exit_.value.code == 2 and "invalid choice: 'lz5'" in capsys.readouterr().err
 
 
 WORKER_WITHOUT_NUMCODECS = """
