@@ -251,8 +251,8 @@ def _write_all(client, ds: DataSet, store, plan: IngestPlan, todo: list, replica
     payloads = ds.payloads(client, parts)
     futures = [
         client.submit(write_partition, part, payload, store, name, token=token, block_bytes=plan.block_bytes,
-                      replication=replication, layout=plan.layout, key=f"stem-explorer-ingest-{token[:8]}-{name}", pure=False,
-                      retries=2)  # lost connections only: other failures come back as TaskFailure
+                      replication=replication, layout=plan.layout, key=f"stem-explorer-ingest-{token[:8]}-{name}",
+                      pure=False, retries=2)  # lost connections only: other failures come back as TaskFailure
         for part, payload, (name, _a, _b) in zip(parts, payloads, todo)
     ]
     total = done_bytes + sum((b - a) * ds.frame_bytes for _n, a, b in todo)
