@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Protocol
 
@@ -230,8 +230,10 @@ class ChunkDecoder:
             for job in jobs:
                 self._decode(*job)
             return
-        for future in [pool.submit(self._decode, *job) for job in jobs]:
-            future.result()  # the first damaged chunk's error, once all have finished
+        futures = [pool.submit(self._decode, *job) for job in jobs]
+        wait(futures)  # none still writes into the tile once this read has ended, even on an error
+        for future in futures:
+            future.result()  # the first damaged chunk's error
 
     def _decode(self, i: int, c: int, data: np.ndarray, dest: np.ndarray) -> None:
         """Check chunk ``c`` of file ``i`` and decode it into ``dest`` (its frames)."""
