@@ -324,8 +324,10 @@ def measure(args) -> list[dict]:
     from stem_explorer.engine.cluster import start_local_cluster
 
     records = [_run_record(args)]
-    _log(f"starting a LocalCluster with {args.workers} workers")
-    with start_local_cluster(args.workers) as cluster, Client(cluster) as client:
+    _log(f"starting a LocalCluster with {args.workers} workers (normal priority)")
+    # without the embedded cluster's preload, which lowers the workers' priority to keep
+    # cores for the notebook: on a machine others keep busy, that starves them
+    with start_local_cluster(args.workers, preload=[]) as cluster, Client(cluster) as client:
         client.wait_for_workers(args.workers)
         for name, kind, make in _sources(args):
             try:
