@@ -28,6 +28,7 @@ from stem_explorer.io.hdfs import HdfsPartitionSource, HdfsStore
 from stem_explorer.io.hdfs import blocks as hdfs_blocks
 from stem_explorer.io.hdfs.reader import HdfsPartitionDataSet, HdfsPartitionReader, replica_order
 from stem_explorer.io.ingest import JOURNAL, verify
+from stem_explorer.io.partitioned import codecs
 from stem_explorer.io.testing import make_frames
 
 pytestmark = [pytest.mark.hdfs, pytest.mark.cluster, pytest.mark.slow]
@@ -385,7 +386,8 @@ def counting_source(tmp_path_factory):
     return str(path), data
 
 
-def test_a_compressed_data_set_on_hdfs(hdfs, hdfs_client, counting_source):
+def test_a_compressed_data_set_on_hdfs(hdfs, hdfs_client, counting_source, monkeypatch):
+    monkeypatch.setattr(codecs, "CHUNK_BYTES", 32 * SIG[0] * SIG[1] * 2)  # 4 chunks of 32 frames per file
     raw_url, raw = ingest_copy(hdfs, hdfs_client, counting_source, "counting-raw")
     url, packed = ingest_copy(hdfs, hdfs_client, counting_source, "counting-bslz4", codec="bslz4")
     store = HdfsStore(url)
@@ -396,7 +398,7 @@ def test_a_compressed_data_set_on_hdfs(hdfs, hdfs_client, counting_source):
     assert all(listing[p["file"]]["length"] == p["bytes"] < MiB // 4 for p in doc["partitions"])
     assert verify(url) == {"files": 8, "bytes": sum(p["bytes"] for p in doc["partitions"])}
     ds = se.open_dataset(url)
-    assert isinstance(ds, HdfsPartitionDataSet) and ds.metadata["read_path"].startswith("decode bslz4")
+    assert isinstance(ds, HdfsPartitionDataSet) and ds.metadata["read_path"].startswith("hdfs, decode bslz4")
     flat = counting_source[1].reshape(-1, *SIG)
     assert np.array_equal(ds.read_frames(0, ds.n_frames), flat)
     assert np.array_equal(ds.read_frames(100, 300), flat[100:300])  # spans files, cuts chunks
@@ -418,6 +420,7 @@ def test_a_compressed_data_set_on_hdfs(hdfs, hdfs_client, counting_source):
     store.client.create(store.path(part["file"]), len(data), [bytes(data)], overwrite=True)
     damaged = se.open_dataset(url)
     chunk_frames = doc["codec"]["chunk_frames"]
+    assert chunk_frames == 32
     first = part["start"] + chunk_frames
     message = (rf"partition file {store.url.path}/{part['file']} \(HDFS, NameNode [^)]+\) is damaged: its compressed "
                rf"chunk 1 \(frames {first}:{first + chunk_frames},.*CRC-32C")

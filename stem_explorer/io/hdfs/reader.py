@@ -342,7 +342,8 @@ def open_hdfs(url: str, *, verify: str = "size", webhdfs: Optional[str] = None,
     if verify == "full":
         check_hashes(source, parts, parsed)
     metadata = dict(doc.get("metadata") or {})
-    metadata.update({"n_files": len(parts), "read_path": "hdfs", "verified": verify,
+    read_path = "hdfs" if source.chunking is None else f"hdfs, decode {source.chunking.layout.describe()}"
+    metadata.update({"n_files": len(parts), "read_path": read_path, "verified": verify,
                      "namenode": client.namenode})
     return HdfsPartitionDataSet(source, doc["nav_shape"], format="raw_partitions", path=str(parsed),
                                 metadata=metadata)
