@@ -184,6 +184,10 @@ class ChunkDecoder:
         out = self._buffer("_tile", (stop - start,) + s.sig_shape, s.dtype)
         if start == stop:
             return out
+        kept = self._kept_frames(start, stop)
+        if kept is not None:  # frames of the chunk decoded last (a frame at a time, say): no read at all
+            out[:] = kept
+            return out
         runs = list(self._runs(start, stop))
         total = sum(int(off[c1] - off[c0]) for _i, _a, c0, c1, off in runs)
         compressed = self._buffer("_compressed", (total,), np.uint8)
@@ -194,7 +198,7 @@ class ChunkDecoder:
             pos += len(run)
             for c in range(c0, c1):
                 data = run[int(off[c] - off[c0]) : int(off[c + 1] - off[c0])]
-                f0, f1 = a + c * self.layout.chunk_frames, min(s.parts[i][2], a + (c + 1) * self.layout.chunk_frames)
+                f0, f1 = self._frames_of(i, c)
                 lo, hi = max(f0, start), min(f1, stop)
                 if (lo, hi) == (f0, f1):
                     whole.append((i, c, data, out[f0 - start : f1 - start]))
@@ -214,6 +218,18 @@ class ChunkDecoder:
             end = min(stop, b)
             yield i, a, (pos - a) // per, math.ceil((end - a) / per), self._offsets_of(i)
             pos = end
+
+    def _frames_of(self, i: int, c: int) -> tuple[int, int]:
+        """The flat frame range of chunk ``c`` of file ``i``."""
+        per, (_name, a, b) = self.layout.chunk_frames, self.source.parts[i][:3]
+        return a + c * per, min(b, a + (c + 1) * per)
+
+    def _kept_frames(self, start: int, stop: int) -> Optional[np.ndarray]:
+        """Frames ``start:stop`` from the scratch chunk when it holds them all."""
+        if self._scratch_key is None:
+            return None
+        f0, f1 = self._frames_of(*self._scratch_key)
+        return self._scratch[start - f0 : stop - f0] if f0 <= start and stop <= f1 else None
 
     def _chunk(self, i: int, c: int, data: np.ndarray, n_frames: int) -> np.ndarray:
         s = self.source
@@ -263,10 +279,8 @@ class ChunkDecoder:
         self._scratch_key = None
 
     def _damaged(self, i: int, c: int, problem: str) -> FormatError:
-        s, per = self.source, self.layout.chunk_frames
-        name, a, b = s.parts[i][:3]
         off = self._offsets_of(i)
-        f0, f1 = a + c * per, min(b, a + (c + 1) * per)
+        f0, f1 = self._frames_of(i, c)
         return FormatError(
             f"partition file {self.files.file_name(i)} is damaged: its compressed chunk {c} (frames "
             f"{f0}:{f1}, bytes {int(off[c])}:{int(off[c + 1])}, codec {self.layout.name}) {problem}; nothing "
