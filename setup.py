@@ -40,7 +40,10 @@ widgets_requires = [
     "pillow>=9",
 ]
 jupyter_requires = widgets_requires + ["jupyterlab>=4", "notebook>=7", "voila>=0.5", "ipykernel>=6"]
-test_requires = jupyter_requires + [
+# compressed raw partitions (ingest --codec): Blosc codecs, hardware CRC-32C of every chunk;
+# only where such data sets are written or read, so not in the core
+compression_requires = ["numcodecs>=0.12", "google-crc32c>=1.5"]
+test_requires = jupyter_requires + compression_requires + [
     "pytest>=8",
     "pytest-timeout>=2.3",
     "xarray>=2024.1",
@@ -86,6 +89,7 @@ setup(
         "jupyter": jupyter_requires,
         "xarray": ["xarray>=2024.1"],
         "zarr": ["zarr>=2.16"],
+        "compression": compression_requires,
         "rsciio": ["rosettasciio>=0.4"],  # GPL-3.0: kept optional
         # HDFS goes through WebHDFS on the standard library (stem_explorer.io.hdfs); the
         # extra stays, empty, so `pip install stem_explorer[hdfs]` keeps working

@@ -14,6 +14,7 @@ from ._version import __version__
 from ._options import whole_number
 from .engine.cluster import check_n_workers
 from .errors import OptionError, StemExplorerError
+from .io.partitioned.codecs import CODECS
 
 
 def _open_options(args) -> dict:
@@ -283,7 +284,7 @@ def cmd_ingest(args) -> int:
         args.path, args.dest, format=args.format, partition_bytes=args.partition_bytes,
         blocks_per_partition=args.blocks_per_partition, replication=args.replication,
         address=args.address, n_workers=args.workers, overwrite=args.overwrite,
-        progress=not args.quiet, webhdfs=args.webhdfs, **_open_options(args),
+        progress=not args.quiet, webhdfs=args.webhdfs, codec=args.codec, **_open_options(args),
     )
     done = dataset.metadata["ingested"]
     print(
@@ -402,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks-per-partition", type=_whole("--blocks-per-partition", 1, 2**20, "HDFS blocks per file"),
                    default=1, metavar="N",
                    help="HDFS blocks per partition file (default 1)")
+    p.add_argument("--codec", choices=list(CODECS), default="none",
+                   help="compress each file in chunks: bslz4 (Blosc bit-shuffle + LZ4), zstd1/3/5 (Blosc bit-shuffle "
+                   "+ zstd at Blosc level 1/3/5), none (default; docs/compression.md compares them)")
     p.add_argument("--replication", type=_whole("--replication", 1, 512, "HDFS replicas per block"),
                    help="HDFS replicas per block (default: the cluster's)")
     p.add_argument("--webhdfs", metavar="HOST:PORT", help="the NameNode's WebHDFS address, when the Hadoop configuration does not say")

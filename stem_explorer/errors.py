@@ -42,6 +42,10 @@ class CalibrationError(DataSetError):
     an unknown or unsuitable unit, or a value that is not a plausible positive size."""
 
 
+class CodecError(DataSetError):
+    """The codec a data set is compressed with is not available on this machine."""
+
+
 class MaskError(StemExplorerError, ValueError):
     """A mask description is invalid or does not fit the detector."""
 

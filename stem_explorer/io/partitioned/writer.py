@@ -16,12 +16,14 @@ from ...errors import DataSetError
 from ..._json import jsonable
 from ..base import DataSet, FrameReader
 from ..raw import parse_dtype, parse_shape
+from .chunks import ChunkEncoder
+from .codecs import ChunkLayout, file_frames, part_file_name
 from .reader import RawPartitionDataSet, open_raw_partitions
-from .sidecar import FORMAT_NAME, FORMAT_VERSION, SIDECAR_NAME, validate_sidecar
+from .sidecar import SIDECAR_NAME, sidecar_document, validate_sidecar
 
 #: Default size of one partition file written by :class:`RawPartitionWriter`.
 DEFAULT_FILE_BYTES = 256 * 2**20
-_TMP_PART = re.compile(r"^part-\d{5,}\.raw\.tmp$")
+_TMP_PART = re.compile(r"^part-\d{5,}\.[a-z0-9]+\.tmp$")
 
 
 class RawPartitionWriter:
@@ -37,6 +39,10 @@ class RawPartitionWriter:
 
     An existing data set in ``dest`` is an error unless ``overwrite=True``, which
     deletes it (its sidecar first, then its files) when writing starts.
+
+    ``codec`` names a preset of :data:`~.codecs.CODECS`: other than ``"none"``, each
+    file's frames are compressed in chunks (``partition_bytes`` then counts the
+    frames' uncompressed bytes, in whole chunks) and the sidecar is version 2.
     """
 
     def __init__(
@@ -49,6 +55,7 @@ class RawPartitionWriter:
         partition_bytes: int = DEFAULT_FILE_BYTES,
         metadata: Optional[dict] = None,
         overwrite: bool = False,
+        codec: str = "none",
     ):
         self.dest = os.path.abspath(os.fspath(dest))
         self.nav_shape = parse_shape("nav_shape", nav_shape, (1, 2))
@@ -63,6 +70,10 @@ class RawPartitionWriter:
         self.n_frames = math.prod(self.nav_shape)
         self.frame_bytes = math.prod(self.sig_shape) * self.dtype.itemsize
         self.frames_per_file = max(1, int(partition_bytes) // self.frame_bytes)
+        self.layout = ChunkLayout.of(codec, self.frame_bytes, min(self.frames_per_file, self.n_frames))
+        if self.layout is not None:
+            self.frames_per_file = file_frames(self.frames_per_file, self.layout.chunk_frames)
+        self._encoder: Optional[ChunkEncoder] = None
         self.frames_written = 0
         self._parts: list[dict] = []
         self._file = None  # the open tmp file of the current part
@@ -158,30 +169,45 @@ class RawPartitionWriter:
                 self._open_part()
             room = self.frames_per_file - (self._current["stop"] - self._current["start"])
             k = min(room, n - pos)
-            data = memoryview(block[pos : pos + k].reshape(-1).view(np.uint8))
-            self._file.write(data)
-            self._hash.update(data)
+            if self._encoder is None:
+                self._store(block[pos : pos + k].reshape(-1).view(np.uint8))
+            else:
+                for chunk in self._encoder.feed(block[pos : pos + k]):
+                    self._store(chunk)
             self._current["stop"] += k
             self.frames_written += k
             pos += k
             if k == room:
                 self._finish_part()
 
+    def _store(self, data) -> None:
+        """Append bytes to the current file."""
+        data = memoryview(data)
+        self._file.write(data)
+        self._hash.update(data)
+        self._current["bytes"] += data.nbytes
+
     def _open_part(self) -> None:
-        name = f"part-{len(self._parts):05d}.raw"
-        self._current = {"file": name, "start": self.frames_written, "stop": self.frames_written}
+        name = part_file_name(len(self._parts), self.layout)
+        self._current = {"file": name, "start": self.frames_written, "stop": self.frames_written, "bytes": 0}
         self._file = open(os.path.join(self.dest, name + ".tmp"), "wb")
         self._hash = hashlib.sha256()
+        if self.layout is not None:
+            self._encoder = ChunkEncoder(self.layout, self.dtype, self.sig_shape, self.dest)
 
     def _finish_part(self) -> None:
         part, f = self._current, self._file
+        if self._encoder is not None:
+            for chunk in self._encoder.flush():
+                self._store(chunk)
+            part.update(self._encoder.record())
+            self._encoder = None
         f.flush()
         os.fsync(f.fileno())
         f.close()
         self._file = None
         path = os.path.join(self.dest, part["file"])
         os.replace(path + ".tmp", path)
-        part["bytes"] = (part["stop"] - part["start"]) * self.frame_bytes
         part["sha256"] = self._hash.hexdigest()
         self._parts.append(part)
         self._current = None
@@ -205,15 +231,8 @@ class RawPartitionWriter:
         try:
             if self._file is not None:
                 self._finish_part()
-            doc = {
-                "format": FORMAT_NAME,
-                "version": FORMAT_VERSION,
-                "nav_shape": list(self.nav_shape),
-                "sig_shape": list(self.sig_shape),
-                "dtype": self.dtype.str,
-                "partitions": self._parts,
-                "metadata": self.metadata,
-            }
+            doc = sidecar_document(self.nav_shape, self.sig_shape, self.dtype, self._parts, self.metadata,
+                                   self.layout)
             validate_sidecar(doc, self.sidecar_path)
             tmp = self.sidecar_path + ".tmp"
             with open(tmp, "w", encoding="utf-8") as f:
@@ -262,13 +281,14 @@ def write_raw_partitions(
     nav_shape=None,
     metadata: Optional[dict] = None,
     overwrite: bool = False,
+    codec: str = "none",
 ) -> RawPartitionDataSet:
     """Write a :class:`DataSet`, or a numpy / dask array of frames, as raw partitions.
 
     Frames stream through the data set's own reader in blocks of about ``block_bytes``
     (aligned to its chunks), so memory stays bounded whatever the data size. The
-    metadata defaults to a description of the source. Returns the written data set,
-    opened.
+    metadata defaults to a description of the source; ``codec`` compresses the files
+    (see :class:`RawPartitionWriter`). Returns the written data set, opened.
     """
     if isinstance(data, DataSet):
         ds = data
@@ -291,6 +311,7 @@ def write_raw_partitions(
         partition_bytes=partition_bytes,
         metadata=metadata,
         overwrite=overwrite,
+        codec=codec,
     )
     reader: Optional[FrameReader] = None
     try:
