@@ -55,3 +55,8 @@ class JobCancelledError(StemExplorerError, RuntimeError):
 
 class WidgetError(StemExplorerError, ValueError):
     """A widget was given input it cannot show (e.g. an image that is not 2-D and real)."""
+
+
+class AcquisitionError(StemExplorerError, RuntimeError):
+    """A live acquisition failed: the detector refused a command, the stream broke off
+    or does not match the configured scan."""
