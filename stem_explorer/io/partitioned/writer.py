@@ -8,7 +8,7 @@ import json
 import math
 import os
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from .sidecar import FORMAT_NAME, FORMAT_VERSION, SIDECAR_NAME, validate_sidecar
 
 #: Default size of one partition file written by :class:`RawPartitionWriter`.
 DEFAULT_FILE_BYTES = 256 * 2**20
+#: Buffers per ``os.writev`` call (Linux's IOV_MAX).
+_IOV_MAX = 1024
 _TMP_PART = re.compile(r"^part-\d{5,}\.raw\.tmp$")
 
 
@@ -65,7 +67,7 @@ class RawPartitionWriter:
         self.frames_per_file = max(1, int(partition_bytes) // self.frame_bytes)
         self.frames_written = 0
         self._parts: list[dict] = []
-        self._file = None  # the open tmp file of the current part
+        self._fd: Optional[int] = None  # the current part's file, open for writing
         self._hash = None
         self._current: Optional[dict] = None
         self._state = "new"  # new -> writing -> closed | aborted
@@ -144,43 +146,74 @@ class RawPartitionWriter:
                 f"{self.sig_shape[1]}) frames of the declared sig_shape; reshape it to "
                 f"(-1, {self.sig_shape[0]}, {self.sig_shape[1]})"
             )
-        n = len(block)
+        block = np.ascontiguousarray(block)
+        self.write_frames(list(block.reshape(len(block), -1).view(np.uint8)))
+
+    def write_frames(self, frames: Sequence) -> None:
+        """Append frames given as one buffer each (bytes-like objects of one frame's
+        bytes in the declared dtype): the frames of a received stream are written
+        from where they arrived, without assembling a block."""
+        self._start()
+        n = len(frames)
         if self.frames_written + n > self.n_frames:
             raise DataSetError(
                 f"writing {n} more frames would make {self.frames_written + n}, but "
                 f"nav_shape {self.nav_shape} has {self.n_frames}; check nav_shape or the "
                 f"blocks written"
             )
-        block = np.ascontiguousarray(block)
         pos = 0
         while pos < n:
-            if self._file is None:
+            if self._fd is None:
                 self._open_part()
             room = self.frames_per_file - (self._current["stop"] - self._current["start"])
             k = min(room, n - pos)
-            data = memoryview(block[pos : pos + k].reshape(-1).view(np.uint8))
-            self._file.write(data)
-            self._hash.update(data)
+            self._write_all(frames[pos : pos + k])
             self._current["stop"] += k
             self.frames_written += k
             pos += k
             if k == room:
                 self._finish_part()
 
+    def _write_all(self, frames: Sequence) -> None:
+        views = [memoryview(f).cast("B") for f in frames]
+        if any(v.nbytes != self.frame_bytes for v in views):
+            sizes = sorted({v.nbytes for v in views} - {self.frame_bytes})
+            raise DataSetError(
+                f"frames of {sizes} bytes given, but a {self.sig_shape} {self.dtype.str} "
+                f"frame is {self.frame_bytes} bytes; pass whole frames of the declared layout"
+            )
+        for v in views:
+            self._hash.update(v)
+        while views:
+            written = os.writev(self._fd, views[:_IOV_MAX])
+            while views and written >= views[0].nbytes:
+                written -= views[0].nbytes
+                views.pop(0)
+            if written:  # a partial write (a signal, a full pipe): go on from there
+                views[0] = views[0][written:]
+
+    def _sync_part(self, fd: int) -> None:
+        """Make a complete part durable before it is renamed and listed."""
+        os.fsync(fd)
+
+    def _part_path(self, name: str) -> str:
+        """Where part ``name`` is written until it is complete."""
+        return os.path.join(self.dest, name + ".tmp")
+
     def _open_part(self) -> None:
         name = f"part-{len(self._parts):05d}.raw"
         self._current = {"file": name, "start": self.frames_written, "stop": self.frames_written}
-        self._file = open(os.path.join(self.dest, name + ".tmp"), "wb")
+        self._fd = os.open(self._part_path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._hash = hashlib.sha256()
 
     def _finish_part(self) -> None:
-        part, f = self._current, self._file
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        self._file = None
+        part, fd = self._current, self._fd
+        self._sync_part(fd)
+        os.close(fd)
+        self._fd = None
         path = os.path.join(self.dest, part["file"])
-        os.replace(path + ".tmp", path)
+        if self._part_path(part["file"]) != path:
+            os.replace(self._part_path(part["file"]), path)
         part["bytes"] = (part["stop"] - part["start"]) * self.frame_bytes
         part["sha256"] = self._hash.hexdigest()
         self._parts.append(part)
@@ -202,26 +235,16 @@ class RawPartitionWriter:
                 f"{self.nav_shape} were written to {self.dest!r}, so no {SIDECAR_NAME} was "
                 f"published and the partial files were removed; write all frames"
             )
+        return self._publish(self.nav_shape, self.metadata)
+
+    def _publish(self, nav_shape, metadata: dict) -> str:
+        """Finish the last file and publish ``dataset.json`` for the frames written,
+        as a data set of ``nav_shape``; on failure, abort."""
         try:
-            if self._file is not None:
+            if self._fd is not None:
                 self._finish_part()
-            doc = {
-                "format": FORMAT_NAME,
-                "version": FORMAT_VERSION,
-                "nav_shape": list(self.nav_shape),
-                "sig_shape": list(self.sig_shape),
-                "dtype": self.dtype.str,
-                "partitions": self._parts,
-                "metadata": self.metadata,
-            }
-            validate_sidecar(doc, self.sidecar_path)
-            tmp = self.sidecar_path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.sidecar_path)
+            publish_sidecar(self.dest, nav_shape=nav_shape, sig_shape=self.sig_shape, dtype=self.dtype,
+                            parts=self._parts, metadata=metadata)
         except BaseException:
             self.abort()
             raise
@@ -233,16 +256,16 @@ class RawPartitionWriter:
         if self._state in ("closed", "aborted"):
             return
         self._state = "aborted"
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        names = [p["file"] for p in self._parts]
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        paths = [os.path.join(self.dest, p["file"]) for p in self._parts]
         if self._current is not None:
-            names.append(self._current["file"] + ".tmp")
-        names.append(SIDECAR_NAME + ".tmp")
-        for name in names:
+            paths.append(self._part_path(self._current["file"]))
+        paths.append(self.sidecar_path + ".tmp")
+        for path in paths:
             try:
-                os.remove(os.path.join(self.dest, name))
+                os.remove(path)
             except FileNotFoundError:
                 pass
         self._parts, self._current = [], None
@@ -251,6 +274,36 @@ class RawPartitionWriter:
                 os.rmdir(self.dest)
             except OSError:
                 pass
+
+
+def write_json_atomically(path: str, doc: dict) -> None:
+    """Write ``doc`` as JSON to ``path`` through a synced temporary file and a rename,
+    so readers see the old file or the whole new one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def publish_sidecar(dest: str, *, nav_shape, sig_shape, dtype, parts: list, metadata: dict) -> str:
+    """Check and publish (atomically) the ``dataset.json`` of the partition files
+    ``parts`` in ``dest``; returns its path."""
+    path = os.path.join(dest, SIDECAR_NAME)
+    doc = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "nav_shape": list(nav_shape),
+        "sig_shape": list(sig_shape),
+        "dtype": np.dtype(dtype).str,
+        "partitions": parts,
+        "metadata": metadata,
+    }
+    validate_sidecar(doc, path)
+    write_json_atomically(path, doc)
+    return path
 
 
 def write_raw_partitions(
