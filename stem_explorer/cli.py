@@ -249,6 +249,7 @@ def cmd_simulate_merlin(args) -> int:
     sim = MerlinSimulator(
         args.path, nav_shape=tuple(args.nav_shape) if args.nav_shape else None, fps=args.fps, host=args.host,
         control_port=args.control_port, data_port=args.data_port, start_on_connect=args.start_on_connect,
+        drop_frames=args.drop_frames,
     )
     rate = f"{args.fps:g} frames/s" if args.fps else "as fast as the receiver reads"
     print(
@@ -380,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     m.add_argument("--control-port", type=int, default=6341, help="control port (default 6341; 0: a free one)")
     m.add_argument("--data-port", type=int, default=6342, help="data port (default 6342; 0: a free one)")
+    m.add_argument("--drop-frames", type=int, nargs="+", default=(), metavar="K",
+                   help="acquisition frames to leave out, as a detector losing frames does (tests)")
     m.add_argument("--start-on-connect", action="store_true",
                    help="start an acquisition whenever a data client connects (receivers without control)")
     m.set_defaults(func=cmd_simulate_merlin)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .analyses import PickFrame, build_plan
 from .engine import Job, Progress, preview, warmup
+from .engine.live_job import job_class
 from .engine.cluster import connect, n_workers_of, start_local_cluster
 from .errors import ClusterError
 from .io import DataSet, open_dataset
@@ -100,7 +101,7 @@ class Session:
         with self._lock:
             if supersede and self._current is not None:
                 self._current.cancel()
-            job = Job(
+            job = job_class(self.dataset)(
                 self.client,
                 self.dataset,
                 plan,

@@ -64,14 +64,17 @@ class MerlinSimulator:
     ``SET,NUMFRAMESTOACQUIRE``. ``fps`` paces the frames (None: as fast as the
     receiver reads). ``start_on_connect`` starts an acquisition whenever a data
     client connects, for receivers that do not use the control port.
+    ``drop_frames`` (acquisition frame indices) are skipped, as a detector that
+    loses frames skips them: their sequence numbers are missing from the stream.
     """
 
     def __init__(self, path, *, nav_shape=None, fps: Optional[float] = None, host: str = "127.0.0.1",
-                 control_port: int = 6341, data_port: int = 6342, start_on_connect: bool = False):
+                 control_port: int = 6341, data_port: int = 6342, start_on_connect: bool = False,
+                 drop_frames=()):
         self.path = os.fspath(path)
-        self._file = open_mib(self.path, nav_shape=nav_shape)  # checks every frame header
+        self._file = open_mib(self.path)  # checks every frame header
         meta = self._file.metadata
-        self.nav_shape = self._file.nav_shape
+        self.nav_shape = self._file.nav_shape if nav_shape is None else parse_shape("nav_shape", nav_shape, (1, 2))
         self.header_bytes = int(meta["header_bytes"])
         self.frame_stride = int(meta["frame_stride"])
         self.n_file_frames = self._file.n_frames
@@ -82,6 +85,7 @@ class MerlinSimulator:
         self.fps = fps
         self.host = host
         self.start_on_connect = start_on_connect
+        self.drop_frames = frozenset(int(k) for k in drop_frames)
         self._settings = dict(_SETTINGS)
         self._frames_to_acquire = math.prod(self.nav_shape)
         self._frames_per_trigger = 1
@@ -306,6 +310,8 @@ class MerlinSimulator:
         prefix = mpx.prefix(self.frame_stride)
         view = memoryview(self._map)
         for k in range(first, first + count):
+            if k in self.drop_frames:
+                continue
             i = k % self.n_file_frames
             at = i * self.frame_stride
             record = view[at : at + self.frame_stride]
