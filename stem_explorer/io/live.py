@@ -180,26 +180,32 @@ class LiveDataSet(DataSet):
         """What :meth:`close` calls to stop the feeder."""
         self._stopper = fn
 
-    def wait_for_room(self, n_frames: int, stop: threading.Event) -> float:
-        """Block while a spool holds too many unread frames for ``n_frames`` more;
-        returns the seconds waited (0 when recording: the disk is the buffer)."""
+    def wait_for_room(self, n_frames: int, stop: threading.Event) -> int:
+        """How many of ``n_frames`` more frames to record now (at least one): when a
+        spool is full, this waits until its consumers have read some (or ``stop``).
+        Recording to a folder is never held back: the disk is the buffer."""
         if self.recording.keep:
-            return 0.0
-        t0 = time.perf_counter()
+            return n_frames
+        limit = max(1, self.spool_bytes // self.frame_bytes)
         with self._changed:
-            while (self.recording.frames_written + n_frames - self.first_held) * self.frame_bytes > self.spool_bytes:
+            while (held := self.recording.frames_written - self.first_held) >= limit:
                 if stop.is_set() or not self._consumers:
                     break
                 self._changed.wait(0.1)
-        return time.perf_counter() - t0
+            return max(1, min(n_frames, limit - held))
+
+    def update_stats(self, **fields) -> None:
+        """Set :class:`LiveStats` ``fields``."""
+        with self._changed:
+            for key, value in fields.items():
+                setattr(self._stats, key, value)
 
     def frames_recorded(self, **stats) -> None:
         """The feeder recorded more frames (``recording.frames_written``); ``stats``
         updates :class:`LiveStats` fields."""
         with self._changed:
             self._available = self.recording.frames_written
-            for key, value in stats.items():
-                setattr(self._stats, key, value)
+            self.update_stats(**stats)
             self._release()
             self._notify()
 

@@ -53,6 +53,8 @@ _HEADER_PEEK = 4096
 #: Pixel depth -> dtype of the recorded frames (1-bit packed frames are unpacked).
 _DTYPES = {"U01": "u1", "U08": "u1", "U16": ">u2", "U32": ">u4"}
 _SPOOL_PART_BYTES = 64 * 2**20
+#: Seconds between reports of the time the sender has been waiting for a full ring.
+_STALL_REPORT_S = 0.1
 
 
 def merlin(host: str = "127.0.0.1", control_port: int = 6341, data_port: int = 6342, *, nav_shape,
@@ -243,9 +245,12 @@ class MerlinReceiver:
             "stored_dtype": dtype.str,
             "orientation": "file row order (no flip)",
         }
+        if not keep:  # spool parts are released whole: several must fit in the spool
+            frame_bytes = first.height * first.width * dtype.itemsize
+            partition_bytes = min(partition_bytes or _SPOOL_PART_BYTES, max(frame_bytes, spool_bytes // 2))
         recording = Recording(
             record, nav_shape=self.nav_shape, sig_shape=(first.height, first.width), dtype=dtype,
-            partition_bytes=partition_bytes or (DEFAULT_FILE_BYTES if keep else _SPOOL_PART_BYTES),
+            partition_bytes=partition_bytes or DEFAULT_FILE_BYTES,
             metadata=metadata, overwrite=overwrite, keep=keep,
         )
         self.dataset = LiveDataSet(recording, format="merlin_live", path=recording.dest if keep else None,
@@ -325,10 +330,11 @@ class _FrameStream:
         try:
             while self.received < self.expected and not self.rx._stop.is_set():
                 with self.cond:
-                    if self.received - self.consumed == size:
+                    while self.received - self.consumed == size and not self.rx._stop.is_set():
                         t0 = time.perf_counter()
-                        self.cond.wait_for(lambda: self.received - self.consumed < size or self.rx._stop.is_set())
+                        self.cond.wait(_STALL_REPORT_S)  # the sender waits meanwhile: say so
                         self.stalled += time.perf_counter() - t0
+                        self.ds.update_stats(stalled_s=self.stalled)
                     free = size - (self.received - self.consumed)
                 at = self.received % size
                 room = min(free, size - at, self.expected - self.received)
@@ -383,11 +389,14 @@ class _FrameStream:
             take = min(whole, per_batch, (size - at) // self.msg)
             block = self.ring[at : at + take * self.msg].reshape(take, self.msg)
             frames = self._check(block)
-            stalled = self.ds.wait_for_room(len(frames), self.rx._stop)
-            self.ds.recording.write_frames(frames)
+            while frames:
+                room = self.ds.wait_for_room(len(frames), self.rx._stop)
+                self.ds.recording.write_frames(frames[:room])
+                frames = frames[room:]
+                if frames:
+                    self.ds.frames_recorded()
             with self.cond:
                 self.consumed += take * self.msg
-                self.stalled += stalled
                 self.cond.notify_all()
             self.ds.frames_recorded(
                 frames_received=self.ds.recording.frames_written - self.dropped,

@@ -23,11 +23,13 @@ nothing is hashed or published.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
 import shutil
 import tempfile
+import threading
 from typing import Optional
 
 import numpy as np
@@ -73,6 +75,7 @@ class Recording(RawPartitionWriter):
         self._created_dest = self._created_dest or not self.keep
         self._journal = os.path.join(self.dest, JOURNAL_NAME)
         self._released_parts = 0
+        self._publishing = False
         if self.keep and os.path.exists(self._journal):
             if not overwrite:
                 raise DataSetError(
@@ -82,6 +85,9 @@ class Recording(RawPartitionWriter):
                 )
             _remove_journalled(self.dest, self._journal)
         self._start()
+        if self.keep:  # publishing validates with jsonschema, whose first import takes
+            # seconds on a loaded machine: import it while the frames arrive instead
+            threading.Thread(target=importlib.import_module, args=("jsonschema",), daemon=True).start()
 
     # -- writing ------------------------------------------------------------------------
     def _part_path(self, name: str) -> str:
@@ -98,7 +104,7 @@ class Recording(RawPartitionWriter):
 
     def _finish_part(self) -> None:
         super()._finish_part()
-        if self.keep:
+        if self.keep and not self._publishing:  # the sidecar follows at once
             write_json_atomically(self._journal, {
             "nav_shape": list(self.nav_shape), "sig_shape": list(self.sig_shape),
             "dtype": self.dtype.str, "frames_per_file": self.frames_per_file,
@@ -153,8 +159,10 @@ class Recording(RawPartitionWriter):
         if not self.keep:
             self.abort()
             return None
+        self._publishing = True
         path = super().close()
-        os.remove(self._journal)
+        if os.path.exists(self._journal):
+            os.remove(self._journal)
         return path
 
     def close_partial(self, reason: str) -> Optional[str]:
@@ -165,6 +173,7 @@ class Recording(RawPartitionWriter):
         if not self.keep or self.frames_written == 0:
             self.abort()
             return None
+        self._publishing = True
         path = self._publish(*_partial_layout(self.frames_written, self.nav_shape, self.metadata, reason))
         if os.path.exists(self._journal):
             os.remove(self._journal)
