@@ -168,7 +168,7 @@ def test_back_pressure_bounded_buffers_and_no_frame_lost(tmp_path):
         while not live.ended:
             live.consumed(token, live.frames_available)
             time.sleep(0.001)
-        live.unregister_consumer(token)
+        live.consumed(token, live.frames_available)
     stats = live.stats()
     assert live.state == "complete" and stats.frames_received == 4096 and stats.frames_dropped == 0
     assert stats.buffer_peak_bytes <= stats.buffer_bytes

@@ -13,16 +13,19 @@ The acquisition ends ``"complete"`` or ``"interrupted"`` (its error, an
 :class:`~stem_explorer.errors.AcquisitionError`, says after how many frames); either
 way the recording is published (:attr:`~LiveDataSet.recording_path`) unless frames
 were discarded by choice (``record=None``: a spool whose parts are deleted once every
-running job has read them, see :meth:`~LiveDataSet.register_consumer`). The spool
-holds at most ``spool_bytes``: when jobs fall behind, the feeder waits
+running job has read them, and kept while no job runs, see
+:meth:`~LiveDataSet.register_consumer`). The spool holds at most ``spool_bytes``:
+when jobs fall behind (or none runs), the feeder waits
 (:meth:`~LiveDataSet.wait_for_room`), which backs up to the detector.
 """
 
 from __future__ import annotations
 
 import itertools
+import shutil
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -87,6 +90,8 @@ class LiveDataSet(DataSet):
         self._tokens = itertools.count(1)
         self.spool_bytes = int(spool_bytes)
         self._stopper: Optional[Callable[[], None]] = None
+        if not recording.keep:  # a spool left unread goes with the data set (or at exit)
+            weakref.finalize(self, shutil.rmtree, recording.dest, True)
 
     # -- for consumers ---------------------------------------------------------------------
     @property
@@ -146,9 +151,10 @@ class LiveDataSet(DataSet):
             return np.array(reader.read(start, stop), copy=True)
 
     def register_consumer(self) -> tuple[int, int]:
-        """Register a job reading the frames in order: ``(token, first frame)``. While
-        any consumer is registered, a spool keeps the frames it has not passed
-        (:meth:`consumed`); the first frame is the first one still held."""
+        """Register a job reading the frames in order: ``(token, first frame)``. A
+        spool keeps every frame some registered consumer has not passed
+        (:meth:`consumed`), and all of them while none is registered; the first frame
+        is the first one still held."""
         with self._changed:
             token = next(self._tokens)
             self._consumers[token] = self.first_held
@@ -188,9 +194,7 @@ class LiveDataSet(DataSet):
             return n_frames
         limit = max(1, self.spool_bytes // self.frame_bytes)
         with self._changed:
-            while (held := self.recording.frames_written - self.first_held) >= limit:
-                if stop.is_set() or not self._consumers:
-                    break
+            while (held := self.recording.frames_written - self.first_held) >= limit and not stop.is_set():
                 self._changed.wait(0.1)
             return max(1, min(n_frames, limit - held))
 
@@ -234,8 +238,8 @@ class LiveDataSet(DataSet):
     def _release(self) -> None:
         """Delete the spool parts that no consumer needs any more, and the spool once
         the acquisition ended and every frame was read (lock held)."""
-        if not self.recording.keep:
-            upto = min(self._consumers.values(), default=self._available)
+        if not self.recording.keep and self._consumers:
+            upto = min(self._consumers.values())
             self.recording.release_before(upto)
             if self.ended and upto >= self._available:
                 self.recording.abort()
