@@ -16,12 +16,11 @@ import numpy as np
 import psutil
 import pytest
 
-from live_helpers import simulator
 from stem_explorer.errors import AcquisitionError, DataSetError
 from stem_explorer.io import open_dataset
 from stem_explorer.io.partitioned.recording import Recording
 from stem_explorer.io.synthetic import write_mib
-from stem_explorer.live import MerlinSimulator, merlin, recover_recording
+from stem_explorer.live import MerlinSimulator, SimulatorProcess, merlin, recover_recording
 from stem_explorer.live import mpx
 
 def real_files(realdata):
@@ -73,7 +72,7 @@ def test_simulator_sends_the_mib_file_byte_for_byte(realdata):
     path = next(p for p in real_files(realdata) if p.name.startswith("Quad_9_Frame_CounterDepth_12"))
     raw = path.read_bytes()
     n, stride = 9, len(raw) // 9
-    with simulator(path) as sim:
+    with SimulatorProcess(path) as sim:
         client = RawClient(sim)
         assert client.ask("GET", "COUNTERDEPTH") == "GET,COUNTERDEPTH,12,0"
         assert client.ask("SET", "COUNTERDEPTH", 6) == "SET,COUNTERDEPTH,3"  # the file's depth only
@@ -113,13 +112,13 @@ def test_simulator_paces_frames(tmp_path):
 # -- receiving -------------------------------------------------------------------------------
 def test_header_not_matching_the_scan_is_refused_before_any_frame(tmp_path):
     path = synthetic_mib(tmp_path, n=12)  # 8 x 16 frames, 12-bit
-    with simulator(path) as sim:
+    with SimulatorProcess(path) as sim:
         with pytest.raises(AcquisitionError, match=r"8x16 frames, but sig_shape \(16, 16\).*Nothing was recorded"):
             merlin("127.0.0.1", **sim.ports, nav_shape=(3, 4), sig_shape=(16, 16), record=tmp_path / "a")
         with pytest.raises(AcquisitionError, match="refused SET,COUNTERDEPTH: value out of range"):
             merlin("127.0.0.1", **sim.ports, nav_shape=(3, 4), counter_depth=6, record=tmp_path / "b")
     # acquisitions started by someone else (12 frames of 12 bits)
-    with simulator(path, "--nav-shape", 3, 4, "--start-on-connect") as sim:
+    with SimulatorProcess(path, nav_shape=(3, 4), start_on_connect=True) as sim:
         with pytest.raises(AcquisitionError, match=r"12 frames in the acquisition, but nav_shape \(3, 3\) has 9"):
             merlin("127.0.0.1", **sim.ports, nav_shape=(3, 3), control=False, record=tmp_path / "c")
         with pytest.raises(AcquisitionError, match="counter depth 12, but counter_depth=6 was asked"):
@@ -139,7 +138,7 @@ def test_receiver_connects_only_to_the_configured_host_and_never_listens(tmp_pat
     path = synthetic_mib(tmp_path)
     me = psutil.Process()
     listening_before = {c.laddr for c in me.net_connections("inet") if c.status == psutil.CONN_LISTEN}
-    with simulator(path, "--fps", 100) as sim:
+    with SimulatorProcess(path, fps=100) as sim:
         live = merlin("127.0.0.1", **sim.ports, nav_shape=(3, 4))
         mine = [c for c in me.net_connections("inet") if c.raddr and c.raddr.port in (sim.control_port, sim.data_port)]
         listening = {c.laddr for c in me.net_connections("inet") if c.status == psutil.CONN_LISTEN}
@@ -155,7 +154,7 @@ def test_back_pressure_bounded_buffers_and_no_frame_lost(tmp_path):
     time), memory stays bounded; once the consumer reads, every frame arrives."""
     path = synthetic_mib(tmp_path, n=16, shape=(64, 64))
     frame = 64 * 64 * 2
-    with simulator(path, "--nav-shape", 64, 64) as sim:
+    with SimulatorProcess(path, nav_shape=(64, 64)) as sim:
         live = merlin("127.0.0.1", **sim.ports, nav_shape=(64, 64), buffer_bytes=3 * (frame + 400),
                       spool_bytes=8 * frame, partition_bytes=4 * frame)
         token, first = live.register_consumer()
@@ -177,7 +176,7 @@ def test_back_pressure_bounded_buffers_and_no_frame_lost(tmp_path):
 
 def test_dropped_frames_recorded_as_zeros_and_reported(tmp_path):
     path = synthetic_mib(tmp_path, n=12, pixel_depth="U08")
-    with simulator(path, "--drop-frames", 3, 4, 9) as sim:
+    with SimulatorProcess(path, drop_frames=(3, 4, 9)) as sim:
         live = merlin("127.0.0.1", **sim.ports, nav_shape=(3, 4), record=tmp_path / "rec")
         wait_until(lambda: live.ended)
     stats = live.stats()
@@ -191,10 +190,10 @@ def test_dropped_frames_recorded_as_zeros_and_reported(tmp_path):
 
 def test_connection_dropped_mid_scan_keeps_the_recorded_part(tmp_path):
     path = synthetic_mib(tmp_path, n=16)
-    with simulator(path, "--nav-shape", 8, 8, "--fps", 100) as sim:
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:
         live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 8), record=tmp_path / "rec", partition_bytes=5 * 256)
         live.wait_for_frames(20, timeout=20)
-        sim.proc.send_signal(signal.SIGKILL)
+        sim.kill()
         wait_until(lambda: live.ended)
     n = live.frames_available
     assert live.state == "interrupted" and 20 <= n < 64
@@ -216,7 +215,7 @@ def test_recording_recovered_after_the_receiver_process_dies(tmp_path):
     published by recover_recording."""
     path = synthetic_mib(tmp_path, n=16)
     dest = tmp_path / "rec"
-    with simulator(path, "--nav-shape", 8, 8, "--fps", 100) as sim:
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:
         script = textwrap.dedent(f"""
             import sys, time
             from stem_explorer.live import merlin

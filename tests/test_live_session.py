@@ -4,14 +4,13 @@ Jobs stream results in acquisition order as frames arrive, a job started mid-sca
 covers the frames recorded so far and then follows, and results equal the offline
 reader's."""
 
-import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from live_helpers import simulator, simulators
+from live_helpers import simulators
 from stem_explorer import Session, SumFrame, VirtualDetector, masks
 from stem_explorer.analyses import build_plan
 from stem_explorer.engine import run_local
@@ -19,7 +18,7 @@ from stem_explorer.engine.live_job import LiveJob
 from stem_explorer.errors import AcquisitionError, JobCancelledError
 from stem_explorer.io import open_dataset
 from stem_explorer.io.synthetic import write_mib
-from stem_explorer.live import merlin
+from stem_explorer.live import SimulatorProcess, merlin
 from stem_explorer.results import Results
 
 pytestmark = pytest.mark.cluster
@@ -93,7 +92,7 @@ def test_full_speed_256x256_stream_with_the_mask_changed_mid_scan(client, tmp_pa
     distinct = rng.integers(0, 4096, (1024, 32, 32))
     path = write_mib(tmp_path / "syn.mib", distinct, pixel_depth="U16", counter_depth=12)
     n = 256 * 256
-    with simulator(path, "--nav-shape", 256, 256) as sim:
+    with SimulatorProcess(path, nav_shape=(256, 256)) as sim:
         live = merlin("127.0.0.1", **sim.ports, nav_shape=(256, 256), record=tmp_path / "rec", timeout=20)
         session = Session(live, client=client)
         first = session.run(VirtualDetector(masks.Disk(16, 16, 6)))
@@ -122,12 +121,12 @@ def test_full_speed_256x256_stream_with_the_mask_changed_mid_scan(client, tmp_pa
 def test_dropped_connection_ends_the_job_with_the_partial_results_kept(client, tmp_path):
     frames = np.random.default_rng(3).integers(0, 64, (16, 16, 16))
     path = write_mib(tmp_path / "syn.mib", frames, pixel_depth="U08", counter_depth=6)
-    with simulator(path, "--nav-shape", 8, 8, "--fps", 100) as sim:
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:
         live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 8), record=tmp_path / "rec")
         session = Session(live, client=client)
         job = session.run(SumFrame(), VirtualDetector({"bf": masks.Disk(8, 8, 4)}))
         live.wait_for_frames(20, timeout=20)
-        sim.proc.send_signal(signal.SIGKILL)
+        sim.kill()
         with pytest.raises(AcquisitionError, match=r"acquisition interrupted after \d+ of 64 frames"):
             job.result(timeout=60)
     n = live.frames_available
@@ -149,7 +148,7 @@ def test_job_on_a_spool_covers_the_frames_still_held(client, tmp_path):
     are deleted once read, the spool when the scan ended and was read."""
     frames = np.random.default_rng(5).integers(0, 64, (16, 16, 16))
     path = write_mib(tmp_path / "syn.mib", frames, pixel_depth="U08", counter_depth=6)
-    with simulator(path, "--nav-shape", 8, 16) as sim:
+    with SimulatorProcess(path, nav_shape=(8, 16)) as sim:
         live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 16), spool_bytes=32 * 256)
         job = Session(live, client=client).run(SumFrame())
         results = job.result(timeout=60)

@@ -11,6 +11,6 @@
 from ..io.live import LiveDataSet, LiveStats
 from ..io.partitioned.recording import recover_recording
 from .merlin import MerlinReceiver, merlin
-from .simulator import MerlinSimulator
+from .simulator import MerlinSimulator, SimulatorProcess
 
-__all__ = ["LiveDataSet", "LiveStats", "MerlinReceiver", "MerlinSimulator", "merlin", "recover_recording"]
+__all__ = ["LiveDataSet", "LiveStats", "MerlinReceiver", "MerlinSimulator", "SimulatorProcess", "merlin", "recover_recording"]

@@ -36,7 +36,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import AcquisitionError, DataSetError, StemExplorerError
+from ..errors import AcquisitionError, StemExplorerError
 from ..io.live import DEFAULT_SPOOL_BYTES, LiveDataSet
 from ..io.mib import MibHeader, check_frame_headers, parse_frame_header, parse_hdr
 from ..io.partitioned.recording import Recording

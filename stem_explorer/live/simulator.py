@@ -30,13 +30,17 @@ import logging
 import math
 import mmap
 import os
+import re
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Optional
 
 from ..errors import DataSetError
-from ..io.mib import open_mib, parse_hdr
+from ..io.mib import open_mib
 from ..io.raw import parse_shape
 from . import mpx
 
@@ -353,3 +357,59 @@ def _close(sock: Optional[socket.socket]) -> None:
     except OSError:
         pass
     sock.close()
+
+
+class SimulatorProcess:
+    """A simulator in a process of its own (``stem-explorer simulate merlin``) on free
+    ports of 127.0.0.1, for tests, benchmarks and demos that need the detector
+    outside the receiver's process. A context manager; :meth:`kill` ends it abruptly
+    (a detector that goes away)."""
+
+    def __init__(self, path, *, nav_shape=None, fps: Optional[float] = None, start_on_connect: bool = False,
+                 drop_frames=(), timeout: float = 60.0):
+        command = [sys.executable, "-m", "stem_explorer", "simulate", "merlin", os.fspath(path),
+                   "--control-port", "0", "--data-port", "0"]
+        if nav_shape is not None:
+            command += ["--nav-shape", *map(str, nav_shape)]
+        if fps is not None:
+            command += ["--fps", str(fps)]
+        if start_on_connect:
+            command.append("--start-on-connect")
+        if drop_frames:
+            command += ["--drop-frames", *map(str, drop_frames)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = _readline(self.proc, timeout)
+        found = re.search(r"control port (\d+) data port (\d+)", line)
+        if not found:
+            self.stop()
+            raise DataSetError(f"the Merlin simulator process did not start: {line.strip() or self.proc.stderr.read()}")
+        self.control_port, self.data_port = int(found[1]), int(found[2])
+
+    @property
+    def ports(self) -> dict:
+        """``control_port`` and ``data_port``, as :func:`~stem_explorer.live.merlin` takes them."""
+        return {"control_port": self.control_port, "data_port": self.data_port}
+
+    def kill(self) -> None:
+        """End the process at once (SIGKILL): its connections drop."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def stop(self) -> None:
+        """End the process and wait for it."""
+        self.kill()
+        self.proc.wait(10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+    def __enter__(self) -> "SimulatorProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _readline(proc: subprocess.Popen, timeout: float) -> str:
+    """The first line ``proc`` prints, or '' when it prints none within ``timeout`` s."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""

@@ -127,7 +127,7 @@ class Recording(RawPartitionWriter):
                 f"{self.n_frames} frames recorded so far"
                 + (f", frames before {self.first_held} discarded" if self.first_held else "")
                 + "; wait for them (LiveDataSet.wait_for_frames), or run a job, which "
-                f"follows the acquisition"
+                "follows the acquisition"
             )
         per = self.frames_per_file
         parts = [
