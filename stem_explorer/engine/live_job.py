@@ -35,6 +35,12 @@ from .tasks import merge_partition, run_partition
 
 #: Largest chunk when catching up with recorded frames, in bytes of frames.
 CHUNK_BYTES = 64 * 2**20
+#: New frames wait to be submitted until they make a chunk of this many bytes or the
+#: oldest of them has waited :data:`MAX_DELAY_S`: a task costs milliseconds of
+#: scheduling on the client, the scheduler and a worker, and a task per frame or two
+#: (what arrives between two wake-ups at full speed) cost more than the frames' work.
+MIN_CHUNK_BYTES = 16 * 2**20
+MAX_DELAY_S = 0.02
 #: Chunks in flight per worker.
 IN_FLIGHT_PER_WORKER = 2
 #: Seconds between checks of the job's state when nothing happens.
@@ -101,6 +107,8 @@ class LiveJob(Job):
         in_flight: dict = {}  # future -> first frame of its chunk
         finished: dict = {}  # first frame -> PartitionResult, waiting for the chunks before it
         index = 0
+        waiting_since: Optional[float] = None  # when frames not yet submitted first arrived
+        min_chunk = max(1, MIN_CHUNK_BYTES // ds.frame_bytes)
         while True:
             self._wake.clear()
             for future in [f for f in in_flight if f.done()]:
@@ -114,19 +122,34 @@ class LiveJob(Job):
             if ended and self._merged_upto >= available and not in_flight:
                 self._end(ds)
                 return
-            while submitted < available and len(in_flight) < IN_FLIGHT_PER_WORKER * self._n_workers:
-                stop = submitted + self._chunk_size(available - submitted)
+            now = time.perf_counter()
+            if submitted < available and waiting_since is None:
+                waiting_since = now
+            due = submitted < available and (
+                ended or available - submitted >= min_chunk or now - waiting_since >= MAX_DELAY_S)
+            free = IN_FLIGHT_PER_WORKER * self._n_workers - len(in_flight)
+            full = due and free <= 0  # then a task's end wakes this thread
+            size = self._chunk_size(available - submitted, free, min_chunk) if due and free > 0 else 0
+            while size and submitted < available and len(in_flight) < IN_FLIGHT_PER_WORKER * self._n_workers:
+                stop = min(available, submitted + size)
                 future = self._submit_chunk(ds, index, submitted, stop)
                 if future is None:
                     return  # cancelled
                 in_flight[future] = submitted
                 index, submitted = index + 1, stop
-            self._wake.wait(_IDLE_WAIT)
+                waiting_since = None
+            if waiting_since is None or full:
+                self._wake.wait(_IDLE_WAIT)
+            else:  # until the waiting frames are due
+                self._wake.wait(max(0.0, waiting_since + MAX_DELAY_S - now))
 
-    def _chunk_size(self, backlog: int) -> int:
-        """Frames of the next chunk: the whole backlog when small (a live scan), else
-        a share per worker, at most :data:`CHUNK_BYTES` (catching up)."""
-        return max(1, min(backlog, self._chunk_frames, math.ceil(backlog / self._n_workers)))
+    def _chunk_size(self, backlog: int, free: int, min_chunk: int) -> int:
+        """Frames per chunk of a ``backlog`` of frames with ``free`` task slots: the
+        whole backlog when small (following a scan), else equal chunks of at least
+        ``min_chunk`` frames over the free slots, each at most :data:`CHUNK_BYTES`
+        (catching up)."""
+        pieces = max(1, min(free, backlog // min_chunk))
+        return max(1, min(self._chunk_frames, math.ceil(backlog / pieces)))
 
     def _submit_chunk(self, ds: LiveDataSet, index: int, start: int, stop: int):
         with self._lock:

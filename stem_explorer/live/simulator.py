@@ -97,6 +97,8 @@ class MerlinSimulator:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._acquiring = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
         self._abort = threading.Event()
         self._data_conn: Optional[socket.socket] = None
         self._data_connected = threading.Event()
@@ -244,6 +246,7 @@ class MerlinSimulator:
             if self._acquiring.is_set() or self._data_conn is None:
                 return mpx.BUSY  # busy, or no data client to send to
             self._acquiring.set()
+            self._idle.clear()
             self._abort.clear()
             conn = self._data_conn
         thread = threading.Thread(target=self._acquire, args=(conn,), name="merlin-sim-acquisition", daemon=True)
@@ -259,6 +262,8 @@ class MerlinSimulator:
                 _close(self._data_conn)  # one data client at a time: the newest
                 self._data_conn = conn
                 self._data_connected.set()
+                self._abort.set()  # an acquisition still sending to the old client ends
+            self._idle.wait(5)
             if self.start_on_connect:
                 self._start_acquisition()
 
@@ -306,6 +311,7 @@ class MerlinSimulator:
         finally:
             self.acquisitions += 1
             self._acquiring.clear()
+            self._idle.set()
 
     def _frame_buffers(self, first: int, count: int) -> list:
         """The buffers of frames ``first:first + count`` of the acquisition: prefix,
