@@ -20,8 +20,10 @@ from stem_explorer.errors import AcquisitionError, DataSetError
 from stem_explorer.io import open_dataset
 from stem_explorer.io.partitioned.recording import Recording
 from stem_explorer.io.synthetic import write_mib
-from stem_explorer.live import MerlinSimulator, SimulatorProcess, merlin, recover_recording
+from stem_explorer.live import MerlinSimulator, SimulatorProcess, merlin, recover_recording, watch
 from stem_explorer.live import mpx
+
+from live_helpers import slow_writer
 
 def real_files(realdata):
     files = sorted(realdata.path.glob("merlin_mib/*.mib"))
@@ -245,3 +247,30 @@ def test_recording_recovered_after_the_receiver_process_dies(tmp_path):
     np.testing.assert_array_equal(recovered.read_frames(0, n), frames[np.arange(n) % 16])
     assert not (dest / "recording.json").exists()
     assert open_dataset(dest).n_frames == n
+
+
+def test_watched_series_that_stops_growing_ends_interrupted(tmp_path):
+    """A writer that stops after 7 of 12 frames: the watched data set holds the 7
+    frames as the .mib reader reads them and then ends interrupted (idle_timeout)."""
+    source = synthetic_mib(tmp_path, n=12)
+    folder = tmp_path / "acq"
+    folder.mkdir()
+    writer = slow_writer(source, folder, 12, cuts=(0, 4, 7), delay=0.01)
+    live = watch(folder, nav_shape=(3, 4), idle_timeout=1.0)
+    writer.wait(30)
+    wait_until(lambda: live.ended)
+    assert live.state == "interrupted"
+    assert "acquisition interrupted after 7 of 12 frames" in str(live.error)
+    np.testing.assert_array_equal(live.read_frames(0, 7), open_dataset(source, nav_shape=(12,)).read_frames(0, 7))
+    with pytest.raises(DataSetError, match="not available"):
+        live.read_frames(6, 9)
+
+
+def test_watch_refuses_what_it_cannot_follow(tmp_path):
+    with pytest.raises(AcquisitionError, match="only Merlin .mib series"):
+        watch(tmp_path, "*.h5")
+    with pytest.raises(AcquisitionError, match="no file matching"):
+        watch(tmp_path, "*.mib", first_file_timeout=0.2)
+    synthetic_mib(tmp_path, n=4)
+    with pytest.raises(AcquisitionError, match="pass nav_shape"):
+        watch(tmp_path, "syn.mib")

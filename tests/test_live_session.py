@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live_helpers import simulators
+from live_helpers import simulators, slow_writer
 from stem_explorer import Session, SumFrame, VirtualDetector, masks
 from stem_explorer.analyses import build_plan
 from stem_explorer.engine import run_local
@@ -18,7 +18,7 @@ from stem_explorer.engine.live_job import LiveJob
 from stem_explorer.errors import AcquisitionError, JobCancelledError
 from stem_explorer.io import open_dataset
 from stem_explorer.io.synthetic import write_mib
-from stem_explorer.live import SimulatorProcess, merlin
+from stem_explorer.live import SimulatorProcess, merlin, watch
 from stem_explorer.results import Results
 
 pytestmark = pytest.mark.cluster
@@ -48,6 +48,13 @@ def real_simulators(realdata):
 def offline_results(ds, analyses):
     plan, finalize = build_plan(analyses, ds)
     return finalize(run_local(ds.partitions(1), plan), np.ones(ds.n_frames, bool))
+
+
+def wait_until(predicate, timeout=60.0):
+    t0 = time.perf_counter()
+    while not predicate():
+        assert time.perf_counter() - t0 < timeout, "timed out"
+        time.sleep(0.01)
 
 
 def is_prefix(filled: np.ndarray) -> bool:
@@ -156,3 +163,32 @@ def test_job_on_a_spool_covers_the_frames_still_held(client, tmp_path):
     assert live.recording_path is None
     time.sleep(0.1)
     assert not Path(live.recording.dest).exists()  # the spool is gone
+
+
+def test_watched_folder_fed_by_a_slow_writer(client, tmp_path):
+    """A writer process appends frames slowly to a series of two .mib files: the job on
+    the watched folder fills the scan in acquisition order as they appear, and ends
+    with the .mib reader's results."""
+    frames = np.random.default_rng(11).integers(0, 4096, (30, 16, 16))
+    source = write_mib(tmp_path / "source.mib", frames, pixel_depth="U16", counter_depth=12)
+    folder = tmp_path / "acquisition"
+    folder.mkdir()
+    writer = slow_writer(source, folder, 30, cuts=(0, 12, 30), delay=0.02, gated=True)
+    try:
+        live = watch(folder, "*.mib", nav_shape=(5, 6), idle_timeout=60)
+        seen = []
+        analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(8, 8, 4)})]
+        job = Session(live, client=client).run(*analyses, on_progress=lambda p: seen.append(p.filled.copy()))
+        wait_until(lambda: seen and seen[-1].sum() == 12)  # the first file's frames, drawn
+        writer.stdin.write("next file\n")
+        writer.stdin.flush()
+        results = job.result(timeout=120)
+    finally:
+        writer.stdin.close()
+        writer.wait(60)
+    expected = offline_results(open_dataset(source, nav_shape=(5, 6)), analyses)
+    np.testing.assert_array_equal(results["sum/frame"].data, expected["sum/frame"].data)
+    np.testing.assert_array_equal(results["vd/bf"].data, expected["vd/bf"].data)
+    assert all(is_prefix(f) for f in seen) and seen[-1].all()
+    assert [f.sum() for f in seen] == sorted(f.sum() for f in seen)
+    assert sorted(p.name for p in folder.iterdir()) == ["acquisition_000.mib", "acquisition_001.mib"]  # untouched

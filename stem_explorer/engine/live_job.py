@@ -132,9 +132,10 @@ class LiveJob(Job):
             size = self._chunk_size(available - submitted, free, min_chunk) if due and free > 0 else 0
             while size and submitted < available and len(in_flight) < IN_FLIGHT_PER_WORKER * self._n_workers:
                 stop = min(available, submitted + size)
-                future = self._submit_chunk(ds, index, submitted, stop)
-                if future is None:
+                submission = self._submit_chunk(ds, index, submitted, stop)
+                if submission is None:
                     return  # cancelled
+                future, stop = submission
                 in_flight[future] = submitted
                 index, submitted = index + 1, stop
                 waiting_since = None
@@ -152,16 +153,19 @@ class LiveJob(Job):
         return max(1, min(self._chunk_frames, math.ceil(backlog / pieces)))
 
     def _submit_chunk(self, ds: LiveDataSet, index: int, start: int, stop: int):
+        """Submit frames ``start:stop``, or the first part of them that one partition of
+        the data set holds; ``(future, stop)``, or None when the job was cancelled."""
+        chunk = ds.chunk(index, start, stop)
         with self._lock:
             if self._state != "running":
                 return None
             future = self._client.submit(
-                run_partition, ds.chunk(index, start, stop), self._plan_arg, None,
+                run_partition, chunk, self._plan_arg, None,
                 key=f"stem-explorer-job{self.id}-live{index}", pure=False,
             )
             self._futures.append(future)
         future.add_done_callback(lambda _f: self._wake.set())
-        return future
+        return future, chunk.stop
 
     def _merge_in_order(self, finished: dict) -> bool:
         """Merge the finished chunks that continue the merged frames; one snapshot."""

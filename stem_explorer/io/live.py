@@ -138,8 +138,10 @@ class LiveDataSet(DataSet):
                 self._listeners.remove(fn)
 
     def chunk(self, index: int, start: int, stop: int) -> Partition:
-        """A partition of the recorded frames ``start:stop`` (a task reads them on its
-        worker, from the recording)."""
+        """A partition of the recorded frames ``start:stop``, or of their first part
+        when a store holds them in pieces (a series of files); a task reads them on its
+        worker, from where they are recorded."""
+        stop = self.recording.piece_end(start, stop)
         return Partition(index, start, stop, self.recording.source(start, stop))
 
     def read_frames(self, start: int, stop: int) -> np.ndarray:
@@ -147,8 +149,20 @@ class LiveDataSet(DataSet):
         recorded yet, or discarded)."""
         if not 0 <= start <= stop <= self.n_frames:
             raise DataSetError(f"frame range {start}:{stop} is outside 0:{self.n_frames}")
-        with self.recording.source(start, stop).open() as reader:
-            return np.array(reader.read(start, stop), copy=True)
+        if not (self.first_held <= start and stop <= self._available):
+            raise DataSetError(
+                f"frames {start}:{stop} are not available: {self._available} of {self.n_frames} frames "
+                f"recorded so far" + (f", those before {self.first_held} discarded" if self.first_held else "")
+                + "; wait for them (wait_for_frames), or run a job, which follows the acquisition"
+            )
+        out = np.empty((stop - start,) + self.sig_shape, self.dtype)
+        pos = start
+        while pos < stop:  # piece by piece: a series of files holds them in several
+            end = self.recording.piece_end(pos, stop)
+            with self.recording.source(pos, end).open() as reader:
+                out[pos - start : end - start] = reader.read(pos, end)
+            pos = end
+        return out
 
     def register_consumer(self) -> tuple[int, int]:
         """Register a job reading the frames in order: ``(token, first frame)``. A

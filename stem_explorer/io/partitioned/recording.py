@@ -136,6 +136,11 @@ class Recording(RawPartitionWriter):
         ]
         return RawPartitionSource(self.dest, parts, n_frames=self.n_frames, sig_shape=self.sig_shape, dtype=self.dtype)
 
+    def piece_end(self, start: int, stop: int) -> int:
+        """Where one source of :meth:`source` from ``start`` can end: ``stop`` (a
+        source spans partition files)."""
+        return stop
+
     def release_before(self, frame: int) -> None:
         """In a spool, delete the complete parts holding only frames before ``frame``."""
         if self.keep:
