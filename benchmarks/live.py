@@ -125,6 +125,7 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
     workers = [psutil.Process(pid) for pid in session_client.run(os.getpid).values()]
     with SimulatorProcess(path, nav_shape=scan, fps=fps) as sim:
         processes = {"simulator": [psutil.Process(sim.proc.pid)], "receiver": [psutil.Process()], "workers": workers}
+        # "receiver": this process, so the session's client and the embedded scheduler too
         cpu0 = {k: _cpu(v) for k, v in processes.items()}
         t_start = time.perf_counter()
         live = merlin("127.0.0.1", **sim.ports, nav_shape=scan, record=record, timeout=60)
@@ -215,7 +216,8 @@ def table(records: list[dict]) -> str:
         "",
         "| acquisition | frames | GiB | receive GB/s | end-to-end GB/s | lost | sender stalled s | ring peak MiB "
         "| latency median / p90 ms | mask change ms (frames) | = numpy | target met "
-        "| CPU s/GB: receiver, workers, simulator | cores for 1.5 GB/s without the simulator |",
+        "| CPU s/GB: this process (receiver, client, scheduler), workers, simulator "
+        "| cores for 1.5 GB/s without the simulator |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in (r for r in records if r.get("kind") == "live"):
