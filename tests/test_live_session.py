@@ -192,3 +192,27 @@ def test_watched_folder_fed_by_a_slow_writer(client, tmp_path):
     assert all(is_prefix(f) for f in seen) and seen[-1].all()
     assert [f.sum() for f in seen] == sorted(f.sum() for f in seen)
     assert sorted(p.name for p in folder.iterdir()) == ["acquisition_000.mib", "acquisition_001.mib"]  # untouched
+
+
+@pytest.mark.slow
+def test_explorer_accepts_a_live_source(client, tmp_path):
+    """Explorer(live) opens on the data set the receiver returns and, once the frames
+    are in, shows the sum frame and the navigation image of the .mib reader."""
+    from stem_explorer.masks import rasterize
+    from stem_explorer.widgets import Explorer
+
+    yy, xx = np.mgrid[:32, :32]
+    beam = ((yy - 15) ** 2 + (xx - 17) ** 2 <= 36) * 200
+    frames = np.random.default_rng(2).integers(0, 20, (24, 32, 32)) + beam
+    path = write_mib(tmp_path / "syn.mib", frames, pixel_depth="U16", counter_depth=12)
+    with SimulatorProcess(path, nav_shape=(4, 6), fps=100) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(4, 6), record=tmp_path / "rec")
+        explorer = Explorer(live, client=client, export_dir=str(tmp_path / "exports"))
+        try:
+            explorer.wait(120)
+            assert explorer.error is None
+            np.testing.assert_array_equal(explorer.detector_image(), frames.sum(0))
+            expected = (frames * rasterize(explorer.editor.mask(), (32, 32))).sum((1, 2)).reshape(4, 6)
+            np.testing.assert_allclose(explorer.navigation_image(), expected, rtol=1e-6)
+        finally:
+            explorer.close()
