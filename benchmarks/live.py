@@ -5,9 +5,11 @@ detector (a disk) and the sum frame on the live data set as the frames arrive.
 
 ``python -m benchmarks --live`` (options: ``python -m benchmarks --live --help``).
 
-Two acquisitions of the same synthetic file (``--distinct`` frames, cycled through
-the scan by the simulator):
+Three acquisitions of the same synthetic file (``--distinct`` frames, cycled
+through the scan by the simulator):
 
+* **receive only**: full speed, frames received and released, no job: the
+  receiver's own throughput and CPU cost;
 * **full speed**: the simulator sends as fast as the receiver reads. Reported: the
   receiver's throughput (first to last frame), the end-to-end throughput (the job's
   final result after the acquisition started), frames lost (sequence gaps; the
@@ -101,6 +103,22 @@ class Timeline:
         return np.asarray(self.times + [math.nan])[i]
 
 
+class _Releaser:
+    """Stands in for a job when frames are only received: reads nothing, releases
+    every frame as it arrives."""
+
+    def __init__(self, live):
+        self.live = live
+        self.token, _ = live.register_consumer()
+
+    def result(self, timeout=None) -> None:
+        while not self.live.ended:
+            self.live.consumed(self.token, self.live.frames_available)
+            self.live.wait_for_frames(self.live.frames_available + 1, timeout=0.05)
+        self.live.consumed(self.token, self.live.frames_available)
+        self.live.unregister_consumer(self.token)
+
+
 def _cpu(processes) -> float:
     """User + system CPU seconds of ``processes`` so far (all their threads)."""
     return sum(sum(p.cpu_times()[:2]) for p in processes)
@@ -111,8 +129,9 @@ def _latencies(arrived: Timeline, merged: Timeline, n: int) -> np.ndarray:
     return merged.time_of(frames) - arrived.time_of(frames)
 
 
-def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=False) -> dict:
-    """One acquisition with a job following it; the measurements."""
+def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=False, follow=True) -> dict:
+    """One acquisition with a job following it (``follow=False``: frames only
+    received and released, the receiver's own cost); the measurements."""
     from stem_explorer import Session, SumFrame, VirtualDetector, masks
     from stem_explorer.live import SimulatorProcess, merlin
 
@@ -132,7 +151,7 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
         live.add_listener(lambda: arrived.add(live.frames_available))
         session = Session(live, client=session_client)
         analyses = [VirtualDetector({"bf": masks.Disk(256, 256, 64)}), SumFrame()]
-        job = session.run(*analyses, on_progress=lambda p: merged.add(p.filled.sum()))
+        job = session.run(*analyses, on_progress=lambda p: merged.add(p.filled.sum())) if follow else _Releaser(live)
         mask_change = None
         if change_mask:  # a new mask mid-scan: how soon does it cover the scan so far?
             live.wait_for_frames(n // 2, timeout=120)
@@ -141,7 +160,7 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
             t_run = time.perf_counter()
             job = session.run(VirtualDetector({"adf": masks.Ring(256, 256, 80, 200)}), SumFrame(), supersede=True,
                               on_progress=lambda p: covering.add(p.filled.sum()))
-            results = job.result(timeout=600)
+            job.result(timeout=600)
             mask_change["seconds"] = float(covering.time_of(np.array([mask_change["frames_covered"] - 1]))[0] - t_run)
             merged = covering
         results = job.result(timeout=600)
@@ -149,7 +168,7 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
         cpu = {k: _cpu(v) - cpu0[k] for k, v in processes.items()}
     stats = live.stats()
     frame_bytes = live.frame_bytes
-    latency = _latencies(arrived, merged, n)
+    latency = _latencies(arrived, merged, n) if follow else np.empty(0)
     latency = latency[np.isfinite(latency)]
     record_out = {
         "n_frames": n, "scan": list(scan), "frame_bytes": frame_bytes, "data_bytes": n * frame_bytes,
@@ -164,7 +183,7 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
         "mask_change": mask_change,
         # CPU seconds per GB received, by process: what the machine's load does not change
         "cpu_s_per_gb": {k: c / (n * frame_bytes / 1e9) for k, c in cpu.items()},
-        "sum_frame": results["sum/frame"].data,
+        "sum_frame": results["sum/frame"].data if follow else None,
     }
     live.close()
     return record_out
@@ -184,13 +203,15 @@ def measure(args) -> list[dict]:
     try:
         _log("warm-up acquisition (kernels compiled on the workers)")
         _acquire(client, path, (4, 8), args)
-        for kind, scan, fps in (("full speed", tuple(args.scan), None), ("paced", tuple(args.paced_scan), args.fps)):
+        runs = (("receive only", tuple(args.scan), None, False), ("full speed", tuple(args.scan), None, True),
+                ("paced", tuple(args.paced_scan), args.fps, True))
+        for kind, scan, fps, follow in runs:
             _log(f"{kind}: scan {scan} of 512x512 12-bit frames")
-            r = _acquire(client, path, scan, args, fps=fps, change_mask=fps is not None)
-            n = r["n_frames"]
+            r = _acquire(client, path, scan, args, fps=fps, change_mask=fps is not None, follow=follow)
+            n, summed = r["n_frames"], r.pop("sum_frame")
             cycle = np.bincount(np.arange(n) % len(frames), minlength=len(frames)).astype(np.float64)
             expected = np.tensordot(cycle, frames.astype(np.float64), axes=1)
-            r["results_equal_numpy"] = bool(np.array_equal(r.pop("sum_frame"), expected))
+            r["results_equal_numpy"] = None if summed is None else bool(np.array_equal(summed, expected))
             records.append({"kind": "live", "acquisition": kind, **r})
     finally:
         client.close()
@@ -198,6 +219,8 @@ def measure(args) -> list[dict]:
             cluster.close()
         except TimeoutError:  # its workers end with this process anyway
             _log("the cluster did not close in time (a loaded machine?); measurements kept")
+    only = next(r for r in records if r.get("acquisition") == "receive only")
+    only["pass"] = only["receive_gbps"] >= TARGET_GBPS and only["frames_received"] == only["n_frames"]
     full = next(r for r in records if r.get("acquisition") == "full speed")
     paced = next(r for r in records if r.get("acquisition") == "paced")
     full["pass"] = full["end_to_end_gbps"] >= TARGET_GBPS and full["frames_dropped"] == 0 and full["frames_received"] == full["n_frames"]
@@ -229,11 +252,15 @@ def table(records: list[dict]) -> str:
             f"| {name} | {r['n_frames']} | {r['data_bytes'] / 2**30:.2f} | {r['receive_gbps']:.2f} "
             f"| {r['end_to_end_gbps']:.2f} | {r['n_frames'] - r['frames_received']} "
             f"| {r['sender_stalled_s']:.2f} | {r['buffer_peak_bytes'] / 2**20:.0f} of {r['buffer_bytes'] / 2**20:.0f} "
-            f"| {latency} | {change_text} | {'yes' if r['results_equal_numpy'] else 'NO'} | {'yes' if r['pass'] else 'NO'} "
+            f"| {latency} | {change_text} | {_yes(r['results_equal_numpy'])} | {_yes(r['pass'])} "
             f"| {cpu['receiver']:.2f}, {cpu['workers']:.2f}, {cpu['simulator']:.2f} "
             f"| {(cpu['receiver'] + cpu['workers']) * TARGET_GBPS:.1f} |"
         )
     return "\n".join(lines)
+
+
+def _yes(flag) -> str:
+    return "-" if flag is None else ("yes" if flag else "NO")
 
 
 def main(argv=None, prog: str = "python -m benchmarks --live") -> int:
