@@ -295,6 +295,30 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_simulate_merlin(args) -> int:
+    """Serve a .mib file as a Merlin detector until interrupted."""
+    from .live import MerlinSimulator
+
+    sim = MerlinSimulator(
+        args.path, nav_shape=tuple(args.nav_shape) if args.nav_shape else None, fps=args.fps, host=args.host,
+        control_port=args.control_port, data_port=args.data_port, start_on_connect=args.start_on_connect,
+        drop_frames=args.drop_frames,
+    )
+    rate = f"{args.fps:g} frames/s" if args.fps else "as fast as the receiver reads"
+    print(
+        f"Merlin simulator: {args.path}, scan {sim.nav_shape} ({sim.n_file_frames} frames in the file), {rate}; "
+        f"listening on {sim.host} control port {sim.control_port} data port {sim.data_port}",
+        flush=True,
+    )
+    try:
+        sim.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
 def cmd_formats(args) -> int:
     from .io import readers
 
@@ -415,6 +439,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="scheduler address (tcp://host:port) of an existing dask cluster")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("simulate", help="serve a file as a detector does, over its network protocol (tests, demos)")
+    detectors = p.add_subparsers(dest="detector", required=True)
+    m = detectors.add_parser("merlin", help="a Quantum Detectors Merlin: .mib frames on the MerlinEM control and data ports")
+    m.add_argument("path", help="the .mib file whose frames to serve")
+    m.add_argument("--nav-shape", type=int, nargs="+", metavar="N",
+                   help="scan of one acquisition (default: the file's; more frames than the file cycle through it)")
+    m.add_argument("--fps", type=float, help="frames per second (default: as fast as the receiver reads)")
+    m.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    m.add_argument("--control-port", type=int, default=6341, help="control port (default 6341; 0: a free one)")
+    m.add_argument("--data-port", type=int, default=6342, help="data port (default 6342; 0: a free one)")
+    m.add_argument("--drop-frames", type=int, nargs="+", default=(), metavar="K",
+                   help="acquisition frames to leave out, as a detector losing frames does (tests)")
+    m.add_argument("--start-on-connect", action="store_true",
+                   help="start an acquisition whenever a data client connects (receivers without control)")
+    m.set_defaults(func=cmd_simulate_merlin)
 
     p = sub.add_parser("formats", help="list the readers")
     p.set_defaults(func=cmd_formats)

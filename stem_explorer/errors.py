@@ -77,3 +77,8 @@ class SaveError(StemExplorerError, OSError):
 
 class ResultNameError(StemExplorerError, ValueError):
     """A result or analysis name cannot name an array in a results file."""
+
+
+class AcquisitionError(StemExplorerError, RuntimeError):
+    """A live acquisition failed: the detector refused a command, the stream broke off
+    or does not match the configured scan."""

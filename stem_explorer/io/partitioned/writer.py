@@ -8,7 +8,7 @@ import json
 import math
 import os
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from .sidecar import SIDECAR_NAME, sidecar_document, validate_sidecar
 
 #: Default size of one partition file written by :class:`RawPartitionWriter`.
 DEFAULT_FILE_BYTES = 256 * 2**20
+#: Buffers per ``os.writev`` call (Linux's IOV_MAX).
+_IOV_MAX = 1024
 _TMP_PART = re.compile(r"^part-\d{5,}\.[a-z0-9]+\.tmp$")
 
 
@@ -76,7 +78,7 @@ class RawPartitionWriter:
         self._encoder: Optional[ChunkEncoder] = None
         self.frames_written = 0
         self._parts: list[dict] = []
-        self._file = None  # the open tmp file of the current part
+        self._fd: Optional[int] = None  # the current part's file, open for writing
         self._hash = None
         self._current: Optional[dict] = None
         self._state = "new"  # new -> writing -> closed | aborted
@@ -155,59 +157,92 @@ class RawPartitionWriter:
                 f"{self.sig_shape[1]}) frames of the declared sig_shape; reshape it to "
                 f"(-1, {self.sig_shape[0]}, {self.sig_shape[1]})"
             )
-        n = len(block)
+        self._append(np.ascontiguousarray(block), len(block))
+
+    def write_frames(self, frames: Sequence) -> None:
+        """Append frames given as one buffer each (bytes-like objects of one frame's
+        bytes in the declared dtype): the frames of a received stream are written
+        from where they arrived, without assembling a block."""
+        self._start()
+        views = [memoryview(f).cast("B") for f in frames]
+        if any(v.nbytes != self.frame_bytes for v in views):
+            sizes = sorted({v.nbytes for v in views} - {self.frame_bytes})
+            raise DataSetError(
+                f"frames of {sizes} bytes given, but a {self.sig_shape} {self.dtype.str} "
+                f"frame is {self.frame_bytes} bytes; pass whole frames of the declared layout"
+            )
+        self._append(views, len(views))
+
+    def _append(self, frames, n: int) -> None:
+        """Append ``n`` frames: a contiguous block ``(n, sig_y, sig_x)`` or a list of
+        one buffer per frame."""
         if self.frames_written + n > self.n_frames:
             raise DataSetError(
                 f"writing {n} more frames would make {self.frames_written + n}, but "
                 f"nav_shape {self.nav_shape} has {self.n_frames}; check nav_shape or the "
                 f"blocks written"
             )
-        block = np.ascontiguousarray(block)
         pos = 0
         while pos < n:
-            if self._file is None:
+            if self._fd is None:
                 self._open_part()
             room = self.frames_per_file - (self._current["stop"] - self._current["start"])
             k = min(room, n - pos)
+            part = frames[pos : pos + k]
             if self._encoder is None:
-                self._store(block[pos : pos + k].reshape(-1).view(np.uint8))
+                self._store(part if isinstance(part, list) else [part.reshape(-1).view(np.uint8)])
             else:
-                for chunk in self._encoder.feed(block[pos : pos + k]):
-                    self._store(chunk)
+                if isinstance(part, list):  # the encoder takes a block of frames
+                    part = np.frombuffer(b"".join(part), self.dtype).reshape(k, *self.sig_shape)
+                self._store(list(self._encoder.feed(part)))
             self._current["stop"] += k
             self.frames_written += k
             pos += k
             if k == room:
                 self._finish_part()
 
-    def _store(self, data) -> None:
-        """Append bytes to the current file."""
-        data = memoryview(data)
-        self._file.write(data)
-        self._hash.update(data)
-        self._current["bytes"] += data.nbytes
+    def _store(self, buffers: Sequence) -> None:
+        """Append ``buffers`` to the current file, hashed and counted."""
+        views = [memoryview(b).cast("B") for b in buffers]
+        for v in views:
+            self._hash.update(v)
+            self._current["bytes"] += v.nbytes
+        while views:
+            written = os.writev(self._fd, views[:_IOV_MAX])
+            while views and written >= views[0].nbytes:
+                written -= views[0].nbytes
+                views.pop(0)
+            if written:  # a partial write (a signal, a full pipe): go on from there
+                views[0] = views[0][written:]
+
+    def _sync_part(self, fd: int) -> None:
+        """Make a complete part durable before it is renamed and listed."""
+        os.fsync(fd)
+
+    def _part_path(self, name: str) -> str:
+        """Where part ``name`` is written until it is complete."""
+        return os.path.join(self.dest, name + ".tmp")
 
     def _open_part(self) -> None:
         name = part_file_name(len(self._parts), self.layout)
         self._current = {"file": name, "start": self.frames_written, "stop": self.frames_written, "bytes": 0}
-        self._file = open(os.path.join(self.dest, name + ".tmp"), "wb")
+        self._fd = os.open(self._part_path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._hash = hashlib.sha256()
         if self.layout is not None:
             self._encoder = ChunkEncoder(self.layout, self.dtype, self.sig_shape, self.dest)
 
     def _finish_part(self) -> None:
-        part, f = self._current, self._file
+        part, fd = self._current, self._fd
         if self._encoder is not None:
-            for chunk in self._encoder.flush():
-                self._store(chunk)
+            self._store(list(self._encoder.flush()))
             part.update(self._encoder.record())
             self._encoder = None
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        self._file = None
+        self._sync_part(fd)
+        os.close(fd)
+        self._fd = None
         path = os.path.join(self.dest, part["file"])
-        os.replace(path + ".tmp", path)
+        if self._part_path(part["file"]) != path:
+            os.replace(self._part_path(part["file"]), path)
         part["sha256"] = self._hash.hexdigest()
         self._parts.append(part)
         self._current = None
@@ -228,19 +263,16 @@ class RawPartitionWriter:
                 f"{self.nav_shape} were written to {self.dest!r}, so no {SIDECAR_NAME} was "
                 f"published and the partial files were removed; write all frames"
             )
+        return self._publish(self.nav_shape, self.metadata)
+
+    def _publish(self, nav_shape, metadata: dict) -> str:
+        """Finish the last file and publish ``dataset.json`` for the frames written,
+        as a data set of ``nav_shape``; on failure, abort."""
         try:
-            if self._file is not None:
+            if self._fd is not None:
                 self._finish_part()
-            doc = sidecar_document(self.nav_shape, self.sig_shape, self.dtype, self._parts, self.metadata,
-                                   self.layout)
-            validate_sidecar(doc, self.sidecar_path)
-            tmp = self.sidecar_path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.sidecar_path)
+            publish_sidecar(self.dest, nav_shape=nav_shape, sig_shape=self.sig_shape, dtype=self.dtype,
+                            parts=self._parts, metadata=metadata, layout=self.layout)
         except BaseException:
             self.abort()
             raise
@@ -252,16 +284,16 @@ class RawPartitionWriter:
         if self._state in ("closed", "aborted"):
             return
         self._state = "aborted"
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        names = [p["file"] for p in self._parts]
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        paths = [os.path.join(self.dest, p["file"]) for p in self._parts]
         if self._current is not None:
-            names.append(self._current["file"] + ".tmp")
-        names.append(SIDECAR_NAME + ".tmp")
-        for name in names:
+            paths.append(self._part_path(self._current["file"]))
+        paths.append(self.sidecar_path + ".tmp")
+        for path in paths:
             try:
-                os.remove(os.path.join(self.dest, name))
+                os.remove(path)
             except FileNotFoundError:
                 pass
         self._parts, self._current = [], None
@@ -272,60 +304,24 @@ class RawPartitionWriter:
                 pass
 
 
-def write_raw_partitions(
-    dest,
-    data,
-    *,
-    partition_bytes: int = DEFAULT_FILE_BYTES,
-    block_bytes: int = 64 * 2**20,
-    nav_shape=None,
-    metadata: Optional[dict] = None,
-    overwrite: bool = False,
-    codec: str = "none",
-) -> RawPartitionDataSet:
-    """Write a :class:`DataSet`, or a numpy / dask array of frames, as raw partitions.
+def write_json_atomically(path: str, doc: dict) -> None:
+    """Write ``doc`` as JSON to ``path`` through a synced temporary file and a rename,
+    so readers see the old file or the whole new one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
-    Frames stream through the data set's own reader in blocks of about ``block_bytes``
-    (aligned to its chunks), so memory stays bounded whatever the data size. The
-    metadata defaults to a description of the source; ``codec`` compresses the files
-    (see :class:`RawPartitionWriter`). Returns the written data set, opened.
-    """
-    if isinstance(data, DataSet):
-        ds = data
-    else:
-        from ..memory import open_memory
 
-        ds = open_memory(data)
-    if metadata is None:
-        metadata = {"source": ds.describe()}
-    # the calibration travels with the frames (a user's metadata may set its own)
-    metadata = {"calibration": ds.calibration.to_dict(), **metadata}
-    align = max(1, ds.source.frame_alignment)
-    per_block = max(1, int(block_bytes) // ds.frame_bytes)
-    per_block = max(align, per_block // align * align)
-    writer = RawPartitionWriter(
-        dest,
-        nav_shape=ds.nav_shape if nav_shape is None else nav_shape,
-        sig_shape=ds.sig_shape,
-        dtype=ds.dtype,
-        partition_bytes=partition_bytes,
-        metadata=metadata,
-        overwrite=overwrite,
-        codec=codec,
-    )
-    reader: Optional[FrameReader] = None
-    try:
-        with writer:
-            for start in range(0, ds.n_frames, per_block):
-                stop = min(ds.n_frames, start + per_block)
-                payload = ds.local_payload(start, stop)
-                if payload is None:  # files: one reader for all blocks
-                    reader = reader or ds.source.open(None)
-                    writer.write(reader.read(start, stop))
-                else:
-                    with ds.source.open(payload) as block_reader:
-                        writer.write(block_reader.read(start, stop))
-    finally:
-        if reader is not None:
-            reader.close()
-    return open_raw_partitions(dest)
+def publish_sidecar(dest: str, *, nav_shape, sig_shape, dtype, parts: list, metadata: dict, layout=None) -> str:
+    """Check and publish (atomically) the ``dataset.json`` of the partition files
+    ``parts`` in ``dest`` (compressed with ``layout``, a :class:`~.codecs.ChunkLayout`,
+    if given); returns its path."""
+    path = os.path.join(dest, SIDECAR_NAME)
+    doc = sidecar_document(nav_shape, sig_shape, dtype, parts, metadata, layout)
+    validate_sidecar(doc, path)
+    write_json_atomically(path, doc)
+    return path
