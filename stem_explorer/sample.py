@@ -627,7 +627,7 @@ def make_sample(
     ``nav_shape + sig_shape``, contiguous, uncompressed, so readers can memory-map it)
     and the sample's description as JSON in its ``stem_explorer_sample`` attribute.
     ``format="raw"`` writes the raw partition format (a directory) through
-    :class:`stem_explorer.io.partitioned.RawPartitionWriter` (``partition_bytes`` is
+    ``stem_explorer.io.partitioned.RawPartitionWriter`` (``partition_bytes`` is
     passed on), with the same description in its metadata.
 
     ``nav_shape`` has one or two axes; ``sig_shape`` two, each >= 16. ``dtype`` is any

@@ -84,7 +84,7 @@ class Mask:
     __array_ufunc__ = None  # so that numpy scalars defer to __rmul__
 
     def rasterize(self, sig_shape) -> np.ndarray:
-        """Float32 array of shape ``sig_shape``; see :func:`raster.rasterize`."""
+        """Float32 array of shape ``sig_shape``; see :func:`stem_explorer.masks.rasterize`."""
         return raster.rasterize(self, sig_shape)
 
     def is_empty(self, sig_shape) -> bool:
