@@ -1,5 +1,5 @@
 """The package as users meet it: ``python -m build`` (the sdist, then the wheel from the
-sdist with no Node.js on PATH), the wheel installed into fresh virtual environments
+sdist; no Node.js on PATH), the wheel installed into fresh virtual environments
 (tests/venv_fixtures.py: no index, no network), then ``stem-explorer lab`` and the
 explorer notebook run there."""
 
@@ -23,6 +23,7 @@ import nbformat
 import pytest
 
 from stem_explorer.widgets._bundle import inputs_digest
+from deploy_commands import build_command, install_target
 from venv_fixtures import FreshVenv, wheel_requirements
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,23 +41,17 @@ PACKAGE_DATA = [
 pytestmark = pytest.mark.slow
 
 
-def build(*args: str, env=None) -> None:
-    """``python -m build`` of this environment, without build isolation (offline)."""
-    done = subprocess.run([sys.executable, "-m", "build", "--no-isolation", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory):
-    """(sdist, wheel): the sdist of the checkout, and the wheel built from the sdist
-    with only this interpreter's folder on PATH (so no node, no npm)."""
+    """(sdist, wheel): ``python -m build`` of the checkout (the sdist, then the wheel
+    from the sdist) with only this interpreter's folder on PATH: no node, no npm."""
     out = tmp_path_factory.mktemp("dist")
-    build("--sdist", "--outdir", str(out), str(ROOT))
-    (sdist,) = out.glob("stem_explorer-*.tar.gz")
     no_node = dict(os.environ, PATH=str(Path(sys.executable).parent))
     assert shutil.which("node", path=no_node["PATH"]) is None and shutil.which("npm", path=no_node["PATH"]) is None
-    build("--wheel", "--outdir", str(out), str(sdist), env=no_node)
+    command = [sys.executable, *build_command(out, ROOT, offline=True)[1:]]
+    done = subprocess.run(command, capture_output=True, text=True, env=no_node, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (sdist,) = out.glob("stem_explorer-*.tar.gz")
     (wheel,) = out.glob("stem_explorer-*.whl")
     return sdist, wheel
 
@@ -138,7 +133,7 @@ def test_installed_wheel_serves_and_runs_the_explorer(fresh, tmp_path):
     names, writes the small sample asked for and serves the explorer notebook; the
     notebook then runs headless (Explorer, MaskEditor, a job) on the venv's Python."""
     fresh.provide(["stem_explorer[jupyter]"], set(), fresh.own)
-    done = fresh.pip_install(f"{fresh.wheel}[jupyter]")
+    done = fresh.pip_install(install_target(fresh.wheel))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     work = tmp_path / "work"
     work.mkdir()
