@@ -1,6 +1,7 @@
 """Binder without Docker: an environment built exactly from binder/ as repo2docker
-builds it, and the notebooks run there within Binder's limits (session fixtures: the
-Binder test checks the run, the documentation build renders its outputs)."""
+builds it, and the notebooks run there within Binder's limits, one core and 2 GiB, as
+a container has them (session fixtures: the Binder test checks the run, the
+documentation build renders its outputs)."""
 
 from __future__ import annotations
 
@@ -45,41 +46,71 @@ def repository_copy(target: Path) -> Path:
     return target
 
 
-def _memory_cgroup() -> Path | None:
-    """This process's cgroup v1 memory folder, where a child group can be made (root)."""
-    line = next((l for l in Path("/proc/self/cgroup").read_text().splitlines() if l.split(":")[1] == "memory"), None)
-    base = Path("/sys/fs/cgroup/memory") / line.split(":", 2)[2].lstrip("/") if line else None
-    if os.geteuid() != 0 or base is None or not (base / "memory.limit_in_bytes").exists():
-        return None
-    return base
+def _own_cgroup(controller: str) -> Path | None:
+    """This process's cgroup v1 folder of ``controller``, if root may make groups there."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            folder = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
+            return folder if os.geteuid() == 0 and (folder / "cgroup.procs").exists() else None
+    return None
+
+
+#: Run "$@" in the cgroups $1 (memory) and $2 (cpu), seeing them as a container sees its
+#: own: a private mount namespace with them at /sys/fs/cgroup/memory and
+#: /sys/fs/cgroup/cpu,cpuacct, where dask reads its memory limit and CPU count. $3 is
+#: an empty folder for staging the mounts.
+_CONTAINER_VIEW = """
+echo $$ > "$1/cgroup.procs"; echo $$ > "$2/cgroup.procs"
+mkdir "$3/memory" "$3/cpu"; mount --bind "$1" "$3/memory"; mount --bind "$2" "$3/cpu"
+mount -t tmpfs tmpfs /sys/fs/cgroup; mkdir /sys/fs/cgroup/memory "/sys/fs/cgroup/cpu,cpuacct"
+mount --bind "$3/memory" /sys/fs/cgroup/memory; mount --bind "$3/cpu" "/sys/fs/cgroup/cpu,cpuacct"
+shift 3; exec "$@"
+"""
+
+
+def _remove_group(group: Path) -> None:
+    """Remove a cgroup this test made, once the processes of the run in it are gone."""
+    procs = group / "cgroup.procs"
+    deadline = time.monotonic() + 30
+    while procs.read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.2)  # processes of the run still exiting (dask's workers, trackers)
+    for pid in procs.read_text().split():  # left behind by the run, which started them
+        os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while procs.read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    group.rmdir()
 
 
 @contextlib.contextmanager
-def binder_limits():
-    """A command prefix that runs a process on one core (CPU affinity) and, where the
-    cgroup v1 memory controller is available to root, in a 2 GiB memory cgroup;
-    yields (prefix, peak-bytes reader or None)."""
-    base = _memory_cgroup()
-    if base is None:
+def binder_limits(stage: Path):
+    """A command prefix that runs a process as in a Binder container: a CPU quota of one
+    core and a memory limit of 2 GiB (real cgroups, the kernel enforces them), which
+    dask sees where a container's processes see them; yields (prefix, peak-bytes
+    reader). Without root and cgroup v1 (memory, cpu), it falls back to one core of
+    CPU affinity and no memory limit (the reader is then None)."""
+    memory, cpu = _own_cgroup("memory"), _own_cgroup("cpu")
+    if memory is None or cpu is None or shutil.which("unshare") is None:
         yield ["taskset", "-c", "0"], None
         return
-    group = base / f"stem-explorer-binder-{os.getpid()}"
-    group.mkdir()
+    name = f"stem-explorer-binder-{os.getpid()}-{stage.name}"
+    memory, cpu = memory / name, cpu / name
+    memory.mkdir()
     try:
-        (group / "memory.limit_in_bytes").write_text(str(MEMORY_LIMIT))
-        enter = f'echo $$ > "{group}/cgroup.procs" && exec taskset -c 0 "$@"'
-        yield ["sh", "-c", enter, "sh"], lambda: int((group / "memory.max_usage_in_bytes").read_text())
+        cpu.mkdir()
+        try:
+            (memory / "memory.limit_in_bytes").write_text(str(MEMORY_LIMIT))
+            (cpu / "cpu.cfs_period_us").write_text("100000")
+            (cpu / "cpu.cfs_quota_us").write_text("100000")
+            stage.mkdir()
+            prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-ec", _CONTAINER_VIEW, "sh",
+                      str(memory), str(cpu), str(stage)]
+            yield prefix, lambda: int((memory / "memory.max_usage_in_bytes").read_text())
+        finally:
+            _remove_group(cpu)
     finally:
-        procs = group / "cgroup.procs"
-        deadline = time.monotonic() + 30
-        while procs.read_text().split() and time.monotonic() < deadline:
-            time.sleep(0.2)  # processes of the run still exiting (dask's workers, trackers)
-        for pid in procs.read_text().split():  # left behind by the run, which started them
-            os.kill(int(pid), signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while procs.read_text().split() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        group.rmdir()
+        _remove_group(memory)
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +131,7 @@ def binder(tmp_path_factory):
                            "--no-build-isolation", "-r", "binder/requirements.txt"],
                           cwd=repo, env=venv.env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    with binder_limits() as (prefix, peak):
+    with binder_limits(repo.parent / "postbuild-mounts") as (prefix, peak):
         done = venv.run(*prefix, str(repo / "binder" / "postBuild"), cwd=repo, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         venv.postbuild_peak = peak() if peak else None
@@ -128,7 +159,7 @@ def binder_notebooks(binder, tmp_path_factory):
     )
     notebooks = binder.repo / "notebooks"
     pairs = [str(p) for name in NOTEBOOKS for p in (notebooks / name, out / name)]
-    with binder_limits() as (prefix, peak):
+    with binder_limits(out / "mounts") as (prefix, peak):
         done = binder.run(*prefix, str(binder.repo / "binder" / "start"), str(binder.python), str(runner), *pairs,
                           cwd=notebooks, timeout=900)
         used = peak() if peak else None
