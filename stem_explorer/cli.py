@@ -16,7 +16,7 @@ from .errors import StemExplorerError
 
 def _open_options(args) -> dict:
     options = {}
-    for name in ("dataset", "dtype", "offset"):
+    for name in ("dataset", "dtype", "offset", "channel"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
     for name in ("nav_shape", "sig_shape"):
@@ -30,11 +30,12 @@ def _masks_from_args(args) -> list:
     found += [masks.Ring(*r) for r in args.ring or []]
     found += [masks.Rectangle(*r) for r in args.rect or []]
     for text in args.mask_json or []:
-        source = Path(text).read_text() if Path(text).is_file() else text
         try:
+            # text longer than PATH_MAX is JSON (Path.is_file raises on such names)
+            source = Path(text).read_text() if len(text) < 4096 and Path(text).is_file() else text
             description = json.loads(source)
-        except json.JSONDecodeError as exc:
-            raise StemExplorerError(f"--mask-json {text!r} is neither a file nor valid JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise StemExplorerError(f"--mask-json {text[:200]!r} is neither a file nor valid JSON ({exc})") from None
         found += [masks.from_dict(d) for d in (description if isinstance(description, list) else [description])]
     return found
 
@@ -266,6 +267,7 @@ def _add_open_options(p) -> None:
     p.add_argument("--sig-shape", type=int, nargs=2, metavar="N", help="detector shape (raw files)")
     p.add_argument("--dtype", help="dtype of raw files, e.g. uint16 or >u2")
     p.add_argument("--offset", type=int, help="header bytes before the first frame (raw files)")
+    p.add_argument("--channel", type=int, help="frame per position to read of 5-D HDF5 data (fpd colour channels)")
 
 
 def _add_cluster_options(p) -> None:
@@ -354,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HDFS blocks per partition file (default 1)")
     p.add_argument("--replication", type=int, help="HDFS replicas per block (default: the cluster's)")
     p.add_argument("--webhdfs", metavar="HOST:PORT", help="the NameNode's WebHDFS address, when the Hadoop configuration does not say")
-    p.add_argument("--overwrite", action="store_true", help="discard what DEST holds (default: resume)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the data set or unfinished ingestion DEST holds; other files stay (default: resume)")
     p.add_argument("--workers", type=int, help="worker processes of the embedded cluster (default: one per core)")
     p.add_argument("--address", help="scheduler address (tcp://host:port) of an existing dask cluster")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -44,7 +44,7 @@ def test_ingest_to_a_folder(client, h5, tmp_path):
     ds = se.ingest(h5[0], dest, client=client, partition_bytes=16 * 512, progress=False)
     assert isinstance(ds, RawPartitionDataSet) and ds.shape == NAV + SIG and ds.dtype.str == ">u2"
     assert ds.metadata["ingested"]["written"] == 8 and ds.metadata["ingested"]["skipped"] == 0
-    assert sorted(os.listdir(dest)) == ["dataset.json"] + [f"part-{i:05d}.raw" for i in range(8)]
+    assert sorted(os.listdir(dest)) == [".ingest.lock", "dataset.json"] + [f"part-{i:05d}.raw" for i in range(8)]
     doc = json.loads((dest / "dataset.json").read_text())
     assert [(p["start"], p["stop"]) for p in doc["partitions"]][-2:] == [(96, 112), (112, 120)]
     assert doc["metadata"]["source"]["path"] == h5[0] and doc["metadata"]["ingest"]["frames_per_file"] == 16
@@ -99,7 +99,7 @@ def test_other_data_needs_overwrite(client, h5, tmp_path):
         se.ingest(h5[0], dest, client=client, partition_bytes=32 * 512, progress=False)  # another layout
     ds = se.ingest(other, dest, client=client, overwrite=True, progress=False)  # an in-memory source
     assert ds.shape == (6, 16, 16) and np.array_equal(ds.read_frames(0, 6), other)
-    assert sorted(os.listdir(dest)) == ["dataset.json", "part-00000.raw"]
+    assert sorted(os.listdir(dest)) == [".ingest.lock", "dataset.json", "part-00000.raw"]
 
 
 def test_a_corrupt_file_is_found_and_rewritten_alone(client, h5, tmp_path):

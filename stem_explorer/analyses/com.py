@@ -28,7 +28,14 @@ class CenterOfMass(Analysis):
 
     Results: ``shift_y``, ``shift_x``, ``magnitude``, ``total`` (intensity counted)
     and, for 2-D scans, ``divergence`` and ``curl`` (per scan pixel, central
-    differences). Positions with zero intensity give NaN.
+    differences).
+
+    A position with zero intensity has no centre of mass: its shifts, magnitude,
+    divergence and curl are NaN. Its neighbours keep theirs: a derivative skips a
+    missing neighbour the way ``numpy.gradient`` treats the edge of the scan (a
+    one-sided difference with the neighbour on the other side), and is NaN only where
+    both neighbours along that axis are missing. Positions not computed yet in a
+    partial result count as missing too.
     """
 
     center: Optional[tuple] = None
@@ -85,11 +92,19 @@ class CenterOfMass(Analysis):
 
 
 def _gradient(field: np.ndarray):
-    """(d/dy, d/dx) by central differences; a length-1 axis has zero derivative."""
+    """(d/dy, d/dx) by central differences, as ``numpy.gradient``, where NaN positions
+    are missing: next to one, the one-sided difference with the other neighbour (what
+    ``numpy.gradient`` does at the scan's edge); NaN at a missing position and where
+    both neighbours are missing. A length-1 axis has zero derivative."""
     grads = []
     for axis in range(2):
         if field.shape[axis] < 2:
             grads.append(np.zeros_like(field))
-        else:
-            grads.append(np.gradient(field, axis=axis))
+            continue
+        f = np.moveaxis(field, axis, 0)
+        after, before = np.full_like(f, np.nan), np.full_like(f, np.nan)
+        after[:-1], before[1:] = f[1:], f[:-1]
+        central, forward, backward = (after - before) / 2, after - f, f - before
+        grad = np.where(np.isnan(central), np.where(np.isnan(forward), backward, forward), central)
+        grads.append(np.moveaxis(np.where(np.isnan(f), np.nan, grad), 0, axis))
     return grads

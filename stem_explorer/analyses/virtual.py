@@ -79,11 +79,14 @@ class VirtualDetector(Analysis):
 class RadialProfile(Analysis):
     """Mean intensity per pixel in concentric rings, at every scan position.
 
-    Bins follow ``numpy.histogram``: ring ``i`` holds pixels whose centre distance
-    ``d`` satisfies ``edges[i] <= d < edges[i+1]`` (the last ring also includes its
-    outer edge). Give ``edges`` or ``n_bins`` (equal rings from 0 to ``max_radius``,
-    by default the distance to the farthest detector corner). All rings are columns of
-    the one mask matrix, so a profile costs one pass however many rings it has.
+    Rings follow the masks' rule for annular regions (see :mod:`stem_explorer.masks`):
+    ring ``i`` holds the pixels whose centre distance ``d`` satisfies
+    ``edges[i] < d <= edges[i+1]``, exactly the pixels of ``Ring(cy, cx, edges[i],
+    edges[i+1])``; a first ring starting at 0 also holds ``d == 0``, so it is
+    ``Disk(cy, cx, edges[1])`` and the centre pixel counts. Give ``edges`` or
+    ``n_bins`` (equal rings from 0 to ``max_radius``, by default the distance to the
+    farthest detector corner). All rings are columns of the one mask matrix, so a
+    profile costs one pass however many rings it has.
     """
 
     center: Optional[tuple] = None
@@ -102,6 +105,9 @@ class RadialProfile(Analysis):
         if self.n_bins is None or int(self.n_bins) != self.n_bins or self.n_bins < 1:
             raise AnalysisError(f"RadialProfile needs n_bins (a positive integer) or edges, got n_bins={self.n_bins!r}")
         sy, sx = dataset.sig_shape
+        if self.n_bins > sy * sx:  # checked before the edges are allocated
+            raise AnalysisError(f"n_bins={self.n_bins!r} is more rings than the detector's {sy * sx} pixels; "
+                                "use fewer rings (every ring needs a pixel)")
         far = max(math.hypot(y - cy, x - cx) for y in (0, sy - 1) for x in (0, sx - 1))
         top = far if self.max_radius is None else float(self.max_radius)
         if not math.isfinite(top) or top <= 0:
@@ -136,14 +142,18 @@ class RadialProfile(Analysis):
 
 @functools.lru_cache(maxsize=32)
 def _ring_matrix(sig_shape: tuple, cy: float, cx: float, edges: tuple):
-    """``(matrix, edges, counts)`` of the rings ``edges[i] <= d < edges[i+1]`` (the last
-    edge included) around ``(cy, cx)``; cached, because validation, planning and every
-    partial result's ``compute`` ask for the same rings (treat the results as read-only)."""
-    edges = np.asarray(edges)
+    """``(matrix, edges, counts)`` of the rings ``edges[i] < d <= edges[i+1]`` around
+    ``(cy, cx)`` (the first also ``d == 0`` when it starts at 0); cached, because
+    validation, planning and every partial result's ``compute`` ask for the same rings
+    (treat the results as read-only)."""
     y, x = (a.ravel() for a in np.indices(sig_shape, dtype=np.float64))
-    d = np.hypot(y - cy, x - cx)
-    ring = np.searchsorted(edges, d, side="right") - 1
-    ring[d == edges[-1]] = len(edges) - 2
+    # the arithmetic of masks.Ring (squared distances against r**2 of Python floats),
+    # so ring i and Ring(cy, cx, edges[i], edges[i+1]) agree on every boundary pixel
+    d2 = mask_lib.squared_distance(y, x, cy, cx)
+    ring = np.searchsorted(np.array([float(e) ** 2 for e in edges]), d2, side="left") - 1
+    if edges[0] == 0:
+        ring[d2 == 0] = 0
+    edges = np.asarray(edges)
     inside = (ring >= 0) & (ring < len(edges) - 1)
     pixels = np.flatnonzero(inside)
     matrix = scipy.sparse.csr_matrix(

@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .._json import jsonable
-from ..errors import DataSetError
+from ..errors import DataSetError, FormatError
 
 #: Default partition size in bytes of native data. Big enough to amortise task
 #: overhead, small enough to stream partial results and balance two to a few hundred
@@ -187,6 +187,13 @@ class DataSet:
         nav_shape = tuple(int(n) for n in nav_shape)
         if not nav_shape or any(n <= 0 for n in nav_shape):
             raise DataSetError(f"nav_shape must be positive integers, got {nav_shape}")
+        dtype = np.dtype(source.dtype)
+        if dtype.kind not in "biuf":  # the kernels sum real numbers (complex failed in numba)
+            raise FormatError(
+                f"{path or 'the data'} holds {dtype.name} values (dtype {dtype.str!r}), but "
+                f"stem_explorer analyses real-valued frames; convert them first, e.g. "
+                f"np.abs(frames) or frames.real, and open that array or file"
+            )
         if math.prod(nav_shape) != source.n_frames:
             raise DataSetError(
                 f"nav_shape {nav_shape} has {math.prod(nav_shape)} positions but "

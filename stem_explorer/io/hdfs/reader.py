@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional, Sequence
@@ -28,7 +27,7 @@ import numpy as np
 from ...errors import ChecksumError, DataSetError, DataSetNotFoundError, FormatError
 from ..base import FrameReader
 from ..partitioned.reader import PartFilesSource, RawPartitionDataSet
-from ..partitioned.sidecar import SIDECAR_NAME, _check_layout, validate_sidecar
+from ..partitioned.sidecar import SIDECAR_NAME, parse_sidecar
 from ..raw import _check_range
 from .blocks import local_block
 from .config import HdfsURL, parse_url, webhdfs_for
@@ -255,12 +254,10 @@ def read_hdfs_sidecar(client: WebHDFS, directory: str, where: str) -> dict:
             f"ingestion did not finish (re-run it: it resumes); check the path"
         ) from None
     try:
-        doc = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{where} is not valid JSON ({exc}); fix it or re-ingest the data set") from None
-    validate_sidecar(doc, where)
-    _dtype, doc["partitions"] = _check_layout(doc, where)
-    return doc
+        text = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{where} is not UTF-8 text ({exc}); fix it or re-ingest the data set") from None
+    return parse_sidecar(text, where)
 
 
 def _check_sizes(url: HdfsURL, parts: Sequence[dict], listing: dict) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import os
+from collections import Counter
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Sequence
@@ -86,7 +87,7 @@ def _check_layout(doc: dict, where: str) -> tuple[np.dtype, list[dict]]:
     parts = sorted(doc["partitions"], key=lambda p: (p["start"], p["stop"]))
     names = [p["file"] for p in parts]
     if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = sorted(n for n, count in Counter(names).items() if count > 1)
         raise FormatError(f"{where} lists the partition file(s) {', '.join(dup)} twice; {fix}")
     expected = 0
     previous = None
@@ -143,17 +144,28 @@ def read_sidecar(path) -> tuple[str, dict]:
         ) from None
     except UnicodeDecodeError as exc:
         raise FormatError(f"{sidecar!r} is not UTF-8 text ({exc}); fix or re-ingest") from None
+    return directory, parse_sidecar(text, repr(sidecar))
+
+
+def parse_sidecar(text: str, where: str) -> dict:
+    """``dataset.json``'s ``text`` parsed and checked (partitions sorted by start), or a
+    FormatError naming ``where``; shared by local and HDFS data sets."""
     try:
         doc = json.loads(text)
+        validate_sidecar(doc, where)
     except json.JSONDecodeError as exc:
         raise FormatError(
-            f"{sidecar!r} is not valid JSON: {exc.msg} at line {exc.lineno} column "
+            f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column "
             f"{exc.colno}; fix the file or re-ingest the data set"
         ) from None
-    validate_sidecar(doc, sidecar)
-    _dtype, parts = _check_layout(doc, sidecar)
-    doc["partitions"] = parts
-    return directory, doc
+    except RecursionError:
+        raise FormatError(
+            f"{where} is nested too deeply to read (lists or objects inside each other "
+            f"beyond Python's recursion limit): it is damaged or not a stem_explorer "
+            f"sidecar; re-ingest the data set"
+        ) from None
+    _dtype, doc["partitions"] = _check_layout(doc, where)
+    return doc
 
 
 def _check_sizes(directory: str, parts: Sequence[dict]) -> None:
