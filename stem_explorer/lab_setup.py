@@ -157,12 +157,13 @@ def prepare_lab(
     if notebook not in bundled:
         raise LabSetupError(f"--notebook {notebook!r} is not one of the notebooks: {', '.join(bundled)}")
     chosen_port = check_port(port)
-    folder = choose_notebook_dir(notebook_dir)
-    check_writable(folder, "notebooks", "--notebook-dir")
     sample = standard_sample_path(sample_dir, nav_shape, sig_shape)
     if not sample.exists():
-        check_writable(Path(sample_dir), "sample data set", "--dir")
         check_free_space(sample, nav_shape, sig_shape)
+    folder = choose_notebook_dir(notebook_dir)
+    check_writable(folder, "notebooks", "--notebook-dir")
+    if not sample.exists():
+        check_writable(Path(sample_dir), "sample data set", "--dir")
     copied = copy_notebooks(folder)
     if copied:
         print(f"copied {', '.join(p.name for p in copied)} into {folder.resolve()}", flush=True)

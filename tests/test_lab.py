@@ -86,6 +86,7 @@ def test_sample_too_large_for_the_disk_is_refused_with_a_shape_that_fits(tmp_pat
     assert "lab rc=2" in out, out + err
     assert "needs 128.0 MiB" in err and "--nav-shape 32 32" in err
     assert out.split("lab rc=2\n", 1)[1].startswith("listed"), f"something was written: {out}"
+    assert not (tmp_path / "nb").exists()  # refused before the notebooks were copied
     assert rc == 0 and "fits.h5" in out.split("listed", 1)[1], out + err
 
 
