@@ -50,7 +50,7 @@ myst_heading_anchors = 3
 # the notebooks are committed without outputs: run them during the build, on a small
 # sample (the explorer notebook reads STEM_EXPLORER_DATA; the kernels inherit it).
 # STEM_EXPLORER_DOCS_EXECUTE=off renders notebooks as they are: the test suite builds
-# from copies it has just executed (tests/test_docs.py)
+# from copies it has just executed (tests/test_docs_site.py)
 nb_execution_mode = os.environ.get("STEM_EXPLORER_DOCS_EXECUTE", "force")
 nb_execution_timeout = 300
 nb_execution_raise_on_error = True

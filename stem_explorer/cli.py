@@ -145,8 +145,13 @@ def cmd_info(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from ._atomic import check_writable, check_writable_folder
     from .io import open_dataset
 
+    if args.output:  # fail now, not after the computation
+        check_writable(args.output)
+    if args.tiff:
+        check_writable_folder(args.tiff)
     dataset = open_dataset(args.path, format=args.format, **_open_options(args))
     chosen = _analyses_from_args(args, dataset)
     with _session(args, dataset) as session:

@@ -55,3 +55,12 @@ class JobCancelledError(StemExplorerError, RuntimeError):
 
 class WidgetError(StemExplorerError, ValueError):
     """A widget was given input it cannot show (e.g. an image that is not 2-D and real)."""
+
+
+class SaveError(StemExplorerError, OSError):
+    """Results or an export cannot be written where asked (a folder, no permission, a
+    read-only or full file system)."""
+
+
+class ResultNameError(StemExplorerError, ValueError):
+    """A result or analysis name cannot name an array in a results file."""

@@ -9,8 +9,6 @@ and every export writes that provenance along with the numbers.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +16,38 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._json import jsonable
+from .errors import DataSetError, DataSetNotFoundError, DataSetPermissionError, FormatError, ResultNameError
+
+
+def check_name(name, what: str = "result name") -> str:
+    """``name`` if it can name an array or group in a results file, else
+    :class:`~stem_explorer.errors.ResultNameError` saying why and what to do.
+
+    HDF5 reads ``/`` as a path separator and ``.`` as the current group, so a name must
+    be a non-empty string other than ``.`` and ``..``, without ``/`` or control characters.
+    """
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or any(ord(c) < 32 for c in name):
+        raise ResultNameError(
+            f"{what} {name!r} cannot name a result: use a non-empty name other than '.' "
+            f"and '..', without '/' or control characters, e.g. 'bf'"
+        )
+    return name
+
+
+def _check_keys(keys) -> None:
+    """Every ``"<label>/<name>"`` part is a valid name, and no key is the group of another."""
+    keys = list(keys)
+    for key in keys:
+        if not isinstance(key, str):
+            raise ResultNameError(f"result key {key!r} is not a string; keys are '<label>/<name>', e.g. 'vd/bf'")
+        for part in key.split("/"):
+            check_name(part, f"part {part!r} of result key")
+    groups = {key.rsplit("/", i)[0] for key in keys for i in range(1, key.count("/") + 1)}
+    clashes = sorted(groups.intersection(keys))
+    if clashes:
+        raise ResultNameError(f"result key {clashes[0]!r} is also the label of other results ({clashes[0]}/...); rename one of them")
 
 
 @dataclass
@@ -58,6 +87,7 @@ class Results(Mapping):
     """The results of one run: ``results["vd/bf"]``, ``results.to_numpy()``..."""
 
     def __init__(self, arrays: dict, provenance: Optional[dict] = None):
+        _check_keys(arrays)
         self._arrays = dict(arrays)
         self.provenance = dict(provenance or {})
 
@@ -99,16 +129,25 @@ class Results(Mapping):
     def save(self, path, *, overwrite: bool = True) -> Path:
         """Write every array and the provenance to an HDF5 file, atomically.
 
-        The file is written under a temporary name in the same folder and renamed into
-        place at the end, so an interrupted save never leaves a corrupt file at
-        ``path`` (nor replaces a good one).
+        The file is written under a temporary name in the same folder, flushed to disk
+        and renamed into place at the end, so an interrupted save never leaves a corrupt
+        file at ``path`` (nor replaces a good one); temporaries of saves killed before
+        (SIGKILL) are removed by the next save to ``path``. The file gets the mode
+        ``open(path, "w")`` would give; a symlink at ``path`` is written through.
+
+        Raises
+        ------
+        FileExistsError
+            ``path`` exists and ``overwrite`` is false.
+        SaveError
+            ``path`` is a folder or cannot be written.
         """
         import h5py
 
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        with _atomic_path(path) as tmp:
+        with atomic_write(path) as tmp:
             with h5py.File(tmp, "w") as f:
                 f.attrs["provenance"] = json.dumps(self.provenance)
                 f.attrs["software"] = "stem_explorer"
@@ -123,21 +162,57 @@ class Results(Mapping):
 
     @classmethod
     def load(cls, path) -> "Results":
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save`.
+
+        Raises
+        ------
+        DataSetNotFoundError
+            ``path`` does not exist.
+        DataSetPermissionError
+            this user may not read ``path``.
+        DataSetError
+            ``path`` is a folder.
+        FormatError
+            ``path`` is not a results file of stem_explorer, or is damaged.
+        """
         import h5py
 
+        path = Path(path)
+        if not path.exists():
+            raise DataSetNotFoundError(f"no results file {str(path)!r}; check the path (files are written by Results.save or stem-explorer run -o)")
+        if path.is_dir():
+            raise DataSetError(f"{str(path)!r} is a folder; give the results file (.h5) inside it")
+        try:
+            with h5py.File(path, "r") as f:
+                return cls._read(f)
+        except PermissionError:
+            raise DataSetPermissionError(f"cannot read {str(path)!r}: permission denied; ask its owner for read access or copy it") from None
+        # foreign HDF5 layouts raise KeyError/TypeError/ValueError, damaged bytes OSError,
+        # absurdly nested JSON RecursionError
+        except (OSError, KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise FormatError(
+                f"{str(path)!r} is not a results file of stem_explorer or is damaged "
+                f"({type(exc).__name__}: {str(exc)[:200]}); open a file written by Results.save "
+                f"or stem-explorer run -o, or run the analyses again to rewrite it"
+            ) from None
+
+    @classmethod
+    def _read(cls, f) -> "Results":
+        if f.attrs.get("software") != "stem_explorer":
+            raise ValueError("no 'software' attribute naming stem_explorer")
+        provenance = json.loads(f.attrs["provenance"])
+        if not isinstance(provenance, dict):
+            raise ValueError("the provenance is not a JSON object")
         arrays = {}
-        with h5py.File(path, "r") as f:
-            provenance = json.loads(f.attrs["provenance"])
-            for key in json.loads(f.attrs["keys"]):
-                dset = f["results"][key]
-                coords = {}
-                if f"coords/{key}" in f:
-                    coords = {d: c[()] for d, c in f[f"coords/{key}"].items()}
-                arrays[key] = ResultArray(
-                    key.rsplit("/", 1)[-1], dset[()], tuple(json.loads(dset.attrs["dims"])),
-                    coords, json.loads(dset.attrs["attrs"]),
-                )
+        for key in json.loads(f.attrs["keys"]):
+            dset = f["results"][key]
+            coords = {}
+            if f"coords/{key}" in f:
+                coords = {d: c[()] for d, c in f[f"coords/{key}"].items()}
+            arrays[key] = ResultArray(
+                key.rsplit("/", 1)[-1], dset[()], tuple(json.loads(dset.attrs["dims"])),
+                coords, json.loads(dset.attrs["attrs"]),
+            )
         return cls(arrays, provenance)
 
     def to_tiff(self, folder, *, keys=None) -> list:
@@ -146,38 +221,17 @@ class Results(Mapping):
         import tifffile
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         written = []
         for key in keys or list(self):
             array = self[key]
             target = folder / (key.replace("/", "_") + ".tif")
             description = json.dumps({"key": key, "dims": list(array.dims), "provenance": self.provenance})
-            with _atomic_path(target) as tmp:
+            with atomic_write(target) as tmp:
                 tifffile.imwrite(tmp, np.asarray(array.data, dtype=np.float32), description=description)
             written.append(target)
         return written
 
 
-class _atomic_path:
-    """Context manager yielding a temporary path that replaces ``path`` on success."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            try:
-                os.unlink(self.tmp)
-            except FileNotFoundError:
-                pass
 
 
 def _flat_attrs(attrs: dict) -> dict:

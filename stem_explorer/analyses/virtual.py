@@ -21,7 +21,7 @@ from .base import (
     nav_coords,
     nav_result,
 )
-from ..results import ResultArray
+from ..results import ResultArray, check_name
 
 
 def as_mask(value: Any, what: str = "mask"):
@@ -56,7 +56,9 @@ class VirtualDetector(Analysis):
             named = {f"mask{i}": m for i, m in enumerate(items)}
         if not named:
             raise AnalysisError("VirtualDetector needs at least one mask")
-        self._named = {str(k): as_mask(v) for k, v in named.items()}
+        self._named = {check_name(str(k), "VirtualDetector mask name"): as_mask(v) for k, v in named.items()}
+        if self.name is not None:
+            check_name(self.name, "VirtualDetector name")
 
     def _stack(self, dataset):
         return mask_lib.stack_masks(list(self._named.values()), dataset.sig_shape)

@@ -11,8 +11,9 @@ Two families:
   accumulator is ``(n_frames, width)`` with NaN where no partition has reported yet.
 * reductions merge partition results into one detector-shaped (or small) value.
 
-Ops are built once per job on the client and scattered to the workers once, so
-whatever they precompute (the mask matrix in kernel layout) is shared by all tasks.
+Ops are built once per job on the client and travel inside every task of the job
+(a :class:`~stem_explorer.engine.tasks.PlanParcel`, unpickled once per worker process),
+so whatever they precompute (the mask matrix in kernel layout) is shared by all tasks.
 """
 
 from __future__ import annotations
