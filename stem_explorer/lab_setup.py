@@ -81,16 +81,19 @@ def check_bundle() -> None:
 
 
 def check_writable(folder: Path, what: str, option: str) -> None:
-    """Create ``folder`` if needed and prove a file can be written there, or raise
-    LabSetupError naming ``what`` it is for and the command-line ``option`` to change."""
+    """Raise LabSetupError naming ``what`` the folder is for and the command-line
+    ``option`` to change unless files can be created in ``folder`` (or, where it does
+    not exist yet, in the folder that will hold it); nothing is created."""
+    from ._atomic import check_writable_folder
+    from .errors import SaveError
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".stem_explorer-write-test-"):
-            pass
-    except OSError as exc:
+        check_writable_folder(folder)
+    except SaveError:
         raise LabSetupError(
-            f"cannot write the {what} into {str(folder.absolute())!r} ({exc.strerror or exc}); pass "
-            f"{option} with a writable folder, or make this one writable"
+            f"cannot write the {what} into {str(folder.absolute())!r}: not writable (read-only "
+            f"file system or permissions, or a file there); pass {option} with a writable "
+            f"folder, or make this one writable"
         ) from None
 
 
@@ -113,12 +116,13 @@ def check_port(port: Optional[int], host: str = "127.0.0.1") -> int:
 
 
 def copy_notebooks(folder: Path) -> list[Path]:
-    """Copy the bundled notebooks missing from ``folder`` into it; return the copies.
+    """Copy the bundled notebooks missing from ``folder`` (made if need be) into it; return the copies.
 
     A notebook already there is left as it is (it may hold the user's work). Each copy
     is written under a temporary name and renamed, so none is ever half written.
     """
     copied = []
+    folder.mkdir(parents=True, exist_ok=True)
     for source in sorted(bundled_notebooks().glob("*.ipynb")):
         target = folder / source.name
         if target.exists():

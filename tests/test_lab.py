@@ -66,7 +66,7 @@ def test_read_only_folder_is_refused_before_anything_is_written(tmp_path, which,
     read_only = f'mount --bind "{folder}" "{folder}"; mount -o remount,bind,ro "{folder}"; exec "$@"'
     rc, out, err = run_cli(["lab", "--notebook-dir", "notebooks", "--dir", "data", *SMALL], tmp_path, wrap=read_only)
     assert rc == 2, out + err
-    assert "cannot write the" in err and str(folder) in err and option in err and "Read-only file system" in err
+    assert "cannot write the" in err and str(folder) in err and option in err and "read-only file system" in err
     assert list((tmp_path / "data").iterdir()) == [] and list((tmp_path / "notebooks").iterdir()) == []
 
 
