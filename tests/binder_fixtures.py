@@ -8,15 +8,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+from cgroup_fixtures import CONTAINER_VIEW, cgroups_available, new_cgroup
 from venv_fixtures import FreshVenv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,43 +45,6 @@ def repository_copy(target: Path) -> Path:
     return target
 
 
-def _own_cgroup(controller: str) -> Path | None:
-    """This process's cgroup v1 folder of ``controller``, if root may make groups there."""
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
-            folder = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
-            return folder if os.geteuid() == 0 and (folder / "cgroup.procs").exists() else None
-    return None
-
-
-#: Run "$@" in the cgroups $1 (memory) and $2 (cpu), seeing them as a container sees its
-#: own: a private mount namespace with them at /sys/fs/cgroup/memory and
-#: /sys/fs/cgroup/cpu,cpuacct, where dask reads its memory limit and CPU count. $3 is
-#: an empty folder for staging the mounts.
-_CONTAINER_VIEW = """
-echo $$ > "$1/cgroup.procs"; echo $$ > "$2/cgroup.procs"
-mkdir "$3/memory" "$3/cpu"; mount --bind "$1" "$3/memory"; mount --bind "$2" "$3/cpu"
-mount -t tmpfs tmpfs /sys/fs/cgroup; mkdir /sys/fs/cgroup/memory "/sys/fs/cgroup/cpu,cpuacct"
-mount --bind "$3/memory" /sys/fs/cgroup/memory; mount --bind "$3/cpu" "/sys/fs/cgroup/cpu,cpuacct"
-shift 3; exec "$@"
-"""
-
-
-def _remove_group(group: Path) -> None:
-    """Remove a cgroup this test made, once the processes of the run in it are gone."""
-    procs = group / "cgroup.procs"
-    deadline = time.monotonic() + 30
-    while procs.read_text().split() and time.monotonic() < deadline:
-        time.sleep(0.2)  # processes of the run still exiting (dask's workers, trackers)
-    for pid in procs.read_text().split():  # left behind by the run, which started them
-        os.kill(int(pid), signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while procs.read_text().split() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    group.rmdir()
-
-
 @contextlib.contextmanager
 def binder_limits(stage: Path):
     """A command prefix that runs a process as in a Binder container: a CPU quota of one
@@ -90,27 +52,18 @@ def binder_limits(stage: Path):
     dask sees where a container's processes see them; yields (prefix, peak-bytes
     reader). Without root and cgroup v1 (memory, cpu), it falls back to one core of
     CPU affinity and no memory limit (the reader is then None)."""
-    memory, cpu = _own_cgroup("memory"), _own_cgroup("cpu")
-    if memory is None or cpu is None or shutil.which("unshare") is None:
-        yield ["taskset", "-c", "0"], None
+    if not cgroups_available():
+        yield [shutil.which("taskset"), "-c", "0"], None
         return
     name = f"stem-explorer-binder-{os.getpid()}-{stage.name}"
-    memory, cpu = memory / name, cpu / name
-    memory.mkdir()
-    try:
-        cpu.mkdir()
-        try:
-            (memory / "memory.limit_in_bytes").write_text(str(MEMORY_LIMIT))
-            (cpu / "cpu.cfs_period_us").write_text("100000")
-            (cpu / "cpu.cfs_quota_us").write_text("100000")
-            stage.mkdir()
-            prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-ec", _CONTAINER_VIEW, "sh",
-                      str(memory), str(cpu), str(stage)]
-            yield prefix, lambda: int((memory / "memory.max_usage_in_bytes").read_text())
-        finally:
-            _remove_group(cpu)
-    finally:
-        _remove_group(memory)
+    with new_cgroup("memory", name) as memory, new_cgroup("cpu", name) as cpu:
+        (memory / "memory.limit_in_bytes").write_text(str(MEMORY_LIMIT))
+        (cpu / "cpu.cfs_period_us").write_text("100000")
+        (cpu / "cpu.cfs_quota_us").write_text("100000")
+        stage.mkdir()
+        prefix = [shutil.which("unshare"), "--mount", "--propagation", "private",
+                  shutil.which("sh"), "-ec", CONTAINER_VIEW, "sh", str(memory), str(cpu), str(stage)]
+        yield prefix, lambda: int((memory / "memory.max_usage_in_bytes").read_text())
 
 
 @pytest.fixture(scope="session")

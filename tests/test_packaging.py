@@ -23,6 +23,7 @@ import nbformat
 import pytest
 
 from stem_explorer.widgets._bundle import inputs_digest
+from cgroup_fixtures import own_cpu_group
 from deploy_commands import build_command, install_target
 from venv_fixtures import FreshVenv, wheel_requirements
 
@@ -179,8 +180,9 @@ def test_installed_wheel_serves_and_runs_the_explorer(fresh, tmp_path):
     )
     executed = tmp_path / "executed.ipynb"
     env = dict(fresh.env, STEM_EXPLORER_DATA=str(sample))
-    done = fresh.run(str(fresh.python), "-c", runner, str(notebooks / "explorer.ipynb"), str(executed), check,
-                     cwd=notebooks, env=env, timeout=900)
+    with own_cpu_group(f"stem-explorer-wheel-{os.getpid()}") as prefix:  # see tests/cgroup_fixtures.py
+        done = fresh.run(*prefix, str(fresh.python), "-c", runner, str(notebooks / "explorer.ipynb"), str(executed),
+                         check, cwd=notebooks, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     outputs = [o for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
