@@ -17,6 +17,15 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
+#: Tests that mount file systems in a private mount namespace (a read-only folder, a
+#: small tmpfs, a container's view of its cgroups).
+needs_mounts = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare(1) for a private mount namespace",
+)
+
 #: Run "$@" in the cgroups $1 (memory) and $2 (cpu), seeing them as a container sees its
 #: own: a private mount namespace with them at /sys/fs/cgroup/memory and
 #: /sys/fs/cgroup/cpu,cpuacct, where dask reads its memory limit and CPU count. $3 is

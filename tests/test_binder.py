@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 
 from binder_fixtures import BINDER, MEMORY_LIMIT, NOTEBOOKS, ROOT
+from cgroup_fixtures import needs_mounts
 
 #: What each notebook prints when it worked.
 EXPECTED = {
@@ -23,12 +22,6 @@ EXPECTED = {
     "quickstart.ipynb": "CoM error vs the known beam shift",
     "custom_masks.ipynb": "virtual images equal the numpy reference",
 }
-
-needs_mounts = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None,
-    reason="needs root and unshare(1) for a private mount namespace",
-)
-
 
 @needs_mounts
 def test_embedded_cluster_takes_one_worker_per_core_of_the_cpu_quota():

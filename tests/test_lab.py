@@ -18,15 +18,10 @@ from stem_explorer.cli import build_parser
 from stem_explorer.lab_setup import LabSetupError, bundled_notebooks, prepare_lab
 from stem_explorer.sample import DiskSpaceError, check_free_space
 from stem_explorer.widgets import _bundle
+from cgroup_fixtures import needs_mounts
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--nav-shape", "8", "8", "--sig-shape", "16", "16"]
-
-needs_mounts = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None,
-    reason="needs root and unshare(1) for a private mount namespace",
-)
-
 
 def run_cli(args, cwd, timeout=120, wrap=None):
     """``python -m stem_explorer ARGS`` as its own process group (a server it might
