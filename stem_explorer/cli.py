@@ -209,20 +209,26 @@ def cmd_run(args) -> int:
 
 def _sample(args) -> Path:
     """The sample data set of ``demo`` / ``lab``, generated with a progress bar if absent."""
-    from .sample import ensure_sample
+    from .sample import ensure_sample, standard_sample_path
 
-    folder = Path(args.dir)
-    name = f"sample_{args.nav_shape[0]}x{args.nav_shape[-1]}x{args.sig_shape[0]}x{args.sig_shape[1]}.h5"
-    if not (folder / name).exists():
-        print(f"generating {folder / name} ...")
-    return ensure_sample(folder, args.nav_shape, args.sig_shape)
+    path = standard_sample_path(args.dir, args.nav_shape, args.sig_shape)
+    if not path.exists():
+        size = math.prod(args.nav_shape) * math.prod(args.sig_shape) * 2 / 2**30
+        print(f"generating {path} ({size:.2f} GiB; --nav-shape for a smaller scan) ...")
+    return ensure_sample(args.dir, args.nav_shape, args.sig_shape)
 
 
 def cmd_lab(args) -> int:
-    """Start JupyterLab on 127.0.0.1 with the explorer notebook open on the sample."""
+    """Start JupyterLab on 127.0.0.1 with the explorer notebook open on the sample,
+    once everything it needs is checked (:mod:`stem_explorer.lab_setup`)."""
     from .lab import run_lab
+    from .lab_setup import prepare_lab
 
-    return run_lab(_sample(args).resolve(), port=args.port, open_notebook=args.notebook)
+    plan = prepare_lab(
+        notebook_dir=args.notebook_dir, notebook=args.notebook, sample_dir=Path(args.dir),
+        nav_shape=args.nav_shape, sig_shape=args.sig_shape, port=args.port,
+    )
+    return run_lab(_sample(args).resolve(), port=plan.port, notebooks=plan.notebook_dir, open_notebook=plan.notebook)
 
 
 def cmd_demo(args) -> int:
@@ -407,17 +413,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("lab", help="generate the sample and open the explorer notebook in JupyterLab (127.0.0.1)")
-    p.add_argument("--dir", default="sample_data")
-    p.add_argument("--nav-shape", type=int, nargs="+", default=[256, 256])
+    p.add_argument("--dir", default="sample_data", help="folder of the sample data set (default: sample_data)")
+    p.add_argument("--nav-shape", type=int, nargs="+", default=[256, 256],
+                   help="scan shape of the sample (default 256 256: 2 GiB; 64 64 is 128 MiB)")
     p.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
-    p.add_argument("--port", type=_whole("--port", 0, 65535, "TCP port; 0: any free one"), default=8888)
-    p.add_argument("--notebook", default="explorer.ipynb", help="notebook of notebooks/ to open")
+    p.add_argument("--port", type=_whole("--port", 0, 65535, "TCP port; 0: any free one"),
+                   help="port on 127.0.0.1 (default: 8888, or a free one if that is taken; 0: any free one)")
+    p.add_argument("--notebook-dir", type=Path,
+                   help="folder the lab serves; the package's notebooks missing there are copied in "
+                        "(default: ./notebooks in a source checkout, else ./stem_explorer_notebooks)")
+    p.add_argument("--notebook", default="explorer.ipynb", help="notebook to open (explorer, quickstart or custom_masks .ipynb)")
     p.set_defaults(func=cmd_lab)
 
-    # options are the suite's own (`stem-explorer bench --help`): passed on untouched
-    p = sub.add_parser("bench", help="run the benchmark suite (docs/performance.md)", add_help=False, prefix_chars="+")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_bench)
+    from .bench import available as bench_available
+
+    if bench_available():  # the suite is in the source checkout, not in a wheel
+        # options are the suite's own (`stem-explorer bench --help`): passed on untouched
+        p = sub.add_parser("bench", help="run the benchmark suite (docs/performance.md)", add_help=False, prefix_chars="+")
+        p.add_argument("bench_args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("ingest", help="write a data set as raw partitions (+ dataset.json) to a folder or HDFS")
     _add_open_options(p)

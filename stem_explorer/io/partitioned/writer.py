@@ -325,3 +325,62 @@ def publish_sidecar(dest: str, *, nav_shape, sig_shape, dtype, parts: list, meta
     validate_sidecar(doc, path)
     write_json_atomically(path, doc)
     return path
+
+
+def write_raw_partitions(
+    dest,
+    data,
+    *,
+    partition_bytes: int = DEFAULT_FILE_BYTES,
+    block_bytes: int = 64 * 2**20,
+    nav_shape=None,
+    metadata: Optional[dict] = None,
+    overwrite: bool = False,
+    codec: str = "none",
+) -> RawPartitionDataSet:
+    """Write a :class:`DataSet`, or a numpy / dask array of frames, as raw partitions.
+
+    Frames stream through the data set's own reader in blocks of about ``block_bytes``
+    (aligned to its chunks), so memory stays bounded whatever the data size. The
+    metadata defaults to a description of the source; ``codec`` compresses the files
+    (see :class:`RawPartitionWriter`). Returns the written data set, opened.
+    """
+    if isinstance(data, DataSet):
+        ds = data
+    else:
+        from ..memory import open_memory
+
+        ds = open_memory(data)
+    if metadata is None:
+        metadata = {"source": ds.describe()}
+    # the calibration travels with the frames (a user's metadata may set its own)
+    metadata = {"calibration": ds.calibration.to_dict(), **metadata}
+    align = max(1, ds.source.frame_alignment)
+    per_block = max(1, int(block_bytes) // ds.frame_bytes)
+    per_block = max(align, per_block // align * align)
+    writer = RawPartitionWriter(
+        dest,
+        nav_shape=ds.nav_shape if nav_shape is None else nav_shape,
+        sig_shape=ds.sig_shape,
+        dtype=ds.dtype,
+        partition_bytes=partition_bytes,
+        metadata=metadata,
+        overwrite=overwrite,
+        codec=codec,
+    )
+    reader: Optional[FrameReader] = None
+    try:
+        with writer:
+            for start in range(0, ds.n_frames, per_block):
+                stop = min(ds.n_frames, start + per_block)
+                payload = ds.local_payload(start, stop)
+                if payload is None:  # files: one reader for all blocks
+                    reader = reader or ds.source.open(None)
+                    writer.write(reader.read(start, stop))
+                else:
+                    with ds.source.open(payload) as block_reader:
+                        writer.write(block_reader.read(start, stop))
+    finally:
+        if reader is not None:
+            reader.close()
+    return open_raw_partitions(dest)
