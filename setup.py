@@ -40,7 +40,10 @@ widgets_requires = [
     "pillow>=9",
 ]
 jupyter_requires = widgets_requires + ["jupyterlab>=4", "notebook>=7", "voila>=0.5", "ipykernel>=6"]
-test_requires = jupyter_requires + [
+# compressed raw partitions (ingest --codec): Blosc codecs, hardware CRC-32C of every chunk;
+# only where such data sets are written or read, so not in the core
+compression_requires = ["numcodecs>=0.12", "google-crc32c>=1.5"]
+test_requires = jupyter_requires + compression_requires + [
     "pytest>=8",
     "pytest-timeout>=2.3",
     "xarray>=2024.1",
@@ -66,19 +69,27 @@ setup(
         "numba>=0.58",
         "dask>=2024.1",
         "distributed>=2024.1",
+        # the embedded cluster's per-session TLS certificate (distributed.Security.temporary)
+        "cryptography>=41",
         "h5py>=3.8",
         "hdf5plugin>=4.1",
         "jsonschema>=4.17",
         "threadpoolctl>=3.1",
         "tqdm>=4.60",
+        # one ingestion per destination folder: flock, released by the kernel when its owner dies
+        "filelock>=3.12",
+        "psutil>=5.7",  # who holds an ingestion lock, and whether that process still runs
         "tifffile>=2023.1",
         "mrcfile>=1.4",
+        # physical units of calibrations (scan step, detector pixel size, camera length)
+        "pint>=0.22",
     ],
     extras_require={
         "widgets": widgets_requires,
         "jupyter": jupyter_requires,
         "xarray": ["xarray>=2024.1"],
         "zarr": ["zarr>=2.16"],
+        "compression": compression_requires,
         "rsciio": ["rosettasciio>=0.4"],  # GPL-3.0: kept optional
         # HDFS goes through WebHDFS on the standard library (stem_explorer.io.hdfs); the
         # extra stays, empty, so `pip install stem_explorer[hdfs]` keeps working

@@ -156,7 +156,10 @@ def run_in_kernel(client, code: str, timeout: float = 120.0) -> str:
 def run_notebook(page, server) -> None:
     """Open explorer.ipynb in the server's front end and run all cells."""
     if server.kind == "voila":
-        page.goto(server.url(""))  # voila renders (and runs) the notebook it serves
+        # voila runs the notebook while it streams the page, so "load" waits for every
+        # cell (a cluster start on a busy machine can pass goto's 30 s); the callers
+        # wait for the widgets they need with their own timeouts
+        page.goto(server.url(""), wait_until="commit")
         return
     path = "lab/tree/explorer.ipynb" if server.kind == "lab" else "notebooks/explorer.ipynb"
     page.goto(server.url(path))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from . import analyses as an
 from . import masks
 from ._version import __version__
-from .errors import StemExplorerError
+from ._options import whole_number
+from .engine.cluster import check_n_workers
+from .errors import OptionError, StemExplorerError
+from .io.partitioned.codecs import CODECS
 
 
 def _open_options(args) -> dict:
@@ -21,6 +25,14 @@ def _open_options(args) -> dict:
     for name in ("nav_shape", "sig_shape"):
         if getattr(args, name, None):
             options[name] = tuple(getattr(args, name))
+    if getattr(args, "calibration", None):
+        try:
+            options["calibration"] = json.loads(args.calibration)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise StemExplorerError(
+                f"--calibration {args.calibration[:200]!r} is not valid JSON ({exc}); pass e.g. "
+                f"'{{\"scan_step\": \"0.5 nm\"}}'"
+            ) from None
     return options
 
 
@@ -29,11 +41,12 @@ def _masks_from_args(args) -> list:
     found += [masks.Ring(*r) for r in args.ring or []]
     found += [masks.Rectangle(*r) for r in args.rect or []]
     for text in args.mask_json or []:
-        source = Path(text).read_text() if Path(text).is_file() else text
         try:
+            # text longer than PATH_MAX is JSON (Path.is_file raises on such names)
+            source = Path(text).read_text() if len(text) < 4096 and Path(text).is_file() else text
             description = json.loads(source)
-        except json.JSONDecodeError as exc:
-            raise StemExplorerError(f"--mask-json {text!r} is neither a file nor valid JSON ({exc})") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise StemExplorerError(f"--mask-json {text[:200]!r} is neither a file nor valid JSON ({exc})") from None
         found += [masks.from_dict(d) for d in (description if isinstance(description, list) else [description])]
     return found
 
@@ -73,7 +86,7 @@ def _analyses_from_args(args, dataset) -> list:
 def _session(args, dataset):
     from .session import Session
 
-    return Session(dataset, address=args.address, n_workers=args.workers, kernel=args.kernel)
+    return Session(dataset, address=args.address, n_workers=args.workers, kernel=args.kernel, dashboard=args.dashboard)
 
 
 def _run_with_progress(session, analyses_list, quiet=False):
@@ -101,6 +114,34 @@ def _summary(labels, dataset, stats, n_workers, target=None) -> str:
         f"{stats.elapsed:.2f} s: {stats.gbps:.2f} GB/s, {stats.n_partitions} partitions on "
         f"{n_workers} workers{where}"
     )
+
+
+def _checked(value, check):
+    """``check(value)``, its OptionError as argparse's error (so usage is printed)."""
+    try:
+        return check(value)
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _workers(text: str) -> int:
+    """--workers of the embedded cluster."""
+    return _checked(_number(text), lambda v: check_n_workers(v, "--workers"))
+
+
+def _whole(name: str, minimum: int, maximum: int, meaning: str):
+    """An argparse type: a whole number from ``minimum`` to ``maximum``."""
+    return lambda text: _checked(_number(text), lambda v: whole_number(name, v, minimum, maximum, meaning))
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -137,14 +178,23 @@ def cmd_info(args) -> int:
             print(f"  {key:10s} {info[key]}")
         print(f"  {'size':10s} {dataset.nbytes / 2**20:.1f} MiB")
         print(f"  partitions {len(parts)} (frames per partition: {parts[0].n_frames if parts else 0})")
+        print("  calibration")
+        for line in dataset.calibration.describe():
+            print(f"    {line}")
         for key, value in info["metadata"].items():
-            print(f"  {key:10s} {value}")
+            if key != "calibration_warnings":  # printed with the calibration
+                print(f"  {key:10s} {value}")
     return 0
 
 
 def cmd_run(args) -> int:
+    from ._atomic import check_writable, check_writable_folder
     from .io import open_dataset
 
+    if args.output:  # fail now, not after the computation
+        check_writable(args.output)
+    if args.tiff:
+        check_writable_folder(args.tiff)
     dataset = open_dataset(args.path, format=args.format, **_open_options(args))
     chosen = _analyses_from_args(args, dataset)
     with _session(args, dataset) as session:
@@ -193,8 +243,9 @@ def cmd_demo(args) -> int:
         an.SumFrame(),
         an.StdFrame(),
     ]
-    with Session(dataset, n_workers=args.workers) as session:
-        print(f"cluster dashboard: {session.dashboard_link}")
+    with Session(dataset, n_workers=args.workers, dashboard=args.dashboard) as session:
+        if session.dashboard_link:
+            print(f"cluster dashboard: {session.dashboard_link}")
         results, stats = _run_with_progress(session, chosen)
         out = path.parent / "demo_results.h5"
         results.save(out)
@@ -218,9 +269,11 @@ def _size(text: str) -> int:
     number = text.strip().upper().removesuffix("B").removesuffix("I")
     unit = number[-1] if number and number[-1] in units else ""
     try:
-        return int(float(number[: len(number) - len(unit)]) * units[unit])
+        value = float(number[: len(number) - len(unit)]) * units[unit]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 134217728, 128M or 1G") from None
+    whole = math.floor(value) if math.isfinite(value) else value  # 1.5K is 1536; 0.3K rounds down
+    return _checked(whole, lambda v: whole_number("the size", v, 1, 2**50, "bytes"))
 
 
 def cmd_ingest(args) -> int:
@@ -231,7 +284,7 @@ def cmd_ingest(args) -> int:
         args.path, args.dest, format=args.format, partition_bytes=args.partition_bytes,
         blocks_per_partition=args.blocks_per_partition, replication=args.replication,
         address=args.address, n_workers=args.workers, overwrite=args.overwrite,
-        progress=not args.quiet, webhdfs=args.webhdfs, **_open_options(args),
+        progress=not args.quiet, webhdfs=args.webhdfs, codec=args.codec, **_open_options(args),
     )
     done = dataset.metadata["ingested"]
     print(
@@ -284,12 +337,20 @@ def _add_open_options(p) -> None:
     p.add_argument("--dtype", help="dtype of raw files, e.g. uint16 or >u2")
     p.add_argument("--offset", type=int, help="header bytes before the first frame (raw files)")
     p.add_argument("--channel", type=int, help="frame per position to read of 5-D HDF5 data (fpd colour channels)")
+    p.add_argument("--calibration", metavar="JSON",
+                   help="""calibration parts to override, e.g. '{"scan_step": "0.5 nm", "detector_pixel": "0.8 mrad"}'""")
 
 
 def _add_cluster_options(p) -> None:
-    p.add_argument("--workers", type=int, help="worker processes of the embedded cluster (default: one per core)")
+    p.add_argument("--workers", type=_workers, help="worker processes of the embedded cluster (default: one per core)")
     p.add_argument("--address", help="scheduler address (tcp://host:port) of an existing dask cluster")
+    _add_dashboard_option(p)
     p.add_argument("--kernel", default="auto", choices=["auto", "spans", "columns", "sparse", "dense"], help="mask product kernel (auto: by the cost model)")
+
+
+def _add_dashboard_option(p) -> None:
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve the embedded cluster's dask dashboard on 127.0.0.1 (readable by every local user)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="shape, dtype, format and partitions of a data set")
     _add_open_options(p)
-    p.add_argument("--workers", type=int, help="plan partitions for this many workers")
+    p.add_argument("--workers", type=_whole("--workers", 1, 2**16, "workers to plan partitions for"),
+                   help="plan partitions for this many workers")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
@@ -340,14 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="sample_data")
     p.add_argument("--nav-shape", type=int, nargs="+", default=[256, 256])
     p.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
-    p.add_argument("--workers", type=int)
+    p.add_argument("--workers", type=_workers, help="worker processes of the embedded cluster (default: one per core)")
+    _add_dashboard_option(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("lab", help="generate the sample and open the explorer notebook in JupyterLab (127.0.0.1)")
     p.add_argument("--dir", default="sample_data")
     p.add_argument("--nav-shape", type=int, nargs="+", default=[256, 256])
     p.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
-    p.add_argument("--port", type=int, default=8888)
+    p.add_argument("--port", type=_whole("--port", 0, 65535, "TCP port; 0: any free one"), default=8888)
     p.add_argument("--notebook", default="explorer.ipynb", help="notebook of notebooks/ to open")
     p.set_defaults(func=cmd_lab)
 
@@ -361,12 +424,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", help="destination folder or hdfs://namenode:port/path")
     p.add_argument("--partition-bytes", type=_size, default=128 * 2**20, metavar="SIZE",
                    help="bytes per partition file, whole frames (default 128M, HDFS's block size)")
-    p.add_argument("--blocks-per-partition", type=int, default=1, metavar="N",
+    p.add_argument("--blocks-per-partition", type=_whole("--blocks-per-partition", 1, 2**20, "HDFS blocks per file"),
+                   default=1, metavar="N",
                    help="HDFS blocks per partition file (default 1)")
-    p.add_argument("--replication", type=int, help="HDFS replicas per block (default: the cluster's)")
+    p.add_argument("--codec", choices=list(CODECS), default="none",
+                   help="compress each file in chunks: bslz4 (Blosc bit-shuffle + LZ4), zstd1/3/5 (Blosc bit-shuffle "
+                   "+ zstd at Blosc level 1/3/5), none (default; docs/compression.md compares them)")
+    p.add_argument("--replication", type=_whole("--replication", 1, 512, "HDFS replicas per block"),
+                   help="HDFS replicas per block (default: the cluster's)")
     p.add_argument("--webhdfs", metavar="HOST:PORT", help="the NameNode's WebHDFS address, when the Hadoop configuration does not say")
-    p.add_argument("--overwrite", action="store_true", help="discard what DEST holds (default: resume)")
-    p.add_argument("--workers", type=int, help="worker processes of the embedded cluster (default: one per core)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the data set or unfinished ingestion DEST holds; other files stay (default: resume)")
+    p.add_argument("--workers", type=_workers, help="worker processes of the embedded cluster (default: one per core)")
     p.add_argument("--address", help="scheduler address (tcp://host:port) of an existing dask cluster")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_ingest)

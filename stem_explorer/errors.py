@@ -37,12 +37,25 @@ class ChecksumError(DataSetError):
     """Stored bytes do not match the checksum recorded for them."""
 
 
+class CalibrationError(DataSetError):
+    """A calibration (scan step, detector pixel size, camera length, beam energy) has
+    an unknown or unsuitable unit, or a value that is not a plausible positive size."""
+
+
+class CodecError(DataSetError):
+    """The codec a data set is compressed with is not available on this machine."""
+
+
 class MaskError(StemExplorerError, ValueError):
     """A mask description is invalid or does not fit the detector."""
 
 
 class AnalysisError(StemExplorerError, ValueError):
     """Analysis parameters are invalid for the data set."""
+
+
+class OptionError(StemExplorerError, ValueError):
+    """An option (a count, a size in bytes, a time) is outside its allowed range."""
 
 
 class ClusterError(StemExplorerError, RuntimeError):
@@ -55,6 +68,15 @@ class JobCancelledError(StemExplorerError, RuntimeError):
 
 class WidgetError(StemExplorerError, ValueError):
     """A widget was given input it cannot show (e.g. an image that is not 2-D and real)."""
+
+
+class SaveError(StemExplorerError, OSError):
+    """Results or an export cannot be written where asked (a folder, no permission, a
+    read-only or full file system)."""
+
+
+class ResultNameError(StemExplorerError, ValueError):
+    """A result or analysis name cannot name an array in a results file."""
 
 
 class AcquisitionError(StemExplorerError, RuntimeError):

@@ -67,11 +67,13 @@ def run_lab(data_path: Path, *, port: int = 8888, open_notebook: str = "explorer
         raise StemExplorerError(f"{notebooks / open_notebook} does not exist; choose one of {sorted(p.name for p in notebooks.glob('*.ipynb'))}")
     port = free_port(port)
     token = secrets.token_hex(16)
-    env = dict(os.environ, **{DATA_ENV: str(data_path)})
+    # the token goes by environment, which only this user (and root) can read; a command
+    # line is readable by every local user (`ps`, /proc/PID/cmdline)
+    env = dict(os.environ, **{DATA_ENV: str(data_path), "JUPYTER_TOKEN": token})
     command = [
         sys.executable, "-m", "jupyterlab", "--no-browser",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--ServerApp.allow_root=True",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={notebooks}",
+        f"--ServerApp.root_dir={notebooks}",
     ]
     process = subprocess.Popen(command, env=env)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # `kill` stops the server too, like Ctrl-C

@@ -79,6 +79,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 
 from .errors import DataSetError, DataSetNotFoundError, FormatError
+from .io.write_errors import write_error
 
 __all__ = [
     "DEFAULT_DOSE",
@@ -656,8 +657,10 @@ def make_sample(
             _write_raw(tmp, frames(), nav_shape, sig_shape, dtype, record, progress,
                        total, partition_bytes)
         _move_into_place(tmp, path, overwrite, tag)
-    except BaseException:
+    except BaseException as exc:
         _remove(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, DataSetError):  # a full disk, a quota...
+            raise write_error(path, exc) from None
         raise
     return path
 

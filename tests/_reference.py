@@ -33,20 +33,23 @@ def center_of_mass(data, cy, cx, radius=None):
     y, x = np.indices(f.shape[1:])
     weight = np.ones(f.shape[1:]) if radius is None else disk(f.shape[1:], cy, cx, radius)
     total = np.array([(fr * weight).sum() for fr in f])
-    sy = np.array([(fr * weight * (y - cy)).sum() for fr in f]) / total
-    sx = np.array([(fr * weight * (x - cx)).sum() for fr in f]) / total
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where a frame has no counts
+        sy = np.array([(fr * weight * (y - cy)).sum() for fr in f]) / total
+        sx = np.array([(fr * weight * (x - cx)).sum() for fr in f]) / total
     nav = data.shape[:-2]
     return sy.reshape(nav), sx.reshape(nav), total.reshape(nav)
 
 
 def radial_profile(data, cy, cx, edges):
+    """Ring i: edges[i] < d <= edges[i+1], the first also d == 0 when it starts at 0."""
     f = frames(data)
     y, x = np.indices(f.shape[1:])
-    d = np.hypot(y - cy, x - cx)
+    d2 = (y - cy) ** 2 + (x - cx) ** 2
     out = np.zeros((len(f), len(edges) - 1))
     for i in range(len(edges) - 1):
-        last = i == len(edges) - 2
-        sel = (d >= edges[i]) & ((d <= edges[i + 1]) if last else (d < edges[i + 1]))
+        sel = (d2 > edges[i] ** 2) & (d2 <= edges[i + 1] ** 2)
+        if i == 0 and edges[0] == 0:
+            sel |= d2 == 0
         out[:, i] = f[:, sel].mean(axis=1)
     return out.reshape(data.shape[:-2] + (len(edges) - 1,))
 
@@ -56,3 +59,26 @@ def ring_moments(data, mask):
     sel = mask > 0
     values = f[:, sel]
     return values.mean(axis=1).reshape(data.shape[:-2]), values.var(axis=1).reshape(data.shape[:-2])
+
+
+def gradient_skipping_missing(field, axis):
+    """d/d(axis) of a 2-D field whose NaN entries are missing, one position at a time:
+    central difference where both neighbours are known, the one-sided difference with
+    the known one otherwise (numpy.gradient at an edge), NaN at a missing position or
+    where both neighbours are missing."""
+    f = np.moveaxis(np.asarray(field, np.float64), axis, 0)
+    out = np.full(f.shape, np.nan)
+    n = f.shape[0]
+    for i in range(n):
+        for j in range(f.shape[1]):
+            if np.isnan(f[i, j]):
+                continue
+            before = f[i - 1, j] if i > 0 else np.nan
+            after = f[i + 1, j] if i < n - 1 else np.nan
+            if not np.isnan(before) and not np.isnan(after):
+                out[i, j] = (after - before) / 2
+            elif not np.isnan(after):
+                out[i, j] = after - f[i, j]
+            elif not np.isnan(before):
+                out[i, j] = f[i, j] - before
+    return np.moveaxis(out, 0, axis)

@@ -21,10 +21,10 @@ from stem_explorer.analyses import (
     build_plan,
 )
 from stem_explorer.engine import run_local
-from stem_explorer.errors import AnalysisError, MaskError
+from stem_explorer.errors import AnalysisError, FormatError, MaskError
 from stem_explorer.io import open_dataset
 
-DTYPES = ["uint8", "uint16", ">u2", "int32", "float32"]
+DTYPES = ["uint8", "uint16", ">u2", "int32", "int64", "float16", "float32"]
 SHAPES = {
     "nonsquare": ((5, 7), (9, 6)),
     "line": ((11,), (8, 8)),
@@ -117,6 +117,74 @@ def test_frame_analyses_match_numpy(tmp_path, shape, dtype):
     np.testing.assert_array_equal(results["roi/frame"].data, f[roi.ravel()].sum(axis=0))
 
 
+WIDE = {  # 64-bit integers near the top of their range (int64 accumulators wrapped)
+    "int64": (2**62, 2**63 - 1),
+    ">i8": (-(2**63), -(2**62)),
+    "uint64": (2**63, 2**64 - 1),
+}
+
+
+@pytest.mark.parametrize("kernel", ["auto", "spans", "columns", "sparse", "dense"])
+@pytest.mark.parametrize("dtype", list(WIDE))
+def test_wide_integers_near_their_limits_match_numpy(tmp_path, dtype, kernel):
+    """A virtual detector gave 2.3e19 where numpy gives 1.3e20, and the centre of mass
+    was 50-96 px off: sums of such values must not wrap."""
+    nav, sig = (3, 5), (9, 11)
+    low, high = WIDE[dtype]
+    data = np.random.default_rng(6).integers(low, high, nav + sig, dtype=np.dtype(dtype).newbyteorder("=")).astype(dtype)
+    cy, cx = 4.3, 5.2
+    bf, adf = masks.Disk(cy, cx, 3), masks.Ring(cy, cx, 2, 5)
+    edges = [0, 2, 4, 6]
+    analyses = [
+        VirtualDetector({"bf": bf, "adf": adf, "all": masks.Rectangle(-1, -1, 20, 20)}),
+        CenterOfMass(center=(cy, cx)),
+        CenterOfMass(center=(cy, cx), radius=3.5),
+        RadialProfile(center=(cy, cx), edges=edges),
+        FEM(adf),
+        SumFrame(), MeanFrame(), StdFrame(), MaxFrame(),
+    ]
+    results, plan = local_results(tmp_path, data, analyses, kernel)
+    rtol = 1e-6 if "dense" in plan.ops[-1].kernel else 1e-12  # dense: float32 products
+    for name, mask in {"bf": bf, "adf": adf}.items():
+        np.testing.assert_allclose(results[f"vd/{name}"].data, ref.virtual_image(data, mask.rasterize(sig)), rtol=rtol)
+    np.testing.assert_allclose(results["vd/all"].data, ref.frames(data).sum(axis=(1, 2)).reshape(nav), rtol=rtol)
+    for label, radius in (("com", None), ("com_2", 3.5)):
+        sy, sx, total = ref.center_of_mass(data, cy, cx, radius)
+        np.testing.assert_allclose(results[f"{label}/shift_y"].data, sy, atol=1e-6)
+        np.testing.assert_allclose(results[f"{label}/shift_x"].data, sx, atol=1e-6)
+        np.testing.assert_allclose(results[f"{label}/total"].data, total, rtol=1e-12)
+    np.testing.assert_allclose(results["radial/profile"].data, ref.radial_profile(data, cy, cx, edges), rtol=rtol)
+    mean, var = ref.ring_moments(data, adf.rasterize(sig))
+    np.testing.assert_allclose(results["fem/mean"].data, mean, rtol=1e-12)
+    np.testing.assert_allclose(results["fem/variance"].data, var, rtol=1e-6)
+    f = ref.frames(data)
+    np.testing.assert_allclose(results["sum/frame"].data, f.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(results["mean/frame"].data, f.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(results["std/frame"].data, f.std(axis=0), rtol=1e-6)
+    native = data.astype(data.dtype.newbyteorder("="))
+    np.testing.assert_array_equal(results["max/frame"].data, native.reshape((-1,) + sig).max(axis=0))
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128", ">c8"])
+def test_complex_data_is_refused_at_open(tmp_path, dtype):
+    """Complex data opened, then failed inside numba at the first job."""
+    data = np.ones((2, 3, 4, 5), dtype)
+    path = tmp_path / "c.raw"
+    data.tofile(path)
+    with pytest.raises(FormatError, match=f"c.raw.*{np.dtype(dtype).name}.*real"):
+        open_dataset(path, nav_shape=(2, 3), sig_shape=(4, 5), dtype=data.dtype.str)
+    with pytest.raises(FormatError, match=f"{np.dtype(dtype).name}.*np.abs"):
+        open_dataset(data)
+
+
+def test_boolean_frames_count_as_zeros_and_ones(tmp_path):
+    data = make_data((3, 4), (6, 7), "uint8") > 2000
+    analyses = [VirtualDetector(masks.Disk(3, 3, 2)), CenterOfMass(), SumFrame(), StdFrame()]
+    results, _ = local_results(tmp_path, data, analyses)
+    np.testing.assert_allclose(results["vd/mask0"].data, ref.virtual_image(data, masks.Disk(3, 3, 2).rasterize((6, 7))))
+    np.testing.assert_allclose(results["sum/frame"].data, ref.frames(data).sum(axis=0))
+
+
 def test_std_is_stable_for_large_mean(tmp_path):
     rng = np.random.default_rng(3)
     data = (1e4 + rng.normal(0, 0.01, (4, 6, 5, 5))).astype(np.float32)
@@ -143,6 +211,65 @@ def test_com_rotation_flip_divergence_curl(tmp_path):
     # flip y, then rotate by 90 degrees: (x, y) -> (-y', x) with y' = -y
     np.testing.assert_allclose(rotated["com/shift_x"].data, sy, atol=1e-6)
     np.testing.assert_allclose(rotated["com/shift_y"].data, sx, atol=1e-6)
+
+
+@pytest.mark.parametrize("edges", [[0, 3, 4, 5, 8.5], [2, 5, 7], [0, 1]])
+def test_radial_rings_hold_exactly_the_pixels_of_ring_masks(tmp_path, edges):
+    """Ring(cy, cx, 4, 5) held the pixels at exactly radius 5, the profile's bin [4, 5)
+    did not: one rule (inner boundary open, outer closed) for both."""
+    nav, sig = (2, 3), (21, 19)
+    data = make_data(nav, sig, "uint16", seed=12)
+    cy, cx = 10, 9  # an integer centre: pixels at exactly 1, 3, 4, 5 pixels (3-4-5 triangles)
+    shapes = [masks.Disk(cy, cx, edges[1]) if edges[0] == 0 else masks.Ring(cy, cx, edges[0], edges[1])]
+    shapes += [masks.Ring(cy, cx, a, b) for a, b in zip(edges[1:-1], edges[2:])]
+    analyses = [RadialProfile(center=(cy, cx), edges=edges), VirtualDetector(shapes)]
+    results, _ = local_results(tmp_path, data, analyses)
+    counts = [shape.rasterize(sig).sum() for shape in shapes]
+    np.testing.assert_array_equal(results["radial/ring_pixels"].data, counts)
+    sums = np.stack([results[f"vd/mask{i}"].data for i in range(len(shapes))], axis=-1)
+    np.testing.assert_allclose(results["radial/profile"].data, sums / counts, rtol=1e-12)
+
+
+def test_radial_profile_refuses_more_rings_than_pixels(tmp_path):
+    data = make_data((2, 2), (6, 5), "uint16")
+    with pytest.raises(AnalysisError, match="more rings than the detector's 30 pixels"):
+        local_results(tmp_path, data, [RadialProfile(n_bins=10**12)])
+
+
+@pytest.mark.parametrize("dtype", ["uint16", ">u2", "float32", "int64", "float16"])
+def test_com_zero_count_frames_leave_their_neighbours_derivatives(tmp_path, dtype):
+    """A frame with zero counts has NaN shifts; its NaN spread into the divergence and
+    curl of its four neighbours."""
+    nav, sig = (6, 7), (9, 8)
+    data = make_data(nav, sig, dtype, seed=11)
+    empty = [(2, 3), (0, 0), (5, 6), (4, 1), (4, 2), (1, 6), (2, 6), (3, 6)]  # inside, corners, pairs, a column run
+    for position in empty:
+        data[position] = 0
+    results, _ = local_results(tmp_path, data, [CenterOfMass(center=(4.2, 3.6))])
+    sy, sx, total = ref.center_of_mass(data, 4.2, 3.6)
+    missing = total == 0
+    assert missing.sum() == len(empty)
+    np.testing.assert_allclose(results["com/shift_y"].data, sy, atol=1e-6)  # NaN where missing
+    np.testing.assert_allclose(results["com/shift_x"].data, sx, atol=1e-6)
+    divergence = ref.gradient_skipping_missing(sy, 0) + ref.gradient_skipping_missing(sx, 1)
+    curl = ref.gradient_skipping_missing(sy, 1) - ref.gradient_skipping_missing(sx, 0)
+    np.testing.assert_allclose(results["com/divergence"].data, divergence, atol=1e-6)
+    np.testing.assert_allclose(results["com/curl"].data, curl, atol=1e-6)
+    for name in ("divergence", "curl"):  # the four neighbours of the empty frame at (2, 3)
+        assert np.isfinite(results[f"com/{name}"].data[[1, 3, 2, 2], [3, 3, 2, 4]]).all()
+        assert np.isnan(results[f"com/{name}"].data[missing]).all()
+    assert np.array_equal(np.isnan(results["com/magnitude"].data), missing)
+
+
+def test_com_derivatives_without_missing_positions_are_numpy_gradient():
+    from stem_explorer.analyses.com import _gradient
+
+    field = np.random.default_rng(2).normal(size=(5, 7))
+    for axis, grad in enumerate(_gradient(field)):
+        np.testing.assert_allclose(grad, np.gradient(field, axis=axis), rtol=1e-14)
+    line = np.array([[1.0, np.nan, 4.0]])
+    np.testing.assert_array_equal(_gradient(line)[0], np.zeros((1, 3)))  # a length-1 axis
+    np.testing.assert_array_equal(_gradient(line)[1], [[np.nan, np.nan, np.nan]])  # no known neighbours
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])

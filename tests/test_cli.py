@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import _reference as ref
+from _mounts import run_with_mount
 from stem_explorer.cli import main
 from stem_explorer.results import Results
 
@@ -106,3 +107,36 @@ def test_console_entry_point_and_demo(tmp_path):
     assert (tmp_path / "demo_results.h5").exists()
     error = float(demo.stdout.split("CoM shift error vs the known beam-shift field: ")[1].split()[0])
     assert error < 0.2
+
+
+
+@pytest.mark.parametrize("output", ["out.h5", "sub/out.h5"])
+def test_output_into_a_read_only_folder_is_a_clear_error_before_computing(sample_file, tmp_path, output):
+    read_only = tmp_path / "results"
+    read_only.mkdir()
+    target = read_only / output
+    proc = run_with_mount(read_only, "--bind -o ro", [sys.executable, "-m", "stem_explorer", "run", str(sample_file), "-a", "sum", "-o", str(target)])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" and proc.stderr == (  # nothing computed, no traceback
+        f"stem-explorer: error: cannot save {str(target)!r}: the folder {str(read_only)!r} is not writable "
+        f"(read-only file system or permissions); choose a folder you can write to\n"
+    )
+    assert list(read_only.iterdir()) == []
+
+
+def test_results_save_into_a_read_only_folder_is_a_clear_error(tmp_path):
+    read_only = tmp_path / "results"
+    read_only.mkdir()
+    script = (
+        "import numpy as np\n"
+        "from stem_explorer.errors import SaveError\n"
+        "from stem_explorer.results import ResultArray, Results\n"
+        "try:\n"
+        f"    Results({{'sum/frame': ResultArray('frame', np.zeros((2, 2)), ('y', 'x'))}}).save({str(read_only / 'out.h5')!r})\n"
+        "except SaveError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = run_with_mount(read_only, "--bind -o ro", [sys.executable, "-c", script])
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith(f"cannot save {str(read_only / 'out.h5')!r}: Read-only file system")
+    assert list(read_only.iterdir()) == []

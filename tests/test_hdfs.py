@@ -6,12 +6,15 @@ address, so "the worker on the host that holds the block" is checked for real.
 """
 
 import hashlib
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections import Counter
 
 import cloudpickle
 import h5py
@@ -20,11 +23,12 @@ import pytest
 
 import _reference as ref
 import stem_explorer as se
-from stem_explorer.errors import ChecksumError, DataSetError, DataSetNotFoundError
+from stem_explorer.errors import ChecksumError, DataSetError, DataSetNotFoundError, FormatError
 from stem_explorer.io.hdfs import HdfsPartitionSource, HdfsStore
 from stem_explorer.io.hdfs import blocks as hdfs_blocks
 from stem_explorer.io.hdfs.reader import HdfsPartitionDataSet, HdfsPartitionReader, replica_order
 from stem_explorer.io.ingest import JOURNAL, verify
+from stem_explorer.io.partitioned import codecs
 from stem_explorer.io.testing import make_frames
 
 pytestmark = [pytest.mark.hdfs, pytest.mark.cluster, pytest.mark.slow]
@@ -133,6 +137,10 @@ def test_open_errors_name_the_fix(hdfs, ingested):
     store = HdfsStore(hdfs.url("/tests/broken"))
     store.client.create(store.path("dataset.json"), 5, [b"{nope"], overwrite=True)
     with pytest.raises(DataSetError, match="not valid JSON"):
+        se.open_dataset(str(store.url))
+    deep = b"[" * 100_000 + b"]" * 100_000
+    store.client.create(store.path("dataset.json"), len(deep), [deep], overwrite=True)
+    with pytest.raises(FormatError, match="nested too deeply"):
         se.open_dataset(str(store.url))
 
 
@@ -268,3 +276,157 @@ def test_cli_ingest_killed_mid_run_then_resumed(hdfs, hdfs_client, source, tmp_p
     written, complete = map(int, re.search(r"\((\d+) written, (\d+) already complete\)", out.stdout).groups())
     assert written + complete == 32 and complete >= 2  # what the killed run finished stays
     assert verify(url) == {"files": 32, "bytes": 8 * MiB}
+
+
+# -- a stock NameNode, one ingestion at a time, no retries of refusals, no self-ingestion --
+def test_a_small_data_set_on_default_namenode_limits(hdfs, hdfs_client, tmp_path):
+    """The test NameNode keeps Hadoop's default minimum block size (1 MiB); a 10 KiB
+    data set (files far smaller than that) is written in blocks of the minimum."""
+    url = hdfs.url("/tests/small")
+    store = HdfsStore(url)
+    with urllib.request.urlopen(f"http://{hdfs.namenode_http}/conf?format=json", timeout=10) as r:
+        conf = {p["key"]: p["value"] for p in json.load(r)["properties"]}
+    assert conf["dfs.namenode.fs-limits.min-block-size"] == "1048576"  # Hadoop's default
+    data = make_frames((10,), (32, 16), "uint16", seed=4)  # 1 KiB frames
+    np.save(tmp_path / "small.npy", data)
+    cmd = [sys.executable, "-m", "stem_explorer", "ingest", str(tmp_path / "small.npy"), url, "--address",
+           hdfs.scheduler_address, "--partition-bytes", "4K", "-q"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    listing = store.client.list(store.url.path)
+    assert [listing[f"part-{i:05d}.raw"]["blockSize"] for i in range(3)] == [MiB] * 3
+    assert listing["part-00002.raw"]["length"] == 2 * 1024
+    assert np.array_equal(se.open_dataset(url, verify="full").read_frames(0, 10), data)
+
+
+def ingest_attempts(client) -> Counter:
+    """How often the scheduler started each ingestion task so far."""
+    def count(dask_scheduler):
+        starts = [str(t[0]) for t in dask_scheduler.transition_log if t[2] == "processing"]
+        return Counter(k for k in starts if k.startswith("stem-explorer-ingest-"))
+
+    return client.run_on_scheduler(count)
+
+
+@pytest.mark.parametrize("partition_bytes", [MiB, 8 * MiB])  # 8 MiB: refused while it uploads
+def test_an_hdfs_refusal_fails_the_ingestion_at_once(hdfs, hdfs_client, source, partition_bytes):
+    url = hdfs.url(f"/tests/refused-{partition_bytes}")
+    before = ingest_attempts(hdfs_client)
+    with pytest.raises(DataSetError, match=r"CREATE .*Requested replication 1000 exceeds maximum 512$"):
+        # above dfs.replication.max
+        se.ingest(source[0], url, client=hdfs_client, partition_bytes=partition_bytes, replication=1000,
+                  progress=False)
+    wait_idle(hdfs_client)
+    started = ingest_attempts(hdfs_client) - before
+    assert started and set(started.values()) == {1}, started
+
+
+def test_an_hdfs_data_set_is_not_ingested_into_itself(hdfs, hdfs_client, ingested):
+    store = HdfsStore(ingested)
+    webhdfs_url = f"webhdfs://{store.client.namenode}{store.url.path}"
+    for dest in (ingested, ingested + "/sub", webhdfs_url):
+        with pytest.raises(DataSetError, match="overlap.*choose a destination outside"):
+            se.ingest(ingested, dest, client=hdfs_client, overwrite=True, progress=False)
+    with pytest.raises(DataSetError, match=r"dataset\.json is a file; pass a folder"):
+        se.ingest(ingested, ingested + "/dataset.json", client=hdfs_client, progress=False)
+    assert verify(ingested)["files"] == 8
+
+
+HOLD_LEASE = """
+import sys, time
+from stem_explorer.io.hdfs import HdfsStore
+from stem_explorer.io.hdfs.lease import HdfsLease
+with HdfsLease(HdfsStore(sys.argv[1])).hold("a" * 32):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_one_ingestion_per_hdfs_destination(hdfs, hdfs_client, source):
+    url = hdfs.url("/tests/leased")
+    store = HdfsStore(url)
+    owner = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "held"
+        cmd = [sys.executable, "-m", "stem_explorer", "ingest", source[0], url, "--address", hdfs.scheduler_address,
+               "--partition-bytes", "1M", "--overwrite", "-q"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and f"pid {owner.pid}" in out.stderr, out.stderr
+        assert "is being written by another ingestion" in out.stderr and "Traceback" not in out.stderr
+    finally:
+        owner.kill()  # SIGKILL: no release; the lease names a dead process of this host
+        owner.wait()
+    assert store.lock_owner()["pid"] == owner.pid
+    ingest_copy(hdfs, hdfs_client, source, "leased")
+    assert verify(url)["files"] == 8 and ".ingest.lock" not in store.names()
+
+
+def test_an_hdfs_lease_of_another_host_expires(hdfs, hdfs_client, source):
+    from stem_explorer.io.hdfs.lease import EXPIRY_S
+
+    url = hdfs.url("/tests/elsewhere")
+    store = HdfsStore(url)
+    record = {"token": "b" * 32, "host": "another-host", "pid": 4242, "since": "earlier"}
+    data = json.dumps(record).encode()
+    store.client.create(store.path(".ingest.lock"), len(data), [data])
+    with pytest.raises(DataSetError, match="being written by another ingestion .*another-host, pid 4242"):
+        ingest_copy(hdfs, hdfs_client, source, "elsewhere")  # refreshed just now
+    store.client.touch(store.path(".ingest.lock"), time.time() - EXPIRY_S - 10)
+    ingest_copy(hdfs, hdfs_client, source, "elsewhere")  # not refreshed for too long: stale
+    assert verify(url)["files"] == 8 and not [n for n in store.names() if n.startswith(".ingest.lock")]
+
+
+@pytest.fixture(scope="module")
+def counting_source(tmp_path_factory):
+    """Counting data (about 0.3 electrons per pixel) that compresses, in an HDF5 file."""
+    data = np.random.default_rng(8).poisson(0.3, size=NAV + SIG).astype("uint16")
+    path = tmp_path_factory.mktemp("hdfs-counting") / "scan.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=data, chunks=(1, 16) + SIG)
+    return str(path), data
+
+
+def test_a_compressed_data_set_on_hdfs(hdfs, hdfs_client, counting_source, monkeypatch):
+    monkeypatch.setattr(codecs, "CHUNK_BYTES", 32 * SIG[0] * SIG[1] * 2)  # 4 chunks of 32 frames per file
+    raw_url, raw = ingest_copy(hdfs, hdfs_client, counting_source, "counting-raw")
+    url, packed = ingest_copy(hdfs, hdfs_client, counting_source, "counting-bslz4", codec="bslz4")
+    store = HdfsStore(url)
+    listing = store.client.list(store.url.path)
+    assert sorted(listing) == ["dataset.json"] + [f"part-{i:05d}.bslz4" for i in range(8)]
+    doc = store.read_json("dataset.json")
+    assert doc["version"] == 2 and doc["codec"]["name"] == "bslz4"
+    assert all(listing[p["file"]]["length"] == p["bytes"] < MiB // 4 for p in doc["partitions"])
+    assert verify(url) == {"files": 8, "bytes": sum(p["bytes"] for p in doc["partitions"])}
+    ds = se.open_dataset(url)
+    assert isinstance(ds, HdfsPartitionDataSet) and ds.metadata["read_path"].startswith("hdfs, decode bslz4")
+    flat = counting_source[1].reshape(-1, *SIG)
+    assert np.array_equal(ds.read_frames(0, ds.n_frames), flat)
+    assert np.array_equal(ds.read_frames(100, 300), flat[100:300])  # spans files, cuts chunks
+
+    def run(dataset):
+        with se.Session(dataset, client=hdfs_client, partition_bytes=MiB) as session:
+            job = session.run(se.VirtualDetector({"bf": DISK, "adf": RING}), se.SumFrame(), se.StdFrame())
+            return job.result(), job.stats
+
+    (expected, _), (got, stats) = run(raw), run(ds)
+    for key in expected:  # std: partials merge in the order tasks finish, float64 rounding differs
+        np.testing.assert_allclose(got[key].data, expected[key].data, rtol=1e-12 if key.startswith("std/") else 0)
+    assert stats.n_partitions == 8 and stats.locality_hit_rate == 1.0, stats
+
+    # a damaged chunk: the error names the HDFS file and the chunk's frames
+    part = doc["partitions"][3]
+    data = bytearray(store.client.read_all(store.path(part["file"])))
+    data[part["chunk_bytes"][0] + 100] ^= 0x10
+    store.client.create(store.path(part["file"]), len(data), [bytes(data)], overwrite=True)
+    damaged = se.open_dataset(url)
+    chunk_frames = doc["codec"]["chunk_frames"]
+    assert chunk_frames == 32
+    first = part["start"] + chunk_frames
+    message = (rf"partition file {store.url.path}/{part['file']} \(HDFS, NameNode [^)]+\) is damaged: its compressed "
+               rf"chunk 1 \(frames {first}:{first + chunk_frames},.*CRC-32C")
+    with pytest.raises(FormatError, match=message):
+        damaged.read_frames(0, damaged.n_frames)
+    with se.Session(damaged, client=hdfs_client, partition_bytes=MiB) as session:
+        with pytest.raises(FormatError, match=message):
+            session.run(se.SumFrame()).result()
+    assert np.array_equal(damaged.read_frames(0, first), flat[:first])

@@ -27,6 +27,97 @@ def test_fits_u32_bound():
     assert not kernels.fits_u32(np.float32, 1)
 
 
+def test_fits_int64_bound():
+    assert kernels.fits_int64(np.uint32, 2**31)  # (2**32 - 1) * 2**31 < 2**63
+    assert not kernels.fits_int64(np.uint32, 2**31 + 1)
+    assert kernels.fits_int64(np.int32, 2**32 - 1)  # the magnitude of -2**31 counts
+    assert not kernels.fits_int64(np.int32, 2**32)
+    assert kernels.fits_int64(np.uint16, 4096**3)  # every sum over a 4096 x 4096 detector
+    assert not kernels.fits_int64(np.int64, 1)  # -2**63 has no int64 negation
+    assert not kernels.fits_int64(np.uint64, 1)
+    assert not kernels.fits_int64(np.float32, 1)
+
+
+@pytest.mark.parametrize(
+    "dtype, rows, pixels, scratch",
+    [
+        ("uint16", 128, 128 * 128, np.uint32),
+        ("int32", 128, 128 * 128, np.int64),
+        ("int32", 4096, 4096 * 4096, np.float64),  # 2**31 * 4096 rows * 2**24 pixels wraps int64
+        ("uint32", 4096, 4096 * 4096, np.float64),
+        ("int64", 2, 4, np.float64),
+        ("float32", 2, 4, np.float64),
+    ],
+)
+def test_column_prefix_accumulates_where_nothing_wraps(dtype, rows, pixels, scratch):
+    prefix, zero = kernels.column_prefix(np.dtype(dtype), rows, pixels)
+    assert prefix.dtype == scratch and prefix.size == pixels
+    assert isinstance(zero, float) == (scratch == np.float64)
+
+
+WIDE_EXTREMES = {
+    "int64": [2**63 - 1, -(2**63), 2**62 + 12345],
+    "uint64": [2**64 - 1, 2**63, 2**62 + 1],
+    "uint32": [2**32 - 1, 2**31, 7],
+}
+
+
+@pytest.mark.parametrize("kernel", ["spans", "columns", "sparse", "dense"])
+@pytest.mark.parametrize("dtype", list(WIDE_EXTREMES))
+def test_mask_paths_at_wide_integer_extremes(kernel, dtype):
+    """Sums of 64-bit values near their limits wrapped in the int64 accumulators."""
+    values = np.array(WIDE_EXTREMES[dtype], dtype)
+    frames = np.stack([np.full(24 * 20, v, dtype) for v in values])
+    frames[2, ::3] = values[0]
+    y, x = np.indices((24, 20))
+    disk = (np.hypot(y - 11, x - 9) <= 7).ravel()
+    matrix = np.stack([disk, np.ones(24 * 20, bool)], axis=1).astype(np.float32)
+    op = ops.MaskProduct(matrix, kernel=kernel, dtype=frames.dtype, sig_shape=(24, 20))
+    expected = frames.astype(np.float64) @ matrix.astype(np.float64)
+    np.testing.assert_allclose(feed_all(op, frames), expected, rtol=1e-6 if kernel == "dense" else 1e-14)
+
+
+@pytest.mark.parametrize("dtype", list(WIDE_EXTREMES))
+def test_com_moments_at_wide_integer_extremes(dtype):
+    values = np.array(WIDE_EXTREMES[dtype], dtype)
+    sy, sx = 9, 7
+    frames = np.stack([np.full(sy * sx, v, dtype) for v in values])
+    frames[1, : sx * 4] = values[2]  # top rows darker: the centre of mass moves down
+    pixels = np.arange(sy * sx)
+    out = feed_all(ops.CenterOfMassMoments(pixels, (sy, sx), (4.0, 3.0)), frames)
+    y, x = np.divmod(pixels, sx)
+    f = frames.astype(np.float64)
+    expected = np.stack([f.sum(1), (f * (y - 4.0)).sum(1), (f * (x - 3.0)).sum(1)], axis=1)
+    np.testing.assert_allclose(out[:, 0], expected[:, 0], rtol=1e-14)
+    # the moments about the centre cancel to a small part of the total: compare shifts
+    np.testing.assert_allclose(out[:, 1:] / out[:, :1], expected[:, 1:] / expected[:, :1], atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda: ops.FrameSum(),
+        lambda: ops.FrameMoments(),
+        lambda: ops.MaskedMoments(np.arange(5, 30)),
+        lambda: ops.NavMaskedSum([0, 2, 3]),
+        lambda: ops.CenterOfMassMoments(np.arange(40), (6, 7), (2.0, 3.0)),
+        lambda: ops.MaskProduct(np.eye(42, 3, dtype=np.float32), kernel="sparse", sig_shape=(6, 7)),
+        lambda: ops.MaskProduct(np.eye(42, 3, dtype=np.float32), kernel="spans", sig_shape=(6, 7)),
+        lambda: ops.MaskProduct(np.eye(42, 3, dtype=np.float32), kernel="columns", sig_shape=(6, 7)),
+    ],
+)
+def test_float16_frames_reach_every_numba_op_as_float32(op):
+    """MRC mode 12 is float16, which numba cannot compute with on the CPU."""
+    frames = np.random.default_rng(3).normal(100, 30, (5, 42)).astype(np.float16)
+    wide = frames.astype(np.float32)
+    np.testing.assert_array_equal(_flat(feed_all(op(), frames)), _flat(feed_all(op(), wide)))
+
+
+def _flat(partial):
+    items = partial if isinstance(partial, tuple) else (partial,)
+    return np.concatenate([np.ravel(np.asarray(item, np.float64)) for item in items])
+
+
 @pytest.mark.parametrize("sx", [256, 257])  # 256: uint32 row sums; 257: the int64 path
 @pytest.mark.parametrize("dtype", ["uint8", "uint16"])
 def test_com_moments_at_the_dtype_maximum(dtype, sx):

@@ -3,6 +3,8 @@ real LocalCluster (results against plain numpy, bad input shown in the widget)."
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 
@@ -83,6 +85,28 @@ def test_throttle_drop_and_errors():
         Throttle(print, max_rate=0)
 
 
+def test_throttle_submit_from_inside_send_does_not_deadlock():
+    """A view's send changes its zoom, which submits again; when the send outlasts the
+    interval (a loaded machine) that submit re-entered the send lock in the same thread."""
+    got = []
+
+    def send(value):
+        got.append(value)
+        if value == "first":
+            time.sleep(0.02)  # longer than the 1 ms interval
+            throttle.submit("from inside")
+
+    throttle = Throttle(send, max_rate=1000)
+    caller = threading.Thread(target=throttle.submit, args=("first",), daemon=True)
+    caller.start()
+    caller.join(5)
+    assert not caller.is_alive(), "submit from inside send deadlocked"
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got == ["first", "from inside"]
+
+
 # -- views ----------------------------------------------------------------------------
 def test_as_image_and_log_display():
     assert as_image(np.arange(5)).shape == (1, 5)
@@ -101,8 +125,9 @@ def test_image_view_sends_binary_tiles_and_keeps_the_aspect_ratio():
     assert view.mark.image.dtype == np.float32 and max(view.mark.image.shape) <= 64
     assert tuple(view.mark.y) == (0.0, 200.0) and tuple(view.mark.x) == (0.0, 100.0)
     assert view.figure.min_aspect_ratio == view.figure.max_aspect_ratio
-    area_w = float(view.figure.layout.width[:-2]) - 45 - 70
-    area_h = float(view.figure.layout.height[:-2]) - 60
+    margin = view.figure.fig_margin
+    area_w = float(view.figure.layout.width[:-2]) - margin["left"] - margin["right"]
+    area_h = float(view.figure.layout.height[:-2]) - margin["top"] - margin["bottom"]
     assert area_w / area_h == pytest.approx(0.5, abs=0.02)
     lo, hi = view.limits
     assert np.nanpercentile(image, 0.4) <= lo < hi <= np.nanpercentile(image, 99.6)
@@ -175,6 +200,12 @@ def test_colorize_and_png(tmp_path):
     from PIL import Image
 
     assert Image.open(path).size == (9, 8)
+    old = os.umask(0o022)
+    try:  # shared with colleagues like any file the user writes (mkstemp gave 0o600)
+        assert stat.S_IMODE(os.stat(save_png(tmp_path / "w.png", np.ones((2, 2)), 0, 1, "gray")).st_mode) == 0o644
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.png", "w.png"]
     with pytest.raises(ValueError, match="unknown colour map"):
         colormap_lut("jet")
 

@@ -259,7 +259,9 @@ def _tail(path: Path, n: int = 3000) -> str:
 class MiniCluster:
     """NameNode + ``nodes`` DataNodes, and a dask scheduler + one worker per DataNode.
 
-    ``base`` holds everything (conf, name/data folders, logs, dask scratch). Node ``i``
+    The NameNode keeps Hadoop's default limits, as a stock HDFS does (a block is at
+    least ``dfs.namenode.fs-limits.min-block-size``, 1 MiB), so tests meet what users
+    meet. ``base`` holds everything (conf, name/data folders, logs, dask scratch). Node ``i``
     listens on ``hosts[i]`` = ``127.0.0.(i+2)``; its worker runs with
     ``HADOOP_CONF_DIR`` set to its DataNode's conf folder, which is how a worker finds
     its node's block folders. ``client_conf`` is a conf folder for clients (NameNode
@@ -352,7 +354,6 @@ class MiniCluster:
         _write_conf(self.base / "nn" / "conf", core, {
             **shared,
             "dfs.namenode.name.dir": f"file://{self.base / 'nn' / 'name'}",
-            "dfs.namenode.fs-limits.min-block-size": 4096,
             # DataNodes register under their loopback IPs, which have no host names
             "dfs.namenode.datanode.registration.ip-hostname-check": "false",
             # a stopped DataNode is sorted last after 3 s, declared dead after ~12 s

@@ -107,22 +107,35 @@ def nav_dims(dataset: DataSet) -> tuple[str, ...]:
 SIG_DIMS = ("det_y", "det_x")
 
 
-def nav_coords(dataset: DataSet) -> dict:
-    return {d: np.arange(n) for d, n in zip(nav_dims(dataset), dataset.nav_shape)}
+def nav_axes(dataset: DataSet) -> tuple[dict, dict]:
+    """``(coords, units)`` of the scan dimensions: ``index * step`` in the scan step's
+    unit where the data set's calibration has one (2-D scans), else the position
+    index in ``"px"``."""
+    axes = dataset.calibration.scan_axes(dataset.nav_shape)
+    return _split(nav_dims(dataset), axes)
 
 
-def sig_coords(dataset: DataSet) -> dict:
-    return {d: np.arange(n) for d, n in zip(SIG_DIMS, dataset.sig_shape)}
+def sig_axes(dataset: DataSet) -> tuple[dict, dict]:
+    """``(coords, units)`` of the detector dimensions: distances from the detector's
+    centre in the pixel size's unit where the calibration has one, else the pixel
+    index in ``"px"``."""
+    return _split(SIG_DIMS, dataset.calibration.detector_axes(dataset.sig_shape))
+
+
+def _split(dims, axes) -> tuple[dict, dict]:
+    return {d: values for d, (values, _u) in zip(dims, axes)}, {d: unit for d, (_v, unit) in zip(dims, axes)}
 
 
 def nav_result(name: str, values: np.ndarray, dataset: DataSet, **attrs) -> ResultArray:
-    """A scan-shaped result from one value per frame."""
-    return ResultArray(name, np.asarray(values).reshape(dataset.nav_shape), nav_dims(dataset), nav_coords(dataset), attrs)
+    """A scan-shaped result from one value per frame, with calibrated coordinates."""
+    coords, units = nav_axes(dataset)
+    return ResultArray(name, np.asarray(values).reshape(dataset.nav_shape), nav_dims(dataset), coords, attrs, units)
 
 
 def sig_result(name: str, values: np.ndarray, dataset: DataSet, **attrs) -> ResultArray:
-    """A detector-shaped result from one value per pixel."""
-    return ResultArray(name, np.asarray(values).reshape(dataset.sig_shape), SIG_DIMS, sig_coords(dataset), attrs)
+    """A detector-shaped result from one value per pixel, with calibrated coordinates."""
+    coords, units = sig_axes(dataset)
+    return ResultArray(name, np.asarray(values).reshape(dataset.sig_shape), SIG_DIMS, coords, attrs, units)
 
 
 def check_point(name: str, point, dataset: DataSet) -> tuple[float, float]:

@@ -12,6 +12,7 @@ import numpy as np
 from ..engine import CenterOfMassMoments
 from ..errors import AnalysisError
 from .base import Analysis, check_point, check_radius, detector_center, nav_result, pixel_grid
+from .com_conventions import orient
 
 
 @dataclasses.dataclass
@@ -24,11 +25,23 @@ class CenterOfMass(Analysis):
     numbers as three mask columns, without a weighted gather per pixel.
 
     ``flip_y`` mirrors the y component (detectors mounted upside down), then the vector is rotated by ``scan_rotation`` degrees (positive: from
-    +x towards +y) to align detector axes with scan axes.
+    +x towards +y) to align detector axes with scan axes (:func:`.com_conventions.orient`,
+    LiberTEM's convention; :mod:`.com_conventions` converts to and from the peers').
 
-    Results: ``shift_y``, ``shift_x``, ``magnitude``, ``total`` (intensity counted)
-    and, for 2-D scans, ``divergence`` and ``curl`` (per scan pixel, central
-    differences). Positions with zero intensity give NaN.
+    Results: ``shift_y``, ``shift_x``, ``magnitude`` (pixels), ``total`` (intensity
+    counted) and, for 2-D scans, ``divergence`` and ``curl`` (pixels per scan pixel,
+    central differences). Where the data set's detector is calibrated, also
+    ``shift_y_calibrated``, ``shift_x_calibrated`` and ``magnitude_calibrated`` in mrad
+    (or in 1/nm when the pixel size is a reciprocal length and no beam energy converts
+    it): each component is scaled by its detector axis's pixel size before the flip and
+    rotation, so rectangular pixels come out right.
+
+    A position with zero intensity has no centre of mass: its shifts, magnitude,
+    divergence and curl are NaN. Its neighbours keep theirs: a derivative skips a
+    missing neighbour the way ``numpy.gradient`` treats the edge of the scan (a
+    one-sided difference with the neighbour on the other side), and is NaN only where
+    both neighbours along that axis are missing. Positions not computed yet in a
+    partial result count as missing too.
     """
 
     center: Optional[tuple] = None
@@ -62,18 +75,20 @@ class CenterOfMass(Analysis):
         with np.errstate(invalid="ignore", divide="ignore"):
             sy = np.where(total != 0, wy / total, np.nan)
             sx = np.where(total != 0, wx / total, np.nan)
-        if self.flip_y:
-            sy = -sy
-        angle = math.radians(self.scan_rotation)
-        cos, sin = math.cos(angle), math.sin(angle)
-        shift_x = cos * sx - sin * sy
-        shift_y = sin * sx + cos * sy
+        shift_y, shift_x = orient(sy, sx, self.scan_rotation, self.flip_y)
         out = {
             "shift_y": nav_result("shift_y", shift_y, dataset, units="px"),
             "shift_x": nav_result("shift_x", shift_x, dataset, units="px"),
             "magnitude": nav_result("magnitude", np.hypot(shift_y, shift_x), dataset, units="px"),
             "total": nav_result("total", total, dataset),
         }
+        unit = dataset.calibration.preferred_detector_unit()
+        if unit is not None:
+            size_y, size_x = dataset.calibration.detector_pixel_in(unit)
+            cal_y, cal_x = orient(sy * size_y, sx * size_x, self.scan_rotation, self.flip_y)
+            out["shift_y_calibrated"] = nav_result("shift_y_calibrated", cal_y, dataset, units=unit)
+            out["shift_x_calibrated"] = nav_result("shift_x_calibrated", cal_x, dataset, units=unit)
+            out["magnitude_calibrated"] = nav_result("magnitude_calibrated", np.hypot(cal_y, cal_x), dataset, units=unit)
         if len(dataset.nav_shape) == 2:
             fy = shift_y.reshape(dataset.nav_shape)
             fx = shift_x.reshape(dataset.nav_shape)
@@ -85,11 +100,19 @@ class CenterOfMass(Analysis):
 
 
 def _gradient(field: np.ndarray):
-    """(d/dy, d/dx) by central differences; a length-1 axis has zero derivative."""
+    """(d/dy, d/dx) by central differences, as ``numpy.gradient``, where NaN positions
+    are missing: next to one, the one-sided difference with the other neighbour (what
+    ``numpy.gradient`` does at the scan's edge); NaN at a missing position and where
+    both neighbours are missing. A length-1 axis has zero derivative."""
     grads = []
     for axis in range(2):
         if field.shape[axis] < 2:
             grads.append(np.zeros_like(field))
-        else:
-            grads.append(np.gradient(field, axis=axis))
+            continue
+        f = np.moveaxis(field, axis, 0)
+        after, before = np.full_like(f, np.nan), np.full_like(f, np.nan)
+        after[:-1], before[1:] = f[1:], f[:-1]
+        central, forward, backward = (after - before) / 2, after - f, f - before
+        grad = np.where(np.isnan(central), np.where(np.isnan(forward), backward, forward), central)
+        grads.append(np.moveaxis(np.where(np.isnan(f), np.nan, grad), 0, axis))
     return grads

@@ -11,7 +11,7 @@ import numpy as np
 from ..engine import FrameMax, FrameMoments, FrameSum, NavMaskedSum, PickFrames
 from ..errors import AnalysisError, DataSetError
 from ..results import ResultArray
-from .base import SIG_DIMS, Analysis, sig_coords, sig_result
+from .base import SIG_DIMS, Analysis, sig_axes, sig_result
 
 
 @dataclasses.dataclass
@@ -116,9 +116,10 @@ class PickFrame(Analysis):
         empty = np.zeros(np.prod(dataset.sig_shape), dtype)
         frames = np.stack([inputs[0].get(int(i), empty) for i in indices]).reshape((len(indices),) + dataset.sig_shape)
         positions = np.array([np.unravel_index(i, dataset.nav_shape) for i in indices])
-        coords = dict(sig_coords(dataset), position=np.arange(len(indices)))
+        coords, units = sig_axes(dataset)
+        coords = dict(coords, position=np.arange(len(indices)))
         attrs = {"positions": positions.tolist(), "read": [int(i) in inputs[0] for i in indices]}
-        return {"frames": ResultArray("frames", frames, ("position",) + SIG_DIMS, coords, attrs)}
+        return {"frames": ResultArray("frames", frames, ("position",) + SIG_DIMS, coords, attrs, units)}
 
 
 @dataclasses.dataclass

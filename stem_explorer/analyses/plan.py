@@ -20,7 +20,7 @@ from ..engine import MaskProduct, Plan
 from ..engine.tasks import DEFAULT_TILE_BYTES
 from ..errors import AnalysisError
 from ..io.base import DataSet
-from ..results import Results
+from ..results import Results, check_name
 from .base import Analysis, MaskColumns
 
 
@@ -50,6 +50,8 @@ def build_plan(
     for analysis in analyses:
         if not isinstance(analysis, Analysis):
             raise AnalysisError(f"{analysis!r} is not an analysis; use the classes in stem_explorer.analyses")
+        if getattr(analysis, "name", None) is not None:
+            check_name(analysis.name, f"the name of {type(analysis).__name__}")
         analysis.validate(dataset)
     labels = unique_labels(analyses)
 

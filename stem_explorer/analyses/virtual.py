@@ -18,10 +18,10 @@ from .base import (
     check_point,
     detector_center,
     nav_dims,
-    nav_coords,
+    nav_axes,
     nav_result,
 )
-from ..results import ResultArray
+from ..results import ResultArray, check_name
 
 
 def as_mask(value: Any, what: str = "mask"):
@@ -56,7 +56,9 @@ class VirtualDetector(Analysis):
             named = {f"mask{i}": m for i, m in enumerate(items)}
         if not named:
             raise AnalysisError("VirtualDetector needs at least one mask")
-        self._named = {str(k): as_mask(v) for k, v in named.items()}
+        self._named = {check_name(str(k), "VirtualDetector mask name"): as_mask(v) for k, v in named.items()}
+        if self.name is not None:
+            check_name(self.name, "VirtualDetector name")
 
     def _stack(self, dataset):
         return mask_lib.stack_masks(list(self._named.values()), dataset.sig_shape)
@@ -79,11 +81,14 @@ class VirtualDetector(Analysis):
 class RadialProfile(Analysis):
     """Mean intensity per pixel in concentric rings, at every scan position.
 
-    Bins follow ``numpy.histogram``: ring ``i`` holds pixels whose centre distance
-    ``d`` satisfies ``edges[i] <= d < edges[i+1]`` (the last ring also includes its
-    outer edge). Give ``edges`` or ``n_bins`` (equal rings from 0 to ``max_radius``,
-    by default the distance to the farthest detector corner). All rings are columns of
-    the one mask matrix, so a profile costs one pass however many rings it has.
+    Rings follow the masks' rule for annular regions (see :mod:`stem_explorer.masks`):
+    ring ``i`` holds the pixels whose centre distance ``d`` satisfies
+    ``edges[i] < d <= edges[i+1]``, exactly the pixels of ``Ring(cy, cx, edges[i],
+    edges[i+1])``; a first ring starting at 0 also holds ``d == 0``, so it is
+    ``Disk(cy, cx, edges[1])`` and the centre pixel counts. Give ``edges`` or
+    ``n_bins`` (equal rings from 0 to ``max_radius``, by default the distance to the
+    farthest detector corner). All rings are columns of the one mask matrix, so a
+    profile costs one pass however many rings it has.
     """
 
     center: Optional[tuple] = None
@@ -102,6 +107,9 @@ class RadialProfile(Analysis):
         if self.n_bins is None or int(self.n_bins) != self.n_bins or self.n_bins < 1:
             raise AnalysisError(f"RadialProfile needs n_bins (a positive integer) or edges, got n_bins={self.n_bins!r}")
         sy, sx = dataset.sig_shape
+        if self.n_bins > sy * sx:  # checked before the edges are allocated
+            raise AnalysisError(f"n_bins={self.n_bins!r} is more rings than the detector's {sy * sx} pixels; "
+                                "use fewer rings (every ring needs a pixel)")
         far = max(math.hypot(y - cy, x - cx) for y in (0, sy - 1) for x in (0, sx - 1))
         top = far if self.max_radius is None else float(self.max_radius)
         if not math.isfinite(top) or top <= 0:
@@ -124,26 +132,47 @@ class RadialProfile(Analysis):
     def compute(self, inputs, dataset):
         _, edges, counts = self._matrix(dataset)
         profile = inputs[0] / counts
-        centres = (edges[:-1] + edges[1:]) / 2
+        radius, unit, attrs = _radius_axis(dataset, (edges[:-1] + edges[1:]) / 2)
+        coords, units = nav_axes(dataset)
         dims = nav_dims(dataset) + ("radius",)
-        coords = dict(nav_coords(dataset), radius=centres)
         shape = dataset.nav_shape + (len(counts),)
+        attrs.update(edges=edges.tolist(), edges_units="px")
         return {
-            "profile": ResultArray("profile", profile.reshape(shape), dims, coords, {"edges": edges.tolist(), "units": "mean counts per pixel"}),
-            "ring_pixels": ResultArray("ring_pixels", counts, ("radius",), {"radius": centres}),
+            "profile": ResultArray("profile", profile.reshape(shape), dims, dict(coords, radius=radius),
+                                   dict(attrs, units="mean counts per pixel"), dict(units, radius=unit)),
+            "ring_pixels": ResultArray("ring_pixels", counts, ("radius",), {"radius": radius}, dict(attrs),
+                                       {"radius": unit}),
         }
+
+
+def _radius_axis(dataset, centres: np.ndarray) -> tuple:
+    """``(radii, unit, attrs)``: the rings' mid radii in the detector calibration's
+    unit where its pixels are square, else in pixels (with a note why)."""
+    pixel = dataset.calibration.detector_pixel
+    if pixel is None:
+        return centres, "px", {}
+    size_y, size_x = pixel.values
+    if not math.isclose(size_y, size_x, rel_tol=1e-6):
+        note = (f"the detector pixels are not square ({size_y:g} x {size_x:g} {pixel.unit}), so a ring of "
+                f"pixels has no single calibrated radius: radii are in pixels")
+        return centres, "px", {"radius_note": note}
+    return centres * size_y, pixel.unit, {}
 
 
 @functools.lru_cache(maxsize=32)
 def _ring_matrix(sig_shape: tuple, cy: float, cx: float, edges: tuple):
-    """``(matrix, edges, counts)`` of the rings ``edges[i] <= d < edges[i+1]`` (the last
-    edge included) around ``(cy, cx)``; cached, because validation, planning and every
-    partial result's ``compute`` ask for the same rings (treat the results as read-only)."""
-    edges = np.asarray(edges)
+    """``(matrix, edges, counts)`` of the rings ``edges[i] < d <= edges[i+1]`` around
+    ``(cy, cx)`` (the first also ``d == 0`` when it starts at 0); cached, because
+    validation, planning and every partial result's ``compute`` ask for the same rings
+    (treat the results as read-only)."""
     y, x = (a.ravel() for a in np.indices(sig_shape, dtype=np.float64))
-    d = np.hypot(y - cy, x - cx)
-    ring = np.searchsorted(edges, d, side="right") - 1
-    ring[d == edges[-1]] = len(edges) - 2
+    # the arithmetic of masks.Ring (squared distances against r**2 of Python floats),
+    # so ring i and Ring(cy, cx, edges[i], edges[i+1]) agree on every boundary pixel
+    d2 = mask_lib.squared_distance(y, x, cy, cx)
+    ring = np.searchsorted(np.array([float(e) ** 2 for e in edges]), d2, side="left") - 1
+    if edges[0] == 0:
+        ring[d2 == 0] = 0
+    edges = np.asarray(edges)
     inside = (ring >= 0) & (ring < len(edges) - 1)
     pixels = np.flatnonzero(inside)
     matrix = scipy.sparse.csr_matrix(

@@ -1,8 +1,12 @@
 """Per-tile kernels: the inner loops every task runs over its frames.
 
 All kernels take a tile as a 2-D array ``(frames, pixels)`` in the data's native dtype
-(never a float copy, except the dense BLAS path which needs one) and accumulate into
-float64 output, so integer data sums exactly.
+and accumulate into float64 output. They never get a float copy, except on the dense
+BLAS path, for float16 (numba cannot compute with it on the CPU: :func:`kernel_input`
+widens it to float32) and for the centre of mass of 64-bit integers (a coordinate
+times such a value can wrap). Integer sums are exact wherever a bound proves int64
+cannot wrap (:func:`fits_int64`: every counting detector); 64-bit integers are summed
+in float64, which rounds but never wraps.
 
 Two habits make them fast. Every kernel takes one frame as a 1-D view (``frames[f]``)
 and each run of pixels as a slice of it: numba then sees unit-stride loops of known
@@ -34,6 +38,7 @@ _JIT = dict(nopython=True, nogil=True, cache=True)
 _JIT_FAST = dict(_JIT, fastmath=True)
 
 _U32_LIMIT = 2**32
+_INT64_LIMIT = 2**63
 
 
 def as_native_2d(tile: np.ndarray, keep_order: bool = False, scratch: Optional[list] = None) -> np.ndarray:
@@ -78,6 +83,26 @@ def _bswap16(value):
     return np.uint16((u >> np.uint16(8)) | (u << np.uint16(8)))
 
 
+def kernel_input(frames: np.ndarray) -> np.ndarray:
+    """``frames`` as the numba kernels read them: float16 widened to float32 (exact;
+    numba has no float16 arithmetic on the CPU), booleans viewed as uint8, other
+    dtypes as they are."""
+    if frames.dtype.kind == "f" and frames.dtype.itemsize == 2:
+        return frames.astype(np.float32)
+    if frames.dtype.kind == "b":
+        return frames.view(np.uint8)
+    return frames
+
+
+def _fits(dtype: np.dtype, weight: int, limit: int) -> bool:
+    """Whether ``weight`` times the largest magnitude of integer ``dtype`` is below ``limit``."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biu":
+        return False
+    info = np.iinfo(np.uint8 if dtype.kind == "b" else dtype)
+    return max(int(info.max), -int(info.min)) * int(weight) < limit
+
+
 def fits_u32(dtype: np.dtype, weight: int) -> bool:
     """Whether sums of ``weight`` times the largest value of ``dtype`` fit in uint32.
 
@@ -85,9 +110,17 @@ def fits_u32(dtype: np.dtype, weight: int) -> bool:
     multiplier of one value in the sum (a count of terms, or count x coordinate).
     """
     dtype = np.dtype(dtype)
-    if dtype.kind != "u" or dtype.itemsize > 2:
-        return False
-    return int(np.iinfo(dtype).max) * int(weight) < _U32_LIMIT
+    return dtype.kind == "u" and dtype.itemsize <= 2 and _fits(dtype, weight, _U32_LIMIT)
+
+
+def fits_int64(dtype: np.dtype, weight: int) -> bool:
+    """Whether sums of ``weight`` times the largest magnitude of ``dtype`` fit in int64.
+
+    True for every integer dtype of at most 32 bits on any real detector (``weight``
+    as in :func:`fits_u32`); False for floats, and for 64-bit integers, whose sums
+    must go through float64.
+    """
+    return _fits(dtype, weight, _INT64_LIMIT)
 
 
 @numba.jit(**_JIT)
@@ -162,17 +195,19 @@ def _column_sums(frame, box, prefix, swap):
 
 
 def column_prefix(dtype: np.dtype, rows: int, pixels: int) -> tuple:
-    """``(scratch, zero)`` for :func:`column_run_sums` on ``dtype`` over ``rows`` rows.
+    """``(scratch, zero)`` for :func:`column_run_sums` on ``dtype`` over ``rows`` rows
+    of a box of ``pixels``.
 
     The running column sums are uint32 for unsigned data of at most 16 bits where
-    ``rows`` values cannot wrap (:func:`fits_u32`), else int64 for integers and float64
-    for floats; ``zero`` seeds the per-mask accumulator (exact int64, or float64).
+    ``rows`` values cannot wrap (:func:`fits_u32`), int64 for integers where neither
+    they nor a mask's sum of up to ``pixels`` of them can wrap (:func:`fits_int64`),
+    else float64; ``zero`` seeds the per-mask accumulator (exact int64, or float64).
     """
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f" or dtype.itemsize > 4:
-        return np.empty(pixels, np.float64), 0.0
-    scratch_type = np.uint32 if fits_u32(dtype, rows) else np.int64
-    return np.empty(pixels, scratch_type), np.int64(0)
+    if fits_u32(dtype, rows):
+        return np.empty(pixels, np.uint32), np.int64(0)
+    if fits_int64(dtype, rows * pixels):
+        return np.empty(pixels, np.int64), np.int64(0)
+    return np.empty(pixels, np.float64), 0.0
 
 
 @numba.jit(**_JIT_FAST)

@@ -11,8 +11,9 @@ Two families:
   accumulator is ``(n_frames, width)`` with NaN where no partition has reported yet.
 * reductions merge partition results into one detector-shaped (or small) value.
 
-Ops are built once per job on the client and scattered to the workers once, so
-whatever they precompute (the mask matrix in kernel layout) is shared by all tasks.
+Ops are built once per job on the client and travel inside every task of the job
+(a :class:`~stem_explorer.engine.tasks.PlanParcel`, unpickled once per worker process),
+so whatever they precompute (the mask matrix in kernel layout) is shared by all tasks.
 """
 
 from __future__ import annotations
@@ -276,10 +277,12 @@ class MaskProduct(PerFrameOp):
 
     def compute(self, frames, out):
         swap = not frames.dtype.isnative  # big-endian uint16: the kernels swap (see kernels)
-        readable = frames.view(frames.dtype.newbyteorder("=")) if swap else frames
+        readable = kernels.kernel_input(frames.view(frames.dtype.newbyteorder("=")) if swap else frames)
         for name, layout in self._layout():
             if name == "spans":
-                kernels.span_sums(readable, *layout, out, _zero(frames.dtype), swap)
+                # a run can cover the whole frame (a full-width rectangle)
+                zero = _zero(readable.dtype, readable.shape[1])
+                kernels.span_sums(readable, *layout, out, zero, swap)
             elif name == "columns":
                 box = layout[0]
                 prefix, zero = kernels.column_prefix(readable.dtype, int(box[1]), int(box[1] * box[3]))
@@ -289,13 +292,15 @@ class MaskProduct(PerFrameOp):
             else:
                 cols, dense = layout
                 product = np.zeros((frames.shape[0], dense.shape[1]), np.float64)
-                kernels.dense_mask_product(frames, dense, product)  # astype swaps
+                kernels.dense_mask_product(frames if swap else readable, dense, product)  # astype swaps
                 out[:, cols] += product
 
 
-def _zero(dtype) -> Any:
-    """The accumulator seed of the span kernels: exact int64 for integers, else float64."""
-    return 0.0 if np.dtype(dtype).kind == "f" else np.int64(0)
+def _zero(dtype, weight: int) -> Any:
+    """The accumulator seed of the span kernels for sums of ``weight`` times a value of
+    ``dtype`` (:func:`kernels.fits_int64`): exact int64 where that cannot wrap, else
+    float64 (floats, 64-bit integers)."""
+    return np.int64(0) if kernels.fits_int64(dtype, weight) else 0.0
 
 
 def _compact(arrays: tuple) -> tuple:
@@ -415,11 +420,16 @@ class CenterOfMassMoments(PerFrameOp):
         return self._spans
 
     def compute(self, frames, out):
-        sx = self.sig_shape[1]
+        frames = kernels.kernel_input(frames)
+        sx, longest = self.sig_shape[1], max(self.sig_shape)
         if kernels.fits_u32(frames.dtype, sx * sx):
             kernels.row_span_moments_u32(frames, *self._row_spans(), sx, out)
         else:
-            kernels.row_span_moments(frames, *self._row_spans(), sx, _zero(frames.dtype), out)
+            if frames.dtype.kind in "iu" and not kernels.fits_int64(frames.dtype, longest):
+                frames = frames.astype(np.float64)  # a coordinate times a value would wrap
+            # each moment sums a coordinate times a value over up to every pixel
+            zero = _zero(frames.dtype, frames.shape[1] * longest)
+            kernels.row_span_moments(frames, *self._row_spans(), sx, zero, out)
         cy, cx = self.center
         out[:, 1] -= cy * out[:, 0]
         out[:, 2] -= cx * out[:, 0]
@@ -440,7 +450,7 @@ class MaskedMoments(PerFrameOp):
         return ("masked_moments", _digest(self.pixels))
 
     def compute(self, frames, out):
-        kernels.masked_frame_moments(frames, self.pixels, out)
+        kernels.masked_frame_moments(kernels.kernel_input(frames), self.pixels, out)
 
 
 class FrameSum(Op):
@@ -461,6 +471,7 @@ class FrameSum(Op):
         return {"total": np.zeros(n_pixels), "block": np.zeros(n_pixels, np.uint32) if narrow else None, "n": 0}
 
     def feed(self, state, start, frames):
+        frames = kernels.kernel_input(frames)
         block = state["block"]
         if block is None:
             kernels.accumulate_sum(frames, state["total"])
@@ -519,6 +530,7 @@ class FrameMoments(Op):
         }
 
     def feed(self, state, start, frames):
+        frames = kernels.kernel_input(frames)
         limit = self._NARROW_BLOCK if state["narrow"] else self._WIDE_BLOCK
         lo = 0
         while lo < frames.shape[0]:
@@ -629,7 +641,7 @@ class NavMaskedSum(Op):
     def feed(self, state, start, frames):
         lo, hi = np.searchsorted(self.indices, [start, start + frames.shape[0]])
         if hi > lo:
-            selected = frames[self.indices[lo:hi] - start]
+            selected = kernels.kernel_input(frames[self.indices[lo:hi] - start])
             kernels.accumulate_sum(selected, state[0])
             state[1] += hi - lo
 

@@ -35,7 +35,8 @@ DEFAULT_TILE_BYTES = 32 * 2**20
 
 @dataclass(frozen=True)
 class Plan:
-    """The ops of one job and how to tile; scattered to the workers once per job."""
+    """The ops of one job and how to tile. It travels inside each task as a
+    :class:`PlanParcel`; one over :data:`INLINE_PLAN_BYTES` is scattered once per job."""
 
     ops: tuple[Op, ...]
     tile_bytes: int = DEFAULT_TILE_BYTES

@@ -16,8 +16,26 @@ A pixel belongs to a shape when its centre does:
 - ``SymmetricSpots(cy, cx, distance, radius, n, angle=0)``: n disks, angles in degrees
   from +x towards +y
 
+Annular regions follow one rule: a pixel at exactly a boundary radius belongs to the
+inner region. Disks are closed, rings are open at their inner radius and closed at
+their outer one, so a bright-field ``Disk(c, r)`` and an annular ``Ring(c, r, R)`` split
+the detector with no pixel counted twice or lost; the rings of
+``analyses.RadialProfile`` follow it too (ring ``i`` is ``Ring(c, edges[i], edges[i+1])``,
+the first one a ``Disk`` when it starts at 0, so the centre pixel counts). LiberTEM's
+``masks.circular`` and ``masks.ring`` draw the same pixels; py4DSTEM's circular and
+annular detectors leave out both boundaries, and ``numpy.histogram`` bins are closed
+at the inner edge instead.
+
 ``Union`` (``a | b``, elementwise max), ``Difference`` (``a - b``, ``base * (subtract ==
 0)``), ``Scaled`` (``factor * a``) and ``Weighted`` (any float weights) combine them.
+
+Bounds
+------
+Every number, count and nesting depth is bounded (:mod:`stem_explorer.masks.limits`,
+stated in the schema too): coordinates and sizes within 1e6 pixels, mask values within
+1e20 (float32 masks), at most 4096 shapes, 4096 polygon vertices and 32 levels of
+combination, and a rasterisation may cost at most 2**31 pixel tests. Past a bound,
+construction, :func:`from_dict` or rasterisation raise MaskError at once.
 
 Serialisation
 -------------
@@ -33,7 +51,18 @@ import json
 from importlib import resources
 
 from ..errors import MaskError
-from .raster import MaskPatch, MaskStack, check_sig_shape, is_empty, rasterize, rasterize_patch, stack_masks
+from . import limits
+from .raster import (
+    MaskPatch,
+    MaskStack,
+    check_sig_shape,
+    is_empty,
+    pixel_tests,
+    rasterize,
+    rasterize_patch,
+    squared_distance,
+    stack_masks,
+)
 from .shapes import (
     KINDS,
     Difference,
@@ -48,6 +77,8 @@ from .shapes import (
     Union,
     Weighted,
     _from_validated,
+    _quote,
+    _short,
 )
 
 __all__ = [
@@ -71,9 +102,11 @@ __all__ = [
     "load_schema",
     "mask_from_json",
     "mask_to_json",
+    "pixel_tests",
     "prepare_validation",
     "rasterize",
     "rasterize_patch",
+    "squared_distance",
     "stack_masks",
     "validate_mask_dict",
 ]
@@ -129,24 +162,24 @@ def _schema_error(error) -> MaskError:
         if not isinstance(inst, dict):
             return MaskError(
                 f"mask description at {path} must be an object with a 'kind', got "
-                f"{_short(repr(inst))}; pass e.g. {{'kind': 'disk', 'cy': 128, 'cx': 128, 'radius': 10}}"
+                f"{_quote(inst)}; pass e.g. {{'kind': 'disk', 'cy': 128, 'cx': 128, 'radius': 10}}"
             )
         if "kind" not in inst:
             return MaskError(f"mask description at {path} has no 'kind'; add \"kind\": one of {known}")
-        if inst["kind"] not in branches:
+        if not isinstance(inst["kind"], str) or inst["kind"] not in branches:
             return MaskError(
-                f"unknown mask kind {_short(repr(inst['kind']))} at {path}; use one of: {known}"
+                f"unknown mask kind {_quote(inst['kind'])} at {path}; use one of: {known}"
             )
         kind = inst["kind"]
         error = next(e for e in error.context if e.relative_schema_path[0] == branches[kind])
-    return MaskError(
-        f"invalid {kind or 'mask'} description at {error.json_path}: {_short(error.message)}; "
-        f"{_fields_hint(kind) if kind else 'see stem_explorer/masks/schema.json'}"
-    )
+    if error.validator in _BOUNDS:
+        hint = "pass a value within that bound (why each bound: stem_explorer.masks.limits)"
+    else:
+        hint = _fields_hint(kind) if kind else "see stem_explorer/masks/schema.json"
+    return MaskError(f"invalid {kind or 'mask'} description at {error.json_path}: {_short(error.message)}; {hint}")
 
 
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
+_BOUNDS = {"minimum", "maximum", "exclusiveMinimum", "maxItems"}
 
 
 def validate_mask_dict(d) -> None:
@@ -162,8 +195,36 @@ def validate_mask_dict(d) -> None:
 
 def from_dict(d) -> Mask:
     """Build a mask from its ``to_dict()`` form, validating it first (MaskError if invalid)."""
+    _check_nesting(d)
     validate_mask_dict(d)
     return _from_validated(d)
+
+
+# Containers on the way down one mask level: two for a union (its object, the parts
+# list), one for difference and scaled; a leaf adds at most two (polygon vertices).
+_MOST_CONTAINERS = 2 * limits.MAX_DEPTH + 3
+
+
+def _check_nesting(d) -> None:
+    """MaskError for a description nested deeper than any mask within
+    :data:`limits.MAX_DEPTH` can be, found layer by layer without recursion: the schema
+    validator and the builders recurse, and deep JSON took them past Python's recursion
+    limit. (The mask classes then check the exact depth.)"""
+    layer, depth = [d], 1
+    while layer:
+        if depth > _MOST_CONTAINERS:
+            raise MaskError(
+                f"mask description is nested more than {_MOST_CONTAINERS} containers deep, but "
+                f"masks nest at most {limits.MAX_DEPTH} levels; flatten it (one union with many "
+                "parts instead of unions of unions)"
+            )
+        layer = [
+            child
+            for value in layer
+            for child in (value.values() if isinstance(value, dict) else value if isinstance(value, list) else ())
+            if isinstance(child, (dict, list))
+        ]
+        depth += 1
 
 
 def mask_to_json(mask: Mask, **json_kwargs) -> str:
@@ -177,7 +238,7 @@ def mask_from_json(text) -> Mask:
     """Inverse of :func:`mask_to_json`."""
     try:
         d = json.loads(text)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise MaskError(f"mask JSON could not be parsed ({exc}); pass the string written by "
-                        "mask_to_json()") from exc
+                        "mask_to_json()") from None
     return from_dict(d)

@@ -24,14 +24,17 @@ import numpy as np
 from scipy import sparse
 
 from ..errors import MaskError
+from . import limits
 
 __all__ = [
     "MaskPatch",
     "MaskStack",
     "check_sig_shape",
     "is_empty",
+    "pixel_tests",
     "rasterize",
     "rasterize_patch",
+    "squared_distance",
     "stack_masks",
 ]
 
@@ -136,12 +139,19 @@ def _nearest_pixel(point):
 # --- primitive shapes: boolean "centre inside" tests on the window grid
 
 
+def squared_distance(ys, xs, cy: float, cx: float):
+    """``(ys - cy)**2 + (xs - cx)**2`` (float64): the one formula behind every round
+    shape and radial bin, compared with a radius squared as ``r**2``, so a Ring and the
+    ring of a radial profile with the same radii hold the same pixels to the last bit."""
+    return (ys - cy) ** 2 + (xs - cx) ** 2
+
+
 def _inside_disk(mask, ys, xs):
-    return (ys - mask.cy) ** 2 + (xs - mask.cx) ** 2 <= mask.radius**2
+    return squared_distance(ys, xs, mask.cy, mask.cx) <= mask.radius**2
 
 
 def _inside_ring(mask, ys, xs):
-    d2 = (ys - mask.cy) ** 2 + (xs - mask.cx) ** 2
+    d2 = squared_distance(ys, xs, mask.cy, mask.cx)
     return (mask.r_inner**2 < d2) & (d2 <= mask.r_outer**2)
 
 
@@ -331,13 +341,49 @@ def _raise_uncovered(mask, sig_shape):
     )
 
 
+# --- what a rasterisation costs, known before any pixel is evaluated
+
+
+def pixel_tests(mask, sig_shape) -> int:
+    """Pixel tests rasterising ``mask`` costs: the pixels of each shape's window on the
+    detector, times the edges of a polygon (it tests every pixel against every edge)."""
+    kind = getattr(mask, "kind", None)
+    if kind in _INSIDE:
+        window = _window(_bounds(mask), sig_shape)
+        if window is None:
+            return 0
+        y0, y1, x0, x1 = window
+        return (y1 - y0) * (x1 - x0) * (len(mask.vertices) if kind == "polygon" else 1)
+    if kind in ("union", "symmetric_spots"):
+        parts = mask.parts if kind == "union" else mask.disks()
+        return sum(pixel_tests(p, sig_shape) for p in parts)
+    if kind == "difference":
+        return pixel_tests(mask.base, sig_shape) + pixel_tests(mask.subtract, sig_shape)
+    if kind == "scaled":
+        return pixel_tests(mask.mask, sig_shape)
+    return sig_shape[0] * sig_shape[1] if kind == "weighted" else 0
+
+
+def _check_cost(masks, sig_shape, what):
+    """MaskError when rasterising ``masks`` would cost more than
+    :data:`limits.MAX_PIXEL_TESTS` (minutes of work, or a giant stack)."""
+    tests = sum(pixel_tests(m, sig_shape) for m in masks)
+    if tests > limits.MAX_PIXEL_TESTS:
+        raise MaskError(
+            f"rasterising {what} on a detector of shape {sig_shape} would take about {tests:.3g} "
+            f"pixel tests, more than {limits.MAX_PIXEL_TESTS:.3g} (minutes of work); use fewer "
+            "or smaller shapes, polygons with fewer vertices, or fewer masks"
+        )
+
+
 def rasterize_patch(mask, sig_shape) -> MaskPatch:
     """Rasterise ``mask`` inside its bounding window only (see :class:`MaskPatch`).
 
     Raises MaskError when the mask covers no pixel of the detector (see
-    :func:`rasterize`).
+    :func:`rasterize`), or would cost more than :data:`limits.MAX_PIXEL_TESTS`.
     """
     sig_shape = check_sig_shape(sig_shape)
+    _check_cost([mask], sig_shape, "this mask")
     patch = _patch(mask, sig_shape)
     # Any nonzero pixel proves support; only all-zero results need the slower check.
     if not patch.values.any() and not _has_support(mask, sig_shape):
@@ -366,7 +412,9 @@ def is_empty(mask, sig_shape) -> bool:
 
     Unlike :func:`rasterize`, a mask outside the detector is simply empty here.
     """
-    return not _patch(mask, check_sig_shape(sig_shape)).values.any()
+    sig_shape = check_sig_shape(sig_shape)
+    _check_cost([mask], sig_shape, "this mask")
+    return not _patch(mask, sig_shape).values.any()
 
 
 # --- stacks of masks: the (pixels x masks) matrix of the GEMM
@@ -472,6 +520,7 @@ def stack_masks(masks, sig_shape, names=None) -> MaskStack:
     masks = list(masks)
     if not masks:
         raise MaskError("stack_masks needs at least one mask; pass a non-empty list of masks")
+    _check_cost(masks, sig_shape, f"{len(masks)} masks")
     rows, cols, data = [], [], []
     for i, mask in enumerate(masks):
         try:

@@ -5,9 +5,10 @@ column x) is the integer point (y, x), and shapes take floating-point positions 
 same units. A pixel belongs to a shape when its centre does; see each class for the
 exact inequality. Rasterisation lives in :mod:`stem_explorer.masks.raster`.
 
-Every numeric field is validated on construction (finite, and positive where a size is
-meant) and stored as a Python float, so equal descriptions compare and hash equal and
-survive a JSON round trip unchanged.
+Every numeric field is validated on construction (finite, within the bounds of
+:mod:`stem_explorer.masks.limits`, and positive where a size is meant) and stored as a
+Python float, so equal descriptions compare and hash equal and survive a JSON round
+trip unchanged.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import base64
 import dataclasses
 import math
 import numbers
+import reprlib
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from ..errors import MaskError
-from . import raster
+from . import limits, raster
 
 __all__ = [
     "Difference",
@@ -40,27 +42,67 @@ __all__ = [
 ]
 
 
-def _number(owner, name, value, minimum=None, strict=True):
-    """Validate one numeric field; ``minimum`` with ``strict`` means ``value > minimum``."""
+def _number(owner, name, value, minimum=None, strict=True, limit=limits.MAX_EXTENT, units=" pixels"):
+    """Validate one numeric field: finite, at most ``limit`` in magnitude, and with a
+    ``minimum``, ``value > minimum`` (``>=`` unless ``strict``)."""
     what = "finite number"
     if minimum == 0:
         what = "positive finite number" if strict else "non-negative finite number"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        got = repr(value)
-    else:
-        value = float(value)
-        got = repr(value)
-        ok = math.isfinite(value) and (
+    got = _quote(value)
+    if not isinstance(value, bool) and isinstance(value, numbers.Real):
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond the float range
+            value = math.inf
+        ok = math.isfinite(value) and abs(value) <= limit and (
             minimum is None or value > minimum or (not strict and value == minimum)
         )
         if ok:
             return value
-    fix = "a finite float" if minimum is None else f"{name} {'>' if strict else '>='} {minimum}"
-    raise MaskError(f"{owner} {name} must be a {what}, got {got}; pass {fix}")
+    if minimum is None:
+        bound, fix = f"between -{limit:g} and {limit:g}{units}", f"-{limit:g} <= {name} <= {limit:g}"
+    else:
+        bound, fix = f"of at most {limit:g}{units}", f"{name} {'>' if strict else '>='} {minimum} and <= {limit:g}"
+    raise MaskError(f"{owner} {name} must be a {what} {bound}, got {got}; pass {fix}")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters, for messages."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 60
+
+
+def _quote(value) -> str:
+    """A repr of user input for messages, short however large the input (the full
+    repr of a 5-million-vertex list took seconds and 40 MB)."""
+    return _QUOTE.repr(value)
 
 
 def _set(obj, name, value):
     object.__setattr__(obj, name, value)
+
+
+def _combine(obj, owner, children, peak):
+    """Record the bookkeeping of a combination of ``children`` on ``obj``, refusing
+    one past :data:`limits.MAX_DEPTH` or :data:`limits.MAX_SHAPES`."""
+    depth = 1 + max(child._depth for child in children)
+    shapes = sum(child._shapes for child in children)
+    if depth > limits.MAX_DEPTH:
+        raise MaskError(
+            f"{owner} nests masks {depth} levels deep, more than {limits.MAX_DEPTH}; flatten "
+            "the description (a | b | c is one Union of three parts)"
+        )
+    if shapes > limits.MAX_SHAPES:
+        raise MaskError(
+            f"{owner} holds {shapes} shapes, more than {limits.MAX_SHAPES}; use fewer shapes "
+            "(Union parts, SymmetricSpots n)"
+        )
+    _set(obj, "_depth", depth)
+    _set(obj, "_shapes", shapes)
+    _set(obj, "_peak", peak)
 
 
 def _check_mask(owner, name, value):
@@ -82,6 +124,12 @@ class Mask:
     __slots__ = ()
     kind: ClassVar[str] = ""
     __array_ufunc__ = None  # so that numpy scalars defer to __rmul__
+    # Bookkeeping for the limits (stem_explorer.masks.limits), kept per instance by the
+    # combinations so that checking a new one never walks the whole tree: nesting
+    # depth, number of primitive shapes, and largest |value| of the raster.
+    _depth = 1
+    _shapes = 1
+    _peak = 1.0
 
     def rasterize(self, sig_shape) -> np.ndarray:
         """Float32 array of shape ``sig_shape``; see :func:`raster.rasterize`."""
@@ -206,8 +254,13 @@ class Polygon(Mask):
             points = None
         if points is None or isinstance(self.vertices, (str, bytes)) or any(len(p) != 2 for p in points):
             raise MaskError(
-                f"Polygon vertices must be a sequence of (y, x) pairs, got {self.vertices!r}; "
+                f"Polygon vertices must be a sequence of (y, x) pairs, got {_quote(self.vertices)}; "
                 "pass e.g. [(0, 0), (0, 10), (10, 5)]"
+            )
+        if len(points) > limits.MAX_VERTICES:
+            raise MaskError(
+                f"Polygon has {len(points)} vertices, more than {limits.MAX_VERTICES}; simplify "
+                "it (e.g. skimage.measure.approximate_polygon)"
             )
         vertices = tuple(
             (_number("Polygon", f"vertices[{i}] y", y), _number("Polygon", f"vertices[{i}] x", x))
@@ -273,13 +326,17 @@ class SymmetricSpots(Mask):
         _set(self, "cx", _number(name, "cx", self.cx))
         _set(self, "distance", _number(name, "distance", self.distance, minimum=0, strict=False))
         _set(self, "radius", _number(name, "radius", self.radius, minimum=0))
-        _set(self, "angle", _number(name, "angle", self.angle))
+        _set(self, "angle", _number(name, "angle", self.angle, units=" degrees"))
         n = self.n
         if isinstance(n, bool) or not isinstance(n, numbers.Real) or not (
-            math.isfinite(n) and float(n).is_integer() and n >= 1
+            math.isfinite(n) and float(n).is_integer() and 1 <= n <= limits.MAX_SHAPES
         ):
-            raise MaskError(f"SymmetricSpots n must be a positive integer, got {n!r}; pass n >= 1")
+            raise MaskError(
+                f"SymmetricSpots n must be a positive integer of at most {limits.MAX_SHAPES}, "
+                f"got {_quote(n)}; pass 1 <= n <= {limits.MAX_SHAPES}"
+            )
         _set(self, "n", int(n))
+        _set(self, "_shapes", self.n)
 
     def disks(self) -> tuple[Disk, ...]:
         """The ``n`` :class:`Disk` masks making up the spots, in angle order."""
@@ -306,6 +363,7 @@ class Union(Mask):
         parts = tuple(_check_mask("Union", f"parts[{i}]", p) for i, p in enumerate(self.parts))
         if not parts:
             raise MaskError("Union needs at least one part, got none; pass a list of masks")
+        _combine(self, "Union", parts, max(p._peak for p in parts))
         _set(self, "parts", parts)
 
     def to_dict(self) -> dict:
@@ -331,6 +389,7 @@ class Difference(Mask):
     def __post_init__(self):
         _check_mask("Difference", "base", self.base)
         _check_mask("Difference", "subtract", self.subtract)
+        _combine(self, "Difference", (self.base, self.subtract), self.base._peak)
 
     def to_dict(self) -> dict:
         """``{"kind": "difference", "base": <mask dict>, "subtract": <mask dict>}``."""
@@ -351,7 +410,17 @@ class Scaled(Mask):
 
     def __post_init__(self):
         _check_mask("Scaled", "mask", self.mask)
-        _set(self, "factor", _number("Scaled", "factor", self.factor))
+        factor = _number("Scaled", "factor", self.factor, limit=limits.MAX_WEIGHT, units="")
+        peak = abs(factor) * self.mask._peak
+        if peak > limits.MAX_WEIGHT or 0 < peak < limits.MIN_WEIGHT:
+            raise MaskError(
+                f"Scaled factor {factor!r} makes mask values of magnitude {peak:g}, outside "
+                f"[{limits.MIN_WEIGHT:g}, {limits.MAX_WEIGHT:g}] (float32 masks overflow above, "
+                "vanish below); pass a factor that keeps |factor| times the mask's largest "
+                "value in that range, or 0"
+            )
+        _combine(self, "Scaled", (self.mask,), peak)
+        _set(self, "factor", factor)
 
     def to_dict(self) -> dict:
         """``{"kind": "scaled", "mask": <mask dict>, "factor": f}``."""
@@ -389,6 +458,11 @@ class Weighted(Mask):
         if bad:
             raise MaskError(f"Weighted weights contain {bad} non-finite values (NaN, inf or "
                             "beyond float32 range); replace them, e.g. with np.nan_to_num")
+        peak = float(np.abs(arr).max())
+        if peak > limits.MAX_WEIGHT:
+            raise MaskError(f"Weighted weights reach {peak:g}, more than {limits.MAX_WEIGHT:g} in "
+                            "magnitude (the float32 mask product would overflow); rescale them")
+        _set(self, "_peak", peak)
         arr.setflags(write=False)
         _set(self, "weights", arr)
 

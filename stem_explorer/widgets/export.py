@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from .._atomic import atomic_write
 
 
 @lru_cache(maxsize=None)
@@ -42,12 +42,6 @@ def save_png(path, values: np.ndarray, vmin: float, vmax: float, colormap: str) 
 
     path = Path(path)
     rgba = colorize(values, vmin, vmax, colormap)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(rgba, mode="RGBA").save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as tmp:
+        Image.fromarray(rgba, mode="RGBA").save(tmp, format="PNG")
     return path

@@ -17,6 +17,8 @@ class Throttle:
     the interval has passed. Intermediate values are dropped, never queued, so a fast
     producer (a job merging partitions) cannot flood a slow consumer (the websocket to
     the browser). Sends never overlap. Exceptions from ``send`` go to ``on_error``.
+    A ``submit`` made by ``send`` itself (a view that changes its zoom while it sends)
+    is sent by a timer after the current send, never re-entered in the same thread.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class Throttle:
         self._pending: Any = _NOTHING
         self._last = -float("inf")
         self._timer: Optional[threading.Timer] = None
+        self._sender: Optional[int] = None  # thread running ``send`` now
         self.sent = 0
 
     def submit(self, value: Any) -> None:
@@ -44,8 +47,10 @@ class Throttle:
             if self._timer is not None:
                 return
             wait = self._last + self._interval - time.perf_counter()
-            if wait > 0:
-                self._timer = threading.Timer(wait, self._fire)
+            # from inside ``send`` the lock is held by this very thread: delivering now
+            # would deadlock on it (it did when a slow send outlasted the interval)
+            if wait > 0 or self._sender == threading.get_ident():
+                self._timer = threading.Timer(max(wait, 0.0), self._fire)
                 self._timer.daemon = True
                 self._timer.start()
                 return
@@ -72,6 +77,7 @@ class Throttle:
                 if value is _NOTHING:
                     return
                 self._last = time.perf_counter()
+            self._sender = threading.get_ident()
             try:
                 self._send(value)
                 self.sent += 1
@@ -79,3 +85,5 @@ class Throttle:
                 if self._on_error is None:
                     raise
                 self._on_error(exc)
+            finally:
+                self._sender = None

@@ -97,6 +97,10 @@ class ImageView(widgets.VBox):
             marker="crosshair", colors=["#ff3b30"], default_size=90, stroke="white",
         )
         axis_style = {"tick_format": "d"}
+        # the right margin holds the colour bar and its widest label, "-12.3m" (".3~s":
+        # a sign, 3 digits, a point, an SI prefix; about 40 px). bqplot centres the bar
+        # in the margin, so the labels end at about margin / 2 + 9 px + their width, and
+        # the SVG cuts off what overflows (a 70 px margin showed 1.52k as "1.52")
         self.figure = bqplot.Figure(
             title=title,
             marks=[self.mark, self.marker],
@@ -105,7 +109,7 @@ class ImageView(widgets.VBox):
                 bqplot.Axis(scale=self.y_scale, orientation="vertical", grid_lines="none", **axis_style),
                 bqplot.ColorAxis(scale=self.color_scale, orientation="vertical", side="right", num_ticks=5, tick_format=".3~s"),
             ],
-            fig_margin={"top": 30, "bottom": 30, "left": 45, "right": 70},
+            fig_margin={"top": 30, "bottom": 30, "left": 45, "right": 120},
             padding_x=0.0,
             padding_y=0.0,
         )

@@ -62,6 +62,8 @@ def page(playwright_instance, server, browser_env, request):
     context = launch_browser(playwright_instance, profile)
     page = context.new_page()
     page.problems = []
+    # console errors too: a front end's broken extension often only logs there
+    page.on("console", lambda m: m.type == "error" and page.problems.append(f"console error: {m.text} ({m.location.get('url')})"))
     page.on("pageerror", lambda e: page.problems.append(f"page error: {e}\n{(e.stack or '')[:800]}"))
     page.on("requestfailed", lambda r: page.problems.append(f"request failed: {r.url} {r.failure}"))
     page.on("response", lambda r: r.status >= 400 and page.problems.append(f"HTTP {r.status}: {r.url}"))

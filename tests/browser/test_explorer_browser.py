@@ -9,6 +9,7 @@ kernel's virtual image equals a numpy reference for that disk), click a scan pos
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import numpy as np
@@ -48,6 +49,53 @@ def nav_plot_box(page) -> dict:
     return page.locator(".se-nav-view .plotarea_events").bounding_box()
 
 
+#: SI prefixes of d3's "s" format (µ is U+00B5, its minus sign U+2212)
+SI = {"y": 1e-24, "z": 1e-21, "a": 1e-18, "f": 1e-15, "p": 1e-12, "n": 1e-9, "\u00b5": 1e-6, "m": 1e-3,
+      "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "Z": 1e21, "Y": 1e24}
+SI_LABEL = re.compile(r"(?P<number>[-\u2212]?\d+(\.\d+)?)(?P<prefix>[yzafpn\u00b5mkMGTPEZY]?)")
+
+#: the rendered colour bar labels of the navigation view, top to bottom, and whether
+#: each lies wholly inside the figure (an SVG clips what overflows it)
+COLOUR_BAR_LABELS = """() => {
+  const view = document.querySelector('.se-nav-view');
+  const svg = view.querySelector('svg').getBoundingClientRect();
+  return [...view.querySelectorAll('g.ColorBar .tick text')].map(t => {
+    const b = t.getBoundingClientRect();
+    return {text: t.textContent, y: b.top, inside: b.left >= svg.left && b.right <= svg.right && b.top >= svg.top && b.bottom <= svg.bottom};
+  }).sort((a, b) => a.y - b.y);
+}"""
+
+
+def check_colour_bar(page, run, vmin: float, vmax: float) -> list:
+    """Set the navigation view's limits to (vmin, vmax) and check its colour bar labels:
+    all visible, each a complete number with its SI prefix, within the limits to their
+    3 significant digits, decreasing from top to bottom. Returns the labels' text."""
+    run(f"explorer.nav.set_limits({vmin!r}, {vmax!r})")
+    tolerance = 0.005 * max(abs(vmin), abs(vmax))
+
+    def value(label: str) -> float:
+        match = SI_LABEL.fullmatch(label)
+        assert match, f"colour bar label {label!r} is not a number with an SI prefix"
+        return float(match["number"].replace("\u2212", "-")) * SI[match["prefix"]]
+
+    last = []
+
+    def shown():  # the labels of these limits (not the previous ones) are drawn
+        last[:] = page.evaluate(COLOUR_BAR_LABELS)
+        values = [value(label["text"]) if SI_LABEL.fullmatch(label["text"]) else None for label in last]
+        return len(values) >= 3 and None not in values and all(vmin - tolerance <= v <= vmax + tolerance for v in values)
+
+    try:
+        wait_until(shown, 10, "labels")
+    except AssertionError:
+        raise AssertionError(f"colour bar labels for limits {vmin}, {vmax}: {last}") from None
+    texts = [label["text"] for label in last]
+    values = [value(t) for t in texts]
+    assert all(label["inside"] for label in last), f"labels cut off by the figure's edge: {last}"
+    assert values == sorted(values, reverse=True) and len(set(values)) == len(values), texts
+    return texts
+
+
 def screen_of_scan(page, row: float, col: float) -> tuple[float, float]:
     box = nav_plot_box(page)
     return box["x"] + (col + 0.5) / NAV[1] * box["width"], box["y"] + (row + 0.5) / NAV[0] * box["height"]
@@ -61,6 +109,13 @@ KNOWN_UPSTREAM = (
     # Voila 0.5's lab template also links Font Awesome from a CDN; its own bundle carries
     # Font Awesome 5.15, so the icons render offline all the same
     "cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free",
+    # Voila 0.5.13 loads every federated extension once a page shows widgets, also
+    # Notebook 7.6.5's @jupyter-notebook/lab-extension (its console warning just before
+    # says "Failed to create module: package: @jupyter-notebook/lab-extension"), whose
+    # remoteEntry takes @jupyterlab/docregistry from the host, which JupyterLab and
+    # Notebook share and Voila's host does not. Seen with a page holding only
+    # ipywidgets.IntSlider() (no code of ours, no bqplot, no anywidget)
+    '#RUNTIME-012\nargs: {"shareKey":"@jupyterlab/docregistry"}',
 )
 
 REFERENCE = """
@@ -95,6 +150,13 @@ def test_explorer_in_the_browser(page, server, kernel, shots, browser_env):
     assert distinct_colours(detector.screenshot()) > 30, "the detector view shows no image"
     assert page.locator(".jupyter-widgets-error-widget, .widget-error").count() == 0
     assert not page.get_by_text("Error displaying widget").count()
+
+    # the colour bar: every label whole, with its SI prefix (1.52k was cut to 1.52 once)
+    shown = [check_colour_bar(page, run, *limits) for limits in [(786.0, 1520.0), (-1520.0, -786.0), (-0.0123, 0.0456), (1.5e-4, 9.87e-4)]]
+    assert any(t.endswith("k") for t in shown[0]) and any(t[0] in "-\u2212" and t.endswith("k") for t in shown[1]), shown
+    assert any(t.endswith("\u00b5") for t in shown[3]), shown
+    shots("colour-bar")
+    run("explorer.nav.set_limits()")
 
     # draw a disk with the mouse
     run("explorer.editor.clear()")

@@ -12,9 +12,14 @@ import json
 from typing import Iterable, Optional
 
 from ...errors import DataSetError, DataSetNotFoundError
-from .config import HdfsURL, parse_url, webhdfs_for
+from ..store_common import parse_json, paths_overlap
+from .config import HdfsURL, _same_endpoint, is_hdfs_url, parse_url, webhdfs_for
+from .lease import HdfsLease
 from .reader import BlockFile, this_host
 from .webhdfs import WebHDFS
+
+#: ``dfs.namenode.fs-limits.min-block-size`` when the NameNode does not tell (Hadoop's default)
+DEFAULT_MIN_BLOCK_BYTES = 2**20
 
 _LOCAL_DATANODE: dict = {}  # (namenode, host) -> DataNode WebHDFS address or None
 
@@ -31,6 +36,31 @@ class HdfsStore:
 
     def path(self, name: str) -> str:
         return f"{self.url.path.rstrip('/')}/{name}"
+
+    def check_destination(self) -> None:
+        """Raise unless the folder exists or can be created (it is not a file)."""
+        try:
+            kind = self.client.status(self.url.path)["type"]
+        except DataSetNotFoundError:
+            return
+        if kind != "DIRECTORY":
+            raise DataSetError(f"{self.url} is a file; pass a folder (new, or holding a data set) as the destination")
+
+    def overlaps(self, source) -> bool:
+        """Whether the data at ``source`` (an HDFS URL) is this folder, inside it, or
+        holds it, on the same NameNode."""
+        if not is_hdfs_url(source):
+            return False
+        url = parse_url(source)
+        return _same_endpoint(webhdfs_for(url).namenode, self.client.namenode) and paths_overlap(url.path, self.url.path)
+
+    def min_block_bytes(self) -> int:
+        """The smallest block size the NameNode accepts (``dfs.namenode.fs-limits.min-block-size``)."""
+        value = self.client.configuration("dfs.namenode.fs-limits.min-block-size")
+        try:
+            return int(value)
+        except (TypeError, ValueError):  # not told, or written with a unit suffix: Hadoop's default
+            return DEFAULT_MIN_BLOCK_BYTES
 
     def list(self, sub: str = "") -> dict:
         """``{name: size}`` of the files in the folder (or its subfolder ``sub``)."""
@@ -50,6 +80,14 @@ class HdfsStore:
     def file_id(self, name: str) -> int:
         """HDFS's id of the file: changes whenever the file is written anew."""
         return int(self.client.status(self.path(name))["fileId"])
+
+    def file_ids(self) -> dict:
+        """``{name: file_id}`` of the files in the folder, in one listing."""
+        try:
+            entries = self.client.list(self.url.path)
+        except DataSetNotFoundError:
+            return {}
+        return {n: int(e["fileId"]) for n, e in entries.items() if e["type"] == "FILE"}
 
     def makedirs(self, sub: str = "") -> None:
         self.client.mkdirs(self.path(sub) if sub else self.url.path)
@@ -91,13 +129,22 @@ class HdfsStore:
 
     def read_json(self, name: str) -> Optional[dict]:
         try:
-            return json.loads(self.client.read_all(self.path(name)))
+            data = self.client.read_all(self.path(name))
         except DataSetNotFoundError:
             return None
+        return parse_json(data, self.url.child(name))
 
-    def write_json(self, name: str, doc: dict) -> None:
-        """Publish ``doc`` as ``name`` atomically: a temporary file, then a rename."""
+    def write_json(self, name: str, doc: dict, staging: str) -> None:
+        """Publish ``doc`` as ``name`` atomically: written as ``staging`` (a name of
+        the caller's own), then renamed."""
         data = (json.dumps(doc, indent=1) + "\n").encode()
-        tmp = f"{name}.tmp"
-        self.client.create(self.path(tmp), len(data), [data], overwrite=True)
-        self.rename(tmp, name)
+        self.client.create(self.path(staging), len(data), [data], overwrite=True)
+        self.rename(staging, name)
+
+    def lock(self, token: str):
+        """Context manager owning the folder for one ingestion (:class:`HdfsLease`)."""
+        self.makedirs()
+        return HdfsLease(self).hold(token)
+
+    def lock_owner(self) -> Optional[dict]:
+        return HdfsLease(self).owner()

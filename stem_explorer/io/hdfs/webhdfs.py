@@ -70,15 +70,23 @@ def _drop_connection(address: str) -> None:
         conn.close()
 
 
+class AlreadyExistsError(DataSetError, FileExistsError):
+    """HDFS refused to create a file that exists (``overwrite=False``)."""
+
+
 def _remote_error(status: int, body: bytes, what: str) -> DataSetError:
     """The RemoteException of a WebHDFS error response as our exception type."""
     try:
         remote = json.loads(body)["RemoteException"]
         kind, message = remote.get("exception", "?"), remote.get("message", "")
+        # some servers append the Java stack trace: the user needs the first lines only
+        message = " ".join(message.split("\n\tat ")[0].split())
     except (ValueError, KeyError, TypeError):
         kind, message = f"HTTP {status}", body[:300].decode("utf-8", "replace")
     if kind == "FileNotFoundException" or status == 404:
         return DataSetNotFoundError(f"{what}: not found on HDFS ({message}); check the path")
+    if kind == "FileAlreadyExistsException":
+        return AlreadyExistsError(f"{what}: the file exists on HDFS ({message})")
     return DataSetError(f"{what} failed on HDFS: {kind}: {message}")
 
 
@@ -165,8 +173,23 @@ class WebHDFS:
         elif not self._call("PUT", src, "RENAME", destination=dst).get("boolean"):
             raise DataSetError(f"HDFS could not rename {src} to {dst} (does {dst} exist already?)")
 
+    def touch(self, path: str, mtime: float) -> None:
+        """Set the modification time of ``path`` to ``mtime`` (seconds since the epoch)."""
+        self._call("PUT", path, "SETTIMES", modificationtime=int(mtime * 1000), accesstime=-1)
+
     def delete(self, path: str, recursive: bool = False) -> bool:
         return bool(self._call("DELETE", path, "DELETE", recursive=str(recursive).lower()).get("boolean"))
+
+    def configuration(self, name: str) -> Optional[str]:
+        """The NameNode's value of configuration property ``name`` (its ``/conf``
+        servlet), or None when the servlet does not answer (e.g. restricted to admins)."""
+        try:
+            resp = self._send(self.namenode, "GET", "/conf?format=json")
+            body = resp.read()
+            properties = json.loads(body)["properties"] if resp.status == 200 else []
+        except (*CONNECTION_ERRORS, ValueError, KeyError, TypeError):
+            return None
+        return next((p.get("value") for p in properties if p.get("key") == name), None)
 
     # -- DataNodes and locations -------------------------------------------------------------
     def datanodes(self) -> list[dict]:
@@ -338,7 +361,10 @@ class WebHDFS:
                 resp = conn.getresponse()
                 body = resp.read()
             except CONNECTION_ERRORS:
+                refusal = _early_answer(conn) if sent is not None else None
                 _drop_connection(address)
+                if refusal is not None and refusal[0] != 201:
+                    raise _remote_error(*refusal, f"WebHDFS CREATE {path} (DataNode {address})") from None
                 if sent is not None or attempt == last:  # bytes are gone: the caller retries
                     raise
                 excluded.append(address.rsplit(":", 1)[0])
@@ -348,6 +374,17 @@ class WebHDFS:
             if resp.status != 201:
                 raise _remote_error(resp.status, body, f"WebHDFS CREATE {path} (DataNode {address})")
             return
+
+
+def _early_answer(conn: http.client.HTTPConnection) -> Optional[tuple[int, bytes]]:
+    """The status and body a DataNode sent before it closed an upload it refused (it
+    answers as soon as HDFS refuses the file, without reading the body, so the refusal
+    reaches us as a broken pipe); None when nothing arrived."""
+    try:
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except (*CONNECTION_ERRORS, http.client.HTTPException):
+        return None
 
 
 class ReadStream:

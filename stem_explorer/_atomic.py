@@ -1,0 +1,176 @@
+"""Atomic file writes that leave nothing behind (results files, TIFF and PNG exports).
+
+A file is written under a temporary name beside its target, flushed to disk and then
+renamed over the target, so a reader sees the old file or the new one, never a part
+of one. The temporary gets the mode ``open(path, "w")`` would give: the caller's umask
+applied to 0o666 for a new file, the old file's mode when one is replaced.
+
+A process killed mid-write (SIGKILL, out of memory) leaves its temporary behind, and
+no ``finally`` can remove it. Temporaries are therefore named after their maker,
+``.<name>.stem-explorer-<host>-<pid>-<random>.tmp``, and the next write of the same
+target removes the ones whose process is gone: same host, same owner, a dead pid.
+Nothing else is ever removed; a live pid (even a reused one) keeps its file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import socket
+import stat
+from pathlib import Path
+from typing import Iterator
+
+from .errors import SaveError, StemExplorerError
+
+#: bytes of the target's name kept in a temporary's name (names stay under 255 bytes)
+_NAME_BYTES = 150
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _short_name(target: Path) -> str:
+    return os.fsencode(target.name)[:_NAME_BYTES].decode(errors="ignore")
+
+
+def _temp_pattern(target: Path) -> re.Pattern:
+    stem = re.escape(_short_name(target))
+    return re.compile(rf"\.{stem}\.stem-explorer-(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)-[0-9a-f]{{8}}\.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove temporaries of ``target`` left by writers of this host that died;
+    returns the removed paths."""
+    pattern, host, uid = _temp_pattern(target), _host_tag(), os.getuid()
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if not match or match["host"] != host or _pid_alive(int(match["pid"])):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and info.st_uid == uid:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:  # gone meanwhile, or not ours to remove
+            pass
+    return removed
+
+
+def _resolve_target(path) -> Path:
+    """The file to replace: a symlink's target (the link stays a link)."""
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.is_dir():
+        raise SaveError(f"cannot save to {str(path)!r}: it is a folder; give a file name inside it, e.g. {str(path / 'results.h5')!r}")
+    return target
+
+
+def check_writable(path) -> None:
+    """Raise :class:`~stem_explorer.errors.SaveError` now if ``path`` is a folder or
+    its folder cannot be written: for checks before long work that ends in a save."""
+    check_writable_folder(_resolve_target(path).parent, path)
+
+
+def check_writable_folder(folder, path=None) -> None:
+    """Raise :class:`~stem_explorer.errors.SaveError` unless files can be created in
+    ``folder`` (or, where it does not exist yet, in the folder that will hold it)."""
+    existing = Path(os.path.abspath(folder))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SaveError(f"cannot save {str(path or folder)!r}: {str(existing)!r} is a file, not a folder; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SaveError(
+            f"cannot save {str(path or folder)!r}: the folder {str(existing)!r} is not writable "
+            f"(read-only file system or permissions); choose a folder you can write to"
+        )
+
+
+def _create_temporary(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    name = f".{_short_name(target)}.stem-explorer-{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    tmp = target.parent / name
+    # 0o666 through the umask, as open(path, "w") does (mkstemp would give 0o600)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+    return tmp
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: Path, target: Path) -> None:
+    _fsync(tmp)  # the data is on disk before the name points at it
+    try:
+        os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))  # replacing keeps the mode, as "w" does
+    except FileNotFoundError:
+        pass
+    os.replace(tmp, target)
+    _fsync(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_write(path) -> Iterator[str]:
+    """Yield a temporary path to write; it replaces ``path`` when the block succeeds.
+
+    Raises :class:`~stem_explorer.errors.SaveError` when ``path`` is a folder or cannot
+    be written (permissions, read-only or full file system); the temporary is removed
+    on any failure.
+    """
+    target = _resolve_target(path)
+    try:
+        remove_stale_temporaries(target)
+        tmp = _create_temporary(target)
+    except OSError as exc:
+        raise _save_error(path, target, exc) from None
+    try:
+        yield str(tmp)
+        _commit(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, StemExplorerError):
+            raise _save_error(path, target, exc) from exc
+        raise
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno:
+        return os.strerror(exc.errno)
+    # h5py's errors carry the system's error only in their text ("errno = 28, ...")
+    found = re.search(r"errno = (\d+)", str(exc))
+    return os.strerror(int(found[1])) if found else " ".join(str(exc).split())
+
+
+def _save_error(path, target: Path, exc: OSError) -> SaveError:
+    reason = _reason(exc)
+    return SaveError(
+        f"cannot save {str(path)!r}: {reason} (in {str(target.parent)!r}); choose a folder you "
+        f"can write to with free space, or fix its permissions"
+    )
