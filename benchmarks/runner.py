@@ -173,8 +173,7 @@ def measure(args) -> list[dict]:
 
 #: The flags that run a side benchmark instead, and its module.
 SIDE_BENCHMARKS = {"--hdfs": "hdfs", "--formats": "formats", "--bigdata": "bigdata", "--kernels": "kernels",
-                   "--compression": "compression",
-                   "--live": "live"}
+                   "--compression": "compression", "--live": "live"}
 
 
 def main(argv=None, prog: str = "python -m benchmarks") -> int:

@@ -503,16 +503,16 @@ class Job:
                 self._t_end = time.perf_counter()
             elif self._preview_left > 0:
                 return True  # the first snapshot shows the whole preview grid at once
-            deliveries, finished = self._new_snapshot()
+            deliveries, finished = self._new_version()
         self._deliver(deliveries, finished)
         if finished:
             self._release()
         return True
 
-    def _new_snapshot(self) -> tuple[list, bool]:
-        """With the lock held: count a new state, wake the iterators and take the
-        callbacks' snapshots; ``(deliveries, final)`` for :meth:`_deliver`, which the
-        caller runs after releasing the lock."""
+    def _new_version(self) -> tuple[list, bool]:
+        """Announce a new state (lock held): wake the iterators and return the
+        callbacks' ``(fn, snapshot)`` pairs for :meth:`_deliver`, and whether it is
+        the final one."""
         self._version += 1
         self._changed.notify_all()
         snapshots = {flag: self._snapshot(flag) for flag in {flag for _fn, flag in self._callbacks}}

@@ -94,15 +94,12 @@ class LiveJob(Job):
         try:
             self._plan_arg = self._ship_plan(self._plan)
             self._follow(ds, token, first)
-        except BaseException as exc:  # a task raised, the cluster went away
-            with self._changed:
-                if self._state == "running":
-                    self._state, self._error, self._t_end = "error", exc, time.perf_counter()
-                    self._changed.notify_all()
-            self._release()
+        except BaseException as exc:  # a task raised, workers died, the cluster went away
+            self._fail(exc)
         finally:
             ds.remove_listener(self._wake.set)
             ds.unregister_consumer(token)
+            self._after = []
 
     def _follow(self, ds: LiveDataSet, token: int, submitted: int) -> None:
         in_flight: dict = {}  # future -> first frame of its chunk
@@ -157,14 +154,13 @@ class LiveJob(Job):
         """Submit frames ``start:stop``, or the first part of them that one partition of
         the data set holds; ``(future, stop)``, or None when the job was cancelled."""
         chunk = ds.chunk(index, start, stop)
+        key = f"stem-explorer-job{self.id}-live{index}"
         with self._lock:
             if self._state != "running":
                 return None
-            future = self._client.submit(
-                run_partition, chunk, self._plan_arg, None,
-                key=f"stem-explorer-job{self.id}-live{index}", pure=False,
-            )
+            future = self._client.submit(run_partition, chunk, self._plan_arg, None, key=key, pure=False)
             self._futures.append(future)
+            self._task_frames[key] = [(chunk, None, None)]  # what a failure report re-reads
         future.add_done_callback(lambda _f: self._wake.set())
         return future, chunk.stop
 
@@ -176,8 +172,8 @@ class LiveJob(Job):
             while (result := finished.pop(self._merged_upto, None)) is not None:
                 self._merge_chunk(result)
             self._futures = [f for f in self._futures if not f.done()]
-            deliveries, final = self._new_snapshot()
-        self._deliver(deliveries, final)
+            deliveries, _final = self._new_version()
+        self._deliver(deliveries, False)
         return True
 
     def _merge_chunk(self, result) -> None:
@@ -192,7 +188,9 @@ class LiveJob(Job):
         stats.tasks_per_worker[result.host] = stats.tasks_per_worker.get(result.host, 0) + 1
 
     def _end(self, ds: LiveDataSet) -> None:
-        """The acquisition is over and every recorded frame merged."""
+        """The acquisition is over and every recorded frame merged: the job finishes,
+        or fails with the acquisition's error (its partial results stay in
+        :meth:`snapshot`)."""
         deliveries = None
         with self._changed:
             if self._state != "running":
@@ -203,7 +201,7 @@ class LiveJob(Job):
                 self._changed.notify_all()
             else:
                 self._state = "finished"
-                deliveries, final = self._new_snapshot()
+                deliveries, _final = self._new_version()
         if deliveries is not None:
-            self._deliver(deliveries, final)
+            self._deliver(deliveries, True)
         self._release()

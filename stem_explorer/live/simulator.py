@@ -234,6 +234,7 @@ class MerlinSimulator:
             return self._start_acquisition()
         if name in ("STOPACQUISITION", "ABORT"):
             self._abort.set()
+            self._idle.wait(5)  # answered once stopped: the next SET finds it idle
             return mpx.OK
         if name in ("SOFTTRIGGER", "RESET"):
             return mpx.OK

@@ -36,7 +36,8 @@ import numpy as np
 
 from ...errors import DataSetError, DataSetNotFoundError, FormatError
 from .reader import RawPartitionDataSet, RawPartitionSource, open_raw_partitions
-from .sidecar import SIDECAR_NAME
+from .codecs import part_file_name
+from .sidecar import SIDECAR_NAME, sidecar_document
 from .writer import DEFAULT_FILE_BYTES, RawPartitionWriter, publish_sidecar, write_json_atomically
 
 JOURNAL_NAME = "recording.json"
@@ -98,9 +99,11 @@ class Recording(RawPartitionWriter):
         if not self.keep:
             self._hash = _NoHash()
 
-    def _sync_part(self, fd: int) -> None:
+    def _sync_part(self, f) -> None:
         if self.keep:  # a spool part is read back at once and then deleted: no sync
-            os.fsync(fd)
+            super()._sync_part(f)
+        else:
+            f.flush()
 
     def _finish_part(self) -> None:
         super()._finish_part()
@@ -131,7 +134,7 @@ class Recording(RawPartitionWriter):
             )
         per = self.frames_per_file
         parts = [
-            (f"part-{k:05d}.raw", k * per, min((k + 1) * per, written), ())
+            (part_file_name(k, None), k * per, min((k + 1) * per, written), ())
             for k in range(start // per, -(-stop // per))
         ]
         return RawPartitionSource(self.dest, parts, n_frames=self.n_frames, sig_shape=self.sig_shape, dtype=self.dtype)
@@ -155,7 +158,7 @@ class Recording(RawPartitionWriter):
     # -- ending -----------------------------------------------------------------------------
     def seal(self) -> None:
         """Finish the part being written without publishing (a spool's last part)."""
-        if self._fd is not None:
+        if self._file is not None:
             self._finish_part()
 
     def close(self) -> Optional[str]:
@@ -206,7 +209,7 @@ def _remove_journalled(dest: str, journal: str) -> None:
     """Remove the parts an old journal lists (and the part after them) and the journal."""
     with open(journal, encoding="utf-8") as f:
         doc = json.load(f)
-    names = [p["file"] for p in doc.get("parts", [])] + [f"part-{len(doc.get('parts', [])):05d}.raw"]
+    names = [p["file"] for p in doc.get("parts", [])] + [part_file_name(len(doc.get("parts", [])), None)]
     for name in names:
         path = os.path.join(dest, os.path.basename(name))
         if os.path.exists(path):
@@ -243,7 +246,7 @@ def recover_recording(dest) -> RawPartitionDataSet:
         raise DataSetError(f"{dest!r}: the recording holds no complete frame; there is nothing to recover")
     nav, metadata = _partial_layout(written, nav_shape, doc.get("metadata") or {},
                                     "recovered after the recording process ended")
-    publish_sidecar(dest, nav_shape=nav, sig_shape=sig_shape, dtype=dtype, parts=parts, metadata=metadata)
+    publish_sidecar(dest, sidecar_document(nav, sig_shape, dtype, parts, metadata))
     os.remove(journal)
     return open_raw_partitions(dest)
 
@@ -251,7 +254,7 @@ def recover_recording(dest) -> RawPartitionDataSet:
 def _tail_part(dest: str, index: int, start: int, frame_bytes: int) -> Optional[dict]:
     """The whole frames of the part being written when the recording stopped, cut to
     them and hashed, or None when it holds none."""
-    name = f"part-{index:05d}.raw"
+    name = part_file_name(index, None)
     path = os.path.join(dest, name)
     if not os.path.exists(path):
         return None

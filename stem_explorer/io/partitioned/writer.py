@@ -8,7 +8,7 @@ import json
 import math
 import os
 import re
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -23,9 +23,9 @@ from .sidecar import SIDECAR_NAME, sidecar_document, validate_sidecar
 
 #: Default size of one partition file written by :class:`RawPartitionWriter`.
 DEFAULT_FILE_BYTES = 256 * 2**20
+_TMP_PART = re.compile(r"^part-\d{5,}\.[a-z0-9]+\.tmp$")
 #: Buffers per ``os.writev`` call (Linux's IOV_MAX).
 _IOV_MAX = 1024
-_TMP_PART = re.compile(r"^part-\d{5,}\.[a-z0-9]+\.tmp$")
 
 
 class RawPartitionWriter:
@@ -78,7 +78,7 @@ class RawPartitionWriter:
         self._encoder: Optional[ChunkEncoder] = None
         self.frames_written = 0
         self._parts: list[dict] = []
-        self._fd: Optional[int] = None  # the current part's file, open for writing
+        self._file = None  # the open tmp file of the current part
         self._hash = None
         self._current: Optional[dict] = None
         self._state = "new"  # new -> writing -> closed | aborted
@@ -157,25 +157,37 @@ class RawPartitionWriter:
                 f"{self.sig_shape[1]}) frames of the declared sig_shape; reshape it to "
                 f"(-1, {self.sig_shape[0]}, {self.sig_shape[1]})"
             )
-        self._append(np.ascontiguousarray(block), len(block))
+        block = np.ascontiguousarray(block)
+
+        def put(pos: int, k: int) -> None:
+            if self._encoder is None:
+                self._store(block[pos : pos + k].reshape(-1).view(np.uint8))
+            else:
+                for chunk in self._encoder.feed(block[pos : pos + k]):
+                    self._store(chunk)
+
+        self._append(len(block), put)
 
     def write_frames(self, frames: Sequence) -> None:
         """Append frames given as one buffer each (bytes-like objects of one frame's
-        bytes in the declared dtype): the frames of a received stream are written
-        from where they arrived, without assembling a block."""
+        bytes in the declared dtype), to uncompressed files: the frames of a received
+        stream are written from where they arrived (``os.writev``), without
+        assembling a block."""
         self._start()
+        if self.layout is not None:
+            raise DataSetError("write_frames() writes uncompressed files; write blocks with write() to compress")
         views = [memoryview(f).cast("B") for f in frames]
         if any(v.nbytes != self.frame_bytes for v in views):
             sizes = sorted({v.nbytes for v in views} - {self.frame_bytes})
             raise DataSetError(
-                f"frames of {sizes} bytes given, but a {self.sig_shape} {self.dtype.str} "
-                f"frame is {self.frame_bytes} bytes; pass whole frames of the declared layout"
+                f"frames of {sizes} bytes given, but a {self.sig_shape} {self.dtype.str} frame is "
+                f"{self.frame_bytes} bytes; pass whole frames of the declared layout"
             )
-        self._append(views, len(views))
+        self._append(len(views), lambda pos, k: self._store_views(views[pos : pos + k]))
 
-    def _append(self, frames, n: int) -> None:
-        """Append ``n`` frames: a contiguous block ``(n, sig_y, sig_x)`` or a list of
-        one buffer per frame."""
+    def _append(self, n: int, put: Callable[[int, int], None]) -> None:
+        """Append ``n`` frames file by file: ``put(pos, k)`` stores frames
+        ``pos:pos + k`` of them in the current file."""
         if self.frames_written + n > self.n_frames:
             raise DataSetError(
                 f"writing {n} more frames would make {self.frames_written + n}, but "
@@ -184,62 +196,66 @@ class RawPartitionWriter:
             )
         pos = 0
         while pos < n:
-            if self._fd is None:
+            if self._file is None:
                 self._open_part()
             room = self.frames_per_file - (self._current["stop"] - self._current["start"])
             k = min(room, n - pos)
-            part = frames[pos : pos + k]
-            if self._encoder is None:
-                self._store(part if isinstance(part, list) else [part.reshape(-1).view(np.uint8)])
-            else:
-                if isinstance(part, list):  # the encoder takes a block of frames
-                    part = np.frombuffer(b"".join(part), self.dtype).reshape(k, *self.sig_shape)
-                self._store(list(self._encoder.feed(part)))
+            put(pos, k)
             self._current["stop"] += k
             self.frames_written += k
             pos += k
             if k == room:
                 self._finish_part()
 
-    def _store(self, buffers: Sequence) -> None:
-        """Append ``buffers`` to the current file, hashed and counted."""
-        views = [memoryview(b).cast("B") for b in buffers]
+    def _store_views(self, views: list) -> None:
+        """Append buffers to the current file in as few system calls as it takes."""
+        self._file.flush()  # anything buffered goes first
         for v in views:
             self._hash.update(v)
             self._current["bytes"] += v.nbytes
+        fd = self._file.fileno()
         while views:
-            written = os.writev(self._fd, views[:_IOV_MAX])
+            written = os.writev(fd, views[:_IOV_MAX])
             while views and written >= views[0].nbytes:
                 written -= views[0].nbytes
-                views.pop(0)
-            if written:  # a partial write (a signal, a full pipe): go on from there
+                views = views[1:]
+            if written:  # a partial write (a signal): go on from there
                 views[0] = views[0][written:]
 
-    def _sync_part(self, fd: int) -> None:
-        """Make a complete part durable before it is renamed and listed."""
-        os.fsync(fd)
+    def _store(self, data) -> None:
+        """Append bytes to the current file."""
+        data = memoryview(data)
+        self._file.write(data)
+        self._hash.update(data)
+        self._current["bytes"] += data.nbytes
 
     def _part_path(self, name: str) -> str:
         """Where part ``name`` is written until it is complete."""
         return os.path.join(self.dest, name + ".tmp")
 
+    def _sync_part(self, f) -> None:
+        """Make a complete part durable before it is renamed and listed."""
+        f.flush()
+        os.fsync(f.fileno())
+
     def _open_part(self) -> None:
         name = part_file_name(len(self._parts), self.layout)
         self._current = {"file": name, "start": self.frames_written, "stop": self.frames_written, "bytes": 0}
-        self._fd = os.open(self._part_path(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._file = open(self._part_path(name), "wb")
         self._hash = hashlib.sha256()
         if self.layout is not None:
             self._encoder = ChunkEncoder(self.layout, self.dtype, self.sig_shape, self.dest)
 
     def _finish_part(self) -> None:
-        part, fd = self._current, self._fd
+        part, f = self._current, self._file
         if self._encoder is not None:
-            self._store(list(self._encoder.flush()))
+            for chunk in self._encoder.flush():
+                self._store(chunk)
             part.update(self._encoder.record())
             self._encoder = None
-        self._sync_part(fd)
-        os.close(fd)
-        self._fd = None
+        self._sync_part(f)
+        f.close()
+        self._file = None
         path = os.path.join(self.dest, part["file"])
         if self._part_path(part["file"]) != path:
             os.replace(self._part_path(part["file"]), path)
@@ -269,10 +285,10 @@ class RawPartitionWriter:
         """Finish the last file and publish ``dataset.json`` for the frames written,
         as a data set of ``nav_shape``; on failure, abort."""
         try:
-            if self._fd is not None:
+            if self._file is not None:
                 self._finish_part()
-            publish_sidecar(self.dest, nav_shape=nav_shape, sig_shape=self.sig_shape, dtype=self.dtype,
-                            parts=self._parts, metadata=metadata, layout=self.layout)
+            publish_sidecar(self.dest, sidecar_document(nav_shape, self.sig_shape, self.dtype, self._parts,
+                                                        metadata, self.layout))
         except BaseException:
             self.abort()
             raise
@@ -284,9 +300,9 @@ class RawPartitionWriter:
         if self._state in ("closed", "aborted"):
             return
         self._state = "aborted"
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         paths = [os.path.join(self.dest, p["file"]) for p in self._parts]
         if self._current is not None:
             paths.append(self._part_path(self._current["file"]))
@@ -316,12 +332,10 @@ def write_json_atomically(path: str, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def publish_sidecar(dest: str, *, nav_shape, sig_shape, dtype, parts: list, metadata: dict, layout=None) -> str:
-    """Check and publish (atomically) the ``dataset.json`` of the partition files
-    ``parts`` in ``dest`` (compressed with ``layout``, a :class:`~.codecs.ChunkLayout`,
-    if given); returns its path."""
+def publish_sidecar(dest: str, doc: dict) -> str:
+    """Check ``doc`` (a :func:`~.sidecar.sidecar_document`) and publish it atomically
+    as the ``dataset.json`` of ``dest``; returns its path."""
     path = os.path.join(dest, SIDECAR_NAME)
-    doc = sidecar_document(nav_shape, sig_shape, dtype, parts, metadata, layout)
     validate_sidecar(doc, path)
     write_json_atomically(path, doc)
     return path
