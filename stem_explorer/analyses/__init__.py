@@ -11,10 +11,12 @@ through the ``stem_explorer.analyses`` entry point group, notebooks with
 
 from .base import Analysis, MaskColumns
 from .com import CenterOfMass
+from .custom import FrameAnalysis, ReductionAnalysis
 from .fem import FEM
 from .frames import MaxFrame, MeanFrame, PickFrame, RoiSum, StdFrame, SumFrame
 from .params import REQUIRED, Boolean, Choice, Integer, Label, MaskParam, Masks, Number, Numbers, Param, Point, Positions, ScanRoi
 from .plan import build_plan
+from .recipe import load_recipe
 from .registry import (
     ENTRY_POINT_GROUP,
     REGISTRY,
@@ -31,6 +33,7 @@ from .virtual import RadialProfile, VirtualDetector
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FEM",
+    "FrameAnalysis",
     "REGISTRY",
     "REQUIRED",
     "Analysis",
@@ -53,6 +56,7 @@ __all__ = [
     "Point",
     "Positions",
     "RadialProfile",
+    "ReductionAnalysis",
     "RoiSum",
     "ScanRoi",
     "StdFrame",
@@ -63,5 +67,6 @@ __all__ = [
     "from_dict",
     "from_results",
     "get",
+    "load_recipe",
     "register",
 ]

@@ -54,7 +54,7 @@ class Analysis(abc.ABC):
     """
 
     #: short name: results are keyed ``"<label>/<name>"``; the CLI and the Explorer's
-    #: selector also accept it for the analysis
+    #: selector also accept it for the analysis (default: the class name in lower case)
     label = "analysis"
     #: what the analysis is called in listings and the Explorer's selector
     title = ""
@@ -67,6 +67,8 @@ class Analysis(abc.ABC):
         declared: dict = {}
         for klass in reversed(cls.__mro__):
             declared.update((k, v) for k, v in vars(klass).items() if isinstance(v, Param))
+        if "label" not in vars(cls):
+            cls.label = cls.__name__.lower()
         if "analysis" in declared:
             raise TypeError(f"{cls.__name__}: 'analysis' names the analysis in to_dict(); call the parameter otherwise")
         cls._params = tuple(declared.values())

@@ -37,7 +37,7 @@ class CenterOfMass(Analysis):
     center = Point(None, help="Centre the shifts are measured from; None: the detector's centre.")
     radius = Number(None, minimum=0, exclusive_minimum=True, unit="px",
                     help="Only pixels within this distance of the centre count; None: every pixel.")
-    scan_rotation = Number(0.0, minimum=-360, maximum=360, unit="degree", cli_aliases=("rotation",),
+    scan_rotation = Number(0.0, minimum=-360, maximum=360, unit="degrees", cli_aliases=("rotation",),
                            help="Rotation from detector to scan axes, positive from +x towards +y.")
     flip_y = Boolean(False, help="Mirror the y component first (detector mounted upside down).")
 

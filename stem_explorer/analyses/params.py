@@ -96,8 +96,9 @@ class Param:
         schema = dict(self._schema)
         if self.nullable:
             schema = {"anyOf": [schema, {"type": "null"}]}
-        if self.help:
-            schema["description"] = self.help + (f" Unit: {self.unit}." if self.unit else "")
+        text = " ".join(filter(None, [self.help, f"Unit: {self.unit}." if self.unit else ""]))
+        if text:
+            schema["description"] = text
         if not self.required:
             schema["default"] = self.to_json(self.default)
         if self.examples:
@@ -206,14 +207,15 @@ class Number(Param):
         low, high = self.minimum, self.maximum
         if low == 0 and high is None:
             return f"a {'positive' if self.exclusive_minimum else 'non-negative'} {self._noun}"
+        article = "an" if self._noun[0] in "aeiou" else "a"
         if low is not None and high is not None and not (self.exclusive_minimum or self.exclusive_maximum):
-            return f"a {self._noun} from {low:g} to {high:g}"
+            return f"{article} {self._noun} from {low:g} to {high:g}"
         parts = []
         if low is not None:
             parts.append(f"{'>' if self.exclusive_minimum else '>='} {low:g}")
         if high is not None:
             parts.append(f"{'<' if self.exclusive_maximum else '<='} {high:g}")
-        return f"a {self._noun}" + (f" {' and '.join(parts)}" if parts else "")
+        return f"{article} {self._noun}" + (f" {' and '.join(parts)}" if parts else "")
 
     def _in_range(self, value: float) -> bool:
         low, high = self.minimum, self.maximum
@@ -399,9 +401,14 @@ def _json_words(words: list[str], option: str):
     if len(words) == 1 and not text.lstrip().startswith(("{", "[")) and Path(text).is_file():
         source = Path(text).read_text()
     try:
-        return json.loads(source, parse_constant=_reject_constant)
+        return strict_json(source)
     except ValueError as exc:
         raise AnalysisError(f"{option} {_short(text)} is neither a JSON file nor valid JSON ({exc})") from None
+
+
+def strict_json(text: str):
+    """``json.loads`` refusing NaN and Infinity, which Python accepts and JSON has not."""
+    return json.loads(text, parse_constant=_reject_constant)
 
 
 def _reject_constant(name: str):

@@ -25,7 +25,7 @@ from typing import Optional
 
 from ..errors import AnalysisError
 from .base import Analysis
-from .schema import require_object
+from .schema import location, require_object
 
 ENTRY_POINT_GROUP = "stem_explorer.analyses"
 
@@ -134,17 +134,17 @@ class AnalysisRegistry:
 
     def from_dict(self, description, where: str = "") -> Analysis:
         """The analysis of a ``to_dict()`` description (its ``"analysis"`` may also be
-        a label); ``where`` starts error messages (e.g. ``"recipe.json /2"``)."""
+        a label); ``where`` starts error messages (e.g. ``"recipe.json: /2"``)."""
         require_object(description, where)
         if "analysis" not in description:
             raise AnalysisError(
-                f"{where or '/'}: an analysis description needs \"analysis\": the name of one "
+                f"{location(where)}: an analysis description needs \"analysis\": the name of one "
                 f"of {', '.join(self.names())}"
             )
         try:
             cls = self.get(description["analysis"])
         except AnalysisError as exc:
-            raise AnalysisError(f"{where}/analysis: {exc}") from None
+            raise AnalysisError(f"{location(where, '/analysis')}: {exc}") from None
         return cls.from_dict(dict(description, analysis=cls.__name__), where=where)
 
 
@@ -191,6 +191,6 @@ def from_results(results) -> list:
     if not isinstance(described, list):
         raise AnalysisError("these results have no analyses in their provenance (made by another program?)")
     return [
-        REGISTRY.from_dict({k: v for k, v in d.items() if k != "label"}, where=f"provenance /analyses/{i}")
+        REGISTRY.from_dict({k: v for k, v in d.items() if k != "label"}, where=f"provenance: /analyses/{i}")
         for i, d in enumerate(described)
     ]

@@ -47,6 +47,13 @@ def _validator(cls):
     return jsonschema.Draft202012Validator(analysis_schema(cls))
 
 
+def location(where: str, pointer: str = "") -> str:
+    """Where a problem is: ``where`` (a file name, the description's own pointer)
+    followed by the JSON pointer inside the description."""
+    text = where + pointer
+    return text + "/" if not text or text.endswith(" ") else text
+
+
 def json_pointer(path) -> str:
     """RFC 6901 pointer of a jsonschema error path ("" is the whole document)."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
@@ -56,7 +63,7 @@ def require_object(description, where: str = "") -> None:
     """AnalysisError unless ``description`` is a JSON object (a mapping)."""
     if not isinstance(description, Mapping):
         raise AnalysisError(
-            f"{where or '/'}: an analysis description must be a JSON object like "
+            f"{location(where)}: an analysis description must be a JSON object like "
             f"{{\"analysis\": \"SumFrame\"}}, got {_short(description)}"
         )
 
@@ -84,17 +91,17 @@ def validate_description(cls, description, where: str = "") -> None:
     if path and path[0] in {p.name for p in cls.parameters()}:
         param = next(p for p in cls.parameters() if p.name == path[0])
         _check_value(cls, param, description[param.name], where)  # raises its own message
-        raise AnalysisError(f"{where}{json_pointer(path)}: {param.error(description[param.name]).args[0]}")
-    raise AnalysisError(f"{where}{json_pointer(path) or '/'}: {_top_level_problem(cls, error, description)}")
+        raise AnalysisError(f"{location(where, json_pointer(path))}: {param.error(description[param.name]).args[0]}")
+    raise AnalysisError(f"{location(where, json_pointer(path))}: {_top_level_problem(cls, error, description)}")
 
 
 def _check_value(cls, param, value, where: str) -> None:
     try:
         param.check(value)
     except MaskError as exc:
-        raise MaskError(f"{where}/{param.name}: {exc}") from None
+        raise MaskError(f"{location(where, json_pointer([param.name]))}: {exc}") from None
     except AnalysisError as exc:
-        raise AnalysisError(f"{where}/{param.name}: {exc}") from None
+        raise AnalysisError(f"{location(where, json_pointer([param.name]))}: {exc}") from None
 
 
 def _top_level_problem(cls, error, description: dict) -> str:
