@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "stem_explorer"
 #: Layers from top to bottom; a module belongs to the first layer one of whose
 #: prefixes it starts with.
 LAYERS = (
-    ("application", ("stem_explorer.cli", "stem_explorer.__main__", "stem_explorer.lab", "stem_explorer.bench",
+    ("application", ("stem_explorer.cli", "stem_explorer.cli_analyses", "stem_explorer.__main__", "stem_explorer.lab", "stem_explorer.bench",
                      "stem_explorer.browser_testing", "stem_explorer.sample", "stem_explorer.__init__")),
     ("widgets", ("stem_explorer.widgets",)),
     ("session", ("stem_explorer.session",)),

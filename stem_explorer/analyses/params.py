@@ -180,6 +180,11 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def _is_whole(value) -> bool:
+    """An integer, or a float with an integer value (JSON Schema's "integer")."""
+    return _is_real(value) and math.isfinite(value) and int(value) == value
+
+
 class Number(Param):
     """A finite real number, optionally bounded."""
 
@@ -240,7 +245,7 @@ class Integer(Number):
     _noun = "integer"
 
     def _check(self, value):
-        if not _is_real(value) or not math.isfinite(float(value)) or int(value) != value or not self._in_range(value):
+        if not _is_whole(value) or not self._in_range(value):
             raise self.error(value)
         return int(value)
 
@@ -521,10 +526,17 @@ class Positions(Param):
         return "a scan position or a list of them, each with one integer index per scan axis"
 
     def _check(self, value):
-        array = np.asarray(value)
-        if array.size == 0 or array.ndim > 2 or not np.issubdtype(array.dtype, np.integer):
-            raise self.error(value)
-        return array.tolist() if array.ndim else int(array)
+        # the structure only (as the schema does); the number of indices per position
+        # depends on the scan and is the analysis's validate()
+        value = value.tolist() if isinstance(value, np.ndarray) else value
+        if _is_whole(value):
+            return int(value)
+        if isinstance(value, (list, tuple)) and value:
+            if all(_is_whole(v) for v in value):
+                return [int(v) for v in value]
+            if all(isinstance(v, (list, tuple)) and v and all(_is_whole(i) for i in v) for v in value):
+                return [[int(i) for i in v] for v in value]
+        raise self.error(value)
 
     def parse_cli(self, occurrences, option):
         # each occurrence is one position: --position 3 4 --position 5 6
@@ -542,8 +554,8 @@ class ScanRoi(Param):
 
     @property
     def _schema(self) -> dict:
-        booleans = {"type": "array", "items": {"anyOf": [{"type": "boolean"}, {"type": "array", "items": {"type": "boolean"}}]}}
-        return {"anyOf": [MaskParam._schema, booleans]}
+        row = {"type": "array", "items": {"type": "boolean"}, "minItems": 1}
+        return {"anyOf": [MaskParam._schema, row, {"type": "array", "items": row, "minItems": 1}]}
 
     def _describe(self) -> str:
         return "a mask in scan coordinates (e.g. Rectangle(y0, x0, height, width)) or a boolean array of the scan's shape"
@@ -551,8 +563,11 @@ class ScanRoi(Param):
     def _check(self, value):
         if isinstance(value, (mask_lib.Mask, dict)):
             return _as_mask(value, self)
-        array = np.asarray(value)
-        if array.ndim not in (1, 2) or array.dtype != bool:
+        try:
+            array = np.asarray(value)
+        except ValueError:  # ragged rows
+            raise self.error(value) from None
+        if array.ndim not in (1, 2) or array.size == 0 or array.dtype != bool:
             raise self.error(value, "a boolean array: use roi > 0 for a numeric one")
         return array
 
