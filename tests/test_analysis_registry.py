@@ -173,6 +173,8 @@ def test_results_rebuild_the_analyses_that_made_them_and_recompute_on_another_fi
 def test_register_refuses_what_is_not_an_analysis():
     with pytest.raises(AnalysisError, match="is not an analysis"):
         an.register(dict)
-    with pytest.raises(TypeError, match="must define process_frame"):
-        class Nothing(an.FrameAnalysis):
-            pass
+    class Nothing(an.FrameAnalysis):
+        pass
+
+    with pytest.raises(TypeError, match="Nothing must define process_frame"):
+        Nothing()

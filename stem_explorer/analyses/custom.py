@@ -43,10 +43,13 @@ class FrameAnalysis(Analysis):
     #: units of the outputs, by name (shown with the results)
     units: dict = {}
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
+    def __init__(self, *args, **kwargs):
+        # checked here, not when the class is made: cloudpickle rebuilds a class
+        # defined in a notebook on the workers from an empty one, then fills it in
+        cls = type(self)
         if cls.process_frame is FrameAnalysis.process_frame and cls.process_tile is FrameAnalysis.process_tile:
             raise TypeError(f"{cls.__name__} must define process_frame(self, frame) or process_tile(self, frames, out)")
+        super().__init__(*args, **kwargs)
 
     def process_frame(self, frame: np.ndarray):
         """The numbers of one frame ``(sig_y, sig_x)``: one per name in :attr:`outputs`

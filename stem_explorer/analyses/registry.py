@@ -85,6 +85,13 @@ class AnalysisRegistry:
             self._labels[cls.label] = name
         return cls
 
+    def unregister(self, name: str) -> None:
+        """Remove the analysis registered as ``name`` (e.g. one tried out in a notebook)."""
+        cls = self.get(name)
+        del self._classes[cls.__name__], self._origins[cls.__name__]
+        if self._labels.get(cls.label) == cls.__name__:
+            del self._labels[cls.label]
+
     def load_entry_points(self) -> None:
         """Register the analyses of the entry point group (once)."""
         if self._entry_points_loaded:
