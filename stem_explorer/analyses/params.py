@@ -27,8 +27,19 @@ import numpy as np
 from .. import masks as mask_lib
 from ..errors import AnalysisError, MaskError
 
+class _Required:
+    """The type of :data:`REQUIRED`: one object, which pickles as a reference to it (a
+    notebook's analysis class travels by value and must keep telling it apart)."""
+
+    def __reduce__(self):
+        return "REQUIRED"
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
 #: The ``default`` of a parameter that must be given.
-REQUIRED = object()
+REQUIRED = _Required()
 
 
 class Param:
