@@ -95,6 +95,15 @@ class Analysis(abc.ABC):
                 setattr(self, param.name, param.default)
 
     @classmethod
+    def example(cls) -> "Analysis":
+        """An instance built from the declared examples of the required parameters
+        (the defaults for the others): for documentation, forms and generic tests."""
+        missing = [p.name for p in cls.parameters() if p.required and not p.examples]
+        if missing:
+            raise AnalysisError(f"{cls.__name__} declares no example of {', '.join(missing)}; add examples=(...) to it")
+        return cls(**{p.name: p.examples[0] for p in cls.parameters() if p.required})
+
+    @classmethod
     def parameters(cls) -> tuple:
         """The declared parameters (:class:`~.params.Param`), in declaration order."""
         return cls._params

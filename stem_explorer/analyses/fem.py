@@ -22,7 +22,8 @@ class FEM(Analysis):
     label = "fem"
     title = "FEM"
 
-    ring = MaskParam(help="The detector region whose speckle is measured (an annulus).")
+    ring = MaskParam(help="The detector region whose speckle is measured (an annulus).",
+                     examples=({"kind": "ring", "cy": 64, "cx": 64, "r_inner": 20, "r_outer": 24},))
 
     def _pixels(self, dataset) -> np.ndarray:
         raster = self.ring.rasterize(dataset.sig_shape)

@@ -112,7 +112,7 @@ class PickFrame(Analysis):
     title = "picked frames"
     result_space = "detector"
 
-    positions = Positions(cli_aliases=("position",), help="Scan positions to read, e.g. [[3, 4], [5, 6]].")
+    positions = Positions(cli_aliases=("position",), examples=([[3, 4], [5, 6]],), help="Scan positions to read.")
 
     def validate(self, dataset):
         _positions(self.positions, dataset)
@@ -143,7 +143,8 @@ class RoiSum(Analysis):
     title = "ROI sum"
     result_space = "detector"
 
-    scan_roi = ScanRoi(cli_aliases=("roi-rect",), help="The scan positions whose frames are summed.")
+    scan_roi = ScanRoi(cli_aliases=("roi-rect",), help="The scan positions whose frames are summed.",
+                       examples=({"kind": "rectangle", "y0": 0, "x0": 0, "height": 8, "width": 8},))
 
     def _indices(self, dataset) -> np.ndarray:
         roi = self.scan_roi

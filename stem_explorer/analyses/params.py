@@ -113,7 +113,7 @@ class Param:
         if not self.required:
             schema["default"] = self.to_json(self.default)
         if self.examples:
-            schema["examples"] = [self.to_json(e) for e in self.examples]
+            schema["examples"] = [self.to_json(self.check(e)) for e in self.examples]
         return schema
 
     def describe(self) -> str:

@@ -35,7 +35,8 @@ class VirtualDetector(Analysis):
     label = "vd"
     title = "virtual detector"
 
-    masks = Masks(help="The detector masks; one scan image each.")
+    masks = Masks(help="The detector masks; one scan image each.",
+                  examples=({"bf": {"kind": "disk", "cy": 64, "cx": 64, "radius": 12}},))
     name = Label(None, help="Label of the results (default: vd).")
 
     @property
