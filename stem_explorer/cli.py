@@ -16,7 +16,7 @@ from .errors import StemExplorerError
 
 def _open_options(args) -> dict:
     options = {}
-    for name in ("dataset", "dtype", "offset"):
+    for name in ("dataset", "dtype", "offset", "channel"):
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
     for name in ("nav_shape", "sig_shape"):
@@ -220,6 +220,7 @@ def _add_open_options(p) -> None:
     p.add_argument("--sig-shape", type=int, nargs=2, metavar="N", help="detector shape (raw files)")
     p.add_argument("--dtype", help="dtype of raw files, e.g. uint16 or >u2")
     p.add_argument("--offset", type=int, help="header bytes before the first frame (raw files)")
+    p.add_argument("--channel", type=int, help="frame per position to read of 5-D HDF5 data (fpd colour channels)")
 
 
 def _add_cluster_options(p) -> None:

@@ -25,6 +25,10 @@ class DataSetNotFoundError(DataSetError, FileNotFoundError):
     """The file or data set path does not exist."""
 
 
+class DataSetPermissionError(DataSetError, PermissionError):
+    """The file or folder exists but this user may not read (or enter) it."""
+
+
 class FormatError(DataSetError):
     """The file is not of the expected format, or is malformed / truncated."""
 

@@ -109,7 +109,10 @@ def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x019
     element, description, units), the 2-D data elements (x then y calibration, type
     code, size x, size y, values with x fastest), the tags, then the data and tag
     offset arrays. The scan dimensions are listed fastest first (x, then y) and the
-    elements stored x fastest, as ncempy.io.ser and HyperSpy read TIA area scans; an
+    elements stored x fastest, as ncempy.io.ser and HyperSpy read TIA area scans. TIA
+    stores an image's rows bottom up: the readers of HyperSpy (rosettasciio) and
+    ncempy (LiberTEM's) show the stored first row last, so a frame ``data[i]`` is
+    written as ``data[i][::-1]`` (see test_ser_rows_as_hyperspy_and_libertem). An
     area scan gets time-and-position tags (0x4142: type, time, PositionX, PositionY)
     from its calibration, a line scan or series time tags (0x4152: type, time).
     ``gaps`` puts a varying number of padding bytes between elements (non-uniform
@@ -132,7 +135,7 @@ def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x019
         pos += len(pad)
         offsets.append(pos)
         element = struct.pack("<ddiddiHII", 0.0, 0.25, 0, 0.0, 0.5, 0, SER_CODES[frame.dtype.name], sx, sy)
-        element += frame.tobytes()
+        element += frame[::-1].tobytes()
         body += element
         pos += len(element)
     tag_type = 0x4142 if len(nav) == 2 else 0x4152
@@ -155,6 +158,39 @@ def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x019
     return str(path)
 
 
+def test_ser_rows_as_hyperspy_and_libertem(tmp_path):
+    """TIA images are stored bottom row first; HyperSpy (``dc[..., ::-1, :]`` in
+    rosettasciio's tia reader) and LiberTEM (ncempy's ``np.flipud`` in
+    ``fileSER.getDataset``) agree on showing the stored first row at the bottom, on
+    their own real TIA test files as on this one, so the frame's last row is the
+    file's first."""
+    stored = np.arange(12, dtype="uint16").reshape(4, 3)  # no symmetry: rows differ
+    path = write_ser(tmp_path / "rows_1.ser", stored[::-1][None])  # the writer flips back
+    with open(path, "rb") as f:  # the file's first stored row follows the element header
+        f.seek(read_ser_element_offset(path) + struct.calcsize("<ddiddiHII"))
+        assert np.frombuffer(f.read(6), "<u2").tolist() == [0, 1, 2]
+    for gaps in (False, True):  # the mapped and the copying read paths
+        if gaps:
+            path = write_ser(tmp_path / "rows_gaps_1.ser", np.stack([stored[::-1]] * 2), gaps=True)
+        ds = open_dataset(path)
+        frame = ds.read_frames(0, 1)[0]
+        assert frame[-1].tolist() == [0, 1, 2] and frame[0].tolist() == [9, 10, 11]
+        assert ds.metadata["orientation"].startswith("rows flipped")
+        with ds.source.open() as reader:  # the preview's gather flips too
+            out = np.empty((1,) + ds.sig_shape, ds.dtype)
+            reader.take(np.array([ds.n_frames - 1]), out)
+            np.testing.assert_array_equal(out[0], frame)
+
+
+def read_ser_element_offset(path) -> int:
+    """Byte offset of the first data element (the first entry of the offset array)."""
+    header = read_ser_header(path)
+    width = 4 if header["version"] == 0x0210 else 8
+    with open(path, "rb") as f:
+        f.seek(header["offset_array_offset"])
+        return int.from_bytes(f.read(width), "little")
+
+
 def test_ser_scan_axis_order(tmp_path):
     """A non-square area scan (4 rows x 6 columns) of non-square frames (5 x 3): the
     dimension array lists x (6) then y (4), following the TIA series description with
@@ -175,8 +211,8 @@ def test_ser_uniform_is_mapped(tmp_path, dtype, version):
     path = write_ser(tmp_path / "scan_1.ser", data, version=version)
     (tmp_path / "scan.emi").write_bytes(b"emi")
     ds = open_dataset(path)
-    check_dataset(ds, data, "ser", mapped=True)
-    assert ds.metadata["read_path"] == "mmap"
+    check_dataset(ds, data, "ser", mapped=False)  # mapped, then rows flipped into a buffer
+    assert ds.metadata["read_path"].startswith("mmap")
     assert ds.metadata["pixel_size"] == [0.5, 0.25]
     assert ds.metadata["emi_file"].endswith("scan.emi")
     assert [c["delta"] for c in ds.metadata["scan_calibration"]] == [1e-9, 2e-9]
@@ -188,7 +224,7 @@ def test_ser_non_uniform_offsets_copy_into_buffer(tmp_path, dtype):
     data = make_frames(NAV, SIG, dtype, seed=2)
     ds = open_dataset(write_ser(tmp_path / "gaps.ser", data, gaps=True))
     check_dataset(ds, data, "ser", mapped=False)
-    assert ds.metadata["read_path"] == "copy"
+    assert ds.metadata["read_path"].startswith("copy")
     with ds.source.open() as reader:  # the buffer is reused between reads
         first = reader.read(0, 4)
         assert reader.read(4, 8).base is first.base
@@ -574,14 +610,59 @@ def test_hdf5_layouts_autopick(tmp_path, layout, dtype):
     check_dataset(ds, data, "hdf5", mapped=layout != "fpd")
 
 
-def test_fpd_five_dimensional_is_refused(tmp_path):
-    path = tmp_path / "fpd5.hdf5"
+def write_fpd5(path, data, *, chunked=True):
+    """fpd's 5-D form of ``data`` ``(scan_y, scan_x, channels, det_y, det_x)``: one frame
+    per Merlin colour channel (counter) at each position; Exposure/Threshold and the
+    sum image carry the channel axis last, as fpd writes them."""
     with h5py.File(path, "w") as f:
-        f.create_dataset("fpd_expt/fpd_data/data", data=np.zeros((2, 3, 1, 4, 4), "u2"))
-        f.create_dataset("fpd_expt/Exposure/data", data=np.ones((2, 3, 1)))
-        f.create_dataset("fpd_expt/Threshold/data", data=np.ones((2, 3, 1)))
-    with pytest.raises(DataSetError, match="5-D"):
+        expt = f.create_group("fpd_expt")
+        chunks = (1, 2, 1) + data.shape[3:] if chunked else None
+        expt.create_dataset("fpd_data/data", data=data, chunks=chunks)
+        expt.create_dataset("fpd_sum_im/data", data=np.moveaxis(data.sum(axis=(3, 4)), 2, -1))
+        for name in ("Exposure", "Threshold"):
+            expt.create_dataset(f"{name}/data", data=np.ones(data.shape[:3]))
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_fpd_five_dimensional_singleton_is_squeezed(tmp_path, chunked):
+    data = make_frames(NAV, SIG, "uint16")
+    path = tmp_path / "fpd5.hdf5"
+    write_fpd5(path, data[:, :, None], chunked=chunked)
+    ds = open_dataset(path)
+    assert ds.metadata["dataset"] == "/fpd_expt/fpd_data/data"
+    assert ds.metadata["hdf5_shape"] == [*NAV, 1, *SIG]
+    assert ds.metadata["channel"] == 0
+    check_dataset(ds, data, "hdf5", mapped=not chunked)
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_fpd_several_frames_per_position(tmp_path, chunked):
+    """Two colour channels per position: refused with both ways out, then read as the
+    user picks: one channel, or every frame along a longer scan axis."""
+    data = make_frames(NAV + (2,), SIG, "uint16", seed=4)
+    path = tmp_path / "colour.hdf5"
+    write_fpd5(path, data, chunked=chunked)
+    with pytest.raises(DataSetError) as info:
         open_dataset(path)
+    message = str(info.value)
+    assert "2 frames per scan position" in message and str(path) in message
+    assert "channel=0" in message and f"nav_shape=({NAV[0]}, {NAV[1] * 2})" in message
+    for channel in (0, 1):
+        ds = open_dataset(path, channel=channel)
+        assert ds.metadata["channel"] == channel
+        check_dataset(ds, np.ascontiguousarray(data[:, :, channel]), "hdf5", mapped=not chunked)
+    ds = open_dataset(path, nav_shape=(NAV[0], NAV[1] * 2))
+    assert ds.metadata["channel"] is None
+    check_dataset(ds, data.reshape((NAV[0], NAV[1] * 2) + SIG), "hdf5", mapped=not chunked)
+    with pytest.raises(DataSetError, match="channel=2 is outside 0..1"):
+        open_dataset(path, channel=2)
+
+
+def test_channel_is_only_for_five_dimensional_data(tmp_path):
+    path = tmp_path / "four.h5"
+    write_fpd(path, make_frames(NAV, SIG, "uint16"))
+    with pytest.raises(DataSetError, match="channel=.*5-D"):
+        open_dataset(path, channel=0)
 
 
 # -- rosettasciio fallback ---------------------------------------------------------------------
@@ -596,3 +677,15 @@ def test_rsciio_missing_is_a_clear_error(tmp_path):
     with pytest.raises(FormatError, match=r"stem_explorer\[rsciio\].*GPL"):
         open_dataset(path, format="rsciio")
     assert find_reader(path).name == "blockfile"  # never picked by suffix
+
+
+def test_cli_info_takes_the_channel(tmp_path, capsys):
+    import json
+
+    from stem_explorer.cli import main
+
+    path = tmp_path / "colour.hdf5"
+    write_fpd5(path, make_frames(NAV + (3,), SIG, "uint16"))
+    assert main(["info", str(path), "--channel", "2", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["nav_shape"] == list(NAV) and info["metadata"]["channel"] == 2

@@ -107,6 +107,10 @@ def test_hdf5_frame_alignment_rules():
     # 4-D, one row per chunk but row not split evenly: whole rows
     assert _frame_alignment((4, 6, 8, 8), (1, 4, 8, 8)) == 6
     assert _frame_alignment((4, 6, 8, 8), None) == 1
+    # 5-D (y, x, channels): chunks of one channel at two x positions: whole scan rows
+    assert _frame_alignment((2, 3, 2, 8, 8), (1, 2, 1, 8, 8)) == 6
+    # every channel of one position per chunk: the channels
+    assert _frame_alignment((2, 3, 2, 8, 8), (1, 1, 2, 8, 8)) == 2
 
 
 def test_hdf5_chunked_any_range_reads(tmp_path):

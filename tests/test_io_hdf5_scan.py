@@ -82,7 +82,11 @@ def test_metadata_that_disagrees_is_not_used(tmp_path):
 def test_without_metadata_a_stack_as_before(tmp_path):
     master = write_arina(tmp_path, position_frames(NAV, SIG).reshape((-1,) + SIG))  # ntrigger 15, nimages 1
     ds = open_dataset(master)
-    assert ds.nav_shape == (15,) and ds.metadata["scan_shape_source"] == "frame count (stack)"
+    assert ds.nav_shape == (15,)
+    source = ds.metadata["scan_shape_source"]
+    assert source.startswith("frame count (stack): no 'STEM Metadata' group in the file or a scan.h5")
+    assert "ntrigger 15 x nimages 1 says nothing about scan rows" in source
+    assert "nav_shape=(rows, columns)" in ds.metadata["scan_shape_hint"]
     assert_scan_positions(open_dataset(master, nav_shape=NAV), NAV)
     plain = tmp_path / "plain.h5"
     with h5py.File(plain, "w") as f:
@@ -90,6 +94,26 @@ def test_without_metadata_a_stack_as_before(tmp_path):
     ds = open_dataset(plain)
     assert_scan_positions(ds, NAV)
     assert ds.metadata["scan_shape_source"] == "dataset shape"
+
+
+@pytest.mark.parametrize("sidecar,why", [
+    ("garbage", "the sidecar scan.h5 cannot be read as HDF5"),
+    ("no_group", "the sidecar scan.h5 has no 'STEM Metadata' group"),
+    ("no_sizes", "'STEM Metadata' in scan.h5 has no positive NumPixelsY/NumPixelsX"),
+])
+def test_sidecar_fallbacks_say_why(tmp_path, sidecar, why):
+    """An ARINA sidecar that cannot give the scan left a stack labelled only "frame
+    count (stack)"."""
+    master = write_arina(tmp_path, position_frames(NAV, SIG).reshape((-1,) + SIG))
+    if sidecar == "garbage":
+        (tmp_path / "scan.h5").write_bytes(b"not an HDF5 file")
+    else:
+        with h5py.File(tmp_path / "scan.h5", "w") as f:
+            group = f.create_group("other" if sidecar == "no_group" else "STEM Metadata")
+            group.attrs["Pixel Size"] = 0.14
+    ds = open_dataset(master)
+    assert ds.nav_shape == (15,)
+    assert why in ds.metadata["scan_shape_source"]
 
 
 def test_real_arina_scan_from_its_metadata(realdata):

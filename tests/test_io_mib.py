@@ -29,11 +29,11 @@ from stem_explorer.io.mib import parse_frame_header
 from stem_explorer.io.synthetic import mib_header, write_mib
 from stem_explorer.io.testing import is_memory_mapped, read_through_partitions
 
-#: real data sets and the options they need (the 4x2 scans' .hdr says one frame per
-#: trigger, so the scan shape is given, as the manifest notes)
+#: real data sets and the options they need (none: the 4x2 scans' .hdr says one frame
+#: per trigger, and their scan shape comes from the line flyback gap in the time stamps)
 MIB_CASES = {
-    "mib_001_4x2_6bit": {"nav_shape": (2, 4)},
-    "mib_002_4x2_6bit_roi128": {"nav_shape": (2, 4)},
+    "mib_001_4x2_6bit": {},
+    "mib_002_4x2_6bit_roi128": {},
     "mib_002_sig256x128_u16": {},
     "mib_003_sig256x64_u16": {},
     "mib_single_9frames_1bit": {},
@@ -94,7 +94,80 @@ def test_real_scan_shape_from_hdr(realdata):
     assert ds.metadata["exposure_s"] == pytest.approx(0.001)
 
 
+@pytest.mark.parametrize("key", ["mib_001_4x2_6bit", "mib_002_4x2_6bit_roi128"])
+def test_real_scan_shape_from_time_stamps(realdata, key):
+    """Their .hdr says one frame per trigger; the frames come every 102 ms, and 21 us
+    later after the fourth (the line flyback): a 2 x 4 scan, as HyperSpy infers it."""
+    ds = open_dataset(realdata.file(realdata.entry(key)["files"][0]))
+    assert ds.nav_shape == (2, 4)
+    assert ds.metadata["scan_shape_source"].startswith("frame time stamps")
+
+
+@pytest.mark.parametrize("key", ["mib_single_9frames_24bit", "mib_quad_9frames_6bit"])
+def test_real_stack_without_flyback_stays_a_stack(realdata, key):
+    ds = open_dataset(realdata.file(realdata.entry(key)["files"][0]))
+    assert ds.nav_shape == (9,)
+    assert "no line flyback gap" in ds.metadata["scan_shape_source"]
+    assert "nav_shape=(rows, columns)" in ds.metadata["scan_shape_hint"]
+
+
 # -- synthetic files ----------------------------------------------------------------------------
+def timed_headers(n, period_ns, *, gaps=(), gap_ns=50_000, jitter_ns=0, seed=0, **fields):
+    """Frame headers whose time stamps come every ``period_ns`` (plus up to
+    ``jitter_ns``), ``gap_ns`` later before each frame in ``gaps``."""
+    rng = np.random.default_rng(seed)
+    steps = period_ns + rng.integers(0, jitter_ns + 1, n)
+    steps[list(gaps)] += gap_ns
+    times = np.datetime64("2024-05-01T12:00:00", "ns") + np.cumsum(steps).astype("timedelta64[ns]")
+    return [mib_header(i + 1, timestamp=t, **fields) for i, t in enumerate(times)]
+
+
+@pytest.mark.parametrize("jitter_ns", [0, 300])
+def test_scan_shape_from_line_flyback(tmp_path, jitter_ns):
+    fields = dict(width=8, height=4, pixel_depth="U08", counter_depth=6)
+    data = random_frames((5 * 6, 4, 8), np.uint8, 64)
+    headers = timed_headers(30, 1_000_000, gaps=range(6, 30, 6), jitter_ns=jitter_ns, **fields)
+    path = write_mib(tmp_path / "scan.mib", data, headers=headers, pixel_depth="U08",
+                     counter_depth=6, hdr={"Frames per Trigger (Number)": 1})
+    ds = open_dataset(path)
+    assert ds.nav_shape == (5, 6)
+    assert ds.metadata["scan_shape_source"] == "frame time stamps (line flyback gap after every 6 frames)"
+    np.testing.assert_array_equal(read_through_partitions(ds), data.reshape(5, 6, 4, 8))
+    assert open_dataset(path, nav_shape=(30,)).nav_shape == (30,)  # the option wins
+
+
+@pytest.mark.parametrize("case", ["uniform", "jitter", "irregular_gaps", "partial_line"])
+def test_no_scan_shape_from_time_stamps(tmp_path, case, capsys):
+    """Time stamps that show no regular line flyback leave a stack, and `info` says how
+    to give the scan shape."""
+    fields = dict(width=8, height=4, pixel_depth="U08", counter_depth=6)
+    n = 26 if case == "partial_line" else 24
+    if case == "uniform":
+        headers = timed_headers(n, 1_000_000, **fields)
+    elif case == "jitter":  # noise alone must not pass for a flyback
+        headers = timed_headers(n, 1_000_000, jitter_ns=20_000, seed=5, **fields)
+    elif case == "irregular_gaps":  # pauses, but not one every line
+        headers = timed_headers(n, 1_000_000, gaps=(4, 11, 15), **fields)
+    else:  # lines of 6 frames, the acquisition stopped 2 frames into the fifth line
+        headers = timed_headers(n, 1_000_000, gaps=range(6, n, 6), **fields)
+    data = random_frames((len(headers), 4, 8), np.uint8, 64)
+    path = write_mib(tmp_path / "stack.mib", data, headers=headers, pixel_depth="U08", counter_depth=6)
+    ds = open_dataset(path)
+    assert ds.nav_shape == (len(headers),)
+    source = ds.metadata["scan_shape_source"]
+    assert source.startswith("frame count (stack)")
+    if case == "partial_line":
+        assert "lines of 6 frames" in source and "26 frames" in source
+    else:
+        assert "no line flyback gap" in source
+    from stem_explorer.cli import main
+
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "nav_shape=(rows, columns)" in out and "--nav-shape ROWS COLUMNS" in out
+
+
+
 def random_frames(shape, dtype, top, seed=0):
     return np.random.default_rng(seed).integers(0, top, shape).astype(dtype)
 
@@ -125,7 +198,7 @@ def test_24bit_big_endian(tmp_path):
     path = write_mib(tmp_path / "d24.mib", data, pixel_depth="U32", counter_depth=24)
     ds = open_dataset(path, native=True)
     assert ds.nav_shape == (5,) and ds.dtype == np.dtype("=u4")
-    assert ds.metadata["scan_shape_source"] == "frame count (stack)"
+    assert ds.metadata["scan_shape_source"].startswith("frame count (stack)")
     np.testing.assert_array_equal(read_through_partitions(ds), data)
     kept = open_dataset(path)
     assert kept.dtype == np.dtype(">u4")

@@ -159,3 +159,80 @@ def test_de_more_frames_than_positions(tmp_path):
         open_dataset(path)
     ds = open_dataset(path, nav_shape=(4,))
     assert "scan_coordinates" not in ds.metadata
+
+
+# -- headers that disagree with the file, and absurd side files ---------------------------------
+def rewrite_header(path, **fields):
+    """Overwrite MRC header fields in place (``nx``, ``ny``, ``nz`` at bytes 0, 4, 8)."""
+    at = {"nx": 0, "ny": 4, "nz": 8}
+    with open(path, "r+b") as f:
+        for name, value in fields.items():
+            f.seek(at[name])
+            f.write(np.int32(value).tobytes())
+
+
+@pytest.mark.parametrize("fields,frames_worth", [({"nz": 2}, "2 more frames"), ({"nx": 1}, "")])
+def test_header_smaller_than_the_file_is_refused(tmp_path, fields, frames_worth):
+    """A header whose nz (or nx) is smaller than the data the file holds was read as
+    the header said: half a file, silently."""
+    path = write_mrc(tmp_path / "short.mrc", frames((4, 6, 6)))
+    rewrite_header(path, **fields)
+    with pytest.raises(FormatError) as info:
+        open_dataset(path)
+    message = str(info.value)
+    assert "short.mrc" in message and "left over" in message and "allow_trailing=True" in message
+    assert frames_worth in message
+    ds = open_dataset(path, allow_trailing=True)  # the user's explicit choice
+    assert ds.metadata["trailing_bytes"] > 0
+
+
+@pytest.mark.parametrize("key", ["Scan - Camera Frames Per Point", "Scan - Repeats"])
+def test_absurd_frames_per_point_allocates_nothing(tmp_path, key):
+    """ "Frames Per Point = 100000000" on a custom scan made the reader build every
+    position (45 GiB); run in a process limited to 2 GiB of address space."""
+    import subprocess
+    import sys
+    import textwrap
+
+    path, _ = write_de(tmp_path, 6, {**CUSTOM, key: 100_000_000}, POINTS)
+    code = textwrap.dedent(
+        f"""
+        import resource
+        from stem_explorer.io import open_dataset
+        from stem_explorer.errors import StemExplorerError
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+        try:
+            ds = open_dataset({str(path)!r})
+            print("opened", ds.nav_shape, ds.metadata["scan_coordinates"])
+        except StemExplorerError as exc:
+            print(type(exc).__name__, exc)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    if key == "Scan - Repeats":  # 6 frames of the first of 1e8 passes over 3 points
+        assert result.stdout.startswith("opened (6,)"), result.stdout
+        assert "[[0, 0], [1, 4], [3, 2], [0, 0], [1, 4], [3, 2]]" in result.stdout
+    else:  # one point's frames would not fit the movie: the info is not this movie's
+        assert result.stdout.startswith("FormatError"), result.stdout
+        assert "100000000 frames per point" in result.stdout and "nav_shape=(6,)" in result.stdout
+
+
+@pytest.mark.parametrize("info,why", [
+    ({**RASTER, "Scan - Repeats": 2}, "2 repeats"),
+    ({**RASTER, "Scan - Enable": "Disable"}, "scanning disabled"),
+    ({**CUSTOM}, "non-raster scan without a _scan_coordinates.csv"),
+])
+def test_de_stack_fallbacks_say_why(tmp_path, info, why):
+    n = 12 if "Scan - Repeats" in info else 6
+    path, _ = write_de(tmp_path, n, info)
+    ds = open_dataset(path)
+    assert ds.nav_shape == (n,)
+    assert why in ds.metadata["scan_shape_source"]
+    assert "nav_shape=(rows, columns)" in ds.metadata["scan_shape_hint"]
+
+
+def test_plain_mrc_stack_says_why(tmp_path):
+    ds = open_dataset(write_mrc(tmp_path / "plain.mrc", frames((4, 3, 3))))
+    assert "no plain_info.txt" in ds.metadata["scan_shape_source"] or "no _info.txt" in ds.metadata["scan_shape_source"]
+    assert "nav_shape=(rows, columns)" in ds.metadata["scan_shape_hint"]

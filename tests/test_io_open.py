@@ -53,7 +53,7 @@ def test_unknown_option_lists_accepted(tmp_path):
 
 
 def test_reader_options_of_plugins():
-    assert reader_options(registry.get_reader("hdf5")) == ["dataset", "nav_shape"]
+    assert reader_options(registry.get_reader("hdf5")) == ["dataset", "nav_shape", "channel"]
     assert reader_options(ReaderPlugin("any", lambda path, **kw: None)) is None
 
 

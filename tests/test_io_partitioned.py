@@ -324,3 +324,18 @@ def test_schema_file_is_draft_2020_12():
     import jsonschema
 
     jsonschema.Draft202012Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("depth", [100_000, 5_000])
+def test_deeply_nested_sidecar_is_a_format_error(tmp_path, depth):
+    """A dataset.json nested deeper than Python's recursion limit raised RecursionError."""
+    data = np.arange(2 * 3 * 4 * 4, dtype="u2").reshape(2, 3, 4, 4)
+    folder = tmp_path / "set"
+    write_raw_partitions(folder, data)
+    sidecar = folder / "dataset.json"
+    text = json.dumps(json.loads(sidecar.read_text()))
+    nested = "[" * depth + "]" * depth
+    sidecar.write_text(text[:-1] + f', "extra": {nested}}}')
+    with pytest.raises(FormatError, match="nested too deeply") as info:
+        open_dataset(folder)
+    assert str(sidecar) in str(info.value)

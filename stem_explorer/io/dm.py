@@ -77,15 +77,34 @@ class DMArray:
     nbytes: int
 
 
+#: Tag groups nest a few levels in real files (ImageList/1/ImageTags/Meta Data/...);
+#: deeper nesting is damage, and recursing into it would exhaust Python's stack.
+_MAX_DEPTH = 64
+
+
 class _TagParser:
     """Walks the tag tree of one open file into nested dicts (unnamed entries get
-    their index as name); arrays become :class:`DMArray` markers."""
+    their index as name); arrays become :class:`DMArray` markers.
+
+    Every length read from the file is checked against the bytes left in it before
+    anything is read or allocated, so a damaged count fails at once instead of asking
+    for gigabytes."""
 
     def __init__(self, f, path: str, version: int, data_order: str):
         self.f, self.path, self.data_order = f, path, data_order
         self.word = ">i" if version == 3 else ">Q"
+        self.size = os.fstat(f.fileno()).st_size
+        self.depth = 0
+
+    def _damaged(self, what: str) -> FormatError:
+        return FormatError(
+            f"DM file {self.path!r} is truncated or damaged: {what} near byte "
+            f"{self.f.tell()} of {self.size}; save the file again from DigitalMicrograph"
+        )
 
     def _bytes(self, n: int) -> bytes:
+        if not 0 <= n <= self.size - self.f.tell():
+            raise self._damaged(f"a tag of {n} bytes does not fit in the file")
         raw = self.f.read(n)
         if len(raw) < n:
             raise FormatError(
@@ -94,14 +113,24 @@ class _TagParser:
             )
         return raw
 
+    def _count(self, unit: int) -> int:
+        """A count read from the file, of items of at least ``unit`` bytes each."""
+        n = self._read(self.word)
+        if not 0 <= n * unit <= self.size - self.f.tell():
+            raise self._damaged(f"a count of {n} items does not fit in the file")
+        return n
+
     def _read(self, fmt: str):
         s = struct.Struct(fmt)
         return s.unpack(self._bytes(s.size))[0]
 
     def group(self) -> dict:
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise self._damaged(f"tag groups nested more than {_MAX_DEPTH} deep")
         self._read(">B"), self._read(">B")  # sorted, open
         out = {}
-        for i in range(self._read(self.word)):
+        for i in range(self._count(3)):  # an entry is at least a kind and a name length
             kind = self._read(">B")
             name = self._bytes(self._read(">H")).decode("latin-1") or str(i)
             if self.word == ">Q":
@@ -115,6 +144,7 @@ class _TagParser:
                     f"DM file {self.path!r} has an unknown tag kind {kind} at byte "
                     f"{self.f.tell() - 1}; the file is damaged"
                 )
+        self.depth -= 1
         return out
 
     def data(self):
@@ -123,8 +153,11 @@ class _TagParser:
                 f"DM file {self.path!r} is damaged: a data tag lacks its '%%%%' marker "
                 f"near byte {self.f.tell()}"
             )
-        info = [self._read(self.word) for _ in range(self._read(self.word))]
-        return self._value(info)
+        info = [self._read(self.word) for _ in range(self._count(struct.calcsize(self.word)))]
+        try:
+            return self._value(info)
+        except IndexError:  # fewer info words than the type needs
+            raise self._damaged(f"a data tag with too few type words {info}") from None
 
     def _scalar_dtype(self, code: int) -> np.dtype:
         if code not in _SIMPLE:
@@ -155,6 +188,8 @@ class _TagParser:
             dtype = self._scalar_dtype(element)
             item = dtype.itemsize
         offset = self.f.tell()
+        if not 0 <= item * length <= self.size - offset:
+            raise self._damaged(f"an array of {length} items of {item} bytes does not fit in the file")
         self.f.seek(offset + item * length)
         return DMArray(offset, length, dtype, item * length)
 

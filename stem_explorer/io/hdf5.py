@@ -35,9 +35,10 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from ..errors import DataSetError, DataSetNotFoundError, FormatError, StemExplorerError
 from .base import DataSet, FrameReader, FrameSource, Partition
 from .hdf5_scan import scan_shape
+from .hdf5_virtual import check_virtual_sources
 from .raw import MappedFrameSource, _check_range, map_frames
 from .registry import ReaderPlugin, register_reader
 
@@ -114,46 +115,58 @@ def _object_key(obj) -> tuple[int, int]:
     return (info.fileno, info.addr)
 
 
+#: what h5py raises for damaged metadata or a link it cannot follow
+_H5_ERRORS = (KeyError, OSError, RuntimeError, ValueError, TypeError)
+
+
 def _numeric_datasets(f: h5py.File, broken: Optional[list] = None) -> list:
     """Every ``(path, dataset)`` numeric and non-scalar reachable from ``f``, following
     soft and external links; an object reached by several paths is listed once.
-    Dangling external links are described in ``broken``."""
+    Dangling external links and entries that cannot be read (damaged metadata) are
+    described in ``broken``."""
     found, seen = [], set()
     broken = [] if broken is None else broken
 
     def walk(group, prefix):
-        for name in group:
+        try:
+            names = list(group)
+        except _H5_ERRORS as exc:
+            broken.append(f"{prefix or '/'} (group cannot be listed: {exc})")
+            return
+        for name in names:
             path = f"{prefix}/{name}"
             try:
                 obj = group[name]
-            except (KeyError, OSError, RuntimeError, ValueError):
+                key = None if obj is None else _object_key(obj)
+                numeric = isinstance(obj, h5py.Dataset) and _is_numeric(obj)
+            except _H5_ERRORS:
                 broken.append(_describe_link(group, name, path))
                 continue
-            if obj is None:
-                continue
-            key = _object_key(obj)
-            if key in seen:
+            if key is None or key in seen:
                 continue
             seen.add(key)
             if isinstance(obj, h5py.Group):
                 walk(obj, path)
-            elif (
-                isinstance(obj, h5py.Dataset)
-                and obj.shape is not None
-                and obj.ndim >= 1
-                and obj.dtype.kind in "biufc"
-                and obj.dtype.fields is None
-            ):
+            elif numeric:
                 found.append((path, obj))
 
     walk(f, "")
     return found
 
 
+def _is_numeric(dset: h5py.Dataset) -> bool:
+    return (
+        dset.shape is not None
+        and dset.ndim >= 1
+        and dset.dtype.kind in "biufc"
+        and dset.dtype.fields is None
+    )
+
+
 def _describe_link(group, name: str, path: str) -> str:
     try:
         link = group.get(name, getlink=True)
-    except (KeyError, OSError, RuntimeError, ValueError):
+    except _H5_ERRORS:
         link = None
     if isinstance(link, h5py.ExternalLink):
         return f"{path} -> missing file {link.filename}:{link.path}"
@@ -166,8 +179,8 @@ def _broken_hint(broken: list) -> str:
     if not broken:
         return ""
     return (
-        f"; dangling links: {'; '.join(broken)} (put the linked data files beside the "
-        f"master file)"
+        f"; entries that cannot be read: {'; '.join(broken)} (put the linked data files "
+        f"beside the master file; anything else is damage to the file)"
     )
 
 
@@ -177,7 +190,7 @@ def _describe(candidates) -> str:
 
 def _frame_candidates(f: h5py.File, broken: Optional[list] = None):
     all_numeric = _numeric_datasets(f, broken)
-    return [(p, d) for p, d in all_numeric if d.ndim in (3, 4)], all_numeric
+    return [(p, d) for p, d in all_numeric if d.ndim in (3, 4, 5)], all_numeric
 
 
 def _select_dataset(f: h5py.File, path: str, dataset: Optional[str]):
@@ -228,21 +241,16 @@ def _prefer_known_layouts(f: h5py.File, path: str, candidates: list) -> list:
     all of them is already numpy's ``(scan_y, scan_x, det_y, det_x)``:
 
     * fpd: ``/fpd_expt/fpd_data/data`` (beside 3-D per-position ``Exposure`` /
-      ``Threshold`` data); its 5-D ``(y, x, 1, det_y, det_x)`` form is refused clearly;
+      ``Threshold`` data), 4-D or 5-D ``(y, x, channels, det_y, det_x)``;
     * HyperSpy ``.hspy``: ``/Experiments/<name>/data`` (navigation axes first);
     * EMD 1.0 (py4DSTEM, Prismatic): a ``data`` dataset in a group with an
       ``emd_group_type`` attribute, 4-D datacubes before 3-D slices (Prismatic's
       ``realslices`` of annular detector images beside its ``CBED_array`` datacube).
+
+    Of the rest, 3-D/4-D datasets go before 5-D ones.
     """
     if len(candidates) < 2:
         return candidates
-    fpd = f.get("fpd_expt/fpd_data/data")
-    if isinstance(fpd, h5py.Dataset) and fpd.ndim == 5:
-        raise DataSetError(
-            f"{path!r} is an fpd file whose frames /fpd_expt/fpd_data/data are 5-D "
-            f"{fpd.shape}; only 4-D fpd data is read so far: save it as (scan_y, scan_x, "
-            f"det_y, det_x) or open the array with open_dataset(h5py_dataset[:, :, 0])"
-        )
 
     def rank(item) -> int:
         name, dset = item
@@ -252,10 +260,10 @@ def _prefer_known_layouts(f: h5py.File, path: str, candidates: list) -> list:
             return 3
         if name.endswith("/data") and "emd_group_type" in dset.parent.attrs:
             return 1 + (dset.ndim == 4)
-        return 0
+        return -1 if dset.ndim == 5 else 0
 
     best = max(rank(c) for c in candidates)
-    return [c for c in candidates if rank(c) == best] if best else candidates
+    return [c for c in candidates if rank(c) == best]
 
 
 # -- filters --------------------------------------------------------------------------------
@@ -301,12 +309,15 @@ def _frame_alignment(shape: tuple[int, ...], chunks: Optional[tuple[int, ...]]) 
     multiples of this covers whole chunks."""
     if chunks is None:
         return 1
-    if len(shape) == 3:
-        return int(chunks[0])
-    nav_x = shape[1]
-    if chunks[0] == 1 and nav_x % chunks[1] == 0:
-        return int(chunks[1])  # one scan row per chunk, rows split evenly
-    return int(chunks[0]) * nav_x  # whole groups of chunks[0] scan rows
+    nav, nav_chunks = tuple(shape[:-2]), tuple(chunks[:-2])
+    if len(nav) == 1:
+        return int(nav_chunks[0])
+    inner = math.prod(nav[1:])
+    if nav_chunks[0] == 1:
+        per_chunk = _frame_alignment(nav[1:] + (0, 0), nav_chunks[1:] + (0, 0))
+        if inner % per_chunk == 0:
+            return per_chunk  # one index of the outer axis per chunk, split evenly
+    return int(nav_chunks[0]) * inner  # whole groups of chunks[0] outer indices
 
 
 # -- the chunked / h5py read path ----------------------------------------------------------
@@ -315,7 +326,9 @@ class Hdf5FrameSource(FrameSource):
 
     Holds the path of the file that contains the dataset (an external link's target,
     resolved when the data set was opened) and the dataset's path in it; the file is
-    opened on the worker.
+    opened on the worker. ``shape`` is the dataset's; for 5-D data ``(y, x, channels,
+    det_y, det_x)`` a ``channel`` reads that one frame per position, and without one
+    the frames are every ``(y, x, channel)`` in C order.
     """
 
     def __init__(
@@ -326,14 +339,22 @@ class Hdf5FrameSource(FrameSource):
         shape: tuple[int, ...],
         dtype,
         frame_alignment: int = 1,
+        channel: Optional[int] = None,
     ):
         self.path = os.fspath(path)
         self.dataset = dataset
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
+        self.channel = None if channel is None else int(channel)
         self.sig_shape = self.shape[-2:]
-        self.n_frames = math.prod(self.shape[:-2])
+        self.n_frames = math.prod(self.nav_axes)
         self.frame_alignment = int(frame_alignment)
+
+    @property
+    def nav_axes(self) -> tuple[int, ...]:
+        """The dataset's axes that frames are indexed by (the channel axis is not one
+        when a channel is picked)."""
+        return self.shape[:2] if self.channel is not None else self.shape[:-2]
 
     def open(self, payload=None) -> "Hdf5FrameReader":
         """Open the HDF5 file lazily (on first read) where the task runs."""
@@ -346,8 +367,8 @@ class Hdf5FrameSource(FrameSource):
         )
 
     def _repr_layout(self) -> str:
-        """What a subclass adds to the repr before the alignment (ends with ', ')."""
-        return ""
+        """What the repr adds before the alignment (ends with ', ')."""
+        return "" if self.channel is None else f"channel={self.channel}, "
 
 
 class Hdf5FrameReader(FrameReader):
@@ -364,12 +385,18 @@ class Hdf5FrameReader(FrameReader):
             s = self.source
             try:
                 self._file = h5py.File(s.path, "r")
+                self._dset = self._file[s.dataset]
             except FileNotFoundError:
                 raise DataSetNotFoundError(
                     f"HDF5 file {s.path!r} does not exist (on this machine); check that "
                     f"every worker sees the same path"
                 ) from None
-            self._dset = self._file[s.dataset]
+            except _H5_ERRORS as exc:
+                raise FormatError(
+                    f"HDF5 file {s.path!r} cannot be read any more ({exc}): it was "
+                    f"truncated, replaced or damaged after it was opened; restore the "
+                    f"file and open it again"
+                ) from None
         return self._dset
 
     def _frames_buffer(self, n: int) -> np.ndarray:
@@ -392,12 +419,12 @@ class Hdf5FrameReader(FrameReader):
         if start == stop:
             return
         dset = self._dataset()
+        picked = () if s.channel is None else (s.channel,)
         try:
-            for source_sel, lo, hi in _selections(s.shape, start, stop):
+            for source_sel, lo, hi in _selections(s.nav_axes + s.sig_shape, start, stop):
                 dest = out[lo - start : hi - start]
-                if len(s.shape) == 4:
-                    dest = dest.reshape(_selection_shape(source_sel) + s.sig_shape)
-                dset.read_direct(dest, source_sel)
+                dest = dest.reshape(_selection_shape(source_sel) + s.sig_shape)
+                dset.read_direct(dest, source_sel + picked)
         except OSError as exc:
             raise FormatError(
                 f"cannot read frames {start}:{stop} of {s.dataset!r} in {s.path!r}: "
@@ -414,31 +441,41 @@ class Hdf5FrameReader(FrameReader):
         self._buffer = None
 
 
-def _selections(shape, start: int, stop: int):
+def _selections(shape, start: int, stop: int) -> list:
     """Hyperslabs ``(selection, flat_start, flat_stop)`` that read flat frames
-    ``start:stop`` of a 3-D or 4-D dataset: at most a partial first scan row, a block
-    of whole rows and a partial last row."""
-    if len(shape) == 3:
-        return [(np.s_[start:stop], start, stop)]
-    nx = shape[1]
-    r0, c0 = divmod(start, nx)
-    r1, c1 = divmod(stop, nx)
+    ``start:stop`` of a dataset of frames ``shape`` (scan axes, then the frame's two):
+    each selection is a tuple of one slice per scan axis. Per axis, at most a partial
+    first block, a block of whole ones and a partial last block (a 4-D scan: a partial
+    first row, whole rows, a partial last row)."""
+    return list(_nav_blocks(tuple(shape[:-2]), start, stop))
+
+
+def _nav_blocks(nav: tuple, start: int, stop: int):
+    if len(nav) == 1:
+        yield (slice(start, stop),), start, stop
+        return
+    inner = math.prod(nav[1:])
+    r0, c0 = divmod(start, inner)
+    r1, c1 = divmod(stop, inner)
+
+    def within(row: int, lo: int, hi: int):
+        for sel, a, b in _nav_blocks(nav[1:], lo, hi):
+            yield (slice(row, row + 1),) + sel, row * inner + a, row * inner + b
+
     if r0 == r1:
-        return [(np.s_[r0 : r0 + 1, c0:c1], start, stop)]
-    sels = []
+        yield from within(r0, c0, c1)
+        return
     if c0:
-        sels.append((np.s_[r0 : r0 + 1, c0:nx], start, (r0 + 1) * nx))
+        yield from within(r0, c0, inner)
         r0 += 1
     if r1 > r0:
-        sels.append((np.s_[r0:r1, 0:nx], r0 * nx, r1 * nx))
+        yield (slice(r0, r1),) + tuple(slice(0, n) for n in nav[1:]), r0 * inner, r1 * inner
     if c1:
-        sels.append((np.s_[r1 : r1 + 1, 0:c1], r1 * nx, stop))
-    return sels
+        yield from within(r1, 0, c1)
 
 
-def _selection_shape(sel) -> tuple[int, int]:
-    rows, cols = sel
-    return (rows.stop - rows.start, cols.stop - cols.start)
+def _selection_shape(sel) -> tuple[int, ...]:
+    return tuple(s.stop - s.start for s in sel)
 
 
 # -- zero-copy maps of uncompressed storage --------------------------------------------------
@@ -484,6 +521,8 @@ def _mapped_runs(dset: h5py.Dataset) -> Optional[np.ndarray]:
 def _chunk_runs(dset: h5py.Dataset) -> Optional[np.ndarray]:
     """The runs of :func:`_mapped_runs` for a chunked, unfiltered dataset."""
     shape, chunks = tuple(dset.shape), tuple(dset.chunks)
+    if len(shape) not in (3, 4):
+        return None  # 5-D data is read through h5py unless it is contiguous
     if chunks[-2:] != shape[-2:]:
         return None  # a chunk holds parts of frames
     if len(shape) == 4 and chunks[0] != 1 and chunks[1] != shape[1]:
@@ -746,12 +785,17 @@ class Hdf5ChunkRunsDataSet(DataSet):
 
 
 # -- the reader -------------------------------------------------------------------------------
-def open_hdf5(path, *, dataset: Optional[str] = None, nav_shape=None) -> DataSet:
+def open_hdf5(
+    path, *, dataset: Optional[str] = None, nav_shape=None, channel: Optional[int] = None
+) -> DataSet:
     """Open frames stored in an HDF5 file.
 
     ``dataset`` is the path of the frames inside the file; without it the reader picks
     the only 3-D ``(frames, sy, sx)`` or 4-D ``(ny, nx, sy, sx)`` numeric dataset,
-    following external links (a detector master file's link to its data file).
+    following external links (a detector master file's link to its data file). 5-D
+    data ``(ny, nx, channels, sy, sx)`` (fpd files: one frame per Merlin colour
+    channel) with one channel opens as 4-D; with several, ``channel=`` picks one, or
+    a ``nav_shape`` of all ``ny * nx * channels`` frames reads every frame.
     ``nav_shape`` reshapes the scan (its product must equal the number of frames);
     without it a 3-D stack takes its scan shape from the file's metadata where there
     is any (:mod:`stem_explorer.io.hdf5_scan`: a ``scan_shape`` attribute, the ARINA
@@ -769,71 +813,138 @@ def open_hdf5(path, *, dataset: Optional[str] = None, nav_shape=None) -> DataSet
             f"and not damaged, or pass the right format=..."
         ) from None
     with f:
-        ds_path, dset = _select_dataset(f, path, dataset)
-        shape = tuple(dset.shape)
-        if len(shape) not in (3, 4):
-            candidates, _ = _frame_candidates(f)
-            raise DataSetError(
-                f"dataset {ds_path!r} in {path!r} has shape {shape} ({len(shape)}-D); "
-                f"frames must be 3-D (frames, sig_y, sig_x) or 4-D (scan_y, scan_x, sig_y, "
-                f"sig_x); pass dataset=... naming such a dataset (candidates: "
-                f"{_describe(candidates)})"
-            )
-        if dset.dtype.kind not in "biufc" or dset.dtype.fields is not None:
-            raise DataSetError(
-                f"dataset {ds_path!r} in {path!r} holds {dset.dtype} values, not numbers; "
-                f"pass dataset=... naming the frames"
-            )
-        if math.prod(shape) == 0:
-            raise DataSetError(f"dataset {ds_path!r} in {path!r} is empty (shape {shape})")
-        dtype = dset.dtype
-        data_file = os.path.abspath(dset.file.filename)
-        filters = _filters(dset)
-        _check_filters_available(filters, ds_path, path)
-        n_frames = math.prod(shape[:-2])
-        sig_shape = shape[-2:]
-        alignment = _frame_alignment(shape, dset.chunks)
-        runs = _mapped_runs(dset)
-        if runs is not None and not _runs_match(dset, data_file, runs):
-            runs = None
-        source: FrameSource
-        dataset_class = DataSet
-        if runs is not None and len(runs) == 1 and tuple(runs[0, :2]) == (0, n_frames):
-            # contiguous, or every chunk back to back in order: one plain mapping
-            source = MappedFrameSource(
-                data_file, offset=int(runs[0, 2]), n_frames=n_frames, sig_shape=sig_shape,
-                dtype=dtype,
-            )
-            read_path = "mmap"
-        elif runs is not None:
-            source = Hdf5ChunkRunsSource(
-                data_file, dset.name, shape=shape, dtype=dtype, runs=runs,
-                frame_alignment=alignment,
-            )
-            dataset_class = Hdf5ChunkRunsDataSet
-            read_path = "mapped_chunks"
-        else:
-            source = Hdf5FrameSource(
-                data_file, dset.name, shape=shape, dtype=dtype, frame_alignment=alignment
-            )
-            read_path = "chunked" if dset.chunks is not None else "h5py"
-        metadata = {
-            "dataset": ds_path,
-            "data_file": data_file,
-            "data_path": dset.name,
-            "hdf5_shape": list(shape),
-            "chunks": list(dset.chunks) if dset.chunks else None,
-            "compression": _compression_name(filters),
-            "filters": [label for _c, _v, label in filters],
-            "read_path": read_path,
-            "frame_alignment": source.frame_alignment,
-        }
-        if read_path == "mapped_chunks":
-            metadata["mapped_runs"] = len(runs)
-            metadata["mapped_frames"] = int(np.sum(runs[:, 1] - runs[:, 0]))
-        nav, metadata["scan_shape_source"], extra = scan_shape(f, path, ds_path, shape, nav_shape)
-        metadata.update(extra)
+        try:
+            return _open_frames(f, path, dataset, nav_shape, channel)
+        except StemExplorerError:
+            raise
+        except _H5_ERRORS as exc:
+            # damaged metadata met past the dataset search (attributes, chunk index...)
+            raise FormatError(
+                f"{path!r} is a damaged HDF5 file: reading its metadata failed ({exc}); "
+                f"restore the file from its source, or pass dataset=... naming frames "
+                f"outside the damaged part"
+            ) from None
+
+
+def _open_frames(f: h5py.File, path: str, dataset, nav_shape, channel) -> DataSet:
+    """:func:`open_hdf5` on the open file ``f``."""
+    ds_path, dset = _select_dataset(f, path, dataset)
+    shape = tuple(dset.shape)
+    if len(shape) not in (3, 4, 5):
+        candidates, _ = _frame_candidates(f)
+        raise DataSetError(
+            f"dataset {ds_path!r} in {path!r} has shape {shape} ({len(shape)}-D); "
+            f"frames must be 3-D (frames, sig_y, sig_x), 4-D (scan_y, scan_x, sig_y, "
+            f"sig_x) or 5-D (scan_y, scan_x, channels, sig_y, sig_x); pass "
+            f"dataset=... naming such a dataset (candidates: {_describe(candidates)})"
+        )
+    if dset.dtype.kind not in "biufc" or dset.dtype.fields is not None:
+        raise DataSetError(
+            f"dataset {ds_path!r} in {path!r} holds {dset.dtype} values, not numbers; "
+            f"pass dataset=... naming the frames"
+        )
+    if math.prod(shape) == 0:
+        raise DataSetError(f"dataset {ds_path!r} in {path!r} is empty (shape {shape})")
+    virtual_sources = check_virtual_sources(dset, ds_path, path)
+    dtype = dset.dtype
+    data_file = os.path.abspath(dset.file.filename)
+    filters = _filters(dset)
+    _check_filters_available(filters, ds_path, path)
+    channel = _channel(path, ds_path, shape, channel, nav_shape)
+    stored = _frame_axes(shape, channel)
+    alignment = _frame_alignment(stored, dset.chunks and _frame_axes(dset.chunks, channel))
+    n_frames = math.prod(stored[:-2])
+    sig_shape = shape[-2:]
+    runs = _mapped_runs(dset)
+    if runs is not None and not _runs_match(dset, data_file, runs):
+        runs = None
+    source: FrameSource
+    dataset_class = DataSet
+    all_frames = math.prod(shape[:-2])
+    if runs is not None and len(runs) == 1 and tuple(runs[0, :2]) == (0, all_frames):
+        # contiguous, or every chunk back to back in order: one plain mapping (of
+        # every channels-th frame when a channel is picked)
+        frame_bytes = math.prod(sig_shape) * dtype.itemsize
+        picked, stride = (0, None) if channel is None else (channel, shape[2] * frame_bytes)
+        source = MappedFrameSource(
+            data_file, offset=int(runs[0, 2]) + picked * frame_bytes, n_frames=n_frames,
+            sig_shape=sig_shape, dtype=dtype, frame_stride=stride,
+        )
+        read_path = "mmap"
+    elif runs is not None:
+        source = Hdf5ChunkRunsSource(
+            data_file, dset.name, shape=shape, dtype=dtype, runs=runs,
+            frame_alignment=alignment,
+        )
+        dataset_class = Hdf5ChunkRunsDataSet
+        read_path = "mapped_chunks"
+    else:
+        source = Hdf5FrameSource(
+            data_file, dset.name, shape=shape, dtype=dtype, frame_alignment=alignment,
+            channel=channel,
+        )
+        read_path = "chunked" if dset.chunks is not None else "h5py"
+    metadata = {
+        "dataset": ds_path,
+        "data_file": data_file,
+        "data_path": dset.name,
+        "hdf5_shape": list(shape),
+        "chunks": list(dset.chunks) if dset.chunks else None,
+        "compression": _compression_name(filters),
+        "filters": [label for _c, _v, label in filters],
+        "read_path": read_path,
+        "frame_alignment": source.frame_alignment,
+    }
+    if read_path == "mapped_chunks":
+        metadata["mapped_runs"] = len(runs)
+        metadata["mapped_frames"] = int(np.sum(runs[:, 1] - runs[:, 0]))
+    if len(shape) == 5:
+        metadata["channel"] = channel
+    if virtual_sources is not None:
+        metadata["virtual_sources"] = virtual_sources
+    # every frame of several channels goes on the user's nav_shape, like a stack
+    frames = stored if len(stored) < 5 else (n_frames,) + sig_shape
+    nav, metadata["scan_shape_source"], extra = scan_shape(f, path, ds_path, frames, nav_shape)
+    metadata.update(extra)
     return dataset_class(source, nav, format="hdf5", path=path, metadata=metadata)
+
+
+def _frame_axes(axes: tuple, channel: Optional[int]) -> tuple:
+    """``axes`` (a dataset's shape or chunk shape) over the axes frames are indexed
+    by: a picked channel's axis is not one of them."""
+    return tuple(axes) if channel is None else tuple(axes[:2]) + tuple(axes[3:])
+
+
+def _channel(path: str, ds_path: str, shape: tuple, channel, nav_shape) -> Optional[int]:
+    """The channel of 5-D data ``(ny, nx, channels, sy, sx)`` to read, or None for all
+    frames (or for data that has no channel axis)."""
+    if len(shape) != 5:
+        if channel is not None:
+            raise DataSetError(
+                f"channel={channel!r} picks one frame per position of 5-D data (scan_y, "
+                f"scan_x, channels, sig_y, sig_x), but {ds_path!r} in {path!r} is "
+                f"{len(shape)}-D {shape}; leave channel out"
+            )
+        return None
+    ny, nx, count = shape[:3]
+    if channel is not None:
+        if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < count:
+            raise DataSetError(
+                f"channel={channel!r} is outside 0..{count - 1}: {ds_path!r} in {path!r} "
+                f"holds {count} frames per scan position"
+            )
+        return int(channel)
+    if count == 1:
+        return 0  # the singleton axis is squeezed
+    if nav_shape is not None and math.prod(np.atleast_1d(nav_shape)) == ny * nx * count:
+        return None
+    raise DataSetError(
+        f"{ds_path!r} in {path!r} is 5-D {shape}: {count} frames per scan position (fpd: "
+        f"one per Merlin colour channel / counter); pass channel=0 (up to {count - 1}) to "
+        f"read one frame per position, or nav_shape=({ny}, {nx * count}) to read every "
+        f"frame, each scan row holding {nx} positions x {count} channels"
+    )
+
 
 
 PLUGIN = register_reader(

@@ -19,8 +19,11 @@ reader uses it. In order, the first that applies:
 6. otherwise a stack ``(n_frames,)``.
 
 Metadata that disagrees with the frame count (an acquisition stopped early, a sidecar
-of another scan) is not used; the stack is returned and the source says why. The
-source is recorded as ``metadata["scan_shape_source"]``.
+of another scan) is not used; the stack is returned and the source says why, as it
+says what was missing or unreadable when nothing applied (a sidecar that is not HDF5,
+a ``STEM Metadata`` group without its attributes...), and
+``metadata["scan_shape_hint"]`` says how to pass the scan shape. The source is
+recorded as ``metadata["scan_shape_source"]``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import h5py
 import numpy as np
 
 from ..errors import DataSetError
-from .raw import parse_shape
+from .raw import nav_shape_hint, parse_shape
 
 __all__ = ["SCAN_SHAPE_ATTRIBUTE", "scan_shape"]
 
@@ -54,18 +57,20 @@ def scan_shape(f: h5py.File, path: str, ds_path: str, shape, nav_shape=None) -> 
     attribute = _attribute_shape(f, path, ds_path, n_frames)
     if attribute is not None:
         return attribute
-    rejected = []
-    for found in (_stem_metadata(f, path), _dectris_triggers(f)):
+    rejected, notes = [], []
+    for found, note in (_stem_metadata(f, path), _dectris_triggers(f)):
         if found is None:
+            notes.append(note)
             continue
         nav, source, extra = found
         if math.prod(nav) == n_frames:
             return nav, source, extra
         rejected.append(f"{source} gives {nav[0]}x{nav[1]} = {math.prod(nav)} positions")
+    hint = {"scan_shape_hint": nav_shape_hint(n_frames)}
     if rejected:
         note = "; ".join(rejected)
-        return (n_frames,), f"frame count (stack); not used: {note}, but there are {n_frames} frames", {}
-    return (n_frames,), "frame count (stack)", {}
+        return (n_frames,), f"frame count (stack); not used: {note}, but there are {n_frames} frames", hint
+    return (n_frames,), f"frame count (stack): {'; '.join(notes)}", hint
 
 
 def _attribute_shape(f: h5py.File, path: str, ds_path: str, n_frames: int):
@@ -93,28 +98,31 @@ def _attribute_shape(f: h5py.File, path: str, ds_path: str, n_frames: int):
 
 
 def _stem_metadata(f: h5py.File, path: str):
-    """``NumPixelsY x NumPixelsX`` of a ``STEM Metadata`` group in the file or in the
-    ARINA sidecar ``<name>.h5`` of ``<name>_master.h5``."""
+    """``(found, why not)``: ``found`` is ``(NumPixelsY x NumPixelsX, source, extra)``
+    of a ``STEM Metadata`` group in the file or in the ARINA sidecar ``<name>.h5`` of
+    ``<name>_master.h5``, else None and a note saying what was missing."""
     group = f.get(_STEM_METADATA)
-    where = None
     if isinstance(group, h5py.Group):
-        found = _num_pixels(group)
-        where = os.path.basename(path)
+        found, where = _num_pixels(group), os.path.basename(path)
     else:
         stem, suffix = os.path.splitext(path)
         sidecar = stem[: -len("_master")] + suffix if stem.endswith("_master") else None
-        found = None
-        if sidecar and os.path.isfile(sidecar):
-            try:
-                with h5py.File(sidecar, "r") as side:
-                    group = side.get(_STEM_METADATA)
-                    found = _num_pixels(group) if isinstance(group, h5py.Group) else None
-            except OSError:  # not HDF5 after all: nothing to learn from it
-                found = None
-            where = os.path.basename(sidecar)
+        if not sidecar or not os.path.isfile(sidecar):
+            beside = f" or a {os.path.basename(sidecar)} beside it" if sidecar else ""
+            return None, f"no {_STEM_METADATA!r} group in the file{beside}"
+        where = os.path.basename(sidecar)
+        try:
+            with h5py.File(sidecar, "r") as side:
+                group = side.get(_STEM_METADATA)
+                if not isinstance(group, h5py.Group):
+                    return None, f"the sidecar {where} has no {_STEM_METADATA!r} group"
+                found = _num_pixels(group)
+        except (OSError, KeyError, RuntimeError, ValueError) as exc:
+            return None, f"the sidecar {where} cannot be read as HDF5 ({exc})"
     if found is None:
-        return None
-    return found, f"{_STEM_METADATA} NumPixelsY x NumPixelsX ({where})", {"scan_metadata_file": where}
+        return None, f"{_STEM_METADATA!r} in {where} has no positive NumPixelsY/NumPixelsX"
+    source = f"{_STEM_METADATA} NumPixelsY x NumPixelsX ({where})"
+    return (found, source, {"scan_metadata_file": where}), None
 
 
 def _num_pixels(group: h5py.Group) -> Optional[tuple[int, int]]:
@@ -126,14 +134,18 @@ def _num_pixels(group: h5py.Group) -> Optional[tuple[int, int]]:
 
 
 def _dectris_triggers(f: h5py.File):
-    """``(ntrigger, nimages)`` of a DECTRIS NeXus master, when both exceed one."""
+    """``(found, why not)``: ``found`` is ``((ntrigger, nimages), source, extra)`` of a
+    DECTRIS NeXus master when both exceed one, else None and a note."""
     group = f.get(_DECTRIS)
     if not isinstance(group, h5py.Group):
-        return None
+        return None, "no DECTRIS detectorSpecific group"
     try:
         rows, columns = (int(np.ravel(group[k][()])[0]) for k in ("ntrigger", "nimages"))
-    except (KeyError, TypeError, ValueError, IndexError):
-        return None
+    except (KeyError, TypeError, ValueError, IndexError, OSError, RuntimeError):
+        return None, "no readable DECTRIS ntrigger/nimages"
     if rows <= 1 or columns <= 1:
-        return None
-    return (rows, columns), "DECTRIS detectorSpecific ntrigger x nimages", {}
+        return None, (
+            f"DECTRIS ntrigger {rows} x nimages {columns} says nothing about scan rows "
+            f"(one image per trigger)"
+        )
+    return ((rows, columns), "DECTRIS detectorSpecific ntrigger x nimages", {}), None

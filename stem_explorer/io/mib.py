@@ -34,8 +34,11 @@ stored); nothing is flipped. (Some readers flip vertically; the references in
 
 Scan shape: ``nav_shape=`` wins; else the ``.hdr`` beside the file gives the scan
 width when it states ``Frames per Trigger`` > 1 (one trigger per scan line) and
-that is not the whole acquisition; else the frames are a 3-D stack, ``nav_shape=(n_frames,)``. The source is recorded in
-``metadata["scan_shape_source"]``.
+that is not the whole acquisition; else the frames' time stamps give it when a line
+flyback pause follows every line (:mod:`stem_explorer.io.mib_scan`, as HyperSpy
+infers it); else the frames are a 3-D stack, ``nav_shape=(n_frames,)``, and
+``metadata["scan_shape_hint"]`` says how to pass the scan shape. The source (and why
+a stack) is recorded in ``metadata["scan_shape_source"]``.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ import numpy as np
 
 from ..errors import DataSetError, DataSetNotFoundError, FormatError
 from .base import DataSet, FrameReader, FrameSource
-from .raw import MappedFrameSource, map_frames, parse_shape
+from .mib_scan import frame_times, scan_from_times
+from .raw import MappedFrameSource, map_frames, nav_shape_hint, parse_shape
 from .registry import ReaderPlugin, register_reader
 
 __all__ = [
@@ -273,14 +277,19 @@ class DecodedFrameReader(FrameReader):
 
 
 # -- checking the whole file ------------------------------------------------------------------
+def _frame_headers(path: str, first: MibHeader, n_frames: int) -> np.ndarray:
+    """The header bytes of every frame, one row each (a view of the file's mapping)."""
+    return map_frames(
+        path, offset=0, n_frames=n_frames, sig_shape=(1, first.header_bytes),
+        dtype="u1", frame_stride=first.frame_bytes,
+    )[:, 0, :]
+
+
 def _check_frames(path: str, first: MibHeader, n_frames: int) -> None:
     """Every frame must start with a header of the first frame's layout and counter
     depth; headers are compared as bytes (vectorised) and only differing ones parsed."""
     stride = first.frame_bytes
-    headers = map_frames(
-        path, offset=0, n_frames=n_frames, sig_shape=(1, first.header_bytes),
-        dtype="u1", frame_stride=stride,
-    )[:, 0, :]
+    headers = _frame_headers(path, first, n_frames)
     magic = np.frombuffer(MAGIC, np.uint8)
     bad = np.flatnonzero((headers[:, : len(MAGIC)] != magic).any(axis=1))
     if bad.size:
@@ -345,8 +354,9 @@ def _count_frames(path: str, first: MibHeader) -> int:
 
 
 # -- scan shape -------------------------------------------------------------------------------
-def _scan_shape(path: str, n_frames: int, nav_shape, hdr: Optional[dict]):
-    """``(nav_shape, source)`` from the option, else the ``.hdr``, else a stack."""
+def _scan_shape(path: str, first: MibHeader, n_frames: int, nav_shape, hdr: Optional[dict]):
+    """``(nav_shape, source)`` from the option, else the ``.hdr``, else the frames'
+    time stamps, else a stack."""
     if nav_shape is not None:
         nav = parse_shape("nav_shape", nav_shape, (1, 2))
         if math.prod(nav) != n_frames:
@@ -367,7 +377,11 @@ def _scan_shape(path: str, n_frames: int, nav_shape, hdr: Optional[dict]):
                 f"or nav_shape=(rows, columns) whose product is {n_frames}"
             )
         return (n_frames // width, width), ".hdr Frames per Trigger"
-    return (n_frames,), "frame count (stack)"
+    nav, how = scan_from_times(frame_times(_frame_headers(path, first, n_frames)))
+    if nav is not None:
+        return nav, how
+    stated = "the .hdr states no scan width" if hdr else "no .hdr beside the file"
+    return (n_frames,), f"frame count (stack): {stated}, and {how}"
 
 
 def _hdr_int(hdr: Optional[dict], key: str) -> Optional[int]:
@@ -423,7 +437,7 @@ def open_mib(path, *, nav_shape=None, native: bool = False) -> DataSet:
         raise FormatError(f"{path!r} holds no complete frame")
     hdr_file = _hdr_path(path)
     hdr = read_hdr(hdr_file) if hdr_file else None
-    nav, nav_source = _scan_shape(path, n_frames, nav_shape, hdr)
+    nav, nav_source = _scan_shape(path, first, n_frames, nav_shape, hdr)
 
     sig_shape = (first.height, first.width)
     layout = dict(offset=first.header_bytes, n_frames=n_frames, sig_shape=sig_shape,
@@ -454,6 +468,8 @@ def open_mib(path, *, nav_shape=None, native: bool = False) -> DataSet:
         "read_path": read_path,
         "hdr_file": hdr_file,
     }
+    if len(nav) == 1 and nav_shape is None:
+        metadata["scan_shape_hint"] = nav_shape_hint(n_frames)
     if hdr:
         metadata["hdr"] = hdr
     return DataSet(source, nav, format="mib", path=path, metadata=metadata)

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import DataSetNotFoundError, FormatError
 from .base import DataSet
-from .raw import MappedFrameSource, check_file_size, parse_shape
+from .raw import MappedFrameSource, check_file_size, nav_shape_hint, parse_shape
 from .registry import ReaderPlugin, register_reader
 
 __all__ = ["de_scan", "is_mrc", "open_mrc", "read_de_info", "read_scan_coordinates"]
@@ -83,7 +83,7 @@ def read_scan_coordinates(path: str) -> np.ndarray:
 def _int(info: dict, key: str, default: int) -> int:
     try:
         return int(float(info[key]))
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):  # missing, not a number, infinite
         return default
 
 
@@ -103,27 +103,39 @@ def _is_raster(info: dict) -> bool:
 
 def de_scan(info: dict, n_frames: int, coordinates: Optional[np.ndarray], where: str):
     """``(nav_shape, metadata)`` of a DE movie of ``n_frames`` frames from its
-    ``_info.txt`` (``info``) and scan coordinates (``[y, x]`` rows, or None)."""
+    ``_info.txt`` (``info``) and scan coordinates (``[y, x]`` rows, or None).
+
+    Sizes from the info file are checked against ``n_frames`` (which the movie's file
+    size bounds) before anything is built from them: memory stays proportional to the
+    frames, whatever the info file says."""
     meta = {"scan_type": info.get("Scan - Type")}
     if info.get("Scan - Enable", "Enable") != "Enable":
-        meta["scan_shape_source"] = "_info.txt (scanning disabled: frame stack)"
+        meta["scan_shape_source"] = "frame count (stack): the _info.txt says scanning disabled"
         return (n_frames,), meta
-    per_point = _int(info, "Scan - Camera Frames Per Point", _int(info, "Scan - Point Repeat", 1))
-    repeats = _int(info, "Scan - Repeats", 1)
+    per_point = max(1, _int(info, "Scan - Camera Frames Per Point", _int(info, "Scan - Point Repeat", 1)))
+    repeats = max(1, _int(info, "Scan - Repeats", 1))
     if per_point * repeats > 1:
         meta.update(frames_per_point=per_point, scan_repeats=repeats)
+    if per_point > n_frames:
+        raise FormatError(
+            f"{where} holds {n_frames} frames but its _info.txt says {per_point} frames per "
+            f"point: not even one scan point fits; the info file belongs to another movie "
+            f"or is damaged. Pass nav_shape=({n_frames},) to read the frames as a stack"
+        )
     if coordinates is not None and not _is_raster(info):
-        positions = np.tile(np.repeat(coordinates, per_point, axis=0), (repeats, 1))
-        if len(positions) < n_frames:
+        n_positions = len(coordinates) * per_point * repeats
+        if n_positions < n_frames:
             raise FormatError(
                 f"{where} holds {n_frames} frames but its scan coordinates give only "
-                f"{len(positions)} positions ({len(coordinates)} points x {per_point} "
+                f"{n_positions} positions ({len(coordinates)} points x {per_point} "
                 f"frames per point x {repeats} repeats); pass nav_shape=({n_frames},) to "
                 f"read the frames as a stack without coordinates"
             )
-        if len(positions) > n_frames:
-            meta["positions_not_acquired"] = int(len(positions) - n_frames)
-        meta["scan_coordinates"] = positions[:n_frames].tolist()
+        if n_positions > n_frames:
+            meta["positions_not_acquired"] = int(n_positions - n_frames)
+        # frame i was taken at point (i // per_point) of the pass it falls in
+        point = np.arange(n_frames) // per_point % len(coordinates)
+        meta["scan_coordinates"] = coordinates[point].tolist()
         meta["scan_coordinates_order"] = "[y, x] scan pixels, one per frame"
         meta["scan_shape"] = [_int(info, "Scan - Size Y", 0), _int(info, "Scan - Size X", 0)]
         if info.get("Scan - ROI Enable") == "Enable":
@@ -131,7 +143,10 @@ def de_scan(info: dict, n_frames: int, coordinates: Optional[np.ndarray], where:
         meta["scan_shape_source"] = "_scan_coordinates.csv (positions list)"
         return (n_frames,), meta
     if not _is_raster(info):
-        meta["scan_shape_source"] = "_info.txt (non-raster scan without coordinates: stack)"
+        meta["scan_shape_source"] = (
+            "frame count (stack): the _info.txt describes a non-raster scan without a "
+            "_scan_coordinates.csv beside the movie"
+        )
         return (n_frames,), meta
     prefix = "Scan - ROI Size" if info.get("Scan - ROI Enable") == "Enable" else "Scan - Size"
     ny, nx = _int(info, f"{prefix} Y", 0), _int(info, f"{prefix} X", 0)
@@ -143,8 +158,14 @@ def de_scan(info: dict, n_frames: int, coordinates: Optional[np.ndarray], where:
             f"or the info file belongs to another movie; pass nav_shape=({n_frames},) or "
             f"a (rows, columns) whose product is {n_frames}"
         )
-    meta["scan_shape_source"] = f"_info.txt ({prefix} Y/X)"
-    return ((ny, nx) if per_point * repeats == 1 else (n_frames,)), meta
+    if per_point * repeats == 1:
+        meta["scan_shape_source"] = f"_info.txt ({prefix} Y/X)"
+        return (ny, nx), meta
+    meta["scan_shape_source"] = (
+        f"frame count (stack): the _info.txt describes a {ny}x{nx} scan with {per_point} "
+        f"frames per point and {repeats} repeats, so frames are not one per position"
+    )
+    return (n_frames,), meta
 
 
 def _de_metadata(info: dict) -> dict:
@@ -203,21 +224,33 @@ def _read_header(path: str):
     return header, voxel, dtype, (nz, ny, nx)
 
 
-def open_mrc(path, *, nav_shape=None, info_file=None) -> DataSet:
+def open_mrc(path, *, nav_shape=None, info_file=None, allow_trailing: bool = False) -> DataSet:
     """Open an MRC stack, or a Direct Electron movie with its ``_info.txt``.
 
     ``nav_shape`` gives the scan shape; without it a DE ``<prefix>_info.txt`` beside
     ``<prefix>_movie.mrc`` (or the one passed as ``info_file``) gives it, and custom or
     random scans read their positions from ``<prefix>_scan_coordinates.csv`` into
     ``metadata["scan_coordinates"]``. A plain MRC file is a stack of ``nz`` frames.
+    A file holding more bytes than its header describes is refused (a header whose
+    ``nz`` or frame size is too small would read part of the data as if it were all),
+    unless ``allow_trailing=True``.
     """
     path = os.fspath(path)
     header, voxel, dtype, (nz, ny, nx) = _read_header(path)
     offset = _HEADER_BYTES + int(header.nsymbt)
-    needed = offset + nz * ny * nx * dtype.itemsize
+    frame_bytes = ny * nx * dtype.itemsize
+    needed = offset + nz * frame_bytes
     size = check_file_size(
         path, needed, layout=f"an MRC stack of {nz} frames {ny}x{nx} {dtype}", allow_trailing=True
     )
+    if size > needed and not allow_trailing:
+        raise FormatError(
+            f"{path!r} is {size} bytes, but its MRC header describes {nz} frames of "
+            f"{ny}x{nx} {dtype} from byte {offset} ({needed} bytes): {size - needed} bytes "
+            f"are left over ({(size - needed) // frame_bytes} more frames' worth at that "
+            f"size), so the header's nx/ny/nz or mode disagree with the file; fix the "
+            f"header, or pass allow_trailing=True to read only the frames it describes"
+        )
     source = MappedFrameSource(path, offset=offset, n_frames=nz, sig_shape=(ny, nx), dtype=dtype)
     metadata = {
         "mrc_mode": int(header.mode),
@@ -232,7 +265,10 @@ def open_mrc(path, *, nav_shape=None, info_file=None) -> DataSet:
         metadata["voxel_size_angstrom"] = sizes
 
     info_file = os.fspath(info_file) if info_file is not None else _side_file(path, "_info.txt")
-    nav, metadata["scan_shape_source"] = (nz,), "MRC nz (stack)"
+    nav = (nz,)
+    metadata["scan_shape_source"] = (
+        f"MRC nz (stack): no {_info_name(path)} beside the file gives a scan"
+    )
     if info_file is not None:
         info = read_de_info(info_file)
         csv = _side_file(path, "_scan_coordinates.csv")
@@ -244,7 +280,15 @@ def open_mrc(path, *, nav_shape=None, info_file=None) -> DataSet:
     if nav_shape is not None:
         nav = parse_shape("nav_shape", nav_shape, (1, 2))  # DataSet checks the product
         metadata["scan_shape_source"] = "nav_shape option"
+    elif len(nav) == 1 and "scan_coordinates" not in metadata:
+        metadata["scan_shape_hint"] = nav_shape_hint(nz)
     return DataSet(source, nav, format="mrc", path=path, metadata=metadata)
+
+
+def _info_name(path: str) -> str:
+    """The DE info file that would describe the movie ``path``."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return (stem[: -len("_movie")] if stem.endswith("_movie") else stem) + "_info.txt"
 
 
 PLUGIN = register_reader(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from tokenize import TokenError
 
 import numpy as np
 from numpy.lib import format as npformat
@@ -33,7 +34,7 @@ def read_npy_header(path: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
                 shape, fortran, dtype = npformat.read_array_header_2_0(f)
             else:  # 3.0 (utf-8 field names) has no public header reader
                 return _header_via_np_load(path)
-        except (ValueError, OSError, SyntaxError) as exc:
+        except (ValueError, OSError, SyntaxError, TokenError, TypeError, RecursionError) as exc:
             raise FormatError(
                 f"{path!r} is not a valid .npy file ({exc}); check the file, or pass "
                 f"format='raw' with its layout if it is raw binary"

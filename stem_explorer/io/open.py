@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
 import re
+import stat
 from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from ..errors import (
+    DataSetError,
+    DataSetNotFoundError,
+    DataSetPermissionError,
+    FormatError,
+    StemExplorerError,
+)
 from . import builtin  # noqa: F401  (registers the built-in readers)
 from .base import DataSet
 from .memory import is_dask_array
@@ -60,13 +68,78 @@ def open_dataset(path_or_array: Any, *, format: Optional[str] = None, **options)
     if url:  # file://
         path = path[len("file://") :]
     path = os.path.expanduser(path)
-    if not os.path.exists(path):
+    _check_path(path)
+    plugin = get_reader(format) if format is not None else find_reader(path)
+    return _call(plugin, path, options)
+
+
+#: what ``stat`` calls the kinds of files that are neither regular files nor folders
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _check_path(path: str) -> None:
+    """Refuse a local path no reader can use, before any reader touches it.
+
+    Only regular files and folders pass: sniffing a named pipe's first bytes blocks
+    until a writer comes (forever, usually), and a device is no data file. A path that
+    cannot be used says why (a dangling or looping symbolic link, a folder this user
+    may not enter, a file this user may not read) instead of "does not exist".
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise DataSetNotFoundError(
+                f"{path!r} is a symbolic link to {os.readlink(path)!r}, which does not "
+                f"exist; point the link at the data or open the data's own path"
+            ) from None
         raise DataSetNotFoundError(
             f"{path!r} does not exist; check the path (relative paths start at "
             f"{os.getcwd()!r})"
-        )
-    plugin = get_reader(format) if format is not None else find_reader(path)
-    return _call(plugin, path, options)
+        ) from None
+    except PermissionError:
+        raise DataSetPermissionError(
+            f"{path!r} cannot be reached: permission denied on a folder of its path; ask "
+            f"the owner to let you enter the folders (chmod o+x), or copy the data"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataSetError(
+                f"{path!r} is a symbolic link loop (links that point at each other); "
+                f"point the link at the data file itself"
+            ) from None
+        raise DataSetError(f"{path!r} cannot be examined ({exc.strerror}); check the path") from None
+    if stat.S_ISDIR(info.st_mode):
+        return _check_readable(path, folder=True)
+    if stat.S_ISREG(info.st_mode):
+        return _check_readable(path, folder=False)
+    kind = next((name for test, name in _SPECIAL_FILES if test(info.st_mode)), "not a regular file")
+    raise DataSetError(
+        f"{path!r} is {kind}, not a regular file or folder: stem_explorer reads data "
+        f"from files (streamed data from a detector goes to a file first); pass the "
+        f"path of a data file"
+    )
+
+
+def _check_readable(path: str, *, folder: bool) -> None:
+    try:
+        if folder:
+            with os.scandir(path):
+                pass
+        else:
+            with open(path, "rb"):
+                pass
+    except PermissionError:
+        what = "list the folder" if folder else "read the file"
+        raise DataSetPermissionError(
+            f"{path!r} exists but this user may not {what} (permission denied); ask its "
+            f"owner for read access (chmod o+r), or open a copy"
+        ) from None
 
 
 def _open_url(url: str, scheme: str, format: Optional[str], options: dict) -> DataSet:
@@ -107,4 +180,21 @@ def _call(plugin: ReaderPlugin, target: Any, options: dict) -> DataSet:
                 f"the {plugin.name!r} reader does not take the option(s) "
                 f"{', '.join(unknown)}; its options are: {listed}"
             )
-    return plugin.open(target, **options)
+    try:
+        return plugin.open(target, **options)
+    except StemExplorerError:
+        raise
+    except PermissionError as exc:
+        # a side file (a .hdr, an _info.txt, an HDF5 external link's target) the user
+        # may not read, or a file whose mode changed since the check above
+        where = exc.filename or target
+        raise DataSetPermissionError(
+            f"the {plugin.name!r} reader may not read {where!r} (permission denied); ask "
+            f"its owner for read access (chmod o+r), or open a copy"
+        ) from None
+    except IsADirectoryError as exc:
+        raise DataSetError(
+            f"{exc.filename or target!r} is a folder, but the {plugin.name!r} reader reads "
+            f"a file; pass the data file inside the folder, or the format=... of a folder "
+            f"reader"
+        ) from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import stat
 from collections import OrderedDict
 from typing import Optional, Sequence
 
@@ -28,6 +29,7 @@ __all__ = [
     "MappedFrameSource",
     "check_file_size",
     "map_frames",
+    "nav_shape_hint",
     "open_raw",
     "parse_dtype",
     "parse_shape",
@@ -58,6 +60,16 @@ def parse_shape(name: str, value, ndims: Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
+def nav_shape_hint(n_frames: int) -> str:
+    """What to tell a user whose frames were read as a stack because nothing gave the
+    scan's shape (shown by ``stem-explorer info``)."""
+    return (
+        f"read as a stack of {n_frames} frames; if they are a 2-D scan, pass "
+        f"nav_shape=(rows, columns) whose product is {n_frames} (CLI: --nav-shape ROWS "
+        f"COLUMNS)"
+    )
+
+
 def parse_dtype(value) -> np.dtype:
     """``value`` as a numeric numpy dtype (byte order kept); a clear error otherwise."""
     try:
@@ -81,11 +93,17 @@ def check_file_size(
     """Raise :class:`FormatError` unless ``path`` holds exactly ``needed`` bytes (or at
     least that many with ``allow_trailing``). ``layout`` describes what needs them."""
     try:
-        size = os.stat(path).st_size
+        info = os.stat(path)
     except FileNotFoundError:
         raise DataSetNotFoundError(
             f"file {path!r} does not exist; check the path"
         ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DataSetError(
+            f"{path!r} is a folder or special file, not a regular file: {layout} is read "
+            f"from a file; pass the data file's path"
+        )
+    size = info.st_size
     if size < needed:
         raise FormatError(
             f"file {path!r} is {size} bytes but {layout} needs {needed} bytes: it is "

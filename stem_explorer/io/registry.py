@@ -90,6 +90,12 @@ def find_reader(path: str) -> ReaderPlugin:
     for plugin in _READERS.values():
         if plugin.sniff is not None and plugin not in by_suffix and plugin.sniff(path):
             return plugin
+    if os.path.isdir(path):
+        # a folder named like a file ("x.npy") is no reason to hand it to a file reader
+        raise FormatError(
+            f"{path!r} is a folder that no reader recognises as a data set; pass the data "
+            f"file inside it, or format=... naming a reader of folders"
+        )
     if by_suffix:
         return by_suffix[0]
     known = ", ".join(f"{p.name} ({' '.join(p.suffixes)})" for p in readers())

@@ -17,9 +17,11 @@ description (TIA 3.x and later):
   ``int32`` element of the x and then the y calibration, ``uint16`` data type code,
   ``uint32`` size x, ``uint32`` size y, and the values, x varying fastest.
 
-Conventions: a frame is ``(size_y, size_x)`` in the file's row order (HyperSpy and
-openNCEM flip TIA images vertically for display; this reader, like the Merlin one,
-keeps the stored order). The dimension array lists the scan dimensions *fastest
+Conventions: a frame is ``(size_y, size_x)`` with its rows in the reverse of the
+stored order: TIA stores an image bottom row first, and HyperSpy (rosettasciio's tia
+reader), openNCEM's ``ncempy.io.ser`` and LiberTEM (which reads through ncempy) all
+flip it, and agree with each other on their real TIA test files; this reader follows
+them (:class:`RowFlippedSource`, a copy into a reused buffer). The dimension array lists the scan dimensions *fastest
 first*: for an area scan the first entry is x (the positions along a scan line) and
 the second y (the lines), as the elements are stored x fastest; so ``nav_shape`` is
 the sizes in reverse file order, ``(size of dimension 2, size of dimension 1)``
@@ -28,6 +30,7 @@ names dimension 1 "Position X" and checks it against the elements' position tags
 HyperSpy's TIA reader (for the usual x-fastest raster, decided from those tags) read
 area scans. Frames at uniform offsets are memory-mapped with that stride; otherwise
 :class:`SerFrameSource` copies each frame from its own offset into a reused buffer.
+Either way the rows are flipped on the way out.
 """
 
 from __future__ import annotations
@@ -44,7 +47,15 @@ from .base import DataSet, FrameReader, FrameSource
 from .raw import MappedFrameSource, _check_range, parse_shape
 from .registry import ReaderPlugin, register_reader
 
-__all__ = ["SER_DTYPES", "SerFrameReader", "SerFrameSource", "is_ser", "open_ser", "read_ser_header"]
+__all__ = [
+    "SER_DTYPES",
+    "RowFlippedSource",
+    "SerFrameReader",
+    "SerFrameSource",
+    "is_ser",
+    "open_ser",
+    "read_ser_header",
+]
 
 _MAGIC = struct.pack("<HH", 0x4949, 0x0197)
 #: header version -> struct code of the file offsets it uses
@@ -139,6 +150,10 @@ def read_ser_header(path) -> dict:
     return header
 
 
+#: element headers gathered per numpy call (an index array of this many x 38 int64s)
+_GATHER = 65536
+
+
 def _element_headers(path: str, header: dict) -> tuple[np.ndarray, np.ndarray]:
     """Data offsets and element headers of the valid elements, read in one pass."""
     code = "<u4" if header["version"] == 0x0210 else "<u8"
@@ -156,14 +171,20 @@ def _element_headers(path: str, header: dict) -> tuple[np.ndarray, np.ndarray]:
             f"run past the end of the file ({size} bytes)"
         )
     mm = np.memmap(path, np.uint8, mode="r")
-    offsets = mm[at : at + n * np.dtype(code).itemsize].view(code).astype(np.int64)
-    if offsets.max() + _ELEMENT_HEADER.itemsize > size:
+    stored = mm[at : at + n * np.dtype(code).itemsize].view(code)
+    # offsets past 2**63 would turn negative as int64 and index from the file's end
+    if int(stored.max()) > size - _ELEMENT_HEADER.itemsize:
         raise FormatError(
-            f"TIA series file {path!r} is truncated: element headers lie beyond its "
-            f"{size} bytes"
+            f"TIA series file {path!r} is truncated or damaged: its offset array points "
+            f"to element headers beyond its {size} bytes"
         )
-    rows = mm[offsets[:, None] + np.arange(_ELEMENT_HEADER.itemsize)]
-    return offsets, rows.view(_ELEMENT_HEADER)[:, 0]
+    offsets = stored.astype(np.int64)
+    headers = np.empty(n, _ELEMENT_HEADER)
+    span = np.arange(_ELEMENT_HEADER.itemsize)
+    for lo in range(0, n, _GATHER):  # bounded index arrays, however many elements
+        rows = mm[offsets[lo : lo + _GATHER, None] + span]
+        headers[lo : lo + _GATHER] = rows.view(_ELEMENT_HEADER)[:, 0]
+    return offsets, headers
 
 
 def _frame_layout(path: str, elements: np.ndarray) -> tuple[np.dtype, tuple[int, int]]:
@@ -214,21 +235,22 @@ def open_ser(path, *, nav_shape=None) -> DataSet:
             f"of the file"
         )
     steps = np.diff(starts)
-    source: FrameSource
+    stored: FrameSource
     if n_frames == 1 or (steps.min() == steps.max() and steps[0] >= frame_bytes):
         stride = int(steps[0]) if n_frames > 1 else frame_bytes
-        source = MappedFrameSource(
+        stored = MappedFrameSource(
             path, offset=int(starts[0]), n_frames=n_frames, sig_shape=sig_shape,
             dtype=dtype, frame_stride=stride,
         )
-        read_path = "mmap"
+        read_path = "mmap, rows flipped into a reused buffer"
     else:
         code = "<u4" if header["version"] == 0x0210 else "<u8"
-        source = SerFrameSource(
+        stored = SerFrameSource(
             path, offset_array=header["offset_array_offset"], offset_dtype=code,
             n_frames=n_frames, sig_shape=sig_shape, dtype=dtype,
         )
-        read_path = "copy"
+        read_path = "copy from each frame's offset, rows flipped"
+    source = RowFlippedSource(stored)
     dims = header["dimensions"]
     nav = _nav_shape(path, header, n_frames, nav_shape)
     first = elements[0]
@@ -239,7 +261,7 @@ def open_ser(path, *, nav_shape=None) -> DataSet:
         "scan_calibration": [
             {k: d[k] for k in ("offset", "delta", "units", "description")} for d in reversed(dims)
         ],
-        "orientation": "file row order (no flip)",
+        "orientation": "rows flipped (the file's first row is the frame's last), as HyperSpy and LiberTEM",
         "pixel_size": [float(first["delta_y"]), float(first["delta_x"])],
         "valid_elements": header["valid_elements"],
         "total_elements": header["total_elements"],
@@ -333,6 +355,60 @@ class SerFrameReader(FrameReader):
     def close(self) -> None:
         """Drop the mapping and the buffer."""
         self._mm = self._offsets = self._buffer = None
+
+
+class RowFlippedSource(FrameSource):
+    """The frames of ``stored`` with their rows in reverse order.
+
+    A flipped view (a negative row stride) would make the engine copy every tile into
+    a fresh array; the reader copies into one buffer it reuses instead.
+    """
+
+    def __init__(self, stored: FrameSource):
+        self.stored = stored
+        self.n_frames = stored.n_frames
+        self.sig_shape = tuple(stored.sig_shape)
+        self.dtype = np.dtype(stored.dtype)
+        self.frame_alignment = stored.frame_alignment
+        self.random_access = stored.random_access
+
+    def open(self, payload=None) -> "RowFlippedReader":
+        """Open ``stored``; reads flip into a buffer the reader reuses."""
+        return RowFlippedReader(self.stored.open(payload), self.sig_shape)
+
+    def __repr__(self) -> str:
+        return f"RowFlippedSource({self.stored!r})"
+
+
+class RowFlippedReader(FrameReader):
+    """Reads of a :class:`RowFlippedSource`."""
+
+    def __init__(self, stored: FrameReader, sig_shape: tuple[int, int]):
+        self._stored = stored
+        self._sig_shape = tuple(sig_shape)
+        self._buffer: Optional[np.ndarray] = None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` flipped, a view of the buffer (valid until the next
+        read)."""
+        frames = self._stored.read(start, stop)
+        n = len(frames)
+        if self._buffer is None or len(self._buffer) < n:
+            self._buffer = np.empty(frames.shape, frames.dtype)
+        out = self._buffer[:n]
+        np.copyto(out, frames[:, ::-1])
+        return out
+
+    def take(self, indices: np.ndarray, out: np.ndarray) -> None:
+        """Gather as ``stored`` does, then flip the rows in place."""
+        self._stored.take(indices, out)
+        frames = out.reshape((len(indices),) + self._sig_shape)
+        frames[...] = frames[:, ::-1]  # numpy buffers overlapping assignments
+
+    def close(self) -> None:
+        """Close ``stored`` and drop the buffer."""
+        self._stored.close()
+        self._buffer = None
 
 
 PLUGIN = register_reader(

@@ -91,16 +91,22 @@ _MIB_DTYPES = {"U01": "u1", "U08": "u1", "U16": ">u2", "U32": ">u4"}
 
 
 def mib_header(seq: int, *, width: int, height: int, pixel_depth: str, counter_depth: int,
-               chips: int = 1, header_bytes: Optional[int] = None) -> bytes:
-    """One frame header as the Merlin software writes it (see the module notes)."""
+               chips: int = 1, header_bytes: Optional[int] = None, timestamp=None) -> bytes:
+    """One frame header as the Merlin software writes it (see the module notes).
+    ``timestamp`` (a ``numpy.datetime64``) is the frame's time; by default frames come
+    one second apart (``seq`` seconds past the minute)."""
     header_bytes = header_bytes or (384 if chips == 1 else 768)
     dacs = (["3RX"] + ["100"] * 27) * chips
+    if timestamp is None:
+        timestamp = np.datetime64(f"2024-01-01T00:00:{seq % 60:02d}", "ns")
+    # the first time stamp to the microsecond (space-separated), the extension's to the ns
+    micro, nano = (np.datetime_as_string(np.datetime64(timestamp, unit)) for unit in ("us", "ns"))
     fields = (
         ["MQ1", f"{seq:06d}", f"{header_bytes:05d}", f"{chips:02d}", f"{width:04d}", f"{height:04d}",
          pixel_depth, "   1x1" if chips == 1 else "   2x2", "01" if chips == 1 else "0F",
-         f"2024-01-01 00:00:{seq % 60:02d}.000000", "0.002000", "0", "0", "0"]
+         micro.replace("T", " "), "0.002000", "0", "0", "0"]
         + ["0.000000E+0"] * 8 + dacs
-        + ["MQ1A", f"2024-01-01T00:00:{seq % 60:02d}.000000000Z", "2000000ns", str(counter_depth)]
+        + ["MQ1A", nano + "Z", "2000000ns", str(counter_depth)]
     )
     return (",".join(fields) + ",").encode().ljust(header_bytes, b"\0")
 

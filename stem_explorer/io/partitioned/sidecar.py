@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import os
+from collections import Counter
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Sequence
@@ -86,7 +87,7 @@ def _check_layout(doc: dict, where: str) -> tuple[np.dtype, list[dict]]:
     parts = sorted(doc["partitions"], key=lambda p: (p["start"], p["stop"]))
     names = [p["file"] for p in parts]
     if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = sorted(n for n, count in Counter(names).items() if count > 1)
         raise FormatError(f"{where} lists the partition file(s) {', '.join(dup)} twice; {fix}")
     expected = 0
     previous = None
@@ -145,12 +146,18 @@ def read_sidecar(path) -> tuple[str, dict]:
         raise FormatError(f"{sidecar!r} is not UTF-8 text ({exc}); fix or re-ingest") from None
     try:
         doc = json.loads(text)
+        validate_sidecar(doc, sidecar)
     except json.JSONDecodeError as exc:
         raise FormatError(
             f"{sidecar!r} is not valid JSON: {exc.msg} at line {exc.lineno} column "
             f"{exc.colno}; fix the file or re-ingest the data set"
         ) from None
-    validate_sidecar(doc, sidecar)
+    except RecursionError:
+        raise FormatError(
+            f"{sidecar!r} is nested too deeply to read (lists or objects inside each other "
+            f"beyond Python's recursion limit): it is damaged or not a stem_explorer "
+            f"sidecar; re-ingest the data set"
+        ) from None
     _dtype, parts = _check_layout(doc, sidecar)
     doc["partitions"] = parts
     return directory, doc
