@@ -135,18 +135,15 @@ def test_user_analyses_stream_and_delivered_partials_never_change(client, tmp_pa
 
 def test_cancelling_a_user_analysis_stops_its_work(client, tmp_path):  # noqa: F811
     ds, _ = slow_dataset(tmp_path, delay=0.1)
-    delivered = []
     with Session(ds, client=client, partition_bytes=8 * 8 * 2 * 8) as session:
-        job = session.run(Brightest(), preview_stride=1, on_partial=lambda p: delivered.append(time.perf_counter()))
-        while not delivered:
-            time.sleep(0.005)
+        job = session.run(Brightest(), preview_stride=1)
+        next(iter(job))  # the first partition's partial result
         assert job.cancel() is True
-        cancelled_at = time.perf_counter()
         with pytest.raises(JobCancelledError):
             job.result(timeout=10)
-        time.sleep(0.5)
-        assert all(t <= cancelled_at for t in delivered)
-        assert job.snapshot(results=False).partitions_done < job.n_partitions
+        done = job.snapshot(results=False).partitions_done
+        time.sleep(0.5)  # tasks still queued or running would report in this time
+        assert job.snapshot(results=False).partitions_done == done < job.n_partitions
 
 
 def test_an_error_in_user_code_is_the_jobs_error(client, tmp_path):  # noqa: F811
