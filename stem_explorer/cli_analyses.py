@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from . import masks
 from .analyses import REGISTRY, load_recipe
-from .analyses.params import strict_json
+from .analyses.params import json_words
 from .errors import AnalysisError
 
 #: The shorthand options of detector masks, and how each builds its mask.
@@ -122,11 +121,7 @@ def _shorthand_masks(args) -> tuple[list, list]:
             found.append(build(*numbers))
             options.append(f"--{name}")
     for text in getattr(args, "mask_json", None) or []:
-        source = Path(text).read_text() if Path(text).is_file() else text
-        try:
-            description = strict_json(source)
-        except ValueError as exc:
-            raise AnalysisError(f"--mask-json {text!r} is neither a file nor valid JSON ({exc})") from None
+        description = json_words([text], "--mask-json")
         for d in description if isinstance(description, list) else [description]:
             found.append(masks.from_dict(d))
             options.append("--mask-json")

@@ -14,7 +14,8 @@ from .com import CenterOfMass
 from .custom import FrameAnalysis, ReductionAnalysis
 from .fem import FEM
 from .frames import MaxFrame, MeanFrame, PickFrame, RoiSum, StdFrame, SumFrame
-from .params import REQUIRED, Boolean, Choice, Integer, Label, MaskParam, Masks, Number, Numbers, Param, Point, Positions, ScanRoi
+from .params import REQUIRED, Boolean, Choice, Integer, Label, Number, Numbers, Param, Point
+from .region_params import MaskParam, Masks, Positions, ScanRoi
 from .plan import build_plan
 from .recipe import load_recipe
 from .registry import (

@@ -7,7 +7,7 @@ import numpy as np
 from ..engine import MaskedMoments
 from ..errors import AnalysisError
 from .base import Analysis, nav_result
-from .params import MaskParam
+from .region_params import MaskParam
 from .registry import register
 
 

@@ -9,7 +9,7 @@ from ..engine import FrameMax, FrameMoments, FrameSum, NavMaskedSum, PickFrames
 from ..errors import AnalysisError, DataSetError
 from ..results import ResultArray
 from .base import SIG_DIMS, Analysis, sig_coords, sig_result
-from .params import Positions, ScanRoi
+from .region_params import Positions, ScanRoi
 from .registry import register
 
 

@@ -11,7 +11,8 @@ value into the Python one, e.g. a mask dict into a mask), its JSON form
 (:meth:`Param.to_json`), its command-line parsing
 (:meth:`Param.parse_cli`) and the words every error message uses to describe it
 (:meth:`Param.describe`: type, allowed range and unit). The Explorer's controls and the
-``stem-explorer analyses`` listing read the same attributes.
+``stem-explorer analyses`` listing read the same attributes. Parameters that say where
+(masks, scan positions and regions) are in :mod:`.region_params`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .. import masks as mask_lib
-from ..errors import AnalysisError, MaskError
+from ..errors import AnalysisError
+
 
 class _Required:
     """The type of :data:`REQUIRED`: one object, which pickles as a reference to it (a
@@ -54,7 +55,7 @@ class Param:
         One sentence for ``stem-explorer analyses``, the Explorer's tooltips and the
         schema's ``description``.
     unit
-        Unit of the value (``"px"``, ``"degree"``, ...), or None when it has none.
+        Unit of the value (``"px"``, ``"degrees"``, ...), or None when it has none.
     examples
         Typical values: the schema's ``examples``; the first is what the Explorer's
         control starts from when the default is None.
@@ -180,7 +181,7 @@ def _one_word(words: list[str], option: str) -> str:
     return words[0]
 
 
-def _number(text: str, option: str) -> float:
+def cli_number(text: str, option: str) -> float:
     try:
         return float(text)
     except ValueError:
@@ -191,7 +192,7 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
-def _is_whole(value) -> bool:
+def is_whole(value) -> bool:
     """An integer, or a float with an integer value (JSON Schema's "integer")."""
     return _is_real(value) and math.isfinite(value) and int(value) == value
 
@@ -245,7 +246,7 @@ class Number(Param):
         return float(value)
 
     def _parse_words(self, words, option):
-        return _number(_one_word(words, option), option)
+        return cli_number(_one_word(words, option), option)
 
 
 class Integer(Number):
@@ -256,7 +257,7 @@ class Integer(Number):
     _noun = "integer"
 
     def _check(self, value):
-        if not _is_whole(value) or not self._in_range(value):
+        if not is_whole(value) or not self._in_range(value):
             raise self.error(value)
         return int(value)
 
@@ -365,7 +366,7 @@ class Point(Param):
     def _parse_words(self, words, option):
         if len(words) != 2:
             raise AnalysisError(f"{option} takes two numbers, Y X (detector row, column), got {' '.join(words) or 'none'}")
-        return tuple(_number(w, option) for w in words)
+        return tuple(cli_number(w, option) for w in words)
 
     def cli_metavar(self) -> str:
         return "Y X"
@@ -404,13 +405,13 @@ class Numbers(Param):
         return list(value)
 
     def _parse_words(self, words, option):
-        return [_number(w, option) for w in words]
+        return [cli_number(w, option) for w in words]
 
     def cli_metavar(self) -> str:
         return "N"
 
 
-def _json_words(words: list[str], option: str):
+def json_words(words: list[str], option: str):
     """A JSON value from an option's words: JSON text, or the path of a JSON file."""
     text = " ".join(words)
     source = text
@@ -429,172 +430,3 @@ def strict_json(text: str):
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
-
-
-def _as_mask(value, param: Param):
-    if isinstance(value, mask_lib.Mask):
-        return value
-    if isinstance(value, dict):
-        try:
-            return mask_lib.from_dict(value)
-        except MaskError as exc:
-            raise MaskError(f"{param.owner} {param.name}: {exc}") from None
-    raise param.error(value, "build masks with stem_explorer.masks, e.g. Disk(64, 64, 10), or pass their to_dict()")
-
-
-class MaskParam(Param):
-    """One detector mask (:mod:`stem_explorer.masks`); a dict is its ``to_dict()`` form.
-    The Explorer takes it from the mask editor."""
-
-    kind = "mask"
-    _schema = {"$ref": mask_lib.load_schema()["$id"]}
-
-    def _describe(self) -> str:
-        return "a detector mask (Disk, Ring, ... or its to_dict() description)"
-
-    def _check(self, value):
-        return _as_mask(value, self)
-
-    def _to_json(self, value):
-        return value.to_dict()
-
-    def code(self, value) -> str:
-        return _mask_code(value)
-
-    def _parse_words(self, words, option):
-        return _json_words(words, option)
-
-    def cli_metavar(self) -> str:
-        return "JSON"
-
-
-def _mask_code(mask) -> str:
-    return f"masks.from_dict({mask.to_dict()!r})"
-
-
-class Masks(Param):
-    """Detector masks: one mask, a list of masks, or a ``{name: mask}`` dict. The
-    Explorer passes the mask editor's mask as ``{"image": mask}``."""
-
-    kind = "masks"
-
-    @property
-    def _schema(self) -> dict:
-        mask = MaskParam._schema
-        return {"anyOf": [
-            mask,
-            {"type": "array", "items": mask, "minItems": 1},
-            {"type": "object", "additionalProperties": mask, "minProperties": 1},
-        ]}
-
-    def _describe(self) -> str:
-        return "a detector mask, a non-empty list of masks or a non-empty {name: mask} dict"
-
-    def _check(self, value):
-        if isinstance(value, dict) and "kind" not in value:
-            if not value:
-                raise self.error(value, "give at least one mask")
-            return {str(k): _as_mask(v, self) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            if not value:
-                raise self.error(value, "give at least one mask")
-            return [_as_mask(v, self) for v in value]
-        return _as_mask(value, self)
-
-    def _to_json(self, value):
-        if isinstance(value, dict):
-            return {k: m.to_dict() for k, m in value.items()}
-        if isinstance(value, list):
-            return [m.to_dict() for m in value]
-        return value.to_dict()
-
-    def code(self, value) -> str:
-        if isinstance(value, dict):
-            return "{" + ", ".join(f"{k!r}: {_mask_code(m)}" for k, m in value.items()) + "}"
-        if isinstance(value, list):
-            return "[" + ", ".join(_mask_code(m) for m in value) + "]"
-        return _mask_code(value)
-
-    def _parse_words(self, words, option):
-        return _json_words(words, option)
-
-    def cli_metavar(self) -> str:
-        return "JSON"
-
-
-class Positions(Param):
-    """Scan positions: one position or a list, each with one index per scan axis (a
-    plain integer for 1-D scans)."""
-
-    kind = "positions"
-    _schema = {"anyOf": [
-        {"type": "integer"},
-        {"type": "array", "items": {"type": "integer"}, "minItems": 1},
-        {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 1}, "minItems": 1},
-    ]}
-
-    def _describe(self) -> str:
-        return "a scan position or a list of them, each with one integer index per scan axis"
-
-    def _check(self, value):
-        # the structure only (as the schema does); the number of indices per position
-        # depends on the scan and is the analysis's validate()
-        value = value.tolist() if isinstance(value, np.ndarray) else value
-        if _is_whole(value):
-            return int(value)
-        if isinstance(value, (list, tuple)) and value:
-            if all(_is_whole(v) for v in value):
-                return [int(v) for v in value]
-            if all(isinstance(v, (list, tuple)) and v and all(_is_whole(i) for i in v) for v in value):
-                return [[int(i) for i in v] for v in value]
-        raise self.error(value)
-
-    def parse_cli(self, occurrences, option):
-        # each occurrence is one position: --position 3 4 --position 5 6
-        return [[int(_number(w, option)) for w in words] for words in occurrences]
-
-    def cli_metavar(self) -> str:
-        return "INDEX"
-
-
-class ScanRoi(Param):
-    """A region of the scan: a mask drawn in scan coordinates (rows, columns of the
-    scan) or a boolean array of the scan's shape."""
-
-    kind = "scan_roi"
-
-    @property
-    def _schema(self) -> dict:
-        row = {"type": "array", "items": {"type": "boolean"}, "minItems": 1}
-        return {"anyOf": [MaskParam._schema, row, {"type": "array", "items": row, "minItems": 1}]}
-
-    def _describe(self) -> str:
-        return "a mask in scan coordinates (e.g. Rectangle(y0, x0, height, width)) or a boolean array of the scan's shape"
-
-    def _check(self, value):
-        if isinstance(value, (mask_lib.Mask, dict)):
-            return _as_mask(value, self)
-        try:
-            array = np.asarray(value)
-        except ValueError:  # ragged rows
-            raise self.error(value) from None
-        if array.ndim not in (1, 2) or array.size == 0 or array.dtype != bool:
-            raise self.error(value, "a boolean array: use roi > 0 for a numeric one")
-        return array
-
-    def _to_json(self, value):
-        return value.to_dict() if isinstance(value, mask_lib.Mask) else value.tolist()
-
-    def code(self, value) -> str:
-        return _mask_code(value) if isinstance(value, mask_lib.Mask) else f"np.array({value.tolist()!r})"
-
-    def _parse_words(self, words, option):
-        if len(words) == 4:
-            try:
-                return mask_lib.Rectangle(*(float(w) for w in words))
-            except ValueError:
-                pass
-        return _json_words(words, option)
-
-    def cli_metavar(self) -> str:
-        return "Y0 X0 H W|JSON"

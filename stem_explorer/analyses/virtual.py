@@ -20,7 +20,8 @@ from .base import (
     nav_result,
 )
 from ..results import ResultArray
-from .params import Integer, Label, Masks, Number, Numbers, Point
+from .params import Integer, Label, Number, Numbers, Point
+from .region_params import Masks
 from .registry import register
 
 
