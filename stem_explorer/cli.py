@@ -12,6 +12,7 @@ from . import analyses as an
 from . import masks
 from ._version import __version__
 from ._options import whole_number
+from .cli_analyses import add_analysis_options, analyses_from_args, describe_analyses
 from .engine.cluster import check_n_workers
 from .errors import OptionError, StemExplorerError
 from .io.partitioned.codecs import CODECS
@@ -34,53 +35,6 @@ def _open_options(args) -> dict:
                 f"'{{\"scan_step\": \"0.5 nm\"}}'"
             ) from None
     return options
-
-
-def _masks_from_args(args) -> list:
-    found = [masks.Disk(*d) for d in args.disk or []]
-    found += [masks.Ring(*r) for r in args.ring or []]
-    found += [masks.Rectangle(*r) for r in args.rect or []]
-    for text in args.mask_json or []:
-        try:
-            # text longer than PATH_MAX is JSON (Path.is_file raises on such names)
-            source = Path(text).read_text() if len(text) < 4096 and Path(text).is_file() else text
-            description = json.loads(source)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise StemExplorerError(f"--mask-json {text[:200]!r} is neither a file nor valid JSON ({exc})") from None
-        found += [masks.from_dict(d) for d in (description if isinstance(description, list) else [description])]
-    return found
-
-
-def _analyses_from_args(args, dataset) -> list:
-    """Build the analyses named by ``--analysis`` from the mask/geometry options."""
-    mask_list = _masks_from_args(args)
-    center = tuple(args.center) if args.center else None
-    chosen = []
-    for name in args.analysis or ["sum"]:
-        if name == "vd":
-            if not mask_list:
-                raise StemExplorerError("--analysis vd needs at least one mask: --disk CY CX R, --ring CY CX RI RO, --rect or --mask-json")
-            chosen.append(an.VirtualDetector(mask_list))
-        elif name == "com":
-            chosen.append(an.CenterOfMass(center=center, radius=args.radius, scan_rotation=args.rotation, flip_y=args.flip_y))
-        elif name == "radial":
-            chosen.append(an.RadialProfile(center=center, n_bins=args.bins))
-        elif name == "fem":
-            rings = [m for m in mask_list if isinstance(m, masks.Ring)]
-            if not rings:
-                raise StemExplorerError("--analysis fem needs a ring: --ring CY CX R_INNER R_OUTER")
-            chosen.append(an.FEM(rings[0]))
-        elif name == "pick":
-            if not args.position:
-                raise StemExplorerError("--analysis pick needs --position (one index per scan axis)")
-            chosen.append(an.PickFrame([tuple(p) for p in args.position]))
-        elif name == "roi":
-            if not args.roi_rect:
-                raise StemExplorerError("--analysis roi needs --roi-rect Y0 X0 HEIGHT WIDTH in scan coordinates")
-            chosen.append(an.RoiSum(masks.Rectangle(*args.roi_rect)))
-        else:
-            chosen.append({"sum": an.SumFrame, "mean": an.MeanFrame, "std": an.StdFrame, "max": an.MaxFrame}[name]())
-    return chosen
 
 
 def _session(args, dataset):
@@ -191,12 +145,12 @@ def cmd_run(args) -> int:
     from ._atomic import check_writable, check_writable_folder
     from .io import open_dataset
 
+    chosen = analyses_from_args(args)
     if args.output:  # fail now, not after the computation
         check_writable(args.output)
     if args.tiff:
         check_writable_folder(args.tiff)
     dataset = open_dataset(args.path, format=args.format, **_open_options(args))
-    chosen = _analyses_from_args(args, dataset)
     with _session(args, dataset) as session:
         results, stats = _run_with_progress(session, chosen, args.quiet)
         if args.output:
@@ -325,6 +279,12 @@ def cmd_simulate_merlin(args) -> int:
     return 0
 
 
+def cmd_analyses(args) -> int:
+    """List the registered analyses with their parameters (or their JSON Schemas)."""
+    print(describe_analyses(names=args.names, as_json=args.json))
+    return 0
+
+
 def cmd_formats(args) -> int:
     from .io import readers
 
@@ -385,24 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run analyses and save the results")
     _add_open_options(p)
     _add_cluster_options(p)
-    p.add_argument("--analysis", "-a", action="append",
-                   choices=["vd", "com", "radial", "fem", "sum", "mean", "std", "max", "pick", "roi"],
-                   help="analysis to run (repeat for several; one pass serves all)")
-    p.add_argument("--disk", type=float, nargs=3, action="append", metavar=("CY", "CX", "R"))
-    p.add_argument("--ring", type=float, nargs=4, action="append", metavar=("CY", "CX", "RI", "RO"))
-    p.add_argument("--rect", type=float, nargs=4, action="append", metavar=("Y0", "X0", "H", "W"))
-    p.add_argument("--mask-json", action="append", help="mask description (JSON text or file)")
-    p.add_argument("--center", type=float, nargs=2, metavar=("CY", "CX"), help="CoM / radial profile centre")
-    p.add_argument("--radius", type=float, help="CoM: only pixels within this radius")
-    p.add_argument("--rotation", type=float, default=0.0, help="CoM: scan rotation in degrees")
-    p.add_argument("--flip-y", action="store_true", help="CoM: flip the y component")
-    p.add_argument("--bins", type=int, default=32, help="radial profile: number of rings")
-    p.add_argument("--position", type=int, nargs="+", action="append", help="pick: a scan position")
-    p.add_argument("--roi-rect", type=float, nargs=4, metavar=("Y0", "X0", "H", "W"), help="roi: scan rectangle")
     p.add_argument("-o", "--output", help="results file (.h5) with provenance")
     p.add_argument("--tiff", help="also write one TIFF per result into this folder")
     p.add_argument("-q", "--quiet", action="store_true")
+    add_analysis_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("analyses", help="list the analyses (built-in and plugins) and their parameters")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these analyses")
+    p.add_argument("--json", action="store_true", help="print each analysis's JSON Schema")
+    p.set_defaults(func=cmd_analyses)
 
     p = sub.add_parser("demo", help="generate the sample data set and run the usual analyses on it")
     p.add_argument("--dir", default="sample_data")
