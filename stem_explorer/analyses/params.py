@@ -415,11 +415,12 @@ def json_words(words: list[str], option: str):
     """A JSON value from an option's words: JSON text, or the path of a JSON file."""
     text = " ".join(words)
     source = text
-    if len(words) == 1 and not text.lstrip().startswith(("{", "[")) and Path(text).is_file():
+    # text longer than a path may be is JSON (Path.is_file raises on such names)
+    if len(words) == 1 and len(text) < 4096 and not text.lstrip().startswith(("{", "[")) and Path(text).is_file():
         source = Path(text).read_text()
     try:
         return strict_json(source)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested beyond Python's limit
         raise AnalysisError(f"{option} {_short(text)} is neither a JSON file nor valid JSON ({exc})") from None
 
 
