@@ -4,10 +4,12 @@ receiver in the test process (or in a subprocess that dies, for recovery). Engin
 results on live data are in test_live_session.py."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -274,3 +276,28 @@ def test_watch_refuses_what_it_cannot_follow(tmp_path):
     synthetic_mib(tmp_path, n=4)
     with pytest.raises(AcquisitionError, match="pass nav_shape"):
         watch(tmp_path, "syn.mib")
+
+
+def test_spools_of_dead_processes_are_removed_and_others_kept(tmp_path):
+    """A receiver killed with its spool in /dev/shm leaves it there (memory until a
+    restart): the next spool removes those whose process is gone, and only them."""
+    from stem_explorer.io.partitioned import recording
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = recording._SPOOL_ROOT if os.access(recording._SPOOL_ROOT, os.W_OK) else tempfile.gettempdir()
+    orphan = Path(root) / f"stem-explorer-live-{dead.pid}-abc123"
+    alive = Path(root) / f"stem-explorer-live-{os.getpid()}-def456"
+    unrelated = Path(root) / "stem-explorer-live-notapid"
+    for folder in (orphan, alive, unrelated):
+        folder.mkdir()
+        (folder / "part-00000.raw").write_bytes(b"x")
+    try:
+        spool = Recording(None, nav_shape=(2,), sig_shape=(2, 2), dtype="u1", keep=False)
+        assert not orphan.exists() and alive.exists() and unrelated.exists()
+        assert Path(spool.dest).name.startswith(f"stem-explorer-live-{os.getpid()}-")
+        spool.close()
+        assert not Path(spool.dest).exists()
+    finally:
+        for folder in (alive, unrelated):
+            shutil.rmtree(folder)

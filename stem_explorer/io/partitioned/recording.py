@@ -27,6 +27,7 @@ import importlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -42,6 +43,8 @@ from .writer import DEFAULT_FILE_BYTES, RawPartitionWriter, publish_sidecar, wri
 
 JOURNAL_NAME = "recording.json"
 _SPOOL_ROOT = "/dev/shm"
+#: Spool folders are named after the process that made them: ``stem-explorer-live-<pid>-<random>``.
+_SPOOL_PREFIX = "stem-explorer-live-"
 
 
 class _NoHash:
@@ -69,8 +72,9 @@ class Recording(RawPartitionWriter):
         if dest is None:
             if self.keep:
                 raise DataSetError("a kept recording needs a folder: pass dest=... (or keep=False)")
-            root = _SPOOL_ROOT if os.access(_SPOOL_ROOT, os.W_OK) else None
-            dest = tempfile.mkdtemp(prefix="stem-explorer-live-", dir=root)
+            root = _SPOOL_ROOT if os.access(_SPOOL_ROOT, os.W_OK) else tempfile.gettempdir()
+            _remove_orphaned_spools(root)
+            dest = tempfile.mkdtemp(prefix=f"{_SPOOL_PREFIX}{os.getpid()}-", dir=root)
         super().__init__(dest, nav_shape=nav_shape, sig_shape=sig_shape, dtype=dtype,
                          partition_bytes=partition_bytes, metadata=metadata, overwrite=overwrite)
         self._created_dest = self._created_dest or not self.keep
@@ -195,6 +199,22 @@ class Recording(RawPartitionWriter):
                 os.remove(path)
         if not self.keep and os.path.isdir(self.dest):
             shutil.rmtree(self.dest, ignore_errors=True)
+
+
+def _remove_orphaned_spools(root: str) -> None:
+    """Remove this user's spool folders whose process is gone (killed before it could:
+    in /dev/shm they hold memory until the machine restarts)."""
+    pattern = re.compile(re.escape(_SPOOL_PREFIX) + r"(\d+)-\w+$")
+    for entry in os.scandir(root):
+        found = pattern.match(entry.name)
+        if not found or not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(found[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except PermissionError:  # a process of another user has that pid now
+            pass
 
 
 def _partial_layout(n_written: int, nav_shape, metadata: dict, reason: str):
