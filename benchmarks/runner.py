@@ -50,6 +50,8 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                    "codec vs the raw files, cold (benchmarks/compression.py; its options: --compression --help)")
     p.add_argument("--kernels", action="store_true", help="run the mask-kernel calibration instead: each "
                    "path on one core (benchmarks/kernels.py; its options: --kernels --help)")
+    p.add_argument("--live", action="store_true", help="run the live acquisition benchmark instead: Merlin "
+                   "simulator -> receiver -> session (benchmarks/live.py; its options: --live --help)")
     return p
 
 
@@ -171,7 +173,7 @@ def measure(args) -> list[dict]:
 
 #: The flags that run a side benchmark instead, and its module.
 SIDE_BENCHMARKS = {"--hdfs": "hdfs", "--formats": "formats", "--bigdata": "bigdata", "--kernels": "kernels",
-                   "--compression": "compression"}
+                   "--compression": "compression", "--live": "live"}
 
 
 def main(argv=None, prog: str = "python -m benchmarks") -> int:

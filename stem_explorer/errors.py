@@ -37,6 +37,11 @@ class ChecksumError(DataSetError):
     """Stored bytes do not match the checksum recorded for them."""
 
 
+class CalibrationError(DataSetError):
+    """A calibration (scan step, detector pixel size, camera length, beam energy) has
+    an unknown or unsuitable unit, or a value that is not a plausible positive size."""
+
+
 class CodecError(DataSetError):
     """The codec a data set is compressed with is not available on this machine."""
 
@@ -47,6 +52,10 @@ class MaskError(StemExplorerError, ValueError):
 
 class AnalysisError(StemExplorerError, ValueError):
     """Analysis parameters are invalid for the data set."""
+
+
+class OptionError(StemExplorerError, ValueError):
+    """An option (a count, a size in bytes, a time) is outside its allowed range."""
 
 
 class ClusterError(StemExplorerError, RuntimeError):
@@ -68,3 +77,8 @@ class SaveError(StemExplorerError, OSError):
 
 class ResultNameError(StemExplorerError, ValueError):
     """A result or analysis name cannot name an array in a results file."""
+
+
+class AcquisitionError(StemExplorerError, RuntimeError):
+    """A live acquisition failed: the detector refused a command, the stream broke off
+    or does not match the configured scan."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from ._json import jsonable
+from .results_export import tiff_resolution, write_nexus_entry
 from .errors import DataSetError, DataSetNotFoundError, DataSetPermissionError, FormatError, ResultNameError
 
 
@@ -52,13 +53,20 @@ def _check_keys(keys) -> None:
 
 @dataclass
 class ResultArray:
-    """A numpy array with named dimensions, coordinates and attributes."""
+    """A numpy array with named dimensions, coordinates and attributes.
+
+    ``coords`` maps a dimension to its coordinate values, ``coord_units`` a dimension
+    to the unit of those values: the calibrated scan axes (``"nm"``...) and detector
+    axes (``"mrad"``, ``"1/nm"``), or ``"px"`` for pixel indices. ``attrs["units"]``
+    is the unit of the values themselves, where they have one.
+    """
 
     name: str
     data: np.ndarray
     dims: tuple[str, ...]
     coords: dict = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
+    coord_units: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.dims = tuple(self.dims)
@@ -73,11 +81,28 @@ class ResultArray:
         return np.asarray(self.data, dtype=dtype)
 
     def to_xarray(self):
-        """This array as an ``xarray.DataArray`` (needs xarray)."""
+        """This array as an ``xarray.DataArray`` (needs xarray); each coordinate
+        carries its unit as the ``units`` attribute (the CF convention)."""
         import xarray
 
-        coords = {d: c for d, c in self.coords.items() if d in self.dims}
+        coords = {
+            d: xarray.Variable(d, c, attrs={"units": self.coord_units[d]} if d in self.coord_units else {})
+            for d, c in self.coords.items()
+            if d in self.dims
+        }
         return xarray.DataArray(self.data, dims=self.dims, coords=coords, name=self.name, attrs=_flat_attrs(self.attrs))
+
+    def axis_step(self, dim: str) -> Optional[tuple[float, float, str]]:
+        """``(origin, step, unit)`` of a dimension whose coordinates are evenly
+        spaced and have a unit, else None."""
+        values, unit = self.coords.get(dim), self.coord_units.get(dim)
+        if values is None or unit is None or len(values) < 2:
+            return None
+        values = np.asarray(values, dtype=np.float64)
+        steps = np.diff(values)
+        if not np.all(np.isfinite(steps)) or not np.allclose(steps, steps[0], rtol=1e-6, atol=0) or steps[0] == 0:
+            return None
+        return float(values[0]), float(steps[0]), unit
 
     def __repr__(self) -> str:
         return f"<ResultArray {self.name} {dict(zip(self.dims, self.shape))} {np.asarray(self.data).dtype}>"
@@ -157,7 +182,10 @@ class Results(Mapping):
                     dset.attrs["dims"] = json.dumps(list(array.dims))
                     dset.attrs["attrs"] = json.dumps(jsonable(array.attrs))
                     for dim, values in array.coords.items():
-                        f.create_dataset(f"coords/{key}/{dim}", data=np.asarray(values))
+                        coord = f.create_dataset(f"coords/{key}/{dim}", data=np.asarray(values))
+                        if dim in array.coord_units:
+                            coord.attrs["units"] = array.coord_units[dim]
+                write_nexus_entry(f, self._arrays)
         return path
 
     @classmethod
@@ -206,18 +234,25 @@ class Results(Mapping):
         arrays = {}
         for key in json.loads(f.attrs["keys"]):
             dset = f["results"][key]
-            coords = {}
+            coords, units = {}, {}
             if f"coords/{key}" in f:
                 coords = {d: c[()] for d, c in f[f"coords/{key}"].items()}
+                units = {d: _text(c.attrs["units"]) for d, c in f[f"coords/{key}"].items() if "units" in c.attrs}
             arrays[key] = ResultArray(
                 key.rsplit("/", 1)[-1], dset[()], tuple(json.loads(dset.attrs["dims"])),
-                coords, json.loads(dset.attrs["attrs"]),
+                coords, json.loads(dset.attrs["attrs"]), units,
             )
         return cls(arrays, provenance)
 
     def to_tiff(self, folder, *, keys=None) -> list:
         """One float32 TIFF per array (``<label>_<name>.tif``) with the provenance in
-        the image description; returns the paths. Needs tifffile."""
+        the image description; returns the paths. Needs tifffile.
+
+        Images whose two axes are calibrated carry it in the TIFF resolution tags
+        (pixels per centimetre for lengths, per unit otherwise; see
+        :func:`~stem_explorer.results_export.tiff_resolution`), and every axis's
+        origin, step and unit in the description's ``"axes"``.
+        """
         import tifffile
 
         folder = Path(folder)
@@ -225,13 +260,20 @@ class Results(Mapping):
         for key in keys or list(self):
             array = self[key]
             target = folder / (key.replace("/", "_") + ".tif")
-            description = json.dumps({"key": key, "dims": list(array.dims), "provenance": self.provenance})
+            axes = {d: dict(zip(("origin", "step", "units"), s)) for d in array.dims if (s := array.axis_step(d))}
+            description = json.dumps({"key": key, "dims": list(array.dims), "axes": axes,
+                                      "units": array.attrs.get("units"), "provenance": self.provenance})
             with atomic_write(target) as tmp:
-                tifffile.imwrite(tmp, np.asarray(array.data, dtype=np.float32), description=description)
+                tifffile.imwrite(tmp, np.asarray(array.data, dtype=np.float32), description=description,
+                                 **tiff_resolution(array))
             written.append(target)
         return written
 
 
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _flat_attrs(attrs: dict) -> dict:

@@ -3,24 +3,66 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Callable, Optional
 
 import numpy as np
 
 from .analyses import PickFrame, build_plan
 from .engine import Job, Progress, preview, warmup
-from .engine.cluster import connect, n_workers_of, start_local_cluster
-from .errors import ClusterError
+from ._options import seconds, whole_number
+from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
+from .engine.failures import check_client
+from .engine.live_job import job_class
+from .errors import ClusterError, OptionError
 from .io import DataSet, open_dataset
+
+#: Upper bounds of the session's options: beyond them a value is a mistake (a day's
+#: wait, a partition larger than any file, a tile that would not fit in memory).
+MAX_TIMEOUT = 86400.0
+MAX_PARTITION_BYTES = 2**50
+MAX_TILE_BYTES = 2**30
 
 
 class Session:
     """A data set on a dask cluster; runs analyses as streaming jobs.
 
-    With neither ``client`` nor ``address`` an embedded ``distributed.LocalCluster``
-    starts (one single-threaded worker process per core, dashboard on 127.0.0.1) and
-    stops with the session. With ``address="tcp://..."`` or an existing ``Client`` the
-    session uses that cluster and leaves it running.
+    With neither ``client`` nor ``address`` an embedded cluster starts (one
+    single-threaded worker process per core, on 127.0.0.1, TLS with a certificate of
+    its own so no other user can connect; see
+    :func:`~stem_explorer.engine.cluster.start_local_cluster`) and stops with the
+    session. With ``address="tcp://..."`` or an existing ``Client`` the session uses
+    that cluster and leaves it running.
+
+    Parameters
+    ----------
+    dataset : str, path or DataSet
+        What to open (``open_options`` go to :func:`~stem_explorer.io.open_dataset`).
+    client : distributed.Client, optional
+        A client of a cluster to use.
+    address : str, optional
+        The scheduler address of a cluster to connect to.
+    n_workers : int, optional
+        Worker processes of the embedded cluster (default: one per core; at most 4
+        per core).
+    timeout : float
+        Seconds to wait for the scheduler at ``address`` (up to a day).
+    partition_bytes : int, optional
+        Data per partition (one task each), in bytes; default: sized by the reader.
+    tile_bytes : int, optional
+        Data a worker reads and holds at once, in bytes (up to 1 GiB); default 32 MiB.
+    kernel : str
+        The mask-product path: 'auto', 'spans', 'columns', 'sparse' or 'dense'.
+    dashboard : bool
+        Serve the dask dashboard of the embedded cluster on 127.0.0.1 (off by default:
+        it has no login, so any local user could read it).
+
+    Raises
+    ------
+    OptionError
+        A count, size or time outside its range (the message says which and the fix).
+    ClusterError
+        The cluster cannot be started or reached.
 
     Use it as a context manager::
 
@@ -39,10 +81,16 @@ class Session:
         partition_bytes: Optional[int] = None,
         tile_bytes: Optional[int] = None,
         kernel: str = "auto",
+        dashboard: bool = False,
         **open_options,
     ):
         if client is not None and address is not None:
             raise ClusterError("pass either client= or address=, not both")
+        embedded = client is None and address is None
+        _check_cluster_options(embedded, n_workers, dashboard)
+        timeout = seconds("timeout", timeout, MAX_TIMEOUT, "how long to wait for the scheduler")
+        partition_bytes = _check_bytes("partition_bytes", partition_bytes, MAX_PARTITION_BYTES, "data per partition")
+        tile_bytes = _check_bytes("tile_bytes", tile_bytes, MAX_TILE_BYTES, "data a worker reads and holds at once")
         self.dataset: DataSet = dataset if isinstance(dataset, DataSet) else open_dataset(dataset, **open_options)
         self.partition_bytes = partition_bytes
         self.tile_bytes = tile_bytes
@@ -53,18 +101,20 @@ class Session:
         # the warm-up slowed the cluster's start by 0.2 s)
         self._warm_here = ds.random_access_here and preview.auto_stride(ds.nav_shape, ds.frame_bytes) > 1
         self._cluster = None
+        self._dashboard = dashboard
         self._owns_client = client is None
         if client is not None:
             self.client = client
         elif address is not None:
             self.client = connect(address, timeout)
         else:
+            self._cluster = start_local_cluster(n_workers, dashboard=dashboard)  # before dask's import
             from distributed import Client
 
-            self._cluster = start_local_cluster(n_workers)
             self.client = Client(self._cluster, timeout=timeout)
         self._lock = threading.Lock()
         self._current: Optional[Job] = None
+        self._jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()  # the jobs a new one follows
 
     # -- running analyses ------------------------------------------------------------------
     def run(
@@ -78,29 +128,40 @@ class Session:
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
-        This call only plans (bad analyses raise here); the job's thread submits the
-        tasks, and what goes wrong from then on (the data, the cluster) is the job's
-        error, raised by ``job.result()``.
+        This call only plans (bad analyses raise here, and a
+        :class:`~stem_explorer.errors.ClusterError` when the session's cluster is gone);
+        the job's thread submits the tasks, and what goes wrong from then on (the data,
+        the cluster) is the job's error, raised by ``job.result()``.
 
         ``job.result()`` blocks for the final :class:`~stem_explorer.results.Results`;
         iterating the job yields :class:`Progress` snapshots as partitions finish.
-        With ``supersede=True`` the session's previous job is cancelled first, so no
-        partial result of it is delivered after this job's first one.
+        Callbacks run in the job's thread, outside its lock; one that raises is logged
+        and kept in ``job.callback_errors`` (the job goes on). With ``supersede=True``
+        the session's previous job is cancelled first. No callback of a cancelled job
+        starts after ``cancel()`` returns, and this job delivers nothing before a
+        callback still running in one of the session's cancelled jobs has returned:
+        no stale partial result follows a newer one.
 
         Large data sets get a coarse preview first: the per-frame analyses run on every
         ``preview_stride``-th scan row and column before the rest (sized automatically
-        when None; 1 turns it off); ``Progress.fill_preview(image)`` shows it as a full
+        when None; 0 or 1 turns it off); ``Progress.fill_preview(image)`` shows it as a full
         field. ``kernel`` overrides the session's mask-product path for this job: 'auto'
         (the cost model), or 'spans', 'columns', 'sparse' or 'dense' (see
         :class:`~stem_explorer.engine.ops.MaskProduct`).
         """
+        if preview_stride is not None:
+            preview_stride = whole_number(
+                "preview_stride", preview_stride, 0, max(self.dataset.nav_shape, default=1),
+                "scan positions between preview points along each axis", "0 or 1 turns the preview off",
+            )
         plan, finalize = build_plan(
             analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
         )
+        check_client(self.client)
         with self._lock:
             if supersede and self._current is not None:
                 self._current.cancel()
-            job = Job(
+            job = job_class(self.dataset)(
                 self.client,
                 self.dataset,
                 plan,
@@ -110,7 +171,9 @@ class Session:
                 preview_stride=preview_stride,
                 on_partial=on_partial,
                 on_progress=on_progress,
+                after=list(self._jobs),
             )
+            self._jobs.add(job)
             self._current = job
         if self._warm_here and not warmup.is_warm(self.dataset.dtype):
             self._warm_when_done(job)
@@ -144,8 +207,10 @@ class Session:
     @property
     def dashboard_link(self) -> Optional[str]:
         """URL of the dask dashboard, when the scheduler serves one."""
+        if self._cluster is not None and not self._dashboard:
+            return None  # the embedded scheduler's HTTP server serves no pages
         try:
-            return self.client.dashboard_link
+            return self.client.dashboard_link or None
         except Exception:  # no dashboard (bokeh missing) or scheduler gone
             return None
 
@@ -167,3 +232,22 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.dataset!r} on {self.client.scheduler.address if self.client.scheduler else '?'}>"
+
+
+def _check_cluster_options(embedded: bool, n_workers, dashboard) -> None:
+    if not isinstance(dashboard, bool):
+        raise OptionError(f"dashboard must be True or False, got {dashboard!r}")
+    if embedded:
+        if n_workers is not None:
+            check_n_workers(n_workers)
+    elif n_workers is not None or dashboard:
+        raise OptionError(
+            "n_workers and dashboard are options of the embedded cluster; with client= or address= "
+            "the cluster is yours: size it (and open its dashboard) where you start it"
+        )
+
+
+def _check_bytes(name: str, value, maximum: int, meaning: str) -> Optional[int]:
+    if value is None:
+        return None
+    return whole_number(name, value, 1, maximum, f"bytes of {meaning}", "or None for the default")

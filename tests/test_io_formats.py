@@ -101,7 +101,7 @@ def test_blockfile_bad_input(tmp_path):
 SER_CODES = {"uint8": 1, "uint16": 2, "int32": 6, "float32": 7}
 
 
-def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x0197):
+def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x0197, deltas=None, pixel=(0.5, 0.25)):
     """Following "TIA Series Data (ESD) file format" (FEI / Emispec, as reproduced by
     C. Boothroyd's "TIA format" page): header (byte order 'II', series id 0x0197,
     version, data type 0x4122, tag type, total / valid element counts, offset-array
@@ -116,12 +116,14 @@ def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x019
     area scan gets time-and-position tags (0x4142: type, time, PositionX, PositionY)
     from its calibration, a line scan or series time tags (0x4152: type, time).
     ``gaps`` puts a varying number of padding bytes between elements (non-uniform
-    offsets)."""
+    offsets). ``deltas`` are the scan steps in metres (numpy order), ``pixel`` the
+    elements' (y, x) calibration deltas."""
     nav, (sy, sx) = data.shape[:-2], data.shape[-2:]
     frames = data.reshape((-1, sy, sx))
     n = len(frames)
     word = "I" if version == 0x0210 else "Q"
-    deltas = [1e-9 * (i + 1) for i in range(len(nav))]  # of the numpy axes, slowest first
+    if deltas is None:  # of the numpy axes, slowest first
+        deltas = [1e-9 * (i + 1) for i in range(len(nav))]
     dims = b""
     for size, delta in reversed(list(zip(nav, deltas))):  # the file lists x first
         desc, units = b"Position", b"meters"
@@ -134,7 +136,7 @@ def write_ser(path, data, *, version=0x0220, gaps=False, valid=None, magic=0x019
         body += pad
         pos += len(pad)
         offsets.append(pos)
-        element = struct.pack("<ddiddiHII", 0.0, 0.25, 0, 0.0, 0.5, 0, SER_CODES[frame.dtype.name], sx, sy)
+        element = struct.pack("<ddiddiHII", 0.0, pixel[1], 0, 0.0, pixel[0], 0, SER_CODES[frame.dtype.name], sx, sy)
         element += frame[::-1].tobytes()
         body += element
         pos += len(element)
@@ -284,13 +286,16 @@ class DMWriter:
         return head + struct.pack(">i", byte_order) + root + bytes(8)
 
 
-def write_dm(path, data, *, version=4, extra_stack=False, layout="nav-major"):
+def write_dm(path, data, *, version=4, extra_stack=False, layout="nav-major", units=None, microscope=None):
     """4-D ``data`` (scan y, scan x, detector y, detector x) is written in ``layout``:
     "nav-major" as GMS 3.x STEMx does with C ordering (Dimensions detector x, detector
     y, scan x, scan y; frames contiguous; ``ImageTags/Meta Data/Data Order Swapped``
     = 1), "sig-major" as older GMS (Dimensions scan x, scan y, detector x, detector y;
     each detector pixel's scan image contiguous; no such tag). Dimensions list the
-    fastest axis first, so the stored C-ordered array's shape is their reverse."""
+    fastest axis first, so the stored C-ordered array's shape is their reverse.
+    ``units`` (one per Dimensions entry, fastest first) adds ``Units`` to the
+    calibrations (scales 0.1, 0.2... in that order); ``microscope`` ({name: float})
+    goes to ``ImageTags/Microscope Info``."""
     w = DMWriter(version)
     code, tag_type = DM_TYPES[data.dtype.name]
 
@@ -306,7 +311,8 @@ def write_dm(path, data, *, version=4, extra_stack=False, layout="nav-major"):
             else:
                 array = array.transpose(2, 3, 0, 1)
         dims = [w.scalar("", 5, "I", n) for n in reversed(array.shape)]
-        calib = [w.entry(20, "", w.group([w.scalar("Scale", 6, "f", 0.1 * (i + 1)), w.scalar("Origin", 6, "f", 0.0)]))
+        calib = [w.entry(20, "", w.group([w.scalar("Scale", 6, "f", 0.1 * (i + 1)), w.scalar("Origin", 6, "f", 0.0)]
+                                          + ([text("Units", units[i])] if units and array.ndim == len(units) else [])))
                  for i in range(array.ndim)]
         values = w.data([20, tag_type, array.size], np.ascontiguousarray(array, "<" + array.dtype.str[1:]).tobytes())
         image_data = w.group([
@@ -320,7 +326,10 @@ def write_dm(path, data, *, version=4, extra_stack=False, layout="nav-major"):
             w.entry(21, "Name", w.data([18, 3], "img".encode("utf-16-le"))),
             w.entry(21, "Rect", w.data([15, 0, 2, 0, 3, 0, 3], struct.pack("<ii", 1, 2))),
             w.entry(20, "ImageData", image_data),
-            w.entry(20, "ImageTags", w.group([w.entry(20, "Meta Data", w.group(meta))])),
+            w.entry(20, "ImageTags", w.group([
+                w.entry(20, "Meta Data", w.group(meta)),
+                w.entry(20, "Microscope Info", w.group([w.scalar(k, 7, "d", v) for k, v in (microscope or {}).items()])),
+            ])),
         ]))
 
     thumbnail = np.arange(12, dtype=data.dtype).reshape(3, 4)
@@ -538,29 +547,42 @@ def test_zarr_3d_array_store_and_errors(tmp_path):
 
 
 # -- HDF5 layouts of other writers ---------------------------------------------------------------
-def write_hspy(path, data):
+def write_hspy(path, data, *, axes=None, tem=None):
     """HyperSpy's hspy layout: /Experiments/<title>/data in numpy order (navigation
-    axes first), axis descriptions as attributes of axis-<i> groups, metadata groups."""
+    axes first), axis descriptions as attributes of axis-<i> groups (``axes``: one
+    (scale, units) per axis), metadata groups (``tem``: Acquisition_instrument/TEM
+    attributes)."""
     with h5py.File(path, "w") as f:
         f.attrs.update({"file_format": "HyperSpy", "file_format_version": "3.1"})
         exp = f.create_group("Experiments/my scan")
         exp.create_dataset("data", data=data)
         for i, n in enumerate(data.shape):
-            exp.create_group(f"axis-{i}").attrs.update({"size": n, "navigate": i < 2})
+            attrs = {"size": n, "navigate": i < 2}
+            if axes:
+                attrs.update(scale=axes[i][0], units=axes[i][1], offset=0.0)
+            exp.create_group(f"axis-{i}").attrs.update(attrs)
         exp.create_group("metadata/Signal").attrs["signal_type"] = "electron_diffraction"
+        if tem:
+            exp.create_group("metadata/Acquisition_instrument/TEM").attrs.update(tem)
         exp.create_dataset("learning_results/factors", data=np.zeros((4, 3, 2)))
 
 
-def write_py4dstem(path, data):
+def write_py4dstem(path, data, *, dims=None):
     """py4DSTEM 0.x / EMD 1.0: groups tagged with emd_group_type, the datacube's
-    data (R_Nx, R_Ny, Q_Nx, Q_Ny) with dim1..dim4 beside it, plus a 3-D stack."""
+    data (R_Nx, R_Ny, Q_Nx, Q_Ny) with dim1..dim4 beside it (``dims``: one (step,
+    units) per axis, written as emdfile writes a linear dim: its first two values),
+    plus a 3-D stack."""
     with h5py.File(path, "w") as f:
         f.attrs.update({"emd_group_type": "file", "version_major": 1})
         cube = f.create_group("4DSTEM_experiment/data/datacubes/datacube_0")
         cube.attrs["emd_group_type"] = 1
         cube.create_dataset("data", data=data)
         for i, n in enumerate(data.shape):
-            cube.create_dataset(f"dim{i + 1}", data=np.arange(n, dtype="f8"))
+            if dims:
+                dim = cube.create_dataset(f"dim{i + 1}", data=[0.0, dims[i][0]])
+                dim.attrs.update(name=f"axis{i}", units=dims[i][1])
+            else:
+                cube.create_dataset(f"dim{i + 1}", data=np.arange(n, dtype="f8"))
         stack = f.create_group("4DSTEM_experiment/data/pointlistarrays/stack")
         stack.create_dataset("values", data=np.zeros((3, 4, 5)))
 

@@ -15,6 +15,7 @@ import pytest
 import _reference as ref
 from stem_explorer import Session, masks
 from stem_explorer.analyses import CenterOfMass, PickFrame, StdFrame, SumFrame, VirtualDetector
+from stem_explorer.engine.cluster import WORKER_ENV, WORKER_MALLOC
 from stem_explorer.engine.worker_setup import WORKER_NICENESS
 from stem_explorer.errors import ClusterError, JobCancelledError
 from stem_explorer.io import DataSet, FrameReader, open_dataset
@@ -130,7 +131,9 @@ def test_cancel_stops_delivery_and_pending_work(client, tmp_path):
         with pytest.raises(JobCancelledError):
             job.result(timeout=10)
         time.sleep(0.5)
-        assert all(t <= cancelled_at for t in delivered)
+        # no callback starts after cancel() returns; one already past its check may
+        # still run (cancel() never waits for a callback: it may need the caller's lock)
+        assert sum(t > cancelled_at for t in delivered) <= 1
         assert job.snapshot(results=False).partitions_done < job.n_partitions
     # pending tasks were dropped: a new job on the same workers is not queued behind them
     fast = open_dataset(np.ones((4, 4, 8, 8), np.uint16))
@@ -196,9 +199,13 @@ def test_embedded_local_cluster(tmp_path):
     data = np.arange(3 * 4 * 5 * 6, dtype=np.uint16).reshape(3, 4, 5, 6)
     with Session(raw_dataset(tmp_path, data), n_workers=2) as session:
         assert session.n_workers == 2
-        link = session.dashboard_link
-        assert link is None or "127.0.0.1" in link
-        assert session.client.scheduler.address.startswith("tcp://127.0.0.1")
+        assert session.dashboard_link is None  # served only on request (dashboard=True)
+        assert session.client.scheduler.address.startswith("tls://127.0.0.1:")
+        workers = session.client.scheduler_info()["workers"].values()
+        assert {w["nthreads"] for w in workers} == {1}
+        assert all(w["host"] == "127.0.0.1" for w in workers)
+        environ = session.client.run(lambda: {k: os.environ.get(k) for k in {**WORKER_ENV, **WORKER_MALLOC}})
+        assert list(environ.values()) == [{**WORKER_ENV, **WORKER_MALLOC}] * 2
         frame = session.pick_frame((2, 3))
         np.testing.assert_array_equal(frame, data[2, 3])
         # embedded workers yield the cores to this process (and a notebook's browser)

@@ -3,18 +3,19 @@ divergence and curl (DPC imaging)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Optional
 
 import numpy as np
 
 from ..engine import CenterOfMassMoments
 from ..errors import AnalysisError
-from .base import Analysis, check_point, check_radius, detector_center, nav_result, pixel_grid
+from .base import Analysis, check_point, detector_center, nav_result, pixel_grid
+from .com_conventions import orient
+from .params import Boolean, Number, Point
+from .registry import register
 
 
-@dataclasses.dataclass
+@register
 class CenterOfMass(Analysis):
     """Shift of each pattern's centre of mass from ``center`` (pixels).
 
@@ -24,11 +25,16 @@ class CenterOfMass(Analysis):
     numbers as three mask columns, without a weighted gather per pixel.
 
     ``flip_y`` mirrors the y component (detectors mounted upside down), then the vector is rotated by ``scan_rotation`` degrees (positive: from
-    +x towards +y) to align detector axes with scan axes.
+    +x towards +y) to align detector axes with scan axes (:func:`.com_conventions.orient`,
+    LiberTEM's convention; :mod:`.com_conventions` converts to and from the peers').
 
-    Results: ``shift_y``, ``shift_x``, ``magnitude``, ``total`` (intensity counted)
-    and, for 2-D scans, ``divergence`` and ``curl`` (per scan pixel, central
-    differences).
+    Results: ``shift_y``, ``shift_x``, ``magnitude`` (pixels), ``total`` (intensity
+    counted) and, for 2-D scans, ``divergence`` and ``curl`` (pixels per scan pixel,
+    central differences). Where the data set's detector is calibrated, also
+    ``shift_y_calibrated``, ``shift_x_calibrated`` and ``magnitude_calibrated`` in mrad
+    (or in 1/nm when the pixel size is a reciprocal length and no beam energy converts
+    it): each component is scaled by its detector axis's pixel size before the flip and
+    rotation, so rectangular pixels come out right.
 
     A position with zero intensity has no centre of mass: its shifts, magnitude,
     divergence and curl are NaN. Its neighbours keep theirs: a derivative skips a
@@ -38,17 +44,18 @@ class CenterOfMass(Analysis):
     partial result count as missing too.
     """
 
-    center: Optional[tuple] = None
-    radius: Optional[float] = None
-    scan_rotation: float = 0.0
-    flip_y: bool = False
     label = "com"
+    title = "centre of mass"
+
+    center = Point(None, help="Centre the shifts are measured from; None: the detector's centre.")
+    radius = Number(None, minimum=0, exclusive_minimum=True, unit="px",
+                    help="Only pixels within this distance of the centre count; None: every pixel.")
+    scan_rotation = Number(0.0, minimum=-360, maximum=360, unit="degrees", cli_aliases=("rotation",),
+                           help="Rotation from detector to scan axes, positive from +x towards +y.")
+    flip_y = Boolean(False, help="Mirror the y component first (detector mounted upside down).")
 
     def validate(self, dataset):
         self._center(dataset)
-        check_radius("radius", self.radius)
-        if not isinstance(self.scan_rotation, (int, float)) or not math.isfinite(self.scan_rotation):
-            raise AnalysisError(f"scan_rotation must be a finite number of degrees, got {self.scan_rotation!r}")
 
     def _center(self, dataset):
         return detector_center(dataset) if self.center is None else check_point("center", self.center, dataset)
@@ -69,18 +76,20 @@ class CenterOfMass(Analysis):
         with np.errstate(invalid="ignore", divide="ignore"):
             sy = np.where(total != 0, wy / total, np.nan)
             sx = np.where(total != 0, wx / total, np.nan)
-        if self.flip_y:
-            sy = -sy
-        angle = math.radians(self.scan_rotation)
-        cos, sin = math.cos(angle), math.sin(angle)
-        shift_x = cos * sx - sin * sy
-        shift_y = sin * sx + cos * sy
+        shift_y, shift_x = orient(sy, sx, self.scan_rotation, self.flip_y)
         out = {
             "shift_y": nav_result("shift_y", shift_y, dataset, units="px"),
             "shift_x": nav_result("shift_x", shift_x, dataset, units="px"),
             "magnitude": nav_result("magnitude", np.hypot(shift_y, shift_x), dataset, units="px"),
             "total": nav_result("total", total, dataset),
         }
+        unit = dataset.calibration.preferred_detector_unit()
+        if unit is not None:
+            size_y, size_x = dataset.calibration.detector_pixel_in(unit)
+            cal_y, cal_x = orient(sy * size_y, sx * size_x, self.scan_rotation, self.flip_y)
+            out["shift_y_calibrated"] = nav_result("shift_y_calibrated", cal_y, dataset, units=unit)
+            out["shift_x_calibrated"] = nav_result("shift_x_calibrated", cal_x, dataset, units=unit)
+            out["magnitude_calibrated"] = nav_result("magnitude_calibrated", np.hypot(cal_y, cal_x), dataset, units=unit)
         if len(dataset.nav_shape) == 2:
             fy = shift_y.reshape(dataset.nav_shape)
             fx = shift_x.reshape(dataset.nav_shape)

@@ -7,25 +7,36 @@ register callbacks, or block on :meth:`Job.result`. Large data sets get a coarse
 preview first (:mod:`.preview`), computed in this process when it reads the frames
 cheaply and its kernels are warm, else by high-priority tasks.
 
-Ordering guarantee: snapshots are delivered under the job's lock, and :meth:`cancel`
-takes that lock, so once ``cancel()`` returns no snapshot of this job is delivered
-again. The session cancels the previous job before starting its successor, so no
-stale partial result ever follows a newer one.
+Callbacks (the design's ``Future`` vocabulary): partials merge under the job's lock,
+and callbacks run after it is released, in the job's thread, each after re-checking
+that the job is still current; a callback's exception is logged and kept in
+:attr:`Job.callback_errors`, never ending the job. So a callback may take any lock,
+even one held by a thread that is cancelling the job: :meth:`cancel` never waits for a
+callback. Once ``cancel()`` returns no callback of the job starts (one already
+running finishes), and a job that follows it (``after=``: a session passes its
+earlier jobs) delivers nothing before that callback has returned: no stale partial
+result ever follows a newer one.
+
+Failures after the job started (a task's error, workers dying, the cluster going
+away) are the job's error, raised by :meth:`Job.result`, in the package's terms
+(:mod:`.failures`).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from ..errors import JobCancelledError
 from ..io.base import DataSet
-from . import preview, warmup
+from ..io.isolated import chunk_ranges
+from . import failures, preview, warmup
 from .locality import WorkerIndex, is_local, worker_addresses
 from .tasks import (
     INLINE_PLAN_BYTES,
@@ -42,6 +53,10 @@ from .tasks import (
 Finalize = Callable[[list, np.ndarray], Any]
 
 _job_ids = itertools.count(1)
+logger = logging.getLogger(__name__)
+
+#: A job keeps at most this many of its callbacks' exceptions (each holds a snapshot).
+MAX_CALLBACK_ERRORS = 10
 
 
 @dataclass
@@ -116,9 +131,15 @@ class Job:
 
     ``on_partial(progress)`` is called after each partition merges, with results;
     ``on_progress(progress)`` likewise but without results (cheap, for progress bars).
-    Both run in the job's thread and are registered before any task starts,
-    so they see every partition, the last one included; the first call can come
-    before ``Session.run`` has returned (a preview computed in this process).
+    Both run in the job's thread, outside the job's lock, and are registered before
+    any task starts, so they see every partition, the last one included; the first
+    call can come before ``Session.run`` has returned (a preview computed in this
+    process). An exception in a callback is logged and kept in
+    :attr:`callback_errors`; the job goes on.
+
+    ``after`` are jobs started before this one: those of them cancelled by the time
+    this job first delivers (the job it supersedes) have their running callbacks
+    return first.
     """
 
     def __init__(
@@ -133,6 +154,7 @@ class Job:
         preview_stride: Optional[int] = None,
         on_partial: Optional[Callable[[Progress], None]] = None,
         on_progress: Optional[Callable[[Progress], None]] = None,
+        after: Sequence["Job"] = (),
     ):
         self.id = next(_job_ids)
         self._client = client
@@ -148,6 +170,14 @@ class Job:
             self._callbacks.append((on_progress, False))
         self._state = "running"
         self._error: Optional[BaseException] = None
+        self._silenced = False  # cancel() was called: no callback starts any more
+        self._delivering = False  # the job's thread is running callbacks
+        self._final_delivered = False  # the final snapshot's callbacks have returned
+        self._after = list(after)
+        #: exceptions raised by this job's callbacks (the first
+        #: :data:`MAX_CALLBACK_ERRORS`); each is also logged
+        self.callback_errors: list[Exception] = []
+        self._failed_callbacks: set = set()
         self._version = 0
         self._final: Optional[Progress] = None
 
@@ -168,6 +198,9 @@ class Job:
         self._preview_left = 0
         self._plan_arg = None
         self._futures: list = []
+        # task key -> what it reads: (partition, payload, None) for a partition, the
+        # (partition, payload, frame indices) pieces of a preview
+        self._task_frames: dict = {}
         self._thread = threading.Thread(target=self._run, name=f"stem-explorer-job{self.id}", daemon=True)
         self._thread.start()
 
@@ -191,7 +224,9 @@ class Job:
             return self._stats
 
     def add_callback(self, fn: Callable[[Progress], None], *, results: bool = True) -> None:
-        """Call ``fn(progress)`` after each partition merges (in the job's thread).
+        """Call ``fn(progress)`` after each partition merges (in the job's thread,
+        outside the job's lock; an exception is logged and kept in
+        :attr:`callback_errors`).
 
         With ``results=False`` the snapshot carries no results (``results`` is None),
         which is cheap: use it for progress bars.
@@ -221,9 +256,10 @@ class Job:
                 return
 
     def result(self, timeout: Optional[float] = None):
-        """Block until the job is finished and return the final results."""
+        """Block until the job is finished, its callbacks included (except when called
+        from one of them), and return the final results."""
         with self._changed:
-            if not self._changed.wait_for(lambda: self._state != "running", timeout):
+            if not self._changed.wait_for(self._over, timeout):
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
             self._raise_if_failed()
             return self._final_progress().results
@@ -234,11 +270,14 @@ class Job:
         return self._final_progress()
 
     def cancel(self) -> bool:
-        """Stop the job: pending tasks are cancelled and nothing more is delivered.
+        """Stop the job: pending tasks are cancelled and no callback starts any more
+        (one already running finishes: this never waits for it, so a callback may
+        need a lock the caller holds).
 
         Returns False when the job had already finished.
         """
         with self._changed:
+            self._silenced = True
             if self._state != "running":
                 return False
             self._state = "cancelled"
@@ -292,9 +331,12 @@ class Job:
         cheaply and its kernels are warm for the dtype. The preview (a few MiB) then
         takes about 2 ms, against about 20 ms as a task on the 2-core machine
         (scheduler, worker and result round trips), and its image is on its way
-        before the partitions' tasks load the cores."""
+        before the partitions' tasks load the cores. Never for frames that must be
+        decoded: a corrupt chunk could crash this process (the user's kernel) where
+        it only costs a worker."""
         ds = self._dataset
-        return self.preview_stride > 1 and ds.random_access_here and warmup.is_warm(ds.dtype)
+        cheap = ds.random_access_here and not ds.source.decodes
+        return self.preview_stride > 1 and cheap and warmup.is_warm(ds.dtype)
 
     def _preview_here(self) -> Optional[PartitionResult]:
         """The preview computed in this process, or None to leave it to a task."""
@@ -318,6 +360,7 @@ class Job:
         """One task per partition: placed ones one by one, the others in one batch
         (a single graph update instead of one per task)."""
         keys = [f"stem-explorer-job{self.id}-part{part.index}" for part in self._partitions]
+        self._task_frames.update((key, [(part, payload, None)]) for key, part, payload in zip(keys, self._partitions, payloads))
         placements = [_placement(part, workers) for part in self._partitions]
         if not any(placements):
             return self._client.map(
@@ -340,17 +383,11 @@ class Job:
             placement = _placement(piece[0], workers)
             group = tuple(placement.get("workers", ()))
             groups.setdefault(group, (placement, []))[1].append(piece)
+        keys = [f"stem-explorer-job{self.id}-preview{k}" for k in range(len(groups))]
+        self._task_frames.update(zip(keys, (pieces for _placement, pieces in groups.values())))
         futures = [
-            self._client.submit(
-                run_preview,
-                pieces,
-                self._plan_arg,
-                key=f"stem-explorer-job{self.id}-preview{k}",
-                pure=False,
-                priority=1,
-                **placement,
-            )
-            for k, (placement, pieces) in enumerate(groups.values())
+            self._client.submit(run_preview, pieces, self._plan_arg, key=key, pure=False, priority=1, **placement)
+            for key, (placement, pieces) in zip(keys, groups.values())
         ]
         self._preview_left = len(futures)
         return futures
@@ -402,18 +439,47 @@ class Job:
                     return
             if not self._submit(preview_tasks=first is None):
                 return
-            for _future, result in as_completed(self._futures, loop=self._client.loop, with_results=True):
+            for future, result in as_completed(self._futures, loop=self._client.loop, with_results=True):
+                if future.cancelled() and not self.done:  # not by cancel(): the cluster's doing
+                    raise result
                 if not self._merge(result):
                     return
-        except BaseException as exc:  # a task raised, or the cluster went away
-            with self._changed:
-                if self._state != "running":
-                    return
-                self._state = "error"
-                self._error = exc
-                self._t_end = time.perf_counter()
-                self._changed.notify_all()
-            self._release()
+        except BaseException as exc:  # a task raised, workers died, the cluster went away
+            self._fail(exc)
+        finally:
+            self._after = []
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the job with ``exc`` in the package's terms (:func:`failures.explain`:
+        for dead workers that re-reads the task's frames, seconds, outside the lock)."""
+        if self.done:
+            return
+        key = getattr(exc, "task", None)
+        error = failures.explain(exc, self._client, self._frames_read_by(key))
+        if error is not exc:
+            error.__cause__ = exc
+        with self._changed:
+            if self._state != "running":
+                return
+            self._state = "error"
+            self._error = error
+            self._t_end = time.perf_counter()
+            self._changed.notify_all()
+        self._release()
+
+    def _frames_read_by(self, key) -> Optional[tuple]:
+        """``(source, ranges, description)`` of the frames the task ``key`` reads, for
+        :func:`failures.explain` to re-read; None for a task of in-memory data (its
+        frames are on the cluster) or a key that is not the job's."""
+        pieces = self._task_frames.get(key)
+        if pieces is None or any(payload is not None for _part, payload, _indices in pieces):
+            return None
+        if pieces[0][2] is None:  # a partition's task
+            part = pieces[0][0]
+            what = f"partition {part.index} (frames {part.start} to {part.stop - 1})"
+            return part.source, chunk_ranges(part.source, part.start, part.stop), what
+        ranges = [(int(i), int(i) + 1) for piece in pieces for i in piece[2]]
+        return self._dataset.source, ranges, f"the coarse preview ({len(ranges)} frames)"
 
     def _merge(self, result: PartitionResult) -> bool:
         with self._changed:
@@ -437,13 +503,72 @@ class Job:
                 self._t_end = time.perf_counter()
             elif self._preview_left > 0:
                 return True  # the first snapshot shows the whole preview grid at once
-            self._version += 1
-            self._changed.notify_all()
-            for fn, with_results in list(self._callbacks):
-                fn(self._snapshot(with_results))
-            if self._state == "finished":
-                self._release()
+            deliveries, finished = self._new_version()
+        self._deliver(deliveries, finished)
+        if finished:
+            self._release()
         return True
+
+    def _new_version(self) -> tuple[list, bool]:
+        """Announce a new state (lock held): wake the iterators and return the
+        callbacks' ``(fn, snapshot)`` pairs for :meth:`_deliver`, and whether it is
+        the final one."""
+        self._version += 1
+        self._changed.notify_all()
+        snapshots = {flag: self._snapshot(flag) for flag in {flag for _fn, flag in self._callbacks}}
+        self._delivering = True
+        return [(fn, snapshots[flag]) for fn, flag in self._callbacks], self._state == "finished"
+
+    def _deliver(self, deliveries: list, final: bool) -> None:
+        """Run the callbacks outside the job's lock, each only while the job is still
+        current (``cancel()`` not called); after the superseded job's running
+        callback, if any, has returned. ``result()`` returns once the ``final``
+        snapshot's callbacks have."""
+        try:
+            for earlier in self._after:
+                earlier._wait_until_quiet()
+            self._after = []
+            for fn, progress in deliveries:
+                with self._lock:
+                    if self._silenced:
+                        return
+                try:
+                    fn(progress)
+                except Exception as exc:  # the user's code: report it, keep the job
+                    self._callback_failed(fn, exc)
+        finally:
+            with self._changed:
+                self._delivering = False
+                self._final_delivered = final
+                self._changed.notify_all()
+
+    def _over(self) -> bool:
+        """Whether :meth:`result` may return: the job failed or was cancelled, or it
+        finished and its final callbacks have run (a callback asking waits for none)."""
+        if self._state == "running":
+            return False
+        in_callback = threading.current_thread() is self._thread
+        return self._state != "finished" or self._final_delivered or in_callback
+
+    def _wait_until_quiet(self) -> None:
+        """If this job was cancelled, block until a callback it is still running has
+        returned (none starts after ``cancel()``); a job still running goes on."""
+        with self._changed:
+            self._changed.wait_for(lambda: not (self._silenced and self._delivering))
+
+    def _callback_failed(self, fn: Callable, exc: Exception) -> None:
+        """Keep and log a callback's exception (with its traceback the first time that
+        callback fails: a callback failing on every partition must not flood the log)."""
+        with self._lock:
+            first = fn not in self._failed_callbacks
+            self._failed_callbacks.add(fn)
+            if len(self.callback_errors) < MAX_CALLBACK_ERRORS:
+                self.callback_errors.append(exc)
+        name = getattr(fn, "__qualname__", repr(fn))
+        if first:
+            logger.error("callback %s of job %d raised; the job goes on", name, self.id, exc_info=exc)
+        else:
+            logger.debug("callback %s of job %d raised again: %r", name, self.id, exc)
 
     def _count(self, result: PartitionResult) -> None:
         stats = self._stats

@@ -15,6 +15,8 @@ import weakref
 from functools import lru_cache
 from typing import Iterable, Optional
 
+from .failures import cluster_lost
+
 
 def address_host(address: str) -> str:
     """``tcp://host:port`` -> ``host`` (IPv6 brackets removed)."""
@@ -87,6 +89,8 @@ def worker_addresses(client) -> list[str]:
         info = client.scheduler_info(n_workers=-1)
     except TypeError:  # older distributed without the n_workers argument
         info = client.scheduler_info()
+    if "workers" not in info:  # a client closed or cut off from its scheduler
+        raise cluster_lost(client)
     addresses = list(info["workers"])
     _worker_lists[client] = (now, addresses)
     return list(addresses)

@@ -20,6 +20,7 @@ import numpy as np
 
 from .._json import jsonable
 from ..errors import DataSetError, FormatError
+from .calibration import Calibration
 
 #: Default partition size in bytes of native data. Big enough to amortise task
 #: overhead, small enough to stream partial results and balance two to a few hundred
@@ -74,6 +75,10 @@ class FrameSource(abc.ABC):
     #: frames to decode, no network hop): the client then computes a job's coarse
     #: preview itself instead of sending it to a worker.
     random_access: bool = False
+    #: Whether reading runs native decoders (compression filters) over the file's
+    #: bytes: a corrupt chunk can crash the reading process outright (SIGSEGV), so the
+    #: user's process reads such frames only through :mod:`.isolated`, never itself.
+    decodes: bool = False
 
     @abc.abstractmethod
     def open(self, payload: Any = None) -> FrameReader:
@@ -172,7 +177,8 @@ class DataSet:
 
     Readers construct it; users get it from :func:`stem_explorer.open_dataset`.
     ``nav_shape`` may have one axis (a line scan, a list of positions, a frame stack)
-    or two (a raster scan).
+    or two (a raster scan). :attr:`calibration` holds the physical scan step and
+    detector pixel size (pixels where neither the file nor the user gives them).
     """
 
     def __init__(
@@ -183,6 +189,7 @@ class DataSet:
         format: str,
         path: Optional[str] = None,
         metadata: Optional[dict] = None,
+        calibration: Optional[Calibration] = None,
     ):
         nav_shape = tuple(int(n) for n in nav_shape)
         if not nav_shape or any(n <= 0 for n in nav_shape):
@@ -205,6 +212,24 @@ class DataSet:
         self.format = format
         self.path = path
         self.metadata = dict(metadata or {})
+        self.calibration = calibration
+
+    # -- calibration -------------------------------------------------------------------
+    @property
+    def calibration(self) -> Calibration:
+        """Scan step, detector pixel size, camera length and beam energy, each with
+        its source (see :mod:`stem_explorer.io.calibration`)."""
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, value) -> None:
+        value = value if isinstance(value, Calibration) else Calibration(value)
+        self._calibration = value
+        # a file calibration that was not used is shown where the metadata is (views, info)
+        if value.warnings:
+            self.metadata["calibration_warnings"] = list(value.warnings)
+        else:
+            self.metadata.pop("calibration_warnings", None)
 
     # -- shape ---------------------------------------------------------------------
     @property
@@ -262,13 +287,21 @@ class DataSet:
         return self.source.random_access
 
     def read_frames(self, start: int, stop: int) -> np.ndarray:
-        """A copy of frames ``start:stop`` (flat indices), read in this process."""
+        """A copy of frames ``start:stop`` (flat indices), read in this process, or in
+        a separate one where reading decodes (:attr:`FrameSource.decodes`): a corrupt
+        chunk then raises a :class:`~stem_explorer.errors.FormatError` naming its frame
+        instead of crashing this process."""
         if not 0 <= start <= stop <= self.n_frames:
             raise DataSetError(
                 f"frame range {start}:{stop} is outside 0:{self.n_frames}"
             )
         if start == stop:
             return np.empty((0,) + self.sig_shape, self.dtype)
+        if self.source.decodes:
+            from .isolated import chunk_ranges, read_isolated
+
+            ranges = chunk_ranges(self.source, start, stop)
+            return np.concatenate(read_isolated(self.source, ranges, payload=self.local_payload(start, stop)))
         with self.source.open(self.local_payload(start, stop)) as reader:
             return np.array(reader.read(start, stop), copy=True)
 
@@ -297,6 +330,7 @@ class DataSet:
             "sig_shape": list(self.sig_shape),
             "dtype": self.dtype.str,
             "nbytes": self.nbytes,
+            "calibration": self.calibration.to_dict(),
             "metadata": jsonable(self.metadata),
         }
 

@@ -24,6 +24,7 @@ import struct
 
 from ..errors import DataSetNotFoundError, FormatError
 from .base import DataSet
+from .calibration import file_calibration
 from .raw import MappedFrameSource, check_file_size, parse_shape
 from .registry import ReaderPlugin, register_reader
 
@@ -142,7 +143,12 @@ def open_blockfile(path, *, nav_shape=None) -> DataSet:
         "acquisition_time_serial_date": header["Acquisition_time"],
         "read_path": "mmap",
     }
-    return DataSet(source, nav, format="blockfile", path=path, metadata=metadata)
+    calibration = file_calibration(repr(os.path.basename(path)), {
+        "scan_step": ([header["SY"], header["SX"]], "nm") if nav_shape is None else None,
+        "beam_energy": (header["Beam_energy"], "V"),
+        "camera_length": (header["Camera_length"] / 10, "mm"),  # stored in 0.1 mm
+    })
+    return DataSet(source, nav, format="blockfile", path=path, metadata=metadata, calibration=calibration)
 
 
 PLUGIN = register_reader(

@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import DataSetError, DataSetNotFoundError, FormatError
 from .base import DataSet, FrameReader, FrameSource
+from .calibration import Calibration, axis_parts, file_calibration
 from .raw import MappedFrameSource, _check_range, check_file_size, map_frames, parse_shape
 from .registry import ReaderPlugin, register_reader
 
@@ -315,7 +316,9 @@ def open_dm(path, *, image: Optional[int] = None, nav_shape=None, layout: Option
         read_path = "mmap"
     shape = tuple(dims[a] for a in axes)
     nav = shape[:-2] if nav_shape is None else parse_shape("nav_shape", nav_shape, (1, 2))
-    calibrations = _calibrations(data)
+    calibrations = _calibrations(path, data)
+    # in the data set's axis order when there is one per axis
+    per_axis = [calibrations[a] for a in axes] if len(calibrations) == len(dims) else []
     metadata = {
         "dm_version": tags["_version"],
         "image": key,
@@ -323,10 +326,12 @@ def open_dm(path, *, image: Optional[int] = None, nav_shape=None, layout: Option
         "layout": layout if len(dims) == 4 else "stack",
         "data_order_swapped": swapped,
         "scan_shape_source": "Dimensions" if nav_shape is None else "nav_shape option",
-        "calibrations": [calibrations[a] for a in axes] if len(calibrations) == len(dims) else calibrations,
+        "calibrations": per_axis or calibrations,
         "read_path": read_path,
     }
-    return DataSet(source, nav, format="dm", path=path, metadata=metadata)
+    # a reshaped scan keeps the detector's calibration only
+    calibration = _calibration(path, per_axis if nav_shape is None else per_axis[-2:], tags["ImageList"][key])
+    return DataSet(source, nav, format="dm", path=path, metadata=metadata, calibration=calibration)
 
 
 #: the layouts of 4-D data (see the module notes)
@@ -341,15 +346,47 @@ def _data_order_swapped(image) -> Optional[bool]:
     return bool(value) if isinstance(value, (bool, int, float)) else None
 
 
-def _calibrations(data: dict) -> list:
-    """Scale and origin per entry of ``Dimensions`` (file order), where the file has
-    them."""
+def _calibrations(path: str, data: dict) -> list:
+    """Scale, origin and units per entry of ``Dimensions`` (file order), where the file
+    has them."""
     dims = (data.get("Calibrations") or {}).get("Dimension") or {}
     return [
-        {"scale": d.get("Scale"), "origin": d.get("Origin")}
+        {"scale": d.get("Scale"), "origin": d.get("Origin"), "units": _text(path, d.get("Units"))}
         for d in dims.values()
         if isinstance(d, dict)
     ]
+
+
+#: the longest array of characters read as a tag's text (units, short names)
+_MAX_TEXT = 256
+
+
+def _text(path: str, value) -> Optional[str]:
+    """A text tag's value: DM stores short texts (units...) as arrays of uint16
+    characters, left in the file by the parser; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, DMArray) or value.dtype is None or value.dtype.itemsize != 2:
+        return None
+    if value.length > _MAX_TEXT:
+        return None
+    codes = np.fromfile(path, value.dtype, count=value.length, offset=value.offset)
+    return "".join(map(chr, codes.tolist()))
+
+
+def _calibration(path: str, axes: list, image: dict) -> Calibration:
+    """Scan step and detector pixel size from the ``Calibrations`` of the data set's
+    axes (``axes``: scan y, scan x, detector y, detector x, or the detector's two),
+    beam energy (``Voltage``, V) and camera length (``STEM Camera Length``, mm) from
+    ``ImageTags/Microscope Info``."""
+    parts = axis_parts([(c["scale"], c["units"]) for c in axes])
+    tags = image.get("ImageTags") if isinstance(image, dict) else None
+    info = tags.get("Microscope Info") if isinstance(tags, dict) else None
+    if isinstance(info, dict):
+        for name, key, unit in (("beam_energy", "Voltage", "V"), ("camera_length", "STEM Camera Length", "mm")):
+            if isinstance(info.get(key), (int, float)):
+                parts[name] = (info[key], unit)
+    return file_calibration(repr(os.path.basename(path)), parts)
 
 
 class SigMajorFrameSource(FrameSource):

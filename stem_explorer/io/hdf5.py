@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import DataSetError, DataSetNotFoundError, FormatError, StemExplorerError
 from .base import DataSet, FrameReader, FrameSource, Partition
+from .hdf5_calibration import hdf5_calibration
 from .hdf5_scan import scan_shape
 from .hdf5_virtual import check_virtual_sources
 from .raw import MappedFrameSource, _check_range, map_frames
@@ -330,6 +331,8 @@ class Hdf5FrameSource(FrameSource):
     det_y, det_x)`` a ``channel`` reads that one frame per position, and without one
     the frames are every ``(y, x, channel)`` in C order.
     """
+
+    decodes = True  # HDF5's filters (hdf5plugin's among them) run on the chunks' bytes
 
     def __init__(
         self,
@@ -625,6 +628,8 @@ class Hdf5ChunkRunsSource(Hdf5FrameSource):
     (:meth:`subset`), so descriptors stay small however many chunks the file has.
     """
 
+    decodes = False  # uncompressed: chunks are mapped, unwritten ones are fill values
+
     def __init__(
         self,
         path: str,
@@ -906,7 +911,10 @@ def _open_frames(f: h5py.File, path: str, dataset, nav_shape, channel) -> DataSe
     frames = stored if len(stored) < 5 else (n_frames,) + sig_shape
     nav, metadata["scan_shape_source"], extra = scan_shape(f, path, ds_path, frames, nav_shape)
     metadata.update(extra)
-    return dataset_class(source, nav, format="hdf5", path=path, metadata=metadata)
+    # the dataset's axes that are the data set's: scan axes only where they are the scan
+    scan_axes = (0, 1) if len(stored) == 4 and tuple(nav) == tuple(shape[:2]) else ()
+    calibration = hdf5_calibration(f, path, ds_path, scan_axes + (len(shape) - 2, len(shape) - 1))
+    return dataset_class(source, nav, format="hdf5", path=path, metadata=metadata, calibration=calibration)
 
 
 def _frame_axes(axes: tuple, channel: Optional[int]) -> tuple:

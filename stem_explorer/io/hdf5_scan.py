@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import DataSetError
 from .raw import nav_shape_hint, parse_shape
 
-__all__ = ["SCAN_SHAPE_ATTRIBUTE", "scan_shape"]
+__all__ = ["SCAN_SHAPE_ATTRIBUTE", "scan_shape", "stem_metadata"]
 
 #: Attribute (on the frames or a group above them) giving the scan as (rows, columns).
 SCAN_SHAPE_ATTRIBUTE = "scan_shape"
@@ -97,37 +97,53 @@ def _attribute_shape(f: h5py.File, path: str, ds_path: str, n_frames: int):
     return None
 
 
-def _stem_metadata(f: h5py.File, path: str):
-    """``(found, why not)``: ``found`` is ``(NumPixelsY x NumPixelsX, source, extra)``
-    of a ``STEM Metadata`` group in the file or in the ARINA sidecar ``<name>.h5`` of
-    ``<name>_master.h5``, else None and a note saying what was missing."""
+def stem_metadata(f: h5py.File, path: str) -> tuple[Optional[dict], str]:
+    """``(attributes, where)`` of the ARINA ``STEM Metadata`` group in the file or in
+    the sidecar ``<name>.h5`` of ``<name>_master.h5``; ``(None, why not)`` when there
+    is none or it cannot be read."""
     group = f.get(_STEM_METADATA)
     if isinstance(group, h5py.Group):
-        found, where = _num_pixels(group), os.path.basename(path)
-    else:
-        stem, suffix = os.path.splitext(path)
-        sidecar = stem[: -len("_master")] + suffix if stem.endswith("_master") else None
-        if not sidecar or not os.path.isfile(sidecar):
-            beside = f" or a {os.path.basename(sidecar)} beside it" if sidecar else ""
-            return None, f"no {_STEM_METADATA!r} group in the file{beside}"
-        where = os.path.basename(sidecar)
-        try:
-            with h5py.File(sidecar, "r") as side:
-                group = side.get(_STEM_METADATA)
-                if not isinstance(group, h5py.Group):
-                    return None, f"the sidecar {where} has no {_STEM_METADATA!r} group"
-                found = _num_pixels(group)
-        except (OSError, KeyError, RuntimeError, ValueError) as exc:
-            return None, f"the sidecar {where} cannot be read as HDF5 ({exc})"
+        return _attributes(group, os.path.basename(path))
+    stem, suffix = os.path.splitext(path)
+    sidecar = stem[: -len("_master")] + suffix if stem.endswith("_master") else None
+    if not sidecar or not os.path.isfile(sidecar):
+        beside = f" or a {os.path.basename(sidecar)} beside it" if sidecar else ""
+        return None, f"no {_STEM_METADATA!r} group in the file{beside}"
+    where = os.path.basename(sidecar)
+    try:
+        with h5py.File(sidecar, "r") as side:
+            group = side.get(_STEM_METADATA)
+            if not isinstance(group, h5py.Group):
+                return None, f"the sidecar {where} has no {_STEM_METADATA!r} group"
+            return _attributes(group, where)
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+        return None, f"the sidecar {where} cannot be read as HDF5 ({exc})"
+
+
+def _attributes(group: h5py.Group, where: str) -> tuple[Optional[dict], str]:
+    try:
+        return dict(group.attrs), where
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        return None, f"the {_STEM_METADATA!r} attributes in {where} cannot be read ({exc})"
+
+
+def _stem_metadata(f: h5py.File, path: str):
+    """``(found, why not)``: ``found`` is ``(NumPixelsY x NumPixelsX, source, extra)``
+    of the ``STEM Metadata`` (:func:`stem_metadata`), else None and a note saying what
+    was missing."""
+    attrs, where = stem_metadata(f, path)
+    if attrs is None:
+        return None, where
+    found = _num_pixels(attrs)
     if found is None:
         return None, f"{_STEM_METADATA!r} in {where} has no positive NumPixelsY/NumPixelsX"
     source = f"{_STEM_METADATA} NumPixelsY x NumPixelsX ({where})"
     return (found, source, {"scan_metadata_file": where}), None
 
 
-def _num_pixels(group: h5py.Group) -> Optional[tuple[int, int]]:
+def _num_pixels(attrs: dict) -> Optional[tuple[int, int]]:
     try:
-        ny, nx = (int(np.ravel(group.attrs[k])[0]) for k in ("NumPixelsY", "NumPixelsX"))
+        ny, nx = (int(np.ravel(attrs[k])[0]) for k in ("NumPixelsY", "NumPixelsX"))
     except (KeyError, TypeError, ValueError, IndexError):
         return None
     return (ny, nx) if ny > 0 and nx > 0 else None

@@ -374,7 +374,8 @@ def ingest(
                 written = _write_all(c, ds, store, plan, todo, replication, token, done_bytes, progress, on_file)
             done.update({name: w.record for name, w in written.items()})
             file_ids.update({name: w.file_id for name, w in written.items()})
-            _publish(store, ds, plan, done, file_ids, {**(metadata or {}), **fingerprint}, token)
+            stored = {"calibration": ds.calibration.to_dict(), **(metadata or {}), **fingerprint}
+            _publish(store, ds, plan, done, file_ids, stored, token)
     opened = open_dataset(dest, webhdfs=webhdfs) if webhdfs else open_dataset(dest)
     opened.metadata["ingested"] = {"written": len(todo), "skipped": skipped,
                                    "seconds": round(time.perf_counter() - t0, 3)}

@@ -33,10 +33,11 @@ import numpy as np
 
 from ..errors import DataSetNotFoundError, FormatError
 from .base import DataSet
+from .calibration import Calibration, file_calibration
 from .raw import MappedFrameSource, check_file_size, nav_shape_hint, parse_shape
 from .registry import ReaderPlugin, register_reader
 
-__all__ = ["de_scan", "is_mrc", "open_mrc", "read_de_info", "read_scan_coordinates"]
+__all__ = ["de_calibration", "de_scan", "is_mrc", "open_mrc", "read_de_info", "read_scan_coordinates"]
 
 _HEADER_BYTES = 1024
 _MAP_OFFSET = 208  # the "MAP " signature of MRC2014 headers
@@ -85,14 +86,6 @@ def _int(info: dict, key: str, default: int) -> int:
         return int(float(info[key]))
     except (KeyError, ValueError, OverflowError):  # missing, not a number, infinite
         return default
-
-
-def _positive_pair(info: dict, key_y: str, key_x: str) -> Optional[list]:
-    try:
-        pair = [float(info[key_y]), float(info[key_x])]
-    except (KeyError, ValueError):
-        return None
-    return pair if min(pair) > 0 else None
 
 
 def _is_raster(info: dict) -> bool:
@@ -179,13 +172,36 @@ def _de_metadata(info: dict) -> dict:
             meta[name] = float(info[key]) * scale
         except (KeyError, ValueError):
             pass
-    scan_px = _positive_pair(info, "Specimen Pixel Size Y (nanometers)", "Specimen Pixel Size X (nanometers)")
-    if scan_px:
-        meta["scan_pixel_size_nm"] = scan_px
-    diff_px = _positive_pair(info, "Diffraction Pixel Size Y", "Diffraction Pixel Size X")
-    if diff_px:
-        meta["diffraction_pixel_size"] = diff_px
     return meta
+
+
+#: calibration part -> (keys of the _info.txt, unit). DE writes -1 for "not set". The
+#: diffraction pixel size carries no unit in its key; DE-Server and RosettaSciIO's DE
+#: reader give it in 1/nm.
+_DE_CALIBRATION = {
+    "scan_step": (("Specimen Pixel Size Y (nanometers)", "Specimen Pixel Size X (nanometers)"), "nm"),
+    "detector_pixel": (("Diffraction Pixel Size Y", "Diffraction Pixel Size X"), "1/nm"),
+    "camera_length": (("Instrument Project Camera Length (centimeters)",), "cm"),
+    "beam_energy": (("Instrument Accelerating Voltage (V)",), "V"),
+}
+
+
+def de_calibration(info: dict, where: str) -> Calibration:
+    """The calibration a DE ``_info.txt`` (``info``) gives; ``where`` names it."""
+    parts = {}
+    for name, (keys, unit) in _DE_CALIBRATION.items():
+        values = [info.get(key) for key in keys]
+        if None in values or all(_is_unset(v) for v in values):
+            continue
+        parts[name] = (values, unit)
+    return file_calibration(where, parts)
+
+
+def _is_unset(text: str) -> bool:
+    try:
+        return float(text) == -1
+    except ValueError:
+        return False
 
 
 def _side_file(path: str, suffix: str) -> Optional[str]:
@@ -265,7 +281,7 @@ def open_mrc(path, *, nav_shape=None, info_file=None, allow_trailing: bool = Fal
         metadata["voxel_size_angstrom"] = sizes
 
     info_file = os.fspath(info_file) if info_file is not None else _side_file(path, "_info.txt")
-    nav = (nz,)
+    nav, calibration = (nz,), None
     metadata["scan_shape_source"] = (
         f"MRC nz (stack): no {_info_name(path)} beside the file gives a scan"
     )
@@ -274,6 +290,7 @@ def open_mrc(path, *, nav_shape=None, info_file=None, allow_trailing: bool = Fal
         csv = _side_file(path, "_scan_coordinates.csv")
         coords = read_scan_coordinates(csv) if csv else None
         metadata.update(info_file=info_file, scan_coordinates_file=csv, **_de_metadata(info))
+        calibration = de_calibration(info, repr(os.path.basename(info_file)))
         if nav_shape is None:
             nav, scan_meta = de_scan(info, nz, coords, repr(path))
             metadata.update(scan_meta)
@@ -282,7 +299,7 @@ def open_mrc(path, *, nav_shape=None, info_file=None, allow_trailing: bool = Fal
         metadata["scan_shape_source"] = "nav_shape option"
     elif len(nav) == 1 and "scan_coordinates" not in metadata:
         metadata["scan_shape_hint"] = nav_shape_hint(nz)
-    return DataSet(source, nav, format="mrc", path=path, metadata=metadata)
+    return DataSet(source, nav, format="mrc", path=path, metadata=metadata, calibration=calibration)
 
 
 def _info_name(path: str) -> str:

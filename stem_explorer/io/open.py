@@ -20,6 +20,7 @@ from ..errors import (
 )
 from . import builtin  # noqa: F401  (registers the built-in readers)
 from .base import DataSet
+from .calibration import Calibration
 from .memory import is_dask_array
 from .registry import ReaderPlugin, find_reader, get_reader
 
@@ -28,7 +29,9 @@ __all__ = ["open_dataset", "reader_options"]
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def open_dataset(path_or_array: Any, *, format: Optional[str] = None, **options) -> DataSet:
+def open_dataset(
+    path_or_array: Any, *, format: Optional[str] = None, calibration: Optional[dict] = None, **options
+) -> DataSet:
     """Open 4D-STEM data as a :class:`DataSet`.
 
     ``path_or_array`` is a file or directory path (``str`` / ``os.PathLike``), a URL
@@ -39,8 +42,26 @@ def open_dataset(path_or_array: Any, *, format: Optional[str] = None, **options)
     then by the file's first bytes. ``options`` go to the reader, e.g. ``nav_shape``,
     ``sig_shape``, ``dtype`` for raw files or ``dataset`` for HDF5; a keyword the reader
     does not know is an error that lists the ones it does.
+
+    ``calibration`` overrides any part of the calibration the file stores, e.g.
+    ``{"scan_step": "0.5 nm", "detector_pixel": "0.8 mrad", "beam_energy": "300 keV"}``
+    (see :class:`~stem_explorer.io.calibration.Calibration`); it is checked before the
+    file is opened.
     """
+    user = Calibration(calibration, source="user") if calibration is not None else None
+    dataset = _open(path_or_array, format, options, user is not None)
+    if user is not None:
+        dataset.calibration = dataset.calibration.override(user)
+    return dataset
+
+
+def _open(path_or_array: Any, format: Optional[str], options: dict, calibrating: bool) -> DataSet:
     if isinstance(path_or_array, DataSet):
+        if calibrating:
+            raise DataSetError(
+                "open_dataset() got a DataSet that is already open, with calibration=...; set "
+                "dataset.calibration = dataset.calibration.override({...}) instead"
+            )
         if format is not None or options:
             raise DataSetError(
                 "open_dataset() got a DataSet that is already open, with format/options; "

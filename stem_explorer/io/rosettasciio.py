@@ -18,10 +18,11 @@ import os
 from typing import Optional
 
 from ..errors import DataSetError, FormatError
+from .calibration import Calibration, axis_parts, file_calibration
 from .memory import InMemoryDataSet, is_dask_array, open_memory
 from .registry import ReaderPlugin, register_reader
 
-__all__ = ["open_rsciio"]
+__all__ = ["open_rsciio", "rsciio_calibration"]
 
 _MISSING = (
     "format='rsciio' needs RosettaSciIO, which is not installed; install the optional "
@@ -73,11 +74,26 @@ def open_rsciio(path, *, reader: Optional[str] = None, nav_shape=None) -> InMemo
                 {"reader": "rsciio", "rsciio_plugin": plugin.get("name"),
                  "original_metadata_keys": sorted(signal.get("original_metadata", {}))}
             )
+            ds.calibration = rsciio_calibration(signal, path, reshaped=nav_shape is not None)
             return ds
     raise DataSetError(
         f"RosettaSciIO read {path!r} but found no 3-D/4-D signal among "
         f"{[getattr(s.get('data'), 'shape', None) for s in signals]}"
     )
+
+
+def rsciio_calibration(signal: dict, path: str, *, reshaped: bool = False) -> Calibration:
+    """Scan step and detector pixel size from the ``axes`` of an rsciio signal
+    dictionary (one per array axis, in array order: ``scale`` and ``units``), beam
+    energy (keV) and camera length (mm) from ``metadata/Acquisition_instrument/TEM``;
+    a scan reshaped by ``nav_shape`` keeps the detector's only."""
+    axes = [(a.get("scale"), a.get("units")) if isinstance(a, dict) else None for a in signal.get("axes") or []]
+    parts = axis_parts(axes[-2:] if reshaped else axes)
+    tem = ((signal.get("metadata") or {}).get("Acquisition_instrument") or {}).get("TEM") or {}
+    for name, key, unit in (("beam_energy", "beam_energy", "keV"), ("camera_length", "camera_length", "mm")):
+        if isinstance(tem.get(key), (int, float)):
+            parts[name] = (tem[key], unit)
+    return file_calibration(repr(os.path.basename(path)), parts)
 
 
 PLUGIN = register_reader(

@@ -42,8 +42,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import DataSetError, DataSetNotFoundError, FormatError
+from ..errors import CalibrationError, DataSetError, DataSetNotFoundError, FormatError
 from .base import DataSet, FrameReader, FrameSource
+from .calibration import Calibration, file_calibration, unit_kind
 from .raw import MappedFrameSource, _check_range, parse_shape
 from .registry import ReaderPlugin, register_reader
 
@@ -268,7 +269,31 @@ def open_ser(path, *, nav_shape=None) -> DataSet:
         "emi_file": _emi_beside(path),
         "read_path": read_path,
     }
-    return DataSet(source, nav, format="ser", path=path, metadata=metadata)
+    calibration = _calibration(path, dims if nav_shape is None else [], first)
+    return DataSet(source, nav, format="ser", path=path, metadata=metadata, calibration=calibration)
+
+
+def _calibration(path: str, dims: list, first) -> Calibration:
+    """Scan step from the dimension array (an area scan in a length unit) and, for
+    such a scan, the frames' pixel size: TIA stores no unit for the element
+    calibration, and frames over a spatial scan are diffraction patterns, which TIA
+    calibrates in 1/m (HyperSpy reads STEM camera series so)."""
+    units = {d["units"] for d in dims}
+    if len(dims) != 2 or len(units) != 1 or _kind_of(units.pop()) != "length":
+        return file_calibration(repr(os.path.basename(path)), {})
+    scan = [d["delta"] for d in reversed(dims)]
+    pixel = [float(first["delta_y"]), float(first["delta_x"])]
+    return file_calibration(repr(os.path.basename(path)), {
+        "scan_step": (scan, dims[0]["units"]),
+        "detector_pixel": (pixel, "1/m", "unit inferred: a spatial scan of frames is diffraction"),
+    })
+
+
+def _kind_of(unit: str) -> Optional[str]:
+    try:
+        return unit_kind(unit)
+    except CalibrationError:
+        return None
 
 
 def _nav_shape(path: str, header: dict, n_frames: int, nav_shape) -> tuple[int, ...]:

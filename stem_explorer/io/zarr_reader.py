@@ -108,6 +108,8 @@ def _select_array(node, path: str, array: Optional[str]):
 class ZarrFrameSource(FrameSource):
     """Picklable recipe: the store path, the array's path in it, shape and dtype."""
 
+    decodes = True  # numcodecs' compressors run on the chunks' bytes
+
     def __init__(self, path: str, array: str, *, shape, dtype, frame_alignment: int = 1,
                  files: Optional[ChunkFiles] = None):
         self.path = os.fspath(path)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ...errors import ChecksumError, DataSetError, DataSetNotFoundError, FormatError
 from ..base import FrameReader
+from ..calibration import stored_calibration
 from ..partitioned.chunks import ChunkDecoder, Chunking
 from ..partitioned.reader import PartFilesSource, RawPartitionDataSet
 from ..partitioned.sidecar import SIDECAR_NAME, parse_sidecar
@@ -346,4 +347,5 @@ def open_hdfs(url: str, *, verify: str = "size", webhdfs: Optional[str] = None,
     metadata.update({"n_files": len(parts), "read_path": read_path, "verified": verify,
                      "namenode": client.namenode})
     return HdfsPartitionDataSet(source, doc["nav_shape"], format="raw_partitions", path=str(parsed),
-                                metadata=metadata)
+                                metadata=metadata,
+                                calibration=stored_calibration(metadata, repr(f"{parsed}/{SIDECAR_NAME}")))

@@ -20,6 +20,7 @@ from ..base import (
     Partition,
     plan_partitions,
 )
+from ..calibration import stored_calibration
 from ..raw import _check_range, map_frames
 from ..registry import ReaderPlugin, register_reader
 from .chunks import ChunkDecoder, Chunking
@@ -284,7 +285,8 @@ def open_raw_partitions(path, *, verify: str = "size") -> RawPartitionDataSet:
     read_path = "mmap" if source.chunking is None else f"decode {source.chunking.layout.describe()}"
     metadata.update({"n_files": len(parts), "read_path": read_path, "verified": verify})
     return RawPartitionDataSet(
-        source, doc["nav_shape"], format="raw_partitions", path=directory, metadata=metadata
+        source, doc["nav_shape"], format="raw_partitions", path=directory, metadata=metadata,
+        calibration=stored_calibration(metadata, repr(os.path.join(directory, SIDECAR_NAME))),
     )
 
 
