@@ -46,8 +46,12 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                    "instead (benchmarks/formats.py; its options: --formats --help)")
     p.add_argument("--bigdata", action="store_true", help="run the larger-than-memory benchmark instead "
                    "(benchmarks/bigdata.py, a 40 GiB file by default; its options: --bigdata --help)")
+    p.add_argument("--compression", action="store_true", help="run the compression survey instead: every "
+                   "codec vs the raw files, cold (benchmarks/compression.py; its options: --compression --help)")
     p.add_argument("--kernels", action="store_true", help="run the mask-kernel calibration instead: each "
                    "path on one core (benchmarks/kernels.py; its options: --kernels --help)")
+    p.add_argument("--live", action="store_true", help="run the live acquisition benchmark instead: Merlin "
+                   "simulator -> receiver -> session (benchmarks/live.py; its options: --live --help)")
     return p
 
 
@@ -168,7 +172,8 @@ def measure(args) -> list[dict]:
 
 
 #: The flags that run a side benchmark instead, and its module.
-SIDE_BENCHMARKS = {"--hdfs": "hdfs", "--formats": "formats", "--bigdata": "bigdata", "--kernels": "kernels"}
+SIDE_BENCHMARKS = {"--hdfs": "hdfs", "--formats": "formats", "--bigdata": "bigdata", "--kernels": "kernels",
+                   "--compression": "compression", "--live": "live"}
 
 
 def main(argv=None, prog: str = "python -m benchmarks") -> int:

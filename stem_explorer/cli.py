@@ -12,8 +12,10 @@ from . import analyses as an
 from . import masks
 from ._version import __version__
 from ._options import whole_number
+from .cli_analyses import add_analysis_options, analyses_from_args, describe_analyses
 from .engine.cluster import check_n_workers
 from .errors import OptionError, StemExplorerError
+from .io.partitioned.codecs import CODECS
 
 
 def _open_options(args) -> dict:
@@ -33,53 +35,6 @@ def _open_options(args) -> dict:
                 f"'{{\"scan_step\": \"0.5 nm\"}}'"
             ) from None
     return options
-
-
-def _masks_from_args(args) -> list:
-    found = [masks.Disk(*d) for d in args.disk or []]
-    found += [masks.Ring(*r) for r in args.ring or []]
-    found += [masks.Rectangle(*r) for r in args.rect or []]
-    for text in args.mask_json or []:
-        try:
-            # text longer than PATH_MAX is JSON (Path.is_file raises on such names)
-            source = Path(text).read_text() if len(text) < 4096 and Path(text).is_file() else text
-            description = json.loads(source)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise StemExplorerError(f"--mask-json {text[:200]!r} is neither a file nor valid JSON ({exc})") from None
-        found += [masks.from_dict(d) for d in (description if isinstance(description, list) else [description])]
-    return found
-
-
-def _analyses_from_args(args, dataset) -> list:
-    """Build the analyses named by ``--analysis`` from the mask/geometry options."""
-    mask_list = _masks_from_args(args)
-    center = tuple(args.center) if args.center else None
-    chosen = []
-    for name in args.analysis or ["sum"]:
-        if name == "vd":
-            if not mask_list:
-                raise StemExplorerError("--analysis vd needs at least one mask: --disk CY CX R, --ring CY CX RI RO, --rect or --mask-json")
-            chosen.append(an.VirtualDetector(mask_list))
-        elif name == "com":
-            chosen.append(an.CenterOfMass(center=center, radius=args.radius, scan_rotation=args.rotation, flip_y=args.flip_y))
-        elif name == "radial":
-            chosen.append(an.RadialProfile(center=center, n_bins=args.bins))
-        elif name == "fem":
-            rings = [m for m in mask_list if isinstance(m, masks.Ring)]
-            if not rings:
-                raise StemExplorerError("--analysis fem needs a ring: --ring CY CX R_INNER R_OUTER")
-            chosen.append(an.FEM(rings[0]))
-        elif name == "pick":
-            if not args.position:
-                raise StemExplorerError("--analysis pick needs --position (one index per scan axis)")
-            chosen.append(an.PickFrame([tuple(p) for p in args.position]))
-        elif name == "roi":
-            if not args.roi_rect:
-                raise StemExplorerError("--analysis roi needs --roi-rect Y0 X0 HEIGHT WIDTH in scan coordinates")
-            chosen.append(an.RoiSum(masks.Rectangle(*args.roi_rect)))
-        else:
-            chosen.append({"sum": an.SumFrame, "mean": an.MeanFrame, "std": an.StdFrame, "max": an.MaxFrame}[name]())
-    return chosen
 
 
 def _session(args, dataset):
@@ -190,12 +145,12 @@ def cmd_run(args) -> int:
     from ._atomic import check_writable, check_writable_folder
     from .io import open_dataset
 
+    chosen = analyses_from_args(args)
     if args.output:  # fail now, not after the computation
         check_writable(args.output)
     if args.tiff:
         check_writable_folder(args.tiff)
     dataset = open_dataset(args.path, format=args.format, **_open_options(args))
-    chosen = _analyses_from_args(args, dataset)
     with _session(args, dataset) as session:
         results, stats = _run_with_progress(session, chosen, args.quiet)
         if args.output:
@@ -208,20 +163,26 @@ def cmd_run(args) -> int:
 
 def _sample(args) -> Path:
     """The sample data set of ``demo`` / ``lab``, generated with a progress bar if absent."""
-    from .sample import ensure_sample
+    from .sample import ensure_sample, standard_sample_path
 
-    folder = Path(args.dir)
-    name = f"sample_{args.nav_shape[0]}x{args.nav_shape[-1]}x{args.sig_shape[0]}x{args.sig_shape[1]}.h5"
-    if not (folder / name).exists():
-        print(f"generating {folder / name} ...")
-    return ensure_sample(folder, args.nav_shape, args.sig_shape)
+    path = standard_sample_path(args.dir, args.nav_shape, args.sig_shape)
+    if not path.exists():
+        size = math.prod(args.nav_shape) * math.prod(args.sig_shape) * 2 / 2**30
+        print(f"generating {path} ({size:.2f} GiB; --nav-shape for a smaller scan) ...")
+    return ensure_sample(args.dir, args.nav_shape, args.sig_shape)
 
 
 def cmd_lab(args) -> int:
-    """Start JupyterLab on 127.0.0.1 with the explorer notebook open on the sample."""
+    """Start JupyterLab on 127.0.0.1 with the explorer notebook open on the sample,
+    once everything it needs is checked (:mod:`stem_explorer.lab_setup`)."""
     from .lab import run_lab
+    from .lab_setup import prepare_lab
 
-    return run_lab(_sample(args).resolve(), port=args.port, open_notebook=args.notebook)
+    plan = prepare_lab(
+        notebook_dir=args.notebook_dir, notebook=args.notebook, sample_dir=Path(args.dir),
+        nav_shape=args.nav_shape, sig_shape=args.sig_shape, port=args.port,
+    )
+    return run_lab(_sample(args).resolve(), port=plan.port, notebooks=plan.notebook_dir, open_notebook=plan.notebook)
 
 
 def cmd_demo(args) -> int:
@@ -283,7 +244,7 @@ def cmd_ingest(args) -> int:
         args.path, args.dest, format=args.format, partition_bytes=args.partition_bytes,
         blocks_per_partition=args.blocks_per_partition, replication=args.replication,
         address=args.address, n_workers=args.workers, overwrite=args.overwrite,
-        progress=not args.quiet, webhdfs=args.webhdfs, **_open_options(args),
+        progress=not args.quiet, webhdfs=args.webhdfs, codec=args.codec, **_open_options(args),
     )
     done = dataset.metadata["ingested"]
     print(
@@ -291,6 +252,36 @@ def cmd_ingest(args) -> int:
         f"({done['written']} written, {done['skipped']} already complete), "
         f"{dataset.nbytes / 2**30:.2f} GiB in {done['seconds']:.1f} s"
     )
+    return 0
+
+
+def cmd_simulate_merlin(args) -> int:
+    """Serve a .mib file as a Merlin detector until interrupted."""
+    from .live import MerlinSimulator
+
+    sim = MerlinSimulator(
+        args.path, nav_shape=tuple(args.nav_shape) if args.nav_shape else None, fps=args.fps, host=args.host,
+        control_port=args.control_port, data_port=args.data_port, start_on_connect=args.start_on_connect,
+        drop_frames=args.drop_frames,
+    )
+    rate = f"{args.fps:g} frames/s" if args.fps else "as fast as the receiver reads"
+    print(
+        f"Merlin simulator: {args.path}, scan {sim.nav_shape} ({sim.n_file_frames} frames in the file), {rate}; "
+        f"listening on {sim.host} control port {sim.control_port} data port {sim.data_port}",
+        flush=True,
+    )
+    try:
+        sim.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+def cmd_analyses(args) -> int:
+    """List the registered analyses with their parameters (or their JSON Schemas)."""
+    print(describe_analyses(names=args.names, as_json=args.json))
     return 0
 
 
@@ -354,24 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run analyses and save the results")
     _add_open_options(p)
     _add_cluster_options(p)
-    p.add_argument("--analysis", "-a", action="append",
-                   choices=["vd", "com", "radial", "fem", "sum", "mean", "std", "max", "pick", "roi"],
-                   help="analysis to run (repeat for several; one pass serves all)")
-    p.add_argument("--disk", type=float, nargs=3, action="append", metavar=("CY", "CX", "R"))
-    p.add_argument("--ring", type=float, nargs=4, action="append", metavar=("CY", "CX", "RI", "RO"))
-    p.add_argument("--rect", type=float, nargs=4, action="append", metavar=("Y0", "X0", "H", "W"))
-    p.add_argument("--mask-json", action="append", help="mask description (JSON text or file)")
-    p.add_argument("--center", type=float, nargs=2, metavar=("CY", "CX"), help="CoM / radial profile centre")
-    p.add_argument("--radius", type=float, help="CoM: only pixels within this radius")
-    p.add_argument("--rotation", type=float, default=0.0, help="CoM: scan rotation in degrees")
-    p.add_argument("--flip-y", action="store_true", help="CoM: flip the y component")
-    p.add_argument("--bins", type=int, default=32, help="radial profile: number of rings")
-    p.add_argument("--position", type=int, nargs="+", action="append", help="pick: a scan position")
-    p.add_argument("--roi-rect", type=float, nargs=4, metavar=("Y0", "X0", "H", "W"), help="roi: scan rectangle")
     p.add_argument("-o", "--output", help="results file (.h5) with provenance")
     p.add_argument("--tiff", help="also write one TIFF per result into this folder")
     p.add_argument("-q", "--quiet", action="store_true")
+    add_analysis_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("analyses", help="list the analyses (built-in and plugins) and their parameters")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these analyses")
+    p.add_argument("--json", action="store_true", help="print each analysis's JSON Schema")
+    p.set_defaults(func=cmd_analyses)
 
     p = sub.add_parser("demo", help="generate the sample data set and run the usual analyses on it")
     p.add_argument("--dir", default="sample_data")
@@ -382,17 +365,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("lab", help="generate the sample and open the explorer notebook in JupyterLab (127.0.0.1)")
-    p.add_argument("--dir", default="sample_data")
-    p.add_argument("--nav-shape", type=int, nargs="+", default=[256, 256])
+    p.add_argument("--dir", default="sample_data", help="folder of the sample data set (default: sample_data)")
+    p.add_argument("--nav-shape", type=int, nargs="+", default=[256, 256],
+                   help="scan shape of the sample (default 256 256: 2 GiB; 64 64 is 128 MiB)")
     p.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
-    p.add_argument("--port", type=_whole("--port", 0, 65535, "TCP port; 0: any free one"), default=8888)
-    p.add_argument("--notebook", default="explorer.ipynb", help="notebook of notebooks/ to open")
+    p.add_argument("--port", type=_whole("--port", 0, 65535, "TCP port; 0: any free one"),
+                   help="port on 127.0.0.1 (default: 8888, or a free one if that is taken; 0: any free one)")
+    p.add_argument("--notebook-dir", type=Path,
+                   help="folder the lab serves; the package's notebooks missing there are copied in "
+                        "(default: ./notebooks in a source checkout, else ./stem_explorer_notebooks)")
+    p.add_argument("--notebook", default="explorer.ipynb", help="notebook to open (explorer, quickstart or custom_masks .ipynb)")
     p.set_defaults(func=cmd_lab)
 
-    # options are the suite's own (`stem-explorer bench --help`): passed on untouched
-    p = sub.add_parser("bench", help="run the benchmark suite (docs/performance.md)", add_help=False, prefix_chars="+")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_bench)
+    from .bench import available as bench_available
+
+    if bench_available():  # the suite is in the source checkout, not in a wheel
+        # options are the suite's own (`stem-explorer bench --help`): passed on untouched
+        p = sub.add_parser("bench", help="run the benchmark suite (docs/performance.md)", add_help=False, prefix_chars="+")
+        p.add_argument("bench_args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("ingest", help="write a data set as raw partitions (+ dataset.json) to a folder or HDFS")
     _add_open_options(p)
@@ -402,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks-per-partition", type=_whole("--blocks-per-partition", 1, 2**20, "HDFS blocks per file"),
                    default=1, metavar="N",
                    help="HDFS blocks per partition file (default 1)")
+    p.add_argument("--codec", choices=list(CODECS), default="none",
+                   help="compress each file in chunks: bslz4 (Blosc bit-shuffle + LZ4), zstd1/3/5 (Blosc bit-shuffle "
+                   "+ zstd at Blosc level 1/3/5), none (default; docs/compression.md compares them)")
     p.add_argument("--replication", type=_whole("--replication", 1, 512, "HDFS replicas per block"),
                    help="HDFS replicas per block (default: the cluster's)")
     p.add_argument("--webhdfs", metavar="HOST:PORT", help="the NameNode's WebHDFS address, when the Hadoop configuration does not say")
@@ -411,6 +405,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="scheduler address (tcp://host:port) of an existing dask cluster")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("simulate", help="serve a file as a detector does, over its network protocol (tests, demos)")
+    detectors = p.add_subparsers(dest="detector", required=True)
+    m = detectors.add_parser("merlin", help="a Quantum Detectors Merlin: .mib frames on the MerlinEM control and data ports")
+    m.add_argument("path", help="the .mib file whose frames to serve")
+    m.add_argument("--nav-shape", type=int, nargs="+", metavar="N",
+                   help="scan of one acquisition (default: the file's; more frames than the file cycle through it)")
+    m.add_argument("--fps", type=float, help="frames per second (default: as fast as the receiver reads)")
+    m.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    m.add_argument("--control-port", type=int, default=6341, help="control port (default 6341; 0: a free one)")
+    m.add_argument("--data-port", type=int, default=6342, help="data port (default 6342; 0: a free one)")
+    m.add_argument("--drop-frames", type=int, nargs="+", default=(), metavar="K",
+                   help="acquisition frames to leave out, as a detector losing frames does (tests)")
+    m.add_argument("--start-on-connect", action="store_true",
+                   help="start an acquisition whenever a data client connects (receivers without control)")
+    m.set_defaults(func=cmd_simulate_merlin)
 
     p = sub.add_parser("formats", help="list the readers")
     p.set_defaults(func=cmd_formats)

@@ -42,6 +42,10 @@ class CalibrationError(DataSetError):
     an unknown or unsuitable unit, or a value that is not a plausible positive size."""
 
 
+class CodecError(DataSetError):
+    """The codec a data set is compressed with is not available on this machine."""
+
+
 class MaskError(StemExplorerError, ValueError):
     """A mask description is invalid or does not fit the detector."""
 
@@ -73,3 +77,8 @@ class SaveError(StemExplorerError, OSError):
 
 class ResultNameError(StemExplorerError, ValueError):
     """A result or analysis name cannot name an array in a results file."""
+
+
+class AcquisitionError(StemExplorerError, RuntimeError):
+    """A live acquisition failed: the detector refused a command, the stream broke off
+    or does not match the configured scan."""

@@ -18,17 +18,6 @@ from .errors import StemExplorerError
 DATA_ENV = "STEM_EXPLORER_DATA"
 
 
-def notebooks_dir() -> Path:
-    """The project's ``notebooks/`` folder (beside the package in a source checkout)."""
-    for candidate in (Path.cwd() / "notebooks", Path(__file__).resolve().parents[1] / "notebooks"):
-        if (candidate / "explorer.ipynb").exists():
-            return candidate
-    raise StemExplorerError(
-        "notebooks/explorer.ipynb not found: run `stem-explorer lab` from the stem_explorer "
-        "source checkout (the notebooks are not part of the installed package)"
-    )
-
-
 def free_port(preferred: int, host: str = "127.0.0.1") -> int:
     """``preferred`` if nothing listens there, else a free port the OS picks."""
     for port in (preferred, 0):
@@ -59,12 +48,10 @@ def _stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_lab(data_path: Path, *, port: int = 8888, open_notebook: str = "explorer.ipynb") -> int:
-    """Start JupyterLab (bound to 127.0.0.1) on the notebooks folder with ``open_notebook``
-    open and ``data_path`` as the data set; print the URL; run until interrupted."""
-    notebooks = notebooks_dir()
-    if not (notebooks / open_notebook).exists():
-        raise StemExplorerError(f"{notebooks / open_notebook} does not exist; choose one of {sorted(p.name for p in notebooks.glob('*.ipynb'))}")
+def run_lab(data_path: Path, *, port: int = 8888, notebooks: Path, open_notebook: str = "explorer.ipynb") -> int:
+    """Start JupyterLab (bound to 127.0.0.1) on the folder ``notebooks`` with ``open_notebook``
+    open and ``data_path`` as the data set; print the URL; run until interrupted.
+    ``stem-explorer lab`` checks and prepares the folder first (:mod:`.lab_setup`)."""
     port = free_port(port)
     token = secrets.token_hex(16)
     # the token goes by environment, which only this user (and root) can read; a command

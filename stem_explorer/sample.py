@@ -83,12 +83,14 @@ from .io.write_errors import write_error
 
 __all__ = [
     "DEFAULT_DOSE",
+    "DiskSpaceError",
     "FORMATS",
     "HDF5_DATASET",
     "SAMPLE_ATTR",
     "SampleExistsError",
     "SampleParams",
     "SampleTruth",
+    "check_free_space",
     "make_sample",
     "sample_truth",
 ]
@@ -109,6 +111,47 @@ _BLOCK_ELEMENTS = 2**22
 
 class SampleExistsError(DataSetError, FileExistsError):
     """The output path of :func:`make_sample` exists and ``overwrite`` is False."""
+
+
+class DiskSpaceError(DataSetError, OSError):
+    """The file system of :func:`make_sample`'s output has too little free space."""
+
+
+# room left beside a sample for HDF5's own structures and the rest of the system
+_SPACE_HEADROOM = 64 * 2**20
+
+
+def check_free_space(path, nav_shape, sig_shape, dtype="uint16") -> int:
+    """Refuse, before anything is written, a sample that does not fit its file system.
+
+    Returns the bytes the sample's frames take. Raises :class:`DiskSpaceError` when
+    the free space of the file system holding ``path`` (or its nearest existing
+    folder) is less than that plus 64 MiB; the message names the largest square
+    ``nav_shape`` that fits.
+    """
+    nav, sig, dt = _check_nav_shape(nav_shape), _check_sig_shape(sig_shape), _check_dtype(dtype)
+    frame_bytes = sig[0] * sig[1] * dt.itemsize
+    needed = math.prod(nav) * frame_bytes
+    folder = pathlib.Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed + _SPACE_HEADROOM <= free:
+        return needed
+    side = math.isqrt(max(0, free - _SPACE_HEADROOM) // frame_bytes)
+    fits = (
+        f"a scan of {side}x{side} fits (nav_shape=({side}, {side}); on the command line "
+        f"--nav-shape {side} {side})" if side else "not even one frame fits"
+    )
+    raise DiskSpaceError(
+        f"the sample {str(path)!r} needs {_gib(needed)} but {str(folder)!r} has "
+        f"{_gib(free)} free; {fits}: pass a smaller nav_shape, free some space or "
+        f"write it elsewhere"
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 # --------------------------------------------------------------------------------------
@@ -585,7 +628,7 @@ def make_sample(
     ``nav_shape + sig_shape``, contiguous, uncompressed, so readers can memory-map it)
     and the sample's description as JSON in its ``stem_explorer_sample`` attribute.
     ``format="raw"`` writes the raw partition format (a directory) through
-    :class:`stem_explorer.io.partitioned.RawPartitionWriter` (``partition_bytes`` is
+    ``stem_explorer.io.partitioned.RawPartitionWriter`` (``partition_bytes`` is
     passed on), with the same description in its metadata.
 
     ``nav_shape`` has one or two axes; ``sig_shape`` two, each >= 16. ``dtype`` is any
@@ -598,7 +641,8 @@ def make_sample(
     Frames are generated and written block by block (a few tens of MiB), and into a
     temporary name beside ``path`` that is renamed at the end, so an interrupted run
     never leaves a partial data set at ``path``. An existing ``path`` raises
-    :class:`SampleExistsError` unless ``overwrite=True``. ``progress(done, total)`` is
+    :class:`SampleExistsError` unless ``overwrite=True``; a sample larger than the free
+    space raises :class:`DiskSpaceError` before anything is written. ``progress(done, total)`` is
     called with frame counts after each block.
     """
     nav_shape = _check_nav_shape(nav_shape)
@@ -624,6 +668,7 @@ def make_sample(
             f"create it first"
         )
     _check_target(path, overwrite)
+    check_free_space(path, nav_shape, sig_shape, dtype)
 
     record = {
         "generator": "stem_explorer.sample.make_sample",
@@ -744,6 +789,12 @@ def _write_raw(tmp, frames, nav_shape, sig_shape, dtype, record, progress, total
                 progress(done, total)
 
 
+def standard_sample_path(folder, nav_shape: Sequence[int], sig_shape: Sequence[int]) -> pathlib.Path:
+    """Where :func:`ensure_sample` keeps the sample of these shapes in ``folder``."""
+    nav, sig = _check_nav_shape(nav_shape), _check_sig_shape(sig_shape)
+    return pathlib.Path(folder) / f"sample_{nav[0]}x{nav[-1]}x{sig[0]}x{sig[1]}.h5"
+
+
 def ensure_sample(
     folder: Union[str, os.PathLike] = "sample_data",
     nav_shape: Sequence[int] = (256, 256),
@@ -753,9 +804,8 @@ def ensure_sample(
     """The standard sample in ``folder`` (``sample_<scan>x<detector>.h5``), written
     first if absent (uint16, HDF5, default physics)."""
     nav, sig = _check_nav_shape(nav_shape), _check_sig_shape(sig_shape)
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"sample_{nav[0]}x{nav[-1]}x{sig[0]}x{sig[1]}.h5"
+    path = standard_sample_path(folder, nav, sig)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         make_sample(path, nav_shape=nav, sig_shape=sig, progress=progress)
     return path

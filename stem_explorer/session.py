@@ -13,6 +13,7 @@ from .engine import Job, Progress, preview, warmup
 from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
 from .engine.failures import check_client
+from .engine.live_job import job_class
 from .errors import ClusterError, OptionError
 from .io import DataSet, open_dataset
 
@@ -160,7 +161,7 @@ class Session:
         with self._lock:
             if supersede and self._current is not None:
                 self._current.cancel()
-            job = Job(
+            job = job_class(self.dataset)(
                 self.client,
                 self.dataset,
                 plan,

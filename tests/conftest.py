@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from hdfs_fixtures import hdfs, hdfs_client  # noqa: F401  (session-scoped HDFS test cluster)
+from binder_fixtures import binder, binder_notebooks  # noqa: F401  (Binder environment, its notebook runs)
 
 #: Real detector files with reference results, beside the checkout (``../shared``);
 #: not part of the project, so tests skip when the folder is absent.

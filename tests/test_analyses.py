@@ -233,7 +233,9 @@ def test_radial_rings_hold_exactly_the_pixels_of_ring_masks(tmp_path, edges):
 def test_radial_profile_refuses_more_rings_than_pixels(tmp_path):
     data = make_data((2, 2), (6, 5), "uint16")
     with pytest.raises(AnalysisError, match="more rings than the detector's 30 pixels"):
-        local_results(tmp_path, data, [RadialProfile(n_bins=10**12)])
+        local_results(tmp_path, data, [RadialProfile(n_bins=100)])
+    with pytest.raises(AnalysisError, match="n_bins must be an integer from 1 to 4096"):
+        RadialProfile(n_bins=10**12)  # refused by its declaration, before any data
 
 
 @pytest.mark.parametrize("dtype", ["uint16", ">u2", "float32", "int64", "float16"])

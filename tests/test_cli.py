@@ -75,6 +75,13 @@ def test_run_raw_with_options(tmp_path, capsys):
         (["run", "{sample}", "-a", "vd", "--disk", "500", "500", "3"], "outside the detector"),
         (["run", "{sample}", "-a", "vd", "--disk", "5", "5", "nan"], "radius"),
         (["run", "{sample}", "-a", "vd", "--mask-json", "{not json"], "JSON"),
+        (["run", "{sample}", "-a", "nope"], "unknown analysis 'nope'; available: CenterOfMass (com), FEM (fem)"),
+        (["run", "{sample}", "-a", "com", "--radius", "-1"], "CenterOfMass radius must be a positive finite number in px"),
+        (["run", "{sample}", "-a", "com", "--rotation", "left"], "--scan-rotation takes a number, got 'left'"),
+        (["run", "{sample}", "-a", "sum", "--radius", "3"], "--radius is a parameter of none of the chosen analyses (sum)"),
+        (["run", "{sample}", "-a", "pick"], "--analysis pick needs --positions INDEX"),
+        (["run", "{sample}", "-a", "fem", "--disk", "5", "5", "3", "--ring", "9", "9", "2", "5"], "FEM ring is one mask, but 2 were given (--disk, --ring)"),
+        (["run", "{sample}", "--recipe", "/nonexistent/recipe.json"], "cannot read the recipe /nonexistent/recipe.json"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(sample_file, tmp_path, capsys, argv, phrase):
@@ -83,6 +90,66 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(sample_file, tmp_path, ca
     assert main(argv) == 2
     assert phrase in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_generated_options_and_recipes_rebuild_from_the_results(sample_file, tmp_path, capsys):
+    from stem_explorer import analyses as an
+    from stem_explorer import masks
+
+    recipe = tmp_path / "recipe.json"
+    ring = masks.Ring(15.5, 15.5, 4, 9)
+    recipe.write_text(json.dumps([{"analysis": "RadialProfile", "center": [15.5, 15.5], "n_bins": 4}, an.FEM(ring).to_dict()]))
+    out = tmp_path / "out.h5"
+    code = main([
+        "run", str(sample_file), "--recipe", str(recipe), "-a", "com", "--center", "15", "16", "--rotation", "10",
+        "--flip-y", "--radius", "8", "-a", "pick", "--position", "1", "2", "--position", "3", "4",
+        "-o", str(out), "--workers", "2", "-q",
+    ])
+    assert code == 0, capsys.readouterr().err
+    expected = [
+        an.RadialProfile(center=(15.5, 15.5), n_bins=4), an.FEM(ring),
+        an.CenterOfMass(center=(15, 16), radius=8, scan_rotation=10, flip_y=True), an.PickFrame([[1, 2], [3, 4]]),
+    ]
+    assert an.from_results(out) == expected
+    import h5py
+
+    with h5py.File(sample_file) as f:
+        data = f["/data/frames"][()]
+    picked = Results.load(out)["pick/frames"].data
+    np.testing.assert_array_equal(picked, data[[1, 3], [2, 4]])
+
+
+def test_a_recipe_that_fails_the_schema_names_the_file_and_the_pointer(sample_file, tmp_path, capsys):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('[{"analysis": "SumFrame"}, {"analysis": "CenterOfMass", "radius": "wide"}]')
+    assert main(["run", str(sample_file), "--recipe", str(recipe), "-o", str(tmp_path / "never.h5")]) == 2
+    assert f"{recipe}: /1/radius: CenterOfMass radius must be a positive finite number in px, or None, got 'wide'" in capsys.readouterr().err
+    recipe.write_text('[{"analysis": "SumFrame"}')
+    assert main(["run", str(sample_file), "--recipe", str(recipe)]) == 2
+    assert f"{recipe}: not valid JSON (Expecting ',' delimiter: line 1" in capsys.readouterr().err
+    assert not (tmp_path / "never.h5").exists()
+
+
+def test_analyses_lists_parameters_and_schemas(capsys):
+    import jsonschema
+
+    from stem_explorer import analyses as an
+
+    assert main(["analyses", "com", "RadialProfile"]) == 0
+    listing = capsys.readouterr().out
+    assert "CenterOfMass (com): Shift of each pattern's centre of mass" in listing
+    assert "scan_rotation: --scan-rotation NUMBER or --rotation NUMBER" in listing
+    assert "A finite number from -360 to 360 in degrees; default 0.0." in listing
+    assert "n_bins: --n-bins INTEGER or --bins INTEGER" in listing and "FEM" not in listing
+    assert main(["analyses", "--json"]) == 0
+    schemas = json.loads(capsys.readouterr().out)
+    assert set(schemas) == set(an.available())
+    ring = {"kind": "ring", "cy": 1, "cx": 2, "r_inner": 3, "r_outer": 4}
+    jsonschema.Draft202012Validator(schemas["FEM"]).validate({"analysis": "FEM", "ring": ring})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schemas["FEM"]).validate({"analysis": "FEM", "ring": dict(ring, r_outer=-4)})
+    assert main(["analyses", "nope"]) == 2
+    assert "unknown analysis 'nope'" in capsys.readouterr().err
 
 
 def test_formats_lists_readers(capsys):

@@ -28,6 +28,7 @@ from stem_explorer.io.hdfs import HdfsPartitionSource, HdfsStore
 from stem_explorer.io.hdfs import blocks as hdfs_blocks
 from stem_explorer.io.hdfs.reader import HdfsPartitionDataSet, HdfsPartitionReader, replica_order
 from stem_explorer.io.ingest import JOURNAL, verify
+from stem_explorer.io.partitioned import codecs
 from stem_explorer.io.testing import make_frames
 
 pytestmark = [pytest.mark.hdfs, pytest.mark.cluster, pytest.mark.slow]
@@ -373,3 +374,59 @@ def test_an_hdfs_lease_of_another_host_expires(hdfs, hdfs_client, source):
     store.client.touch(store.path(".ingest.lock"), time.time() - EXPIRY_S - 10)
     ingest_copy(hdfs, hdfs_client, source, "elsewhere")  # not refreshed for too long: stale
     assert verify(url)["files"] == 8 and not [n for n in store.names() if n.startswith(".ingest.lock")]
+
+
+@pytest.fixture(scope="module")
+def counting_source(tmp_path_factory):
+    """Counting data (about 0.3 electrons per pixel) that compresses, in an HDF5 file."""
+    data = np.random.default_rng(8).poisson(0.3, size=NAV + SIG).astype("uint16")
+    path = tmp_path_factory.mktemp("hdfs-counting") / "scan.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=data, chunks=(1, 16) + SIG)
+    return str(path), data
+
+
+def test_a_compressed_data_set_on_hdfs(hdfs, hdfs_client, counting_source, monkeypatch):
+    monkeypatch.setattr(codecs, "CHUNK_BYTES", 32 * SIG[0] * SIG[1] * 2)  # 4 chunks of 32 frames per file
+    raw_url, raw = ingest_copy(hdfs, hdfs_client, counting_source, "counting-raw")
+    url, packed = ingest_copy(hdfs, hdfs_client, counting_source, "counting-bslz4", codec="bslz4")
+    store = HdfsStore(url)
+    listing = store.client.list(store.url.path)
+    assert sorted(listing) == ["dataset.json"] + [f"part-{i:05d}.bslz4" for i in range(8)]
+    doc = store.read_json("dataset.json")
+    assert doc["version"] == 2 and doc["codec"]["name"] == "bslz4"
+    assert all(listing[p["file"]]["length"] == p["bytes"] < MiB // 4 for p in doc["partitions"])
+    assert verify(url) == {"files": 8, "bytes": sum(p["bytes"] for p in doc["partitions"])}
+    ds = se.open_dataset(url)
+    assert isinstance(ds, HdfsPartitionDataSet) and ds.metadata["read_path"].startswith("hdfs, decode bslz4")
+    flat = counting_source[1].reshape(-1, *SIG)
+    assert np.array_equal(ds.read_frames(0, ds.n_frames), flat)
+    assert np.array_equal(ds.read_frames(100, 300), flat[100:300])  # spans files, cuts chunks
+
+    def run(dataset):
+        with se.Session(dataset, client=hdfs_client, partition_bytes=MiB) as session:
+            job = session.run(se.VirtualDetector({"bf": DISK, "adf": RING}), se.SumFrame(), se.StdFrame())
+            return job.result(), job.stats
+
+    (expected, _), (got, stats) = run(raw), run(ds)
+    for key in expected:  # std: partials merge in the order tasks finish, float64 rounding differs
+        np.testing.assert_allclose(got[key].data, expected[key].data, rtol=1e-12 if key.startswith("std/") else 0)
+    assert stats.n_partitions == 8 and stats.locality_hit_rate == 1.0, stats
+
+    # a damaged chunk: the error names the HDFS file and the chunk's frames
+    part = doc["partitions"][3]
+    data = bytearray(store.client.read_all(store.path(part["file"])))
+    data[part["chunk_bytes"][0] + 100] ^= 0x10
+    store.client.create(store.path(part["file"]), len(data), [bytes(data)], overwrite=True)
+    damaged = se.open_dataset(url)
+    chunk_frames = doc["codec"]["chunk_frames"]
+    assert chunk_frames == 32
+    first = part["start"] + chunk_frames
+    message = (rf"partition file {store.url.path}/{part['file']} \(HDFS, NameNode [^)]+\) is damaged: its compressed "
+               rf"chunk 1 \(frames {first}:{first + chunk_frames},.*CRC-32C")
+    with pytest.raises(FormatError, match=message):
+        damaged.read_frames(0, damaged.n_frames)
+    with se.Session(damaged, client=hdfs_client, partition_bytes=MiB) as session:
+        with pytest.raises(FormatError, match=message):
+            session.run(se.SumFrame()).result()
+    assert np.array_equal(damaged.read_frames(0, first), flat[:first])

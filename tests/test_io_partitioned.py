@@ -214,9 +214,9 @@ def test_schema_violations_name_the_field(good, edit, phrase):
 
 def test_unsupported_version(good):
     doc = sidecar(good)
-    doc["version"] = 2
+    doc["version"] = 3  # 2 is a compressed data set (tests/test_io_compressed.py)
     (good / "dataset.json").write_text(json.dumps(doc))
-    with pytest.raises(FormatError, match="version 2.*upgrade stem_explorer"):
+    with pytest.raises(FormatError, match="version 3.*reads versions 1 and 2; upgrade stem_explorer"):
         open_dataset(good)
 
 

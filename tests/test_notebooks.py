@@ -14,8 +14,8 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 ALL = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 
 
-def test_the_three_notebooks_exist():
-    assert {"explorer.ipynb", "quickstart.ipynb", "custom_masks.ipynb"} <= set(ALL)
+def test_the_notebooks_exist():
+    assert {"explorer.ipynb", "quickstart.ipynb", "custom_masks.ipynb", "custom_analysis.ipynb"} <= set(ALL)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -44,5 +44,6 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
         "quickstart.ipynb": "CoM error vs the known beam shift",
         "custom_masks.ipynb": "virtual images equal the numpy reference",
         "explorer.ipynb": "session.compute(",
+        "custom_analysis.ipynb": "the custom analysis equals the numpy reference",
     }
     assert expected.get(name, "") in text

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from stem_explorer.errors import StemExplorerError
 from stem_explorer.masks import Disk, Ring, rasterize
 from stem_explorer.sample import make_sample
 from stem_explorer.widgets import Explorer, ImageView
@@ -174,20 +175,50 @@ def test_estimate_beam_finds_the_disk():
 
 
 def test_build_analysis_and_result_keys():
+    from stem_explorer.results import ResultArray, Results
+
     beam = choices.Beam(20.0, 21.0, 5.0)
     with pytest.raises(choices.NeedsMask):
         choices.build_analysis(choices.Choice("vd"), None, beam)
-    com = choices.build_analysis(choices.Choice("com", com_rotation=12.0), Disk(19, 22, 9), beam)
+    com = choices.build_analysis(choices.Choice("com", params={"scan_rotation": 12.0}), Disk(19, 22, 9), beam)
     assert (com.center, com.radius, com.scan_rotation) == ((19, 22), 9, 12.0)
-    assert choices.result_key(choices.Choice("com", com_component="curl"), com) == "com/curl"
+    scan = ("scan_y", "scan_x")
+    results = Results({f"com/{n}": ResultArray(n, np.zeros((2, 3)), scan) for n in ("shift_y", "magnitude", "curl")})
+    assert choices.result_key(choices.Choice("com", component="curl"), com, results) == "com/curl"
+    assert choices.result_key(choices.Choice("com"), com, results) == "com/magnitude"  # CoM's preferred one
     whole = choices.build_analysis(choices.Choice("com"), Ring(1, 2, 3, 4), beam)
     assert whole.radius is None and whole.center == (20.0, 21.0)
-    with pytest.raises(ValueError, match="finite"):
-        choices.build_analysis(choices.Choice("com", com_rotation=float("nan")), None, beam)
-    radial = choices.build_analysis(choices.Choice("radial", radial_bins=8), None, beam)
-    assert radial.n_bins == 8 and choices.result_key(choices.Choice("radial"), radial) == "radial/profile"
-    with pytest.raises(ValueError, match="unknown analysis"):
+    with pytest.raises(StemExplorerError, match="scan_rotation must be a finite number from -360 to 360"):
+        choices.build_analysis(choices.Choice("com", params={"scan_rotation": float("nan")}), None, beam)
+    radial = choices.build_analysis(choices.Choice("radial", params={"n_bins": 8}), Ring(10, 11, 3, 4), beam)
+    assert radial.n_bins == 8 and radial.center == (10, 11)
+    assert choices.build_analysis(choices.Choice("radial", params={"n_bins": 8}), None, beam, point=(7, 8)).center == (7, 8)
+    profile = Results({"radial/profile": ResultArray("profile", np.arange(24.0).reshape(2, 3, 4), scan + ("radius",)),
+                       "radial/ring_pixels": ResultArray("ring_pixels", np.ones(4), ("radius",))})
+    assert choices.scan_images(profile, "radial") == ["profile"]
+    assert choices.result_key(choices.Choice("radial"), radial, profile) == "radial/profile"
+    assert choices.extra_length(profile, "radial/profile") == 4
+    shown = choices.navigation_image(choices.Choice("radial", index=2), profile, "radial/profile")
+    np.testing.assert_array_equal(shown, np.arange(24.0).reshape(2, 3, 4)[..., 2])
+    adf = choices.build_analysis(choices.Choice("adf"), Ring(1, 2, 3, 4), beam)
+    assert adf.name == "adf" and adf.masks == {"image": Ring(1, 2, 3, 4)}
+    with pytest.raises(StemExplorerError, match="unknown analysis 'nope'"):
         choices.build_analysis(choices.Choice("nope"), None, beam)
+
+
+def test_the_selector_and_controls_come_from_the_declarations():
+    from stem_explorer.widgets import controls
+
+    keys = [key for _, key in choices.selector()]
+    assert keys[:2] == ["vd", "adf"]
+    assert {"com", "radial", "fem", "std", "sum", "mean", "max"} <= set(keys)
+    assert "pick" not in keys and "roi" not in keys  # from clicks on the navigation view
+    com = controls.controls_for(choices.analysis_class("com"))
+    assert list(com) == ["scan_rotation", "flip_y"]  # centre and radius come from the detector view
+    rotation = com["scan_rotation"]
+    assert (rotation.min, rotation.max, rotation.value, rotation.description) == (-360, 360, 0.0, "scan rotation (degrees)")
+    radial = controls.controls_for(choices.analysis_class("radial"))
+    assert list(radial) == ["n_bins"] and (radial["n_bins"].value, radial["n_bins"].min, radial["n_bins"].max) == (16, 1, 4096)
 
 
 # -- export ---------------------------------------------------------------------------
@@ -384,3 +415,49 @@ def test_explorer_draws_partials_from_before_run_returns_but_never_a_superseded_
     finally:
         explorer.session.run = run
     np.testing.assert_allclose(explorer.navigation_image(), expected(second), rtol=1e-6)
+
+
+@pytest.fixture
+def bright_pixels():
+    """A user-defined analysis, registered for the test only."""
+    from stem_explorer import analyses as an
+
+    @an.register
+    class BrightPixels(an.FrameAnalysis):
+        """Pixels above a threshold inside the drawn mask, per frame."""
+
+        label = "bright_px"
+        threshold = an.Number(50.0, minimum=0, unit="counts", help="Count pixels brighter than this.")
+        region = an.MaskParam(help="Where to count.")
+
+        def process_tile(self, frames, out):
+            inside = self.region.rasterize(frames.shape[1:]) > 0
+            out[:, 0] = ((frames > self.threshold) & inside).sum(axis=(1, 2))
+
+    yield BrightPixels
+    an.REGISTRY.unregister("BrightPixels")
+
+
+@pytest.mark.cluster
+def test_a_registered_analysis_is_in_the_selector_with_its_controls_and_streams_into_the_navigation_view(explorer, sample, bright_pixels):
+    _, data = sample
+    e = Explorer(explorer.session)
+    try:
+        e.wait(60)
+        assert ("BrightPixels", "bright_px") in e.analysis.options
+        e.editor.shapes = [{"kind": "disk", "cy": 18.0, "cx": 17.0, "radius": 9.0, "op": "add"}]
+        e.analysis.value = "bright_px"
+        e.wait(60)
+        inside = rasterize(Disk(18.0, 17.0, 9.0), data.shape[2:]) > 0
+        np.testing.assert_array_equal(e.results["bright_px/value"].data, ((data > 50) & inside).sum(axis=(2, 3)))
+        np.testing.assert_array_equal(e.navigation_image(), ((data > 50) & inside).sum(axis=(2, 3)))
+        threshold = e.param_controls["bright_px"]["threshold"]
+        assert threshold.description == "threshold (counts)"
+        threshold.value = 120.0
+        e.wait(60)
+        np.testing.assert_array_equal(e.results["bright_px/value"].data, ((data > 120) & inside).sum(axis=(2, 3)))
+        assert "BrightPixels(threshold=120.0, region=masks.from_dict(" in e.code()
+        threshold.value = -5.0
+        assert "BrightPixels threshold must be a non-negative finite number in counts, got -5.0" in e.status.value
+    finally:
+        e.close()

@@ -9,9 +9,7 @@ partial snapshot, so it must accept inputs with NaN rows for frames not yet read
 from __future__ import annotations
 
 import abc
-import dataclasses
 import math
-from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -19,6 +17,8 @@ import scipy.sparse
 from ..errors import AnalysisError
 from ..io.base import DataSet
 from ..results import ResultArray
+from .params import Param
+from .schema import analysis_schema, validate_description
 
 
 class MaskColumns:
@@ -37,13 +37,83 @@ class MaskColumns:
 
 
 class Analysis(abc.ABC):
-    """Base class: subclasses are dataclasses whose fields are the parameters."""
+    """Base class of every analysis, built-in or user-defined.
 
-    #: default label; results are keyed ``"<label>/<name>"``
+    Parameters are declared once, as class attributes (:mod:`.params`)::
+
+        class CenterOfMass(Analysis):
+            label = "com"
+            radius = Number(None, minimum=0, exclusive_minimum=True, unit="px", help="...")
+
+    and that declaration gives the constructor (positional in declaration order, or by
+    keyword), the checks run whenever a parameter is set, :meth:`to_dict` /
+    :meth:`from_dict`, the JSON Schema (:meth:`schema`), the command-line options and
+    the Explorer's controls. Two analyses are equal when their descriptions are.
+    Register a subclass with :func:`stem_explorer.analyses.register` to make it
+    available by name (``from_dict``, the CLI, the Explorer).
+    """
+
+    #: short name: results are keyed ``"<label>/<name>"``; the CLI and the Explorer's
+    #: selector also accept it for the analysis (default: the class name in lower case)
     label = "analysis"
+    #: what the analysis is called in listings and the Explorer's selector
+    title = ""
+    #: "scan" when its results are images over the scan (the Explorer's navigation
+    #: view), "detector" when they are detector-shaped (the detector view)
+    result_space = "scan"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        declared: dict = {}
+        for klass in reversed(cls.__mro__):
+            declared.update((k, v) for k, v in vars(klass).items() if isinstance(v, Param))
+        if "label" not in vars(cls):
+            cls.label = cls.__name__.lower()
+        if "analysis" in declared:
+            raise TypeError(f"{cls.__name__}: 'analysis' names the analysis in to_dict(); call the parameter otherwise")
+        cls._params = tuple(declared.values())
+
+    def __init__(self, *args, **kwargs):
+        params = self.parameters()
+        names = [p.name for p in params]
+        cls = type(self).__name__
+        if len(args) > len(params):
+            raise AnalysisError(f"{cls} takes at most {len(params)} positional parameters ({', '.join(names) or 'none'}), got {len(args)}")
+        given = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names:
+                raise AnalysisError(f"{cls} has no parameter {key!r}; its parameters: {', '.join(names) or 'none'}")
+            if key in given:
+                raise AnalysisError(f"{cls} got {key!r} both by position and by keyword")
+            given[key] = value
+        for param in params:
+            if param.name in given:
+                setattr(self, param.name, given[param.name])
+            elif param.required:
+                raise AnalysisError(f"{cls} needs {param.name}: {param.describe()}")
+            else:
+                setattr(self, param.name, param.default)
+
+    @classmethod
+    def example(cls) -> "Analysis":
+        """An instance built from the declared examples of the required parameters
+        (the defaults for the others): for documentation, forms and generic tests."""
+        missing = [p.name for p in cls.parameters() if p.required and not p.examples]
+        if missing:
+            raise AnalysisError(f"{cls.__name__} declares no example of {', '.join(missing)}; add examples=(...) to it")
+        return cls(**{p.name: p.examples[0] for p in cls.parameters() if p.required})
+
+    @classmethod
+    def parameters(cls) -> tuple:
+        """The declared parameters (:class:`~.params.Param`), in declaration order."""
+        return cls._params
 
     def validate(self, dataset: DataSet) -> None:
-        """Raise :class:`AnalysisError` (or MaskError) if unusable on ``dataset``."""
+        """Raise :class:`AnalysisError` (or MaskError) if unusable on ``dataset``.
+
+        Checks of a parameter on its own (type, range) run when it is set; this is
+        for what depends on the data set (a point inside the detector, say).
+        """
 
     @abc.abstractmethod
     def requests(self, dataset: DataSet) -> list:
@@ -59,43 +129,41 @@ class Analysis(abc.ABC):
 
     def params(self) -> dict:
         """Parameters as plain JSON (masks as their descriptions)."""
-        return {f.name: _param_json(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {p.name: p.to_json(getattr(self, p.name)) for p in self.parameters()}
 
     def to_dict(self) -> dict:
-        """``{"analysis": class name, **params}``: provenance and reproduction."""
+        """``{"analysis": class name, **params}``: provenance and reproduction;
+        :func:`stem_explorer.analyses.from_dict` is the inverse."""
         return {"analysis": type(self).__name__, **self.params()}
+
+    @classmethod
+    def from_dict(cls, description: dict, *, where: str = "") -> "Analysis":
+        """The analysis a :meth:`to_dict` description stands for, validated against
+        :meth:`schema`: AnalysisError (MaskError for a mask) starting with ``where``
+        and the JSON pointer of the problem."""
+        validate_description(cls, description, where)
+        return cls(**{k: v for k, v in description.items() if k != "analysis"})
+
+    @classmethod
+    def schema(cls) -> dict:
+        """JSON Schema (draft 2020-12) of this analysis's :meth:`to_dict` descriptions."""
+        return analysis_schema(cls)
 
     def code(self) -> str:
         """A Python expression that rebuilds this analysis with the public API."""
-        args = ", ".join(f"{f.name}={_param_code(getattr(self, f.name))}" for f in dataclasses.fields(self))
+        args = ", ".join(f"{p.name}={p.code(getattr(self, p.name))}" for p in self.parameters())
         return f"{type(self).__name__}({args})"
 
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
 
-def _param_json(value: Any):
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, dict):
-        return {str(k): _param_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_param_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    __hash__ = None  # parameters can change
 
-
-def _param_code(value: Any) -> str:
-    if hasattr(value, "to_dict") and not isinstance(value, np.ndarray):
-        return f"masks.from_dict({value.to_dict()!r})"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {_param_code(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        inner = ", ".join(_param_code(v) for v in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
-    if isinstance(value, np.ndarray):
-        return f"np.array({value.tolist()!r})"
-    return repr(value)
+    def __repr__(self) -> str:
+        args = ", ".join(f"{p.name}={getattr(self, p.name)!r}" for p in self.parameters())
+        return f"{type(self).__name__}({args})"
 
 
 # -- helpers shared by the analyses ------------------------------------------------------
@@ -150,19 +218,6 @@ def check_point(name: str, point, dataset: DataSet) -> tuple[float, float]:
     if not (-0.5 <= y <= sy - 0.5 and -0.5 <= x <= sx - 0.5):
         raise AnalysisError(f"{name} {(y, x)} lies outside the detector of shape {dataset.sig_shape}")
     return y, x
-
-
-def check_radius(name: str, radius, *, allow_none: bool = True):
-    """A positive finite radius (or None when allowed), or AnalysisError."""
-    if radius is None and allow_none:
-        return None
-    try:
-        r = float(radius)
-    except (TypeError, ValueError):
-        raise AnalysisError(f"{name} must be a number, got {radius!r}") from None
-    if not math.isfinite(r) or r <= 0:
-        raise AnalysisError(f"{name} must be a positive finite number of pixels, got {radius!r}")
-    return r
 
 
 def detector_center(dataset: DataSet) -> tuple[float, float]:

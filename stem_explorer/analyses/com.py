@@ -3,19 +3,19 @@ divergence and curl (DPC imaging)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Optional
 
 import numpy as np
 
 from ..engine import CenterOfMassMoments
 from ..errors import AnalysisError
-from .base import Analysis, check_point, check_radius, detector_center, nav_result, pixel_grid
+from .base import Analysis, check_point, detector_center, nav_result, pixel_grid
 from .com_conventions import orient
+from .params import Boolean, Number, Point
+from .registry import register
 
 
-@dataclasses.dataclass
+@register
 class CenterOfMass(Analysis):
     """Shift of each pattern's centre of mass from ``center`` (pixels).
 
@@ -44,17 +44,18 @@ class CenterOfMass(Analysis):
     partial result count as missing too.
     """
 
-    center: Optional[tuple] = None
-    radius: Optional[float] = None
-    scan_rotation: float = 0.0
-    flip_y: bool = False
     label = "com"
+    title = "centre of mass"
+
+    center = Point(None, help="Centre the shifts are measured from; None: the detector's centre.")
+    radius = Number(None, minimum=0, exclusive_minimum=True, unit="px",
+                    help="Only pixels within this distance of the centre count; None: every pixel.")
+    scan_rotation = Number(0.0, minimum=-360, maximum=360, unit="degrees", cli_aliases=("rotation",),
+                           help="Rotation from detector to scan axes, positive from +x towards +y.")
+    flip_y = Boolean(False, help="Mirror the y component first (detector mounted upside down).")
 
     def validate(self, dataset):
         self._center(dataset)
-        check_radius("radius", self.radius)
-        if not isinstance(self.scan_rotation, (int, float)) or not math.isfinite(self.scan_rotation):
-            raise AnalysisError(f"scan_rotation must be a finite number of degrees, got {self.scan_rotation!r}")
 
     def _center(self, dataset):
         return detector_center(dataset) if self.center is None else check_point("center", self.center, dataset)

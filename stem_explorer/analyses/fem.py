@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import numpy as np
 
 from ..engine import MaskedMoments
 from ..errors import AnalysisError
 from .base import Analysis, nav_result
-from .virtual import as_mask
+from .region_params import MaskParam
+from .registry import register
 
 
-@dataclasses.dataclass
+@register
 class FEM(Analysis):
     """Per scan position, mean and variance of the pixels inside ``ring``.
 
@@ -21,11 +19,14 @@ class FEM(Analysis):
     whose average over positions, as a function of the ring's radius, is V(k).
     """
 
-    ring: Any
     label = "fem"
+    title = "FEM"
+
+    ring = MaskParam(help="The detector region whose speckle is measured (an annulus).",
+                     examples=({"kind": "ring", "cy": 64, "cx": 64, "r_inner": 20, "r_outer": 24},))
 
     def _pixels(self, dataset) -> np.ndarray:
-        raster = as_mask(self.ring, "ring").rasterize(dataset.sig_shape)
+        raster = self.ring.rasterize(dataset.sig_shape)
         pixels = np.flatnonzero(raster.ravel() > 0)
         if pixels.size == 0:
             raise AnalysisError(f"the FEM ring {self.ring!r} covers no detector pixel")

@@ -3,22 +3,23 @@ sum of the frames inside a scan-space region."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import numpy as np
 
 from ..engine import FrameMax, FrameMoments, FrameSum, NavMaskedSum, PickFrames
 from ..errors import AnalysisError, DataSetError
 from ..results import ResultArray
 from .base import SIG_DIMS, Analysis, sig_axes, sig_result
+from .region_params import Positions, ScanRoi
+from .registry import register
 
 
-@dataclasses.dataclass
+@register
 class SumFrame(Analysis):
     """Sum of all frames (float64; exact for integer data)."""
 
     label = "sum"
+    title = "sum frame"
+    result_space = "detector"
 
     def requests(self, dataset):
         return [FrameSum()]
@@ -27,11 +28,13 @@ class SumFrame(Analysis):
         return {"frame": sig_result("frame", inputs[0], dataset)}
 
 
-@dataclasses.dataclass
+@register
 class MeanFrame(Analysis):
     """Mean of the frames read so far (all frames once the job is done)."""
 
     label = "mean"
+    title = "mean frame"
+    result_space = "detector"
 
     def requests(self, dataset):
         return [FrameMoments()]
@@ -42,7 +45,7 @@ class MeanFrame(Analysis):
         return {"frame": sig_result("frame", values, dataset, n_frames=int(n))}
 
 
-@dataclasses.dataclass
+@register
 class StdFrame(Analysis):
     """Per-pixel standard deviation over frames (population, ``ddof=0``).
 
@@ -51,6 +54,8 @@ class StdFrame(Analysis):
     """
 
     label = "std"
+    title = "std frame"
+    result_space = "detector"
 
     def requests(self, dataset):
         return [FrameMoments()]
@@ -61,11 +66,13 @@ class StdFrame(Analysis):
         return {"frame": sig_result("frame", values, dataset, n_frames=int(n))}
 
 
-@dataclasses.dataclass
+@register
 class MaxFrame(Analysis):
     """Per-pixel maximum over frames, in the data's dtype."""
 
     label = "max"
+    title = "max frame"
+    result_space = "detector"
 
     def requests(self, dataset):
         return [FrameMax()]
@@ -93,7 +100,7 @@ def _positions(value, dataset) -> np.ndarray:
         raise AnalysisError(f"{exc}; positions are (row, column) indices into the scan") from None
 
 
-@dataclasses.dataclass
+@register
 class PickFrame(Analysis):
     """The frames at the given scan positions, in native dtype.
 
@@ -101,8 +108,11 @@ class PickFrame(Analysis):
     The result ``frames`` stacks them in the order given.
     """
 
-    positions: Any
     label = "pick"
+    title = "picked frames"
+    result_space = "detector"
+
+    positions = Positions(cli_aliases=("position",), examples=([[3, 4], [5, 6]],), help="Scan positions to read.")
 
     def validate(self, dataset):
         _positions(self.positions, dataset)
@@ -122,7 +132,7 @@ class PickFrame(Analysis):
         return {"frames": ResultArray("frames", frames, ("position",) + SIG_DIMS, coords, attrs, units)}
 
 
-@dataclasses.dataclass
+@register
 class RoiSum(Analysis):
     """Sum of the frames inside a scan-space region of interest.
 
@@ -130,8 +140,12 @@ class RoiSum(Analysis):
     :mod:`stem_explorer.masks` drawn in scan coordinates (rows, columns of the scan).
     """
 
-    scan_roi: Any
     label = "roi"
+    title = "ROI sum"
+    result_space = "detector"
+
+    scan_roi = ScanRoi(cli_aliases=("roi-rect",), help="The scan positions whose frames are summed.",
+                       examples=({"kind": "rectangle", "y0": 0, "x0": 0, "height": 8, "width": 8},))
 
     def _indices(self, dataset) -> np.ndarray:
         roi = self.scan_roi

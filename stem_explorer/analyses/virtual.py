@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from typing import Any, Optional
 
 import numpy as np
 import scipy.sparse
@@ -21,22 +19,13 @@ from .base import (
     nav_axes,
     nav_result,
 )
-from ..results import ResultArray, check_name
+from ..results import ResultArray
+from .params import Integer, Label, Number, Numbers, Point
+from .region_params import Masks
+from .registry import register
 
 
-def as_mask(value: Any, what: str = "mask"):
-    """A mask object from a mask or its JSON description (dict)."""
-    if isinstance(value, dict):
-        return mask_lib.from_dict(value)
-    if hasattr(value, "rasterize"):
-        return value
-    raise AnalysisError(
-        f"{what} must be a mask from stem_explorer.masks (Disk, Ring, ...) or its "
-        f"to_dict() description, got {value!r}"
-    )
-
-
-@dataclasses.dataclass
+@register
 class VirtualDetector(Analysis):
     """One scan image per mask: the sum of each frame weighted by the mask.
 
@@ -44,21 +33,19 @@ class VirtualDetector(Analysis):
     named after the dict keys (``mask0``, ``mask1``... for a list).
     """
 
-    masks: Any
-    name: Optional[str] = None
     label = "vd"
+    title = "virtual detector"
 
-    def __post_init__(self):
-        if isinstance(self.masks, dict) and "kind" not in self.masks:
-            named = dict(self.masks)
-        else:
-            items = self.masks if isinstance(self.masks, (list, tuple)) else [self.masks]
-            named = {f"mask{i}": m for i, m in enumerate(items)}
-        if not named:
-            raise AnalysisError("VirtualDetector needs at least one mask")
-        self._named = {check_name(str(k), "VirtualDetector mask name"): as_mask(v) for k, v in named.items()}
-        if self.name is not None:
-            check_name(self.name, "VirtualDetector name")
+    masks = Masks(help="The detector masks; one scan image each.",
+                  examples=({"bf": {"kind": "disk", "cy": 64, "cx": 64, "radius": 12}},))
+    name = Label(None, help="Label of the results (default: vd).")
+
+    @property
+    def _named(self) -> dict:
+        masks = self.masks
+        if isinstance(masks, dict):
+            return masks
+        return {f"mask{i}": m for i, m in enumerate(masks if isinstance(masks, list) else [masks])}
 
     def _stack(self, dataset):
         return mask_lib.stack_masks(list(self._named.values()), dataset.sig_shape)
@@ -77,7 +64,7 @@ class VirtualDetector(Analysis):
         }
 
 
-@dataclasses.dataclass
+@register
 class RadialProfile(Analysis):
     """Mean intensity per pixel in concentric rings, at every scan position.
 
@@ -91,11 +78,15 @@ class RadialProfile(Analysis):
     profile costs one pass however many rings it has.
     """
 
-    center: Optional[tuple] = None
-    n_bins: Optional[int] = None
-    edges: Optional[Any] = None
-    max_radius: Optional[float] = None
     label = "radial"
+    title = "radial profile"
+
+    center = Point(None, help="Centre of the rings; None: the detector's centre.")
+    n_bins = Integer(None, minimum=1, maximum=4096, examples=(16,), cli_aliases=("bins",),
+                     help="Number of equal rings from 0 to max_radius (or give edges).")
+    edges = Numbers(None, minimum=0, min_items=2, unit="px", help="Increasing ring edges (instead of n_bins).")
+    max_radius = Number(None, minimum=0, exclusive_minimum=True, unit="px",
+                        help="Outer edge of the n_bins rings; None: the farthest detector corner.")
 
     def _edges(self, dataset) -> np.ndarray:
         cy, cx = self._center(dataset)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional
 
 from .._options import whole_number
@@ -24,11 +23,12 @@ WORKER_ENV = {
 
 
 def default_n_workers() -> int:
-    """One worker process per core this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """One worker process per core this process may use: its CPU affinity and, in a
+    container (Binder, Kubernetes, ``docker --cpus``), its cgroup's CPU quota, which
+    leaves the affinity at all the host's cores."""
+    from dask.system import cpu_count
+
+    return max(1, cpu_count())
 
 
 #: Embedded workers per core at most: each is a process of a few hundred MB, and more

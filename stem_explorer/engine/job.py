@@ -503,16 +503,21 @@ class Job:
                 self._t_end = time.perf_counter()
             elif self._preview_left > 0:
                 return True  # the first snapshot shows the whole preview grid at once
-            self._version += 1
-            self._changed.notify_all()
-            snapshots = {flag: self._snapshot(flag) for flag in {flag for _fn, flag in self._callbacks}}
-            deliveries = [(fn, snapshots[flag]) for fn, flag in self._callbacks]
-            finished = self._state == "finished"
-            self._delivering = True
+            deliveries, finished = self._new_version()
         self._deliver(deliveries, finished)
         if finished:
             self._release()
         return True
+
+    def _new_version(self) -> tuple[list, bool]:
+        """Announce a new state (lock held): wake the iterators and return the
+        callbacks' ``(fn, snapshot)`` pairs for :meth:`_deliver`, and whether it is
+        the final one."""
+        self._version += 1
+        self._changed.notify_all()
+        snapshots = {flag: self._snapshot(flag) for flag in {flag for _fn, flag in self._callbacks}}
+        self._delivering = True
+        return [(fn, snapshots[flag]) for fn, flag in self._callbacks], self._state == "finished"
 
     def _deliver(self, deliveries: list, final: bool) -> None:
         """Run the callbacks outside the job's lock, each only while the job is still

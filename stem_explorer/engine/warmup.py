@@ -1,7 +1,7 @@
 """Warm-up: have the kernels ready before the first task needs them.
 
-:func:`warm_up` runs the common analyses once on tiny read-only frames of the common
-dtypes (read-only like the memory-mapped tiles of real data, which numba types
+:func:`warm_up` runs the ops of the common analyses (:func:`warm_up_plan`, built from
+the engine's own pieces) once on tiny read-only frames of the common dtypes (read-only like the memory-mapped tiles of real data, which numba types
 separately), so numba loads the kernels' cached machine code (compiling and caching it
 on the very first run). :func:`warm_up_in_background` does so in a daemon thread:
 embedded LocalCluster workers start it when they start (:mod:`.worker_setup`, their
@@ -18,6 +18,10 @@ import threading
 from typing import Optional
 
 import numpy as np
+import scipy.sparse
+
+from .ops import CenterOfMassMoments, FrameMoments, FrameSum, MaskProduct
+from .tasks import DEFAULT_TILE_BYTES, Plan
 
 #: dtypes warmed: counting detectors (uint8, uint16), Merlin 12-bit as stored, float32
 WARM_DTYPES = ("uint8", "uint16", ">u2", "float32")
@@ -56,11 +60,9 @@ def warm_up_in_background(dtypes=WARM_DTYPES, partitions: bool = True) -> None:
 
 
 def warm_up(dtypes=WARM_DTYPES, partitions: bool = True) -> None:
-    """Run every common analysis once on a 4 x 4 scan of 8 x 8 frames per dtype: as a
-    partition and as a preview, or (``partitions=False``, for the client) as a preview
-    only."""
-    from .. import masks
-    from ..analyses import CenterOfMass, RadialProfile, StdFrame, SumFrame, VirtualDetector, build_plan
+    """Run the ops of the common analyses once on a 4 x 4 scan of 8 x 8 frames per
+    dtype: as a partition and as a preview, or (``partitions=False``, for the client)
+    as a preview only."""
     from ..io import open_dataset
     from ..io.memory import MemoryBlock
     from .tasks import compute_preview, run_local
@@ -69,17 +71,32 @@ def warm_up(dtypes=WARM_DTYPES, partitions: bool = True) -> None:
         data = np.arange(4 * 4 * 8 * 8).reshape(4, 4, 8, 8).astype(dtype)
         data.flags.writeable = False
         ds = open_dataset(data)
-        analyses = [
-            VirtualDetector({"disk": masks.Disk(4, 4, 2), "weighted": masks.Weighted(np.linspace(0, 1, 64).reshape(8, 8))}),
-            RadialProfile(center=(4, 4), n_bins=3),
-            CenterOfMass(center=(4, 4)),
-            SumFrame(),
-            StdFrame(),
-        ]
-        plan, _ = build_plan(analyses, ds)
+        plan = warm_up_plan(np.dtype(dtype))
         parts = ds.partitions(1)
         block = MemoryBlock(0, data.reshape(16, 8, 8))
         if partitions:
             run_local(parts, plan, [block] * len(parts))
         compute_preview([(parts[0], block, np.array([0, 5]))], plan)
         _event(dtype).set()
+
+
+def warm_up_plan(dtype, sig_shape=(8, 8)) -> Plan:
+    """The ops the common analyses (virtual detectors, radial profile, centre of mass,
+    sum and std frames) plan, built here from the engine's own pieces (the engine
+    knows nothing of analyses): a mask product of a disk, a weighted ramp and three
+    rings about the centre, the centre-of-mass moments over the whole frame, the frame
+    sum and the frame moments. A test checks that they cover the analyses' plan."""
+    y, x = np.indices(sig_shape, dtype=np.float64)
+    cy, cx = sig_shape[0] / 2, sig_shape[1] / 2
+    distance = np.hypot(y - cy, x - cx).ravel()
+    ring = np.minimum((distance / distance.max() * 3).astype(int), 2)
+    columns = [distance <= 2, np.linspace(0, 1, distance.size)] + [ring == i for i in range(3)]
+    matrix = scipy.sparse.csr_matrix(np.stack(columns, axis=1).astype(np.float32))
+    everything = np.arange(distance.size)
+    ops = (
+        CenterOfMassMoments(everything, sig_shape, (cy, cx)),
+        FrameSum(),
+        FrameMoments(),
+        MaskProduct(matrix, dtype=dtype, sig_shape=sig_shape),
+    )
+    return Plan(ops, DEFAULT_TILE_BYTES)

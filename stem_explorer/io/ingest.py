@@ -22,6 +22,10 @@ Re-running the same ingestion resumes it: files already recorded (with the recor
 size) are skipped, the rest written. A run that stops at any point leaves no
 ``dataset.json``, so nothing ever points at a half-written file.
 ``dest`` is a local (or shared) folder or ``hdfs://namenode:port/path``.
+
+``codec`` compresses each file chunk by chunk on the workers (a preset of
+:data:`~.partitioned.codecs.CODECS`); ``partition_bytes`` then counts the frames'
+uncompressed bytes, so a partition is the same work whatever the codec.
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ from .base import DataSet, Partition
 from .hdfs.config import is_hdfs_url
 from .hdfs.store import HdfsStore
 from .ingest_lock import new_token
-from .ingest_task import (JOURNAL, STAGING, TaskFailure, lost_destination, owns, parse_journal_entry,
-                          write_partition)
+from .ingest_task import (CHUNK_TABLES, JOURNAL, STAGING, TaskFailure, lost_destination, owns, parse_journal_entry,
+                          read_chunk_tables, write_partition)
 from .local_store import LocalStore
 from .open import open_dataset
-from .partitioned.sidecar import FORMAT_NAME, FORMAT_VERSION, SIDECAR_NAME, validate_sidecar
+from .partitioned.codecs import ChunkLayout, file_frames, part_file_name
+from .partitioned.sidecar import SIDECAR_NAME, sidecar_document, validate_sidecar
 
 #: Bytes per ingested partition file: HDFS's default block size.
 INGEST_PARTITION_BYTES = 128 * 2**20
@@ -64,38 +69,46 @@ def store_for(dest, *, webhdfs: Optional[str] = None):
 
 @dataclass(frozen=True)
 class IngestPlan:
-    """File names and frame ranges, and the HDFS block size of every file."""
+    """File names and frame ranges, the HDFS block size of every file, and the chunk
+    layout of compressed files (None: uncompressed)."""
 
     frames_per_file: int
     block_bytes: int
     files: tuple  # (name, start, stop)
+    layout: Optional[ChunkLayout] = None
 
     def fingerprint(self, ds: DataSet, replication: Optional[int]) -> dict:
         """What makes two ingestions the same: source and layout (plain JSON)."""
         layout = {"frames_per_file": self.frames_per_file, "block_bytes": self.block_bytes,
                   "replication": replication, "n_files": len(self.files)}
+        if self.layout is not None:  # absent when uncompressed: earlier ingestions stay the same
+            layout["codec"] = self.layout.to_sidecar()
         return json.loads(json.dumps(jsonable({"source": ds.describe(), "ingest": layout})))
 
 
 def plan_ingest(ds: DataSet, partition_bytes: int = INGEST_PARTITION_BYTES, blocks_per_partition: int = 1,
-                min_block_bytes: int = 0) -> IngestPlan:
-    """Files of about ``partition_bytes`` (whole frames) made of ``blocks_per_partition``
-    HDFS blocks: the block size is a file's bytes over the block count, at least
-    ``min_block_bytes`` (the NameNode refuses smaller blocks; a file may be smaller
-    than its block), rounded up to the 512-byte checksum unit HDFS requires."""
+                min_block_bytes: int = 0, codec: str = "none") -> IngestPlan:
+    """Files of about ``partition_bytes`` (whole frames; whole chunks of ``codec``)
+    made of ``blocks_per_partition`` HDFS blocks: the block size is a file's
+    uncompressed bytes over the block count, at least ``min_block_bytes`` (the
+    NameNode refuses smaller blocks; a file may be smaller than its block), rounded
+    up to the 512-byte checksum unit HDFS requires."""
     if int(partition_bytes) != partition_bytes or partition_bytes <= 0:
         raise DataSetError(f"partition_bytes must be a positive number of bytes, got {partition_bytes!r}")
     if int(blocks_per_partition) != blocks_per_partition or blocks_per_partition < 1:
         raise DataSetError(f"blocks_per_partition must be a positive integer, got {blocks_per_partition!r}")
     per_file = max(1, int(partition_bytes) // ds.frame_bytes)
     per_file = min(per_file, ds.n_frames)
+    layout = ChunkLayout.of(codec, ds.frame_bytes, per_file)
+    if layout is not None:
+        per_file = file_frames(per_file, layout.chunk_frames)
     block = max(math.ceil(per_file * ds.frame_bytes / blocks_per_partition), min_block_bytes)
     block = math.ceil(block / _HDFS_CHECKSUM_BYTES) * _HDFS_CHECKSUM_BYTES
     files = tuple(
-        (f"part-{i:05d}.raw", a, min(ds.n_frames, a + per_file))
+        (part_file_name(i, layout), a, min(ds.n_frames, a + per_file))
         for i, a in enumerate(range(0, ds.n_frames, per_file))
     )
-    return IngestPlan(per_file, block, files)
+    return IngestPlan(per_file, block, files, layout)
 
 
 def _listed(doc: Optional[dict]) -> dict:
@@ -110,11 +123,13 @@ def _ours(store, sidecar: Optional[dict]) -> dict:
     """Every record of a file ingestion wrote here: the sidecar's, one being repaired,
     the journal's."""
     records = {**_listed(store.read_json(PUBLISHED_NAME)), **_listed(sidecar)}
+    journal = {}
     for entry in store.names(JOURNAL):
         record = parse_journal_entry(entry)
         if record is not None:
-            records[record["file"]] = record
-    return records
+            journal[record["file"]] = record
+    read_chunk_tables(store, journal)
+    return {**records, **journal}
 
 
 def _completed(store, plan: IngestPlan, records: dict) -> tuple[dict, dict]:
@@ -124,8 +139,11 @@ def _completed(store, plan: IngestPlan, records: dict) -> tuple[dict, dict]:
     done = {}
     for name, start, stop in plan.files:
         r = records.get(name)
-        if r and (r["start"], r["stop"]) == (start, stop) and sizes.get(name) == r["bytes"]:
-            done[name] = {k: r[k] for k in ("file", "start", "stop", "bytes", "sha256")}
+        if r and (r["start"], r["stop"]) == (start, stop) and sizes.get(name) == r["bytes"] and \
+                (plan.layout is None or "chunk_bytes" in r):
+            keys = ("file", "start", "stop", "bytes", "sha256") + (() if plan.layout is None else
+                                                                  ("chunk_bytes", "chunk_crc32c"))
+            done[name] = {k: r[k] for k in keys}
     return done, {name: ids[name] for name in done}
 
 
@@ -135,7 +153,7 @@ def _check_journal(store) -> Optional[dict]:
     that has no plan yet)."""
     plan = store.read_json(PLAN_NAME)
     if plan is None:
-        allowed = ("tmp", "published.json")
+        allowed = ("tmp", "published.json", CHUNK_TABLES.rsplit("/", 1)[1])
         foreign = [n for n in store.names(JOURNAL) if n not in allowed and parse_journal_entry(n) is None]
         if foreign:
             raise DataSetError(
@@ -194,6 +212,8 @@ def _prepare(store, plan: IngestPlan, fingerprint: dict, overwrite: bool, token:
         sidecar, journal_plan = None, None
     resumable = sidecar is not None or journal_plan == fingerprint
     store.makedirs(STAGING)
+    if plan.layout is not None:
+        store.makedirs(CHUNK_TABLES)
     if journal_plan is None:
         store.write_json(PLAN_NAME, fingerprint, staging=f"{STAGING}/plan.json.{token}")
     return sidecar, ours if resumable else {}
@@ -231,8 +251,8 @@ def _write_all(client, ds: DataSet, store, plan: IngestPlan, todo: list, replica
     payloads = ds.payloads(client, parts)
     futures = [
         client.submit(write_partition, part, payload, store, name, token=token, block_bytes=plan.block_bytes,
-                      replication=replication, key=f"stem-explorer-ingest-{token[:8]}-{name}", pure=False,
-                      retries=2)  # lost connections only: other failures come back as TaskFailure
+                      replication=replication, layout=plan.layout, key=f"stem-explorer-ingest-{token[:8]}-{name}",
+                      pure=False, retries=2)  # lost connections only: other failures come back as TaskFailure
         for part, payload, (name, _a, _b) in zip(parts, payloads, todo)
     ]
     total = done_bytes + sum((b - a) * ds.frame_bytes for _n, a, b in todo)
@@ -279,15 +299,8 @@ def _publish(store, ds: DataSet, plan: IngestPlan, records: dict, file_ids: dict
             f"nothing was published; make sure no other program writes into {store}, then run the "
             f"ingestion again with overwrite=True (--overwrite)"
         )
-    doc = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "nav_shape": list(ds.nav_shape),
-        "sig_shape": list(ds.sig_shape),
-        "dtype": ds.dtype.str,
-        "partitions": [records[name] for name, _a, _b in plan.files],
-        "metadata": jsonable(metadata),
-    }
+    doc = sidecar_document(ds.nav_shape, ds.sig_shape, ds.dtype, [records[name] for name, _a, _b in plan.files],
+                           jsonable(metadata), plan.layout)
     validate_sidecar(doc, f"{store}/{SIDECAR_NAME}")
     store.write_json(SIDECAR_NAME, doc, staging=f"{STAGING}/{SIDECAR_NAME}.{token}")
     store.remove(JOURNAL)
@@ -309,6 +322,7 @@ def ingest(
     metadata: Optional[dict] = None,
     on_file: Optional[Callable[[dict], None]] = None,
     format: Optional[str] = None,
+    codec: str = "none",
     **open_options,
 ) -> DataSet:
     """Write ``source`` as raw partitions + ``dataset.json`` at ``dest``, on a cluster.
@@ -320,7 +334,8 @@ def ingest(
     file holds about ``partition_bytes`` (default 128 MiB, HDFS's default block size)
     in ``blocks_per_partition`` HDFS blocks, with ``replication`` replicas (default:
     the cluster's). The cluster is ``client``, the scheduler at ``address``, or an
-    embedded LocalCluster of ``n_workers``.
+    embedded LocalCluster of ``n_workers``. ``codec`` (``--codec``) compresses the
+    files with a preset of :data:`~.partitioned.codecs.CODECS` (default ``"none"``).
 
     Re-running resumes: recorded files are skipped. ``overwrite=True`` first removes
     the data set (or unfinished ingestion) that ``dest`` holds, and nothing else.
@@ -343,7 +358,7 @@ def ingest(
             f"the source {ds.path} and the destination {store} overlap (one is, or lies inside, the "
             f"other): ingesting would replace the data it reads; choose a destination outside the source"
         )
-    plan = plan_ingest(ds, partition_bytes, blocks_per_partition, store.min_block_bytes())
+    plan = plan_ingest(ds, partition_bytes, blocks_per_partition, store.min_block_bytes(), codec)
     fingerprint = plan.fingerprint(ds, replication)
     token = new_token()
     with store.lock(token):
@@ -370,12 +385,13 @@ def ingest(
 def verify(dest, *, webhdfs: Optional[str] = None) -> dict:
     """Check every partition file at ``dest`` (folder or HDFS URL) against its size and
     sha256 in ``dataset.json``; ChecksumError names each file that differs. Returns
-    ``{"files": n, "bytes": total}``."""
+    ``{"files": n, "bytes": total}`` (bytes as stored)."""
     if is_hdfs_url(dest):
         from .hdfs import open_hdfs
 
         ds = open_hdfs(dest, verify="full", webhdfs=webhdfs)
-        return {"files": ds.metadata["n_files"], "bytes": ds.nbytes}
+        stored = sum(block.length for part in ds.source.parts for block in part[3])  # compressed: less than nbytes
+        return {"files": ds.metadata["n_files"], "bytes": stored}
     from .partitioned import verify_partitions
 
     return verify_partitions(dest)

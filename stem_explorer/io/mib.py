@@ -59,10 +59,12 @@ from .registry import ReaderPlugin, register_reader
 
 __all__ = [
     "DecodedFrameSource",
+    "check_frame_headers",
     "MibHeader",
     "is_mib",
     "open_mib",
     "parse_frame_header",
+    "parse_hdr",
     "read_hdr",
 ]
 
@@ -170,12 +172,18 @@ def _extension_counter_depth(fields: list[str]) -> Optional[int]:
 def read_hdr(path: str) -> dict:
     """The ``key: value`` lines of a Merlin ``.hdr`` file as a dict of strings (keys
     keep their parenthesised units, e.g. ``"Frames per Trigger (Number)"``)."""
-    result = {}
     with open(path, encoding="ascii", errors="replace") as f:
-        for line in f:
-            key, sep, value = line.partition(":\t")
-            if sep:
-                result[key.strip()] = value.strip().rstrip("\0").strip()
+        return parse_hdr(f.read())
+
+
+def parse_hdr(text: str) -> dict:
+    """The ``key: value`` lines of the text of a ``.hdr`` file, or of the acquisition
+    header a Merlin sends on its data port (the same lines), as in :func:`read_hdr`."""
+    result = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":\t")
+        if sep:
+            result[key.strip()] = value.strip().rstrip("\0").strip()
     return result
 
 
@@ -286,37 +294,46 @@ def _frame_headers(path: str, first: MibHeader, n_frames: int) -> np.ndarray:
 
 
 def _check_frames(path: str, first: MibHeader, n_frames: int) -> None:
-    """Every frame must start with a header of the first frame's layout and counter
-    depth; headers are compared as bytes (vectorised) and only differing ones parsed."""
-    stride = first.frame_bytes
+    """Every frame of the file must start with a header of the first frame's layout."""
     headers = _frame_headers(path, first, n_frames)
+    check_frame_headers(headers, headers[0], first, repr(path), byte_offset=first.frame_bytes)
+
+
+def check_frame_headers(headers: np.ndarray, reference: np.ndarray, first: MibHeader, where: str, *,
+                        first_index: int = 0, byte_offset: Optional[int] = None) -> None:
+    """Every row of ``headers`` (``(n, header_bytes)`` uint8, frames ``first_index``
+    on of ``where``, a file or a stream) must be a Merlin frame header of the layout
+    and counter depth of ``reference`` (frame 0's header bytes, parsed as ``first``).
+    Headers are compared as bytes (vectorised) and only differing ones parsed.
+    ``byte_offset``: the frame stride of a file, to say where a bad frame starts."""
     magic = np.frombuffer(MAGIC, np.uint8)
     bad = np.flatnonzero((headers[:, : len(MAGIC)] != magic).any(axis=1))
     if bad.size:
-        k = int(bad[0])
+        k = first_index + int(bad[0])
+        at = f" at byte {k * byte_offset}" if byte_offset else ""
         raise FormatError(
-            f"frame {k} of {path!r} does not start with a Merlin header at byte "
-            f"{k * stride} (frame 0 has a {first.header_bytes}-byte header and "
-            f"{first.pixel_depth} pixels, {stride} bytes per frame): the frames differ in "
-            f"header size or pixel depth, or the file is damaged; a file mixing layouts "
-            f"cannot be read, acquire or export it with one setting"
+            f"frame {k} of {where} does not start with a Merlin header{at} (frame 0 has a "
+            f"{first.header_bytes}-byte header and {first.pixel_depth} pixels, "
+            f"{first.frame_bytes} bytes per frame): the frames differ in header size or "
+            f"pixel depth, or the data is damaged; frames mixing layouts cannot be read, "
+            f"acquire or export them with one setting"
         )
-    columns = _stable_columns(headers[0].tobytes())
-    differs = np.flatnonzero((headers[:, columns] != headers[0, columns]).any(axis=1))
+    columns = _stable_columns(reference.tobytes())
+    differs = np.flatnonzero((headers[:, columns] != reference[columns]).any(axis=1))
     if not differs.size:
         return
     variants, index = np.unique(headers[differs], axis=0, return_index=True)
     expected = first.layout_fields()
     for row, i in zip(variants, index):
-        k = int(differs[i])
-        other = parse_frame_header(row.tobytes(), f"frame {k} of {path!r}").layout_fields()
+        k = first_index + int(differs[i])
+        other = parse_frame_header(row.tobytes(), f"frame {k} of {where}").layout_fields()
         changed = {f: (expected[f], other[f]) for f in expected if expected[f] != other[f]}
         if changed:
             what = ", ".join(f"{f} {a} in frame 0 but {b}" for f, (a, b) in changed.items())
             raise FormatError(
-                f"{path!r} mixes frame layouts: {what} in frame {k}; a file must hold "
-                f"frames of one counter depth and header size: acquire or export it "
-                f"with one setting (or split it)"
+                f"{where} mixes frame layouts: {what} in frame {k}; the frames of one "
+                f"acquisition must have one counter depth and header size: acquire or "
+                f"export them with one setting (or split the file)"
             )
 
 

@@ -132,7 +132,7 @@ class Mask:
     _peak = 1.0
 
     def rasterize(self, sig_shape) -> np.ndarray:
-        """Float32 array of shape ``sig_shape``; see :func:`raster.rasterize`."""
+        """Float32 array of shape ``sig_shape``; see :func:`stem_explorer.masks.rasterize`."""
         return raster.rasterize(self, sig_shape)
 
     def is_empty(self, sig_shape) -> bool:

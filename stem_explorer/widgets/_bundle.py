@@ -24,7 +24,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Inputs of the bundle relative to the repository root (as in ``js/digest.mjs``).
 INPUTS = ("js/src", "stem_explorer/widgets/colormaps.json")
 
-_FIX = "run `bash scripts/setup.sh` (or `npm run build` in the source checkout)"
+_CHECKOUT_FIX = "run `bash scripts/setup.sh` (or `npm run build` in the source checkout)"
+# an installed package has no build script to run: its wheel was made without the bundle
+_INSTALLED_FIX = (
+    "this installation of stem_explorer lacks its package data; reinstall it from a "
+    "complete wheel or sdist (`pip install --force-reinstall stem_explorer`); a wheel "
+    "built from a git checkout needs Node.js 20+ with npm while it is built"
+)
+
+
+def _fix() -> str:
+    """What to do about a missing bundle: rebuild in a source checkout, else reinstall."""
+    return _CHECKOUT_FIX if (REPO_ROOT / "js" / "src").is_dir() else _INSTALLED_FIX
 
 
 class BundleError(StemExplorerError, RuntimeError):
@@ -68,7 +79,7 @@ def esm_path(name: str) -> Path:
     if not path.is_file() or not info_path.is_file():
         missing = path if not path.is_file() else info_path
         raise BundleError(
-            f"the widgets' JavaScript bundle is not built ({missing} is missing); {_FIX}"
+            f"the widgets' JavaScript bundle is not built ({missing} is missing); {_fix()}"
         )
     sources = REPO_ROOT / "js" / "src"
     if sources.is_dir():
@@ -79,6 +90,6 @@ def esm_path(name: str) -> Path:
         if built_from != inputs_digest(REPO_ROOT):
             raise BundleError(
                 f"the widgets' JavaScript bundle {path} is stale: its sources ({sources} and "
-                f"{', '.join(INPUTS[1:])}) changed since it was built; {_FIX}"
+                f"{', '.join(INPUTS[1:])}) changed since it was built; {_CHECKOUT_FIX}"
             )
     return path

@@ -1,35 +1,36 @@
-"""What the explorer's controls mean: UI state -> an analysis, results -> the image to show.
+"""What the explorer's controls mean: the analysis selector generated from the
+registry, UI state -> an analysis, results -> the image to show.
 
 Pure functions of plain values, so they are tested without a browser and the same
-choices produce the "copy code" lines.
+choices produce the "copy code" lines. What is specific to one analysis's display
+lives here and nowhere else: the ADF preset, the centre of mass counting the pixels
+of a drawn disk, and the result an analysis shows first.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
-from ..analyses import FEM, Analysis, CenterOfMass, RadialProfile, StdFrame, VirtualDetector
+from ..analyses import REGISTRY, Analysis
 from ..masks import Disk, Mask, Ring
 
-#: (label shown, key) of the analysis selector.
-ANALYSES = (
-    ("virtual detector", "vd"),
-    ("ADF (annulus)", "adf"),
-    ("centre of mass", "com"),
-    ("radial profile", "radial"),
-    ("FEM", "fem"),
-    ("std frame", "std"),
-)
-#: Components a centre-of-mass result can show.
-COM_COMPONENTS = ("magnitude", "shift_x", "shift_y", "divergence", "curl", "total")
-#: Images an FEM result can show.
-FEM_COMPONENTS = ("normalized_variance", "variance", "mean")
-#: Analyses whose result is a detector-shaped frame, shown in the detector view.
-DETECTOR_ANALYSES = ("std",)
+#: Selector entries that are an analysis with preset parameters: key -> (title shown,
+#: analysis name, parameters). ADF is a virtual detector that starts with an annulus.
+PRESETS = {"adf": ("ADF (annulus)", "VirtualDetector", {"name": "adf"})}
+#: Keys at the top of the selector, in this order; the other analyses follow.
+FIRST = ("vd", "adf")
+#: The result an analysis shows first, where it is not its first scan image.
+PREFERRED_RESULT = {"CenterOfMass": "magnitude", "FEM": "normalized_variance"}
+#: Kinds of parameters the detector view provides (the editor's mask, a drawn point).
+FROM_DETECTOR = ("mask", "masks", "point")
+#: Kinds of parameters that have a control (widgets/controls.py).
+WITH_CONTROLS = ("number", "integer", "boolean", "choice")
+#: Names of the scan's dimensions in results.
+SCAN_DIMS = ("scan_y", "scan_x", "scan")
 
 
 class NeedsMask(ValueError):
@@ -81,39 +82,56 @@ def estimate_beam(frame: np.ndarray) -> Beam:
 
 @dataclass(frozen=True)
 class Choice:
-    """The explorer's analysis settings."""
+    """The explorer's analysis settings: the selector's key, the controls' values,
+    the result shown (None: the analysis's preferred one) and, for results with an
+    axis beyond the scan (the radial profile's rings), the index shown on it."""
 
     kind: str = "vd"
-    com_rotation: float = 0.0
-    com_flip_y: bool = False
-    com_component: str = "magnitude"
-    radial_bins: int = 16
-    radial_bin: int = 0
-    fem_component: str = "normalized_variance"
+    params: dict = field(default_factory=dict)
+    component: Optional[str] = None
+    index: int = 0
 
 
-def build_analysis(choice: Choice, mask: Optional[Mask], beam: Beam) -> Analysis:
-    """The analysis the settings ask for; ``mask`` is the editor's combined mask."""
-    kind = choice.kind
-    if kind in ("vd", "adf"):
-        if mask is None:
-            raise NeedsMask("draw a mask on the detector (disk, ring, rectangle, polygon...)")
-        return VirtualDetector({"image": mask}, name=kind)
-    if kind == "com":
-        if not math.isfinite(choice.com_rotation):
-            raise ValueError(f"CoM rotation must be a finite angle, got {choice.com_rotation!r}")
-        centre, radius = _com_support(mask, beam)
-        return CenterOfMass(center=centre, radius=radius, scan_rotation=float(choice.com_rotation), flip_y=bool(choice.com_flip_y))
-    if kind == "radial":
-        centre = _centre_of(mask) or (round(beam.cy, 2), round(beam.cx, 2))
-        return RadialProfile(center=centre, n_bins=int(choice.radial_bins))
-    if kind == "fem":
-        if mask is None:
-            raise NeedsMask("draw the FEM ring on the detector (ADF selects a default annulus)")
-        return FEM(ring=mask)
-    if kind == "std":
-        return StdFrame()
-    raise ValueError(f"unknown analysis {kind!r}; choose one of {[k for _, k in ANALYSES]}")
+def selector(registry=REGISTRY) -> list:
+    """``(title, key)`` of the selector: every registered analysis whose parameters
+    the Explorer can all provide (controls, the detector view, defaults), plus the
+    presets. Analyses of scan positions (picked frames, ROI sums) come from clicks
+    on the navigation view instead."""
+    entries = [(title, key) for key, (title, _, _) in PRESETS.items()]
+    for cls in registry.classes():
+        if all(p.kind in FROM_DETECTOR + WITH_CONTROLS or not p.required for p in cls.parameters()):
+            entries.append((cls.title or cls.__name__, cls.label))
+    rank = {key: i for i, key in enumerate(FIRST)}
+    return sorted(entries, key=lambda e: rank.get(e[1], len(rank)))
+
+
+def analysis_class(key: str, registry=REGISTRY) -> type:
+    """The analysis class behind a selector key."""
+    return registry.get(PRESETS[key][1] if key in PRESETS else key)
+
+
+def build_analysis(choice: Choice, mask: Optional[Mask], beam: Beam, point: Optional[tuple] = None,
+                   registry=REGISTRY) -> Analysis:
+    """The analysis the settings ask for; ``mask`` is the editor's combined mask,
+    ``point`` the ``(y, x)`` of a point drawn on the detector, if any.
+
+    Mask parameters take the editor's mask (``{"image": mask}`` where it names its
+    results), points the drawn point, else the centre of a drawn disk or ring, else
+    the beam's centre; the controls give the rest.
+    """
+    cls = analysis_class(choice.kind, registry)
+    values = dict(PRESETS[choice.kind][2]) if choice.kind in PRESETS else {}
+    for param in cls.parameters():
+        if param.kind in ("mask", "masks") and param.name not in choice.params:
+            if mask is None:
+                raise NeedsMask(f"draw a mask on the detector (disk, ring, rectangle, polygon...) for the {param.name} of {cls.title or cls.__name__}")
+            values[param.name] = {"image": mask} if param.kind == "masks" else mask
+        elif param.kind == "point":
+            values[param.name] = point or _centre_of(mask) or (round(beam.cy, 2), round(beam.cx, 2))
+    values.update(choice.params)
+    if cls.__name__ == "CenterOfMass":
+        values.update(_com_support(mask, beam))
+    return cls(**values)
 
 
 def _centre_of(mask: Optional[Mask]) -> Optional[tuple]:
@@ -122,34 +140,56 @@ def _centre_of(mask: Optional[Mask]) -> Optional[tuple]:
     return None
 
 
-def _com_support(mask: Optional[Mask], beam: Beam) -> tuple:
+def _com_support(mask: Optional[Mask], beam: Beam) -> dict:
     """CoM counts the pixels of a drawn disk; with none, the whole frame about the beam."""
     if isinstance(mask, Disk):
-        return (mask.cy, mask.cx), mask.radius
-    return (round(beam.cy, 2), round(beam.cx, 2)), None
+        return {"center": (mask.cy, mask.cx), "radius": mask.radius}
+    return {"center": (round(beam.cy, 2), round(beam.cx, 2)), "radius": None}
 
 
-def result_key(choice: Choice, analysis: Analysis) -> str:
-    """The key of the results array the view shows for these settings."""
-    label = getattr(analysis, "name", None) or analysis.label
-    if choice.kind in ("vd", "adf"):
-        return f"{label}/image"
-    if choice.kind == "com":
-        return f"{label}/{choice.com_component}"
-    if choice.kind == "radial":
-        return f"{label}/profile"
-    if choice.kind == "fem":
-        return f"{label}/{choice.fem_component}"
-    return f"{label}/frame"
+def label_of(analysis: Analysis) -> str:
+    """The prefix of the analysis's result keys."""
+    return getattr(analysis, "name", None) or analysis.label
+
+
+def scan_images(results, label: str) -> list:
+    """Short names of the results of ``label`` that are images over the scan (the
+    scan's axes first, perhaps an axis more, like the radial profile's rings)."""
+    return [name for name, array in results.group(label).items() if array.dims and array.dims[0] in SCAN_DIMS]
+
+
+def result_key(choice: Choice, analysis: Analysis, results) -> Optional[str]:
+    """The key of the results array the view shows for these settings (None while
+    the results have none to show)."""
+    label = label_of(analysis)
+    if analysis.result_space == "detector":
+        names = list(results.group(label))
+    else:
+        names = scan_images(results, label)
+    for name in (choice.component, PREFERRED_RESULT.get(type(analysis).__name__)):
+        if name in names:
+            return f"{label}/{name}"
+    return f"{label}/{names[0]}" if names else None
+
+
+def extra_length(results, key: str) -> int:
+    """Positions along the result's axes beyond the scan (1 when it has none)."""
+    array = results[key]
+    scan = sum(1 for d in array.dims if d in SCAN_DIMS)
+    return int(np.prod(array.shape[scan:], dtype=np.int64))
 
 
 def navigation_image(choice: Choice, results, key: str, progress=None) -> np.ndarray:
     """The scan-shaped image to show while ``progress`` (a running job's snapshot, or
     None when final) fills in: positions not computed yet show the job's coarse
-    preview where it has one, else NaN (transparent)."""
-    values = np.asarray(results[key].data, dtype=np.float32)
-    if choice.kind == "radial":
-        values = values[..., min(max(0, choice.radial_bin), values.shape[-1] - 1)]
+    preview where it has one, else NaN (transparent). A result with axes beyond the
+    scan shows position ``choice.index`` along them."""
+    array = results[key]
+    scan = sum(1 for d in array.dims if d in SCAN_DIMS)
+    values = np.asarray(array.data, dtype=np.float32)
+    if values.ndim > scan:
+        flat = values.reshape(values.shape[:scan] + (-1,))
+        values = flat[..., min(max(0, choice.index), flat.shape[-1] - 1)]
     if progress is not None and not progress.filled.all():
         values = progress.fill_preview(np.where(progress.filled, values, np.nan)).astype(np.float32)
     return values
@@ -157,11 +197,17 @@ def navigation_image(choice: Choice, results, key: str, progress=None) -> np.nda
 
 def analysis_code(analysis: Analysis, key: str, source: str) -> str:
     """Notebook lines that reproduce the result ``key`` with the public API."""
-    analysis_class = type(analysis).__name__
+    cls = type(analysis)
+    if cls.__module__.startswith("stem_explorer."):
+        origin = f"from stem_explorer.analyses import {cls.__name__}"
+    elif cls.__module__ == "__main__":
+        origin = f"# {cls.__name__}: the analysis defined in this notebook"
+    else:
+        origin = f"from {cls.__module__} import {cls.__name__}"
     return "\n".join(
         [
             "import stem_explorer as se",
-            f"from stem_explorer.analyses import {analysis_class}",
+            origin,
             "from stem_explorer import masks",
             "",
             f"session = se.Session({source})",

@@ -6,6 +6,7 @@ Widgets never touch files or dask directly: every computation goes through
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import html
 import threading
@@ -16,12 +17,12 @@ from typing import Any, Optional
 import ipywidgets as widgets
 import numpy as np
 
-from ..analyses import PickFrame, RoiSum, SumFrame
+from ..analyses import PickFrame, RoiSum, StdFrame, SumFrame
 from ..errors import JobCancelledError, StemExplorerError
 from .. import masks
 from ..masks import Rectangle
 from ..session import Session
-from . import choices
+from . import choices, controls
 from .choices import Beam, Choice, NeedsMask
 from .export import save_png
 from .mask_editor import MaskEditor
@@ -97,12 +98,9 @@ class Explorer(widgets.VBox):
         """The analysis settings of the controls."""
         return Choice(
             kind=self.analysis.value,
-            com_rotation=float(self.com_rotation.value),
-            com_flip_y=bool(self.com_flip.value),
-            com_component=self.com_component.value,
-            radial_bins=int(self.radial_bins.value),
-            radial_bin=int(self.radial_bin.value),
-            fem_component=self.fem_component.value,
+            params={name: control.value for name, control in self._controls(self.analysis.value).items()},
+            component=self.component.value,
+            index=int(self.component_index.value),
         )
 
     def navigation_image(self) -> Optional[np.ndarray]:
@@ -115,7 +113,7 @@ class Explorer(widgets.VBox):
 
     def code(self) -> str:
         """Notebook lines reproducing the current navigation result with the public API."""
-        if self._analysis is None:
+        if self._analysis is None or self._key is None:
             return "# nothing computed yet: draw a mask on the detector"
         return choices.analysis_code(self._analysis, self._key, self._source_code())
 
@@ -193,22 +191,15 @@ class Explorer(widgets.VBox):
             widgets.HBox([self.detector_vmin, self.detector_vmax, detector_auto]), self.detector_label,
         ])
 
-        self.analysis = widgets.Dropdown(options=list(choices.ANALYSES), value="vd", description="analysis")
-        self.com_rotation = widgets.FloatSlider(value=0.0, min=-180, max=180, step=0.5, description="rotation °")
-        self.com_flip = widgets.Checkbox(value=False, description="flip y", indent=False)
-        self.com_component = widgets.Dropdown(options=list(choices.COM_COMPONENTS), value="magnitude", description="show")
-        self.radial_bins = widgets.BoundedIntText(value=16, min=1, max=512, description="rings")
-        self.radial_bin = widgets.IntSlider(value=0, min=0, max=15, description="ring")
-        self.fem_component = widgets.Dropdown(options=list(choices.FEM_COMPONENTS), value="normalized_variance", description="show")
-        self.params = {
-            "com": widgets.HBox([self.com_rotation, self.com_flip, self.com_component]),
-            "radial": widgets.HBox([self.radial_bins, self.radial_bin]),
-            "fem": widgets.HBox([self.fem_component]),
-        }
+        # the selector and each analysis's controls come from the registry's declarations
+        self.analysis = widgets.Dropdown(options=choices.selector(), value="vd", description="analysis")
+        self.analysis.observe(lambda _: self._on_settings(), names="value")
+        self.param_controls: dict = {}  # selector key -> {parameter name: control}
         self.params_box = widgets.HBox()
-        for w in (self.analysis, self.com_rotation, self.com_flip, self.radial_bins, self.fem_component):
-            w.observe(lambda _: self._on_settings(), names="value")
-        for w in (self.com_component, self.radial_bin):
+        # which result of the analysis is shown, and where along an axis beyond the scan
+        self.component = widgets.Dropdown(options=[], description="show", layout={"display": "none"})
+        self.component_index = widgets.IntSlider(value=0, min=0, max=0, description="index", layout={"display": "none"})
+        for w in (self.component, self.component_index):
             w.observe(lambda _: self._redraw_navigation(), names="value")
 
         self.colormap = widgets.Dropdown(options=list(COLORMAPS), value="viridis", description="colormap")
@@ -236,7 +227,7 @@ class Explorer(widgets.VBox):
         self.export_label = widgets.HTML()
         self.controls = widgets.VBox(
             [
-                widgets.HBox([self.analysis, self.params_box]),
+                widgets.HBox([self.analysis, self.params_box, self.component, self.component_index]),
                 widgets.HBox([self.colormap, self.nav_log, self.vmin, self.vmax, self.limits_auto]),
                 widgets.HBox([self.progress, self.progress_label]),
                 widgets.HBox([*self.export_buttons, self.copy_button, self.export_label]),
@@ -287,7 +278,7 @@ class Explorer(widgets.VBox):
 
     # -- jobs ----------------------------------------------------------------------------
     def _on_shapes(self, _change) -> None:
-        if self.choice.kind in choices.DETECTOR_ANALYSES:
+        if not self._uses_detector_view():
             return
         with self._drag_lock:
             # while a shape is dragged, one job at a time: a new one starts when the
@@ -306,37 +297,60 @@ class Explorer(widgets.VBox):
         if pending:  # the drag ended while a job ran: compute the final shape
             self._start_navigation()
 
+    def _uses_detector_view(self) -> bool:
+        """Whether the selected analysis takes a mask or a point from the detector view."""
+        cls = choices.analysis_class(self.analysis.value)
+        return any(p.kind in choices.FROM_DETECTOR for p in cls.parameters())
+
+    def _controls(self, kind: str) -> dict:
+        """The parameter controls of a selector entry, made on first use."""
+        if kind not in self.param_controls:
+            made = controls.controls_for(choices.analysis_class(kind))
+            for control in made.values():
+                control.observe(lambda _: self._start_navigation(), names="value")
+            self.param_controls[kind] = made
+        return self.param_controls[kind]
+
     def _on_settings(self) -> None:
         kind = self.analysis.value
-        self.params_box.children = [self.params[kind]] if kind in self.params else []
+        self.params_box.children = list(self._controls(kind).values())
+        with self._syncing_components():
+            self.component.options = []
         if kind == "adf" and self.beam is not None and not self._has_ring():
             self.editor.shapes = [dict(self.beam.annulus(self.session.dataset.sig_shape).to_dict(), op="add")]
             return  # the shapes observer starts the job
-        if kind in choices.DETECTOR_ANALYSES:
-            self.detector_source.value = kind
-            return
         self._start_navigation()
 
     def _has_ring(self) -> bool:
         return any(s.get("kind") == "ring" for s in self.editor.shapes)
+
+    def _drawn_point(self) -> Optional[tuple]:
+        """``(y, x)`` of the last point drawn on the detector, if any."""
+        points = [s for s in self.editor.shapes if s.get("kind") == "point" and s.get("op", "add") == "add"]
+        return (points[-1]["y"], points[-1]["x"]) if points else None
 
     def _start_navigation(self) -> None:
         if self.session is None or self.beam is None:
             return
         choice = self.choice
         try:
-            analysis = choices.build_analysis(choice, self.editor.mask(), self.beam)
+            analysis = choices.build_analysis(choice, self.editor.mask(), self.beam, self._drawn_point())
         except NeedsMask as exc:
             self._set_status(str(exc), hint=True)
             return
         except (StemExplorerError, ValueError) as exc:
             self._show_error(exc)
             return
+        title = dict((key, title) for title, key in self.analysis.options)[choice.kind]
+        if analysis.result_space == "detector":  # a frame: the detector view shows it
+            self.detector_label.value = html.escape(title)
+            self._set_detector_source(choice.kind)
+            self._start_detector(analysis)
+            return
         # before the job starts: a failure, which its watcher reports, must replace it
-        self._set_status(f"computing {dict((k, v) for v, k in choices.ANALYSES)[choice.kind]} ...")
+        self._set_status(f"computing {html.escape(title)} ...")
         with self._lock:
-            self._analysis = analysis
-            self._key = choices.result_key(choice, analysis)
+            self._analysis, self._key = analysis, None
             with self._drag_lock:
                 self._nav_drawn = False
             self._replace_job("_nav_job", analysis, self._on_nav_partial, self._on_nav_done)
@@ -351,17 +365,42 @@ class Explorer(widgets.VBox):
             threading.Thread(target=self._start_navigation, name="stem-explorer-drag", daemon=True).start()
 
     def _redraw_navigation(self) -> None:
-        results, key = self._last_results, self._key
-        if results is None or key not in results:
+        results, analysis = self._last_results, self._analysis
+        if results is None or analysis is None or self._components_syncing:
             return
         choice = self.choice
-        if choice.kind == "radial":
-            n = results[key].data.shape[-1]
-            if self.radial_bin.max != n - 1:
-                self.radial_bin.max = n - 1
-        self._key = key = choices.result_key(choice, self._analysis)
-        if key in results:
-            self.nav.set_image(choices.navigation_image(choice, results, key, self._last_progress))
+        key = choices.result_key(choice, analysis, results)
+        if key is None:
+            return
+        self._key = key
+        self._show_components(results, analysis, key)
+        self.nav.set_image(choices.navigation_image(choice, results, key, self._last_progress))
+
+    def _show_components(self, results, analysis, key: str) -> None:
+        """The "show" selector lists the analysis's scan images (when it has several);
+        the index slider spans a result's axis beyond the scan (when it has one)."""
+        names = choices.scan_images(results, choices.label_of(analysis))
+        with self._syncing_components():
+            if tuple(self.component.options) != tuple(names):
+                self.component.options = names
+            self.component.value = key.split("/", 1)[1]
+            length = choices.extra_length(results, key)
+            self.component_index.max = max(0, length - 1)
+            dims = results[key].dims
+            self.component_index.description = dims[-1] if length > 1 else "index"
+        self.component.layout.display = None if len(names) > 1 else "none"
+        self.component_index.layout.display = None if length > 1 else "none"
+
+    _components_syncing = False
+
+    @contextlib.contextmanager
+    def _syncing_components(self):
+        """The component controls change without redrawing (their observers would)."""
+        self._components_syncing = True
+        try:
+            yield
+        finally:
+            self._components_syncing = False
 
     def _on_nav_done(self, job, results) -> None:
         if job is self._nav_job:
@@ -458,8 +497,6 @@ class Explorer(widgets.VBox):
         if source == "sum":
             self._start_detector(SumFrame())
         elif source == "std":
-            from ..analyses import StdFrame
-
             self._start_detector(StdFrame())
         # "frame" and "roi" wait for a click / rectangle on the navigation view
 
@@ -468,9 +505,7 @@ class Explorer(widgets.VBox):
             return
         position = self._scan_position(row, col)
         self.detector_label.value = f"frame at scan position {position}"
-        self.detector_source.unobserve(self._on_detector_source, names="value")
-        self.detector_source.value = "frame"
-        self.detector_source.observe(self._on_detector_source, names="value")
+        self._set_detector_source("frame")
         self._start_detector(PickFrame(position))
 
     def _roi(self, r0: int, r1: int, c0: int, c1: int) -> None:
@@ -484,10 +519,16 @@ class Explorer(widgets.VBox):
             flat[r0:r1, c0:c1] = True
             roi = flat.reshape(nav_shape)
         self.detector_label.value = f"sum over scan rows {r0}..{r1 - 1}, columns {c0}..{c1 - 1}"
-        self.detector_source.unobserve(self._on_detector_source, names="value")
-        self.detector_source.value = "roi"
-        self.detector_source.observe(self._on_detector_source, names="value")
+        self._set_detector_source("roi")
         self._start_detector(RoiSum(roi))
+
+    def _set_detector_source(self, source: str) -> None:
+        """Show ``source`` as the detector view's source without starting its job
+        (the caller starts it); a source without a button deselects them all."""
+        self.detector_source.unobserve(self._on_detector_source, names="value")
+        options = [value for _, value in self.detector_source.options]
+        self.detector_source.value = source if source in options else None
+        self.detector_source.observe(self._on_detector_source, names="value")
 
     def _scan_position(self, row: int, col: int) -> tuple:
         nav_shape = self.session.dataset.nav_shape

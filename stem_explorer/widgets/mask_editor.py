@@ -91,8 +91,8 @@ class MaskEditor(anywidget.AnyWidget):
     :meth:`set_image`). Every trait below is synced with the browser and can be watched
     with ``editor.observe(callback, names=[...])``.
 
-    Traits
-    ------
+    Attributes
+    ----------
     shapes : list of dict
         The shapes, in drawing order: mask dicts of :mod:`stem_explorer.masks` (kinds
         disk, ring, rectangle, polygon, point, symmetric_spots) plus ``"op"``: ``"add"``
@@ -158,7 +158,7 @@ class MaskEditor(anywidget.AnyWidget):
     def set_image(self, array, vmin: float | None = None, vmax: float | None = None) -> None:
         """Show ``array`` (2-D, real; any dtype or byte order) as the detector image.
 
-        Colour limits not given default to :func:`robust_limits` (percentiles 0.5 and
+        Colour limits not given default to ``robust_limits`` (percentiles 0.5 and
         99.5 of the finite values, taken in the log domain when ``log`` is on). NaN and
         infinite pixels are shown transparent. Shapes that cover no pixel of a detector
         of the new shape are dropped.

@@ -27,6 +27,7 @@ import numpy as np
 from ...errors import ChecksumError, DataSetError, DataSetNotFoundError, FormatError
 from ..base import FrameReader
 from ..calibration import stored_calibration
+from ..partitioned.chunks import ChunkDecoder, Chunking
 from ..partitioned.reader import PartFilesSource, RawPartitionDataSet
 from ..partitioned.sidecar import SIDECAR_NAME, parse_sidecar
 from ..raw import _check_range
@@ -160,7 +161,7 @@ class HdfsPartitionSource(PartFilesSource):
     """
 
     def __init__(self, client: WebHDFS, directory: str, parts, *, n_frames: int, sig_shape,
-                 dtype, short_circuit: str = "verify"):
+                 dtype, short_circuit: str = "verify", chunking: Optional[Chunking] = None):
         self.client = client
         self.directory = directory
         self.parts = tuple((str(f), int(a), int(b), tuple(blocks)) for f, a, b, blocks in parts)
@@ -169,6 +170,7 @@ class HdfsPartitionSource(PartFilesSource):
         self.dtype = np.dtype(dtype)
         self.short_circuit = short_circuit
         self._index_parts()
+        self._set_chunking(chunking)
 
     def open(self, payload=None) -> "HdfsPartitionReader":
         return HdfsPartitionReader(self)
@@ -176,8 +178,8 @@ class HdfsPartitionSource(PartFilesSource):
     def subset(self, start: int, stop: int) -> "HdfsPartitionSource":
         """The same source restricted to the files holding frames ``start:stop``."""
         parts = [p for p in self.parts if p[1] < stop and p[2] > start]
-        return type(self)(self.client, self.directory, parts, n_frames=self.n_frames,
-                          sig_shape=self.sig_shape, dtype=self.dtype, short_circuit=self.short_circuit)
+        return type(self)(self.client, self.directory, parts, n_frames=self.n_frames, sig_shape=self.sig_shape,
+                          dtype=self.dtype, short_circuit=self.short_circuit, chunking=self.chunking)
 
     def file(self, i: int) -> BlockFile:
         name, _a, _b, blocks = self.parts[i]
@@ -194,20 +196,32 @@ class HdfsPartitionSource(PartFilesSource):
 
 class HdfsPartitionReader(FrameReader):
     """Frames of an :class:`HdfsPartitionSource`: zero-copy from a local block when
-    possible, else copied into one reused buffer."""
+    possible, else copied into one reused buffer. Compressed files are decoded from
+    the same block reads (:class:`~stem_explorer.io.partitioned.chunks.ChunkDecoder`)."""
 
     def __init__(self, source: HdfsPartitionSource):
         self.source = source
         self._files: dict[int, BlockFile] = {}
         self._buffer: Optional[np.ndarray] = None
         self._frame_bytes = math.prod(source.sig_shape) * source.dtype.itemsize
+        self._decoder = None if source.chunking is None else ChunkDecoder(source, self)
 
     def _file(self, i: int) -> BlockFile:
         if i not in self._files:
             self._files[i] = self.source.file(i)
         return self._files[i]
 
+    def file_name(self, i: int) -> str:
+        s = self.source
+        return f"{s.directory}/{s.parts[i][0]} (HDFS, NameNode {s.client.namenode})"
+
+    def read_bytes(self, i: int, offset: int, out: np.ndarray) -> None:
+        """Fill ``out`` (uint8) from byte ``offset`` of file ``i``."""
+        self._file(i).read_into(offset, out)
+
     def read(self, start: int, stop: int) -> np.ndarray:
+        if self._decoder is not None:
+            return self._decoder.read(start, stop)
         s, fb = self.source, self._frame_bytes
         _check_range(start, stop, s.n_frames)
         shape = (stop - start,) + s.sig_shape
@@ -237,6 +251,8 @@ class HdfsPartitionReader(FrameReader):
             f.close()
         self._files.clear()
         self._buffer = None
+        if self._decoder is not None:
+            self._decoder.close()
 
 
 class HdfsPartitionDataSet(RawPartitionDataSet):
@@ -322,12 +338,13 @@ def open_hdfs(url: str, *, verify: str = "size", webhdfs: Optional[str] = None,
     source = HdfsPartitionSource(
         client, directory, [(p["file"], p["start"], p["stop"], b) for p, b in zip(parts, blocks)],
         n_frames=math.prod(doc["nav_shape"]), sig_shape=doc["sig_shape"], dtype=doc["dtype"],
-        short_circuit=short_circuit,
+        short_circuit=short_circuit, chunking=Chunking.from_sidecar(doc),
     )
     if verify == "full":
         check_hashes(source, parts, parsed)
     metadata = dict(doc.get("metadata") or {})
-    metadata.update({"n_files": len(parts), "read_path": "hdfs", "verified": verify,
+    read_path = "hdfs" if source.chunking is None else f"hdfs, decode {source.chunking.layout.describe()}"
+    metadata.update({"n_files": len(parts), "read_path": read_path, "verified": verify,
                      "namenode": client.namenode})
     return HdfsPartitionDataSet(source, doc["nav_shape"], format="raw_partitions", path=str(parsed),
                                 metadata=metadata,

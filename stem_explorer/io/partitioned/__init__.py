@@ -7,6 +7,11 @@ A data set is a directory holding ``dataset.json`` (the sidecar, described by
 one unit of work. The sidecar records every file's frame range, size, sha256 and,
 optionally, the hosts that hold it locally (locality hints for the scheduler).
 
+Compressed data sets (sidecar version 2, ``codec=`` of the writer; see
+``docs/compression.md``) store each file's frames as chunks compressed one by one
+(``part-00000.bslz4``...); :mod:`.codecs` names the codecs and :mod:`.chunks` encodes
+and decodes them.
+
 :class:`RawPartitionWriter` writes the format crash-safely: parts are written as
 ``*.tmp`` and renamed when complete, and ``dataset.json`` appears (atomically) only
 when every frame has been written. A directory without ``dataset.json`` is not a data

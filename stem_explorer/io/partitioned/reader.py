@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ...errors import DataSetError, DataSetNotFoundError
+from ...errors import DataSetError, DataSetNotFoundError, FormatError
 from ..base import (
     DEFAULT_PARTITION_BYTES,
     DataSet,
@@ -23,18 +23,30 @@ from ..base import (
 from ..calibration import stored_calibration
 from ..raw import _check_range, map_frames
 from ..registry import ReaderPlugin, register_reader
+from .chunks import ChunkDecoder, Chunking
 from .sidecar import FORMAT_NAME, SIDECAR_NAME, _check_hashes, _check_sizes, read_sidecar
 
 
 class PartFilesSource(FrameSource):
     """Frames stored in a sequence of files: ``parts`` rows begin ``(file, start, stop)``
     (flat frame range). Finds the file of a frame and the hosts of a frame range;
-    subclasses say where each file's replicas are (:meth:`host_groups`)."""
+    subclasses say where each file's replicas are (:meth:`host_groups`).
+
+    ``chunking`` (a :class:`~.chunks.Chunking`) is set when the files are compressed:
+    reads then decode whole chunks, so tiles start on chunk boundaries
+    (``frame_alignment``)."""
 
     parts: tuple
+    chunking: Optional[Chunking] = None
 
     def _index_parts(self) -> None:
         self._starts = [p[1] for p in self.parts]
+
+    def _set_chunking(self, chunking: Optional[Chunking]) -> None:
+        """Keep the chunk tables of this source's own files."""
+        if chunking is not None:
+            self.chunking = chunking.subset(p[0] for p in self.parts)
+            self.frame_alignment = chunking.layout.chunk_frames
 
     def part_index(self, frame: int) -> int:
         """Index in :attr:`parts` of the file holding flat frame ``frame``."""
@@ -87,6 +99,7 @@ class RawPartitionSource(PartFilesSource):
         n_frames: int,
         sig_shape: Sequence[int],
         dtype,
+        chunking: Optional[Chunking] = None,
     ):
         self.directory = os.fspath(directory)
         self.parts = tuple((str(f), int(a), int(b), tuple(loc)) for f, a, b, loc in parts)
@@ -94,9 +107,10 @@ class RawPartitionSource(PartFilesSource):
         self.sig_shape = tuple(int(n) for n in sig_shape)
         self.dtype = np.dtype(dtype)
         self._index_parts()
+        self._set_chunking(chunking)
 
     def open(self, payload=None) -> "RawPartitionReader":
-        """Open a reader; files are mapped lazily on first read."""
+        """Open a reader; files are mapped (or, compressed, opened) lazily on first read."""
         return RawPartitionReader(self)
 
     def subset(self, start: int, stop: int) -> "RawPartitionSource":
@@ -108,6 +122,7 @@ class RawPartitionSource(PartFilesSource):
             n_frames=self.n_frames,
             sig_shape=self.sig_shape,
             dtype=self.dtype,
+            chunking=self.chunking,
         )
 
     def host_groups(self, start: int, stop: int) -> list[tuple[str, ...]]:
@@ -123,12 +138,24 @@ class RawPartitionSource(PartFilesSource):
 
 class RawPartitionReader(FrameReader):
     """Zero-copy views of mapped partition files; a read that spans two files is
-    copied into a reused buffer."""
+    copied into a reused buffer. Compressed files are read with ``pread`` and decoded
+    (:class:`~.chunks.ChunkDecoder`)."""
 
     def __init__(self, source: RawPartitionSource):
         self.source = source
         self._maps: dict[int, np.ndarray] = {}
+        self._fds: dict[int, int] = {}
         self._buffer: Optional[np.ndarray] = None
+        self._decoder = None if source.chunking is None else ChunkDecoder(source, self)
+
+    def file_name(self, i: int) -> str:
+        return repr(os.path.join(self.source.directory, self.source.parts[i][0]))
+
+    def _missing(self, i: int) -> DataSetNotFoundError:
+        return DataSetNotFoundError(
+            f"partition file {self.file_name(i)} is missing (on this machine); restore it or "
+            f"re-ingest the data set"
+        )
 
     def _mapped(self, i: int) -> np.ndarray:
         if i not in self._maps:
@@ -140,14 +167,32 @@ class RawPartitionReader(FrameReader):
                     path, offset=0, n_frames=stop - start, sig_shape=s.sig_shape, dtype=s.dtype
                 )
             except FileNotFoundError:
-                raise DataSetNotFoundError(
-                    f"partition file {path!r} is missing (on this machine); restore it or "
-                    f"re-ingest the data set"
-                ) from None
+                raise self._missing(i) from None
         return self._maps[i]
+
+    def read_bytes(self, i: int, offset: int, out: np.ndarray) -> None:
+        """Fill ``out`` (uint8) from byte ``offset`` of file ``i``, and ask the kernel
+        to read the same length after it ahead (the next tile's, when reading on)."""
+        if i not in self._fds:
+            try:
+                self._fds[i] = os.open(os.path.join(self.source.directory, self.source.parts[i][0]), os.O_RDONLY)
+            except FileNotFoundError:
+                raise self._missing(i) from None
+        fd, view, pos = self._fds[i], memoryview(out), 0
+        while pos < len(view):
+            got = os.preadv(fd, [view[pos:]], offset + pos)
+            if got <= 0:
+                raise FormatError(
+                    f"partition file {self.file_name(i)} ends at byte {offset + pos}, before the "
+                    f"{offset + len(view)} its chunks need; restore the file or re-ingest the data set"
+                )
+            pos += got
+        os.posix_fadvise(fd, offset + pos, pos, os.POSIX_FADV_WILLNEED)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start:stop``: a view of the mapped file when one file holds them."""
+        if self._decoder is not None:
+            return self._decoder.read(start, stop)
         s = self.source
         _check_range(start, stop, s.n_frames)
         if start == stop:
@@ -170,9 +215,14 @@ class RawPartitionReader(FrameReader):
         return out
 
     def close(self) -> None:
-        """Unmap the files (views already handed out keep their mapping alive)."""
+        """Unmap and close the files (views already handed out keep their mapping alive)."""
         self._maps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
         self._buffer = None
+        if self._decoder is not None:
+            self._decoder.close()
 
 
 class RawPartitionDataSet(DataSet):
@@ -229,9 +279,11 @@ def open_raw_partitions(path, *, verify: str = "size") -> RawPartitionDataSet:
         n_frames=math.prod(doc["nav_shape"]),
         sig_shape=doc["sig_shape"],
         dtype=doc["dtype"],
+        chunking=Chunking.from_sidecar(doc),
     )
     metadata = dict(doc.get("metadata") or {})
-    metadata.update({"n_files": len(parts), "read_path": "mmap", "verified": verify})
+    read_path = "mmap" if source.chunking is None else f"decode {source.chunking.layout.describe()}"
+    metadata.update({"n_files": len(parts), "read_path": read_path, "verified": verify})
     return RawPartitionDataSet(
         source, doc["nav_shape"], format="raw_partitions", path=directory, metadata=metadata,
         calibration=stored_calibration(metadata, repr(os.path.join(directory, SIDECAR_NAME))),

@@ -18,7 +18,10 @@ from ...errors import ChecksumError, DataSetError, DataSetNotFoundError, FormatE
 from ..raw import parse_dtype
 
 FORMAT_NAME = "stem_explorer.raw_partitions"
+#: Version of uncompressed data sets (unchanged since the format began).
 FORMAT_VERSION = 1
+#: Version of compressed data sets: a reader of version 1 only refuses them by number.
+COMPRESSED_VERSION = 2
 SIDECAR_NAME = "dataset.json"
 _HASH_BLOCK = 8 * 2**20
 
@@ -54,11 +57,11 @@ def validate_sidecar(doc: Any, where: str = SIDECAR_NAME) -> None:
     if (
         isinstance(doc, dict)
         and doc.get("format") == FORMAT_NAME
-        and doc.get("version") != FORMAT_VERSION
+        and doc.get("version") not in (FORMAT_VERSION, COMPRESSED_VERSION)
     ):
         raise FormatError(
             f"{where} is raw partition format version {doc.get('version')!r}, but this "
-            f"stem_explorer reads version {FORMAT_VERSION}; upgrade stem_explorer"
+            f"stem_explorer reads versions {FORMAT_VERSION} and {COMPRESSED_VERSION}; upgrade stem_explorer"
         )
     validator = jsonschema.Draft202012Validator(sidecar_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
@@ -85,6 +88,7 @@ def _check_layout(doc: dict, where: str) -> tuple[np.dtype, list[dict]]:
     n_frames = math.prod(doc["nav_shape"])
     frame_bytes = math.prod(doc["sig_shape"]) * dtype.itemsize
     parts = sorted(doc["partitions"], key=lambda p: (p["start"], p["stop"]))
+    codec = doc.get("codec")
     names = [p["file"] for p in parts]
     if len(set(names)) != len(names):
         dup = sorted(n for n, count in Counter(names).items() if count > 1)
@@ -108,13 +112,16 @@ def _check_layout(doc: dict, where: str) -> tuple[np.dtype, list[dict]]:
                 f"{where}: the partitions overlap: frames {p['start']}:{min(expected, p['stop'])} "
                 f"are in both {previous['file']} and {p['file']}; {fix}"
             )
-        want = (p["stop"] - p["start"]) * frame_bytes
-        if p["bytes"] != want:
-            raise FormatError(
-                f"{where}: partition {p['file']} records {p['bytes']} bytes but frames "
-                f"{p['start']}:{p['stop']} of {tuple(doc['sig_shape'])} {dtype.str} take "
-                f"{want} bytes; {fix}"
-            )
+        if codec is None:
+            want = (p["stop"] - p["start"]) * frame_bytes
+            if p["bytes"] != want:
+                raise FormatError(
+                    f"{where}: partition {p['file']} records {p['bytes']} bytes but frames "
+                    f"{p['start']}:{p['stop']} of {tuple(doc['sig_shape'])} {dtype.str} take "
+                    f"{want} bytes; {fix}"
+                )
+        else:
+            _check_chunks(p, codec["chunk_frames"], where, fix)
         expected = p["stop"]
         previous = p
     if expected != n_frames:
@@ -126,6 +133,39 @@ def _check_layout(doc: dict, where: str) -> tuple[np.dtype, list[dict]]:
         )
         raise FormatError(f"{where}: {what}; {fix}")
     return dtype, parts
+
+
+def _check_chunks(p: dict, chunk_frames: int, where: str, fix: str) -> None:
+    """A compressed file starts on a chunk boundary, lists one size and checksum per
+    chunk, and its size is their sum."""
+    n_chunks = math.ceil((p["stop"] - p["start"]) / chunk_frames)
+    problem = None
+    if p["start"] % chunk_frames:
+        problem = f"starts at frame {p['start']}, not at a multiple of codec.chunk_frames {chunk_frames}"
+    elif len(p["chunk_bytes"]) != n_chunks or len(p["chunk_crc32c"]) != n_chunks:
+        problem = (f"lists {len(p['chunk_bytes'])} chunk sizes and {len(p['chunk_crc32c'])} checksums, but "
+                   f"frames {p['start']}:{p['stop']} make {n_chunks} chunks of {chunk_frames} frames")
+    elif sum(p["chunk_bytes"]) != p["bytes"]:
+        problem = f"records {p['bytes']} bytes but its chunks add up to {sum(p['chunk_bytes'])}"
+    if problem:
+        raise FormatError(f"{where}: partition {p['file']} {problem}; {fix}")
+
+
+def sidecar_document(nav_shape, sig_shape, dtype, partitions: list, metadata: dict, layout=None) -> dict:
+    """The ``dataset.json`` of a data set (version 1, or 2 with ``layout``, the
+    :class:`~.codecs.ChunkLayout` of compressed files)."""
+    doc = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION if layout is None else COMPRESSED_VERSION,
+        "nav_shape": list(nav_shape),
+        "sig_shape": list(sig_shape),
+        "dtype": np.dtype(dtype).str,
+        "partitions": partitions,
+        "metadata": metadata,
+    }
+    if layout is not None:
+        doc["codec"] = layout.to_sidecar()
+    return doc
 
 
 def read_sidecar(path) -> tuple[str, dict]:

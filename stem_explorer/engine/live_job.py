@@ -1,0 +1,207 @@
+"""Jobs on live data sets: follow an acquisition as its frames are recorded.
+
+A :class:`LiveJob` is a :class:`~.job.Job` (same snapshots, callbacks, cancel and
+``result()``) whose work comes in over time. Its thread registers with the
+:class:`~stem_explorer.io.live.LiveDataSet` as a consumer and, whenever frames
+arrive or a task ends, submits the recorded frames not yet submitted as chunks
+(:func:`~.tasks.run_partition` on a partition of the recording: the workers read the
+frames from the recording, nothing travels through the scheduler). A job started
+mid-scan therefore first covers every frame recorded so far (cut into at least one
+chunk per worker), then keeps up with new ones.
+
+Chunks are merged in acquisition order (a chunk that finishes early waits for the
+ones before it), so the filled part of the scan is always its first frames, and the
+frames before the merged point are released (a spool deletes them). At most
+``2 * n_workers`` chunks are in flight: while the workers are busy, frames gather
+into larger chunks, so the task count stays bounded at any frame rate.
+
+The job finishes when the acquisition is complete and every frame is merged; when
+it was interrupted, the job ends with the acquisition's error
+("acquisition interrupted after N of M frames") once every recorded frame is merged,
+and ``job.snapshot()`` keeps the partial results (savable like any).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+from typing import Optional
+
+from ..io.live import LiveDataSet
+from .job import Job
+from .tasks import merge_partition, run_partition
+
+#: Largest chunk when catching up with recorded frames, in bytes of frames.
+CHUNK_BYTES = 64 * 2**20
+#: New frames wait to be submitted until they make a chunk of this many bytes or the
+#: oldest of them has waited :data:`MAX_DELAY_S`: a task costs milliseconds of
+#: scheduling on the client, the scheduler and a worker, and a task per frame or two
+#: (what arrives between two wake-ups at full speed) cost more than the frames' work.
+MIN_CHUNK_BYTES = 16 * 2**20
+MAX_DELAY_S = 0.02
+#: Chunks in flight per worker.
+IN_FLIGHT_PER_WORKER = 2
+#: Seconds between checks of the job's state when nothing happens.
+_IDLE_WAIT = 0.25
+
+
+def job_class(dataset) -> type:
+    """The job type for ``dataset``: :class:`LiveJob` for live data sets, else :class:`Job`."""
+    return LiveJob if isinstance(dataset, LiveDataSet) else Job
+
+
+class LiveJob(Job):
+    """A job over a :class:`LiveDataSet` that follows its acquisition (see the module
+    notes). Takes :class:`~.job.Job`'s arguments; there is no coarse preview
+    (``preview_stride`` is ignored) and ``partition_bytes`` caps the catch-up chunks."""
+
+    def __init__(self, client, dataset: LiveDataSet, plan, finalize, *, n_workers: int = 1,
+                 partition_bytes: Optional[int] = None, preview_stride=None, on_partial=None, on_progress=None,
+                 after=()):
+        # set before Job.__init__ starts the thread
+        self._wake = threading.Event()
+        self._n_workers = max(1, int(n_workers))
+        self._chunk_frames = max(1, (partition_bytes or CHUNK_BYTES) // dataset.frame_bytes)
+        self._merged_upto = 0
+        self._first_frame = 0
+        super().__init__(client, dataset, plan, finalize, n_workers=n_workers, partition_bytes=partition_bytes,
+                         preview_stride=1, on_partial=on_partial, on_progress=on_progress, after=after)
+
+    @property
+    def frames_done(self) -> int:
+        """Frames merged so far (from :attr:`first_frame` on, in acquisition order)."""
+        return self._merged_upto
+
+    @property
+    def first_frame(self) -> int:
+        """The first frame this job covers (0 unless frames were discarded before it started)."""
+        return self._first_frame
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        self._wake.set()
+        return cancelled
+
+    # -- the job's thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        ds: LiveDataSet = self._dataset
+        token, first = ds.register_consumer()
+        self._first_frame = self._merged_upto = first
+        self._stops = [p.stop for p in self._partitions]  # partitions_done counts whole ones
+        ds.add_listener(self._wake.set)
+        try:
+            self._plan_arg = self._ship_plan(self._plan)
+            self._follow(ds, token, first)
+        except BaseException as exc:  # a task raised, workers died, the cluster went away
+            self._fail(exc)
+        finally:
+            ds.remove_listener(self._wake.set)
+            ds.unregister_consumer(token)
+            self._after = []
+
+    def _follow(self, ds: LiveDataSet, token: int, submitted: int) -> None:
+        in_flight: dict = {}  # future -> first frame of its chunk
+        finished: dict = {}  # first frame -> PartitionResult, waiting for the chunks before it
+        index = 0
+        waiting_since: Optional[float] = None  # when frames not yet submitted first arrived
+        min_chunk = max(1, MIN_CHUNK_BYTES // ds.frame_bytes)
+        while True:
+            self._wake.clear()
+            for future in [f for f in in_flight if f.done()]:
+                result = future.result()  # a task's error is the job's
+                finished[in_flight.pop(future)] = result
+            if finished.get(self._merged_upto) is not None:
+                if not self._merge_in_order(finished):
+                    return
+                ds.consumed(token, self._merged_upto)
+            available, ended = ds.frames_available, ds.ended
+            if ended and self._merged_upto >= available and not in_flight:
+                self._end(ds)
+                return
+            now = time.perf_counter()
+            if submitted < available and waiting_since is None:
+                waiting_since = now
+            due = submitted < available and (
+                ended or available - submitted >= min_chunk or now - waiting_since >= MAX_DELAY_S)
+            free = IN_FLIGHT_PER_WORKER * self._n_workers - len(in_flight)
+            full = due and free <= 0  # then a task's end wakes this thread
+            size = self._chunk_size(available - submitted, free, min_chunk) if due and free > 0 else 0
+            while size and submitted < available and len(in_flight) < IN_FLIGHT_PER_WORKER * self._n_workers:
+                stop = min(available, submitted + size)
+                submission = self._submit_chunk(ds, index, submitted, stop)
+                if submission is None:
+                    return  # cancelled
+                future, stop = submission
+                in_flight[future] = submitted
+                index, submitted = index + 1, stop
+                waiting_since = None
+            if waiting_since is None or full:
+                self._wake.wait(_IDLE_WAIT)
+            else:  # until the waiting frames are due
+                self._wake.wait(max(0.0, waiting_since + MAX_DELAY_S - now))
+
+    def _chunk_size(self, backlog: int, free: int, min_chunk: int) -> int:
+        """Frames per chunk of a ``backlog`` of frames with ``free`` task slots: the
+        whole backlog when small (following a scan), else equal chunks of at least
+        ``min_chunk`` frames over the free slots, each at most :data:`CHUNK_BYTES`
+        (catching up)."""
+        pieces = max(1, min(free, backlog // min_chunk))
+        return max(1, min(self._chunk_frames, math.ceil(backlog / pieces)))
+
+    def _submit_chunk(self, ds: LiveDataSet, index: int, start: int, stop: int):
+        """Submit frames ``start:stop``, or the first part of them that one partition of
+        the data set holds; ``(future, stop)``, or None when the job was cancelled."""
+        chunk = ds.chunk(index, start, stop)
+        key = f"stem-explorer-job{self.id}-live{index}"
+        with self._lock:
+            if self._state != "running":
+                return None
+            future = self._client.submit(run_partition, chunk, self._plan_arg, None, key=key, pure=False)
+            self._futures.append(future)
+            self._task_frames[key] = [(chunk, None, None)]  # what a failure report re-reads
+        future.add_done_callback(lambda _f: self._wake.set())
+        return future, chunk.stop
+
+    def _merge_in_order(self, finished: dict) -> bool:
+        """Merge the finished chunks that continue the merged frames; one snapshot."""
+        with self._changed:
+            if self._state != "running":
+                return False
+            while (result := finished.pop(self._merged_upto, None)) is not None:
+                self._merge_chunk(result)
+            self._futures = [f for f in self._futures if not f.done()]
+            deliveries, _final = self._new_version()
+        self._deliver(deliveries, False)
+        return True
+
+    def _merge_chunk(self, result) -> None:
+        merge_partition(self._plan, self._accs, result)
+        self._filled[result.start : result.stop] = True
+        self._exact[result.start : result.stop] = True
+        self._merged_upto = result.stop
+        self._bytes += result.bytes_read
+        self._done = bisect.bisect_right(self._stops, self._merged_upto)
+        stats = self._stats
+        stats.bytes_done = self._bytes
+        stats.tasks_per_worker[result.host] = stats.tasks_per_worker.get(result.host, 0) + 1
+
+    def _end(self, ds: LiveDataSet) -> None:
+        """The acquisition is over and every recorded frame merged: the job finishes,
+        or fails with the acquisition's error (its partial results stay in
+        :meth:`snapshot`)."""
+        deliveries = None
+        with self._changed:
+            if self._state != "running":
+                return
+            self._t_end = time.perf_counter()
+            if ds.error is not None:
+                self._state, self._error = "error", ds.error
+                self._changed.notify_all()
+            else:
+                self._state = "finished"
+                deliveries, _final = self._new_version()
+        if deliveries is not None:
+            self._deliver(deliveries, True)
+        self._release()

@@ -1,0 +1,36 @@
+"""Smoke test of the live acquisition benchmark (``python -m benchmarks --live``) at a
+tiny size: simulator process, receiver, session, both acquisitions measured and
+checked against numpy. Checks the wiring, not the figures."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
+
+from benchmarks import runner  # noqa: E402
+
+
+def test_tiny_live_benchmark(tmp_path, capsys):
+    out = tmp_path / "live.jsonl"
+    argv = ["--live", "--scan", "2", "8", "--paced-scan", "2", "4", "--fps", "50", "--distinct", "3",
+            "--dir", str(tmp_path), "--json", str(out)]
+    assert runner.main(argv) == 0
+    table = capsys.readouterr().out
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records[0]["kind"] == "run" and records[0]["benchmark"] == "live"
+    rows = {r["acquisition"]: r for r in records if r.get("kind") == "live"}
+    assert set(rows) == {"receive only", "full speed", "paced"}
+    for r in rows.values():
+        assert r["frames_received"] == r["n_frames"] and r["frames_dropped"] == 0
+        assert r["results_equal_numpy"] is (None if r["acquisition"] == "receive only" else True)
+        assert r["receive_gbps"] > 0 and (r["latency_median_s"] is None) == (r["acquisition"] == "receive only")
+        assert set(r["cpu_s_per_gb"]) == {"receiver", "workers", "simulator"}
+        assert r["buffer_peak_bytes"] <= r["buffer_bytes"]
+    assert rows["paced"]["mask_change"]["seconds"] > 0 and rows["paced"]["mask_change"]["frames_covered"] >= 4
+    assert rows["full speed"]["n_frames"] == 16 and rows["paced"]["fps"] == 50
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 3  # header, three rows

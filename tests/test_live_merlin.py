@@ -1,0 +1,303 @@
+"""The Merlin simulator and receiver (issue 19), each in its own process where they
+talk: the simulator runs as ``stem-explorer simulate merlin`` in a subprocess and the
+receiver in the test process (or in a subprocess that dies, for recovery). Engine
+results on live data are in test_live_session.py."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from stem_explorer.errors import AcquisitionError, DataSetError
+from stem_explorer.io import open_dataset
+from stem_explorer.io.partitioned.recording import Recording
+from stem_explorer.io.synthetic import write_mib
+from stem_explorer.live import MerlinSimulator, SimulatorProcess, merlin, recover_recording, watch
+from stem_explorer.live import mpx
+
+from live_helpers import slow_writer
+
+def real_files(realdata):
+    files = sorted(realdata.path.glob("merlin_mib/*.mib"))
+    if not files:
+        pytest.skip("no .mib files in the real-data folder")
+    return files
+
+
+def synthetic_mib(tmp_path, n=12, shape=(8, 16), pixel_depth="U16", seed=0) -> Path:
+    top = {"U08": 64, "U16": 4096, "U32": 2**24}[pixel_depth]
+    frames = np.random.default_rng(seed).integers(0, top, (n,) + shape)
+    return write_mib(tmp_path / "syn.mib", frames, pixel_depth=pixel_depth,
+                     counter_depth={"U08": 6, "U16": 12, "U32": 24}[pixel_depth])
+
+
+def wait_until(predicate, timeout=20.0):
+    t0 = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - t0 > timeout:
+            raise AssertionError("timed out")
+        time.sleep(0.01)
+
+
+class RawClient:
+    """The two MerlinEM connections, spoken by hand (to check the simulator)."""
+
+    def __init__(self, sim):
+        self.control = socket.create_connection(("127.0.0.1", sim.control_port), timeout=10)
+        self.data = socket.create_connection(("127.0.0.1", sim.data_port), timeout=10)
+
+    def ask(self, kind, name, value=None) -> str:
+        self.control.sendall(mpx.request(kind, name, value))
+        return mpx.read_text_message(self.control, "sim")
+
+    def receive(self, n_bytes: int) -> bytes:
+        return bytes(mpx.recv_exact(self.data, n_bytes, "sim"))
+
+    def close(self):
+        self.control.close()
+        self.data.close()
+
+
+# -- the simulator ----------------------------------------------------------------------------
+def test_simulator_sends_the_mib_file_byte_for_byte(realdata):
+    """Each frame message is MPX,<length + 1>, then the .mib frame record unchanged; the
+    acquisition header is the .hdr with this acquisition's frame count; a longer
+    acquisition cycles through the file, renumbering the frames."""
+    path = next(p for p in real_files(realdata) if p.name.startswith("Quad_9_Frame_CounterDepth_12"))
+    raw = path.read_bytes()
+    n, stride = 9, len(raw) // 9
+    with SimulatorProcess(path) as sim:
+        client = RawClient(sim)
+        assert client.ask("GET", "COUNTERDEPTH") == "GET,COUNTERDEPTH,12,0"
+        assert client.ask("SET", "COUNTERDEPTH", 6) == "SET,COUNTERDEPTH,3"  # the file's depth only
+        assert client.ask("GET", "NOSUCHTHING") == "GET,NOSUCHTHING,,2"
+        assert client.ask("SET", "NUMFRAMESTOACQUIRE", 2 * n) == "SET,NUMFRAMESTOACQUIRE,0"
+        assert client.ask("CMD", "STARTACQUISITION") == "CMD,STARTACQUISITION,0"
+        header = mpx.read_text_message(client.data, "sim")
+        assert header.startswith("HDR,")
+        assert "Frames in Acquisition (Number):\t18" in header
+        assert "Counter Depth (number):\t12" in header
+        stream = client.receive(2 * n * (15 + stride))
+        client.close()
+    messages = [stream[k * (15 + stride) : (k + 1) * (15 + stride)] for k in range(2 * n)]
+    for k, message in enumerate(messages):
+        assert message[:15] == b"MPX,%010d," % (stride + 1)
+        record = raw[(k % n) * stride : (k % n + 1) * stride]
+        if k < n:
+            assert message[15:] == record  # the file's bytes, unchanged
+        else:  # only the sequence number differs on the second pass
+            assert message[15:19] == b"MQ1," and message[19:25] == b"%06d" % (k + 1)
+            assert message[25:] == record[10:]
+
+
+def test_simulator_paces_frames(tmp_path):
+    path = synthetic_mib(tmp_path, n=20)
+    with MerlinSimulator(path, nav_shape=(20,), fps=50, control_port=0, data_port=0) as sim:
+        client = RawClient(sim)
+        client.ask("CMD", "STARTACQUISITION")
+        mpx.read_text_message(client.data, "sim")
+        t0 = time.perf_counter()
+        client.receive(20 * (15 + os.path.getsize(path) // 20))
+        elapsed = time.perf_counter() - t0
+        client.close()
+    assert elapsed >= 19 / 50 * 0.9  # frame 19 is due 0.38 s after frame 0
+
+
+# -- receiving -------------------------------------------------------------------------------
+def test_header_not_matching_the_scan_is_refused_before_any_frame(tmp_path):
+    path = synthetic_mib(tmp_path, n=12)  # 8 x 16 frames, 12-bit
+    with SimulatorProcess(path) as sim:
+        with pytest.raises(AcquisitionError, match=r"8x16 frames, but sig_shape \(16, 16\).*Nothing was recorded"):
+            merlin("127.0.0.1", **sim.ports, nav_shape=(3, 4), sig_shape=(16, 16), record=tmp_path / "a")
+        with pytest.raises(AcquisitionError, match="refused SET,COUNTERDEPTH: value out of range"):
+            merlin("127.0.0.1", **sim.ports, nav_shape=(3, 4), counter_depth=6, record=tmp_path / "b")
+    # acquisitions started by someone else (12 frames of 12 bits)
+    with SimulatorProcess(path, nav_shape=(3, 4), start_on_connect=True) as sim:
+        with pytest.raises(AcquisitionError, match=r"12 frames in the acquisition, but nav_shape \(3, 3\) has 9"):
+            merlin("127.0.0.1", **sim.ports, nav_shape=(3, 3), control=False, record=tmp_path / "c")
+        with pytest.raises(AcquisitionError, match="counter depth 12, but counter_depth=6 was asked"):
+            merlin("127.0.0.1", **sim.ports, nav_shape=(3, 4), counter_depth=6, control=False, record=tmp_path / "d")
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_nothing_listening_is_an_error_naming_the_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens there
+    with pytest.raises(AcquisitionError, match=f"cannot connect to the Merlin control port 127.0.0.1:{port}"):
+        merlin("127.0.0.1", control_port=port, data_port=port, nav_shape=(2, 2), timeout=2)
+
+
+def test_receiver_connects_only_to_the_configured_host_and_never_listens(tmp_path):
+    path = synthetic_mib(tmp_path)
+    me = psutil.Process()
+    listening_before = {c.laddr for c in me.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+    with SimulatorProcess(path, fps=5) as sim:  # 2.4 s: both connections still open below
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(3, 4))
+        mine = [c for c in me.net_connections("inet") if c.raddr and c.raddr.port in (sim.control_port, sim.data_port)]
+        listening = {c.laddr for c in me.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+        live.wait_for_frames(12, timeout=20)
+    assert listening == listening_before
+    assert {c.raddr.port for c in mine} == {sim.control_port, sim.data_port}
+    assert all(c.raddr.ip == "127.0.0.1" for c in mine)
+
+
+def test_back_pressure_bounded_buffers_and_no_frame_lost(tmp_path):
+    """A spool of two frames' room and a ring of three frames, with a consumer that does
+    not read: the receiver stops reading, the simulator waits (reported as stalled
+    time), memory stays bounded; once the consumer reads, every frame arrives."""
+    path = synthetic_mib(tmp_path, n=16, shape=(64, 64))
+    frame = 64 * 64 * 2
+    with SimulatorProcess(path, nav_shape=(64, 64)) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(64, 64), buffer_bytes=3 * (frame + 400),
+                      spool_bytes=8 * frame, partition_bytes=4 * frame)
+        token, first = live.register_consumer()
+        time.sleep(1.0)  # far longer than 4096 frames need at full speed
+        held = live.frames_available
+        assert held <= 8 and live.first_held == 0  # nothing released: the consumer read nothing
+        stats = live.stats()
+        assert stats.buffer_peak_bytes <= stats.buffer_bytes == 3 * (15 + 384 + frame)
+        assert stats.stalled_s > 0.5
+        while not live.ended:
+            live.consumed(token, live.frames_available)
+            time.sleep(0.001)
+        live.consumed(token, live.frames_available)
+    stats = live.stats()
+    assert live.state == "complete" and stats.frames_received == 4096 and stats.frames_dropped == 0
+    assert stats.buffer_peak_bytes <= stats.buffer_bytes
+    assert not os.path.exists(live.recording.dest)  # the spool is gone
+
+
+def test_dropped_frames_recorded_as_zeros_and_reported(tmp_path):
+    path = synthetic_mib(tmp_path, n=12, pixel_depth="U08")
+    with SimulatorProcess(path, drop_frames=(3, 4, 9)) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(3, 4), record=tmp_path / "rec")
+        wait_until(lambda: live.ended)
+    stats = live.stats()
+    assert live.state == "complete"
+    assert (stats.frames_received, stats.frames_dropped, stats.dropped_examples) == (9, 3, [3, 4, 9])
+    recorded = open_dataset(live.recording_path).read_frames(0, 12)
+    expected = open_dataset(path, nav_shape=(12,)).read_frames(0, 12)
+    expected[[3, 4, 9]] = 0
+    np.testing.assert_array_equal(recorded, expected)
+
+
+def test_connection_dropped_mid_scan_keeps_the_recorded_part(tmp_path):
+    path = synthetic_mib(tmp_path, n=16)
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 8), record=tmp_path / "rec", partition_bytes=5 * 256)
+        live.wait_for_frames(20, timeout=20)
+        sim.kill()
+        wait_until(lambda: live.ended)
+    n = live.frames_available
+    assert live.state == "interrupted" and 20 <= n < 64
+    assert isinstance(live.error, AcquisitionError)
+    assert f"acquisition interrupted after {n} of 64 frames" in str(live.error)
+    with pytest.raises(AcquisitionError, match="interrupted"):
+        live.wait_for_frames(64)
+    recorded = open_dataset(live.recording_path)
+    assert recorded.n_frames == n
+    assert recorded.nav_shape == ((n // 8, 8) if n % 8 == 0 else (n,))
+    assert recorded.metadata["acquisition"]["planned_nav_shape"] == [8, 8]
+    frames = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)
+    np.testing.assert_array_equal(recorded.read_frames(0, n), frames[np.arange(n) % 16])
+
+
+def test_recording_recovered_after_the_receiver_process_dies(tmp_path):
+    """The receiver runs in its own process, which is killed mid-scan: the parts it
+    completed (journalled) and the whole frames of the part it was writing are
+    published by recover_recording."""
+    path = synthetic_mib(tmp_path, n=16)
+    dest = tmp_path / "rec"
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:
+        script = textwrap.dedent(f"""
+            import sys, time
+            from stem_explorer.live import merlin
+            live = merlin("127.0.0.1", {sim.control_port}, {sim.data_port}, nav_shape=(8, 8),
+                          record={str(dest)!r}, partition_bytes=6 * 256)
+            live.wait_for_frames(25, timeout=20)
+            print("recorded", flush=True)
+            time.sleep(60)
+        """)
+        receiver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert receiver.stdout.readline().strip() == "recorded"
+            receiver.send_signal(signal.SIGKILL)
+            receiver.wait(10)
+        finally:
+            if receiver.poll() is None:
+                receiver.kill()
+            receiver.stdout.close()
+    assert not (dest / "dataset.json").exists() and (dest / "recording.json").exists()
+    with pytest.raises(DataSetError, match="unfinished recording"):  # not overwritten by accident
+        Recording(dest, nav_shape=(8, 8), sig_shape=(8, 16), dtype=">u2")
+    recovered = recover_recording(dest)
+    n = recovered.n_frames
+    assert n >= 24  # four complete parts of six frames at least
+    assert recovered.metadata["acquisition"]["reason"].startswith("recovered")
+    frames = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)
+    np.testing.assert_array_equal(recovered.read_frames(0, n), frames[np.arange(n) % 16])
+    assert not (dest / "recording.json").exists()
+    assert open_dataset(dest).n_frames == n
+
+
+def test_watched_series_that_stops_growing_ends_interrupted(tmp_path):
+    """A writer that stops after 7 of 12 frames: the watched data set holds the 7
+    frames as the .mib reader reads them and then ends interrupted (idle_timeout)."""
+    source = synthetic_mib(tmp_path, n=12)
+    folder = tmp_path / "acq"
+    folder.mkdir()
+    writer = slow_writer(source, folder, 12, cuts=(0, 4, 7), delay=0.01)
+    live = watch(folder, nav_shape=(3, 4), idle_timeout=1.0)
+    writer.wait(30)
+    wait_until(lambda: live.ended)
+    assert live.state == "interrupted"
+    assert "acquisition interrupted after 7 of 12 frames" in str(live.error)
+    np.testing.assert_array_equal(live.read_frames(0, 7), open_dataset(source, nav_shape=(12,)).read_frames(0, 7))
+    with pytest.raises(DataSetError, match="not available"):
+        live.read_frames(6, 9)
+
+
+def test_watch_refuses_what_it_cannot_follow(tmp_path):
+    with pytest.raises(AcquisitionError, match="only Merlin .mib series"):
+        watch(tmp_path, "*.h5")
+    with pytest.raises(AcquisitionError, match="no file matching"):
+        watch(tmp_path, "*.mib", first_file_timeout=0.2)
+    synthetic_mib(tmp_path, n=4)
+    with pytest.raises(AcquisitionError, match="pass nav_shape"):
+        watch(tmp_path, "syn.mib")
+
+
+def test_spools_of_dead_processes_are_removed_and_others_kept(tmp_path):
+    """A receiver killed with its spool in /dev/shm leaves it there (memory until a
+    restart): the next spool removes those whose process is gone, and only them."""
+    from stem_explorer.io.partitioned import recording
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = recording._SPOOL_ROOT if os.access(recording._SPOOL_ROOT, os.W_OK) else tempfile.gettempdir()
+    orphan = Path(root) / f"stem-explorer-live-{dead.pid}-abc123"
+    alive = Path(root) / f"stem-explorer-live-{os.getpid()}-def456"
+    unrelated = Path(root) / "stem-explorer-live-notapid"
+    for folder in (orphan, alive, unrelated):
+        folder.mkdir()
+        (folder / "part-00000.raw").write_bytes(b"x")
+    try:
+        spool = Recording(None, nav_shape=(2,), sig_shape=(2, 2), dtype="u1", keep=False)
+        assert not orphan.exists() and alive.exists() and unrelated.exists()
+        assert Path(spool.dest).name.startswith(f"stem-explorer-live-{os.getpid()}-")
+        spool.close()
+        assert not Path(spool.dest).exists()
+    finally:
+        for folder in (alive, unrelated):
+            shutil.rmtree(folder)

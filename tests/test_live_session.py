@@ -1,0 +1,218 @@
+"""Sessions on live Merlin acquisitions (issue 19): the simulator in its own process,
+the receiver and the session in the test process, the engine's workers in theirs.
+Jobs stream results in acquisition order as frames arrive, a job started mid-scan
+covers the frames recorded so far and then follows, and results equal the offline
+reader's."""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from live_helpers import simulators, slow_writer
+from stem_explorer import Session, SumFrame, VirtualDetector, masks
+from stem_explorer.analyses import build_plan
+from stem_explorer.engine import run_local
+from stem_explorer.engine.live_job import LiveJob
+from stem_explorer.errors import AcquisitionError, JobCancelledError
+from stem_explorer.io import open_dataset
+from stem_explorer.io.synthetic import write_mib
+from stem_explorer.live import SimulatorProcess, merlin, watch
+from stem_explorer.results import Results
+
+pytestmark = pytest.mark.cluster
+
+REAL_MIB = sorted((Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "merlin_mib").glob("*.mib"))
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address="127.0.0.1:0")
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def real_simulators(realdata):
+    """One simulator process serving every real .mib file."""
+    with simulators(REAL_MIB) as sims:
+        yield sims
+
+
+def offline_results(ds, analyses):
+    plan, finalize = build_plan(analyses, ds)
+    return finalize(run_local(ds.partitions(1), plan), np.ones(ds.n_frames, bool))
+
+
+def wait_until(predicate, timeout=60.0):
+    t0 = time.perf_counter()
+    while not predicate():
+        assert time.perf_counter() - t0 < timeout, "timed out"
+        time.sleep(0.01)
+
+
+def is_prefix(filled: np.ndarray) -> bool:
+    """Whether the filled positions are the scan's first ones (acquisition order)."""
+    flat = filled.ravel()
+    return bool(flat[: flat.sum()].all())
+
+
+@pytest.mark.parametrize("path", REAL_MIB, ids=[p.stem for p in REAL_MIB])
+def test_real_files_streamed_with_the_offline_readers_results(realdata, real_simulators, client, tmp_path, path):
+    """Every real .mib file (1, 6, 12, 24 bit, single and quad, ROI read-outs) from the
+    simulator process: the live job's sum frame and virtual bright field equal those
+    of the .mib reader, and the recording holds the frames the reader reads."""
+    entry = next(e for e in realdata.manifest.values() if e["files"][0].endswith(path.name))
+    cy, cx, r = entry["vbf_disk_cy_cx_r"]
+    analyses = [SumFrame(), VirtualDetector({"vbf": masks.Disk(cy, cx, r)})]
+    offline = open_dataset(path)
+    sim = real_simulators[path]
+    live = merlin("127.0.0.1", **sim.ports, nav_shape=offline.nav_shape, record=tmp_path / "rec", timeout=20)
+    session = Session(live, client=client)
+    job = session.run(*analyses)
+    assert isinstance(job, LiveJob)
+    results = job.result(timeout=60)
+    expected = offline_results(offline, analyses)
+    assert results["sum/frame"].data.tobytes() == expected["sum/frame"].data.tobytes()
+    np.testing.assert_array_equal(results["vd/vbf"].data, expected["vd/vbf"].data)
+    np.testing.assert_array_equal(results["sum/frame"].data, np.load(realdata.file(next(
+        ref for ref in entry["refs"] if ref.endswith(".sum_frame.npy")))))
+    recorded = open_dataset(live.recording_path)
+    assert recorded.dtype == offline.dtype and recorded.shape == offline.shape
+    np.testing.assert_array_equal(recorded.read_frames(0, recorded.n_frames), offline.read_frames(0, offline.n_frames))
+    assert results.provenance["complete"]
+
+
+@pytest.mark.slow
+def test_full_speed_256x256_stream_with_the_mask_changed_mid_scan(client, tmp_path):
+    """A 256 x 256 scan (1024 distinct 12-bit frames cycled) at full speed: a job runs
+    from the start, a second one with other masks supersedes it mid-scan, covers the
+    frames recorded so far, follows the rest, fills the scan in acquisition order,
+    and its final images equal numpy over the whole data."""
+    rng = np.random.default_rng(7)
+    distinct = rng.integers(0, 4096, (1024, 32, 32))
+    path = write_mib(tmp_path / "syn.mib", distinct, pixel_depth="U16", counter_depth=12)
+    n = 256 * 256
+    with SimulatorProcess(path, nav_shape=(256, 256)) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(256, 256), record=tmp_path / "rec", timeout=20)
+        session = Session(live, client=client)
+        first = session.run(VirtualDetector(masks.Disk(16, 16, 6)))
+        live.wait_for_frames(n // 8, timeout=60)
+        recorded_at_start = live.frames_available
+        assert recorded_at_start < n, "the stream ended before the mask changed; make the scan larger"
+        seen = []
+        second = session.run(VirtualDetector({"ring": masks.Ring(16, 16, 4, 12), "disk": masks.Disk(10, 20, 3)}),
+                             SumFrame(), supersede=True,
+                             on_progress=lambda p: seen.append((p.filled.sum(), is_prefix(p.filled))))
+        results = second.result(timeout=120)
+    with pytest.raises(JobCancelledError):
+        first.result()
+    assert live.state == "complete" and live.stats().frames_dropped == 0
+    cycle = np.arange(n) % 1024  # frame k of the scan is distinct[k % 1024]
+    yy, xx = np.mgrid[:32, :32]
+    ring = (16 < (yy - 16) ** 2 + (xx - 16) ** 2) & ((yy - 16) ** 2 + (xx - 16) ** 2 <= 144)  # r_inner < r <= r_outer
+    disk = (yy - 10) ** 2 + (xx - 20) ** 2 <= 9
+    np.testing.assert_array_equal(results["vd/ring"].data, (distinct * ring).sum((1, 2))[cycle].reshape(256, 256))
+    np.testing.assert_array_equal(results["vd/disk"].data, (distinct * disk).sum((1, 2))[cycle].reshape(256, 256))
+    np.testing.assert_array_equal(results["sum/frame"].data, 64 * distinct.sum(0))  # each frame 64 times
+    assert len(seen) > 2 and all(prefix for _count, prefix in seen)  # streamed, in scan order
+    assert [c for c, _p in seen] == sorted(c for c, _p in seen) and seen[-1][0] == n
+
+
+def test_dropped_connection_ends_the_job_with_the_partial_results_kept(client, tmp_path):
+    frames = np.random.default_rng(3).integers(0, 64, (16, 16, 16))
+    path = write_mib(tmp_path / "syn.mib", frames, pixel_depth="U08", counter_depth=6)
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 8), record=tmp_path / "rec")
+        session = Session(live, client=client)
+        job = session.run(SumFrame(), VirtualDetector({"bf": masks.Disk(8, 8, 4)}))
+        live.wait_for_frames(20, timeout=20)
+        sim.kill()
+        with pytest.raises(AcquisitionError, match=r"acquisition interrupted after \d+ of 64 frames"):
+            job.result(timeout=60)
+    n = live.frames_available
+    assert 20 <= n < 64
+    partial = job.snapshot()
+    assert partial.filled.sum() == n and is_prefix(partial.filled) and not partial.final
+    saved = Results.load(partial.results.save(tmp_path / "partial.h5"))
+    data = frames[np.arange(n) % 16].astype(np.float64)
+    np.testing.assert_array_equal(saved["sum/frame"].data, data.sum(0))
+    bf = saved["vd/bf"].data.ravel()
+    yy, xx = np.mgrid[:16, :16]
+    np.testing.assert_array_equal(bf[:n], (data * ((yy - 8) ** 2 + (xx - 8) ** 2 <= 16)).sum((1, 2)))
+    assert np.isnan(bf[n:]).all()
+    assert open_dataset(live.recording_path).n_frames == n  # the recorded part opens like any file
+
+
+def test_job_on_a_spool_covers_the_frames_still_held(client, tmp_path):
+    """record=None: a job running through the scan sees every frame; the spool's parts
+    are deleted once read, the spool when the scan ended and was read."""
+    frames = np.random.default_rng(5).integers(0, 64, (16, 16, 16))
+    path = write_mib(tmp_path / "syn.mib", frames, pixel_depth="U08", counter_depth=6)
+    with SimulatorProcess(path, nav_shape=(8, 16)) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 16), spool_bytes=32 * 256)
+        job = Session(live, client=client).run(SumFrame())
+        results = job.result(timeout=60)
+    np.testing.assert_array_equal(results["sum/frame"].data, 8 * frames.sum(0))
+    assert live.recording_path is None
+    time.sleep(0.1)
+    assert not Path(live.recording.dest).exists()  # the spool is gone
+
+
+def test_watched_folder_fed_by_a_slow_writer(client, tmp_path):
+    """A writer process appends frames slowly to a series of two .mib files: the job on
+    the watched folder fills the scan in acquisition order as they appear, and ends
+    with the .mib reader's results."""
+    frames = np.random.default_rng(11).integers(0, 4096, (30, 16, 16))
+    source = write_mib(tmp_path / "source.mib", frames, pixel_depth="U16", counter_depth=12)
+    folder = tmp_path / "acquisition"
+    folder.mkdir()
+    writer = slow_writer(source, folder, 30, cuts=(0, 12, 30), delay=0.02, gated=True)
+    try:
+        live = watch(folder, "*.mib", nav_shape=(5, 6), idle_timeout=60)
+        seen = []
+        analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(8, 8, 4)})]
+        job = Session(live, client=client).run(*analyses, on_progress=lambda p: seen.append(p.filled.copy()))
+        wait_until(lambda: seen and seen[-1].sum() == 12)  # the first file's frames, drawn
+        writer.stdin.write("next file\n")
+        writer.stdin.flush()
+        results = job.result(timeout=120)
+    finally:
+        writer.stdin.close()
+        writer.wait(60)
+    expected = offline_results(open_dataset(source, nav_shape=(5, 6)), analyses)
+    np.testing.assert_array_equal(results["sum/frame"].data, expected["sum/frame"].data)
+    np.testing.assert_array_equal(results["vd/bf"].data, expected["vd/bf"].data)
+    assert all(is_prefix(f) for f in seen) and seen[-1].all()
+    assert [f.sum() for f in seen] == sorted(f.sum() for f in seen)
+    assert sorted(p.name for p in folder.iterdir()) == ["acquisition_000.mib", "acquisition_001.mib"]  # untouched
+
+
+@pytest.mark.slow
+def test_explorer_accepts_a_live_source(client, tmp_path):
+    """Explorer(live) opens on the data set the receiver returns and, once the frames
+    are in, shows the sum frame and the navigation image of the .mib reader."""
+    from stem_explorer.masks import rasterize
+    from stem_explorer.widgets import Explorer
+
+    yy, xx = np.mgrid[:32, :32]
+    beam = ((yy - 15) ** 2 + (xx - 17) ** 2 <= 36) * 200
+    frames = np.random.default_rng(2).integers(0, 20, (24, 32, 32)) + beam
+    path = write_mib(tmp_path / "syn.mib", frames, pixel_depth="U16", counter_depth=12)
+    with SimulatorProcess(path, nav_shape=(4, 6), fps=100) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(4, 6), record=tmp_path / "rec")
+        explorer = Explorer(live, client=client, export_dir=str(tmp_path / "exports"))
+        try:
+            explorer.wait(120)
+            assert explorer.error is None
+            np.testing.assert_array_equal(explorer.detector_image(), frames.sum(0))
+            expected = (frames * rasterize(explorer.editor.mask(), (32, 32))).sum((1, 2)).reshape(4, 6)
+            np.testing.assert_allclose(explorer.navigation_image(), expected, rtol=1e-6)
+        finally:
+            explorer.close()
