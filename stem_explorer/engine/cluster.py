@@ -64,7 +64,7 @@ def start_local_cluster(n_workers: Optional[int] = None, *, memory_limit="auto",
     """An embedded cluster on this machine, for this user only.
 
     The scheduler runs in this process; each worker is a process with one thread
-    (:mod:`.worker_processes`: started without re-running the caller's script). All
+    (``worker_processes``: started without re-running the caller's script). All
     of it listens on 127.0.0.1 only, and speaks TLS with a certificate made for this
     cluster alone (``distributed.Security.temporary()``): a connection without it
     is refused, so other users of the machine cannot submit work that would run as
@@ -84,7 +84,7 @@ def start_local_cluster(n_workers: Optional[int] = None, *, memory_limit="auto",
     Returns
     -------
     distributed.SpecCluster
-        A :class:`~.worker_processes.NannyCluster`; ``Client(cluster)`` connects with
+        A ``worker_processes.NannyCluster``; ``Client(cluster)`` connects with
         the cluster's certificate.
     """
     n = default_n_workers() if n_workers is None else check_n_workers(n_workers)

@@ -11,14 +11,14 @@ DigitalMicrograph, never the ampere).
 
 What each part may be:
 
-========================  ====================================================
-``scan_step`` (y, x)      a length (nm, Å, m...)
-``detector_pixel`` (y, x) an angle (mrad, rad, degree) or a reciprocal length
-                          (1/nm, 1/Å); a length (the sensor's pitch, µm) with a
-                          ``camera_length`` is converted to mrad
-``camera_length``         a length
-``beam_energy``           an energy (keV, eV) or the accelerating voltage (kV, V)
-========================  ====================================================
+==========================  ====================================================
+``scan_step`` (y, x)        a length (nm, Å, m...)
+``detector_pixel`` (y, x)   an angle (mrad, rad, degree) or a reciprocal length
+                            (1/nm, 1/Å); a length (the sensor's pitch, µm) with a
+                            ``camera_length`` is converted to mrad
+``camera_length``           a length
+``beam_energy``             an energy (keV, eV) or the accelerating voltage (kV, V)
+==========================  ====================================================
 
 Angles and reciprocal lengths are converted into each other with the relativistic
 electron wavelength at the beam energy ``E`` (kinetic energy; ``m0`` the electron
