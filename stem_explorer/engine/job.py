@@ -106,6 +106,12 @@ class JobStats:
     tasks_per_worker: dict = field(default_factory=dict)
     locality_hits: int = 0
     locality_known: int = 0
+    #: addresses of the workers that ran the job's partitions
+    workers: tuple = ()
+    #: CPU seconds the job's tasks used, summed over workers
+    cpu_seconds: float = 0.0
+    #: the highest resident set size of a worker while it ran one of the job's tasks
+    peak_rss_bytes: int = 0
 
     @property
     def gbps(self) -> float:
