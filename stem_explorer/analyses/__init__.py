@@ -11,6 +11,7 @@ through the ``stem_explorer.analyses`` entry point group, notebooks with
 
 from .base import Analysis, MaskColumns
 from .com import CenterOfMass
+from .corrections import CorrectionGuess, guess_corrections
 from .custom import FrameAnalysis, ReductionAnalysis
 from .fem import FEM
 from .frames import MaxFrame, MeanFrame, PickFrame, RoiSum, StdFrame, SumFrame
@@ -43,6 +44,7 @@ __all__ = [
     "Boolean",
     "CenterOfMass",
     "Choice",
+    "CorrectionGuess",
     "Integer",
     "Label",
     "MaskColumns",
@@ -68,6 +70,7 @@ __all__ = [
     "from_dict",
     "from_results",
     "get",
+    "guess_corrections",
     "load_recipe",
     "register",
 ]
