@@ -2,6 +2,7 @@
 // Everything is drawn in CSS pixels; the caller sets the device-pixel-ratio transform.
 
 import { handles, spotCentres } from "./geometry.js";
+import { drawCalibration } from "./scalebar.js";
 import { toCss } from "./view.js";
 
 const STYLE = {
@@ -191,7 +192,7 @@ function drawGrid(ctx, view, rows, cols, width, height) {
 /**
  * Draw the whole scene: {width, height, view, rows, cols, image (a canvas of cols x rows
  * pixels, or null), shapes, selected, draft (a shape being drawn, or null),
- * polygonDraft ({vertices, cursor, op}, or null)}.
+ * polygonDraft ({vertices, cursor, op}, or null), calibration (scalebar.js, or null)}.
  */
 export function drawScene(ctx, scene) {
   const { width, height, view, rows, cols } = scene;
@@ -215,4 +216,5 @@ export function drawScene(ctx, scene) {
   if (chosen) drawShape(ctx, chosen, view, { selected: true });
   if (scene.draft) drawShape(ctx, scene.draft, view, { draft: true });
   if (scene.polygonDraft) drawPolygonDraft(ctx, scene.polygonDraft, view);
+  drawCalibration(ctx, scene);
 }

@@ -137,6 +137,17 @@ export class MaskEditorView {
       this.refreshControls();
     });
     this.listen("change:hint", () => this.showHint());
+    this.listen("change:pixel_size change:pixel_unit change:value_unit change:scale_style", () => this.requestRedraw());
+  }
+
+  /** The calibration of the detector axes and the value (scalebar.js). */
+  calibration() {
+    return {
+      size: this.model.get("pixel_size") ?? [],
+      unit: this.model.get("pixel_unit") ?? "",
+      valueUnit: this.model.get("value_unit") ?? "",
+      style: this.model.get("scale_style") ?? "axes",
+    };
   }
 
   send(changes) {
@@ -267,6 +278,7 @@ export class MaskEditorView {
       selected,
       draft: this.draft,
       polygonDraft,
+      calibration: this.calibration(),
     });
     if (view) {
       this.root.dataset.view = JSON.stringify({ scale: view.scale, offset_x: view.offsetX, offset_y: view.offsetY });
@@ -411,7 +423,7 @@ export class MaskEditorView {
     this.on(canvas, "pointermove", (event) => {
       if (!this.state.view) return;
       const pt = this.pointerAt(event);
-      this.readout.textContent = readoutText(pt.p, this.state.rows, this.state.cols, this.values);
+      this.readout.textContent = readoutText(pt.p, this.state.rows, this.state.cols, this.values, this.calibration());
       if (this.gesture) {
         if (event.pointerId === this.gesturePointer) this.gesture.move(pt);
         return;

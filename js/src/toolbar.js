@@ -3,6 +3,7 @@
 import { COLORMAP_NAMES } from "./colormaps.js";
 import { describe } from "./geometry.js";
 import { TOOL_KEYS } from "./keys.js";
+import { calibratedPoint, formatNumber, isCalibrated } from "./scalebar.js";
 
 const svg = (body) =>
   `<svg viewBox="0 0 16 16" width="16" height="16" fill="none" stroke="currentColor" ` +
@@ -110,14 +111,24 @@ function formatValue(v) {
   return Number.isInteger(v) ? String(v) : v.toPrecision(5);
 }
 
-/** Text of the cursor readout: pixel position (row, column) and the value there. */
-export function readoutText(p, rows, cols, values) {
+/**
+ * Text of the cursor readout: pixel position (row, column), its calibrated coordinates
+ * from the detector's centre when `calibration` (scalebar.js) has some, and the value
+ * there with `calibration.valueUnit`.
+ */
+export function readoutText(p, rows, cols, values, calibration = null) {
   if (!p) return "";
   const y = Math.floor(p.y + 0.5);
   const x = Math.floor(p.x + 0.5);
   if (y < 0 || y >= rows || x < 0 || x >= cols) return `y ${p.y.toFixed(1)}  x ${p.x.toFixed(1)}`;
-  const value = values && values.length === rows * cols ? `  = ${formatValue(values[y * cols + x])}` : "";
-  return `y ${y}  x ${x}${value}`;
+  const unit = calibration?.valueUnit ? ` ${calibration.valueUnit}` : "";
+  const value = values && values.length === rows * cols ? `  = ${formatValue(values[y * cols + x])}${unit}` : "";
+  let where = "";
+  if (isCalibrated(calibration)) {
+    const c = calibratedPoint({ y, x }, rows, cols, calibration);
+    where = `  (${formatNumber(c.y)}, ${formatNumber(c.x)} ${calibration.unit})`;
+  }
+  return `y ${y}  x ${x}${where}${value}`;
 }
 
 /**

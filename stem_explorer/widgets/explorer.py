@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import html
+import math
 import threading
 import time
 from pathlib import Path
@@ -17,15 +18,17 @@ from typing import Any, Optional
 import ipywidgets as widgets
 import numpy as np
 
-from ..analyses import PickFrame, RoiSum, StdFrame, SumFrame
+from ..analyses import PickFrame, RoiSum, StdFrame, SumFrame, guess_corrections
 from ..errors import JobCancelledError, StemExplorerError
 from .. import masks
 from ..masks import Rectangle
 from ..session import Session
 from . import choices, controls
+from .calibration_panel import CalibrationPanel
 from .choices import Beam, Choice, NeedsMask
 from .export import save_png
 from .mask_editor import MaskEditor
+from .scale import STYLES, AxisMap
 from .throttle import Throttle
 from .views import ImageView, as_image
 
@@ -45,7 +48,10 @@ class Explorer(widgets.VBox):
 
     Draw masks in the detector view; the navigation view fills in live as partitions
     finish. Click the navigation view to see that frame, drag a rectangle in ROI mode
-    to see the summed pattern of the region.
+    to see the summed pattern of the region. Both views show the data set's
+    calibration as axes or a scale bar; the "calibration" panel edits it
+    (:meth:`set_calibration`), and the centre of mass's "guess rotation" button sets its
+    scan rotation and flip from the field (:meth:`guess_scan_rotation`).
     """
 
     def __init__(
@@ -136,6 +142,30 @@ class Explorer(widgets.VBox):
                 if jobs == (self._nav_job, self._detector_job):
                     return self.results
 
+    def set_calibration(self, parts) -> None:
+        """Override parts of the data set's calibration (a dict as
+        ``open_dataset(calibration=...)`` takes it, or a
+        :class:`~stem_explorer.io.calibration.Calibration`; source ``"user"``) and
+        recompute: the views, results and exports use it from then on. Raises
+        :class:`~stem_explorer.errors.CalibrationError` for a value it refuses."""
+        dataset = self.session.dataset
+        dataset.calibration = dataset.calibration.override(parts)
+        self._show_calibration()
+        self._start_navigation()
+
+    def guess_scan_rotation(self):
+        """Set the centre of mass's ``scan_rotation`` and ``flip_y`` controls to
+        :func:`~stem_explorer.analyses.guess_corrections` of its finished results (this
+        recomputes it) and return the guess. Raises
+        :class:`~stem_explorer.errors.AnalysisError` when there are none, or when the
+        field does not tell the rotation."""
+        guess = guess_corrections(self._final_results())
+        controls = self._controls("com")
+        controls["flip_y"].value = guess.flip_y
+        controls["scan_rotation"].value = guess.scan_rotation
+        self._set_status(html.escape(f"applied the guess {guess}"))
+        return guess
+
     def show_in_itk(self):
         """Open the navigation result in itkwidgets (optional dependency)."""
         from .itk import itk_view
@@ -161,7 +191,9 @@ class Explorer(widgets.VBox):
         self.reconnect_button = widgets.Button(description="reconnect", icon="plug", button_style="warning",
                                                layout={"display": "none"})
         self.reconnect_button.on_click(lambda _: self._reconnect())
-        self.header = widgets.VBox([widgets.HBox([self.title, self.dashboard]), widgets.HBox([self.status, self.reconnect_button])])
+        self.calibration_note = widgets.HTML()
+        self.header = widgets.VBox([widgets.HBox([self.title, self.dashboard]), self.calibration_note,
+                                    widgets.HBox([self.status, self.reconnect_button])])
 
         self.nav = ImageView("navigation", size=size, css_class="se-nav-view")
         self.nav.on_pick(self._pick)
@@ -214,6 +246,17 @@ class Explorer(widgets.VBox):
             w.observe(lambda _: self._on_limits(), names="value")
         self.nav.color_scale.observe(self._show_limits, names=["min", "max"])
 
+        self.scale_style = widgets.ToggleButtons(
+            options=list(STYLES), value="axes", style={"button_width": "72px"},
+            tooltips=["calibrated ticks along the axes", "a scale bar instead of the axes"],
+        )
+        self.scale_style.observe(lambda c: self._set_scale_style(c["new"]), names="value")
+        self.guess_button = widgets.Button(description="guess rotation", icon="compass", layout={"display": "none"},
+                                           tooltip="scan rotation and flip with the least curl (guess_corrections)")
+        self.guess_button.on_click(lambda _: self._guard(self.guess_scan_rotation, "guess failed"))
+        self.calibration_panel = CalibrationPanel(self._apply_calibration, self._point_distance)
+        self.calibration_box = widgets.Accordion([self.calibration_panel], titles=("calibration",), selected_index=None)
+
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout={"width": "220px"})
         self.progress_label = widgets.HTML()
         self.export_buttons = []
@@ -227,11 +270,12 @@ class Explorer(widgets.VBox):
         self.export_label = widgets.HTML()
         self.controls = widgets.VBox(
             [
-                widgets.HBox([self.analysis, self.params_box, self.component, self.component_index]),
-                widgets.HBox([self.colormap, self.nav_log, self.vmin, self.vmax, self.limits_auto]),
+                widgets.HBox([self.analysis, self.params_box, self.guess_button, self.component, self.component_index]),
+                widgets.HBox([self.colormap, self.nav_log, self.vmin, self.vmax, self.limits_auto, self.scale_style]),
                 widgets.HBox([self.progress, self.progress_label]),
                 widgets.HBox([*self.export_buttons, self.copy_button, self.export_label]),
                 self.code_box,
+                self.calibration_box,
             ]
         )
         self._detector_throttle = Throttle(self._send_detector_image, max_rate=15, on_error=self._show_error)
@@ -254,6 +298,7 @@ class Explorer(widgets.VBox):
         )
         link = self.session.dashboard_link
         self.dashboard.value = f'&nbsp; <a href="{html.escape(link)}" target="_blank">dask dashboard</a>' if link else ""
+        self._show_calibration()
         self._set_status("computing the sum frame ...")
         self._start_detector(SumFrame(), first=True)
 
@@ -314,6 +359,7 @@ class Explorer(widgets.VBox):
     def _on_settings(self) -> None:
         kind = self.analysis.value
         self.params_box.children = list(self._controls(kind).values())
+        self.guess_button.layout.display = None if kind == "com" else "none"
         with self._syncing_components():
             self.component.options = []
         if kind == "adf" and self.beam is not None and not self._has_ring():
@@ -374,6 +420,7 @@ class Explorer(widgets.VBox):
             return
         self._key = key
         self._show_components(results, analysis, key)
+        self._label_navigation(results[key], key.split("/", 1)[1])
         self.nav.set_image(choices.navigation_image(choice, results, key, self._last_progress))
 
     def _show_components(self, results, analysis, key: str) -> None:
@@ -440,6 +487,7 @@ class Explorer(widgets.VBox):
 
     def _on_detector_partial(self, progress) -> None:
         key = next(iter(progress.results))
+        self.editor.value_unit = progress.results[key].attrs.get("units") or ""
         self._detector_throttle.submit(np.asarray(progress.results[key].data))
         if not self._detector_first:
             self._show_progress(progress)
@@ -537,6 +585,53 @@ class Explorer(widgets.VBox):
         index = np.ravel_multi_index((row, col), as_image(np.empty(nav_shape, np.uint8)).shape)
         return tuple(int(i) for i in np.unravel_index(index, nav_shape))
 
+    # -- calibration -----------------------------------------------------------------------
+    def _show_calibration(self) -> None:
+        """The data set's calibration in the detector view, the editor and the note
+        under the title (with the warnings of a file calibration that was not used)."""
+        calibration = self.session.dataset.calibration
+        pixel = calibration.detector_pixel
+        with self.editor.hold_sync():
+            self.editor.pixel_size = list(pixel.values) if pixel is not None else []
+            self.editor.pixel_unit = pixel.unit if pixel is not None else ""
+        self.calibration_panel.show(calibration)
+        parts = [
+            f"{label} {' x '.join(f'{v:.4g}' for v in part.values)} {part.unit} ({part.source})"
+            for label, part in (("scan step", calibration.scan_step), ("detector pixel", pixel))
+            if part is not None
+        ]
+        text = "calibration: " + ("; ".join(parts) if parts else "none (pixels)")
+        warnings = "".join(f"<br>warning: {html.escape(w)}" for w in calibration.warnings)
+        colour = "#8a6d00" if warnings else "#555"
+        self.calibration_note.value = f'<small class="se-calibration-note" style="color:{colour}">{html.escape(text)}{warnings}</small>'
+
+    def _apply_calibration(self, calibration) -> None:
+        try:
+            self.set_calibration(calibration)
+        except StemExplorerError as exc:
+            self._show_error(exc, prefix="calibration refused")
+
+    def _point_distance(self) -> float:
+        """Pixels between the last two points drawn on the detector (0 without two)."""
+        points = [s for s in self.editor.shapes if s.get("kind") == "point"]
+        if len(points) < 2:
+            return 0.0
+        a, b = points[-2:]
+        return math.hypot(a["y"] - b["y"], a["x"] - b["x"])
+
+    def _label_navigation(self, array, name: str) -> None:
+        """The navigation view's axes from the result's scan coordinates, its colour bar
+        from the result's name and unit."""
+        if tuple(array.dims[:2]) == choices.SCAN_DIMS[:2]:
+            self.nav.set_axes(AxisMap.of(array, "scan_y"), AxisMap.of(array, "scan_x"))
+        else:
+            self.nav.set_axes()
+        self.nav.set_value_unit(name, array.attrs.get("units"))
+
+    def _set_scale_style(self, style: str) -> None:
+        self.nav.set_style(style)
+        self.editor.scale_style = style
+
     # -- display settings ----------------------------------------------------------------
     def _set_colormap(self, name: str) -> None:
         scheme, reverse = COLORMAPS[name]
@@ -590,11 +685,11 @@ class Explorer(widgets.VBox):
         self.error = f"{type(exc).__name__}: {exc}"
         self._set_status(f"{prefix}: {html.escape(self.error)}", error=True)
 
-    def _guard(self, action) -> None:
+    def _guard(self, action, prefix: str = "export failed") -> None:
         try:
             action()
         except Exception as exc:
-            self._show_error(exc, prefix="export failed")
+            self._show_error(exc, prefix=prefix)
 
     # -- export ----------------------------------------------------------------------------
     def _export_path(self, suffix: str) -> Path:

@@ -25,6 +25,7 @@ from ..errors import MaskError, WidgetError
 from ..masks import Difference, Mask, Union, from_dict, is_empty
 from ._bundle import esm_path
 from .limits import robust_limits
+from .scale import STYLES
 
 __all__ = ["COLORMAPS", "EDITABLE_KINDS", "OPS", "TOOLS", "MaskEditor"]
 
@@ -123,6 +124,14 @@ class MaskEditor(anywidget.AnyWidget):
     size : int
         Longest side of the canvas in CSS pixels; the other follows the detector's
         aspect ratio.
+    pixel_size, pixel_unit : [float, float], str
+        The detector's pixel size (y, x) in ``pixel_unit`` (e.g. ``"mrad"``); ``[]``:
+        uncalibrated. The readout then shows coordinates from the detector's centre,
+        and the canvas rulers or a scale bar (``scale_style``).
+    value_unit : str
+        The unit of the image's values, shown in the readout.
+    scale_style : str
+        ``"axes"`` (rulers along the left and bottom edges) or ``"scale bar"``.
     """
 
     _esm = traitlets.Unicode().tag(sync=True)
@@ -140,6 +149,10 @@ class MaskEditor(anywidget.AnyWidget):
     dragging = traitlets.Bool(False).tag(sync=True)
     hint = traitlets.Unicode("").tag(sync=True)
     size = traitlets.Int(420, min=120).tag(sync=True)
+    pixel_size = traitlets.List(traitlets.Float(), default_value=[], maxlen=2).tag(sync=True)
+    pixel_unit = traitlets.Unicode("").tag(sync=True)
+    value_unit = traitlets.Unicode("").tag(sync=True)
+    scale_style = traitlets.Enum(STYLES, default_value="axes").tag(sync=True)
 
     def __init__(self, image=None, **traits):
         """Show ``image`` (optional; ``vmin``/``vmax`` as in :meth:`set_image`).

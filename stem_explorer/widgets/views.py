@@ -5,6 +5,11 @@ with pan/zoom, colour limits from robust percentiles, linear or log display, and
 (positions not computed yet) shown empty. Updates are throttled (newest wins) and large
 images travel downsampled from a :class:`~stem_explorer.widgets.pyramid.Pyramid`;
 zooming in fetches the full-resolution region.
+
+Calibrated axes (:meth:`ImageView.set_axes`) put the scales in physical units, shown
+as ticks along the axes or as a scale bar (:meth:`ImageView.set_style`); the pick, ROI
+and zoom logic keeps working in pixels, converted at the scales (:class:`.AxisMap`).
+Hovering shows the pixel's coordinates and value under the figure.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from bqplot_image_gl.interacts import MouseInteraction
 
 from .limits import robust_limits
 from .pyramid import Pyramid, Tile
+from .scale import STYLES, SCALE_BAR_SHARE, AxisMap, colour_bar_label, format_length, nice_length, readout
 from .throttle import Throttle
 
 #: Colour maps offered by the views (bqplot ``ColorScale`` schemes).
@@ -82,6 +88,10 @@ class ImageView(widgets.VBox):
         self._roi_handlers: list[Callable] = []
         self._shown_shape: Optional[tuple] = None
         self._syncing_zoom = False
+        self._y_map, self._x_map = AxisMap(), AxisMap()
+        self._style = "axes"
+        self._value_name, self._value_unit = "", ""
+        self._marker_at: Optional[tuple] = None  # pixel-edge coordinates
 
         self.x_scale = bqplot.LinearScale(min=0.0, max=1.0, allow_padding=False)
         self.y_scale = bqplot.LinearScale(min=1.0, max=0.0, allow_padding=False)
@@ -96,20 +106,32 @@ class ImageView(widgets.VBox):
             x=[], y=[], scales={"x": self.x_scale, "y": self.y_scale},
             marker="crosshair", colors=["#ff3b30"], default_size=90, stroke="white",
         )
+        # a scale bar: a white line with its length above it, bottom left of the view
+        self.scale_bar = bqplot.Lines(
+            x=[], y=[], scales={"x": self.x_scale, "y": self.y_scale}, colors=["white"], stroke_width=4,
+        )
+        self.scale_bar_label = bqplot.Label(
+            x=[], y=[], text=[], scales={"x": self.x_scale, "y": self.y_scale}, colors=["white"],
+            default_size=13, font_weight="bold", align="middle", y_offset=-8,
+        )
         axis_style = {"tick_format": "d"}
         # the right margin holds the colour bar and its widest label, "-12.3m" (".3~s":
         # a sign, 3 digits, a point, an SI prefix; about 40 px). bqplot centres the bar
         # in the margin, so the labels end at about margin / 2 + 9 px + their width, and
         # the SVG cuts off what overflows (a 70 px margin showed 1.52k as "1.52")
+        self.x_axis = bqplot.Axis(scale=self.x_scale, grid_lines="none", **axis_style)
+        self.y_axis = bqplot.Axis(scale=self.y_scale, orientation="vertical", grid_lines="none", **axis_style)
+        # its title (what is shown, in which unit) sits left of the bar, between the bar
+        # and the image, so the labels keep the right margin
+        self.colour_axis = bqplot.ColorAxis(
+            scale=self.color_scale, orientation="vertical", side="right", num_ticks=5, tick_format=".3~s",
+            label_location="middle", label_offset="-1.2em",
+        )
         self.figure = bqplot.Figure(
             title=title,
-            marks=[self.mark, self.marker],
-            axes=[
-                bqplot.Axis(scale=self.x_scale, grid_lines="none", **axis_style),
-                bqplot.Axis(scale=self.y_scale, orientation="vertical", grid_lines="none", **axis_style),
-                bqplot.ColorAxis(scale=self.color_scale, orientation="vertical", side="right", num_ticks=5, tick_format=".3~s"),
-            ],
-            fig_margin={"top": 30, "bottom": 30, "left": 45, "right": 120},
+            marks=[self.mark, self.marker, self.scale_bar, self.scale_bar_label],
+            axes=[self.x_axis, self.y_axis, self.colour_axis],
+            fig_margin={"top": 30, "bottom": 40, "left": 55, "right": 120},
             padding_x=0.0,
             padding_y=0.0,
         )
@@ -117,7 +139,7 @@ class ImageView(widgets.VBox):
         self._panzoom = bqplot.PanZoom(scales={"x": [self.x_scale], "y": [self.y_scale]})
         self._mouse = MouseInteraction(
             x_scale=self.x_scale, y_scale=self.y_scale, move_throttle=40,
-            events=["click", "dragstart", "dragmove", "dragend"], next=self._panzoom,
+            events=["click", "dragstart", "dragmove", "dragend", "mousemove", "mouseleave"], next=self._panzoom,
         )
         self._mouse.on_msg(self._on_mouse)
         self._brush = bqplot.interacts.BrushSelector(
@@ -139,8 +161,10 @@ class ImageView(widgets.VBox):
         for scale in (self.x_scale, self.y_scale):
             scale.observe(self._on_zoom, names=["min", "max"])
         self.error = None
+        self.hover = widgets.HTML(layout={"min_width": "260px"})
+        self.hover.add_class("se-hover")
         super().__init__(
-            children=[self.figure, widgets.HBox([self.mode, self.reset_button])],
+            children=[self.figure, widgets.HBox([self.mode, self.reset_button, self.hover])],
             layout={"align_items": "center"},
         )
 
@@ -183,12 +207,55 @@ class ImageView(widgets.VBox):
         if log is not None and bool(log) != self._log:
             self._log = bool(log)
             self._auto_limits = True
+            self.colour_axis.label = colour_bar_label(self._value_name, self._value_unit, self._log)
             with self._lock:
                 if self._raw is None:
                     return
                 self._values = display_values(self._raw, self._log)
                 self._pyramid = Pyramid(self._values)
             self._throttle.submit(False)
+
+    def set_axes(self, y: Optional[AxisMap] = None, x: Optional[AxisMap] = None) -> None:
+        """Label the rows and columns with ``y`` and ``x`` (:class:`.AxisMap`; None: pixel
+        indices). The same region stays in view."""
+        y, x = y or AxisMap(), x or AxisMap()
+        with self._lock:
+            if (y, x) == (self._y_map, self._x_map):
+                return
+            visible = self._visible() if self._values is not None else None
+            self._y_map, self._x_map = y, x
+            with self.x_axis.hold_sync(), self.y_axis.hold_sync():
+                for axis, mapped, name in ((self.x_axis, x, "x"), (self.y_axis, y, "y")):
+                    axis.label = f"{name} ({mapped.unit})" if mapped.calibrated else ""
+                    axis.tick_format = ".4~g" if mapped.calibrated else "d"
+            self._apply_style()
+            if visible is not None:
+                self._set_view(*visible)
+            if self._marker_at is not None:
+                self.show_marker(*self._marker_at)
+
+    @property
+    def axes(self) -> tuple:
+        """The ``(y, x)`` :class:`.AxisMap` of the view."""
+        return self._y_map, self._x_map
+
+    def set_style(self, style: str) -> None:
+        """``"axes"``: calibrated ticks along both axes; ``"scale bar"``: a scale bar
+        instead (views whose axes are in pixels keep their ticks)."""
+        if style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+        self._style = style
+        self._apply_style()
+        self._throttle.submit(False)
+
+    @property
+    def style(self) -> str:
+        return self._style
+
+    def set_value_unit(self, name: str, unit: Optional[str]) -> None:
+        """Title the colour bar with what is shown (``name``) and its ``unit``."""
+        self._value_name, self._value_unit = name, unit or ""
+        self.colour_axis.label = colour_bar_label(name, unit, self._log)
 
     def set_limits(self, vmin: Optional[float] = None, vmax: Optional[float] = None) -> None:
         """Fix the colour limits (in displayed units); ``set_limits()`` returns to robust auto limits."""
@@ -217,9 +284,14 @@ class ImageView(widgets.VBox):
         self._roi_handlers.append(fn)
 
     def show_marker(self, row: Optional[float], col: Optional[float]) -> None:
-        """Mark one position (or hide the marker with None)."""
+        """Mark one position, in pixel-edge coordinates (the centre of pixel ``(i, j)``
+        is ``(i + 0.5, j + 0.5)``), or hide the marker with None."""
+        self._marker_at = None if row is None else (row, col)
         with self.marker.hold_sync():
-            self.marker.x, self.marker.y = ([], []) if row is None else ([col], [row])
+            if row is None:
+                self.marker.x, self.marker.y = [], []
+            else:
+                self.marker.x, self.marker.y = [self._x_map.to_data(col)], [self._y_map.to_data(row)]
 
     def reset_zoom(self) -> None:
         """Show the whole image."""
@@ -237,15 +309,52 @@ class ImageView(widgets.VBox):
         else:
             self.figure.interaction = self._mouse
 
+    def _apply_style(self) -> None:
+        bar = self._style == "scale bar" and self._x_map.calibrated
+        self.x_axis.visible = self.y_axis.visible = not bar
+        if not bar:
+            with self.scale_bar.hold_sync(), self.scale_bar_label.hold_sync():
+                self.scale_bar.x = self.scale_bar.y = []
+                self.scale_bar_label.x, self.scale_bar_label.y, self.scale_bar_label.text = [], [], []
+
+    def _place_scale_bar(self) -> None:
+        """A bar of a round length, at most :data:`.SCALE_BAR_SHARE` of the visible
+        width, at the bottom left of the view."""
+        if self._style != "scale bar" or not self._x_map.calibrated:
+            return
+        y0, y1, x0, x1 = self._visible()
+        top, bottom = self._y_map.to_data(y0), self._y_map.to_data(y1)
+        left, right = self._x_map.to_data(x0), self._x_map.to_data(x1)
+        width = right - left
+        length = nice_length(SCALE_BAR_SHARE * width)
+        start, height = left + 0.05 * width, bottom - 0.06 * (bottom - top)
+        with self.scale_bar.hold_sync(), self.scale_bar_label.hold_sync():
+            self.scale_bar.x, self.scale_bar.y = [start, start + length], [height, height]
+            self.scale_bar_label.x, self.scale_bar_label.y = [start + length / 2], [height]
+            self.scale_bar_label.text = [format_length(length, self._x_map.unit)]
+
     def _pixel(self, domain: dict) -> Optional[tuple[int, int]]:
-        if self._values is None:
+        if self._values is None or "x" not in domain or "y" not in domain:
             return None
         h, w = self._values.shape
-        row, col = int(np.floor(domain["y"])), int(np.floor(domain["x"]))
+        row = int(np.floor(self._y_map.to_edge(domain["y"])))
+        col = int(np.floor(self._x_map.to_edge(domain["x"])))
         return (row, col) if 0 <= row < h and 0 <= col < w else None
+
+    def _show_hover(self, content: dict) -> None:
+        pixel = None if content.get("event") == "mouseleave" else self._pixel(content.get("domain", {}))
+        raw = self._raw
+        if pixel is None or raw is None or raw.shape != self._values.shape:
+            self.hover.value = ""
+            return
+        value = float(raw[pixel])
+        self.hover.value = readout(*pixel, value, self._y_map, self._x_map, self._value_unit)
 
     def _on_mouse(self, _widget, content, _buffers) -> None:
         event = content.get("event")
+        if event in ("mousemove", "mouseleave"):
+            self._show_hover(content)
+            return
         if event not in ("click", "dragmove", "dragstart"):
             return
         if event != "click" and self.mode.value != "pick":
@@ -261,7 +370,8 @@ class ImageView(widgets.VBox):
         if change["new"] or self._brush.selected_x is None or self._values is None:
             return
         h, w = self._values.shape
-        xs, ys = sorted(self._brush.selected_x), sorted(self._brush.selected_y)
+        xs = sorted(self._x_map.to_edge(v) for v in self._brush.selected_x)
+        ys = sorted(self._y_map.to_edge(v) for v in self._brush.selected_y)
         c0, c1 = max(0, int(np.ceil(xs[0] - 0.5))), min(w, int(np.floor(xs[1] - 0.5)) + 1)
         r0, r1 = max(0, int(np.ceil(ys[0] - 0.5))), min(h, int(np.floor(ys[1] - 0.5)) + 1)
         if r1 <= r0 or c1 <= c0:
@@ -272,6 +382,8 @@ class ImageView(widgets.VBox):
     def _set_view(self, y0: float, y1: float, x0: float, x1: float) -> None:
         self._syncing_zoom = True
         try:
+            x0, x1 = self._x_map.to_data(x0), self._x_map.to_data(x1)
+            y0, y1 = self._y_map.to_data(y0), self._y_map.to_data(y1)
             with self.x_scale.hold_sync(), self.y_scale.hold_sync():
                 self.x_scale.min, self.x_scale.max = x0, x1
                 self.y_scale.min, self.y_scale.max = y1, y0  # rows grow downwards
@@ -284,8 +396,9 @@ class ImageView(widgets.VBox):
             self._throttle.submit(False)
 
     def _visible(self) -> tuple[float, float, float, float]:
-        ys = sorted((self.y_scale.min, self.y_scale.max))
-        xs = sorted((self.x_scale.min, self.x_scale.max))
+        """``(y0, y1, x0, x1)`` of the view in pixel-edge coordinates."""
+        ys = sorted(self._y_map.to_edge(v) for v in (self.y_scale.min, self.y_scale.max))
+        xs = sorted(self._x_map.to_edge(v) for v in (self.x_scale.min, self.x_scale.max))
         return ys[0], ys[1], xs[0], xs[1]
 
     def _layout_for(self, shape: tuple) -> None:
@@ -321,10 +434,11 @@ class ImageView(widgets.VBox):
         # the image was still on its way.
         with self.color_scale.hold_sync(), self.mark.hold_sync():
             self.mark.image = tile.data
-            self.mark.x = (float(tile.x0), float(tile.x1))
-            self.mark.y = (float(tile.y0), float(tile.y1))
+            self.mark.x = (self._x_map.to_data(tile.x0), self._x_map.to_data(tile.x1))
+            self.mark.y = (self._y_map.to_data(tile.y0), self._y_map.to_data(tile.y1))
             if limits is not None:
                 self.color_scale.min, self.color_scale.max = limits
+        self._place_scale_bar()
 
     def _report(self, exc: BaseException) -> None:
         self.error = exc
