@@ -14,6 +14,7 @@ from stem_explorer.analyses.com_conventions import unorient
 from stem_explorer.errors import CalibrationError
 from stem_explorer.io.calibration import Calibration
 from stem_explorer.results import Results
+from stem_explorer.session import Session
 from stem_explorer.widgets import Explorer, ImageView
 from stem_explorer.widgets.calibration_panel import CalibrationPanel, spacing_pixel_size
 from stem_explorer.widgets.scale import AxisMap, colour_bar_label, nice_length, readout
@@ -112,6 +113,20 @@ def test_calibration_panel_checks_values_and_measures_a_spacing():
 
 
 # -- the Explorer on a real cluster -------------------------------------------------------
+def write_emd(path, frames, scan_step, pixel):
+    """An EMD 1.0 file (``dim<i>`` datasets with units, as py4DSTEM writes) whose scan
+    axes step by ``scan_step`` and detector axes by ``pixel``, each ``(value, unit)``."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        group = f.create_group("data")
+        group.attrs["emd_group_type"] = 1
+        group["data"] = frames
+        for i, (n, (step, unit)) in enumerate(zip(frames.shape, (scan_step, scan_step, pixel, pixel))):
+            group.create_dataset(f"dim{i + 1}", data=np.arange(n) * step).attrs["units"] = unit
+    return path
+
+
 TRUTH = (-110.0, True)  # the scan rotation and flip that orient the detector's shifts
 
 
@@ -170,9 +185,11 @@ def test_an_edited_calibration_reaches_the_results_and_the_export(explorer):
 
 @pytest.mark.cluster
 def test_the_rotation_guess_button_sets_the_center_of_mass_parameters(explorer):
+    # a disk that holds every spot: the centre of mass counts its pixels
+    explorer.editor.shapes = [{"kind": "disk", "cy": 7.0, "cx": 7.0, "radius": 6.0, "op": "add"}]
     explorer.analysis.value = "com"
-    explorer.wait(120)
-    assert explorer.guess_button.layout.display is None
+    explorer.wait(300)  # the first centre of mass compiles its kernel
+    assert explorer.guess_box.layout.display is None
     assert explorer.nav.colour_axis.label == "magnitude (px)"
     controls = explorer._controls("com")
     assert (controls["scan_rotation"].value, controls["flip_y"].value) == (0.0, False)
@@ -182,7 +199,22 @@ def test_the_rotation_guess_button_sets_the_center_of_mass_parameters(explorer):
     assert same_angle(controls["scan_rotation"].value, TRUTH[0]) and controls["flip_y"].value is TRUTH[1]
     (com,) = explorer.results.provenance["analyses"]
     assert same_angle(com["scan_rotation"], TRUTH[0]) and com["flip_y"] is True
-    assert "applied the guess" in explorer.status.value
+    assert explorer.guess_label.value.startswith("applied: ") and "flipped" in explorer.guess_label.value
     curl = explorer.results["com/curl"].data[1:-1, 1:-1]
     divergence = explorer.results["com/divergence"].data[1:-1, 1:-1]
     assert math.sqrt(np.mean(curl**2)) < 0.05 * math.sqrt(np.mean(divergence**2))
+
+
+@pytest.mark.cluster
+def test_an_implausible_file_calibration_is_shown_as_a_warning_and_pixels(explorer, com_data, tmp_path):
+    path = write_emd(tmp_path / "bad.h5", com_data[:6, :7], (1e30, "nm"), (0.5, "mrad"))
+    shown = Explorer(Session(str(path), client=explorer.session.client))
+    try:
+        shown.wait(120)
+        assert shown.error is None, shown.error
+        assert "warning: scan_step: the value stored in &#x27;bad.h5&#x27; is not used" in shown.calibration_note.value
+        assert "stays in pixels" in shown.calibration_note.value
+        assert not shown.nav.axes[1].calibrated and shown.nav.x_axis.label == ""
+        assert shown.editor.pixel_unit == "mrad"  # the plausible part is used
+    finally:
+        shown.close()

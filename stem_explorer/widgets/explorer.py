@@ -163,7 +163,10 @@ class Explorer(widgets.VBox):
         controls = self._controls("com")
         controls["flip_y"].value = guess.flip_y
         controls["scan_rotation"].value = guess.scan_rotation
-        self._set_status(html.escape(f"applied the guess {guess}"))
+        self.guess_label.value = html.escape(
+            f"applied: {guess.scan_rotation:.1f}\u00b0{', flipped' if guess.flip_y else ''} (quality {guess.quality:.3f})"
+        )
+        self.guess_label.tooltip = str(guess)
         return guess
 
     def show_in_itk(self):
@@ -251,9 +254,11 @@ class Explorer(widgets.VBox):
             tooltips=["calibrated ticks along the axes", "a scale bar instead of the axes"],
         )
         self.scale_style.observe(lambda c: self._set_scale_style(c["new"]), names="value")
-        self.guess_button = widgets.Button(description="guess rotation", icon="compass", layout={"display": "none"},
+        self.guess_button = widgets.Button(description="guess rotation", icon="compass",
                                            tooltip="scan rotation and flip with the least curl (guess_corrections)")
         self.guess_button.on_click(lambda _: self._guard(self.guess_scan_rotation, "guess failed"))
+        self.guess_label = widgets.HTML()
+        self.guess_box = widgets.HBox([self.guess_button, self.guess_label], layout={"display": "none"})
         self.calibration_panel = CalibrationPanel(self._apply_calibration, self._point_distance)
         self.calibration_box = widgets.Accordion([self.calibration_panel], titles=("calibration",), selected_index=None)
 
@@ -270,7 +275,7 @@ class Explorer(widgets.VBox):
         self.export_label = widgets.HTML()
         self.controls = widgets.VBox(
             [
-                widgets.HBox([self.analysis, self.params_box, self.guess_button, self.component, self.component_index]),
+                widgets.HBox([self.analysis, self.params_box, self.guess_box, self.component, self.component_index]),
                 widgets.HBox([self.colormap, self.nav_log, self.vmin, self.vmax, self.limits_auto, self.scale_style]),
                 widgets.HBox([self.progress, self.progress_label]),
                 widgets.HBox([*self.export_buttons, self.copy_button, self.export_label]),
@@ -359,7 +364,7 @@ class Explorer(widgets.VBox):
     def _on_settings(self) -> None:
         kind = self.analysis.value
         self.params_box.children = list(self._controls(kind).values())
-        self.guess_button.layout.display = None if kind == "com" else "none"
+        self.guess_box.layout.display = None if kind == "com" else "none"
         with self._syncing_components():
             self.component.options = []
         if kind == "adf" and self.beam is not None and not self._has_ring():

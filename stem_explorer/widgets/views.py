@@ -219,20 +219,22 @@ class ImageView(widgets.VBox):
         """Label the rows and columns with ``y`` and ``x`` (:class:`.AxisMap`; None: pixel
         indices). The same region stays in view."""
         y, x = y or AxisMap(), x or AxisMap()
+        # the lock only guards the swap: the throttle's sender takes it while holding
+        # its own, so calling into the throttle under it would deadlock
         with self._lock:
             if (y, x) == (self._y_map, self._x_map):
                 return
             visible = self._visible() if self._values is not None else None
             self._y_map, self._x_map = y, x
-            with self.x_axis.hold_sync(), self.y_axis.hold_sync():
-                for axis, mapped, name in ((self.x_axis, x, "x"), (self.y_axis, y, "y")):
-                    axis.label = f"{name} ({mapped.unit})" if mapped.calibrated else ""
-                    axis.tick_format = ".4~g" if mapped.calibrated else "d"
-            self._apply_style()
-            if visible is not None:
-                self._set_view(*visible)
-            if self._marker_at is not None:
-                self.show_marker(*self._marker_at)
+        with self.x_axis.hold_sync(), self.y_axis.hold_sync():
+            for axis, mapped, name in ((self.x_axis, x, "x"), (self.y_axis, y, "y")):
+                axis.label = f"{name} ({mapped.unit})" if mapped.calibrated else ""
+                axis.tick_format = ".4~g" if mapped.calibrated else "d"
+        self._apply_style()
+        if visible is not None:
+            self._set_view(*visible)
+        if self._marker_at is not None:
+            self.show_marker(*self._marker_at)
 
     @property
     def axes(self) -> tuple:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
@@ -23,6 +22,7 @@ from stem_explorer.analyses.com_conventions import unorient
 from stem_explorer.browser_testing import run_notebook, start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_calibrated_views import write_emd  # noqa: E402
 from test_corrections import atom_field, same_angle, spot_frames  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.cluster]
@@ -33,14 +33,7 @@ STEP_NM, PIXEL_MRAD = 0.3, 0.5
 
 def write_calibrated(path: Path) -> Path:
     frames = spot_frames(*unorient(*atom_field(shape=(16, 18), scale=1.5), *TRUTH)).astype(np.float32)
-    with h5py.File(path, "w") as f:
-        group = f.create_group("data")
-        group.attrs["emd_group_type"] = 1
-        group["data"] = frames
-        for i, (n, step, unit) in enumerate(zip(frames.shape, (STEP_NM, STEP_NM, PIXEL_MRAD, PIXEL_MRAD),
-                                                ("nm", "nm", "mrad", "mrad"))):
-            group.create_dataset(f"dim{i + 1}", data=np.arange(n) * step).attrs["units"] = unit
-    return path
+    return write_emd(path, frames, (STEP_NM, "nm"), (PIXEL_MRAD, "mrad"))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +79,9 @@ def test_calibrated_axes_scale_bar_and_the_rotation_guess(page, server, kernel, 
     kernel_until(run, "explorer.editor.scale_style == 'scale bar'", "the detector view's scale bar")
     shots("scale-bar")
 
-    run("explorer.analysis.value = 'com'; explorer.wait()")
+    # a disk that holds every spot: the centre of mass counts its pixels
+    run("explorer.editor.shapes = [{'kind': 'disk', 'cy': 7.0, 'cx': 7.0, 'radius': 6.0, 'op': 'add'}]\n"
+        "explorer.analysis.value = 'com'\nexplorer.wait(300)", timeout=320)
     page.get_by_role("button", name="guess rotation").click()
     kernel_until(run, "explorer._controls('com')['flip_y'].value", "the guess to reach the controls")
     run("explorer.wait()")
