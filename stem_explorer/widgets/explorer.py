@@ -250,11 +250,11 @@ class Explorer(widgets.VBox):
         self.nav.color_scale.observe(self._show_limits, names=["min", "max"])
 
         self.scale_style = widgets.ToggleButtons(
-            options=list(STYLES), value="axes", style={"button_width": "72px"},
+            options=list(STYLES), value="axes", style={"button_width": "84px"},
             tooltips=["calibrated ticks along the axes", "a scale bar instead of the axes"],
         )
         self.scale_style.observe(lambda c: self._set_scale_style(c["new"]), names="value")
-        self.guess_button = widgets.Button(description="guess rotation", icon="compass",
+        self.guess_button = widgets.Button(description="guess rotation", icon="compass", layout={"width": "140px"},
                                            tooltip="scan rotation and flip with the least curl (guess_corrections)")
         self.guess_button.on_click(lambda _: self._guard(self.guess_scan_rotation, "guess failed"))
         self.guess_label = widgets.HTML()

@@ -121,8 +121,7 @@ class ImageView(widgets.VBox):
         # the SVG cuts off what overflows (a 70 px margin showed 1.52k as "1.52")
         self.x_axis = bqplot.Axis(scale=self.x_scale, grid_lines="none", **axis_style)
         self.y_axis = bqplot.Axis(scale=self.y_scale, orientation="vertical", grid_lines="none", **axis_style)
-        # its title (what is shown, in which unit) sits left of the bar, between the bar
-        # and the image, so the labels keep the right margin
+        # titled with what is shown and its unit (set_value_unit), above the bar
         self.colour_axis = bqplot.ColorAxis(
             scale=self.color_scale, orientation="vertical", side="right", num_ticks=5, tick_format=".3~s",
             label_location="middle", label_offset="-1.2em",
