@@ -51,6 +51,7 @@ def test_a_click_reads_one_frame(client, data):  # noqa: F811
         job = session.run(PickFrame((9, 4)))
         picked = job.result(timeout=60)["pick/frames"].data[0]
         assert job.n_partitions == 1 and job.stats.bytes_done == FRAME_BYTES
+        assert job.read_in_client  # a mapped file: no round trip through the scheduler
         np.testing.assert_array_equal(picked, data[9, 4])
         job = session.run(RoiSum(masks.Rectangle(0, 0, 2, 2)))
         total = job.result(timeout=60)["roi/frame"].data
