@@ -61,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, plainread, report, roi_reads
+from . import data, plainread, priority, report, roi_reads
 from .workloads import disk_mask
 
 GiB = 2**30
@@ -121,6 +121,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    help="cold clicks and 32 x 32 ROI sums timed on each file (default 5; 0 skips them)")
     p.add_argument("--h5-size", type=float, default=2.0,
                    help="GiB of frames in the bitshuffle-LZ4 HDF5 of the click rows (default 2; 0 skips it)")
+    p.add_argument("--normal-priority", action="store_true",
+                   help="workers back at normal CPU priority (the embedded cluster lowers theirs to keep cores "
+                   "for the notebook; on a machine others keep busy that starves them); needs root")
     p.add_argument("--reads-only", action="store_true",
                    help="only the click and ROI rows: no disk-rate pass, no full passes")
     p.add_argument("--remove", action="store_true", help="delete the file at the end")
@@ -514,7 +517,8 @@ def _run_record(args, bench, created: dict) -> dict:
     return {"kind": "bigdata_run", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **bench.describe(),
             "size_gib": bench.nbytes / GiB, "workers": args.workers, "memory_limit": args.memory_limit,
             "ram_bytes": psutil.virtual_memory().total, "cores": len(os.sched_getaffinity(0)),
-            "interval_s": args.interval, "python": platform.python_version(),
+            "interval_s": args.interval, "python": platform.python_version(), "load_before": os.getloadavg(),
+            "normal_priority": False,
             "stem_explorer": stem_explorer.__version__, **created}
 
 
@@ -531,6 +535,8 @@ def measure(args) -> list[dict]:
     _log(f"starting a LocalCluster with {args.workers} workers (memory limit {args.memory_limit})")
     with start_local_cluster(args.workers, memory_limit=args.memory_limit) as cluster, Client(cluster) as client:
         client.wait_for_workers(args.workers)
+        if args.normal_priority:
+            records[0]["normal_priority"] = priority.normal_priority(client)
         limits = [w.get("memory_limit") for w in client.scheduler_info(n_workers=-1)["workers"].values()]
         records[0]["worker_memory_limit_bytes"] = limits[0] if len(set(limits)) == 1 else limits
         if not args.reads_only:
@@ -543,6 +549,7 @@ def measure(args) -> list[dict]:
                         records.append(_held_mapping_check(client, bench))
             records.append(_disk_read(client, bench, sampler, args, "after"))
         records += _few_frame_reads(client, bench, sampler, args)
+    records[0]["load_after"] = os.getloadavg()
     if not args.reads_only:
         _verdicts(records)
     if args.remove:
@@ -569,9 +576,16 @@ def _few_frame_reads(client, bench, sampler, args) -> list[dict]:
         records = []
     for each in benches:
         with Session(each.open(), client=client) as session:
-            records += roi_reads.measure_reads(client, session, each, make_cold, sampler, args.workers,
+            records += roi_reads.measure_reads(client, session, each, _cold_here_too, sampler, args.workers,
                                                args.clicks, _log)
     return records
+
+
+def _cold_here_too(client, path) -> dict:
+    """:func:`make_cold`, this process's mappings released first (a job reads a few
+    frames of a mapped file here, and the kernel keeps mapped pages)."""
+    _release_mappings()
+    return make_cold(client, path)
 
 
 def _gib(n: int) -> str:
@@ -587,7 +601,9 @@ def table(records: list[dict]) -> str:
     lines = [
         (f"file: {run['path']} ({run['size_gib']:.2f} GiB, {run['nav_shape'][0]} x {run['nav_shape'][1]} scan of "
          f"{SIG[0]} x {SIG[1]} uint16 frames); RAM {_gib(run['ram_bytes'])} GiB; {run['workers']} workers, "
-         f"memory limit {run['memory_limit']}{_limit(run.get('worker_memory_limit_bytes'))}"),
+         f"memory limit {run['memory_limit']}{_limit(run.get('worker_memory_limit_bytes'))}"
+         f"{', normal priority' if run.get('normal_priority') else ''}; load average before "
+         f"{run['load_before'][0]:.1f}, after {run['load_after'][0]:.1f}"),
         "",
         ("| pass | resident before | s | GB/s | vs disk read | peak RSS workers, sum / max (GiB) | "
          "peak anonymous workers, sum / max (GiB) | peak RSS client (GiB) | anon <= 2 GiB | RSS <= 2 GiB | "

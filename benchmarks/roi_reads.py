@@ -5,9 +5,10 @@ Each measurement makes the file cold first (:func:`benchmarks.bigdata.make_cold`
 the workers' mappings released, ``posix_fadvise(POSIX_FADV_DONTNEED)``), then times
 ``Session.run(...)`` to ``result()`` in this process (the notebook's side of a click).
 Bytes are counted twice: what the engine asked its readers for (``job.stats.bytes_done``,
-decoded frame bytes) and what the worker processes read from storage
-(``read_bytes`` of ``/proc/PID/io`` summed over them: page-cache misses, read-ahead
-and compressed chunks included).
+decoded frame bytes) and what the worker processes and this one (which reads a few
+frames of a mapped file itself) read from storage (``read_bytes`` of
+``/proc/PID/io`` summed over them: page-cache misses, read-ahead and compressed chunks
+included). ``make_cold`` releases this process's mappings of the file too.
 
 The compressed file: a bitshuffle-LZ4 HDF5 (``hdf5plugin.Bitshuffle(cname="lz4")``,
 one frame a chunk as DECTRIS detectors write it) of the same synthetic frames as the
@@ -84,7 +85,9 @@ def _io_read_bytes() -> int:
 
 
 def _storage_bytes(client) -> int:
-    return sum(client.run(_io_read_bytes).values())
+    """Bytes read from storage by the workers and this process (a click on a mapped
+    file is read here, without a task)."""
+    return sum(client.run(_io_read_bytes).values()) + _io_read_bytes()
 
 
 def positions(nav_shape, count: int, side: int, seed: int = 17) -> list[tuple[int, int]]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import _reference as ref
+from test_analyses import SHAPES, make_data
 from stem_explorer import masks
 from stem_explorer.analyses import (
     CenterOfMass,
@@ -30,19 +31,6 @@ from stem_explorer.io import open_dataset
 from stem_explorer.io.partitioned import codecs, write_raw_partitions
 
 DTYPES = ["uint8", "uint16", ">u2", "int32", "float32"]
-SHAPES = {
-    "nonsquare": ((5, 7), (9, 6)),
-    "line": ((11,), (8, 8)),
-    "single": ((1,), (5, 7)),
-    "single2d": ((1, 1), (6, 5)),
-}
-
-
-def make_data(nav, sig, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    if np.dtype(dtype).kind == "f":
-        return rng.normal(100, 30, nav + sig).astype(dtype)
-    return rng.integers(0, min(np.iinfo(np.dtype(dtype)).max, 4000), nav + sig).astype(dtype)
 
 
 def an_roi(nav):

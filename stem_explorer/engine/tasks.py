@@ -160,6 +160,8 @@ def _read_partition(partition: Partition, plan: Plan, payload: Any, frames: Opti
         blocks = read_blocks(frames, partition.stop, source.frame_alignment, tile_frames)
     frames_read = 0
     with source.open(payload) as reader:
+        if frames is not None:  # scattered blocks: let the reader fetch them together
+            reader.will_need([(block_start, block_stop) for block_start, block_stop, _runs in blocks])
         for block_start, block_stop, runs in blocks:
             if cancelled():
                 break  # nobody waits for this result; free the worker for the next job
