@@ -598,13 +598,14 @@ def _limit(value) -> str:
 
 def table(records: list[dict]) -> str:
     run = records[0]
-    lines = [
+    head = [
         (f"file: {run['path']} ({run['size_gib']:.2f} GiB, {run['nav_shape'][0]} x {run['nav_shape'][1]} scan of "
          f"{SIG[0]} x {SIG[1]} uint16 frames); RAM {_gib(run['ram_bytes'])} GiB; {run['workers']} workers, "
          f"memory limit {run['memory_limit']}{_limit(run.get('worker_memory_limit_bytes'))}"
          f"{', normal priority' if run.get('normal_priority') else ''}; load average before "
          f"{run['load_before'][0]:.1f}, after {run['load_after'][0]:.1f}"),
-        "",
+    ]
+    passes = [
         ("| pass | resident before | s | GB/s | vs disk read | peak RSS workers, sum / max (GiB) | "
          "peak anonymous workers, sum / max (GiB) | peak RSS client (GiB) | anon <= 2 GiB | RSS <= 2 GiB | "
          f">= {RATE_TARGET:g} x disk |"),
@@ -612,6 +613,7 @@ def table(records: list[dict]) -> str:
     ]
     reads = [r for r in records if r["kind"] == "bigdata_disk_read"]
     best = max((r["gbps"] for r in reads), default=None)
+    lines = head + ([""] + passes if reads else [])
     for read in reads:
         share = "whole file" if read["whole_file"] else f"first {_gib(read['nbytes'])} GiB"
         lines.append(

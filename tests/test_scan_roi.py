@@ -180,3 +180,52 @@ def test_a_shape_roi_needs_a_2d_scan(tmp_path):
     with pytest.raises(AnalysisError, match="a shape as roi needs a 2-D scan"):
         roi_to_frames(masks.Disk(0, 0, 2), ds)
     np.testing.assert_array_equal(roi_to_frames([5, 2], ds), [2, 5])  # 1-D positions: plain integers
+
+
+def _resident_pages(path) -> np.ndarray:
+    """Which pages of ``path`` are in the page cache (``mincore`` on a fresh mapping)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        vec = np.zeros(-(-size // mmap.PAGESIZE), np.uint8)
+        try:
+            assert libc.mincore(addr, size, vec.ctypes.data) == 0
+        finally:
+            libc.munmap(addr, size)
+    return (vec & 1).astype(bool)
+
+
+def test_a_mapped_reader_fetches_the_rois_blocks_when_told(tmp_path):
+    """``will_need`` asks the kernel for the blocks' bytes at once (a cold ROI's runs
+    were otherwise faulted in one read-ahead window after another): they come into the
+    page cache without being touched, the rest of the file stays out."""
+    import os
+    import time
+
+    frame = 64 * 1024  # 16 pages a frame
+    path = tmp_path / "d.raw"
+    path.write_bytes(np.random.default_rng(0).integers(0, 255, 64 * frame, np.uint8).tobytes())
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    if _resident_pages(path).any():
+        pytest.skip("this file system keeps the file's pages in memory (tmpfs?)")
+    ds = open_dataset(path, nav_shape=(64,), sig_shape=(256, 128), dtype="uint16")
+    with ds.source.open() as reader:
+        reader.will_need([(10, 12), (40, 41)])
+        wanted = np.zeros(64 * 16, bool)
+        wanted[10 * 16 : 12 * 16] = wanted[40 * 16 : 41 * 16] = True
+        deadline = time.monotonic() + 10
+        while not _resident_pages(path)[wanted].all() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        resident = _resident_pages(path)
+    assert resident[wanted].all()
+    assert not resident[50 * 16 :].any()  # far from both: not read
