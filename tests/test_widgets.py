@@ -284,9 +284,12 @@ def test_explorer_mask_changes_pick_roi_and_analyses(explorer, sample):
     explorer._pick(7, 13)
     explorer.wait(60)
     np.testing.assert_array_equal(explorer.detector_image(), data[7, 13])
+    frame_bytes = explorer.session.dataset.frame_bytes
+    assert explorer._detector_job.stats.bytes_done == frame_bytes  # a click reads its frame only
     explorer._roi(2, 5, 3, 9)
     explorer.wait(60)
     np.testing.assert_array_equal(explorer.detector_image(), data[2:5, 3:9].sum(axis=(0, 1)))
+    assert explorer._detector_job.stats.bytes_done == 3 * 6 * frame_bytes
     for kind, key in [("com", "com/magnitude"), ("radial", "radial/profile"), ("fem", "fem/normalized_variance")]:
         explorer.analysis.value = kind
         explorer.wait(60)
