@@ -95,6 +95,9 @@ class Session:
         self.partition_bytes = partition_bytes
         self.tile_bytes = tile_bytes
         self.kernel = kernel
+        #: the :class:`~stem_explorer.analyses.Descan` every run applies unless it
+        #: passes its own (None: no correction); the Explorer's descan control sets it
+        self.descan = None
         ds = self.dataset
         # jobs compute their coarse preview in this process once its kernels are warm
         # for the dtype (Job._preview_here): warm them when a job ends (at the start
@@ -125,6 +128,7 @@ class Session:
         on_progress: Optional[Callable[[Progress], None]] = None,
         kernel: Optional[str] = None,
         preview_stride: Optional[int] = None,
+        descan=None,
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
@@ -148,6 +152,11 @@ class Session:
         field. ``kernel`` overrides the session's mask-product path for this job: 'auto'
         (the cost model), or 'spans', 'columns', 'sparse' or 'dense' (see
         :class:`~stem_explorer.engine.ops.MaskProduct`).
+
+        ``descan`` (a :class:`~stem_explorer.analyses.Descan`) moves every mask of the
+        run with the diffraction pattern and subtracts the shift from centre-of-mass
+        results; None takes the session's :attr:`descan`, False runs without one. It is
+        recorded in the results' provenance (``"descan"``).
         """
         if preview_stride is not None:
             preview_stride = whole_number(
@@ -155,7 +164,8 @@ class Session:
                 "scan positions between preview points along each axis", "0 or 1 turns the preview off",
             )
         plan, finalize = build_plan(
-            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
+            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes,
+            descan=self.descan if descan is None else (None if descan is False else descan),
         )
         check_client(self.client)
         with self._lock:

@@ -138,6 +138,12 @@ class PerFrameOp(Op):
         first, out = state
         self.compute(frames, out[start - first : start - first + frames.shape[0]])
 
+    def feed_at(self, state, indices: np.ndarray, frames: np.ndarray) -> None:
+        """Process scattered frames (a preview's gathered tile): ``frames[i]`` is frame
+        ``indices[i]`` and ``state`` came from ``start(0, len(indices), ...)``. Ops whose
+        work depends on the frame's position (a descan shift) override it."""
+        self.feed(state, 0, frames)
+
     def finish(self, state):
         return state[1]
 
