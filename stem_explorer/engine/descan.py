@@ -12,6 +12,8 @@ partly off the detector are clipped: the pixels outside contribute nothing.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 
 from . import kernels, shifted_kernels
@@ -52,6 +54,13 @@ def _sparse_layout(rows: np.ndarray, indptr, cols, weights, sx: int) -> tuple:
     return rows, row_y, row_x, bounds, indptr, cols, weights
 
 
+#: Frames per run of equal shifts, on average over a tile, from which float32 data
+#: takes one sgemm per run with moved masks rather than a shifted copy of every frame.
+MIN_RUN_FRAMES = 8
+#: Moved dense masks an op keeps (each the size of the unshifted ones).
+MOVED_MASKS_KEPT = 64
+
+
 class ShiftedMaskProduct(PerFrameOp):
     """A :class:`~.ops.MaskProduct` whose masks move by ``shifts[f]`` in frame ``f``.
 
@@ -68,6 +77,7 @@ class ShiftedMaskProduct(PerFrameOp):
         self.product, self.shifts = product, shifts
         self.width, self.sig_shape = product.width, product.sig_shape
         self._shifted = None
+        self._moved = OrderedDict()  # (dy, dx) -> dense masks moved by it
 
     @property
     def kernel(self) -> str:
@@ -128,13 +138,47 @@ class ShiftedMaskProduct(PerFrameOp):
             else:
                 self._dense(readable, shifts, *layout, sig, out, swap)
 
-    @staticmethod
-    def _dense(frames, shifts, cols, dense, sig, out, swap):
-        """The dense path: frames read through their shifts into float32 blocks, then
-        one sgemm per block with the unshifted masks."""
+    def _dense(self, frames, shifts, cols, dense, sig, out, swap):
+        """The dense path. Float32 frames in runs of equal shifts (a plane's) keep
+        their zero-copy sgemm: one per run, with the masks moved once per shift. Any
+        other data is read through the shifts into float32 blocks, the conversion the
+        unshifted path makes anyway, then one sgemm per block with the masks as they are."""
+        bounds = _equal_shift_runs(shifts)
+        if frames.dtype == np.float32 and not swap and frames.shape[0] >= MIN_RUN_FRAMES * (bounds.size - 1):
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                out[lo:hi, cols] += np.matmul(frames[lo:hi], self._moved_dense(dense, shifts[lo]))
+            return
         step = max(1, kernels.DENSE_BLOCK_BYTES // (4 * max(frames.shape[1], 1)))
         buffer = np.empty((min(step, frames.shape[0]), frames.shape[1]), np.float32)
         for lo in range(0, frames.shape[0], step):
             block = buffer[:frames[lo:lo + step].shape[0]]
             shifted_kernels.shifted_frames_float32(frames[lo:lo + step], shifts[lo:lo + step], sig, block, swap)
             out[lo:lo + step, cols] += np.matmul(block, dense)
+
+    def _moved_dense(self, dense: np.ndarray, shift) -> np.ndarray:
+        """The dense masks moved by ``shift`` (zero where nothing moves in), kept for
+        the next runs with that shift (up to :data:`MOVED_MASKS_KEPT` of them)."""
+        key = (int(shift[0]), int(shift[1]))
+        moved = self._moved.pop(key, None)
+        if moved is None:
+            moved = _move(dense.reshape(self.sig_shape + (-1,)), *key).reshape(dense.shape)
+        self._moved[key] = moved  # most recently used last
+        while len(self._moved) > MOVED_MASKS_KEPT:
+            self._moved.pop(next(iter(self._moved)))
+        return moved
+
+
+def _equal_shift_runs(shifts: np.ndarray) -> np.ndarray:
+    """Where runs of consecutive frames with one shift start, and the end."""
+    change = np.flatnonzero(np.any(shifts[1:] != shifts[:-1], axis=1)) + 1
+    return np.concatenate([[0], change, [shifts.shape[0]]])
+
+
+def _move(masks: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``masks`` ``(sy, sx, m)`` moved by ``(dy, dx)`` pixels; what leaves the detector is lost."""
+    sy, sx = masks.shape[:2]
+    moved = np.zeros_like(masks)
+    if abs(dy) < sy and abs(dx) < sx:
+        moved[max(dy, 0):sy + min(dy, 0), max(dx, 0):sx + min(dx, 0)] = \
+            masks[max(-dy, 0):sy - max(dy, 0), max(-dx, 0):sx - max(dx, 0)]
+    return moved
