@@ -35,6 +35,7 @@ def random_shifts(nav, seed=1, spread=4.0):
     shifts = rng.normal(0, spread, nav + (2,))
     shifts.reshape(-1, 2)[::5] = (0.5, -1.5)
     shifts.reshape(-1, 2)[1:2] = (-40.0, 3.0)  # off the detector: nothing counts
+    shifts.reshape(-1, 2)[2:3] = (30.0, -25.0)  # off the other corner
     return shifts
 
 
@@ -260,3 +261,19 @@ def test_estimate_says_when_positions_are_too_few(tmp_path):
         Descan.estimate(results)
     with pytest.raises(OptionError, match="1 scan positions have no centre of mass"):
         Descan.estimate(results, fit="map")
+
+
+def test_cost_model_knows_when_the_dense_path_copies_float32(tmp_path):
+    """Float32 data keeps its zero-copy dense path for a plane's runs of equal shifts;
+    shifts that change every frame make it copy, and a large annulus goes to the
+    binary paths instead."""
+    sig = (128, 128)
+    path = tmp_path / "f.raw"
+    np.zeros((16, 16) + sig, np.float32).tofile(path)
+    ds = open_dataset(path, nav_shape=(16, 16), sig_shape=sig, dtype="float32")
+    annulus = [VirtualDetector(masks.Ring(64, 64, 20, 63))]
+    plane = Descan.plane(per_column=(0.05, 0.05))
+    noisy = Descan.from_map(np.random.default_rng(0).normal(0, 2, (16, 16, 2)))
+    assert build_plan(annulus, ds)[0].ops[-1].kernel == "dense"
+    assert build_plan(annulus, ds, descan=plane)[0].ops[-1].kernel == "dense"
+    assert build_plan(annulus, ds, descan=noisy)[0].ops[-1].kernel in ("spans", "columns")

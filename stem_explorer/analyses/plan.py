@@ -17,7 +17,7 @@ import scipy.sparse
 
 from .._version import __version__
 from ..engine import MaskProduct, Plan
-from ..engine.descan import ShiftedMaskProduct, integer_shifts
+from ..engine.descan import ShiftedMaskProduct, dense_copies, integer_shifts
 from ..engine.tasks import DEFAULT_TILE_BYTES
 from ..errors import AnalysisError, OptionError
 from ..io.base import DataSet
@@ -97,9 +97,10 @@ def build_plan(
     if mask_blocks:
         mask_op = len(ops)
         matrix = scipy.sparse.hstack(mask_blocks, format="csr")
-        ops.append(MaskProduct(matrix, kernel=kernel, dtype=dataset.dtype, sig_shape=dataset.sig_shape))
-        if shifts is not None:
-            ops[mask_op] = ShiftedMaskProduct(ops[mask_op], integer_shifts(shifts, dataset.sig_shape))
+        moves = None if shifts is None else integer_shifts(shifts, dataset.sig_shape)
+        product = MaskProduct(matrix, kernel=kernel, dtype=dataset.dtype, sig_shape=dataset.sig_shape,
+                              dense_copies=moves is not None and dense_copies(moves))
+        ops.append(product if moves is None else ShiftedMaskProduct(product, moves))
     plan = Plan(tuple(ops), tile_bytes or DEFAULT_TILE_BYTES)
     provenance = {
         "software": {"name": "stem_explorer", "version": __version__},

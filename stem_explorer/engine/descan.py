@@ -34,24 +34,31 @@ def integer_shifts(shifts: np.ndarray, sig_shape) -> np.ndarray:
 
 
 def _row_spans(starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, sx: int) -> tuple:
-    """The span path's runs of flat pixels cut at detector rows: ``(rows, x_start,
-    x_stop, cols)``; a run over several rows (a full-width rectangle) moves sideways
-    row by row."""
+    """The span path's runs of flat pixels cut at detector rows, and their bounding
+    box: ``(starts, stops, rows, x_start, x_stop, (y_min, y_max, x_min, x_max),
+    cols)``; a run over several rows (a full-width rectangle) moves sideways row by row."""
     first_row, last_row = starts // sx, (stops - 1) // sx
     pieces = last_row - first_row + 1
     owner = np.repeat(np.arange(starts.size), pieces)
     rows = first_row[owner] + (np.arange(owner.size) - np.repeat(np.cumsum(pieces) - pieces, pieces))
     x_start = np.maximum(starts[owner], rows * sx) - rows * sx
     x_stop = np.minimum(stops[owner], (rows + 1) * sx) - rows * sx
-    return rows, x_start, x_stop, cols[owner]
+    bounds = _bounds(rows, rows, x_start, x_stop - 1)
+    return rows * sx + x_start, rows * sx + x_stop, rows, x_start, x_stop, bounds, cols[owner]
+
+
+def _bounds(y_low, y_high, x_low, x_high) -> np.ndarray:
+    """``(y_min, y_max, x_min, x_max)`` as int64 (zeros when empty)."""
+    if not y_low.size:
+        return np.zeros(4, np.int64)
+    return np.array([y_low.min(), y_high.max(), x_low.min(), x_high.max()], np.int64)
 
 
 def _sparse_layout(rows: np.ndarray, indptr, cols, weights, sx: int) -> tuple:
     """The sparse path's CSR with each covered pixel's row and column and their
     bounding box, for :func:`.shifted_kernels.shifted_sparse_mask_product`."""
     row_y, row_x = np.divmod(rows, sx)
-    bounds = np.array([row_y.min(), row_y.max(), row_x.min(), row_x.max()] if rows.size else [0, 0, 0, 0], np.int64)
-    return rows, row_y, row_x, bounds, indptr, cols, weights
+    return rows, row_y, row_x, _bounds(row_y, row_y, row_x, row_x), indptr, cols, weights
 
 
 #: Frames per run of equal shifts, on average over a tile, from which float32 data
@@ -143,8 +150,8 @@ class ShiftedMaskProduct(PerFrameOp):
         their zero-copy sgemm: one per run, with the masks moved once per shift. Any
         other data is read through the shifts into float32 blocks, the conversion the
         unshifted path makes anyway, then one sgemm per block with the masks as they are."""
-        bounds = _equal_shift_runs(shifts)
-        if frames.dtype == np.float32 and not swap and frames.shape[0] >= MIN_RUN_FRAMES * (bounds.size - 1):
+        if frames.dtype == np.float32 and not swap and not dense_copies(shifts):
+            bounds = _equal_shift_runs(shifts)
             for lo, hi in zip(bounds[:-1], bounds[1:]):
                 out[lo:hi, cols] += np.matmul(frames[lo:hi], self._moved_dense(dense, shifts[lo]))
             return
@@ -166,6 +173,13 @@ class ShiftedMaskProduct(PerFrameOp):
         while len(self._moved) > MOVED_MASKS_KEPT:
             self._moved.pop(next(iter(self._moved)))
         return moved
+
+
+def dense_copies(shifts: np.ndarray) -> bool:
+    """Whether the dense path copies float32 frames for these integer ``shifts``: their
+    runs of equal shifts are shorter than :data:`MIN_RUN_FRAMES` on average (for
+    :class:`~.ops.MaskProduct`'s ``dense_copies``)."""
+    return shifts.shape[0] < MIN_RUN_FRAMES * (_equal_shift_runs(shifts).size - 1)
 
 
 def _equal_shift_runs(shifts: np.ndarray) -> np.ndarray:
