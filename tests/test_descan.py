@@ -4,6 +4,7 @@ dtype and odd shape; a synthetic scan with a known descan plane; the Descan obje
 checks, description and estimate; previews and the session."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -120,12 +121,15 @@ def test_centre_of_mass_subtracts_the_shift_numerically(tmp_path):
     f = ref.frames(data)
     y, x = np.indices(SIG)
     for i, (dy, dx) in enumerate(moves):  # the support disk moved, moments about the moved centre
+        if i == 2:
+            continue  # moved off the detector: no intensity, NaN (checked below)
         support = ref.moved_mask(ref.disk(SIG, *center, 3.0), dy, dx)
         total = (f[i] * support).sum()
         com_y = (f[i] * support * y).sum() / total - center[0] - shifts.reshape(-1, 2)[i, 0]
         com_x = (f[i] * support * x).sum() / total - center[1] - shifts.reshape(-1, 2)[i, 1]
         np.testing.assert_allclose(results["com/shift_y"].data.ravel()[i], com_y, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(results["com/shift_x"].data.ravel()[i], com_x, rtol=1e-9, atol=1e-12)
+    assert np.isnan(results["com/shift_y"].data.ravel()[2]) and results["com/total"].data.ravel()[2] == 0
 
 
 def test_estimate_from_results_undoes_rotation_and_takes_a_reference(tmp_path):
@@ -277,3 +281,43 @@ def test_cost_model_knows_when_the_dense_path_copies_float32(tmp_path):
     assert build_plan(annulus, ds)[0].ops[-1].kernel == "dense"
     assert build_plan(annulus, ds, descan=plane)[0].ops[-1].kernel == "dense"
     assert build_plan(annulus, ds, descan=noisy)[0].ops[-1].kernel in ("spans", "columns")
+
+
+# -- the command line ----------------------------------------------------------------------
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_cli_run_applies_a_descan_map_and_records_it(tmp_path, capsys):
+    from stem_explorer.cli import main
+
+    data = make_data((4, 6), SIG, "uint16")
+    data.tofile(tmp_path / "d.raw")
+    shifts = random_shifts((4, 6), spread=2.0)
+    np.save(tmp_path / "descan.npy", shifts)
+    out = tmp_path / "o.h5"
+    code = main(["run", str(tmp_path / "d.raw"), "--nav-shape", "4", "6", "--sig-shape", *map(str, SIG), "--dtype", "uint16",
+                 "-a", "vd", "--disk", "6", "4.5", "3.2", "--descan", str(tmp_path / "descan.npy"), "-o", str(out),
+                 "--workers", "1", "-q"])
+    assert code == 0, capsys.readouterr().err
+    results = Results.load(out)
+    np.testing.assert_allclose(results["vd/mask0"].data,
+                               ref.descanned_virtual_image(data, MASKS["disk"].rasterize(SIG), shifts))
+    assert Descan.from_dict(results.provenance["descan"]) == Descan.from_map(shifts)
+
+
+def test_cli_refuses_bad_descans_before_starting(tmp_path, capsys):
+    from stem_explorer.cli import main
+
+    make_data((4, 6), SIG, "uint16").tofile(tmp_path / "d.raw")
+    (tmp_path / "bad.npy").write_text("not numpy")
+    run = ["run", str(tmp_path / "d.raw"), "--nav-shape", "4", "6", "--sig-shape", *map(str, SIG), "--dtype", "uint16",
+           "-a", "vd", "--disk", "6", "4.5", "3.2", "-q"]
+    for extra, message in [(["--descan", str(tmp_path / "bad.npy")], "cannot read .*bad.npy"),
+                           (["--descan", str(tmp_path / "missing.npy")], "cannot read .*missing.npy"),
+                           (["--descan", str(tmp_path / "d.raw")], "neither .npy"),
+                           (["--descan", str(tmp_path / "bad.npy"), "--descan-plane", "0", "0", "0", "0", "0", "0"],
+                            "not both")]:
+        assert main(run + extra) == 2
+        assert re.search(message, capsys.readouterr().err)
+    np.save(tmp_path / "small.npy", np.zeros((2, 2, 2)))
+    assert main(run + ["--descan", str(tmp_path / "small.npy"), "--workers", "1"]) == 2
+    assert "map is for a scan of shape (2, 2)" in capsys.readouterr().err

@@ -16,7 +16,9 @@ or measure it (:meth:`Descan.estimate`) from the centre of mass of a reference s
 from __future__ import annotations
 
 import base64
+import json
 import math
+from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
@@ -143,6 +145,24 @@ class Descan:
             plane = (offset, coefficients[1], coefficients[2])
             return cls(plane=tuple(tuple(float(v) for v in c) for c in plane), source=origin)
         return cls(shifts=shifts.reshape(tuple(nav_shape) + (2,)), source=origin)
+
+    @classmethod
+    def load(cls, path) -> "Descan":
+        """A descan from a file: ``.npy`` (a map, as :meth:`from_map` takes) or
+        ``.json`` (a :meth:`to_dict` description, e.g. a results file's
+        ``provenance["descan"]``); OptionError naming the file otherwise."""
+        path = Path(path)
+        try:
+            if path.suffix.lower() == ".npy":
+                return cls.from_map(np.load(path, allow_pickle=False))
+            if path.suffix.lower() == ".json":
+                return cls.from_dict(json.loads(path.read_text()))
+        except OptionError as error:
+            raise OptionError(f"{path}: {error}") from None
+        except (OSError, ValueError) as error:  # missing, unreadable, not .npy, not JSON
+            raise OptionError(f"descan: cannot read {path} ({error}); give a .npy map of shape (ny, nx, 2) "
+                              "or a .json description (Descan.to_dict())") from None
+        raise OptionError(f"descan: {path} is neither .npy (a map of shape (ny, nx, 2)) nor .json (Descan.to_dict())")
 
     # -- use -------------------------------------------------------------------------------
     def shifts_for(self, nav_shape) -> np.ndarray:
