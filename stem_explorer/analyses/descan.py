@@ -8,8 +8,9 @@ every mask of the run with the pattern (rounded to whole pixels, clipped at the
 detector's edge: :mod:`stem_explorer.engine.descan`) and subtracts the shift from
 centre-of-mass results.
 
-Make one from a plane (:meth:`Descan.plane`), from any map (:meth:`Descan.from_map`),
-or measure it (:meth:`Descan.estimate`) from the centre of mass of a reference scan
+Make one from a plane (:meth:`~stem_explorer.analyses.Descan.plane`), from any map
+(:meth:`~stem_explorer.analyses.Descan.from_map`), or measure it
+(:meth:`~stem_explorer.analyses.Descan.estimate`) from the centre of mass of a reference scan
 (vacuum, or the sample's own bright-field disk), optionally fitted by a plane.
 """
 

@@ -2,7 +2,7 @@
 
 :class:`ShiftedMaskProduct` wraps the :class:`~.ops.MaskProduct` of a job and
 reuses its choice of paths and its layouts; per frame, the kernels of
-:mod:`.shifted_kernels` move those layouts by the frame's integer shift instead of
+``engine/shifted_kernels.py`` move those layouts by the frame's integer shift instead of
 building shifted masks. Shifts are rounded to whole pixels (:func:`integer_shifts`):
 a fractional shift would need each mask read at four offsets with bilinear weights,
 four times the work, for a correction whose own error (a fitted plane, a centre of
