@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import numpy as np
 
 from . import data, report, timing
+from .kernels import _time_pass
 from .workloads import all_workloads
 
 #: The masks (keys of :func:`benchmarks.workloads.all_workloads`).
@@ -59,15 +59,6 @@ def descans(nav_shape) -> dict:
     noise = np.random.default_rng(0).normal(0, 1.0, (ny, nx, 2))
     noisy = Descan.from_map(plane.shifts_for(nav_shape).reshape(ny, nx, 2) + noise)
     return {"none": None, "plane": plane, "noisy": noisy}
-
-
-def _time_pass(ds, plan) -> float:
-    """Seconds of one pass over every partition of ``ds`` in this process."""
-    from stem_explorer.engine import run_local
-
-    t0 = time.perf_counter()
-    run_local(ds.partitions(1), plan)
-    return time.perf_counter() - t0
 
 
 def measure(args) -> list[dict]:

@@ -17,20 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .kernels import _JIT, _JIT_FAST, _bswap16, _column_sums
-
-
-@numba.njit(inline="always")
-def _run_sum(run, zero, swap):
-    """``zero`` plus the values of ``run`` (byte-swapped first with ``swap``)."""
-    acc = zero
-    if swap:
-        for p in range(run.shape[0]):
-            acc += _bswap16(run[p])
-    else:
-        for p in range(run.shape[0]):
-            acc += run[p]
-    return acc
+from .kernels import _JIT, _JIT_FAST, _bswap16, _column_run_ends, _column_sums, run_sum
 
 
 @numba.jit(**_JIT_FAST)
@@ -55,7 +42,7 @@ def shifted_span_sums(frames, shifts, starts, stops, rows, x_start, x_stop, boun
             continue
         offset = dy * sx + dx
         for s in range(starts.shape[0]):
-            out[f, cols[s]] += _run_sum(frame[starts[s] + offset:stops[s] + offset], zero, swap)
+            out[f, cols[s]] += run_sum(frame[starts[s] + offset:stops[s] + offset], zero, swap)
 
 
 @numba.jit(**_JIT_FAST)
@@ -74,7 +61,7 @@ def _clipped_span_sums(frame, dy, dx, rows, x_start, x_stop, cols, sy, sx, out, 
         scratch[s] = y * sx + a if inside else 0
         scratch[n + s] = y * sx + b if inside else 0
     for s in range(n):
-        out[cols[s]] += _run_sum(frame[scratch[s]:scratch[n + s]], zero, swap)
+        out[cols[s]] += run_sum(frame[scratch[s]:scratch[n + s]], zero, swap)
 
 
 @numba.jit(**_JIT_FAST)
@@ -132,13 +119,7 @@ def shifted_column_run_sums(frames, shifts, sy, box, prefix, plus, plus_ptr, min
             _column_sums(frames[f], moved, prefix, swap)
         else:
             _clipped_column_sums(frames[f], box, dy, dx, sy, prefix, swap)
-        for j in range(cols.shape[0]):
-            acc = zero
-            for k in range(plus_ptr[j], plus_ptr[j + 1]):
-                acc += prefix[plus[k]]
-            for k in range(minus_ptr[j], minus_ptr[j + 1]):
-                acc -= prefix[minus[k]]
-            out[f, cols[j]] += acc
+        _column_run_ends(prefix, plus, plus_ptr, minus, minus_ptr, cols, out[f], zero)
 
 
 @numba.jit(**_JIT)
