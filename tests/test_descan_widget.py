@@ -29,7 +29,7 @@ def test_estimate_apply_and_undo(tmp_path):
     path = make_sample(tmp_path / "s.h5", nav_shape=NAV, sig_shape=SIG)
     explorer = Explorer(str(path), n_workers=1, export_dir=str(tmp_path / "exports"))
     try:
-        explorer.wait(120)
+        explorer.wait(300)  # the cluster's start: minutes on a loaded machine
         control = explorer.descan_control
         assert explorer.session.descan is None and control.apply_toggle.disabled
         control.estimate()
