@@ -16,6 +16,7 @@ from . import masks
 from .analyses import (
     FEM,
     CenterOfMass,
+    Descan,
     MaxFrame,
     MeanFrame,
     PickFrame,
@@ -35,6 +36,7 @@ __all__ = [
     "FEM",
     "CenterOfMass",
     "DataSet",
+    "Descan",
     "MaxFrame",
     "MeanFrame",
     "PickFrame",

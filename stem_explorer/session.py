@@ -97,6 +97,9 @@ class Session:
         self.partition_bytes = partition_bytes
         self.tile_bytes = tile_bytes
         self.kernel = kernel
+        #: the :class:`~stem_explorer.analyses.Descan` every run applies unless it
+        #: passes its own (None: no correction); the Explorer's descan control sets it
+        self.descan = None
         ds = self.dataset
         # jobs compute their coarse preview in this process once its kernels are warm
         # for the dtype (Job._preview_here): warm them when a job ends (at the start
@@ -128,6 +131,7 @@ class Session:
         kernel: Optional[str] = None,
         preview_stride: Optional[int] = None,
         roi=None,
+        descan=None,
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
@@ -161,6 +165,11 @@ class Session:
         reductions (sum, mean, ...) cover only it, and there is no coarse preview.
         Analyses that need only some frames (:class:`~stem_explorer.analyses.PickFrame`,
         :class:`~stem_explorer.analyses.RoiSum`) read only those, ROI or not.
+
+        ``descan`` (a :class:`~stem_explorer.analyses.Descan`) moves every mask of the
+        run with the diffraction pattern and subtracts the shift from centre-of-mass
+        results; None takes the session's :attr:`descan`, False runs without one. It is
+        recorded in the results' provenance (``"descan"``).
         """
         if preview_stride is not None:
             preview_stride = whole_number(
@@ -169,7 +178,8 @@ class Session:
             )
         frames = self._roi_frames(roi)
         plan, finalize = build_plan(
-            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes, roi=frames
+            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes, roi=frames,
+            descan=self.descan if descan is None else (None if descan is False else descan),
         )
         if frames is not None and plan_frames(plan.ops, frames).size == 0:
             raise AnalysisError("roi holds none of the frames these analyses read (picked positions or a "

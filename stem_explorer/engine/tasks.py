@@ -238,7 +238,7 @@ def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
         for op in plan.ops:
             if op.per_frame:
                 state = op.start(0, len(indices), n_pixels, native)
-                op.feed(state, 0, tile)
+                op.feed_at(state, indices, tile)
                 partials.append(op.finish(state))
             else:
                 partials.append(None)

@@ -24,6 +24,7 @@ from ..masks import Rectangle
 from ..session import Session
 from . import choices, controls
 from .choices import Beam, Choice, NeedsMask
+from .descan_control import DescanControl
 from .export import save_png
 from .mask_editor import MaskEditor
 from .throttle import Throttle
@@ -224,12 +225,14 @@ class Explorer(widgets.VBox):
         self.code_box = widgets.Textarea(layout={"width": "100%", "height": "120px", "display": "none"})
         self.copy_button.on_click(lambda _: self._show_code())
         self.export_label = widgets.HTML()
+        self.descan_control = DescanControl(on_change=self._start_navigation, on_error=self._show_error)
         self.controls = widgets.VBox(
             [
                 widgets.HBox([self.analysis, self.params_box, self.component, self.component_index]),
                 widgets.HBox([self.colormap, self.nav_log, self.vmin, self.vmax, self.limits_auto]),
                 widgets.HBox([self.progress, self.progress_label]),
                 widgets.HBox([*self.export_buttons, self.copy_button, self.export_label]),
+                self.descan_control,
                 self.code_box,
             ]
         )
@@ -246,6 +249,7 @@ class Explorer(widgets.VBox):
         except Exception as exc:  # shown in the widget, not only in the log
             self._show_error(exc, prefix="could not open the data set")
             return
+        self.descan_control.attach(self.session, self._beam_support)
         ds = self.session.dataset
         self.title.value = (
             f"<b>{html.escape(Path(ds.path).name if ds.path else ds.format)}</b> &nbsp; scan {tuple(ds.nav_shape)}"
@@ -255,6 +259,10 @@ class Explorer(widgets.VBox):
         self.dashboard.value = f'&nbsp; <a href="{html.escape(link)}" target="_blank">dask dashboard</a>' if link else ""
         self._set_status("computing the sum frame ...")
         self._start_detector(SumFrame(), first=True)
+
+    def _beam_support(self) -> Optional[tuple]:
+        """``(cy, cx, radius)`` of the direct beam, once the sum frame has shown it."""
+        return None if self.beam is None else (self.beam.cy, self.beam.cx, self.beam.radius)
 
     def _cluster_options_set(self) -> dict:
         return {k: v for k, v in self._cluster_options.items() if v is not None}
