@@ -14,6 +14,7 @@ import pytest
 
 from stem_explorer.analyses import from_dict
 from stem_explorer.io.listing import browse, list_datasets
+from stem_explorer.io.synthetic import write_zarr
 from stem_explorer.masks import Disk, rasterize
 from stem_explorer.sample import make_sample
 from stem_explorer.session_group import expand_sources, is_many
@@ -48,8 +49,8 @@ def scans(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def compare(scans, tmp_path_factory):
-    view = Explorer([scans["a"], scans["b"], scans["bad"], scans["c"]], n_workers=2,
-                    recipe_dir=str(tmp_path_factory.mktemp("recipes")))
+    # a folder of data sets: its files with a reader's suffix, in name order
+    view = Explorer(str(scans["folder"]), n_workers=2, recipe_dir=str(tmp_path_factory.mktemp("recipes")))
     view.wait(600)
     yield view
     view.close()
@@ -167,3 +168,44 @@ def test_the_batch_recipe_is_saved_atomically_with_the_lines_that_run_it(compare
     compare._guard(compare.save_recipe, blocked)
     assert "SaveError" in compare.status.value and "r.json" in compare.status.value
     assert os.listdir(tmp_path) == ["r.json"] and os.listdir(blocked) == []
+
+
+@pytest.mark.cluster
+def test_a_file_added_with_the_path_chooser_gets_its_tile_and_image(compare, scans, tmp_path):
+    (tmp_path / "sub").mkdir()
+    added = make_sample(tmp_path / "d.h5", nav_shape=(4, 9), sig_shape=SIG)
+    (tmp_path / "notes.txt").write_text("not a data set")
+    chooser = compare.chooser
+    chooser.folder.value = str(tmp_path)
+    labels = [label for label, _ in chooser.entries.options]
+    assert labels == ["../", "sub/", "d.h5"]
+    chooser.entries.value = str(tmp_path / "sub")  # a folder opens
+    assert chooser.folder.value == str(tmp_path / "sub") and "no data sets here" in chooser.message.value
+    chooser.entries.value = ".."
+    assert chooser.folder.value == str(tmp_path)
+    chooser.entries.value = str(added)
+    assert chooser.path.value == str(added)
+    chooser.add_button.click()
+    compare.wait(300)
+    assert list(compare.tiles)[-1] == "d.h5"
+    np.testing.assert_allclose(compare.images()["d.h5"], virtual_image(added, compare.editor.mask()), rtol=1e-6)
+    check_images(compare, scans)
+
+
+def test_folders_of_data_sets_and_the_listing(tmp_path):
+    for name in ("b.h5", "a.npy", "c.txt", ".hidden.h5"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "plain").mkdir()
+    store = write_zarr(tmp_path / "store", np.zeros((2, 3, 4, 5), np.uint16), zarr_format=2, chunks=(1, 1, 4, 5))
+    found = [str(tmp_path / "a.npy"), str(tmp_path / "b.h5"), str(store)]  # a folder that is a data set too
+    assert list_datasets(tmp_path) == found
+    assert browse(tmp_path) == ([str(tmp_path / "plain")], found)
+    assert not is_many(str(store)) and expand_sources(str(store)) == [str(store)]
+    assert is_many(str(tmp_path)) and is_many([str(tmp_path / "b.h5")]) and not is_many(str(tmp_path / "b.h5"))
+    assert expand_sources(str(tmp_path)) == list_datasets(tmp_path)
+    assert expand_sources(str(tmp_path / "b.h5")) == [str(tmp_path / "b.h5")]
+    chooser = PathChooser(tmp_path / "missing")
+    assert chooser.entries.options == ()
+    assert "is not a folder" in chooser.message.value and "missing" in chooser.message.value
+    chooser.add_button.click()
+    assert "choose a data set" in chooser.message.value

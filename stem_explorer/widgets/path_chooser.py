@@ -6,7 +6,7 @@ uploaded (``ipywidgets.FileUpload`` would send the whole file through the browse
 hold it in the kernel's memory). It is a folder box, the folder's sub-folders and
 data sets (:func:`stem_explorer.io.listing.browse`: files with a reader's suffix,
 folders a reader recognises) and a path box, plain ipywidgets: the maintained
-alternative, ``ipyfilechooser``, had its last release in 2021 and lists every file
+ready-made alternative, ``ipyfilechooser``, had its last release in 2021 and lists every file
 rather than the data sets.
 """
 
