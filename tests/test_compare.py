@@ -185,9 +185,10 @@ def test_a_file_added_with_the_path_chooser_gets_its_tile_and_image(compare, sca
     assert chooser.folder.value == str(tmp_path)
     chooser.entries.value = str(added)
     assert chooser.path.value == str(added)
+    compare.detector_choice.value = "b.h5"  # the same detector: every tile keeps its image
     chooser.add_button.click()
     compare.wait(300)
-    assert list(compare.tiles)[-1] == "d.h5"
+    assert list(compare.tiles)[-1] == "d.h5" and compare.detector_choice.value == "b.h5"
     np.testing.assert_allclose(compare.images()["d.h5"], virtual_image(added, compare.editor.mask()), rtol=1e-6)
     check_images(compare, scans)
 

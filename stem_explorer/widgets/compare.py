@@ -152,6 +152,8 @@ class CompareExplorer(widgets.VBox):
     # -- public API ------------------------------------------------------------------------
     def add(self, source) -> Tile:
         """Open ``source`` (a path, array or data set) on the shared cluster and add its tile."""
+        if self.group is None:
+            raise StemExplorerError(f"cannot add {source!r}: the cluster did not start (see the status line); make a new view")
         member = self.group.add(source)
         tile = Tile(member, self._size)
         with self._lock:
@@ -159,10 +161,7 @@ class CompareExplorer(widgets.VBox):
         self.grid.children = [*self.grid.children, tile]
         if member.session is not None:
             tile.view.on_pick(lambda row, col, tile=tile: self._select(tile.member.name))
-            names = [name for name, t in self.tiles.items() if t.session is not None]
-            self.detector_choice.options = names
-            if self.detector_choice.value is None:
-                self.detector_choice.value = member.name
+            self._list_choices()
             tile.say("computing the sum frame ...")
             tile.sum_job.start(tile.session, SumFrame(), lambda _: None, lambda job, results: self._on_sum(tile, results))
         return tile
@@ -311,7 +310,23 @@ class CompareExplorer(widgets.VBox):
         else:
             self.editor.shapes = [dict(tile.beam.disk().to_dict(), op="add")]  # starts the jobs
 
+    def _list_choices(self) -> None:
+        """Offer every opened data set in *detector view*, keeping the choice (new
+        options would reset a Dropdown to the first one, and recompute every tile)."""
+        names = [name for name, t in self.tiles.items() if t.session is not None]
+        current = self.detector_choice.value
+        self._listing = True
+        try:
+            self.detector_choice.options = names
+            self.detector_choice.value = current if current in names else names[0]
+        finally:
+            self._listing = False
+
+    _listing = False
+
     def _on_select(self) -> None:
+        if self._listing:
+            return
         tile = self.selected
         if tile is not None and tile.sum_frame is not None:
             self._show_detector(tile)
