@@ -19,7 +19,7 @@ from stem_explorer.masks import Disk, rasterize
 from stem_explorer.sample import make_sample
 from stem_explorer.session_group import expand_sources, is_many
 from stem_explorer.widgets import Explorer
-from stem_explorer.widgets.compare import CompareExplorer
+from stem_explorer.widgets.compare import CompareExplorer, tile_layout
 from stem_explorer.widgets.path_chooser import PathChooser
 
 SIG = (40, 36)
@@ -191,6 +191,14 @@ def test_a_file_added_with_the_path_chooser_gets_its_tile_and_image(compare, sca
     assert list(compare.tiles)[-1] == "d.h5" and compare.detector_choice.value == "b.h5"
     np.testing.assert_allclose(compare.images()["d.h5"], virtual_image(added, compare.editor.mask()), rtol=1e-6)
     check_images(compare, scans)
+
+
+def test_tiles_are_high_enough_for_a_colour_bar_or_have_none():
+    """bqplot's vertical colour bar is 200 px shorter than the plot area."""
+    assert tile_layout((24, 32), 240) == (320, True)  # 320 x 240: the area is 240 px high
+    assert tile_layout((40, 20), 240) == (240, True)
+    assert tile_layout((4, 256), 240) == (240, False)  # too wide for a bar at any sensible size
+    assert tile_layout((300,), 240) == (240, False)  # a line scan is one row
 
 
 def test_folders_of_data_sets_and_the_listing(tmp_path):

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import bqplot
 import ipywidgets as widgets
 import numpy as np
 
@@ -42,6 +43,24 @@ from .views import ImageView
 
 #: Where ``batch`` writes, in the code shown for a recipe.
 BATCH_OUT = "stem_explorer_batch"
+#: bqplot draws a vertical colour bar 200 px shorter than the plot area (fixed
+#: offsets in its ColorAxis): tiles keep their plot area at least this high, or, for
+#: scans too wide for that (line scans), show no colour bar (a negative length is a
+#: browser error and no bar).
+COLOUR_BAR_MIN_HEIGHT = 240
+#: The largest side of a tile's image, in pixels.
+MAX_TILE_SIZE = 520
+
+
+def tile_layout(nav_shape: tuple, size: int) -> tuple[int, bool]:
+    """``(longer side, colour bar)`` of the image of a tile for a scan of ``nav_shape``
+    (shown as :func:`~stem_explorer.widgets.views.as_image` shapes it)."""
+    rows = int(np.prod(nav_shape[:-1], dtype=np.int64)) if len(nav_shape) > 1 else 1
+    cols = int(nav_shape[-1]) if nav_shape else 1
+    needed = -(-COLOUR_BAR_MIN_HEIGHT * max(rows, cols) // rows)
+    if max(size, needed) <= MAX_TILE_SIZE:
+        return max(size, needed), True
+    return size, False
 
 
 class Tile(widgets.VBox):
@@ -50,7 +69,11 @@ class Tile(widgets.VBox):
     def __init__(self, member: Member, size: int):
         self.member = member
         self.title = widgets.HTML()
-        self.view = ImageView(member.name, size=size, css_class="se-compare-view")
+        shape = tuple(member.session.dataset.nav_shape) if member.session is not None else (1, 1)
+        side, colour_bar = tile_layout(shape, size)
+        self.view = ImageView(member.name, size=side, css_class="se-compare-view")
+        if not colour_bar:
+            self.view.figure.axes = [a for a in self.view.figure.axes if not isinstance(a, bqplot.ColorAxis)]
         self.message = widgets.HTML(layout={"min_height": "20px"})
         self.navigation = JobSlot(on_error=self.show_error)
         self.sum_job = JobSlot(on_error=self.show_error)
