@@ -195,8 +195,8 @@ def test_a_file_added_with_the_path_chooser_gets_its_tile_and_image(compare, sca
 
 def test_tiles_are_high_enough_for_a_colour_bar_or_have_none():
     """bqplot's vertical colour bar is 200 px shorter than the plot area."""
-    assert tile_layout((24, 32), 240) == (320, True)  # 320 x 240: the area is 240 px high
-    assert tile_layout((40, 20), 240) == (240, True)
+    assert tile_layout((24, 32), 240) == (374, True)  # 374 x 280: the plot area 280 px high, the bar 80 px
+    assert tile_layout((40, 20), 240) == (280, True)
     assert tile_layout((4, 256), 240) == (240, False)  # too wide for a bar at any sensible size
     assert tile_layout((300,), 240) == (240, False)  # a line scan is one row
 

@@ -47,7 +47,7 @@ BATCH_OUT = "stem_explorer_batch"
 #: offsets in its ColorAxis): tiles keep their plot area at least this high, or, for
 #: scans too wide for that (line scans), show no colour bar (a negative length is a
 #: browser error and no bar).
-COLOUR_BAR_MIN_HEIGHT = 240
+COLOUR_BAR_MIN_HEIGHT = 280
 #: The largest side of a tile's image, in pixels.
 MAX_TILE_SIZE = 520
 
