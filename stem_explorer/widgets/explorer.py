@@ -42,7 +42,8 @@ class Explorer(widgets.VBox):
     ``Explorer(source)`` takes a path (opened with ``open_options``), a numpy/dask
     array, a :class:`~stem_explorer.io.DataSet` or a :class:`~stem_explorer.Session`.
     Without a session one is started (embedded LocalCluster unless ``address`` or
-    ``client`` is given) and closed by :meth:`close`.
+    ``client`` is given) and closed by :meth:`close`. A list of sources, or a folder
+    of data sets, gives a :class:`~stem_explorer.widgets.CompareExplorer` instead.
 
     Draw masks in the detector view; the navigation view fills in live as partitions
     finish. Click the navigation view to see that frame, drag a rectangle in ROI mode
