@@ -86,10 +86,7 @@ class Session:
         dashboard: bool = False,
         **open_options,
     ):
-        if client is not None and address is not None:
-            raise ClusterError("pass either client= or address=, not both")
-        embedded = client is None and address is None
-        _check_cluster_options(embedded, n_workers, dashboard)
+        check_cluster_options(client, address, n_workers, dashboard)
         timeout = seconds("timeout", timeout, MAX_TIMEOUT, "how long to wait for the scheduler")
         partition_bytes = _check_bytes("partition_bytes", partition_bytes, MAX_PARTITION_BYTES, "data per partition")
         tile_bytes = _check_bytes("tile_bytes", tile_bytes, MAX_TILE_BYTES, "data a worker reads and holds at once")
@@ -105,18 +102,9 @@ class Session:
         # for the dtype (Job._preview_here): warm them when a job ends (at the start
         # the warm-up slowed the cluster's start by 0.2 s)
         self._warm_here = ds.random_access_here and preview.auto_stride(ds.nav_shape, ds.frame_bytes) > 1
-        self._cluster = None
         self._dashboard = dashboard
         self._owns_client = client is None
-        if client is not None:
-            self.client = client
-        elif address is not None:
-            self.client = connect(address, timeout)
-        else:
-            self._cluster = start_local_cluster(n_workers, dashboard=dashboard)  # before dask's import
-            from distributed import Client
-
-            self.client = Client(self._cluster, timeout=timeout)
+        self.client, self._cluster = open_client(client, address, n_workers, timeout, dashboard)
         self._lock = threading.Lock()
         self._current: Optional[Job] = None
         self._jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()  # the jobs a new one follows
@@ -271,10 +259,26 @@ class Session:
         return f"<Session {self.dataset!r} on {self.client.scheduler.address if self.client.scheduler else '?'}>"
 
 
-def _check_cluster_options(embedded: bool, n_workers, dashboard) -> None:
+def open_client(client, address: Optional[str], n_workers: Optional[int], timeout: float, dashboard: bool):
+    """``(client, cluster)``: the given client, one connected to ``address``, or one of
+    a new embedded cluster (``cluster`` is None unless it was started here)."""
+    if client is not None:
+        return client, None
+    if address is not None:
+        return connect(address, timeout), None
+    cluster = start_local_cluster(n_workers, dashboard=dashboard)  # before dask's import
+    from distributed import Client
+
+    return Client(cluster, timeout=timeout), cluster
+
+
+def check_cluster_options(client, address, n_workers, dashboard) -> None:
+    """Refuse both ``client`` and ``address``, or embedded-cluster options with either."""
+    if client is not None and address is not None:
+        raise ClusterError("pass either client= or address=, not both")
     if not isinstance(dashboard, bool):
         raise OptionError(f"dashboard must be True or False, got {dashboard!r}")
-    if embedded:
+    if client is None and address is None:
         if n_workers is not None:
             check_n_workers(n_workers)
     elif n_workers is not None or dashboard:

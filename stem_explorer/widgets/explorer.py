@@ -22,6 +22,7 @@ from ..errors import ClusterError, JobCancelledError, StemExplorerError
 from .. import masks
 from ..masks import Rectangle
 from ..session import Session
+from ..session_group import is_many
 from . import choices, controls
 from .choices import Beam, Choice, NeedsMask
 from .descan_control import DescanControl
@@ -42,12 +43,21 @@ class Explorer(widgets.VBox):
     ``Explorer(source)`` takes a path (opened with ``open_options``), a numpy/dask
     array, a :class:`~stem_explorer.io.DataSet` or a :class:`~stem_explorer.Session`.
     Without a session one is started (embedded LocalCluster unless ``address`` or
-    ``client`` is given) and closed by :meth:`close`.
+    ``client`` is given) and closed by :meth:`close`. A list of sources, or a folder
+    of data sets, gives a :class:`~stem_explorer.widgets.CompareExplorer` instead.
 
     Draw masks in the detector view; the navigation view fills in live as partitions
     finish. Click the navigation view to see that frame, drag a rectangle in ROI mode
     to see the summed pattern of the region.
     """
+
+    def __new__(cls, source: Any = None, *args, **kwargs):
+        # several data sets (a list, a folder of data sets): the compare view
+        if is_many(source):
+            from .compare import CompareExplorer
+
+            return CompareExplorer(source, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -331,17 +341,12 @@ class Explorer(widgets.VBox):
     def _has_ring(self) -> bool:
         return any(s.get("kind") == "ring" for s in self.editor.shapes)
 
-    def _drawn_point(self) -> Optional[tuple]:
-        """``(y, x)`` of the last point drawn on the detector, if any."""
-        points = [s for s in self.editor.shapes if s.get("kind") == "point" and s.get("op", "add") == "add"]
-        return (points[-1]["y"], points[-1]["x"]) if points else None
-
     def _start_navigation(self) -> None:
         if self.session is None or self.beam is None:
             return
         choice = self.choice
         try:
-            analysis = choices.build_analysis(choice, self.editor.mask(), self.beam, self._drawn_point())
+            analysis = choices.build_analysis(choice, self.editor.mask(), self.beam, choices.drawn_point(self.editor.shapes))
         except NeedsMask as exc:
             self._set_status(str(exc), hint=True)
             return
