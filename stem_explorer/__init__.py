@@ -30,6 +30,7 @@ from .io import DataSet, open_dataset
 from .io.ingest import ingest
 from .results import ResultArray, Results
 from .session import Session
+from .batch import batch  # the function; the subpackage stays importable as stem_explorer.batch.<module>
 
 __all__ = [
     "FEM",
@@ -48,6 +49,7 @@ __all__ = [
     "SumFrame",
     "VirtualDetector",
     "__version__",
+    "batch",
     "ingest",
     "masks",
     "open_dataset",

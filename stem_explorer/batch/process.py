@@ -1,0 +1,105 @@
+"""One input of a batch: open it, run the recipe as a job, save its results file.
+
+Runs in one of the batch's threads (several inputs are in flight at once, each a
+:class:`~stem_explorer.engine.Job` on the shared cluster). What is wrong with the
+input (unreadable, another format, analyses that do not fit it) fails its row; what
+is wrong with the output folder or the cluster ends the batch (:data:`FATAL`): every
+further input would fail the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ClusterError, JobCancelledError, SaveError, StemExplorerError
+from ..io import open_dataset
+from ..session import Session
+from .inputs import BatchInput
+from .resume import batch_provenance, recorded
+from .summary import CANCELLED, DONE, FAILED, dataset_columns, figure_columns, scalar_summaries
+
+#: Errors that end the whole batch rather than one row.
+FATAL = (SaveError, ClusterError)
+
+
+@dataclass
+class Outcome:
+    """What processing one input gave: its summary row, and for a computed input its
+    results, stats and results path (for the hooks)."""
+
+    row: dict
+    results: Any = None
+    stats: Any = None
+    output: Optional[Path] = None
+    fatal: Optional[BaseException] = None
+
+
+class InputProcessor:
+    """Processes inputs of one batch; :meth:`cancel_all` stops the running ones."""
+
+    def __init__(self, recipe, out_dir: Path, client, kernel: str = "auto"):
+        self.recipe, self.out_dir, self.client, self.kernel = recipe, Path(out_dir), client, kernel
+        self._lock = threading.Lock()
+        self._sessions: set = set()
+        self._cancelled = False
+
+    def cancel_all(self) -> None:
+        """Cancel the running jobs (their rows end ``cancelled``) and start no more."""
+        with self._lock:
+            self._cancelled = True
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.close()
+
+    def __call__(self, item: BatchInput, fingerprint: dict) -> Outcome:
+        row = {"input": item.key, "output": item.output_name}
+        try:
+            return self._process(item, fingerprint, row)
+        except JobCancelledError:
+            return Outcome(dict(row, status=CANCELLED, error="interrupted"))
+        except FATAL as exc:
+            return Outcome(dict(row, status=FAILED, error=str(exc)), fatal=exc)
+        except StemExplorerError as exc:
+            return Outcome(dict(row, status=FAILED, error=str(exc)))
+        except Exception as exc:  # a reader's or analysis's unforeseen error: this row only
+            return Outcome(dict(row, status=FAILED, error=f"{type(exc).__name__}: {exc}"))
+
+    def _process(self, item: BatchInput, fingerprint: dict, row: dict) -> Outcome:
+        target = self.out_dir / item.output_name
+        if not _replaceable(target, item):
+            return Outcome(dict(row, status=FAILED, error=(
+                f"{str(target)!r} exists and is not this batch's results file of {item.key!r}; it is left "
+                f"alone: move it away, or choose another output folder")))
+        dataset = open_dataset(item.path, **self.recipe.open)
+        row.update(dataset_columns(dataset.describe()))
+        analyses = self.recipe.build()
+        session = Session(dataset, client=self.client, kernel=self.kernel)
+        try:
+            with self._lock:
+                if self._cancelled:
+                    raise JobCancelledError("the batch was interrupted")
+                self._sessions.add(session)
+            job = session.run(*analyses)
+            results = job.result()
+            stats = job.stats
+        finally:
+            with self._lock:
+                self._sessions.discard(session)
+            session.close()
+        figures = figure_columns(stats)
+        results.provenance["batch"] = batch_provenance(self.recipe, item.path, fingerprint, figures)
+        results.save(target)
+        row.update(figures, status=DONE, error="", **scalar_summaries(results))
+        return Outcome(row, results, stats, target)
+
+
+def _replaceable(target: Path, item: BatchInput) -> bool:
+    """Whether ``target`` is free or a batch's results file of this input: any other
+    file there is the user's and never replaced (the name rules normally avoid it)."""
+    if not target.exists():
+        return True
+    entry = recorded(target)
+    return entry is not None and entry.get("input", {}).get("path") == item.key
