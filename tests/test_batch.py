@@ -87,7 +87,7 @@ def test_each_input_gets_results_equal_to_numpy_and_a_summary_row(client, tmp_pa
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == report.rows
 
 
-def test_a_rerun_keeps_up_to_date_results_and_redoes_changed_inputs(client, tmp_path):
+def test_a_rerun_keeps_up_to_date_results_and_redoes_changed_inputs(client, tmp_path, monkeypatch):
     first = {i: write_scan(tmp_path / "in" / f"s{i}.npy", i) for i in range(3)}
     batch(tmp_path / "in", recipe(), tmp_path / "out", client=client, progress=False)
     saved = {i: os.stat(tmp_path / "out" / f"s{i}.results.h5").st_mtime_ns for i in range(3)}
@@ -100,6 +100,13 @@ def test_a_rerun_keeps_up_to_date_results_and_redoes_changed_inputs(client, tmp_
     check_results(tmp_path / "out" / "s1.results.h5", changed)
     kept = read_csv(tmp_path / "out")["s0.npy"]
     assert float(kept["mean vd/bf"]) == pytest.approx(expected(first[0])["vd/bf"].mean()) and kept["scan_shape"] == "4x5"
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a batch with nothing to compute started a cluster")
+
+    monkeypatch.setattr(sys.modules["stem_explorer.batch.run"], "start_local_cluster", no_cluster)
+    report = batch(tmp_path / "in", recipe(), tmp_path / "out", progress=False)  # no client: none needed
+    assert report.count("kept") == 3
 
     other = [se.VirtualDetector({"bf": BF}, name="bf2")]
     report = batch(tmp_path / "in", other, tmp_path / "out", client=client, progress=False)

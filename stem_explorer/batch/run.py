@@ -20,7 +20,7 @@ from typing import Optional
 
 from .._atomic import check_writable_folder
 from .._options import seconds, whole_number
-from ..engine.cluster import n_workers_of, start_local_cluster
+from ..engine.cluster import check_n_workers, default_n_workers, n_workers_of, start_local_cluster
 from ..engine.hooks import as_hooks
 from ..errors import OptionError, StemExplorerError
 from .inputs import expand, fingerprint, name_outputs
@@ -148,24 +148,31 @@ def batch(
     poll_s = seconds("poll_s", poll_s, 3600.0, "between looks at the watched folders")
     if idle_timeout is not None:
         idle_timeout = seconds("idle_timeout", idle_timeout, 10 * 86400.0, "without a new file")
+    if client is not None and n_workers is not None:
+        raise OptionError("n_workers is an option of the embedded cluster; with client= size the cluster where you start it")
+    if n_workers is not None:
+        check_n_workers(n_workers)
+    limit = _concurrency(concurrency, client, n_workers)
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        if client is None:
+        def connect():
+            """The cluster, started when the first input needs computing (a re-run
+            that keeps every results file starts none)."""
+            if client is not None:
+                return client
             from distributed import Client
 
-            cluster = stack.enter_context(start_local_cluster(n_workers))
-            client = stack.enter_context(Client(cluster))
-        elif n_workers is not None:
-            raise OptionError("n_workers is an option of the embedded cluster; with client= size the cluster where you start it")
-        limit = _concurrency(concurrency, client)
-        runner = _BatchLoop(recipe, out_dir, client, as_hooks(hooks, installed=True), make_view(progress), limit, kernel)
+            return stack.enter_context(Client(stack.enter_context(start_local_cluster(n_workers))))
+
+        runner = _BatchLoop(recipe, out_dir, connect, as_hooks(hooks, installed=True), make_view(progress), limit, kernel)
         watcher = FolderWatcher(folders, paths, settle_s=settle_s, exclude=[out_dir]) if watch else None
         return runner.run(paths, watcher, poll_s, idle_timeout)
 
 
-def _concurrency(value, client) -> int:
+def _concurrency(value, client, n_workers: Optional[int]) -> int:
     if value is None:
-        return max(2, 2 * n_workers_of(client))
+        workers = n_workers_of(client) if client is not None else n_workers or default_n_workers()
+        return max(2, 2 * workers)
     return whole_number("concurrency", value, 1, MAX_CONCURRENCY, "inputs in flight at once")
 
 
@@ -180,9 +187,10 @@ def _watched_folders(inputs, out_dir: Path) -> list[Path]:
 class _BatchLoop:
     """The calling thread's loop: submit, settle, watch."""
 
-    def __init__(self, recipe, out_dir: Path, client, hooks, view, limit: int, kernel: str):
+    def __init__(self, recipe, out_dir: Path, connect, hooks, view, limit: int, kernel: str):
         self.recipe, self.out_dir, self.hooks, self.view, self.limit = recipe, out_dir, hooks, view, limit
-        self.process = InputProcessor(recipe, out_dir, client, kernel)
+        self.connect = connect
+        self.process = InputProcessor(recipe, out_dir, None, kernel)
         self.summary = Summary(out_dir, [])
         self.fatal: Optional[BaseException] = None
 
@@ -248,6 +256,8 @@ class _BatchLoop:
         kept = up_to_date(self.out_dir / item.output_name, self.recipe, item.path, print_)
         if kept is not None:
             return self._settle(Outcome(_kept_row(item, kept)))
+        if self.process.client is None:
+            self.process.client = self.connect()
         self.hooks.emit("on_submit", input=item.key, output=str(self.out_dir / item.output_name), bytes=print_["size"])
         in_flight[pool.submit(self.process, item, print_)] = item
 
