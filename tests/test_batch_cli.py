@@ -44,6 +44,10 @@ def batch_argv(tmp_path: Path, *inputs, out=None, extra=()) -> list:
             "-o", str(out or tmp_path / "out"), "--workers", "1", "-q", *extra]
 
 
+def last_line(text: str) -> str:
+    return text.rstrip().splitlines()[-1]
+
+
 def assert_equal_numpy(path: Path, data: np.ndarray) -> None:
     results = se.Results.load(path)
     assert results.provenance["complete"] is True
@@ -59,11 +63,13 @@ def test_a_batch_killed_with_sigkill_resumes_and_every_output_equals_numpy(tmp_p
     # its own session, so the kill takes the worker processes along
     proc = subprocess.Popen(batch_argv(tmp_path, tmp_path / "in", extra=["--jobs", "1"]), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 500  # a loaded machine's cluster start and first kernels
     while len(list(out.glob("*.results.h5"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
+    running = proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    _stdout, stderr = proc.communicate()
+    assert running, stderr.decode()
     finished = sorted(out.glob("*.results.h5"))
     assert 3 <= len(finished) < len(data), "the batch must be killed mid-way"
     for path in finished:  # whatever carries a final name is whole
@@ -73,8 +79,9 @@ def test_a_batch_killed_with_sigkill_resumes_and_every_output_equals_numpy(tmp_p
 
     rerun = subprocess.run(batch_argv(tmp_path, tmp_path / "in"), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 1  # the truncated file
-    assert "1 of 25 inputs failed" in rerun.stderr and "zz_truncated.npy" in rerun.stderr
-    assert "Traceback" not in rerun.stderr
+    # the last line (dask's workers may log a missed heartbeat with its traceback before it on a loaded machine)
+    assert last_line(rerun.stderr).startswith("stem-explorer: 1 of 25 inputs failed (the reasons are in ")
+    assert "zz_truncated.npy" in last_line(rerun.stderr)
     rows = json.loads((out / "summary.json").read_text())
     statuses = [r["status"] for r in rows]
     assert statuses.count("kept") >= len(finished) and statuses.count("done") + statuses.count("kept") == len(data)
@@ -113,8 +120,8 @@ def test_a_full_output_file_system_stops_the_batch_with_a_clear_error_and_nothin
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     assert found["rc"] == 2, found
-    assert "stem-explorer: error: cannot save" in found["stderr"] and "No space left on device" in found["stderr"]
-    assert "Traceback" not in found["stderr"]
+    assert last_line(found["stderr"]).startswith("stem-explorer: error: cannot save")
+    assert "No space left on device" in last_line(found["stderr"])
     assert all(found["whole"]) and len(found["whole"]) < 12
     assert [n for n in found["names"] if n.startswith(".")] == []  # no temporary left
 

@@ -10,6 +10,7 @@ further input would fail the same way.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -45,6 +46,14 @@ class InputProcessor:
         self._lock = threading.Lock()
         self._sessions: set = set()
         self._cancelled = False
+        # one writer thread: every results file is written by the same thread, one at
+        # a time (HDF5 serialises writes anyway; a full disk then fails one save, in
+        # one place, and the batch stops before the next)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="stem-explorer-batch-writer")
+
+    def close(self) -> None:
+        """Wait for the save in progress, if any; no save starts after."""
+        self._writer.shutdown(wait=True)
 
     def cancel_all(self) -> None:
         """Cancel the running jobs (their rows end ``cancelled``) and start no more."""
@@ -91,9 +100,16 @@ class InputProcessor:
             session.close()
         figures = figure_columns(stats)
         results.provenance["batch"] = batch_provenance(self.recipe, item.path, fingerprint, figures)
-        results.save(target)
+        self._writer.submit(self._save, results, target).result()
         row.update(figures, status=DONE, error="", **scalar_summaries(results))
         return Outcome(row, results, stats, target)
+
+
+    def _save(self, results, target: Path) -> None:
+        with self._lock:
+            if self._cancelled:  # the batch stopped (Ctrl-C, a full disk) while this input ran
+                raise JobCancelledError("the batch was interrupted")
+        results.save(target)
 
 
 def _replaceable(target: Path, item: BatchInput) -> bool:

@@ -219,12 +219,14 @@ class _BatchLoop:
         except BaseException:  # Ctrl-C: stop the jobs; what was saved stays whole
             self.process.cancel_all()
             pool.shutdown(wait=True, cancel_futures=True)
+            self.process.close()
             for future in in_flight:
                 if future.done() and not future.cancelled():
                     self._settle(future.result())
             self._finish()
             raise
         pool.shutdown(wait=True)
+        self.process.close()
         self._finish()
         if self.fatal is not None:
             raise self.fatal
@@ -267,6 +269,7 @@ class _BatchLoop:
         self.view.advance(row)
         if outcome.fatal is not None and self.fatal is None:
             self.fatal = outcome.fatal
+            self.process.cancel_all()  # every further save would fail the same way
         if row["status"] == DONE:
             self.hooks.emit("on_result", input=row["input"], output=str(outcome.output), results=outcome.results,
                             stats=outcome.stats, row=row)
@@ -275,6 +278,9 @@ class _BatchLoop:
 
     def _finish(self) -> None:
         self.view.close()
+        for row in self.summary.rows:
+            if "status" not in row:  # never started: the batch stopped first
+                row.update(status=CANCELLED, error="not started: the batch stopped before it")
         rows = self.summary.rows
         try:
             self.summary.write()
