@@ -443,6 +443,24 @@ class Explorer(widgets.VBox):
         self._detector_throttle.submit(np.asarray(progress.results[key].data))
         if not self._detector_first:
             self._show_progress(progress)
+        elif self.beam is None and self._acquiring() and progress.filled.any():
+            # a scan still being recorded: its sum frame is final only when the scan
+            # ends, but every frame shows the beam, so place it from the frames so far
+            # and let the navigation job follow the acquisition
+            self._place_beam(progress.results["sum/frame"].data)
+
+    def _acquiring(self) -> bool:
+        """Whether the data set is a live acquisition that has not ended."""
+        return getattr(self.session.dataset, "ended", True) is False
+
+    def _place_beam(self, sum_frame) -> None:
+        """Estimate the beam from a sum frame; draw a disk on it unless the user has
+        drawn shapes (their job starts instead)."""
+        self.beam = choices.estimate_beam(sum_frame)
+        if not self.editor.shapes:
+            self.editor.shapes = [dict(self.beam.disk().to_dict(), op="add")]  # starts the job
+        else:
+            self._start_navigation()
 
     def _send_detector_image(self, frame: np.ndarray) -> None:
         self._detector_raw = frame[0] if frame.ndim == 3 else frame
@@ -454,11 +472,8 @@ class Explorer(widgets.VBox):
         self._detector_throttle.flush()
         if self._detector_first:
             self._detector_first = False
-            self.beam = choices.estimate_beam(results["sum/frame"].data)
-            if not self.editor.shapes:
-                self.editor.shapes = [dict(self.beam.disk().to_dict(), op="add")]  # starts the job
-            else:
-                self._start_navigation()
+            if self.beam is None:  # not placed during a live acquisition
+                self._place_beam(results["sum/frame"].data)
 
     def _watch_in_thread(self, job, on_done) -> None:
         self._handled = {k: v for k, v in self._handled.items() if not v.is_set()}
