@@ -5,6 +5,7 @@ hooks, the progress views, and a watched folder that disappears."""
 import csv
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -217,6 +218,32 @@ def test_hooks_see_each_input_in_order_and_a_raising_hook_stops_nothing(client, 
         assert result["stats"].bytes_done == data[name].nbytes and result["row"]["status"] == "done"
     assert "c.npy" in by_input["c.npy"][1].data["error"]
     assert seen[-1].name == "on_complete" and seen[-1].data["failed"] == 1 and len(seen[-1].data["rows"]) == 3
+
+
+def test_ctrl_c_cancels_the_inputs_in_flight_and_leaves_the_summary_and_whole_files(client, tmp_path):
+    data = {f"s{i}.npy": write_scan(tmp_path / "in" / f"s{i}.npy", i) for i in range(6)}
+
+    interrupted = []
+
+    def interrupt(event):  # Ctrl-C as the first input is saved (once: a second one would cut the cleanup short)
+        if not interrupted:
+            interrupted.append(event.input)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the signal's KeyboardInterrupt arrives here, in the batch's thread
+
+    with pytest.raises(KeyboardInterrupt):
+        batch(tmp_path / "in", recipe(), tmp_path / "out", client=client, progress=False, concurrency=2,
+              hooks={"on_result": interrupt})
+    rows = json.loads((tmp_path / "out" / "summary.json").read_text())
+    statuses = [r["status"] for r in rows]
+    assert statuses.count("done") >= 1 and statuses.count("cancelled") >= 3, statuses
+    assert set(statuses) <= {"done", "cancelled"}
+    for row in rows:
+        output = tmp_path / "out" / row["output"]
+        assert output.exists() == (row["status"] == "done")
+        if output.exists():
+            check_results(output, data[Path(row["input"]).name])
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
 
 
 def test_a_watched_folder_that_disappears_ends_the_batch_with_a_clear_error(client, tmp_path):

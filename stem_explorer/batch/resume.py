@@ -33,6 +33,8 @@ def recorded(path: Path) -> Optional[dict]:
     file of a batch there. Reads the provenance attribute only."""
     import h5py
 
+    if not path.is_file():  # the usual case on a first run: no HDF5 open needed
+        return None
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("software") != "stem_explorer":
