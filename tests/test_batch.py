@@ -293,3 +293,23 @@ def test_the_notebook_view_counts_files_bytes_and_failures():
 
 
 sys.modules.setdefault("test_batch", sys.modules[__name__])  # the entry point names this module
+
+
+def test_a_watched_master_file_waits_for_its_data_files_and_a_stable_size(tmp_path):
+    import h5py
+
+    from stem_explorer.batch.watch import FolderWatcher
+
+    folder = tmp_path / "arina"
+    folder.mkdir()
+    with h5py.File(folder / "scan_master.h5", "w") as f:
+        f.create_group("entry/data")["data_000001"] = h5py.ExternalLink("scan_data_000001.h5", "/entry/data/data")
+    watcher = FolderWatcher([folder], settle_s=1.0)
+    assert watcher.poll(now=0.0) == []  # first sight
+    assert watcher.poll(now=5.0) == []  # stable, but its data file is missing
+    with h5py.File(folder / "scan_data_000001.h5", "w") as f:
+        f["entry/data/data"] = np.zeros((4, 8, 8), np.uint16)
+    assert watcher.poll(now=5.5) == []  # a companion changed: the clock starts again
+    assert watcher.poll(now=6.0) == []
+    assert watcher.poll(now=6.6) == [folder / "scan_master.h5"]  # the data file is no input of its own
+    assert watcher.poll(now=100.0) == []  # reported once

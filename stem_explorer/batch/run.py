@@ -253,7 +253,7 @@ class _BatchLoop:
     def _start(self, item, pool: ThreadPoolExecutor, in_flight: dict) -> None:
         try:
             print_ = fingerprint(item.path)
-        except Exception as exc:  # the input went away since it was listed
+        except StemExplorerError as exc:  # the input went away since it was listed
             return self._settle(Outcome({"input": item.key, "output": item.output_name, "status": FAILED, "error": str(exc)}))
         kept = up_to_date(self.out_dir / item.output_name, self.recipe, item.path, print_)
         if kept is not None:
