@@ -1,7 +1,7 @@
 """One input of a batch: open it, run the recipe as a job, save its results file.
 
 Runs in one of the batch's threads (several inputs are in flight at once, each a
-:class:`~stem_explorer.engine.Job` on the shared cluster). What is wrong with the
+:class:`~stem_explorer.engine.Job` on the shared cluster; a small file is one task). What is wrong with the
 input (unreadable, another format, analyses that do not fit it) fails its row; what
 is wrong with the output folder or the cluster ends the batch (:data:`FATAL`): every
 further input would fail the same way.
@@ -16,14 +16,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ClusterError, JobCancelledError, SaveError, StemExplorerError
+from ..analyses import build_plan
+from ..engine import Job
+from ..engine.cluster import n_workers_of
+from ..engine.failures import check_client
 from ..io import open_dataset
-from ..session import Session
 from .inputs import BatchInput
 from .resume import batch_provenance, recorded
 from .summary import CANCELLED, DONE, FAILED, dataset_columns, figure_columns, scalar_summaries
 
 #: Errors that end the whole batch rather than one row.
 FATAL = (SaveError, ClusterError)
+
+#: Files up to this size are one task each (a lighter path: the batch's concurrency,
+#: not the file's partitions, keeps the workers busy).
+SMALL_FILE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -44,7 +51,7 @@ class InputProcessor:
     def __init__(self, recipe, out_dir: Path, client, kernel: str = "auto"):
         self.recipe, self.out_dir, self.client, self.kernel = recipe, Path(out_dir), client, kernel
         self._lock = threading.Lock()
-        self._sessions: set = set()
+        self._jobs: set = set()
         self._cancelled = False
         # one writer thread: every results file is written by the same thread, one at
         # a time (HDF5 serialises writes anyway; a full disk then fails one save, in
@@ -59,9 +66,9 @@ class InputProcessor:
         """Cancel the running jobs (their rows end ``cancelled``) and start no more."""
         with self._lock:
             self._cancelled = True
-            sessions = list(self._sessions)
-        for session in sessions:
-            session.close()
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel()
 
     def __call__(self, item: BatchInput, fingerprint: dict) -> Outcome:
         row = {"input": item.key, "output": item.output_name}
@@ -84,20 +91,23 @@ class InputProcessor:
                 f"alone: move it away, or choose another output folder")))
         dataset = open_dataset(item.path, **self.recipe.open)
         row.update(dataset_columns(dataset.describe()))
-        analyses = self.recipe.build()
-        session = Session(dataset, client=self.client, kernel=self.kernel)
+        plan, finalize = build_plan(self.recipe.build(), dataset, kernel=self.kernel)
+        check_client(self.client)
+        # a small file is one task (the batch's other inputs keep the other workers
+        # busy); a big one is split over the workers as a session's job would be. No
+        # coarse preview: nobody watches a batch's images fill in.
+        spread = n_workers_of(self.client) if dataset.nbytes > SMALL_FILE_BYTES else 1
+        with self._lock:
+            if self._cancelled:
+                raise JobCancelledError("the batch was interrupted")
+            job = Job(self.client, dataset, plan, finalize, n_workers=spread, preview_stride=0)
+            self._jobs.add(job)
         try:
-            with self._lock:
-                if self._cancelled:
-                    raise JobCancelledError("the batch was interrupted")
-                self._sessions.add(session)
-            job = session.run(*analyses)
             results = job.result()
             stats = job.stats
         finally:
             with self._lock:
-                self._sessions.discard(session)
-            session.close()
+                self._jobs.discard(job)
         figures = figure_columns(stats)
         results.provenance["batch"] = batch_provenance(self.recipe, item.path, fingerprint, figures)
         self._writer.submit(self._save, results, target).result()
