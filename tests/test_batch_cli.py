@@ -57,7 +57,7 @@ def assert_equal_numpy(path: Path, data: np.ndarray) -> None:
 
 
 def test_a_batch_killed_with_sigkill_resumes_and_every_output_equals_numpy(tmp_path):
-    data = scans(tmp_path / "in", 24)
+    data = scans(tmp_path / "in", 12)
     (tmp_path / "in" / "zz_truncated.npy").write_bytes(b"\x93NUMPY")  # fails its row; the batch goes on
     out = tmp_path / "out"
     # its own session, so the kill takes the worker processes along
