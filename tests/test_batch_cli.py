@@ -80,7 +80,7 @@ def test_a_batch_killed_with_sigkill_resumes_and_every_output_equals_numpy(tmp_p
     rerun = subprocess.run(batch_argv(tmp_path, tmp_path / "in"), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 1  # the truncated file
     # the last line (dask's workers may log a missed heartbeat with its traceback before it on a loaded machine)
-    assert last_line(rerun.stderr).startswith("stem-explorer: 1 of 25 inputs failed (the reasons are in ")
+    assert last_line(rerun.stderr).startswith("stem-explorer: 1 of 13 inputs failed (the reasons are in ")
     assert "zz_truncated.npy" in last_line(rerun.stderr)
     rows = json.loads((out / "summary.json").read_text())
     statuses = [r["status"] for r in rows]
