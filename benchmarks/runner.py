@@ -54,6 +54,8 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                    "and annulus with and without a per-position shift (benchmarks/descan.py; its options: --descan --help)")
     p.add_argument("--live", action="store_true", help="run the live acquisition benchmark instead: Merlin "
                    "simulator -> receiver -> session (benchmarks/live.py; its options: --live --help)")
+    p.add_argument("--batch", action="store_true", help="run the batch benchmark instead: many small files and a few "
+                   "big ones vs one job (benchmarks/batch.py; its options: --batch --help)")
     return p
 
 
@@ -175,7 +177,7 @@ def measure(args) -> list[dict]:
 
 #: The flags that run a side benchmark instead, and its module.
 SIDE_BENCHMARKS = {"--hdfs": "hdfs", "--formats": "formats", "--bigdata": "bigdata", "--kernels": "kernels",
-                   "--compression": "compression", "--live": "live", "--descan": "descan"}
+                   "--compression": "compression", "--live": "live", "--descan": "descan", "--batch": "batch"}
 
 
 def main(argv=None, prog: str = "python -m benchmarks") -> int:

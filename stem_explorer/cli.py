@@ -176,6 +176,39 @@ def _descan(args):
     return None
 
 
+def cmd_batch(args) -> int:
+    """Run a recipe on many inputs: one results file each and a summary in OUT_DIR."""
+    from .batch import batch, load_batch_recipe
+
+    recipe = load_batch_recipe(args.recipe)
+    client = None
+    if args.address:
+        from .engine.cluster import connect
+
+        client = connect(args.address, 10.0)
+    try:
+        report = batch(
+            args.inputs, recipe, args.output, client=client, n_workers=args.workers, concurrency=args.jobs,
+            progress=not args.quiet, watch=args.watch, settle_s=args.settle, poll_s=args.poll,
+            idle_timeout=args.idle_timeout, kernel=args.kernel,
+        )
+    except KeyboardInterrupt:
+        print(f"stem-explorer: interrupted; the results saved so far are in {args.output}: run the same "
+              f"command again to go on", file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+    counts = ", ".join(f"{report.count(s)} {s}" for s in ("done", "kept", "failed", "cancelled") if report.count(s))
+    print(f"{len(report.rows)} inputs ({counts or 'none'}) -> {args.output}/summary.csv")
+    if report.failed:
+        print(f"stem-explorer: {len(report.failed)} of {len(report.rows)} inputs failed "
+              f"(the reasons are in {args.output}/summary.csv); first: {report.failed[0]['input']}: "
+              f"{report.failed[0]['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _sample(args) -> Path:
     """The sample data set of ``demo`` / ``lab``, generated with a progress bar if absent."""
     from .sample import ensure_sample, standard_sample_path
@@ -370,6 +403,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     add_analysis_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("batch", help="run a recipe on many files, folders or patterns: a results file each + summary.csv")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="data files, folders (their data files) or glob patterns")
+    p.add_argument("--recipe", required=True, metavar="RECIPE.json",
+                   help='JSON: {"analyses": [<analysis descriptions>], "open": {<open_dataset options>}}')
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder of the results files and the summary")
+    p.add_argument("--jobs", type=_whole("--jobs", 1, 1024, "inputs in flight at once"),
+                   help="inputs in flight at once (default: twice the workers)")
+    p.add_argument("--watch", action="store_true",
+                   help="then keep processing the new files that land in the INPUT folders, until interrupted")
+    p.add_argument("--settle", type=float, default=2.0, metavar="S",
+                   help="--watch: seconds a new file's size must stay the same before it is read (default 2)")
+    p.add_argument("--poll", type=float, default=0.5, metavar="S", help="--watch: seconds between looks (default 0.5)")
+    p.add_argument("--idle-timeout", type=float, metavar="S", help="--watch: stop after S seconds without a new file")
+    _add_cluster_options(p)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("analyses", help="list the analyses (built-in and plugins) and their parameters")
     p.add_argument("names", nargs="*", metavar="NAME", help="only these analyses")

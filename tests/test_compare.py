@@ -157,6 +157,14 @@ def test_the_batch_recipe_is_saved_atomically_with_the_lines_that_run_it(compare
     code = compare.code_box.value
     assert f"inputs = {[scans['a'], scans['b']]!r}" in code
     assert "se.batch(inputs, [VirtualDetector(" in code
+    # the line calls stem_explorer.batch as it is declared
+    import ast
+    import inspect
+
+    import stem_explorer
+
+    call = next(n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "batch")
+    inspect.signature(stem_explorer.batch).bind(*call.args, **{k.arg: k.value for k in call.keywords})
     assert f"stem-explorer batch {scans['a']} {scans['b']} --recipe {saved} -o stem_explorer_batch" in code
     assert "bad.h5 (could not be opened)" in code and "c.h5 (the shared mask cannot apply)" in code
     # the recipe computes what the tiles show

@@ -21,6 +21,7 @@ LAYERS = (
     ("application", ("stem_explorer.cli", "stem_explorer.cli_analyses", "stem_explorer.__main__", "stem_explorer.lab", "stem_explorer.lab_setup", "stem_explorer.bench",
                      "stem_explorer.browser_testing", "stem_explorer.sample", "stem_explorer.__init__")),
     ("widgets", ("stem_explorer.widgets",)),
+    ("batch", ("stem_explorer.batch",)),
     ("session", ("stem_explorer.session", "stem_explorer.session_group")),
     ("analyses", ("stem_explorer.analyses",)),
     ("results", ("stem_explorer.results", "stem_explorer.results_export")),

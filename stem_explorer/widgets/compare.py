@@ -254,7 +254,8 @@ class CompareExplorer(widgets.VBox):
         that take the mask (``stem_explorer.batch``, ``stem-explorer batch``)."""
         analysis = self._current_analysis()
         inputs, left_out = self._batch_inputs()
-        options = "".join(f", {k}={v!r}" for k, v in self.recipe()["open"].items())
+        open_options = self.recipe()["open"]
+        options = f", open_options={open_options!r}" if open_options else ""
         lines = [
             "import stem_explorer as se",
             choices.import_line(type(analysis)),
