@@ -13,6 +13,7 @@ from .engine import Job, Progress, preview, warmup
 from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
 from .engine.failures import check_client
+from .engine.gateway import start_gateway_cluster
 from .engine.live_job import job_class
 from .errors import ClusterError, OptionError
 from .io import DataSet, open_dataset
@@ -32,7 +33,10 @@ class Session:
     its own so no other user can connect; see
     :func:`~stem_explorer.engine.cluster.start_local_cluster`) and stops with the
     session. With ``address="tcp://..."`` or an existing ``Client`` the session uses
-    that cluster and leaves it running.
+    that cluster and leaves it running. With ``cluster="gateway"`` the session asks
+    the site's dask-gateway for a cluster of the user's own (``n_workers`` workers of
+    ``worker_memory`` GiB; see :func:`~stem_explorer.engine.gateway.start_gateway_cluster`)
+    and shuts it down with the session.
 
     Parameters
     ----------
@@ -42,11 +46,17 @@ class Session:
         A client of a cluster to use.
     address : str, optional
         The scheduler address of a cluster to connect to.
+    cluster : str, optional
+        ``"gateway"``: a new cluster from the dask-gateway that dask's configuration
+        names (``gateway.address``); needs the ``[gateway]`` extra.
     n_workers : int, optional
         Worker processes of the embedded cluster (default: one per core; at most 4
-        per core).
+        per core), or workers asked of the gateway (default 1).
+    worker_memory : float, optional
+        GiB per gateway worker, where the gateway offers that option.
     timeout : float
-        Seconds to wait for the scheduler at ``address`` (up to a day).
+        Seconds to wait for the scheduler at ``address``, or for the gateway and its
+        first worker (up to a day).
     partition_bytes : int, optional
         Data per partition (one task each), in bytes; default: sized by the reader.
     tile_bytes : int, optional
@@ -76,7 +86,9 @@ class Session:
         *,
         client=None,
         address: Optional[str] = None,
+        cluster: Optional[str] = None,
         n_workers: Optional[int] = None,
+        worker_memory: Optional[float] = None,
         timeout: float = 10.0,
         partition_bytes: Optional[int] = None,
         tile_bytes: Optional[int] = None,
@@ -86,8 +98,17 @@ class Session:
     ):
         if client is not None and address is not None:
             raise ClusterError("pass either client= or address=, not both")
-        embedded = client is None and address is None
-        _check_cluster_options(embedded, n_workers, dashboard)
+        if cluster not in (None, "gateway"):
+            raise OptionError(f'cluster must be "gateway" or None (an embedded cluster), got {cluster!r}')
+        if cluster is not None and (client is not None or address is not None):
+            raise ClusterError('pass either cluster="gateway" or client=/address=, not both')
+        if cluster is None:
+            _check_cluster_options(client is None and address is None, n_workers, dashboard)
+            if worker_memory is not None:
+                raise OptionError('worker_memory is an option of cluster="gateway"; leave it out otherwise')
+        elif dashboard is not False:
+            raise OptionError("dashboard is an option of the embedded cluster; a gateway's cluster always "
+                              "has one, behind the gateway's proxy (session.dashboard_link)")
         timeout = seconds("timeout", timeout, MAX_TIMEOUT, "how long to wait for the scheduler")
         partition_bytes = _check_bytes("partition_bytes", partition_bytes, MAX_PARTITION_BYTES, "data per partition")
         tile_bytes = _check_bytes("tile_bytes", tile_bytes, MAX_TILE_BYTES, "data a worker reads and holds at once")
@@ -101,10 +122,14 @@ class Session:
         # the warm-up slowed the cluster's start by 0.2 s)
         self._warm_here = ds.random_access_here and preview.auto_stride(ds.nav_shape, ds.frame_bytes) > 1
         self._cluster = None
+        self._gateway = None
         self._dashboard = dashboard
         self._owns_client = client is None
         if client is not None:
             self.client = client
+        elif cluster == "gateway":
+            self._gateway = start_gateway_cluster(n_workers, worker_memory, timeout=timeout)
+            self.client = self._gateway.client
         elif address is not None:
             self.client = connect(address, timeout)
         else:
@@ -207,6 +232,8 @@ class Session:
     @property
     def dashboard_link(self) -> Optional[str]:
         """URL of the dask dashboard, when the scheduler serves one."""
+        if self._gateway is not None:
+            return self._gateway.dashboard_link
         if self._cluster is not None and not self._dashboard:
             return None  # the embedded scheduler's HTTP server serves no pages
         try:
@@ -215,10 +242,14 @@ class Session:
             return None
 
     def close(self) -> None:
-        """Cancel the running job; stop the embedded cluster if the session owns it."""
+        """Cancel the running job; stop the embedded or gateway cluster if the session
+        started it."""
         if self._current is not None:
             self._current.cancel()
-        if self._owns_client:
+        if self._gateway is not None:
+            self._gateway.close()  # its client too
+            self._gateway = None
+        elif self._owns_client:
             self.client.close()
         if self._cluster is not None:
             self._cluster.close()
