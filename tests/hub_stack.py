@@ -61,6 +61,7 @@ c.Authenticator.allowed_users = {users!r}
 c.JupyterHub.spawner_class = "localprocess"
 c.Spawner.cmd = [{singleuser!r}]
 c.Spawner.default_url = "/lab"
+c.Spawner.args = ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 c.Spawner.environment = {environment!r}
@@ -84,7 +85,6 @@ from dask_gateway_server.options import Float, Integer, Options
 c = get_config()  # noqa: F821
 c.DaskGateway.address = "127.0.0.1:{api_port}"
 c.Proxy.address = "127.0.0.1:{port}"
-c.Proxy.api_url = "http://127.0.0.1:{proxy_api_port}"
 c.DaskGateway.backend_class = "dask_gateway_server.backends.local.LocalBackend"
 c.LocalBackend.clusters_directory = "{work}/clusters"
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
@@ -241,7 +241,7 @@ def start_hub_stack(work: Path, user_environment: dict, n_users: int = 2) -> Hub
     try:
         users = [_make_user(f"stxh{i + 1}") for i in range(n_users)]
         port, hub_port, proxy_api_port = free_port(), free_port(), free_port()
-        gw_port, gw_api_port, gw_proxy_api_port = free_port(), free_port(), free_port()
+        gw_port, gw_api_port = free_port(), free_port()
         gateway_url = f"http://127.0.0.1:{gw_port}"
         gateway_token, tests_token = secrets.token_hex(32), secrets.token_hex(32)
         path = f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"
@@ -249,7 +249,6 @@ def start_hub_stack(work: Path, user_environment: dict, n_users: int = 2) -> Hub
             "PATH": path,
             "DASK_GATEWAY__ADDRESS": gateway_url,
             "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
-            "JUPYTERLAB_SETTINGS_DIR": "{HOME}/.jupyter/lab/user-settings",
             **user_environment,
         }
         _write_private(work / "jupyterhub_config.py", HUB_CONFIG.format(
@@ -257,7 +256,7 @@ def start_hub_stack(work: Path, user_environment: dict, n_users: int = 2) -> Hub
             users={u.name for u in users}, singleuser=str(VENV_BIN / "jupyterhub-singleuser"),
             environment=environment))
         _write_private(work / "dask_gateway_config.py", GATEWAY_CONFIG.format(
-            api_port=gw_api_port, port=gw_port, proxy_api_port=gw_proxy_api_port, work=work, hub_port=port,
+            api_port=gw_api_port, port=gw_port, work=work, hub_port=port,
             scheduler=[str(VENV_BIN / "dask-scheduler")], worker=[str(VENV_BIN / "dask-worker")],
             environment={"PATH": path, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}))
         base_env = {"PATH": path, "LANG": "C.UTF-8", "HOME": str(work)}

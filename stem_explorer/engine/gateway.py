@@ -99,14 +99,11 @@ def start_gateway_cluster(
         "n_workers", n_workers, 1, MAX_GATEWAY_WORKERS, "workers to ask the gateway for"
     )
     memory = _check_memory(worker_memory)
-    gateway = _open_gateway(address)
-    try:
-        _check_answers(gateway.address, timeout)
-        options = _cluster_options(gateway, memory)
-        cluster = _new_cluster(gateway, options)
-    except BaseException:
-        gateway.close()
-        raise
+    where = _configured_address(address)
+    _check_answers(where, timeout)
+    # the Gateway closes itself when dropped (closing it twice raises in dask-gateway 2026.3)
+    gateway = _open_gateway(where)
+    cluster = _new_cluster(gateway, _cluster_options(gateway, memory))
     try:
         client = cluster.get_client(set_as_default=False)
         cluster.scale(n)
@@ -135,27 +132,33 @@ def _check_memory(worker_memory) -> Optional[float]:
     )
 
 
-def _open_gateway(address: Optional[str]):
+def _configured_address(address: Optional[str]) -> str:
     try:
-        from dask_gateway import Gateway
+        from dask_gateway.utils import format_template
     except ImportError as exc:
         raise ClusterError(
             'cluster="gateway" needs the dask-gateway client: pip install "stem_explorer[gateway]"'
         ) from exc
     import dask
 
-    where = address or dask.config.get("gateway.address", None)
+    where = address or format_template(dask.config.get("gateway.address", None))
     if not where:
         raise ClusterError(
             f'cluster="gateway" but no dask-gateway is configured: set {ADDRESS_SETTING} to the '
             f"gateway's URL (your site's JupyterHub usually sets it for you), or pass neither "
             f"cluster= nor address= to start an embedded cluster"
         )
+    return where.rstrip("/")
+
+
+def _open_gateway(address: str):
+    from dask_gateway import Gateway
+
     try:
         return Gateway(address=address)
     except (ValueError, TypeError, ImportError) as exc:  # the auth settings (gateway.auth.*)
         raise ClusterError(
-            f"cannot log in to the dask-gateway at {where}: {exc}; check gateway.auth.type "
+            f"cannot log in to the dask-gateway at {address}: {exc}; check gateway.auth.type "
             f"(environment: DASK_GATEWAY__AUTH__TYPE) and, for 'jupyterhub', JUPYTERHUB_API_TOKEN"
         ) from exc
 
