@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -59,7 +60,7 @@ c.JupyterHub.pid_file = "{work}/jupyterhub.pid"
 c.JupyterHub.authenticator_class = "pam"
 c.Authenticator.allowed_users = {users!r}
 c.JupyterHub.spawner_class = "localprocess"
-c.Spawner.cmd = [{singleuser!r}]
+c.Spawner.cmd = [{python!r}, "-m", "jupyterhub.singleuser"]
 c.Spawner.default_url = "/lab"
 c.Spawner.args = ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
 c.Spawner.start_timeout = 60
@@ -81,11 +82,34 @@ c.JupyterHub.load_roles = [
 """
 
 GATEWAY_CONFIG = """\
+import os
+from dask_gateway_server.backends.local import LocalBackend, getpwnam
 from dask_gateway_server.options import Float, Integer, Options
+
+
+class OwnedFolderLocalBackend(LocalBackend):
+    \"\"\"The local-process backend, with each cluster's folder made and given to its user
+    here: dask-gateway-server 2026.3's own ``setup_working_directory`` hands chown the
+    characters of the certificates' paths (``paths.extend(path)``), the first being "/",
+    so run as root it gives the file system's root to the user, then fails.\"\"\"
+
+    def setup_working_directory(self, cluster):
+        workdir = os.path.join(self.clusters_directory, cluster.name)
+        user = getpwnam(cluster.username)
+        for folder in (workdir, self.get_certs_directory(workdir), self.get_logs_directory(workdir)):
+            os.makedirs(folder, 0o700)
+            os.chown(folder, user.pw_uid, user.pw_gid)
+        for path, data in zip(self._get_tls_paths(workdir), (cluster.tls_cert, cluster.tls_key)):
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(data)
+            os.chown(path, user.pw_uid, user.pw_gid)
+        return workdir
+
+
 c = get_config()  # noqa: F821
 c.DaskGateway.address = "127.0.0.1:{api_port}"
 c.Proxy.address = "127.0.0.1:{port}"
-c.DaskGateway.backend_class = "dask_gateway_server.backends.local.LocalBackend"
+c.DaskGateway.backend_class = OwnedFolderLocalBackend
 c.LocalBackend.clusters_directory = "{work}/clusters"
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
 c.JupyterHubAuthenticator.jupyterhub_api_url = "http://127.0.0.1:{hub_port}/hub/api"
@@ -138,7 +162,7 @@ class HubStack:
                 text = response.read()
                 return response.status, json.loads(text) if text else None
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(errors="replace")
+            return exc.code, exc.read().decode(errors="replace")[:500]
 
     def user_token(self, user: HubUser, scopes: list) -> str:
         """A new API token of ``user`` with ``scopes`` (issued by the admin service)."""
@@ -168,11 +192,9 @@ def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float) -
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{url}: the server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
+        try:  # 200 only: the hub's proxy answers 404 until the hub has added its routes
             with urllib.request.urlopen(url, timeout=5):
                 return
-        except urllib.error.HTTPError:
-            return  # it answers
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer within {timeout:g} s:\n{log.read_text()[-4000:]}")
@@ -221,6 +243,25 @@ def _remove_user(user: HubUser) -> None:
     shutil.rmtree(user.home, ignore_errors=True)
 
 
+def _users_python(folder: Path) -> Path:
+    """A Python the hub's users may run, with the test environment's packages.
+
+    The test venv's interpreter may sit where only root can enter (pyenv under
+    /root), so the users get a venv of the system's interpreter of the same version
+    whose site-packages adds the test venv's (its .pth files too: the editable
+    install of this checkout)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
+    if system is None:
+        pytest.skip(f"the hub's users need a system {version} (the test venv's may not be theirs to run)")
+    subprocess.run([system, "-m", "venv", "--without-pip", str(folder)], check=True, capture_output=True)
+    site = subprocess.run([str(folder / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    tests_site = sysconfig.get_paths()["purelib"]
+    Path(site, "stem_explorer_tests.pth").write_text(f"import site; site.addsitedir({tests_site!r})\n")
+    return folder / "bin" / "python"
+
+
 def _skip_unless_ready() -> None:
     if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("chpasswd"):
         pytest.skip("the hub stack needs root, useradd and chpasswd (real OS users for the spawner)")
@@ -244,22 +285,27 @@ def start_hub_stack(work: Path, user_environment: dict, n_users: int = 2) -> Hub
         gw_port, gw_api_port = free_port(), free_port()
         gateway_url = f"http://127.0.0.1:{gw_port}"
         gateway_token, tests_token = secrets.token_hex(32), secrets.token_hex(32)
-        path = f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"
+        python = _users_python(work / "users-venv")
+        path = f"{python.parent}:/usr/local/bin:/usr/bin:/bin"
         environment = {
             "PATH": path,
+            # the test environment's JupyterLab, its extensions and kernel spec
+            "JUPYTER_PATH": str(VENV_BIN.parent / "share" / "jupyter"),
+            "JUPYTERLAB_DIR": str(VENV_BIN.parent / "share" / "jupyter" / "lab"),
             "DASK_GATEWAY__ADDRESS": gateway_url,
             "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
             **user_environment,
         }
         _write_private(work / "jupyterhub_config.py", HUB_CONFIG.format(
             port=port, hub_port=hub_port, proxy_api_port=proxy_api_port, proxy=str(PROXY), work=work,
-            users={u.name for u in users}, singleuser=str(VENV_BIN / "jupyterhub-singleuser"),
+            users={u.name for u in users}, python=str(python),
             environment=environment))
         _write_private(work / "dask_gateway_config.py", GATEWAY_CONFIG.format(
             api_port=gw_api_port, port=gw_port, work=work, hub_port=port,
-            scheduler=[str(VENV_BIN / "dask-scheduler")], worker=[str(VENV_BIN / "dask-worker")],
+            scheduler=[str(python), "-m", "distributed.cli.dask_scheduler"],
+            worker=[str(python), "-m", "distributed.cli.dask_worker"],
             environment={"PATH": path, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}))
-        base_env = {"PATH": path, "LANG": "C.UTF-8", "HOME": str(work)}
+        base_env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(work)}
         hub_log = work / "jupyterhub.log"
         hub = subprocess.Popen(
             [str(VENV_BIN / "jupyterhub"), "-f", str(work / "jupyterhub_config.py")], cwd=work,
@@ -295,12 +341,13 @@ SAMPLE_NAV, SAMPLE_SIG = (24, 32), (48, 40)
 
 
 @pytest.fixture(scope="session")
-def hub(tmp_path_factory):
+def hub():
     """The running stack, with a small sample all users may read (``STEM_EXPLORER_DATA``
     in their servers) and the explorer notebook in each user's home."""
     from stem_explorer.sample import make_sample
 
-    work = tmp_path_factory.mktemp("hub")
+    # not under pytest's tmp_path: its root is 0700, and the users must enter this folder
+    work = Path(tempfile.mkdtemp(prefix="stem-explorer-hub-"))
     shared = work / "data"
     shared.mkdir(mode=0o755)
     data = make_sample(shared / "hub_sample.h5", nav_shape=SAMPLE_NAV, sig_shape=SAMPLE_SIG)
@@ -313,3 +360,4 @@ def hub(tmp_path_factory):
         os.chown(notebook, user.uid, user.gid)
     yield stack
     stop_hub_stack(stack.processes, stack.users)
+    pass  # DEBUG shutil.rmtree(work, ignore_errors=True)
