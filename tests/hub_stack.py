@@ -360,4 +360,4 @@ def hub():
         os.chown(notebook, user.uid, user.gid)
     yield stack
     stop_hub_stack(stack.processes, stack.users)
-    pass  # DEBUG shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
