@@ -289,7 +289,8 @@ def start_hub_stack(work: Path, user_environment: dict, n_users: int = 2) -> Hub
         path = f"{python.parent}:/usr/local/bin:/usr/bin:/bin"
         environment = {
             "PATH": path,
-            # the test environment's JupyterLab, its extensions and kernel spec
+            # the test environment's JupyterLab, its server and lab extensions, kernel spec
+            "JUPYTER_CONFIG_PATH": str(VENV_BIN.parent / "etc" / "jupyter"),
             "JUPYTER_PATH": str(VENV_BIN.parent / "share" / "jupyter"),
             "JUPYTERLAB_DIR": str(VENV_BIN.parent / "share" / "jupyter" / "lab"),
             "DASK_GATEWAY__ADDRESS": gateway_url,

@@ -74,6 +74,7 @@ def test_explorer_on_the_hub(hub, playwright_instance, tmp_path):
         dashboard = opened.value
         dashboard.wait_for_load_state()
         dashboard.wait_for_function("() => document.title.includes('Dask')", timeout=30_000)
+        dashboard.wait_for_selector("canvas", timeout=30_000)  # bokeh drew its plots
         dashboard.screenshot(path=str(ARTIFACTS / "hub-dashboard.png"))
 
         context2 = launch_browser(playwright_instance, tmp_path / "profile-2")
@@ -86,6 +87,8 @@ def test_explorer_on_the_hub(hub, playwright_instance, tmp_path):
             context2.close()
         run("explorer.close()")
     finally:
+        for shown in context1.pages:  # the last state, for failures
+            shown.screenshot(path=str(ARTIFACTS / f"hub-last-{context1.pages.index(shown)}.png"))
         if client is not None:
             client.stop_channels()
         context1.close()
