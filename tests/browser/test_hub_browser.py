@@ -34,13 +34,14 @@ class UserServer:
         return f"{self.base}/{path.lstrip('/')}"
 
 
-def log_in(context, hub, user):
+def log_in(context, hub, user, then: str = ""):
+    """Log in with the hub's form; by default the hub then starts the user's server."""
     page = context.new_page()
-    page.goto(f"{hub.url}/hub/login")
+    page.goto(f"{hub.url}/hub/login" + (f"?next={then}" if then else ""))
     page.fill("#username_input", user.name)
     page.fill("#password_input", user.password)
     page.click("#login_submit")
-    page.wait_for_url(f"{hub.url}/user/{user.name}/**", timeout=90_000)  # the hub spawned the server
+    page.wait_for_url(f"{hub.url}{then or f'/user/{user.name}/'}**", timeout=90_000)
     return page
 
 
@@ -51,7 +52,10 @@ def test_explorer_on_the_hub(hub, playwright_instance, tmp_path):
     try:
         page = log_in(context1, hub, user1)
         run_notebook(page, UserServer(f"{hub.url}/user/{user1.name}"))
-        page.wait_for_selector(".se-mask-editor[data-image-ready='1']", timeout=120_000)
+        try:
+            page.wait_for_selector(".se-mask-editor[data-image-ready='1']", timeout=120_000)
+        except Exception as exc:  # the user's server and kernel log to the hub's log
+            raise AssertionError(f"the explorer did not show the sum frame:\n{hub.logs()}") from exc
         client = kernel_client(user1.home / ".local/share/jupyter/runtime")
 
         def run(code, timeout=120.0):
@@ -79,8 +83,7 @@ def test_explorer_on_the_hub(hub, playwright_instance, tmp_path):
 
         context2 = launch_browser(playwright_instance, tmp_path / "profile-2")
         try:
-            log_in(context2, hub, user2)
-            other = context2.new_page()
+            other = log_in(context2, hub, user2, then="/hub/home")  # logged in, no server of their own
             response = other.goto(f"{hub.url}/user/{user1.name}/lab")
             assert response.status == 403, (response.status, response.url)
         finally:
