@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -223,8 +224,6 @@ def _make_user(prefix: str) -> HubUser:
                    check=True, capture_output=True)
     password = secrets.token_urlsafe(16)
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True, capture_output=True)
-    import pwd
-
     entry = pwd.getpwnam(name)
     os.chown(home, entry.pw_uid, entry.pw_gid)
     return HubUser(name, password, entry.pw_uid, entry.pw_gid, home)
