@@ -185,7 +185,15 @@ class HubStack:
         raise AssertionError(f"the hub did not start {user.name}'s server within {timeout:g} s:\n{self.logs()}")
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}:\n{p.read_text()[-4000:]}" for p in sorted(self.work.glob("*.log")))
+        """What the hub (with the users' servers and kernels) and the gateway logged about
+        kernels, clusters and errors, for failure messages."""
+        return "\n".join(f"--- {p.name}:\n" + "\n".join(_notable(p.read_text(errors="replace"))[-60:])
+                         for p in sorted(self.work.glob("*.log")))
+
+
+def _notable(log: str) -> list:
+    words = ("kernel", "restart", "error", "traceback", "died", "signal", "cluster", "warn")
+    return [line for line in log.splitlines() if "ConfigProxy" not in line and any(w in line.lower() for w in words)]
 
 
 def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
