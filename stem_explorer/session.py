@@ -14,6 +14,7 @@ from .engine import Job, Progress, preview, warmup
 from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
 from .engine.failures import check_client
+from .engine.gateway import start_gateway_cluster
 from .engine.live_job import job_class
 from .engine.roi import plan_frames
 from .errors import AnalysisError, ClusterError, OptionError
@@ -34,7 +35,10 @@ class Session:
     its own so no other user can connect; see
     :func:`~stem_explorer.engine.cluster.start_local_cluster`) and stops with the
     session. With ``address="tcp://..."`` or an existing ``Client`` the session uses
-    that cluster and leaves it running.
+    that cluster and leaves it running. With ``cluster="gateway"`` the session asks
+    the site's dask-gateway for a cluster of the user's own (``n_workers`` workers of
+    ``worker_memory`` GiB; see :func:`~stem_explorer.engine.gateway.start_gateway_cluster`)
+    and shuts it down with the session.
 
     Parameters
     ----------
@@ -44,11 +48,17 @@ class Session:
         A client of a cluster to use.
     address : str, optional
         The scheduler address of a cluster to connect to.
+    cluster : str, optional
+        ``"gateway"``: a new cluster from the dask-gateway that dask's configuration
+        names (``gateway.address``); needs the ``[gateway]`` extra.
     n_workers : int, optional
         Worker processes of the embedded cluster (default: one per core; at most 4
-        per core).
+        per core), or workers asked of the gateway (default 1).
+    worker_memory : float, optional
+        GiB per gateway worker, where the gateway offers that option.
     timeout : float
-        Seconds to wait for the scheduler at ``address`` (up to a day).
+        Seconds to wait for the scheduler at ``address``, or for the gateway and its
+        first worker (up to a day).
     partition_bytes : int, optional
         Data per partition (one task each), in bytes; default: sized by the reader.
     tile_bytes : int, optional
@@ -78,7 +88,9 @@ class Session:
         *,
         client=None,
         address: Optional[str] = None,
+        cluster: Optional[str] = None,
         n_workers: Optional[int] = None,
+        worker_memory: Optional[float] = None,
         timeout: float = 10.0,
         partition_bytes: Optional[int] = None,
         tile_bytes: Optional[int] = None,
@@ -86,7 +98,17 @@ class Session:
         dashboard: bool = False,
         **open_options,
     ):
-        check_cluster_options(client, address, n_workers, dashboard)
+        if cluster not in (None, "gateway"):
+            raise OptionError(f'cluster must be "gateway" or None (an embedded cluster), got {cluster!r}')
+        if cluster is None:
+            check_cluster_options(client, address, n_workers, dashboard)
+            if worker_memory is not None:
+                raise OptionError('worker_memory is an option of cluster="gateway"; leave it out otherwise')
+        elif client is not None or address is not None:
+            raise ClusterError('pass either cluster="gateway" or client=/address=, not both')
+        elif dashboard is not False:
+            raise OptionError("dashboard is an option of the embedded cluster; a gateway's cluster always "
+                              "has one, behind the gateway's proxy (session.dashboard_link)")
         timeout = seconds("timeout", timeout, MAX_TIMEOUT, "how long to wait for the scheduler")
         partition_bytes = _check_bytes("partition_bytes", partition_bytes, MAX_PARTITION_BYTES, "data per partition")
         tile_bytes = _check_bytes("tile_bytes", tile_bytes, MAX_TILE_BYTES, "data a worker reads and holds at once")
@@ -104,7 +126,12 @@ class Session:
         self._warm_here = ds.random_access_here and preview.auto_stride(ds.nav_shape, ds.frame_bytes) > 1
         self._dashboard = dashboard
         self._owns_client = client is None
-        self.client, self._cluster = open_client(client, address, n_workers, timeout, dashboard)
+        self._gateway = None
+        if cluster == "gateway":
+            self._gateway = start_gateway_cluster(n_workers, worker_memory, timeout=timeout)
+            self.client, self._cluster = self._gateway.client, None
+        else:
+            self.client, self._cluster = open_client(client, address, n_workers, timeout, dashboard)
         self._lock = threading.Lock()
         self._current: Optional[Job] = None
         self._jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()  # the jobs a new one follows
@@ -232,6 +259,8 @@ class Session:
     @property
     def dashboard_link(self) -> Optional[str]:
         """URL of the dask dashboard, when the scheduler serves one."""
+        if self._gateway is not None:
+            return self._gateway.dashboard_link
         if self._cluster is not None and not self._dashboard:
             return None  # the embedded scheduler's HTTP server serves no pages
         try:
@@ -240,10 +269,14 @@ class Session:
             return None
 
     def close(self) -> None:
-        """Cancel the running job; stop the embedded cluster if the session owns it."""
+        """Cancel the running job; stop the embedded or gateway cluster if the session
+        started it."""
         if self._current is not None:
             self._current.cancel()
-        if self._owns_client:
+        if self._gateway is not None:
+            self._gateway.close()  # its client too
+            self._gateway = None
+        elif self._owns_client:
             self.client.close()
         if self._cluster is not None:
             self._cluster.close()

@@ -43,8 +43,10 @@ class Explorer(widgets.VBox):
     ``Explorer(source)`` takes a path (opened with ``open_options``), a numpy/dask
     array, a :class:`~stem_explorer.io.DataSet` or a :class:`~stem_explorer.Session`.
     Without a session one is started (embedded LocalCluster unless ``address`` or
-    ``client`` is given) and closed by :meth:`close`. A list of sources, or a folder
-    of data sets, gives a :class:`~stem_explorer.widgets.CompareExplorer` instead.
+    ``client`` is given, or ``cluster="gateway"``: a cluster of ``n_workers`` from the
+    site's dask-gateway, see :class:`~stem_explorer.Session`) and closed by :meth:`close`.
+    A list of sources, or a folder of data sets, gives a
+    :class:`~stem_explorer.widgets.CompareExplorer` instead.
 
     Draw masks in the detector view; the navigation view fills in live as partitions
     finish. Click the navigation view to see that frame, drag a rectangle in ROI mode
@@ -65,6 +67,7 @@ class Explorer(widgets.VBox):
         *,
         address: Optional[str] = None,
         client=None,
+        cluster: Optional[str] = None,
         n_workers: Optional[int] = None,
         export_dir: str = "stem_explorer_exports",
         size: int = 400,
@@ -72,7 +75,7 @@ class Explorer(widgets.VBox):
     ):
         self._source = source
         self._open_options = open_options
-        self._cluster_options = {"address": address, "client": client, "n_workers": n_workers}
+        self._cluster_options = {"address": address, "client": client, "cluster": cluster, "n_workers": n_workers}
         self.export_dir = Path(export_dir)
         self.session: Optional[Session] = None
         self.results = None  # final results of the navigation analysis
