@@ -10,12 +10,14 @@ import numpy as np
 
 from .analyses import PickFrame, build_plan
 from .engine import Job, Progress, preview, warmup
+from .engine.checkpoint import DEFAULT_EVERY, Checkpoint
 from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
 from .engine.failures import check_client
 from .engine.live_job import job_class
-from .errors import ClusterError, OptionError
+from .errors import CheckpointError, ClusterError, OptionError
 from .io import DataSet, open_dataset
+from .io.live import LiveDataSet
 
 #: Upper bounds of the session's options: beyond them a value is a mistake (a day's
 #: wait, a partition larger than any file, a tile that would not fit in memory).
@@ -125,6 +127,8 @@ class Session:
         on_progress: Optional[Callable[[Progress], None]] = None,
         kernel: Optional[str] = None,
         preview_stride: Optional[int] = None,
+        checkpoint=None,
+        checkpoint_every: float = DEFAULT_EVERY,
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
@@ -148,6 +152,17 @@ class Session:
         field. ``kernel`` overrides the session's mask-product path for this job: 'auto'
         (the cost model), or 'spans', 'columns', 'sparse' or 'dense' (see
         :class:`~stem_explorer.engine.ops.MaskProduct`).
+
+        With ``checkpoint`` (a file path, e.g.
+        :func:`~stem_explorer.engine.checkpoint.checkpoint_path` of the results file)
+        the job saves its merged accumulators and finished partitions there every
+        ``checkpoint_every`` seconds, and a job started with a checkpoint made for the
+        same data set file and analyses computes only the partitions it lacks. Save
+        with ``job.save(path)``, which removes the checkpoint once the results file
+        is written. A checkpoint made for other work or damaged is replaced, with a
+        :class:`~stem_explorer.errors.CheckpointWarning`; a file there that is not a
+        checkpoint raises :class:`~stem_explorer.errors.CheckpointError`. See
+        :mod:`stem_explorer.engine.checkpoint`.
         """
         if preview_stride is not None:
             preview_stride = whole_number(
@@ -158,6 +173,7 @@ class Session:
             analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
         )
         check_client(self.client)
+        saver = self._checkpoint(checkpoint, checkpoint_every, analyses)
         with self._lock:
             if supersede and self._current is not None:
                 self._current.cancel()
@@ -172,12 +188,21 @@ class Session:
                 on_partial=on_partial,
                 on_progress=on_progress,
                 after=list(self._jobs),
+                **({"checkpoint": saver} if saver is not None else {}),
             )
             self._jobs.add(job)
             self._current = job
         if self._warm_here and not warmup.is_warm(self.dataset.dtype):
             self._warm_when_done(job)
         return job
+
+    def _checkpoint(self, path, every, analyses) -> Optional[Checkpoint]:
+        """The :class:`Checkpoint` of a job of ``analyses`` (None without ``path``)."""
+        if path is None:
+            return None
+        if isinstance(self.dataset, LiveDataSet):
+            raise CheckpointError("a live acquisition cannot be checkpointed (its frames are still arriving); run without checkpoint=")
+        return Checkpoint(path, every=every, context={"analyses": [a.to_dict() for a in analyses]})
 
     def _warm_when_done(self, job: Job) -> None:
         def warm(_progress=None) -> None:

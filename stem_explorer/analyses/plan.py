@@ -101,6 +101,8 @@ def build_plan(
                     inputs.append(accumulators[entry[1]])
             for name, array in analysis.compute(inputs, dataset).items():
                 arrays[f"{label}/{name}"] = array
-        return Results(arrays, dict(provenance, complete=bool(filled.all())))
+        # a copy: the engine keeps filling its array in place
+        covered = filled.reshape(dataset.nav_shape).copy()
+        return Results(arrays, dict(provenance, complete=bool(filled.all())), filled=covered)
 
     return plan, finalize
