@@ -222,7 +222,7 @@ def dataset_identity(dataset: DataSet) -> dict:
         else:
             names = [os.path.basename(path)]
             path = os.path.dirname(path)
-        files = [[name, *_size_and_time(os.path.join(path, name))] for name in names]
+        files = [{"name": name, **_size_and_time(os.path.join(path, name))} for name in names]
     except OSError as exc:
         raise CheckpointError(
             f"checkpoints need the data set's files on a file system this process can read; "
@@ -236,9 +236,9 @@ def dataset_identity(dataset: DataSet) -> dict:
     })
 
 
-def _size_and_time(path: str) -> list:
+def _size_and_time(path: str) -> dict:
     info = os.stat(path)
-    return [info.st_size, info.st_mtime_ns]
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
 
 
 def plan_identity(plan: Plan) -> dict:

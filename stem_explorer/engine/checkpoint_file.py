@@ -88,10 +88,15 @@ def write_checkpoint(path, state: CheckpointState) -> None:
     blob = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
     with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        for chunk in [MAGIC, _LENGTH.pack(len(blob)), blob, *(memoryview(np.ascontiguousarray(a)).cast("B") for a in arrays)]:
+        for chunk in [MAGIC, _LENGTH.pack(len(blob)), blob, *(_bytes_of(a) for a in arrays)]:
             digest.update(chunk)
             f.write(chunk)
         f.write(digest.digest())
+
+
+def _bytes_of(array: np.ndarray) -> np.ndarray:
+    """The array's bytes in C order, without a copy where it is contiguous."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
 def is_checkpoint(path) -> bool:
