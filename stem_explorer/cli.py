@@ -14,6 +14,7 @@ from ._version import __version__
 from ._options import seconds, whole_number
 from .cli_analyses import add_analysis_options, analyses_from_args, describe_analyses
 from .engine.checkpoint import DEFAULT_EVERY, MAX_EVERY, SUFFIX, checkpoint_path
+from .engine.checkpoint_file import is_checkpoint
 from .engine.cluster import check_n_workers
 from .errors import OptionError, StemExplorerError
 from .io.partitioned.codecs import CODECS
@@ -72,7 +73,8 @@ def _run_with_progress(session, analyses_list, quiet=False, output=None, **run_o
 
 def _summary(labels, dataset, stats, n_workers, target=None) -> str:
     where = f" -> {target}" if target else ""
-    resumed = f" ({stats.partitions_resumed} from the checkpoint)" if stats.partitions_resumed else ""
+    resumed = stats.partitions_resumed
+    resumed = f" ({resumed} from the checkpoint, {stats.n_partitions - resumed} computed)" if resumed else ""
     return (
         f"{'+'.join(labels)} on {dataset.path or 'array'} ({dataset.nbytes / 2**30:.2f} GiB) in "
         f"{stats.elapsed:.2f} s: {stats.gbps:.2f} GB/s, {stats.n_partitions} partitions{resumed} on "
@@ -174,7 +176,13 @@ def cmd_run(args) -> int:
     every = DEFAULT_EVERY if args.checkpoint_every is None else args.checkpoint_every
     checkpoint = {"checkpoint": checkpoint_path(args.output), "checkpoint_every": every} if args.output and every else {}
     with _session(args, dataset) as session:
-        results, stats = _run_with_progress(session, chosen, args.quiet, args.output, **checkpoint)
+        try:
+            results, stats = _run_with_progress(session, chosen, args.quiet, args.output, **checkpoint)
+        except StemExplorerError:
+            if checkpoint and is_checkpoint(checkpoint["checkpoint"]):
+                print(f"the progress so far is saved in {checkpoint['checkpoint']}: run the same command "
+                      f"again to go on from it", file=sys.stderr)
+            raise
         if args.tiff:
             results.to_tiff(args.tiff)
         print(_summary([a.label for a in chosen], dataset, stats, session.n_workers, args.output))

@@ -277,8 +277,6 @@ class Results(Mapping):
         filled = f["filled"][()] if "filled" in f else None
         if filled is not None and filled.dtype != bool:
             raise ValueError(f"its 'filled' dataset holds {filled.dtype} values, not booleans")
-        if filled is None and "complete" in f.attrs:  # saved without knowing the positions
-            provenance.setdefault("complete", bool(f.attrs["complete"]))
         return cls(arrays, provenance, filled=filled)
 
     def to_tiff(self, folder, *, keys=None) -> list:

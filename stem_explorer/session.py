@@ -188,6 +188,7 @@ class Session:
                 on_partial=on_partial,
                 on_progress=on_progress,
                 after=list(self._jobs),
+                # only a Job takes one: live data sets are refused by _checkpoint
                 **({"checkpoint": saver} if saver is not None else {}),
             )
             self._jobs.add(job)

@@ -1,8 +1,9 @@
 """Checkpoints of long jobs: a killed run resumes where it stopped.
 
-A :class:`~.job.Job` given a :class:`Checkpoint` saves its merged accumulators and the
-indices of its finished partitions to the checkpoint file (:mod:`.checkpoint_file`)
-every ``every`` seconds in which partitions finished. The job's own thread writes it,
+A :class:`~stem_explorer.engine.Job` given a :class:`Checkpoint` saves its merged accumulators and the
+indices of its finished partitions to the checkpoint file (:mod:`~stem_explorer.engine.checkpoint_file`)
+every ``every`` seconds in which partitions finished, and once more when it fails
+(workers or the scheduler lost, a task's error). The job's own thread writes it,
 between merges: the client is the only writer, and no write ever holds up a merge
 for longer than the write itself.
 
@@ -111,7 +112,7 @@ class Checkpoint:
         self._identity: Optional[dict] = None
         self._layout: list = []
         self._ours = False  # the file at path was written or read by this object
-        self._saved_done = -1
+        self._saved_done = 0  # finished partitions in the file: a save needs more
         self._last = time.monotonic()
         self._logged: set = set()
 
@@ -126,9 +127,9 @@ class Checkpoint:
         Raises
         ------
         CheckpointError
-            The data set has no file, or the file at :attr:`path` is not a checkpoint.
+            The data set has no file, or the file at ``path`` is not a checkpoint.
         SaveError
-            :attr:`path` is a folder or its folder cannot be written.
+            ``path`` is a folder or its folder cannot be written.
         """
         check_writable(self.path)
         self._identity = {"dataset": dataset_identity(dataset), "plan": plan_identity(plan), "context": self.context}
@@ -171,13 +172,14 @@ class Checkpoint:
         )
 
     # -- while the job runs ------------------------------------------------------------------
-    def due(self, n_done: int) -> bool:
-        """Whether to save now: ``every`` seconds passed and partitions finished since."""
-        return n_done > self._saved_done and time.monotonic() - self._last >= self.every
+    def due(self, n_done: int, *, at_once: bool = False) -> bool:
+        """Whether to save now: partitions finished since the last save, and ``every``
+        seconds passed (or ``at_once``: a failing job saves what it has)."""
+        return n_done > self._saved_done and (at_once or time.monotonic() - self._last >= self.every)
 
     def save(self, accumulators: list, done: list) -> bool:
         """Write the accumulators and the finished partitions' indices; a failure is
-        logged (once per kind) and kept in :attr:`error`, and the job goes on."""
+        logged (once per kind) and kept in ``error``, and the job goes on."""
         self._last = time.monotonic()
         try:
             write_checkpoint(self.path, CheckpointState(self._identity, self._layout, done, accumulators))

@@ -21,7 +21,7 @@ they are and everything else as a one-key object: ``{"a": i}`` the i-th array,
 ``{"d": [[key, value], ...]}`` a dict. Nothing is pickled: reading a checkpoint never
 runs code, and arrays come back as plain numbers (no object dtype).
 
-Writes are atomic (:func:`~stem_explorer._atomic.atomic_write`: a temporary beside
+Writes are atomic (``stem_explorer._atomic.atomic_write``: a temporary beside
 the target, flushed, renamed over it). A file that does not start with :data:`MAGIC`
 is not a checkpoint and raises :class:`~stem_explorer.errors.CheckpointError`; one
 that does but whose digest or structure is wrong raises :class:`CheckpointDamaged`.

@@ -150,7 +150,7 @@ class Job:
     this job first delivers (the job it supersedes) have their running callbacks
     return first.
 
-    With a ``checkpoint`` (:class:`~.checkpoint.Checkpoint`) the job saves its
+    With a ``checkpoint`` (:class:`~stem_explorer.engine.checkpoint.Checkpoint`) the job saves its
     progress to the checkpoint's file as it goes, and a job started with a file made
     for the same work computes only the partitions the file lacks (it has no coarse
     preview; its first snapshot shows the partitions taken from the file).
@@ -491,6 +491,7 @@ class Job:
                 if not self._merge(result):
                     return
         except BaseException as exc:  # a task raised, workers died, the cluster went away
+            self._save_checkpoint(at_once=True)  # what merged so far is good: a re-run goes on from it
             self._fail(exc)
         finally:
             self._after = []
@@ -561,10 +562,11 @@ class Job:
             self._save_checkpoint()
         return True
 
-    def _save_checkpoint(self) -> None:
-        """Save the job's progress when its checkpoint is due. Only the job's thread
-        merges, and this is it: the accumulators hold still while they are written."""
-        if self.checkpoint is None or self.done or not self.checkpoint.due(self._done):
+    def _save_checkpoint(self, at_once: bool = False) -> None:
+        """Save the job's progress when its checkpoint is due (``at_once``: whenever
+        partitions merged since the last save). Only the job's thread merges, and
+        this is it: the accumulators hold still while they are written."""
+        if self.checkpoint is None or self.done or not self.checkpoint.due(self._done, at_once=at_once):
             return
         self.checkpoint.save(self._accs, [part.index for part in self._partitions if self._exact[part.start]])
 
