@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -173,7 +174,9 @@ def cmd_run(args) -> int:
     if args.tiff:
         check_writable_folder(args.tiff)
     dataset = open_dataset(args.path, format=args.format, **_open_options(args))
-    every = DEFAULT_EVERY if args.checkpoint_every is None else args.checkpoint_every
+    every = args.checkpoint_every
+    if every is None:  # by default only for data in local files (not HDFS): their size and time identify them
+        every = DEFAULT_EVERY if dataset.path and os.path.exists(dataset.path) else 0
     checkpoint = {"checkpoint": checkpoint_path(args.output), "checkpoint_every": every} if args.output and every else {}
     with _session(args, dataset) as session:
         try:
