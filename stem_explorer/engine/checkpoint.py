@@ -24,7 +24,7 @@ file is written), and only when it is a checkpoint this object wrote or read.
 
 What a resumed job's results equal: every per-frame value (virtual images, centre of
 mass) and every sum of integer data (sum and mean frames: float64 sums of integers,
-exact up to 2**53) is bit for bit that of an uninterrupted run, as is a maximum.
+exact up to ``2**53``) is bit for bit that of an uninterrupted run, as is a maximum.
 Float reductions that depend on the order partitions merge in (the std frame's
 moments, sums of float data) agree to rounding, as two uninterrupted runs do (their
 partitions also merge in the order they finish).
