@@ -4,7 +4,7 @@ A :class:`Results` maps keys ``"<analysis label>/<name>"`` (e.g. ``"com/shift_x"
 :class:`ResultArray` objects. It remembers how it was made (:attr:`Results.provenance`:
 analysis parameters and masks as JSON, the source data set, software version, time),
 and whether it covers the whole scan (:attr:`Results.complete`, and which positions
-in :attr:`Results.filled`: results of a job still running or cancelled are partial);
+in ``Results.filled``: results of a job still running or cancelled are partial);
 every export writes that provenance along with the numbers.
 """
 
@@ -137,7 +137,7 @@ class Results(Mapping):
 
     @property
     def complete(self) -> bool:
-        """Whether every scan position was computed: from :attr:`filled` where known,
+        """Whether every scan position was computed: from ``filled`` where known,
         else from the provenance's ``"complete"`` (True when neither says)."""
         if self.filled is not None:
             return bool(self.filled.all())

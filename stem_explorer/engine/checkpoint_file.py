@@ -43,6 +43,7 @@ import numpy as np
 from .._atomic import atomic_write
 from ..errors import CheckpointError
 
+#: The first bytes of every checkpoint file.
 MAGIC = b"STEM-EXPLORER-CP"
 VERSION = 1
 _LENGTH = struct.Struct("<Q")
