@@ -27,7 +27,7 @@ from .analyses import (
 )
 from .errors import StemExplorerError
 from .io import DataSet, open_dataset
-from .io.ingest import ingest
+from .engine.ingestion import ingest
 from .results import ResultArray, Results
 from .session import Session
 

@@ -269,7 +269,7 @@ def _size(text: str) -> int:
 
 def cmd_ingest(args) -> int:
     """Write SRC as raw partitions + dataset.json at DEST (a folder or hdfs:// URL)."""
-    from .io.ingest import ingest
+    from .engine.ingestion import ingest
 
     dataset = ingest(
         args.path, args.dest, format=args.format, partition_bytes=args.partition_bytes,

@@ -9,13 +9,15 @@ from typing import Callable, Optional
 import numpy as np
 
 from .analyses import PickFrame, build_plan
+from .analyses.scan_roi import roi_to_frames
 from .engine import Job, Progress, preview, warmup
 from .engine.checkpoint import DEFAULT_EVERY, Checkpoint
 from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
 from .engine.failures import check_client
 from .engine.live_job import job_class
-from .errors import CheckpointError, ClusterError, OptionError
+from .engine.roi import plan_frames
+from .errors import AnalysisError, CheckpointError, ClusterError, OptionError
 from .io import DataSet, open_dataset
 from .io.live import LiveDataSet
 
@@ -127,6 +129,7 @@ class Session:
         on_progress: Optional[Callable[[Progress], None]] = None,
         kernel: Optional[str] = None,
         preview_stride: Optional[int] = None,
+        roi=None,
         checkpoint=None,
         checkpoint_every: float = DEFAULT_EVERY,
     ) -> Job:
@@ -153,6 +156,16 @@ class Session:
         (the cost model), or 'spans', 'columns', 'sparse' or 'dense' (see
         :class:`~stem_explorer.engine.ops.MaskProduct`).
 
+        ``roi`` limits every analysis to a region of the scan: a boolean array of the
+        scan's shape, a mask shape of :mod:`stem_explorer.masks` in scan coordinates
+        (2-D scans) or a list of scan positions (see
+        :mod:`~stem_explorer.analyses.scan_roi`). Only the partitions holding its
+        frames run and each reads only the tiles (the chunks, for chunked or
+        compressed files) that hold them; per-position results are NaN outside it,
+        reductions (sum, mean, ...) cover only it, and there is no coarse preview.
+        Analyses that need only some frames (:class:`~stem_explorer.analyses.PickFrame`,
+        :class:`~stem_explorer.analyses.RoiSum`) read only those, ROI or not.
+
         With ``checkpoint`` (a file path, e.g.
         :func:`~stem_explorer.engine.checkpoint.checkpoint_path` of the results file)
         the job saves its merged accumulators and finished partitions there every
@@ -169,11 +182,15 @@ class Session:
                 "preview_stride", preview_stride, 0, max(self.dataset.nav_shape, default=1),
                 "scan positions between preview points along each axis", "0 or 1 turns the preview off",
             )
+        frames = self._roi_frames(roi)
         plan, finalize = build_plan(
-            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
+            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes, roi=frames
         )
+        if frames is not None and plan_frames(plan.ops, frames).size == 0:
+            raise AnalysisError("roi holds none of the frames these analyses read (picked positions or a "
+                                "scan_roi outside it); widen roi or run them without it")
         check_client(self.client)
-        saver = self._checkpoint(checkpoint, checkpoint_every, analyses)
+        saver = self._checkpoint(checkpoint, checkpoint_every, analyses, frames)
         with self._lock:
             if supersede and self._current is not None:
                 self._current.cancel()
@@ -188,6 +205,7 @@ class Session:
                 on_partial=on_partial,
                 on_progress=on_progress,
                 after=list(self._jobs),
+                **({} if frames is None else {"roi": frames}),
                 # only a Job takes one: live data sets are refused by _checkpoint
                 **({"checkpoint": saver} if saver is not None else {}),
             )
@@ -197,12 +215,24 @@ class Session:
             self._warm_when_done(job)
         return job
 
-    def _checkpoint(self, path, every, analyses) -> Optional[Checkpoint]:
+    def _roi_frames(self, roi) -> Optional[np.ndarray]:
+        """The sorted flat frame indices of ``run``'s ``roi`` (None: the whole scan)."""
+        if roi is None:
+            return None
+        if not job_class(self.dataset).selects_frames:
+            raise OptionError("roi is not available on a live data set: its jobs follow the acquisition frame "
+                              "by frame; run without roi, or on the recording once it has ended")
+        return roi_to_frames(roi, self.dataset, "roi")
+
+    def _checkpoint(self, path, every, analyses, roi) -> Optional[Checkpoint]:
         """The :class:`Checkpoint` of a job of ``analyses`` (None without ``path``)."""
         if path is None:
             return None
         if isinstance(self.dataset, LiveDataSet):
             raise CheckpointError("a live acquisition cannot be checkpointed (its frames are still arriving); run without checkpoint=")
+        if roi is not None:
+            raise CheckpointError("a job over a scan roi is not checkpointed (it reads only the region's frames); "
+                                  "run it without checkpoint=, or without roi")
         return Checkpoint(path, every=every, context={"analyses": [a.to_dict() for a in analyses]})
 
     def _warm_when_done(self, job: Job) -> None:

@@ -34,11 +34,7 @@ LAYERS = (
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
 #: Upward imports that are known and owed a fix: (importing module, imported module).
-KNOWN = {
-    # issue 14: ingestion runs its own dask cluster; the engine is to give jobs and
-    # ingestion one task runner, and io must then not import the engine
-    ("stem_explorer.io.ingest", "stem_explorer.engine.cluster"),
-}
+KNOWN: set = set()
 
 
 def layer_of(module: str) -> str:

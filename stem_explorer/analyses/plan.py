@@ -17,6 +17,7 @@ import scipy.sparse
 
 from .._version import __version__
 from ..engine import MaskProduct, Plan
+from ..engine.roi import runs_description
 from ..engine.tasks import DEFAULT_TILE_BYTES
 from ..errors import AnalysisError
 from ..io.base import DataSet
@@ -41,8 +42,10 @@ def build_plan(
     *,
     kernel: str = "auto",
     tile_bytes: Optional[int] = None,
+    roi: Optional[np.ndarray] = None,
 ):
-    """``(plan, finalize)`` for running ``analyses`` on ``dataset`` in one pass."""
+    """``(plan, finalize)`` for running ``analyses`` on ``dataset`` in one pass;
+    ``roi`` (sorted flat frame indices of a scan ROI) goes into the provenance."""
     if not analyses:
         raise AnalysisError("run() needs at least one analysis, e.g. SumFrame()")
     if kernel not in MaskProduct.KERNELS:
@@ -86,6 +89,8 @@ def build_plan(
         "analyses": [dict(a.to_dict(), label=label) for a, label in zip(analyses, labels)],
         "kernel": ops[mask_op].kernel if mask_op is not None else None,
     }
+    if roi is not None:
+        provenance["roi"] = {"frame_runs": runs_description(roi), "n_frames": int(len(roi))}
 
     def finalize(accumulators: list, filled: np.ndarray) -> Results:
         arrays = {}

@@ -97,6 +97,12 @@ class Op(abc.ABC):
     def key(self) -> tuple:
         """Identity used to share one op between analyses that ask for the same."""
 
+    def frames_needed(self):
+        """The sorted flat indices of the only frames this op reads, or None when it
+        needs every frame (the default). A plan whose every op names its frames reads
+        only those (:mod:`stem_explorer.engine.roi`): a picked frame costs its own bytes, not a pass."""
+        return None
+
     # -- on the worker ---------------------------------------------------------------
     def reads_stored_order(self, dtype: np.dtype) -> bool:
         """Whether :meth:`feed` accepts tiles of ``dtype`` in their stored (non-native)
@@ -609,6 +615,9 @@ class PickFrames(Op):
     def key(self):
         return ("pick", tuple(self.indices.tolist()))
 
+    def frames_needed(self):
+        return self.indices
+
     def start(self, start, stop, n_pixels, dtype):
         return {}
 
@@ -634,6 +643,9 @@ class NavMaskedSum(Op):
     @property
     def key(self):
         return ("nav_masked_sum", _digest(self.indices))
+
+    def frames_needed(self):
+        return self.indices
 
     def start(self, start, stop, n_pixels, dtype):
         return [np.zeros(n_pixels), 0]

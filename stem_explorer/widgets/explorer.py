@@ -18,7 +18,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from ..analyses import PickFrame, RoiSum, StdFrame, SumFrame
-from ..errors import JobCancelledError, StemExplorerError
+from ..errors import ClusterError, JobCancelledError, StemExplorerError
 from .. import masks
 from ..masks import Rectangle
 from ..session import Session
@@ -67,11 +67,10 @@ class Explorer(widgets.VBox):
         self.results = None  # final results of the navigation analysis
         self.beam: Optional[Beam] = None
         self.error: Optional[str] = None
-        self._lock = threading.Lock()  # held while jobs are replaced (it cancels jobs)
-        # guards the drag state only; never held while calling into a job, so a job's
-        # callback (which runs holding that job's lock) may take it: taking self._lock
-        # there would deadlock against a new start cancelling the job
-        self._drag_lock = threading.Lock()
+        # guards the job slots and the drag state; job callbacks may take it, because a
+        # job never waits for its callbacks (cancel() returns at once, callbacks run
+        # outside the job's lock)
+        self._lock = threading.Lock()
         # the editor's shapes are validated as mask dicts: load the validator meanwhile
         threading.Thread(target=masks.prepare_validation, name="stem-explorer-validator", daemon=True).start()
         self._nav_job = None
@@ -280,7 +279,7 @@ class Explorer(widgets.VBox):
     def _on_shapes(self, _change) -> None:
         if not self._uses_detector_view():
             return
-        with self._drag_lock:
+        with self._lock:
             # while a shape is dragged, one job at a time: a new one starts when the
             # current one has drawn its first image (or the drag ends), so updates at
             # the browser's frame rate never queue up jobs in front of the last one
@@ -292,7 +291,7 @@ class Explorer(widgets.VBox):
     def _on_dragging(self, change) -> None:
         if change["new"]:
             return
-        with self._drag_lock:
+        with self._lock:
             pending, self._drag_pending = self._drag_pending, False
         if pending:  # the drag ended while a job ran: compute the final shape
             self._start_navigation()
@@ -351,15 +350,14 @@ class Explorer(widgets.VBox):
         self._set_status(f"computing {html.escape(title)} ...")
         with self._lock:
             self._analysis, self._key = analysis, None
-            with self._drag_lock:
-                self._nav_drawn = False
+            self._nav_drawn = False
             self._replace_job("_nav_job", analysis, self._on_nav_partial, self._on_nav_done)
 
     def _on_nav_partial(self, progress) -> None:
         self._last_results, self._last_progress = progress.results, progress
         self._redraw_navigation()
         self._show_progress(progress)
-        with self._drag_lock:
+        with self._lock:
             self._nav_drawn, pending, self._drag_pending = True, self._drag_pending, False
         if pending:  # the shape moved on while this job ran: follow it
             threading.Thread(target=self._start_navigation, name="stem-explorer-drag", daemon=True).start()
@@ -443,6 +441,24 @@ class Explorer(widgets.VBox):
         self._detector_throttle.submit(np.asarray(progress.results[key].data))
         if not self._detector_first:
             self._show_progress(progress)
+        elif self.beam is None and self._acquiring() and progress.filled.any():
+            # a scan still being recorded: its sum frame is final only when the scan
+            # ends, but every frame shows the beam, so place it from the frames so far
+            # and let the navigation job follow the acquisition
+            self._place_beam(progress.results["sum/frame"].data)
+
+    def _acquiring(self) -> bool:
+        """Whether the data set is a live acquisition that has not ended."""
+        return getattr(self.session.dataset, "ended", True) is False
+
+    def _place_beam(self, sum_frame) -> None:
+        """Estimate the beam from a sum frame; draw a disk on it unless the user has
+        drawn shapes (their job starts instead)."""
+        self.beam = choices.estimate_beam(sum_frame)
+        if not self.editor.shapes:
+            self.editor.shapes = [dict(self.beam.disk().to_dict(), op="add")]  # starts the job
+        else:
+            self._start_navigation()
 
     def _send_detector_image(self, frame: np.ndarray) -> None:
         self._detector_raw = frame[0] if frame.ndim == 3 else frame
@@ -454,11 +470,8 @@ class Explorer(widgets.VBox):
         self._detector_throttle.flush()
         if self._detector_first:
             self._detector_first = False
-            self.beam = choices.estimate_beam(results["sum/frame"].data)
-            if not self.editor.shapes:
-                self.editor.shapes = [dict(self.beam.disk().to_dict(), op="add")]  # starts the job
-            else:
-                self._start_navigation()
+            if self.beam is None:  # not placed during a live acquisition
+                self._place_beam(results["sum/frame"].data)
 
     def _watch_in_thread(self, job, on_done) -> None:
         self._handled = {k: v for k, v in self._handled.items() if not v.is_set()}
@@ -477,17 +490,22 @@ class Explorer(widgets.VBox):
         else:
             try:
                 on_done(job, results)
+                if job.callback_errors:  # the job went on; what it showed may be stale
+                    self._show_error(job.callback_errors[0], prefix="showing a partial result failed")
             except Exception as exc:
                 self._show_error(exc)
         finally:
             handled.set()
 
     def _handle_failure(self, exc: BaseException) -> None:
-        if self._cluster_lost():
+        """Show a job's failure; offer a new session when the cluster is at fault."""
+        lost = self._cluster_lost()
+        if lost:
             self._set_status(f"the cluster went away ({type(exc).__name__}: {html.escape(str(exc))}); reconnect to start a new one", error=True)
-            self.reconnect_button.layout.display = None
         else:
             self._show_error(exc)
+        if lost or isinstance(exc, ClusterError):  # say, workers died: a new cluster may do
+            self.reconnect_button.layout.display = None
 
     # -- detector view sources -------------------------------------------------------------
     def _on_detector_source(self, change) -> None:
