@@ -11,7 +11,7 @@ import pytest
 
 import _reference as ref
 from stem_explorer import Session, masks
-from stem_explorer.analyses import CenterOfMass, StdFrame, SumFrame, VirtualDetector
+from stem_explorer.analyses import CenterOfMass, PickFrame, StdFrame, SumFrame, VirtualDetector
 from stem_explorer.engine.checkpoint import checkpoint_path
 from stem_explorer.engine.checkpoint_file import read_checkpoint
 from stem_explorer.errors import CheckpointError, CheckpointWarning, JobCancelledError, SaveError
@@ -212,3 +212,15 @@ def test_results_saved_before_completeness_was_recorded_load_as_before(tmp_path)
     old = Results.load(tmp_path / "old.h5")
     assert old.filled is None and old.complete is False
     assert Results({}).complete is True
+
+
+def test_a_scan_roi_job_is_not_checkpointed(client, tmp_path):
+    ds, data = slow_dataset(tmp_path, delay=0)
+    roi = np.zeros((16, 16), bool)
+    roi[2:5, 3:9] = True
+    with Session(ds, client=client, partition_bytes=PARTITION_BYTES) as session:
+        with pytest.raises(CheckpointError, match="a job over a scan roi is not checkpointed"):
+            session.run(SumFrame(), roi=roi, checkpoint=tmp_path / "ck")
+        picked = session.run(PickFrame((3, 4)), checkpoint=tmp_path / "ck", checkpoint_every=1e-6)
+        np.testing.assert_array_equal(picked.result(timeout=120)["pick/frames"].data[0], data[3, 4])
+    assert picked.checkpoint is None and not (tmp_path / "ck").exists()  # a few frames: nothing to resume
