@@ -11,14 +11,16 @@ import numpy as np
 from .analyses import PickFrame, build_plan
 from .analyses.scan_roi import roi_to_frames
 from .engine import Job, Progress, preview, warmup
+from .engine.checkpoint import DEFAULT_EVERY, Checkpoint
 from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
 from .engine.failures import check_client
 from .engine.gateway import start_gateway_cluster
 from .engine.live_job import job_class
 from .engine.roi import plan_frames
-from .errors import AnalysisError, ClusterError, OptionError
+from .errors import AnalysisError, CheckpointError, ClusterError, OptionError
 from .io import DataSet, open_dataset
+from .io.live import LiveDataSet
 
 #: Upper bounds of the session's options: beyond them a value is a mistake (a day's
 #: wait, a partition larger than any file, a tile that would not fit in memory).
@@ -147,6 +149,8 @@ class Session:
         preview_stride: Optional[int] = None,
         roi=None,
         descan=None,
+        checkpoint=None,
+        checkpoint_every: float = DEFAULT_EVERY,
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
@@ -185,6 +189,17 @@ class Session:
         run with the diffraction pattern and subtracts the shift from centre-of-mass
         results; None takes the session's :attr:`descan`, False runs without one. It is
         recorded in the results' provenance (``"descan"``).
+
+        With ``checkpoint`` (a file path, e.g.
+        :func:`~stem_explorer.engine.checkpoint.checkpoint_path` of the results file)
+        the job saves its merged accumulators and finished partitions there every
+        ``checkpoint_every`` seconds, and a job started with a checkpoint made for the
+        same data set file and analyses computes only the partitions it lacks. Save
+        with ``job.save(path)``, which removes the checkpoint once the results file
+        is written. A checkpoint made for other work or damaged is replaced, with a
+        :class:`~stem_explorer.errors.CheckpointWarning`; a file there that is not a
+        checkpoint raises :class:`~stem_explorer.errors.CheckpointError`. See
+        :mod:`stem_explorer.engine.checkpoint`.
         """
         if preview_stride is not None:
             preview_stride = whole_number(
@@ -200,6 +215,7 @@ class Session:
             raise AnalysisError("roi holds none of the frames these analyses read (picked positions or a "
                                 "scan_roi outside it); widen roi or run them without it")
         check_client(self.client)
+        saver = self._checkpoint(checkpoint, checkpoint_every, analyses, frames)
         with self._lock:
             if supersede and self._current is not None:
                 self._current.cancel()
@@ -215,6 +231,8 @@ class Session:
                 on_progress=on_progress,
                 after=list(self._jobs),
                 **({} if frames is None else {"roi": frames}),
+                # only a Job takes one: live data sets are refused by _checkpoint
+                **({"checkpoint": saver} if saver is not None else {}),
             )
             self._jobs.add(job)
             self._current = job
@@ -230,6 +248,17 @@ class Session:
             raise OptionError("roi is not available on a live data set: its jobs follow the acquisition frame "
                               "by frame; run without roi, or on the recording once it has ended")
         return roi_to_frames(roi, self.dataset, "roi")
+
+    def _checkpoint(self, path, every, analyses, roi) -> Optional[Checkpoint]:
+        """The :class:`Checkpoint` of a job of ``analyses`` (None without ``path``)."""
+        if path is None:
+            return None
+        if isinstance(self.dataset, LiveDataSet):
+            raise CheckpointError("a live acquisition cannot be checkpointed (its frames are still arriving); run without checkpoint=")
+        if roi is not None:
+            raise CheckpointError("a job over a scan roi is not checkpointed (it reads only the region's frames); "
+                                  "run it without checkpoint=, or without roi")
+        return Checkpoint(path, every=every, context={"analyses": [a.to_dict() for a in analyses]})
 
     def _warm_when_done(self, job: Job) -> None:
         def warm(_progress=None) -> None:

@@ -136,6 +136,8 @@ def build_plan(
                 computed = analysis.compute_with_descan(inputs, dataset, shifts)
             for name, array in computed.items():
                 arrays[f"{label}/{name}"] = array
-        return Results(arrays, dict(provenance, complete=bool(filled.all())))
+        # a copy: the engine keeps filling its array in place
+        covered = filled.reshape(dataset.nav_shape).copy()
+        return Results(arrays, dict(provenance, complete=bool(filled.all())), filled=covered)
 
     return plan, finalize

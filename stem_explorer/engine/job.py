@@ -37,6 +37,7 @@ from ..errors import JobCancelledError
 from ..io.base import DataSet
 from ..io.isolated import chunk_ranges
 from . import failures, preview, warmup
+from .checkpoint import Checkpoint, Resumed
 from .locality import WorkerIndex, is_local, worker_addresses
 from .ops import PickFrames
 from .roi import plan_frames, select_partitions
@@ -120,6 +121,8 @@ class JobStats:
     cpu_seconds: float = 0.0
     #: the highest resident set size of a worker while it ran one of the job's tasks
     peak_rss_bytes: int = 0
+    #: partitions taken from a checkpoint instead of computed (counted in n_partitions)
+    partitions_resumed: int = 0
 
     @property
     def gbps(self) -> float:
@@ -161,6 +164,12 @@ class Job:
     them. Without it the job still reads only the frames its ops declare when every
     op declares some (a picked frame). A job with a frame subset has no coarse
     preview.
+
+    With a ``checkpoint`` (:class:`~stem_explorer.engine.checkpoint.Checkpoint`) the job saves its
+    progress to the checkpoint's file as it goes, and a job started with a file made
+    for the same work computes only the partitions the file lacks (it has no coarse
+    preview; its first snapshot shows the partitions taken from the file). A job of a
+    frame subset (picked frames) reads little and takes no checkpoint.
     """
 
     #: whether the job reads only the frames of its ROI and its ops' declarations
@@ -181,6 +190,7 @@ class Job:
         on_progress: Optional[Callable[[Progress], None]] = None,
         after: Sequence["Job"] = (),
         roi: Optional[np.ndarray] = None,
+        checkpoint: Optional[Checkpoint] = None,
     ):
         self.id = next(_job_ids)
         self._client = client
@@ -221,7 +231,12 @@ class Job:
             self._unread[self.frames] = False
         self._done = 0
         self._bytes = 0
-        self._stats = JobStats(len(self._partitions), 0, 0.0)
+        #: where the job saves its progress (None: nowhere; a job of a frame subset
+        #: reads little and takes none)
+        self.checkpoint = checkpoint if self.frames is None else None
+        if self.checkpoint is not None:
+            self._resume(self.checkpoint.start(dataset, plan, self._partitions, self._accs))
+        self._stats = JobStats(len(self._partitions), 0, 0.0, partitions_resumed=self._done)
         self._t0 = time.perf_counter()
         self._t_end: Optional[float] = None
 
@@ -323,15 +338,38 @@ class Job:
         self._release()
         return True
 
+    def save(self, path, **options):
+        """Wait for the results, write them to ``path`` (their ``save(path,
+        **options)``: atomically), then remove the job's checkpoint file: it is only
+        removed once the results it led to are safely on disk. Returns the path."""
+        written = self.result().save(path, **options)
+        if self.checkpoint is not None:
+            self.checkpoint.remove()
+        return written
+
     def __repr__(self) -> str:
         return f"<Job {self.id} {self._state} {self._done}/{self.n_partitions} partitions>"
 
     # -- internals -----------------------------------------------------------------------
+    def _resume(self, resumed: Optional[Resumed]) -> None:
+        """Start from a checkpoint: its partition layout, accumulators and finished
+        partitions (None: start afresh)."""
+        if resumed is None:
+            return
+        self._partitions, self._accs = resumed.partitions, resumed.accumulators
+        self._partition_frames = [None] * len(self._partitions)
+        for index in resumed.done:
+            part = self._partitions[index]
+            self._filled[part.start : part.stop] = self._exact[part.start : part.stop] = True
+        self._done = len(resumed.done)
+
     def _choose_preview(self, stride: Optional[int]) -> int:
         """The preview grid's stride: ``stride`` if given (0 or 1: none), else sized
-        by :func:`preview.auto_stride`; 1 when no op is per frame or one partition."""
+        by :func:`preview.auto_stride`; 1 when no op is per frame, one partition, or
+        the job resumes from a checkpoint."""
         ds = self._dataset
-        if not any(op.per_frame for op in self._plan.ops) or len(self._partitions) < 2 or len(ds.nav_shape) > 2:
+        resumed = self._done > 0
+        if not any(op.per_frame for op in self._plan.ops) or len(self._partitions) < 2 or len(ds.nav_shape) > 2 or resumed:
             return 1
         if self.frames is not None:  # the grid would read frames outside the ROI
             return 1
@@ -417,19 +455,22 @@ class Job:
         return self._client.scatter(plan, broadcast=True, hash=False)
 
     def _submit_partitions(self, payloads, workers) -> list:
-        """One task per partition: placed ones one by one, the others in one batch
-        (a single graph update instead of one per task)."""
-        keys = [f"stem-explorer-job{self.id}-part{part.index}" for part in self._partitions]
-        self._task_frames.update((key, [(part, payload, None)]) for key, part, payload in zip(keys, self._partitions, payloads))
-        placements = [_placement(part, workers) for part in self._partitions]
-        frames = self._partition_frames
+        """One task per partition not finished yet (a resumed job's checkpoint holds
+        some): placed ones one by one, the others in one batch (a single graph update
+        instead of one per task)."""
+        todo = [i for i, part in enumerate(self._partitions) if not self._exact[part.start]]
+        partitions = [self._partitions[i] for i in todo]
+        payloads, frames = [payloads[i] for i in todo], [self._partition_frames[i] for i in todo]
+        keys = [f"stem-explorer-job{self.id}-part{part.index}" for part in partitions]
+        self._task_frames.update((key, [(part, payload, None)]) for key, part, payload in zip(keys, partitions, payloads))
+        placements = [_placement(part, workers) for part in partitions]
         if not any(placements):
             return self._client.map(
-                run_partition, self._partitions, [self._plan_arg] * len(keys), payloads, frames, key=keys, pure=False
+                run_partition, partitions, [self._plan_arg] * len(keys), payloads, frames, key=keys, pure=False
             )
         return [
             self._client.submit(run_partition, part, self._plan_arg, payload, wanted, key=key, pure=False, **placement)
-            for part, payload, wanted, key, placement in zip(self._partitions, payloads, frames, keys, placements)
+            for part, payload, wanted, key, placement in zip(partitions, payloads, frames, keys, placements)
         ]
 
     def _submit_preview(self, payloads, workers) -> list:
@@ -496,6 +537,8 @@ class Job:
         from distributed import as_completed
 
         try:
+            if self._done and not self._merge(None):  # resumed: show the checkpoint's partitions
+                return
             here = self._read_here() if self.read_in_client else None
             self.read_in_client = here is not None
             if here is not None:
@@ -517,6 +560,7 @@ class Job:
                 if not self._merge(result):
                     return
         except BaseException as exc:  # a task raised, workers died, the cluster went away
+            self._save_checkpoint(at_once=True)  # what merged so far is good: a re-run goes on from it
             self._fail(exc)
         finally:
             self._after = []
@@ -553,11 +597,15 @@ class Job:
         ranges = [(int(i), int(i) + 1) for piece in pieces for i in piece[2]]
         return self._dataset.source, ranges, f"the coarse preview ({len(ranges)} frames)"
 
-    def _merge(self, result: PartitionResult) -> bool:
+    def _merge(self, result: Optional[PartitionResult]) -> bool:
+        """Fold ``result`` into the accumulators and announce the new state (None:
+        only announce it); then save a checkpoint if one is due."""
         with self._changed:
             if self._state != "running":
                 return False
-            if result.indices is not None:
+            if result is None:
+                pass
+            elif result.indices is not None:
                 # preview values never overwrite those of a finished partition
                 keep = ~self._exact[result.indices]
                 merge_partition(self._plan, self._accs, result, keep)
@@ -580,7 +628,17 @@ class Job:
         self._deliver(deliveries, finished)
         if finished:
             self._release()
+        else:
+            self._save_checkpoint()
         return True
+
+    def _save_checkpoint(self, at_once: bool = False) -> None:
+        """Save the job's progress when its checkpoint is due (``at_once``: whenever
+        partitions merged since the last save). Only the job's thread merges, and
+        this is it: the accumulators hold still while they are written."""
+        if self.checkpoint is None or self.done or not self.checkpoint.due(self._done, at_once=at_once):
+            return
+        self.checkpoint.save(self._accs, [part.index for part in self._partitions if self._exact[part.start]])
 
     def _new_version(self) -> tuple[list, bool]:
         """Announce a new state (lock held): wake the iterators and return the
