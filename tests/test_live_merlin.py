@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import psutil
 import pytest
@@ -25,7 +26,7 @@ from stem_explorer.io.synthetic import write_mib
 from stem_explorer.live import MerlinSimulator, SimulatorProcess, merlin, recover_recording, watch
 from stem_explorer.live import mpx
 
-from live_helpers import slow_writer
+from live_helpers import slow_writer, write_arina_series
 
 def real_files(realdata):
     files = sorted(realdata.path.glob("merlin_mib/*.mib"))
@@ -276,6 +277,29 @@ def test_watch_refuses_what_it_cannot_follow(tmp_path):
     synthetic_mib(tmp_path, n=4)
     with pytest.raises(AcquisitionError, match="pass nav_shape"):
         watch(tmp_path, "syn.mib")
+    with pytest.raises(AcquisitionError, match="no ARINA master file matching"):
+        watch(tmp_path, "*_master.h5", first_file_timeout=0.2)
+    with h5py.File(tmp_path / "scan_master.h5", "w") as f:
+        f["entry/data/data_000001"] = h5py.ExternalLink("scan_data_000001.h5", "/entry/data/data")
+    with pytest.raises(AcquisitionError, match="does not say how many frames.*pass nav_shape"):
+        watch(tmp_path, "*_master.h5")
+    with pytest.raises(AcquisitionError, match="no complete data file scan_data_000001.h5"):
+        watch(tmp_path, "*_master.h5", nav_shape=(2, 2), first_file_timeout=0.3)
+
+
+def test_watched_arina_file_of_another_acquisition_ends_interrupted(tmp_path):
+    """A data file whose frames are not the series' (another detector shape) ends the
+    acquisition interrupted, naming the file, after the frames before it."""
+    frames = np.arange(6 * 4 * 3, dtype=np.uint32).reshape(6, 4, 3)
+    master, files = write_arina_series(tmp_path, frames, per_file=3, nav_shape=(2, 3))
+    (tmp_path / "other").mkdir()
+    write_arina_series(tmp_path / "other", np.zeros((3, 5, 5), np.uint32), per_file=3, nav_shape=(1, 3))
+    os.replace(tmp_path / "other" / "scan_data_000001.h5", files[1])
+    live = watch(tmp_path, "*_master.h5", settle_s=0.1, idle_timeout=30)
+    wait_until(lambda: live.ended)
+    assert "acquisition interrupted after 3 of 6 frames" in str(live.error)
+    assert "scan_data_000002.h5" in str(live.error) and "another acquisition" in str(live.error)
+    np.testing.assert_array_equal(live.read_frames(0, 3), frames[:3])
 
 
 def test_spools_of_dead_processes_are_removed_and_others_kept(tmp_path):

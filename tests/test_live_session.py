@@ -209,7 +209,7 @@ def test_watched_arina_series_streams_as_data_files_complete(client, tmp_path, m
     slowly where they are read, pausing longer than settle_s half-way ("in-place":
     a half-written HDF5 file that is not growing is retried, never read or reported
     as damaged). The job fills the scan file by file in acquisition order and ends
-    with numpy's and the offline reader's results."""
+    with numpy's results (the real file's test compares with independent readers')."""
     frames = arina_frames()
     staged = tmp_path / "staged"
     staged.mkdir()
@@ -235,8 +235,6 @@ def test_watched_arina_series_streams_as_data_files_complete(client, tmp_path, m
     np.testing.assert_array_equal(results["sum/frame"].data, frames.sum(0))
     bf = (frames * masks.rasterize(masks.Disk(6, 5, 3), (12, 10))).sum((1, 2)).reshape(3, 5)
     np.testing.assert_array_equal(results["vd/bf"].data, bf)
-    expected = offline_results(open_dataset(master), analyses)
-    np.testing.assert_array_equal(results["vd/bf"].data, expected["vd/bf"].data)
     assert all(is_prefix(f) for f in seen) and seen[-1].all()
     assert {int(f.sum()) for f in seen} <= {0, 4, 8, 12, 15}  # whole data files only
     assert live.chunk(0, 0, 15).source.decodes  # decoded on the workers, never here

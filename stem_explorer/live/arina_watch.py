@@ -24,7 +24,7 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from ..errors import AcquisitionError, DataSetError
+from ..errors import AcquisitionError, DataSetError, StemExplorerError
 from ..io.base import FrameSource
 from ..io.hdf5 import Hdf5FrameSource
 from ..io.hdf5_scan import scan_shape
@@ -72,6 +72,8 @@ def _master(folder: str, pattern: str, nav_shape, timeout: float) -> tuple[str, 
             try:
                 with h5py.File(paths[0], "r") as f:
                     return (paths[0], *_scan(f, paths[0], nav_shape))
+            except StemExplorerError:  # a RuntimeError too, but no reason to wait
+                raise
             except _NOT_READY:
                 pass  # still being written: look again
         if time.perf_counter() - t0 > timeout:
