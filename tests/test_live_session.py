@@ -201,6 +201,18 @@ def arina_frames(n=15, sig=(12, 10)):
     return (np.random.default_rng(19).integers(0, 50, (n,) + sig) + beam).astype(np.uint32)
 
 
+def staged_arina_series(tmp_path):
+    """``(frames, staging folder, master, data files, empty watched folder)``: an
+    ARINA acquisition of 3x5 frames in four data files (4, 4, 4, 3), ready to copy."""
+    frames = arina_frames()
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    master, data_files = write_arina_series(staged, frames, per_file=4, nav_shape=(3, 5))
+    folder = tmp_path / "acquisition"
+    folder.mkdir()
+    return frames, staged, master, data_files, folder
+
+
 @pytest.mark.parametrize("mode", ["gated", "in-place"])
 def test_watched_arina_series_streams_as_data_files_complete(client, tmp_path, mode):
     """A writer process copies an ARINA master and its four data files (4, 4, 4, 3
@@ -210,12 +222,7 @@ def test_watched_arina_series_streams_as_data_files_complete(client, tmp_path, m
     a half-written HDF5 file that is not growing is retried, never read or reported
     as damaged). The job fills the scan file by file in acquisition order and ends
     with numpy's results (the real file's test compares with independent readers')."""
-    frames = arina_frames()
-    staged = tmp_path / "staged"
-    staged.mkdir()
-    master, data_files = write_arina_series(staged, frames, per_file=4, nav_shape=(3, 5))
-    folder = tmp_path / "acquisition"
-    folder.mkdir()
+    frames, staged, master, data_files, folder = staged_arina_series(tmp_path)
     writer = arina_writer(folder, [master, *data_files], mode=mode, delay=0.15)
     analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(6, 5, 3)})]
     try:
@@ -245,12 +252,7 @@ def test_watched_arina_series_whose_writer_stops_ends_interrupted(client, tmp_pa
     """The writer stops after two of four data files: the job ends with the
     acquisition error naming 8 of 15 frames, and the 8 frames read (in a separate
     process: they are compressed) as numpy holds them."""
-    frames = arina_frames()
-    staged = tmp_path / "staged"
-    staged.mkdir()
-    master, data_files = write_arina_series(staged, frames, per_file=4, nav_shape=(3, 5))
-    folder = tmp_path / "acquisition"
-    folder.mkdir()
+    frames, _staged, master, data_files, folder = staged_arina_series(tmp_path)
     writer = arina_writer(folder, [master, *data_files[:2]], mode="renamed", delay=0.05)
     live = watch(folder, "*_master.h5", idle_timeout=1.5, settle_s=0.3)
     job = Session(live, client=client).run(SumFrame())
