@@ -325,3 +325,41 @@ def test_spools_of_dead_processes_are_removed_and_others_kept(tmp_path):
     finally:
         for folder in (alive, unrelated):
             shutil.rmtree(folder)
+
+
+#: Runs in a subprocess (before read_frames decoded in its own process, this one died).
+_READ_CORRUPT = """
+import sys
+from stem_explorer.errors import FormatError
+from stem_explorer.live import watch
+live = watch(sys.argv[1], "*_master.h5", settle_s=0.1)
+live.wait_for_frames(live.n_frames, timeout=60)
+print("good:", int(live.read_frames(0, 5).sum()))
+try:
+    live.read_frames(4, 8)
+except FormatError as exc:
+    print("read:", exc)
+print("survived")
+"""
+
+
+def test_watched_arina_corrupt_chunk_is_an_error_not_a_crash(tmp_path):
+    """A bitshuffle-LZ4 chunk (frame 5) whose first block claims 2 GiB, which makes
+    hdf5plugin read out of bounds (see test_job_failures): the watched data set's
+    read_frames decodes in a separate process, so the caller gets a FormatError
+    naming the frame and the file, and lives on."""
+    frames = np.arange(8 * 192 * 192, dtype=np.uint32).reshape(8, 192, 192) % 251  # the real ARINA frame
+    _master, files = write_arina_series(tmp_path, frames, per_file=4, nav_shape=(2, 4))
+    with h5py.File(files[1], "r") as f:
+        offset = f["entry/data/data"].id.get_chunk_info_by_coord((1, 0, 0)).byte_offset
+    with open(files[1], "r+b") as f:
+        f.seek(offset + 12)
+        f.write(b"\x7f\xff\xff\xff")
+    run = subprocess.run([sys.executable, "-c", _READ_CORRUPT, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert lines[0] == f"good: {int(frames[:5].sum())}"  # the frames before it, across both files
+    assert any(line.startswith(f"read: corrupt chunk at frame 5 of '{files[1]}'") and "SIGSEGV" in line
+               for line in lines), run.stdout
+    assert lines[-1] == "survived"
