@@ -327,6 +327,19 @@ def test_spools_of_dead_processes_are_removed_and_others_kept(tmp_path):
             shutil.rmtree(folder)
 
 
+def test_watched_arina_file_that_never_opens_ends_interrupted(tmp_path):
+    """The second data file is there but cut short (its writer died): it is retried,
+    not read, until the idle timeout, and the error says which file did not open."""
+    frames = np.arange(6 * 4 * 3, dtype=np.uint32).reshape(6, 4, 3)
+    _master, files = write_arina_series(tmp_path, frames, per_file=3, nav_shape=(2, 3))
+    os.truncate(files[1], os.path.getsize(files[1]) * 2 // 3)
+    live = watch(tmp_path, "*_master.h5", settle_s=0.1, idle_timeout=1.0)
+    wait_until(lambda: live.ended)
+    assert "acquisition interrupted after 3 of 6 frames: no new frame for 1 s" in str(live.error)
+    assert f"{str(files[1])!r} does not open as HDF5 yet" in str(live.error)
+    np.testing.assert_array_equal(live.read_frames(0, 3), frames[:3])
+
+
 #: Runs in a subprocess (before read_frames decoded in its own process, this one died).
 _READ_CORRUPT = """
 import sys

@@ -151,8 +151,10 @@ class ArinaSeries(WatchedSeries):
                 frames = f[_FRAMES]
                 shape, dtype, chunks = frames.shape, frames.dtype, frames.chunks
                 low, high = (frames.attrs.get(k) for k in ("image_nr_low", "image_nr_high"))
-        except _NOT_READY:
-            return None  # still being written (or held by its writer): look again
+        except _NOT_READY as exc:  # still being written (or held by its writer): look again
+            self.waiting_for = f"{path!r} does not open as HDF5 yet ({exc})"
+            return None
+        self.waiting_for = ""
         if len(shape) != 3 or (self.files and (shape[1:] != self.sig_shape or dtype != self.dtype)):
             raise AcquisitionError(
                 f"{path!r} holds frames {shape} {dtype}, not frames like the series' "

@@ -57,6 +57,8 @@ class WatchedSeries:
 
     keep = True  # the files are the user's: never deleted
     first_held = 0
+    #: What the series waits for, when it is known (the idle timeout's error says it).
+    waiting_for = ""
 
     def __init__(self, folder: str, nav_shape: tuple, sig_shape: tuple, dtype):
         self.dest, self.nav_shape = folder, nav_shape
@@ -135,7 +137,8 @@ class Follower:
                     last_growth = time.perf_counter()
                     self.ds.frames_recorded(frames_received=series.frames_written)
                 elif time.perf_counter() - last_growth > self.idle_timeout:
-                    raise AcquisitionError(f"no new frame for {self.idle_timeout:g} s (idle_timeout)")
+                    waiting = f"; {series.waiting_for}" if series.waiting_for else ""
+                    raise AcquisitionError(f"no new frame for {self.idle_timeout:g} s (idle_timeout){waiting}")
                 else:
                     time.sleep(self.poll_s)
         except StemExplorerError as exc:
