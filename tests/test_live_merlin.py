@@ -26,7 +26,7 @@ from stem_explorer.io.synthetic import write_mib
 from stem_explorer.live import MerlinSimulator, SimulatorProcess, merlin, recover_recording, watch
 from stem_explorer.live import mpx
 
-from live_helpers import slow_writer, write_arina_series
+from live_helpers import arina_writer, slow_writer, write_arina_series
 
 def real_files(realdata):
     files = sorted(realdata.path.glob("merlin_mib/*.mib"))
@@ -338,6 +338,21 @@ def test_watched_arina_file_that_never_opens_ends_interrupted(tmp_path):
     assert "acquisition interrupted after 3 of 6 frames: no new frame for 1 s" in str(live.error)
     assert f"{str(files[1])!r} does not open as HDF5 yet" in str(live.error)
     np.testing.assert_array_equal(live.read_frames(0, 3), frames[:3])
+
+
+def test_watched_arina_file_written_slower_than_the_idle_timeout(tmp_path):
+    """Data files written in place take 2.4 s each, longer than the 2 s idle timeout,
+    but change at least every 1.6 s: the acquisition is not idle, it ends complete."""
+    frames = np.arange(12 * 4 * 3, dtype=np.uint32).reshape(12, 4, 3)
+    (tmp_path / "staged").mkdir()
+    (tmp_path / "acq").mkdir()
+    master, files = write_arina_series(tmp_path / "staged", frames, per_file=6, nav_shape=(3, 4))
+    writer = arina_writer(tmp_path / "acq", [master, *files], mode="in-place", delay=0.4)
+    live = watch(tmp_path / "acq", "*_master.h5", settle_s=0.2, idle_timeout=2.0)
+    wait_until(lambda: live.ended, timeout=60)
+    assert writer.wait(30) == 0
+    assert live.state == "complete", live.error
+    np.testing.assert_array_equal(live.read_frames(0, 12), frames)
 
 
 #: Runs in a subprocess (before read_frames decoded in its own process, this one died).

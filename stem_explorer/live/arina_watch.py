@@ -110,7 +110,7 @@ class ArinaSeries(WatchedSeries):
 
     def __init__(self, folder: str, master: str, nav_shape: tuple, settle_s: float):
         super().__init__(folder, nav_shape, (0, 0), "u1")  # detector shape and dtype: the first file's
-        self.master, self.settle_s = master, float(settle_s)
+        self.settle_s = float(settle_s)
         self.prefix = master[: -len("_master.h5")] + "_data_"
         self.frame_alignment = 1
         self._seen: dict[str, tuple] = {}  # path: (size, mtime), since when
@@ -139,6 +139,7 @@ class ArinaSeries(WatchedSeries):
         seen = self._seen.get(path)
         if seen is None or seen[0] != signature:
             self._seen[path] = (signature, now)
+            self.last_change = now  # a file being written: not idle, though no frame is new
             return False
         return now - seen[1] >= self.settle_s
 
@@ -155,7 +156,9 @@ class ArinaSeries(WatchedSeries):
             self.waiting_for = f"{path!r} does not open as HDF5 yet ({exc})"
             return None
         self.waiting_for = ""
-        if len(shape) != 3 or (self.files and (shape[1:] != self.sig_shape or dtype != self.dtype)):
+        if len(shape) != 3:
+            raise AcquisitionError(f"{path!r} holds {_FRAMES} of shape {shape}, not a stack of frames")
+        if self.files and (shape[1:] != self.sig_shape or dtype != self.dtype):
             raise AcquisitionError(
                 f"{path!r} holds frames {shape} {dtype}, not frames like the series' "
                 f"{self.sig_shape} {self.dtype}: it belongs to another acquisition"
@@ -168,8 +171,9 @@ class ArinaSeries(WatchedSeries):
         remaining = self.n_frames - self.frames_written
         expected = int(high) - int(low) + 1 if low is not None and high is not None else (
             self.files[0][2] if self.files else 1)
-        if shape[0] < min(expected, remaining):
-            return None  # its dataset is still growing
+        if shape[0] < min(expected, remaining):  # its dataset is still growing
+            self.waiting_for = f"{path!r} holds {shape[0]} of its {expected} frames so far"
+            return None
         if not self.files:
             self.sig_shape, self.dtype = tuple(int(n) for n in shape[1:]), np.dtype(dtype)
             self.frame_alignment = int(chunks[0]) if chunks else 1

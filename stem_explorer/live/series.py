@@ -59,6 +59,9 @@ class WatchedSeries:
     first_held = 0
     #: What the series waits for, when it is known (the idle timeout's error says it).
     waiting_for = ""
+    #: When (``time.perf_counter()``) a file of the series last changed without giving
+    #: whole frames yet (a data file being written): not idle.
+    last_change = 0.0
 
     def __init__(self, folder: str, nav_shape: tuple, sig_shape: tuple, dtype):
         self.dest, self.nav_shape = folder, nav_shape
@@ -136,7 +139,7 @@ class Follower:
                 if series.look():
                     last_growth = time.perf_counter()
                     self.ds.frames_recorded(frames_received=series.frames_written)
-                elif time.perf_counter() - last_growth > self.idle_timeout:
+                elif time.perf_counter() - max(last_growth, series.last_change) > self.idle_timeout:
                     waiting = f"; {series.waiting_for}" if series.waiting_for else ""
                     raise AcquisitionError(f"no new frame for {self.idle_timeout:g} s (idle_timeout){waiting}")
                 else:

@@ -66,7 +66,8 @@ def watch(folder, pattern: str = "*.mib", *, nav_shape=None, poll_s: float = 0.0
     poll_s
         Seconds between looks at the files.
     idle_timeout
-        Seconds without a new frame after which an incomplete scan ends interrupted.
+        Seconds without a new frame after which an incomplete scan ends interrupted
+        (for ARINA, without a change of the data file being written either).
     first_file_timeout
         Seconds to wait for the first file (and its first frame header; for ARINA,
         the master and the first complete data file).
