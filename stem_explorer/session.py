@@ -13,6 +13,7 @@ from .engine import Job, Progress, preview, warmup
 from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
 from .engine.failures import check_client
+from .engine.hooks import as_hooks, merge
 from .engine.live_job import job_class
 from .errors import ClusterError, OptionError
 from .io import DataSet, open_dataset
@@ -56,6 +57,9 @@ class Session:
     dashboard : bool
         Serve the dask dashboard of the embedded cluster on 127.0.0.1 (off by default:
         it has no login, so any local user could read it).
+    hooks : optional
+        Event hooks of every job (anything :func:`~stem_explorer.engine.hooks.as_hooks`
+        takes: callables, plugins, plugin names); the installed hook plugins are added.
 
     Raises
     ------
@@ -82,6 +86,7 @@ class Session:
         tile_bytes: Optional[int] = None,
         kernel: str = "auto",
         dashboard: bool = False,
+        hooks=None,
         **open_options,
     ):
         if client is not None and address is not None:
@@ -91,6 +96,8 @@ class Session:
         timeout = seconds("timeout", timeout, MAX_TIMEOUT, "how long to wait for the scheduler")
         partition_bytes = _check_bytes("partition_bytes", partition_bytes, MAX_PARTITION_BYTES, "data per partition")
         tile_bytes = _check_bytes("tile_bytes", tile_bytes, MAX_TILE_BYTES, "data a worker reads and holds at once")
+        #: the hooks every job of the session gets (those given and the installed plugins)
+        self.hooks = as_hooks(hooks, installed=True)
         self.dataset: DataSet = dataset if isinstance(dataset, DataSet) else open_dataset(dataset, **open_options)
         self.partition_bytes = partition_bytes
         self.tile_bytes = tile_bytes
@@ -125,6 +132,7 @@ class Session:
         on_progress: Optional[Callable[[Progress], None]] = None,
         kernel: Optional[str] = None,
         preview_stride: Optional[int] = None,
+        hooks=None,
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
@@ -147,7 +155,9 @@ class Session:
         when None; 0 or 1 turns it off); ``Progress.fill_preview(image)`` shows it as a full
         field. ``kernel`` overrides the session's mask-product path for this job: 'auto'
         (the cost model), or 'spans', 'columns', 'sparse' or 'dense' (see
-        :class:`~stem_explorer.engine.ops.MaskProduct`).
+        :class:`~stem_explorer.engine.ops.MaskProduct`). ``hooks`` are this job's event
+        hooks, after the session's (see :mod:`stem_explorer.engine.hooks`); one that
+        raises is logged and kept in ``job.hook_errors``.
         """
         if preview_stride is not None:
             preview_stride = whole_number(
@@ -158,6 +168,7 @@ class Session:
             analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
         )
         check_client(self.client)
+        hooks = merge(self.hooks, hooks)
         with self._lock:
             if supersede and self._current is not None:
                 self._current.cancel()
@@ -172,6 +183,7 @@ class Session:
                 on_partial=on_partial,
                 on_progress=on_progress,
                 after=list(self._jobs),
+                hooks=hooks,
             )
             self._jobs.add(job)
             self._current = job

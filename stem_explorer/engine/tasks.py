@@ -23,6 +23,7 @@ import numpy as np
 
 from ..io.base import Partition
 from .kernels import as_native_2d
+from .monitor import TaskMeter, TaskUsage
 from .ops import Op
 
 #: Default tile size in bytes of native data. Large tiles amortise what each tile
@@ -58,6 +59,8 @@ class PartitionResult:
     host: str  # worker address (tcp://host:port), or hostname outside dask
     #: flat frame indices of a preview result (per-frame ops only), None for a partition
     indices: Optional[np.ndarray] = None
+    #: what the task used, measured in the worker (None: computed in the client)
+    usage: Optional[TaskUsage] = None
 
 
 _THREADS_PINNED = False
@@ -119,6 +122,7 @@ def _unpack_plan(digest: str, blob: bytes) -> Plan:
 def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> PartitionResult:
     """Run every op of ``plan`` over ``partition``; return the partials."""
     _pin_threads()
+    meter = TaskMeter()
     t0 = time.perf_counter()
     source = partition.source
     n_pixels = math.prod(source.sig_shape)
@@ -133,18 +137,21 @@ def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> Part
         for start, stop in partition.tile_ranges(plan.tile_frames(frame_bytes)):
             if cancelled():
                 break  # nobody waits for this result; free the worker for the next job
-            frames = as_native_2d(reader.read(start, stop), keep_order, scratch)
+            stored = reader.read(start, stop)
+            frames = as_native_2d(stored, keep_order, scratch)
             for op, state in zip(plan.ops, states):
                 op.feed(state, start, frames)
+            meter.tile(stored.nbytes)
     partials = [op.finish(state) for op, state in zip(plan.ops, states)]
     return PartitionResult(
         index=partition.index,
         start=partition.start,
         stop=partition.stop,
         partials=partials,
-        bytes_read=partition.n_frames * frame_bytes,
+        bytes_read=meter.bytes_read,
         seconds=time.perf_counter() - t0,
         host=_where(),
+        usage=meter.finish(),
     )
 
 
@@ -167,9 +174,14 @@ def compute_preview_here(pieces: Sequence[tuple], plan: Plan) -> PartitionResult
 
 
 def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
-    """The task computing a coarse preview on a worker: :func:`compute_preview`."""
+    """The task computing a coarse preview on a worker: :func:`compute_preview`,
+    metered."""
     _pin_threads()
-    return compute_preview(pieces, plan)
+    meter = TaskMeter()
+    result = compute_preview(pieces, plan)
+    meter.tile(result.bytes_read)
+    result.usage = meter.finish()
+    return result
 
 
 def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
