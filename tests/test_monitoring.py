@@ -3,6 +3,7 @@ seconds, bytes read and peak RSS per task, samples per worker, all of it in the
 job's stats and the results' provenance."""
 
 import os
+import re
 import resource
 import time
 
@@ -14,6 +15,7 @@ from stem_explorer import Session
 from stem_explorer.analyses import RadialProfile, SumFrame
 from stem_explorer.engine import monitor
 from stem_explorer.results import Results
+from stem_explorer.widgets.usage import live_usage_text
 from test_session import client, raw_dataset, slow_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.cluster
@@ -71,7 +73,7 @@ def test_workers_are_sampled_every_second_while_a_job_runs(client, tmp_path):  #
     time.sleep(monitor.IDLE_STOP_S + 2 * monitor.SAMPLE_INTERVAL_S)
 
     def watch(progress):
-        live.append(monitor.latest_usage(job.stats))
+        live.append((monitor.latest_usage(job.stats), live_usage_text(job)))
 
     with Session(ds, client=client, partition_bytes=8 * 8 * 2 * 16) as session:
         job = session.run(SumFrame(), on_progress=watch, preview_stride=0)
@@ -90,7 +92,9 @@ def test_workers_are_sampled_every_second_while_a_job_runs(client, tmp_path):  #
         # what the tasks read per second, over the intervals: no more than was read
         read = sum(s["read_bytes_per_s"] * monitor.SAMPLE_INTERVAL_S for s in worker_samples)
         assert 0 < read <= 1.5 * stats.per_worker[address].bytes_read
-    assert any(u is not None and u["workers"] >= 1 and u["rss_bytes"] > 0 for u in live)  # seen while it ran
+    # seen while it ran, and shown in the Explorer's progress line
+    assert any(u is not None and u["workers"] >= 1 and u["rss_bytes"] > 0 for u, _text in live)
+    assert any(re.search(r"CPU \d+% .* \d+ MiB .* GB/s read on [12] workers", text) for _u, text in live)
     summary = stats.usage()["per_worker"]
     assert {a: e["samples"] for a, e in summary.items()} == {a: len(s) for a, s in samples.items()}
 

@@ -76,6 +76,7 @@ class ClusterEvents:
         self._jobs[tag] = job
 
     def forget(self, tag: str) -> None:
+        """Route nothing more to the job of ``tag``."""
         self._jobs.pop(tag, None)
 
     def watch_placements(self) -> bool:

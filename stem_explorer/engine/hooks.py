@@ -36,6 +36,7 @@ from ..errors import OptionError
 
 logger = logging.getLogger(__name__)
 
+#: The events, in the order a job emits them.
 EVENTS = ("on_submit", "on_schedule", "on_partition", "on_result", "on_error", "on_complete")
 
 #: The entry-point group of hook plugins.

@@ -1,7 +1,7 @@
 """Resource monitoring: what each task used, and what each worker does while jobs run.
 
 Per task, inside the worker (:class:`TaskMeter`, used by :func:`.tasks.run_partition`
-and :func:`.tasks.run_preview`): wall seconds, CPU seconds of the task's thread (the
+and ``run_preview``): wall seconds, CPU seconds of the task's thread (the
 kernels run on it: BLAS is held to one thread per task and the numba kernels are not
 parallel; a background thread of the worker, e.g. the kernels' warm-up, is not the
 task's), bytes the reader returned, and the worker process's peak resident set size
