@@ -160,6 +160,7 @@ class LiveJob(Job):
         with self._lock:
             if self._state != "running":
                 return None
+            self._hooks.emit("on_submit", partitions=1, bytes=chunk.n_frames * ds.frame_bytes)
             future = self._client.submit(run_partition, chunk, self._plan_arg, None, key=key, pure=False)
             self._futures.append(future)
             self._task_frames[key] = [(chunk, None, None)]  # what a failure report re-reads
