@@ -670,19 +670,20 @@ class Job:
         """The job is over: ``on_result`` (finished) or ``on_error`` (failed), then
         ``on_complete`` with the status; no event after these."""
         hooks, state = self._hooks, self._state
-        if state == "finished" and hooks.wants("on_result"):
-            hooks.emit("on_result", results=self._final_progress().results, stats=self.stats)
-        elif state == "error":
-            hooks.emit("on_error", error=self._error)
-        hooks.emit("on_complete", status=state, stats=self.stats)
-        hooks.close()
+        try:
+            if state == "finished" and hooks.wants("on_result"):
+                hooks.emit("on_result", results=self._final_progress().results, stats=self.stats)
+            elif state == "error":
+                hooks.emit("on_error", error=self._error)
+            hooks.emit("on_complete", status=state, stats=self.stats)
+        finally:  # result() waits for this
+            hooks.close()
 
     def _release(self) -> None:
         """Cancel what is still pending and drop references so workers free memory;
         the job's last hook events."""
         if self._events is not None:
             self._events.forget(self._tag)
-        self._end_hooks()
         futures, self._futures = self._futures, []
         pending = [f for f in futures if not f.done()]
         try:
@@ -692,3 +693,4 @@ class Job:
                 self._client.cancel([self._plan_arg])
         except Exception:  # the cluster may already be gone; nothing left to free
             pass
+        self._end_hooks()
