@@ -52,6 +52,8 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                    "path on one core (benchmarks/kernels.py; its options: --kernels --help)")
     p.add_argument("--live", action="store_true", help="run the live acquisition benchmark instead: Merlin "
                    "simulator -> receiver -> session (benchmarks/live.py; its options: --live --help)")
+    p.add_argument("--monitoring", action="store_true", help="run the monitoring overhead benchmark instead: "
+                   "jobs metered and not (benchmarks/monitoring.py; its options: --monitoring --help)")
     return p
 
 
@@ -173,7 +175,7 @@ def measure(args) -> list[dict]:
 
 #: The flags that run a side benchmark instead, and its module.
 SIDE_BENCHMARKS = {"--hdfs": "hdfs", "--formats": "formats", "--bigdata": "bigdata", "--kernels": "kernels",
-                   "--compression": "compression", "--live": "live"}
+                   "--compression": "compression", "--live": "live", "--monitoring": "monitoring"}
 
 
 def main(argv=None, prog: str = "python -m benchmarks") -> int:
