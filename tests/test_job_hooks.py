@@ -190,3 +190,15 @@ def test_hooks_by_name_and_bad_hooks(tmp_path, installed_plugin):
         as_hooks("nope")
     with pytest.raises(OptionError, match="none of the methods"):
         Session(tmp_path / "x.raw", hooks=[object()])
+
+
+def test_a_callable_alone_hears_every_event_and_a_plugin_alone_its_own():
+    from stem_explorer.engine.hooks import as_hooks
+
+    heard = []
+    hooks = as_hooks(lambda event: heard.append(event.name))
+    plugin = Recorder()
+    for name in EVENTS:
+        hooks.emit(name, job_id=1)
+        as_hooks(plugin).emit(name, job_id=1)
+    assert heard == list(EVENTS) and [e.name for e in plugin.events] == list(EVENTS)

@@ -94,7 +94,7 @@ class Hooks:
         if isinstance(hooks, Hooks):
             self._hooks = list(hooks._hooks)
             return
-        if isinstance(hooks, str) or not isinstance(hooks, (dict, list, tuple, set, frozenset)):
+        if isinstance(hooks, str) or callable(hooks) or not isinstance(hooks, Iterable) or _has_event_methods(hooks):
             hooks = [hooks]  # one plugin, callable or name
         items = hooks.items() if isinstance(hooks, dict) else hooks
         for item in items:
@@ -159,6 +159,10 @@ class Hooks:
 
 #: The distribution whose own plugins load only by name.
 OWN_DISTRIBUTION = "stem_explorer"
+
+
+def _has_event_methods(obj) -> bool:
+    return any(callable(getattr(obj, event, None)) for event in EVENTS)
 
 
 def plugins_from_entry_points() -> list:
