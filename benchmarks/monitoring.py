@@ -78,6 +78,17 @@ def _meter_seconds(n: int) -> float:
     return statistics.median(seconds)
 
 
+def _check_switch(session, build) -> None:
+    """The "off" runs really run unmetered (their jobs have no CPU seconds), the "on"
+    runs metered."""
+    for on in (True, False):
+        session.client.run(_use_meter, on)
+        job = session.run(*build())
+        job.result()
+        if (job.stats.cpu_seconds > 0) != on:
+            raise RuntimeError(f"the workers' meter is not {'on' if on else 'off'} as asked: the comparison is void")
+
+
 def measure(args) -> list[dict]:
     import cloudpickle
 
@@ -93,6 +104,7 @@ def measure(args) -> list[dict]:
         client, ds = session.client, session.dataset
         for key in WORKLOADS:
             build = functools.partial(workloads[key].build, ds.sig_shape)
+            _check_switch(session, build)
             runs = {True: [], False: []}
             for i in range(args.repeat + 1):  # the first round warms up
                 for on in (True, False) if i % 2 else (False, True):
