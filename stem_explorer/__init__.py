@@ -16,6 +16,7 @@ from . import masks
 from .analyses import (
     FEM,
     CenterOfMass,
+    Descan,
     MaxFrame,
     MeanFrame,
     PickFrame,
@@ -27,7 +28,7 @@ from .analyses import (
 )
 from .errors import StemExplorerError
 from .io import DataSet, open_dataset
-from .io.ingest import ingest
+from .engine.ingestion import ingest
 from .results import ResultArray, Results
 from .session import Session
 
@@ -35,6 +36,7 @@ __all__ = [
     "FEM",
     "CenterOfMass",
     "DataSet",
+    "Descan",
     "MaxFrame",
     "MeanFrame",
     "PickFrame",

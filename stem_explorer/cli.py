@@ -43,7 +43,7 @@ def _session(args, dataset):
     return Session(dataset, address=args.address, n_workers=args.workers, kernel=args.kernel, dashboard=args.dashboard)
 
 
-def _run_with_progress(session, analyses_list, quiet=False):
+def _run_with_progress(session, analyses_list, quiet=False, descan=None):
     from tqdm.auto import tqdm
 
     bar = tqdm(total=1, unit="partitions", disable=quiet, leave=False)
@@ -54,7 +54,7 @@ def _run_with_progress(session, analyses_list, quiet=False):
         bar.set_postfix_str(f"{progress.gbps:.2f} GB/s", refresh=True)
 
     try:
-        job = session.run(*analyses_list, on_progress=on_progress)
+        job = session.run(*analyses_list, on_progress=on_progress, descan=descan)
         results = job.result()
     finally:
         bar.close()
@@ -146,19 +146,34 @@ def cmd_run(args) -> int:
     from .io import open_dataset
 
     chosen = analyses_from_args(args)
+    descan = _descan(args)
     if args.output:  # fail now, not after the computation
         check_writable(args.output)
     if args.tiff:
         check_writable_folder(args.tiff)
     dataset = open_dataset(args.path, format=args.format, **_open_options(args))
+    if descan is not None:
+        descan.shifts_for(dataset.nav_shape)  # a map for another scan fails now, not after the cluster started
     with _session(args, dataset) as session:
-        results, stats = _run_with_progress(session, chosen, args.quiet)
+        results, stats = _run_with_progress(session, chosen, args.quiet, descan)
         if args.output:
             results.save(args.output)
         if args.tiff:
             results.to_tiff(args.tiff)
         print(_summary([a.label for a in chosen], dataset, stats, session.n_workers, args.output))
     return 0
+
+
+def _descan(args):
+    """The run's descan correction from ``--descan FILE`` or ``--descan-plane``, or None."""
+    if args.descan and args.descan_plane:
+        raise OptionError("give --descan FILE or --descan-plane, not both")
+    if args.descan:
+        return an.Descan.load(args.descan)
+    if args.descan_plane:
+        values = args.descan_plane
+        return an.Descan.plane(offset=values[0:2], per_row=values[2:4], per_column=values[4:6])
+    return None
 
 
 def _sample(args) -> Path:
@@ -238,7 +253,7 @@ def _size(text: str) -> int:
 
 def cmd_ingest(args) -> int:
     """Write SRC as raw partitions + dataset.json at DEST (a folder or hdfs:// URL)."""
-    from .io.ingest import ingest
+    from .engine.ingestion import ingest
 
     dataset = ingest(
         args.path, args.dest, format=args.format, partition_bytes=args.partition_bytes,
@@ -347,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_options(p)
     p.add_argument("-o", "--output", help="results file (.h5) with provenance")
     p.add_argument("--tiff", help="also write one TIFF per result into this folder")
+    p.add_argument("--descan", metavar="FILE", help="descan correction: a .npy map of (dy, dx) detector pixels per "
+                   "scan position, shape (ny, nx, 2), or a .json description (Descan.to_dict())")
+    p.add_argument("--descan-plane", type=_number, nargs=6, metavar=("DY", "DX", "DY_ROW", "DX_ROW", "DY_COL", "DX_COL"),
+                   help="descan correction linear in the scan position: offset, then the change per scan row, "
+                   "then per scan column, each (dy, dx) in detector pixels")
     p.add_argument("-q", "--quiet", action="store_true")
     add_analysis_options(p)
     p.set_defaults(func=cmd_run)

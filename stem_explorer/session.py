@@ -9,13 +9,15 @@ from typing import Callable, Optional
 import numpy as np
 
 from .analyses import PickFrame, build_plan
+from .analyses.scan_roi import roi_to_frames
 from .engine import Job, Progress, preview, warmup
 from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
 from .engine.failures import check_client
 from .engine.hooks import as_hooks, merge
 from .engine.live_job import job_class
-from .errors import ClusterError, OptionError
+from .engine.roi import plan_frames
+from .errors import AnalysisError, ClusterError, OptionError
 from .io import DataSet, open_dataset
 
 #: Upper bounds of the session's options: beyond them a value is a mistake (a day's
@@ -89,10 +91,7 @@ class Session:
         hooks=None,
         **open_options,
     ):
-        if client is not None and address is not None:
-            raise ClusterError("pass either client= or address=, not both")
-        embedded = client is None and address is None
-        _check_cluster_options(embedded, n_workers, dashboard)
+        check_cluster_options(client, address, n_workers, dashboard)
         timeout = seconds("timeout", timeout, MAX_TIMEOUT, "how long to wait for the scheduler")
         partition_bytes = _check_bytes("partition_bytes", partition_bytes, MAX_PARTITION_BYTES, "data per partition")
         tile_bytes = _check_bytes("tile_bytes", tile_bytes, MAX_TILE_BYTES, "data a worker reads and holds at once")
@@ -102,23 +101,17 @@ class Session:
         self.partition_bytes = partition_bytes
         self.tile_bytes = tile_bytes
         self.kernel = kernel
+        #: the :class:`~stem_explorer.analyses.Descan` every run applies unless it
+        #: passes its own (None: no correction); the Explorer's descan control sets it
+        self.descan = None
         ds = self.dataset
         # jobs compute their coarse preview in this process once its kernels are warm
         # for the dtype (Job._preview_here): warm them when a job ends (at the start
         # the warm-up slowed the cluster's start by 0.2 s)
         self._warm_here = ds.random_access_here and preview.auto_stride(ds.nav_shape, ds.frame_bytes) > 1
-        self._cluster = None
         self._dashboard = dashboard
         self._owns_client = client is None
-        if client is not None:
-            self.client = client
-        elif address is not None:
-            self.client = connect(address, timeout)
-        else:
-            self._cluster = start_local_cluster(n_workers, dashboard=dashboard)  # before dask's import
-            from distributed import Client
-
-            self.client = Client(self._cluster, timeout=timeout)
+        self.client, self._cluster = open_client(client, address, n_workers, timeout, dashboard)
         self._lock = threading.Lock()
         self._current: Optional[Job] = None
         self._jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()  # the jobs a new one follows
@@ -132,6 +125,8 @@ class Session:
         on_progress: Optional[Callable[[Progress], None]] = None,
         kernel: Optional[str] = None,
         preview_stride: Optional[int] = None,
+        roi=None,
+        descan=None,
         hooks=None,
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
@@ -155,18 +150,40 @@ class Session:
         when None; 0 or 1 turns it off); ``Progress.fill_preview(image)`` shows it as a full
         field. ``kernel`` overrides the session's mask-product path for this job: 'auto'
         (the cost model), or 'spans', 'columns', 'sparse' or 'dense' (see
-        :class:`~stem_explorer.engine.ops.MaskProduct`). ``hooks`` are this job's event
-        hooks, after the session's (see :mod:`stem_explorer.engine.hooks`); one that
-        raises is logged and kept in ``job.hook_errors``.
+        :class:`~stem_explorer.engine.ops.MaskProduct`).
+
+        ``roi`` limits every analysis to a region of the scan: a boolean array of the
+        scan's shape, a mask shape of :mod:`stem_explorer.masks` in scan coordinates
+        (2-D scans) or a list of scan positions (see
+        :mod:`~stem_explorer.analyses.scan_roi`). Only the partitions holding its
+        frames run and each reads only the tiles (the chunks, for chunked or
+        compressed files) that hold them; per-position results are NaN outside it,
+        reductions (sum, mean, ...) cover only it, and there is no coarse preview.
+        Analyses that need only some frames (:class:`~stem_explorer.analyses.PickFrame`,
+        :class:`~stem_explorer.analyses.RoiSum`) read only those, ROI or not.
+
+        ``descan`` (a :class:`~stem_explorer.analyses.Descan`) moves every mask of the
+        run with the diffraction pattern and subtracts the shift from centre-of-mass
+        results; None takes the session's :attr:`descan`, False runs without one. It is
+        recorded in the results' provenance (``"descan"``).
+
+        ``hooks`` are this job's event hooks, after the session's (see
+        :mod:`stem_explorer.engine.hooks`); one that raises is logged and kept in
+        ``job.hook_errors``.
         """
         if preview_stride is not None:
             preview_stride = whole_number(
                 "preview_stride", preview_stride, 0, max(self.dataset.nav_shape, default=1),
                 "scan positions between preview points along each axis", "0 or 1 turns the preview off",
             )
+        frames = self._roi_frames(roi)
         plan, finalize = build_plan(
-            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
+            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes, roi=frames,
+            descan=self.descan if descan is None else (None if descan is False else descan),
         )
+        if frames is not None and plan_frames(plan.ops, frames).size == 0:
+            raise AnalysisError("roi holds none of the frames these analyses read (picked positions or a "
+                                "scan_roi outside it); widen roi or run them without it")
         check_client(self.client)
         hooks = merge(self.hooks, hooks)
         with self._lock:
@@ -184,12 +201,22 @@ class Session:
                 on_progress=on_progress,
                 after=list(self._jobs),
                 hooks=hooks,
+                **({} if frames is None else {"roi": frames}),
             )
             self._jobs.add(job)
             self._current = job
         if self._warm_here and not warmup.is_warm(self.dataset.dtype):
             self._warm_when_done(job)
         return job
+
+    def _roi_frames(self, roi) -> Optional[np.ndarray]:
+        """The sorted flat frame indices of ``run``'s ``roi`` (None: the whole scan)."""
+        if roi is None:
+            return None
+        if not job_class(self.dataset).selects_frames:
+            raise OptionError("roi is not available on a live data set: its jobs follow the acquisition frame "
+                              "by frame; run without roi, or on the recording once it has ended")
+        return roi_to_frames(roi, self.dataset, "roi")
 
     def _warm_when_done(self, job: Job) -> None:
         def warm(_progress=None) -> None:
@@ -246,10 +273,26 @@ class Session:
         return f"<Session {self.dataset!r} on {self.client.scheduler.address if self.client.scheduler else '?'}>"
 
 
-def _check_cluster_options(embedded: bool, n_workers, dashboard) -> None:
+def open_client(client, address: Optional[str], n_workers: Optional[int], timeout: float, dashboard: bool):
+    """``(client, cluster)``: the given client, one connected to ``address``, or one of
+    a new embedded cluster (``cluster`` is None unless it was started here)."""
+    if client is not None:
+        return client, None
+    if address is not None:
+        return connect(address, timeout), None
+    cluster = start_local_cluster(n_workers, dashboard=dashboard)  # before dask's import
+    from distributed import Client
+
+    return Client(cluster, timeout=timeout), cluster
+
+
+def check_cluster_options(client, address, n_workers, dashboard) -> None:
+    """Refuse both ``client`` and ``address``, or embedded-cluster options with either."""
+    if client is not None and address is not None:
+        raise ClusterError("pass either client= or address=, not both")
     if not isinstance(dashboard, bool):
         raise OptionError(f"dashboard must be True or False, got {dashboard!r}")
-    if embedded:
+    if client is None and address is None:
         if n_workers is not None:
             check_n_workers(n_workers)
     elif n_workers is not None or dashboard:

@@ -99,7 +99,7 @@ def test_a_second_cli_ingest_is_refused_while_the_first_runs(tmp_path):
     finally:
         for child in stopped:
             child.send_signal(signal.SIGCONT)
-    out, err = a.communicate(timeout=120)
+    out, err = a.communicate(timeout=300)
     assert a.returncode == 0, err
     ds = se.open_dataset(dest, verify="full")
     assert ds.n_frames == 128 * 16 and np.array_equal(ds.read_frames(0, ds.n_frames), a_data)

@@ -21,7 +21,7 @@ LAYERS = (
     ("application", ("stem_explorer.cli", "stem_explorer.cli_analyses", "stem_explorer.__main__", "stem_explorer.lab", "stem_explorer.lab_setup", "stem_explorer.bench",
                      "stem_explorer.browser_testing", "stem_explorer.sample", "stem_explorer.__init__")),
     ("widgets", ("stem_explorer.widgets",)),
-    ("session", ("stem_explorer.session",)),
+    ("session", ("stem_explorer.session", "stem_explorer.session_group")),
     ("analyses", ("stem_explorer.analyses",)),
     # the package's hook plugins write results' previews and event logs
     ("results", ("stem_explorer.results", "stem_explorer.results_export", "stem_explorer.hook_plugins")),
@@ -35,11 +35,7 @@ LAYERS = (
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
 #: Upward imports that are known and owed a fix: (importing module, imported module).
-KNOWN = {
-    # issue 14: ingestion runs its own dask cluster; the engine is to give jobs and
-    # ingestion one task runner, and io must then not import the engine
-    ("stem_explorer.io.ingest", "stem_explorer.engine.cluster"),
-}
+KNOWN: set = set()
 
 
 def layer_of(module: str) -> str:

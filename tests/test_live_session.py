@@ -196,8 +196,9 @@ def test_watched_folder_fed_by_a_slow_writer(client, tmp_path):
 
 @pytest.mark.slow
 def test_explorer_accepts_a_live_source(client, tmp_path):
-    """Explorer(live) opens on the data set the receiver returns and, once the frames
-    are in, shows the sum frame and the navigation image of the .mib reader."""
+    """Explorer(live) opens on the data set the receiver returns, places the beam and
+    fills the navigation image while the scan is still being recorded, and once the
+    frames are in shows the sum frame and the navigation image of the .mib reader."""
     from stem_explorer.masks import rasterize
     from stem_explorer.widgets import Explorer
 
@@ -205,10 +206,21 @@ def test_explorer_accepts_a_live_source(client, tmp_path):
     beam = ((yy - 15) ** 2 + (xx - 17) ** 2 <= 36) * 200
     frames = np.random.default_rng(2).integers(0, 20, (24, 32, 32)) + beam
     path = write_mib(tmp_path / "syn.mib", frames, pixel_depth="U16", counter_depth=12)
-    with SimulatorProcess(path, nav_shape=(4, 6), fps=100) as sim:
+    with Session(np.zeros((2, 3, 32, 32), ">u2"), client=client) as warm:  # the kernels compiled first
+        warm.run(SumFrame(), VirtualDetector(masks.Disk(15, 17, 6))).result(120)
+    with SimulatorProcess(path, nav_shape=(4, 6), fps=4) as sim:  # about 6 s of scanning
         live = merlin("127.0.0.1", **sim.ports, nav_shape=(4, 6), record=tmp_path / "rec")
         explorer = Explorer(live, client=client, export_dir=str(tmp_path / "exports"))
         try:
+            deadline = time.monotonic() + 60
+            while not live.ended and time.monotonic() < deadline:
+                image = explorer.navigation_image()
+                if image is not None and np.isfinite(image).any():
+                    break
+                time.sleep(0.05)
+            filled = explorer.navigation_image()
+            assert not live.ended, "the navigation view stayed empty until the scan ended"
+            assert 0 < np.isfinite(filled).sum() < filled.size
             explorer.wait(120)
             assert explorer.error is None
             np.testing.assert_array_equal(explorer.detector_image(), frames.sum(0))

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from stem_explorer.errors import StemExplorerError
+from stem_explorer.errors import ClusterError, StemExplorerError
 from stem_explorer.masks import Disk, Ring, rasterize
 from stem_explorer.sample import make_sample
 from stem_explorer.widgets import Explorer, ImageView
@@ -288,9 +288,12 @@ def test_explorer_mask_changes_pick_roi_and_analyses(explorer, sample):
     explorer._pick(7, 13)
     explorer.wait(60)
     np.testing.assert_array_equal(explorer.detector_image(), data[7, 13])
+    frame_bytes = explorer.session.dataset.frame_bytes
+    assert explorer._detector_job.stats.bytes_done == frame_bytes  # a click reads its frame only
     explorer._roi(2, 5, 3, 9)
     explorer.wait(60)
     np.testing.assert_array_equal(explorer.detector_image(), data[2:5, 3:9].sum(axis=(0, 1)))
+    assert explorer._detector_job.stats.bytes_done == 3 * 6 * frame_bytes
     for kind, key in [("com", "com/magnitude"), ("radial", "radial/profile"), ("fem", "fem/normalized_variance")]:
         explorer.analysis.value = kind
         explorer.wait(60)
@@ -330,6 +333,40 @@ def test_explorer_shows_a_data_set_that_fails_to_open(tmp_path):
         assert "se-error" in e.status.value
     finally:
         e.close()
+
+
+@pytest.mark.cluster
+def test_explorer_shows_a_failure_to_draw_a_partial_result(explorer, monkeypatch):
+    """A job's callback that raised does not fail the job, but the explorer says so."""
+    from stem_explorer.widgets import choices
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the image could not be drawn")
+
+    monkeypatch.setattr(choices, "navigation_image", broken)
+    try:
+        explorer.refresh()
+        explorer.wait(60)
+        assert "showing a partial result failed" in explorer.status.value
+        assert "the image could not be drawn" in explorer.status.value
+    finally:
+        monkeypatch.undo()
+        explorer.error = None  # the shared explorer goes on for the next tests
+        explorer.refresh()
+        explorer.wait(60)
+    assert explorer.error is None and "done" in explorer.status.value
+
+
+def test_explorer_offers_a_new_cluster_when_workers_died(explorer):
+    """Not only a lost scheduler: any cluster failure (workers that keep dying) offers
+    a new session."""
+    explorer._handle_failure(ClusterError("3 dask workers died running the task 'x'"))
+    try:
+        assert "workers died" in explorer.status.value
+        assert explorer.reconnect_button.layout.display != "none"
+    finally:
+        explorer.reconnect_button.layout.display = "none"
+        explorer.error = None
 
 
 @pytest.mark.cluster

@@ -12,6 +12,7 @@ through the ``stem_explorer.analyses`` entry point group, notebooks with
 from .base import Analysis, MaskColumns
 from .com import CenterOfMass
 from .custom import FrameAnalysis, ReductionAnalysis
+from .descan import Descan
 from .fem import FEM
 from .frames import MaxFrame, MeanFrame, PickFrame, RoiSum, StdFrame, SumFrame
 from .params import REQUIRED, Boolean, Choice, Integer, Label, Number, Numbers, Param, Point
@@ -43,6 +44,7 @@ __all__ = [
     "Boolean",
     "CenterOfMass",
     "Choice",
+    "Descan",
     "Integer",
     "Label",
     "MaskColumns",

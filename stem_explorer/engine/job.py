@@ -47,6 +47,8 @@ from . import failures, monitor, preview, warmup
 from .hook_queue import HookQueue
 from .hooks import as_hooks
 from .locality import WorkerIndex, is_local, worker_addresses
+from .ops import PickFrames
+from .roi import plan_frames, select_partitions
 from .tasks import (
     INLINE_PLAN_BYTES,
     PartitionResult,
@@ -55,6 +57,7 @@ from .tasks import (
     compute_preview_here,
     empty_accumulators,
     merge_partition,
+    read_partition_here,
     run_partition,
     run_preview,
 )
@@ -66,6 +69,11 @@ logger = logging.getLogger(__name__)
 
 #: A job keeps at most this many of its callbacks' exceptions (each holds a snapshot).
 MAX_CALLBACK_ERRORS = 10
+
+#: A job that reads at most this many bytes of frames (a click, a small scan ROI)
+#: reads them in this process when that is cheap (see ``Job.read_in_client``): a
+#: task's round trip through the scheduler costs more than reading them.
+READ_HERE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -165,9 +173,20 @@ class Job:
     this job first delivers (the job it supersedes) have their running callbacks
     return first.
 
+    ``roi`` (sorted unique flat frame indices) limits the job to those frames: only
+    the partitions holding them run, each reads only the blocks holding them
+    (:mod:`stem_explorer.engine.roi`), per-frame results stay NaN elsewhere and reductions cover only
+    them. Without it the job still reads only the frames its ops declare when every
+    op declares some (a picked frame). A job with a frame subset has no coarse
+    preview.
+
     ``hooks`` (anything :func:`~.hooks.as_hooks` takes) are told of the job's events
     (module notes); :meth:`result` returns after ``on_complete``'s hooks have run.
     """
+
+    #: whether the job reads only the frames of its ROI and its ops' declarations
+    #: (a live job follows the acquisition frame by frame instead)
+    selects_frames = True
 
     def __init__(
         self,
@@ -182,6 +201,7 @@ class Job:
         on_partial: Optional[Callable[[Progress], None]] = None,
         on_progress: Optional[Callable[[Progress], None]] = None,
         after: Sequence["Job"] = (),
+        roi: Optional[np.ndarray] = None,
         hooks: Any = None,
     ):
         self.id = next(_job_ids)
@@ -214,7 +234,15 @@ class Job:
         self._accs = empty_accumulators(plan, dataset.n_frames, dataset.sig_shape, dataset.dtype)
         self._filled = np.zeros(dataset.n_frames, bool)
         self._exact = np.zeros(dataset.n_frames, bool)  # filled by a whole partition
-        self._partitions = dataset.partitions(n_workers, partition_bytes)
+        #: the sorted flat indices of the frames the job reads (None: all)
+        self.frames = plan_frames(plan.ops, roi) if self.selects_frames else None
+        self._partitions, self._partition_frames = select_partitions(
+            dataset.partitions(n_workers, partition_bytes), self.frames
+        )
+        self._unread = None  # frames outside the job's frames: complete without them
+        if self.frames is not None:
+            self._unread = np.ones(dataset.n_frames, bool)
+            self._unread[self.frames] = False
         self._done = 0
         self._bytes = 0
         self._stats = JobStats(len(self._partitions), 0, 0.0)
@@ -225,6 +253,9 @@ class Job:
         #: whether the coarse preview was computed in this process (else by a task;
         #: settled once the job's first snapshot is out)
         self.preview_in_client = self._can_preview_here()
+        #: whether the job reads its few frames in this process (else by tasks;
+        #: settled once the job's first snapshot is out)
+        self.read_in_client = self._can_read_here()
         self._preview_left = 0
         self._plan_arg = None
         self._futures: list = []
@@ -342,6 +373,8 @@ class Job:
         ds = self._dataset
         if not any(op.per_frame for op in self._plan.ops) or len(self._partitions) < 2 or len(ds.nav_shape) > 2:
             return 1
+        if self.frames is not None:  # the grid would read frames outside the ROI
+            return 1
         if stride is None:
             return preview.auto_stride(ds.nav_shape, ds.frame_bytes)
         return max(1, int(stride))
@@ -359,7 +392,8 @@ class Job:
                 return False
             self._plan_arg = plan_arg
             # queued before the tasks go: every placement the scheduler reports follows it
-            self._hooks.emit("on_submit", partitions=len(partitions), bytes=self._dataset.nbytes)
+            self._hooks.emit("on_submit", partitions=len(partitions),
+                             bytes=sum(p.n_frames for p in partitions) * self._dataset.frame_bytes)
             preview = self._submit_preview(payloads, workers) if preview_tasks else []
             self._futures = preview + self._submit_partitions(payloads, workers)
         return True
@@ -387,6 +421,27 @@ class Job:
         cheap = ds.random_access_here and not ds.source.decodes
         return self.preview_stride > 1 and cheap and warmup.is_warm(ds.dtype)
 
+    def _can_read_here(self) -> bool:
+        """Whether to read the job's frames in this process instead of by tasks: they
+        are few (:data:`READ_HERE_BYTES`), this process reads scattered frames cheaply
+        and never decodes (see :meth:`_can_preview_here`), and its kernels are warm
+        for the dtype unless the plan only copies frames (picked ones)."""
+        ds = self._dataset
+        few = self.frames is not None and len(self.frames) * ds.frame_bytes <= READ_HERE_BYTES
+        cheap = ds.random_access_here and not ds.source.decodes
+        copies_only = all(isinstance(op, PickFrames) for op in self._plan.ops)
+        return few and cheap and (copies_only or warmup.is_warm(ds.dtype))
+
+    def _read_here(self) -> Optional[list]:
+        """The partitions' results read in this process, or None to leave them to
+        tasks (which then report whatever went wrong, as the job's error)."""
+        ds = self._dataset
+        try:
+            return [read_partition_here(part, self._plan, ds.local_payload(part.start, part.stop), frames)
+                    for part, frames in zip(self._partitions, self._partition_frames)]
+        except Exception:
+            return None
+
     def _preview_here(self) -> Optional[PartitionResult]:
         """The preview computed in this process, or None to leave it to a task."""
         ds = self._dataset
@@ -411,13 +466,14 @@ class Job:
         keys = [f"stem-explorer-job{self.id}-part{part.index}" for part in self._partitions]
         self._task_frames.update((key, [(part, payload, None)]) for key, part, payload in zip(keys, self._partitions, payloads))
         placements = [_placement(part, workers) for part in self._partitions]
+        frames = self._partition_frames
         if not any(placements):
             return self._client.map(
-                run_partition, self._partitions, [self._plan_arg] * len(keys), payloads, key=keys, pure=False
+                run_partition, self._partitions, [self._plan_arg] * len(keys), payloads, frames, key=keys, pure=False
             )
         return [
-            self._client.submit(run_partition, part, self._plan_arg, payload, key=key, pure=False, **placement)
-            for part, payload, key, placement in zip(self._partitions, payloads, keys, placements)
+            self._client.submit(run_partition, part, self._plan_arg, payload, wanted, key=key, pure=False, **placement)
+            for part, payload, wanted, key, placement in zip(self._partitions, payloads, frames, keys, placements)
         ]
 
     def _submit_preview(self, payloads, workers) -> list:
@@ -455,7 +511,7 @@ class Job:
         if final and results and self._final is not None:
             return self._final
         progress = Progress(
-            results=self._finalize(self._accs, self._filled) if results else None,
+            results=self._finalize(self._accs, self._covered()) if results else None,
             filled=self._filled.reshape(self._dataset.nav_shape).copy(),
             partitions_done=self._done,
             n_partitions=len(self._partitions),
@@ -472,6 +528,10 @@ class Job:
                 provenance["resources"] = self.stats.usage()
         return progress
 
+    def _covered(self) -> np.ndarray:
+        """Frames computed or outside the job's frames: all True when the job is complete."""
+        return self._filled if self._unread is None else self._filled | self._unread
+
     def _final_progress(self) -> Progress:
         with self._lock:
             return self._snapshot(True)
@@ -483,6 +543,13 @@ class Job:
         from distributed import as_completed
 
         try:
+            here = self._read_here() if self.read_in_client else None
+            self.read_in_client = here is not None
+            if here is not None:
+                for result in here:
+                    if not self._merge(result):
+                        return
+                return
             first = self._preview_here() if self.preview_in_client else None
             self.preview_in_client = first is not None
             if first is not None:
@@ -545,8 +612,9 @@ class Job:
                 self._preview_left -= 1
             else:
                 merge_partition(self._plan, self._accs, result)
-                self._filled[result.start : result.stop] = True
-                self._exact[result.start : result.stop] = True
+                read = slice(result.start, result.stop) if result.frames is None else result.frames
+                self._filled[read] = True
+                self._exact[read] = True
                 self._done += 1
                 self._bytes += result.bytes_read
                 self._count(result)

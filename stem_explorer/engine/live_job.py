@@ -57,6 +57,8 @@ class LiveJob(Job):
     notes). Takes :class:`~.job.Job`'s arguments; there is no coarse preview
     (``preview_stride`` is ignored) and ``partition_bytes`` caps the catch-up chunks."""
 
+    selects_frames = False  # chunks follow the acquisition; every frame is read
+
     def __init__(self, client, dataset: LiveDataSet, plan, finalize, *, n_workers: int = 1,
                  partition_bytes: Optional[int] = None, preview_stride=None, on_partial=None, on_progress=None,
                  after=(), hooks=None):

@@ -1,6 +1,7 @@
-"""Ingestion: any readable data set -> raw partitions + ``dataset.json``, on the cluster.
+"""Ingestion's data side: plans, the journal and publishing of raw partitions.
 
-``ingest(source, dest)`` plans partition files of whole HDFS blocks (one block each
+:func:`stem_explorer.engine.ingestion.ingest` (``stem_explorer.ingest``) runs an
+ingestion on the cluster with what this module provides. ``ingest(source, dest)`` plans partition files of whole HDFS blocks (one block each
 by default, ``blocks_per_partition`` for more; never smaller than the NameNode's
 minimum block size), and runs one task per file on the dask workers
 (:mod:`.ingest_task`): each task reads its frames from the source itself, streams
@@ -33,21 +34,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from .._json import jsonable
 from ..errors import DataSetError
-from .base import DataSet, Partition
+from .base import DataSet
 from .hdfs.config import is_hdfs_url
 from .hdfs.store import HdfsStore
-from .ingest_lock import new_token
-from .ingest_task import (CHUNK_TABLES, JOURNAL, STAGING, TaskFailure, lost_destination, owns, parse_journal_entry,
+from .ingest_task import (CHUNK_TABLES, JOURNAL, STAGING, lost_destination, owns, parse_journal_entry,
                           read_chunk_tables, write_partition)
 from .local_store import LocalStore
-from .open import open_dataset
 from .partitioned.codecs import ChunkLayout, file_frames, part_file_name
 from .partitioned.sidecar import SIDECAR_NAME, sidecar_document, validate_sidecar
 
@@ -132,7 +129,7 @@ def _ours(store, sidecar: Optional[dict]) -> dict:
     return {**records, **journal}
 
 
-def _completed(store, plan: IngestPlan, records: dict) -> tuple[dict, dict]:
+def completed(store, plan: IngestPlan, records: dict) -> tuple[dict, dict]:
     """The records of files that are done (in the plan, present with the recorded
     size), and their file ids now."""
     sizes, ids = store.list(), store.file_ids()
@@ -177,7 +174,7 @@ def _check_sidecar(store, fingerprint: dict, overwrite: bool) -> Optional[dict]:
     return sidecar
 
 
-def _prepare(store, plan: IngestPlan, fingerprint: dict, overwrite: bool, token: str) -> tuple:
+def prepare(store, plan: IngestPlan, fingerprint: dict, overwrite: bool, token: str) -> tuple:
     """Check what ``store`` holds against this ingestion. Returns its sidecar when the
     same ingestion was published before (possibly with files missing since), and the
     records this ingestion may resume from.
@@ -219,61 +216,6 @@ def _prepare(store, plan: IngestPlan, fingerprint: dict, overwrite: bool, token:
     return sidecar, ours if resumable else {}
 
 
-@contextmanager
-def _cluster(client, address: Optional[str], n_workers: Optional[int]):
-    """The given client, a client of ``address``, or an embedded LocalCluster's."""
-    if client is not None:
-        yield client
-        return
-    from ..engine.cluster import connect, start_local_cluster
-
-    if address is not None:
-        with connect(address) as c:
-            yield c
-        return
-    from distributed import Client
-
-    with start_local_cluster(n_workers) as cluster, Client(cluster) as c:
-        yield c
-
-
-def _write_all(client, ds: DataSet, store, plan: IngestPlan, todo: list, replication: Optional[int], token: str,
-               done_bytes: int, progress: bool, on_file: Optional[Callable]) -> dict:
-    """One task per file of ``todo``; their :class:`~.ingest_task.Written` results by
-    file name as they complete. The first task failure fails the run."""
-    from distributed import as_completed
-    from tqdm.auto import tqdm
-
-    parts = []
-    for i, (_name, a, b) in enumerate(todo):
-        source = ds.source.subset(a, b) if hasattr(ds.source, "subset") else ds.source
-        parts.append(Partition(i, a, b, source))
-    payloads = ds.payloads(client, parts)
-    futures = [
-        client.submit(write_partition, part, payload, store, name, token=token, block_bytes=plan.block_bytes,
-                      replication=replication, layout=plan.layout, key=f"stem-explorer-ingest-{token[:8]}-{name}",
-                      pure=False, retries=2)  # lost connections only: other failures come back as TaskFailure
-        for part, payload, (name, _a, _b) in zip(parts, payloads, todo)
-    ]
-    total = done_bytes + sum((b - a) * ds.frame_bytes for _n, a, b in todo)
-    written = {}
-    with tqdm(total=total, initial=done_bytes, unit="B", unit_scale=True, disable=not progress,
-              desc=f"ingest -> {store}") as bar:
-        try:
-            for future, result in as_completed(futures, loop=client.loop, with_results=True):
-                future.release()  # done: a worker lost later must not run it (and rewrite the file) again
-                if isinstance(result, TaskFailure):
-                    raise result.error
-                written[result.record["file"]] = result
-                bar.update(result.record["bytes"])
-                if on_file is not None:
-                    on_file(result.record)
-        except BaseException:
-            client.cancel(futures)
-            raise
-    return written
-
-
 def _same_bytes(store, record: dict) -> bool:
     """Whether a file written anew since it was recorded holds the recorded bytes (a
     task dask ran twice, as it does when a worker is lost before its result arrived).
@@ -284,7 +226,7 @@ def _same_bytes(store, record: dict) -> bool:
         return False
 
 
-def _publish(store, ds: DataSet, plan: IngestPlan, records: dict, file_ids: dict, metadata: dict,
+def publish(store, ds: DataSet, plan: IngestPlan, records: dict, file_ids: dict, metadata: dict,
              token: str) -> None:
     """Write ``dataset.json`` atomically, then drop the journal. Only while this run
     owns the destination, and only when every file is the one recorded."""
@@ -304,82 +246,6 @@ def _publish(store, ds: DataSet, plan: IngestPlan, records: dict, file_ids: dict
     validate_sidecar(doc, f"{store}/{SIDECAR_NAME}")
     store.write_json(SIDECAR_NAME, doc, staging=f"{STAGING}/{SIDECAR_NAME}.{token}")
     store.remove(JOURNAL)
-
-
-def ingest(
-    source,
-    dest,
-    *,
-    partition_bytes: int = INGEST_PARTITION_BYTES,
-    blocks_per_partition: int = 1,
-    replication: Optional[int] = None,
-    client=None,
-    address: Optional[str] = None,
-    n_workers: Optional[int] = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    webhdfs: Optional[str] = None,
-    metadata: Optional[dict] = None,
-    on_file: Optional[Callable[[dict], None]] = None,
-    format: Optional[str] = None,
-    codec: str = "none",
-    **open_options,
-) -> DataSet:
-    """Write ``source`` as raw partitions + ``dataset.json`` at ``dest``, on a cluster.
-
-    ``source`` is anything :func:`~stem_explorer.open_dataset` opens (with ``format``
-    and ``open_options``) or a :class:`DataSet`; the workers must be able to read it
-    (a shared file system, or the same path on every node). ``dest`` is a folder or
-    ``hdfs://namenode:port/path``, and neither holds nor lies inside the source. Each
-    file holds about ``partition_bytes`` (default 128 MiB, HDFS's default block size)
-    in ``blocks_per_partition`` HDFS blocks, with ``replication`` replicas (default:
-    the cluster's). The cluster is ``client``, the scheduler at ``address``, or an
-    embedded LocalCluster of ``n_workers``. ``codec`` (``--codec``) compresses the
-    files with a preset of :data:`~.partitioned.codecs.CODECS` (default ``"none"``).
-
-    Re-running resumes: recorded files are skipped. ``overwrite=True`` first removes
-    the data set (or unfinished ingestion) that ``dest`` holds, and nothing else.
-    ``dest`` is owned by one ingestion at a time: while another one runs, this raises
-    a DataSetError naming its host and PID. ``on_file(record)`` is called on the
-    client as each file is done. Returns the new data set, opened; its
-    ``metadata["ingested"]`` says how many files this run wrote and skipped.
-    """
-    t0 = time.perf_counter()
-    if isinstance(source, DataSet):
-        if format is not None or open_options:
-            raise DataSetError("ingest() got an open DataSet with format/options; pass the path instead")
-        ds = source
-    else:
-        ds = open_dataset(source, format=format, **open_options)
-    store = store_for(dest, webhdfs=webhdfs)
-    store.check_destination()
-    if store.overlaps(ds.path):
-        raise DataSetError(
-            f"the source {ds.path} and the destination {store} overlap (one is, or lies inside, the "
-            f"other): ingesting would replace the data it reads; choose a destination outside the source"
-        )
-    plan = plan_ingest(ds, partition_bytes, blocks_per_partition, store.min_block_bytes(), codec)
-    fingerprint = plan.fingerprint(ds, replication)
-    token = new_token()
-    with store.lock(token):
-        sidecar, resumable = _prepare(store, plan, fingerprint, overwrite, token)
-        done, file_ids = _completed(store, plan, resumable)
-        todo = [f for f in plan.files if f[0] not in done]
-        skipped = len(done)
-        if todo or sidecar is None:
-            if sidecar is not None:  # unpublish before rewriting files it names
-                store.rename(SIDECAR_NAME, PUBLISHED_NAME)
-            with _cluster(client, address, n_workers) as c:
-                done_bytes = sum(r["bytes"] for r in done.values())
-                written = _write_all(c, ds, store, plan, todo, replication, token, done_bytes, progress, on_file)
-            done.update({name: w.record for name, w in written.items()})
-            file_ids.update({name: w.file_id for name, w in written.items()})
-            stored = {"calibration": ds.calibration.to_dict(), **(metadata or {}), **fingerprint}
-            _publish(store, ds, plan, done, file_ids, stored, token)
-    opened = open_dataset(dest, webhdfs=webhdfs) if webhdfs else open_dataset(dest)
-    opened.metadata["ingested"] = {"written": len(todo), "skipped": skipped,
-                                   "seconds": round(time.perf_counter() - t0, 3)}
-    return opened
 
 
 def verify(dest, *, webhdfs: Optional[str] = None) -> dict:

@@ -18,12 +18,14 @@ import ipywidgets as widgets
 import numpy as np
 
 from ..analyses import PickFrame, RoiSum, StdFrame, SumFrame
-from ..errors import JobCancelledError, StemExplorerError
+from ..errors import ClusterError, JobCancelledError, StemExplorerError
 from .. import masks
 from ..masks import Rectangle
 from ..session import Session
+from ..session_group import is_many
 from . import choices, controls
 from .choices import Beam, Choice, NeedsMask
+from .descan_control import DescanControl
 from .export import save_png
 from .mask_editor import MaskEditor
 from .throttle import Throttle
@@ -42,12 +44,21 @@ class Explorer(widgets.VBox):
     ``Explorer(source)`` takes a path (opened with ``open_options``), a numpy/dask
     array, a :class:`~stem_explorer.io.DataSet` or a :class:`~stem_explorer.Session`.
     Without a session one is started (embedded LocalCluster unless ``address`` or
-    ``client`` is given) and closed by :meth:`close`.
+    ``client`` is given) and closed by :meth:`close`. A list of sources, or a folder
+    of data sets, gives a :class:`~stem_explorer.widgets.CompareExplorer` instead.
 
     Draw masks in the detector view; the navigation view fills in live as partitions
     finish. Click the navigation view to see that frame, drag a rectangle in ROI mode
     to see the summed pattern of the region.
     """
+
+    def __new__(cls, source: Any = None, *args, **kwargs):
+        # several data sets (a list, a folder of data sets): the compare view
+        if is_many(source):
+            from .compare import CompareExplorer
+
+            return CompareExplorer(source, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -68,11 +79,10 @@ class Explorer(widgets.VBox):
         self.results = None  # final results of the navigation analysis
         self.beam: Optional[Beam] = None
         self.error: Optional[str] = None
-        self._lock = threading.Lock()  # held while jobs are replaced (it cancels jobs)
-        # guards the drag state only; never held while calling into a job, so a job's
-        # callback (which runs holding that job's lock) may take it: taking self._lock
-        # there would deadlock against a new start cancelling the job
-        self._drag_lock = threading.Lock()
+        # guards the job slots and the drag state; job callbacks may take it, because a
+        # job never waits for its callbacks (cancel() returns at once, callbacks run
+        # outside the job's lock)
+        self._lock = threading.Lock()
         # the editor's shapes are validated as mask dicts: load the validator meanwhile
         threading.Thread(target=masks.prepare_validation, name="stem-explorer-validator", daemon=True).start()
         self._nav_job = None
@@ -226,12 +236,14 @@ class Explorer(widgets.VBox):
         self.code_box = widgets.Textarea(layout={"width": "100%", "height": "120px", "display": "none"})
         self.copy_button.on_click(lambda _: self._show_code())
         self.export_label = widgets.HTML()
+        self.descan_control = DescanControl(on_change=self._start_navigation, on_error=self._show_error)
         self.controls = widgets.VBox(
             [
                 widgets.HBox([self.analysis, self.params_box, self.component, self.component_index]),
                 widgets.HBox([self.colormap, self.nav_log, self.vmin, self.vmax, self.limits_auto]),
                 widgets.HBox([self.progress, self.progress_label]),
                 widgets.HBox([*self.export_buttons, self.copy_button, self.export_label]),
+                self.descan_control,
                 self.code_box,
             ]
         )
@@ -248,6 +260,7 @@ class Explorer(widgets.VBox):
         except Exception as exc:  # shown in the widget, not only in the log
             self._show_error(exc, prefix="could not open the data set")
             return
+        self.descan_control.attach(self.session, self._beam_support)
         ds = self.session.dataset
         self.title.value = (
             f"<b>{html.escape(Path(ds.path).name if ds.path else ds.format)}</b> &nbsp; scan {tuple(ds.nav_shape)}"
@@ -257,6 +270,10 @@ class Explorer(widgets.VBox):
         self.dashboard.value = f'&nbsp; <a href="{html.escape(link)}" target="_blank">dask dashboard</a>' if link else ""
         self._set_status("computing the sum frame ...")
         self._start_detector(SumFrame(), first=True)
+
+    def _beam_support(self) -> Optional[tuple]:
+        """``(cy, cx, radius)`` of the direct beam, once the sum frame has shown it."""
+        return None if self.beam is None else (self.beam.cy, self.beam.cx, self.beam.radius)
 
     def _cluster_options_set(self) -> dict:
         return {k: v for k, v in self._cluster_options.items() if v is not None}
@@ -281,7 +298,7 @@ class Explorer(widgets.VBox):
     def _on_shapes(self, _change) -> None:
         if not self._uses_detector_view():
             return
-        with self._drag_lock:
+        with self._lock:
             # while a shape is dragged, one job at a time: a new one starts when the
             # current one has drawn its first image (or the drag ends), so updates at
             # the browser's frame rate never queue up jobs in front of the last one
@@ -293,7 +310,7 @@ class Explorer(widgets.VBox):
     def _on_dragging(self, change) -> None:
         if change["new"]:
             return
-        with self._drag_lock:
+        with self._lock:
             pending, self._drag_pending = self._drag_pending, False
         if pending:  # the drag ended while a job ran: compute the final shape
             self._start_navigation()
@@ -325,17 +342,12 @@ class Explorer(widgets.VBox):
     def _has_ring(self) -> bool:
         return any(s.get("kind") == "ring" for s in self.editor.shapes)
 
-    def _drawn_point(self) -> Optional[tuple]:
-        """``(y, x)`` of the last point drawn on the detector, if any."""
-        points = [s for s in self.editor.shapes if s.get("kind") == "point" and s.get("op", "add") == "add"]
-        return (points[-1]["y"], points[-1]["x"]) if points else None
-
     def _start_navigation(self) -> None:
         if self.session is None or self.beam is None:
             return
         choice = self.choice
         try:
-            analysis = choices.build_analysis(choice, self.editor.mask(), self.beam, self._drawn_point())
+            analysis = choices.build_analysis(choice, self.editor.mask(), self.beam, choices.drawn_point(self.editor.shapes))
         except NeedsMask as exc:
             self._set_status(str(exc), hint=True)
             return
@@ -352,15 +364,14 @@ class Explorer(widgets.VBox):
         self._set_status(f"computing {html.escape(title)} ...")
         with self._lock:
             self._analysis, self._key = analysis, None
-            with self._drag_lock:
-                self._nav_drawn = False
+            self._nav_drawn = False
             self._replace_job("_nav_job", analysis, self._on_nav_partial, self._on_nav_done)
 
     def _on_nav_partial(self, progress) -> None:
         self._last_results, self._last_progress = progress.results, progress
         self._redraw_navigation()
         self._show_progress(progress)
-        with self._drag_lock:
+        with self._lock:
             self._nav_drawn, pending, self._drag_pending = True, self._drag_pending, False
         if pending:  # the shape moved on while this job ran: follow it
             threading.Thread(target=self._start_navigation, name="stem-explorer-drag", daemon=True).start()
@@ -443,6 +454,24 @@ class Explorer(widgets.VBox):
         self._detector_throttle.submit(np.asarray(progress.results[key].data))
         if not self._detector_first:
             self._show_progress(progress)
+        elif self.beam is None and self._acquiring() and progress.filled.any():
+            # a scan still being recorded: its sum frame is final only when the scan
+            # ends, but every frame shows the beam, so place it from the frames so far
+            # and let the navigation job follow the acquisition
+            self._place_beam(progress.results["sum/frame"].data)
+
+    def _acquiring(self) -> bool:
+        """Whether the data set is a live acquisition that has not ended."""
+        return getattr(self.session.dataset, "ended", True) is False
+
+    def _place_beam(self, sum_frame) -> None:
+        """Estimate the beam from a sum frame; draw a disk on it unless the user has
+        drawn shapes (their job starts instead)."""
+        self.beam = choices.estimate_beam(sum_frame)
+        if not self.editor.shapes:
+            self.editor.shapes = [dict(self.beam.disk().to_dict(), op="add")]  # starts the job
+        else:
+            self._start_navigation()
 
     def _send_detector_image(self, frame: np.ndarray) -> None:
         self._detector_raw = frame[0] if frame.ndim == 3 else frame
@@ -454,11 +483,8 @@ class Explorer(widgets.VBox):
         self._detector_throttle.flush()
         if self._detector_first:
             self._detector_first = False
-            self.beam = choices.estimate_beam(results["sum/frame"].data)
-            if not self.editor.shapes:
-                self.editor.shapes = [dict(self.beam.disk().to_dict(), op="add")]  # starts the job
-            else:
-                self._start_navigation()
+            if self.beam is None:  # not placed during a live acquisition
+                self._place_beam(results["sum/frame"].data)
 
     def _watch_in_thread(self, job, on_done) -> None:
         self._handled = {k: v for k, v in self._handled.items() if not v.is_set()}
@@ -477,17 +503,22 @@ class Explorer(widgets.VBox):
         else:
             try:
                 on_done(job, results)
+                if job.callback_errors:  # the job went on; what it showed may be stale
+                    self._show_error(job.callback_errors[0], prefix="showing a partial result failed")
             except Exception as exc:
                 self._show_error(exc)
         finally:
             handled.set()
 
     def _handle_failure(self, exc: BaseException) -> None:
-        if self._cluster_lost():
+        """Show a job's failure; offer a new session when the cluster is at fault."""
+        lost = self._cluster_lost()
+        if lost:
             self._set_status(f"the cluster went away ({type(exc).__name__}: {html.escape(str(exc))}); reconnect to start a new one", error=True)
-            self.reconnect_button.layout.display = None
         else:
             self._show_error(exc)
+        if lost or isinstance(exc, ClusterError):  # say, workers died: a new cluster may do
+            self.reconnect_button.layout.display = None
 
     # -- detector view sources -------------------------------------------------------------
     def _on_detector_source(self, change) -> None:
