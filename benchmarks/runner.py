@@ -56,6 +56,8 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                    "simulator -> receiver -> session (benchmarks/live.py; its options: --live --help)")
     p.add_argument("--batch", action="store_true", help="run the batch benchmark instead: many small files and a few "
                    "big ones vs one job (benchmarks/batch.py; its options: --batch --help)")
+    p.add_argument("--monitoring", action="store_true", help="run the monitoring overhead benchmark instead: "
+                   "jobs metered and not (benchmarks/monitoring.py; its options: --monitoring --help)")
     return p
 
 
@@ -177,7 +179,8 @@ def measure(args) -> list[dict]:
 
 #: The flags that run a side benchmark instead, and its module.
 SIDE_BENCHMARKS = {"--hdfs": "hdfs", "--formats": "formats", "--bigdata": "bigdata", "--kernels": "kernels",
-                   "--compression": "compression", "--live": "live", "--descan": "descan", "--batch": "batch"}
+                   "--compression": "compression", "--live": "live", "--descan": "descan", "--batch": "batch",
+                   "--monitoring": "monitoring"}
 
 
 def main(argv=None, prog: str = "python -m benchmarks") -> int:

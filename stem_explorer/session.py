@@ -16,6 +16,7 @@ from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
 from .engine.failures import check_client
 from .engine.gateway import start_gateway_cluster
+from .engine.hooks import as_hooks, merge
 from .engine.live_job import job_class
 from .engine.roi import plan_frames
 from .errors import AnalysisError, CheckpointError, ClusterError, OptionError
@@ -70,6 +71,9 @@ class Session:
     dashboard : bool
         Serve the dask dashboard of the embedded cluster on 127.0.0.1 (off by default:
         it has no login, so any local user could read it).
+    hooks : optional
+        Event hooks of every job (anything :func:`~stem_explorer.engine.hooks.as_hooks`
+        takes: callables, plugins, plugin names); the installed hook plugins are added.
 
     Raises
     ------
@@ -98,6 +102,7 @@ class Session:
         tile_bytes: Optional[int] = None,
         kernel: str = "auto",
         dashboard: bool = False,
+        hooks=None,
         **open_options,
     ):
         if cluster not in (None, "gateway"):
@@ -114,6 +119,8 @@ class Session:
         timeout = seconds("timeout", timeout, MAX_TIMEOUT, "how long to wait for the scheduler")
         partition_bytes = _check_bytes("partition_bytes", partition_bytes, MAX_PARTITION_BYTES, "data per partition")
         tile_bytes = _check_bytes("tile_bytes", tile_bytes, MAX_TILE_BYTES, "data a worker reads and holds at once")
+        #: the hooks every job of the session gets (those given and the installed plugins)
+        self.hooks = as_hooks(hooks, installed=True)
         self.dataset: DataSet = dataset if isinstance(dataset, DataSet) else open_dataset(dataset, **open_options)
         self.partition_bytes = partition_bytes
         self.tile_bytes = tile_bytes
@@ -151,6 +158,7 @@ class Session:
         descan=None,
         checkpoint=None,
         checkpoint_every: float = DEFAULT_EVERY,
+        hooks=None,
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
@@ -200,6 +208,10 @@ class Session:
         :class:`~stem_explorer.errors.CheckpointWarning`; a file there that is not a
         checkpoint raises :class:`~stem_explorer.errors.CheckpointError`. See
         :mod:`stem_explorer.engine.checkpoint`.
+
+        ``hooks`` are this job's event hooks, after the session's (see
+        :mod:`stem_explorer.engine.hooks`); one that raises is logged and kept in
+        ``job.hook_errors``.
         """
         if preview_stride is not None:
             preview_stride = whole_number(
@@ -216,6 +228,7 @@ class Session:
                                 "scan_roi outside it); widen roi or run them without it")
         check_client(self.client)
         saver = self._checkpoint(checkpoint, checkpoint_every, analyses, frames)
+        hooks = merge(self.hooks, hooks)
         with self._lock:
             if supersede and self._current is not None:
                 self._current.cancel()
@@ -230,6 +243,7 @@ class Session:
                 on_partial=on_partial,
                 on_progress=on_progress,
                 after=list(self._jobs),
+                hooks=hooks,
                 **({} if frames is None else {"roi": frames}),
                 # only a Job takes one: live data sets are refused by _checkpoint
                 **({"checkpoint": saver} if saver is not None else {}),

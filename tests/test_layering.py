@@ -24,7 +24,8 @@ LAYERS = (
     ("batch", ("stem_explorer.batch",)),
     ("session", ("stem_explorer.session", "stem_explorer.session_group")),
     ("analyses", ("stem_explorer.analyses",)),
-    ("results", ("stem_explorer.results", "stem_explorer.results_export")),
+    # the package's hook plugins write results' previews and event logs
+    ("results", ("stem_explorer.results", "stem_explorer.results_export", "stem_explorer.hook_plugins")),
     ("masks", ("stem_explorer.masks",)),
     ("engine", ("stem_explorer.engine",)),
     # live sources sit beside the readers: a receiver feeds a live data set of io

@@ -4,6 +4,7 @@ real LocalCluster (results against plain numpy, bad input shown in the widget)."
 from __future__ import annotations
 
 import os
+import re
 import stat
 import threading
 import time
@@ -262,6 +263,9 @@ def explorer(sample, tmp_path_factory):
 def test_explorer_opens_with_the_bright_field_image(explorer, sample):
     _, data = sample
     assert explorer.error is None
+    # the status line: the job's throughput and what its workers used
+    assert re.search(r"done: [\d.]+ GB/s, [\d.]+ s, [\d.]+ CPU s on [12] workers, peak \d+ MiB per worker",
+                     explorer.status.value)
     np.testing.assert_array_equal(explorer.detector_image(), data.sum(axis=(0, 1)))
     (disk,) = explorer.editor.shapes
     assert disk["kind"] == "disk"

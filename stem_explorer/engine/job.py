@@ -20,6 +20,13 @@ result ever follows a newer one.
 Failures after the job started (a task's error, workers dying, the cluster going
 away) are the job's error, raised by :meth:`Job.result`, in the package's terms
 (:mod:`.failures`).
+
+Event hooks (:mod:`.hooks`): ``on_submit``, ``on_schedule`` (reported by the
+scheduler, :mod:`.cluster_events`), ``on_partition``, ``on_result``, ``on_error`` and
+``on_complete``, delivered in order on a thread of the job's own (:mod:`.hook_queue`);
+a hook's exception is kept in :attr:`Job.hook_errors`. What the tasks and workers
+used (:mod:`.monitor`) accumulates in :attr:`Job.stats` and goes into the final
+results' provenance (``"resources"``).
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ import numpy as np
 from ..errors import JobCancelledError
 from ..io.base import DataSet
 from ..io.isolated import chunk_ranges
-from . import failures, preview, warmup
+from . import failures, monitor, preview, warmup
 from .checkpoint import Checkpoint, Resumed
+from .hook_queue import HookQueue
+from .hooks import as_hooks
 from .locality import WorkerIndex, is_local, worker_addresses
 from .ops import PickFrames
 from .roi import plan_frames, select_partitions
@@ -123,6 +132,11 @@ class JobStats:
     peak_rss_bytes: int = 0
     #: partitions taken from a checkpoint instead of computed (counted in n_partitions)
     partitions_resumed: int = 0
+    #: wall seconds of the job's tasks, summed over workers
+    task_seconds: float = 0.0
+    #: worker address -> :class:`~.monitor.WorkerUsage` (its tasks' totals and its
+    #: samples, one a second while it ran the job's tasks)
+    per_worker: dict = field(default_factory=dict)
 
     @property
     def gbps(self) -> float:
@@ -132,6 +146,10 @@ class JobStats:
     def locality_hit_rate(self) -> Optional[float]:
         """Fraction of partitions with known locations computed on one of them."""
         return self.locality_hits / self.locality_known if self.locality_known else None
+
+    def usage(self) -> dict:
+        """The resource figures as plain JSON (:func:`~.monitor.usage_summary`)."""
+        return monitor.usage_summary(self)
 
 
 def _placement(partition, workers: WorkerIndex) -> dict:
@@ -170,6 +188,9 @@ class Job:
     for the same work computes only the partitions the file lacks (it has no coarse
     preview; its first snapshot shows the partitions taken from the file). A job of a
     frame subset (picked frames) reads little and takes no checkpoint.
+
+    ``hooks`` (anything :func:`~.hooks.as_hooks` takes) are told of the job's events
+    (module notes); :meth:`result` returns after ``on_complete``'s hooks have run.
     """
 
     #: whether the job reads only the frames of its ROI and its ops' declarations
@@ -191,8 +212,11 @@ class Job:
         after: Sequence["Job"] = (),
         roi: Optional[np.ndarray] = None,
         checkpoint: Optional[Checkpoint] = None,
+        hooks: Any = None,
     ):
         self.id = next(_job_ids)
+        self._hooks = HookQueue(as_hooks(hooks), self.id, str(dataset.path) if dataset.path else None)
+        self._events = None  # the client's ClusterEvents while the job runs
         self._client = client
         self._dataset = dataset
         self._plan = plan
@@ -270,6 +294,16 @@ class Job:
         return len(self._partitions)
 
     @property
+    def _tag(self) -> str:
+        """The prefix of the job's task keys (:func:`.monitor.job_tag`)."""
+        return f"{monitor.KEY_PREFIX}{self.id}"
+
+    @property
+    def hook_errors(self) -> list:
+        """Exceptions raised by this job's hooks (each also logged); the job went on."""
+        return self._hooks.hooks.errors
+
+    @property
     def stats(self) -> JobStats:
         with self._lock:
             self._stats.elapsed = self._elapsed()
@@ -308,11 +342,17 @@ class Job:
                 return
 
     def result(self, timeout: Optional[float] = None):
-        """Block until the job is finished, its callbacks included (except when called
-        from one of them), and return the final results."""
+        """Block until the job is finished, its callbacks and hooks included (except
+        when called from one of them), and return the final results."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             if not self._changed.wait_for(self._over, timeout):
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
+        if threading.current_thread() is not self._thread:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._hooks.wait(left):
+                raise TimeoutError(f"the hooks of job {self.id} did not finish within {timeout} s")
+        with self._changed:
             self._raise_if_failed()
             return self._final_progress().results
 
@@ -384,10 +424,14 @@ class Job:
         payloads = self._dataset.payloads(client, partitions)
         workers = WorkerIndex(worker_addresses(client) if any(p.locations for p in partitions) else ())
         plan_arg = self._ship_plan(self._plan)
+        self._listen()
         with self._lock:  # cancel() waits, then releases what was submitted
             if self._state != "running":
                 return False
             self._plan_arg = plan_arg
+            # queued before the tasks go: every placement the scheduler reports follows it
+            self._hooks.emit("on_submit", partitions=len(partitions),
+                             bytes=sum(p.n_frames for p in partitions) * self._dataset.frame_bytes)
             preview = self._submit_preview(payloads, workers) if preview_tasks else []
             self._futures = preview + self._submit_partitions(payloads, workers)
         return True
@@ -520,6 +564,9 @@ class Job:
         )
         if final and results:
             self._final = progress
+            provenance = getattr(progress.results, "provenance", None)
+            if isinstance(provenance, dict):
+                provenance["resources"] = self.stats.usage()
         return progress
 
     def _covered(self) -> np.ndarray:
@@ -619,6 +666,7 @@ class Job:
                 self._done += 1
                 self._bytes += result.bytes_read
                 self._count(result)
+            self._account(result)
             if self._done == len(self._partitions):
                 self._state = "finished"
                 self._t_end = time.perf_counter()
@@ -710,8 +758,58 @@ class Job:
             stats.locality_known += 1
             stats.locality_hits += is_local(result.host, locations)
 
+    # -- hooks and monitoring ---------------------------------------------------------------
+    def _listen(self) -> None:
+        """Have the cluster's placements (when ``on_schedule`` has hooks) and worker
+        samples routed to this job."""
+        from .cluster_events import for_client
+
+        self._events = for_client(self._client)
+        if self._events is not None:
+            self._events.listen(self._tag, self)
+            if self._hooks.wants("on_schedule"):
+                self._events.watch_placements()
+
+    def _on_placement(self, key: str, worker: str) -> None:
+        """The scheduler placed the task ``key`` on ``worker`` (client's event loop)."""
+        pieces = self._task_frames.get(key)
+        partition = pieces[0][0].index if pieces and pieces[0][2] is None else None
+        self._hooks.emit("on_schedule", key=key, worker=worker, partition=partition)
+
+    def _on_sample(self, sample: dict) -> None:
+        """A worker's sample while it ran this job's tasks (client's event loop)."""
+        monitor.record_sample(self._stats, sample)
+
+    def _account(self, result: PartitionResult) -> None:
+        """A task's usage into the stats, and ``on_partition`` for a partition (lock held)."""
+        monitor.record_task(self._stats, result.host, result.seconds, result.bytes_read, result.usage)
+        if result.indices is None and self._hooks.wants("on_partition"):
+            usage = result.usage
+            self._hooks.emit(
+                "on_partition", partition=result.index, worker=result.host, bytes=result.bytes_read,
+                seconds=result.seconds, cpu_seconds=usage.cpu_seconds if usage else None,
+                peak_rss_bytes=usage.peak_rss_bytes if usage else None,
+                partitions_done=self._done, n_partitions=len(self._partitions),
+            )
+
+    def _end_hooks(self) -> None:
+        """The job is over: ``on_result`` (finished) or ``on_error`` (failed), then
+        ``on_complete`` with the status; no event after these."""
+        hooks, state = self._hooks, self._state
+        try:
+            if state == "finished" and hooks.wants("on_result"):
+                hooks.emit("on_result", results=self._final_progress().results, stats=self.stats)
+            elif state == "error":
+                hooks.emit("on_error", error=self._error)
+            hooks.emit("on_complete", status=state, stats=self.stats)
+        finally:  # result() waits for this
+            hooks.close()
+
     def _release(self) -> None:
-        """Cancel what is still pending and drop references so workers free memory."""
+        """Cancel what is still pending and drop references so workers free memory;
+        the job's last hook events."""
+        if self._events is not None:
+            self._events.forget(self._tag)
         futures, self._futures = self._futures, []
         pending = [f for f in futures if not f.done()]
         try:
@@ -721,3 +819,4 @@ class Job:
                 self._client.cancel([self._plan_arg])
         except Exception:  # the cluster may already be gone; nothing left to free
             pass
+        self._end_hooks()

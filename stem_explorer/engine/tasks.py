@@ -23,6 +23,7 @@ import numpy as np
 
 from ..io.base import Partition
 from .kernels import as_native_2d
+from .monitor import TaskMeter, TaskUsage
 from .ops import Op
 from .roi import frames_in, plan_frames, read_blocks
 
@@ -62,6 +63,8 @@ class PartitionResult:
     #: the only frames of the partition that were read (a scan ROI; sorted flat
     #: indices, the rows of the per-frame partials), None when all were
     frames: Optional[np.ndarray] = None
+    #: what the task used, measured in the worker (None: computed in the client)
+    usage: Optional[TaskUsage] = None
 
 
 _THREADS_PINNED = False
@@ -130,7 +133,10 @@ def run_partition(
     and the ops see only those frames; per-frame partials then hold their rows only.
     """
     _pin_threads()
-    return _read_partition(partition, plan, payload, frames)
+    meter = TaskMeter()
+    result = _read_partition(partition, plan, payload, frames, meter)
+    result.usage = meter.finish()
+    return result
 
 
 def read_partition_here(
@@ -142,7 +148,9 @@ def read_partition_here(
         return _read_partition(partition, plan, payload, frames)
 
 
-def _read_partition(partition: Partition, plan: Plan, payload: Any, frames: Optional[np.ndarray]) -> PartitionResult:
+def _read_partition(
+    partition: Partition, plan: Plan, payload: Any, frames: Optional[np.ndarray], meter: Optional[TaskMeter] = None
+) -> PartitionResult:
     t0 = time.perf_counter()
     source = partition.source
     n_pixels = math.prod(source.sig_shape)
@@ -170,6 +178,8 @@ def _read_partition(partition: Partition, plan: Plan, payload: Any, frames: Opti
             for start, stop in runs:
                 for op, state in zip(plan.ops, states):
                     op.feed(state, start, tile[start - block_start : stop - block_start])
+            if meter is not None:  # the tile is still held: the RSS now is the task's
+                meter.tile((block_stop - block_start) * frame_bytes)
     partials = [op.finish(state) for op, state in zip(plan.ops, states)]
     if frames is not None:  # per-frame rows of the frames read only: the rest stays NaN
         rows = frames - partition.start
@@ -205,9 +215,14 @@ def compute_preview_here(pieces: Sequence[tuple], plan: Plan) -> PartitionResult
 
 
 def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
-    """The task computing a coarse preview on a worker: :func:`compute_preview`."""
+    """The task computing a coarse preview on a worker: :func:`compute_preview`,
+    metered."""
     _pin_threads()
-    return compute_preview(pieces, plan)
+    meter = TaskMeter()
+    result = compute_preview(pieces, plan)
+    meter.tile(result.bytes_read)
+    result.usage = meter.finish()
+    return result
 
 
 def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:

@@ -29,6 +29,7 @@ from .descan_control import DescanControl
 from .export import save_png
 from .mask_editor import MaskEditor
 from .throttle import Throttle
+from .usage import done_text, live_usage_text
 from .views import ImageView, as_image
 
 #: Progress bar updates a second, at most, while a job runs.
@@ -419,8 +420,7 @@ class Explorer(widgets.VBox):
     def _on_nav_done(self, job, results) -> None:
         if job is self._nav_job:
             self.results = results
-            stats = job.stats
-            self._set_status(f"done: {stats.gbps:.2f} GB/s, {stats.elapsed:.2f} s")
+            self._set_status(done_text(job.stats))
 
     def _start_detector(self, analysis, first: bool = False) -> None:
         with self._lock:
@@ -611,8 +611,10 @@ class Explorer(widgets.VBox):
 
     def _send_progress(self, progress) -> None:
         self.progress.value = progress.fraction
+        job = next((j for j in (self._nav_job, self._detector_job) if j is not None and j.id == progress.job_id), None)
         self.progress_label.value = (
             f"{progress.fraction:5.0%} &nbsp; {progress.gbps:.2f} GB/s &nbsp; {progress.elapsed:.2f} s"
+            + live_usage_text(job)
         )
 
     def _set_status(self, text: str, *, hint: bool = False, error: bool = False) -> None:
