@@ -650,7 +650,7 @@ class Job:
         with self._changed:
             if self._state != "running":
                 return False
-            if result is None:
+            if result is None:  # a resumed job's first announcement: nothing ran
                 pass
             elif result.indices is not None:
                 # preview values never overwrite those of a finished partition
@@ -666,7 +666,8 @@ class Job:
                 self._done += 1
                 self._bytes += result.bytes_read
                 self._count(result)
-            self._account(result)
+            if result is not None:
+                self._account(result)
             if self._done == len(self._partitions):
                 self._state = "finished"
                 self._t_end = time.perf_counter()
