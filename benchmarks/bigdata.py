@@ -31,9 +31,16 @@ the workers' memory sampled throughout.
    ``RssAnon`` (the process's own memory) and ``RssFile`` (page-cache pages of files it
    maps, shared and reclaimable). With ``--uss`` also psutil's USS once a second.
 
+6. Reads of a few frames (issue 17, :mod:`benchmarks.roi_reads`): ``--clicks`` cold
+   clicks (``PickFrame``) and as many 32 x 32 ROI sums (``RoiSum``) on the raw file,
+   then on a bitshuffle-LZ4 HDF5 of ``--h5-size`` GiB (default 2) of the same frames,
+   with the bytes each read and the peak RSS of a worker. ``--reads-only`` skips
+   steps 3 and 4.
+
 Targets: the workers' memory at most 2 GiB in total (judged on the anonymous memory;
 RSS is reported beside it with its own verdict, see ``docs/performance.md``, section
-"Larger than memory"), and workload throughput at least 0.8 x the disk's read rate.
+"Larger than memory"), and workload throughput at least 0.8 x the disk's read rate;
+click -> frame at most 50 ms and a 32 x 32 ROI sum at most 200 ms, cold.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, plainread, report
+from . import data, plainread, priority, report, roi_reads
 from .workloads import disk_mask
 
 GiB = 2**30
@@ -110,6 +117,15 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    "it walks every mapping, so it costs CPU on a large mapped file")
     p.add_argument("--pass-timeout", type=_positive_float, default=3600.0,
                    help="give up on a workload pass after this many seconds (default 3600)")
+    p.add_argument("--clicks", type=int, default=5,
+                   help="cold clicks and 32 x 32 ROI sums timed on each file (default 5; 0 skips them)")
+    p.add_argument("--h5-size", type=float, default=2.0,
+                   help="GiB of frames in the bitshuffle-LZ4 HDF5 of the click rows (default 2; 0 skips it)")
+    p.add_argument("--normal-priority", action="store_true",
+                   help="workers back at normal CPU priority (the embedded cluster lowers theirs to keep cores "
+                   "for the notebook; on a machine others keep busy that starves them); needs root")
+    p.add_argument("--reads-only", action="store_true",
+                   help="only the click and ROI rows: no disk-rate pass, no full passes")
     p.add_argument("--remove", action="store_true", help="delete the file at the end")
     p.add_argument("--json", metavar="FILE", help="also write the records as JSON lines to FILE")
     p.add_argument("--format", choices=["table", "json"], default="table", help="stdout: table or JSON lines")
@@ -501,7 +517,8 @@ def _run_record(args, bench, created: dict) -> dict:
     return {"kind": "bigdata_run", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **bench.describe(),
             "size_gib": bench.nbytes / GiB, "workers": args.workers, "memory_limit": args.memory_limit,
             "ram_bytes": psutil.virtual_memory().total, "cores": len(os.sched_getaffinity(0)),
-            "interval_s": args.interval, "python": platform.python_version(),
+            "interval_s": args.interval, "python": platform.python_version(), "load_before": os.getloadavg(),
+            "normal_priority": False,
             "stem_explorer": stem_explorer.__version__, **created}
 
 
@@ -518,21 +535,57 @@ def measure(args) -> list[dict]:
     _log(f"starting a LocalCluster with {args.workers} workers (memory limit {args.memory_limit})")
     with start_local_cluster(args.workers, memory_limit=args.memory_limit) as cluster, Client(cluster) as client:
         client.wait_for_workers(args.workers)
+        if args.normal_priority:
+            records[0]["normal_priority"] = priority.normal_priority(client)
         limits = [w.get("memory_limit") for w in client.scheduler_info(n_workers=-1)["workers"].values()]
         records[0]["worker_memory_limit_bytes"] = limits[0] if len(set(limits)) == 1 else limits
-        _warm_up(client, bench)
-        records.append(_disk_read(client, bench, sampler, args, "before"))
-        with Session(bench.open(), client=client) as session:
-            for i, (key, name) in enumerate(WORKLOADS):
-                records.append(_workload(client, session, bench, key, name, sampler, args))
-                if i == 0:
-                    records.append(_held_mapping_check(client, bench))
-        records.append(_disk_read(client, bench, sampler, args, "after"))
-    _verdicts(records)
+        if not args.reads_only:
+            _warm_up(client, bench)
+            records.append(_disk_read(client, bench, sampler, args, "before"))
+            with Session(bench.open(), client=client) as session:
+                for i, (key, name) in enumerate(WORKLOADS):
+                    records.append(_workload(client, session, bench, key, name, sampler, args))
+                    if i == 0:
+                        records.append(_held_mapping_check(client, bench))
+            records.append(_disk_read(client, bench, sampler, args, "after"))
+        records += _few_frame_reads(client, bench, sampler, args)
+    records[0]["load_after"] = os.getloadavg()
+    if not args.reads_only:
+        _verdicts(records)
     if args.remove:
         bench.path.unlink()
         _log(f"removed {bench.path}")
     return records
+
+
+def _few_frame_reads(client, bench, sampler, args) -> list[dict]:
+    """Click and ROI rows on the raw file and on the bitshuffle-LZ4 HDF5."""
+    from stem_explorer import Session
+
+    if args.clicks <= 0:
+        return []
+    benches = [bench]
+    if args.h5_size > 0:
+        h5 = roi_reads.plan_hdf5(args.dir, args.h5_size, NAV_X)
+        if not h5.path.exists():
+            _check_space(h5.path.parent, h5.nbytes, 0)  # compressed it needs less; a bound
+        created = roi_reads.ensure_hdf5(h5, _sample_rows(h5.path.parent), _log)
+        records = [{"kind": "bigdata_h5", **h5.describe(), **created}]
+        benches.append(h5)
+    else:
+        records = []
+    for each in benches:
+        with Session(each.open(), client=client) as session:
+            records += roi_reads.measure_reads(client, session, each, _cold_here_too, sampler, args.workers,
+                                               args.clicks, _log)
+    return records
+
+
+def _cold_here_too(client, path) -> dict:
+    """:func:`make_cold`, this process's mappings released first (a job reads a few
+    frames of a mapped file here, and the kernel keeps mapped pages)."""
+    _release_mappings()
+    return make_cold(client, path)
 
 
 def _gib(n: int) -> str:
@@ -545,18 +598,22 @@ def _limit(value) -> str:
 
 def table(records: list[dict]) -> str:
     run = records[0]
-    lines = [
+    head = [
         (f"file: {run['path']} ({run['size_gib']:.2f} GiB, {run['nav_shape'][0]} x {run['nav_shape'][1]} scan of "
          f"{SIG[0]} x {SIG[1]} uint16 frames); RAM {_gib(run['ram_bytes'])} GiB; {run['workers']} workers, "
-         f"memory limit {run['memory_limit']}{_limit(run.get('worker_memory_limit_bytes'))}"),
-        "",
+         f"memory limit {run['memory_limit']}{_limit(run.get('worker_memory_limit_bytes'))}"
+         f"{', normal priority' if run.get('normal_priority') else ''}; load average before "
+         f"{run['load_before'][0]:.1f}, after {run['load_after'][0]:.1f}"),
+    ]
+    passes = [
         ("| pass | resident before | s | GB/s | vs disk read | peak RSS workers, sum / max (GiB) | "
          "peak anonymous workers, sum / max (GiB) | peak RSS client (GiB) | anon <= 2 GiB | RSS <= 2 GiB | "
          f">= {RATE_TARGET:g} x disk |"),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     reads = [r for r in records if r["kind"] == "bigdata_disk_read"]
-    best = max(r["gbps"] for r in reads)
+    best = max((r["gbps"] for r in reads), default=None)
+    lines = head + ([""] + passes if reads else [])
     for read in reads:
         share = "whole file" if read["whole_file"] else f"first {_gib(read['nbytes'])} GiB"
         lines.append(
@@ -587,6 +644,7 @@ def table(records: list[dict]) -> str:
         for r in (r for r in records if r["kind"] == "bigdata_workload"):
             lines.append(f"USS {r['workload']}: workers sum {_gib(r['peak_uss_workers_sum'])} GiB, "
                          f"max {_gib(r['peak_uss_worker_max'])} GiB, client {_gib(r['peak_uss_client'])} GiB")
+    lines += ["", roi_reads.table(records)]
     return "\n".join(lines)
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import bigdata, data, plainread, report
+from . import bigdata, data, plainread, priority, report
 from .workloads import disk_mask
 
 MiB = 2**20
@@ -325,10 +325,9 @@ def measure(args) -> list[dict]:
 
     records = [_run_record(args)]
     _log(f"starting a LocalCluster with {args.workers} workers (normal priority)")
-    # without the embedded cluster's preload, which lowers the workers' priority to keep
-    # cores for the notebook: on a machine others keep busy, that starves them
-    with start_local_cluster(args.workers, preload=[]) as cluster, Client(cluster) as client:
+    with start_local_cluster(args.workers) as cluster, Client(cluster) as client:
         client.wait_for_workers(args.workers)
+        records[0]["normal_priority"] = priority.normal_priority(client)
         for name, kind, make in _sources(args):
             try:
                 records += survey(client, args, name, kind, make)

@@ -50,8 +50,14 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
                    "codec vs the raw files, cold (benchmarks/compression.py; its options: --compression --help)")
     p.add_argument("--kernels", action="store_true", help="run the mask-kernel calibration instead: each "
                    "path on one core (benchmarks/kernels.py; its options: --kernels --help)")
+    p.add_argument("--descan", action="store_true", help="run the descan-correction benchmark instead: disk "
+                   "and annulus with and without a per-position shift (benchmarks/descan.py; its options: --descan --help)")
     p.add_argument("--live", action="store_true", help="run the live acquisition benchmark instead: Merlin "
                    "simulator -> receiver -> session (benchmarks/live.py; its options: --live --help)")
+    p.add_argument("--batch", action="store_true", help="run the batch benchmark instead: many small files and a few "
+                   "big ones vs one job (benchmarks/batch.py; its options: --batch --help)")
+    p.add_argument("--monitoring", action="store_true", help="run the monitoring overhead benchmark instead: "
+                   "jobs metered and not (benchmarks/monitoring.py; its options: --monitoring --help)")
     return p
 
 
@@ -173,7 +179,8 @@ def measure(args) -> list[dict]:
 
 #: The flags that run a side benchmark instead, and its module.
 SIDE_BENCHMARKS = {"--hdfs": "hdfs", "--formats": "formats", "--bigdata": "bigdata", "--kernels": "kernels",
-                   "--compression": "compression", "--live": "live"}
+                   "--compression": "compression", "--live": "live", "--descan": "descan", "--batch": "batch",
+                   "--monitoring": "monitoring"}
 
 
 def main(argv=None, prog: str = "python -m benchmarks") -> int:

@@ -16,6 +16,7 @@ from . import masks
 from .analyses import (
     FEM,
     CenterOfMass,
+    Descan,
     MaxFrame,
     MeanFrame,
     PickFrame,
@@ -30,11 +31,13 @@ from .io import DataSet, open_dataset
 from .engine.ingestion import ingest
 from .results import ResultArray, Results
 from .session import Session
+from .batch import batch  # the function; the subpackage stays importable as stem_explorer.batch.<module>
 
 __all__ = [
     "FEM",
     "CenterOfMass",
     "DataSet",
+    "Descan",
     "MaxFrame",
     "MeanFrame",
     "PickFrame",
@@ -48,6 +51,7 @@ __all__ = [
     "SumFrame",
     "VirtualDetector",
     "__version__",
+    "batch",
     "ingest",
     "masks",
     "open_dataset",

@@ -153,15 +153,15 @@ def run_in_kernel(client, code: str, timeout: float = 120.0) -> str:
     return "".join(out)
 
 
-def run_notebook(page, server) -> None:
-    """Open explorer.ipynb in the server's front end and run all cells."""
+def run_notebook(page, server, notebook: str = "explorer.ipynb") -> None:
+    """Open ``notebook`` (Voila: the one it serves) in the server's front end and run all cells."""
     if server.kind == "voila":
         # voila runs the notebook while it streams the page, so "load" waits for every
         # cell (a cluster start on a busy machine can pass goto's 30 s); the callers
         # wait for the widgets they need with their own timeouts
         page.goto(server.url(""), wait_until="commit")
         return
-    path = "lab/tree/explorer.ipynb" if server.kind == "lab" else "notebooks/explorer.ipynb"
+    path = f"lab/tree/{notebook}" if server.kind == "lab" else f"notebooks/{notebook}"
     page.goto(server.url(path))
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_function("() => document.body.innerHTML.includes('Idle')", timeout=60_000)  # the kernel is up

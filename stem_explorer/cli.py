@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 from . import analyses as an
 from . import masks
 from ._version import __version__
-from ._options import whole_number
+from ._options import seconds, whole_number
 from .cli_analyses import add_analysis_options, analyses_from_args, describe_analyses
+from .engine.checkpoint import DEFAULT_EVERY, MAX_EVERY, SUFFIX, checkpoint_path
+from .engine.checkpoint_file import is_checkpoint
 from .engine.cluster import check_n_workers
 from .errors import OptionError, StemExplorerError
 from .io.partitioned.codecs import CODECS
@@ -40,10 +43,13 @@ def _open_options(args) -> dict:
 def _session(args, dataset):
     from .session import Session
 
-    return Session(dataset, address=args.address, n_workers=args.workers, kernel=args.kernel, dashboard=args.dashboard)
+    return Session(dataset, address=args.address, n_workers=args.workers, kernel=args.kernel, dashboard=args.dashboard,
+                   partition_bytes=getattr(args, "partition_bytes", None))
 
 
-def _run_with_progress(session, analyses_list, quiet=False):
+def _run_with_progress(session, analyses_list, quiet=False, output=None, **run_options):
+    """Run and wait, with a progress bar; with ``output`` the results are saved there
+    (:meth:`Job.save`: then the job's checkpoint, if any, is removed)."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=1, unit="partitions", disable=quiet, leave=False)
@@ -54,8 +60,13 @@ def _run_with_progress(session, analyses_list, quiet=False):
         bar.set_postfix_str(f"{progress.gbps:.2f} GB/s", refresh=True)
 
     try:
-        job = session.run(*analyses_list, on_progress=on_progress)
+        job = session.run(*analyses_list, on_progress=on_progress, **run_options)
+        if job.stats.partitions_resumed:
+            print(f"resuming from {job.checkpoint.path}: {job.stats.partitions_resumed} of "
+                  f"{job.n_partitions} partitions done", file=sys.stderr)
         results = job.result()
+        if output:
+            job.save(output)
     finally:
         bar.close()
     return results, job.stats
@@ -63,9 +74,11 @@ def _run_with_progress(session, analyses_list, quiet=False):
 
 def _summary(labels, dataset, stats, n_workers, target=None) -> str:
     where = f" -> {target}" if target else ""
+    resumed = stats.partitions_resumed
+    resumed = f" ({resumed} from the checkpoint, {stats.n_partitions - resumed} computed)" if resumed else ""
     return (
         f"{'+'.join(labels)} on {dataset.path or 'array'} ({dataset.nbytes / 2**30:.2f} GiB) in "
-        f"{stats.elapsed:.2f} s: {stats.gbps:.2f} GB/s, {stats.n_partitions} partitions on "
+        f"{stats.elapsed:.2f} s: {stats.gbps:.2f} GB/s, {stats.n_partitions} partitions{resumed} on "
         f"{n_workers} workers{where}"
     )
 
@@ -91,6 +104,14 @@ def _number(text: str):
 def _workers(text: str) -> int:
     """--workers of the embedded cluster."""
     return _checked(_number(text), lambda v: check_n_workers(v, "--workers"))
+
+
+def _interval(text: str) -> float:
+    """--checkpoint-every: seconds, 0 for never."""
+    value = _number(text)
+    if value == 0:
+        return 0.0
+    return _checked(value, lambda v: seconds("--checkpoint-every", v, MAX_EVERY, "between checkpoints; 0: none"))
 
 
 def _whole(name: str, minimum: int, maximum: int, meaning: str):
@@ -146,18 +167,76 @@ def cmd_run(args) -> int:
     from .io import open_dataset
 
     chosen = analyses_from_args(args)
+    descan = _descan(args)
     if args.output:  # fail now, not after the computation
         check_writable(args.output)
+    elif args.checkpoint_every:
+        raise OptionError("--checkpoint-every needs -o OUT: the checkpoint is kept beside the results file, as OUT.checkpoint")
     if args.tiff:
         check_writable_folder(args.tiff)
     dataset = open_dataset(args.path, format=args.format, **_open_options(args))
+    if descan is not None:
+        descan.shifts_for(dataset.nav_shape)  # a map for another scan fails now, not after the cluster started
+    every = args.checkpoint_every
+    if every is None:  # by default only for data in local files (not HDFS): their size and time identify them
+        every = DEFAULT_EVERY if dataset.path and os.path.exists(dataset.path) else 0
+    checkpoint = {"checkpoint": checkpoint_path(args.output), "checkpoint_every": every} if args.output and every else {}
     with _session(args, dataset) as session:
-        results, stats = _run_with_progress(session, chosen, args.quiet)
-        if args.output:
-            results.save(args.output)
+        try:
+            results, stats = _run_with_progress(session, chosen, args.quiet, args.output, descan=descan, **checkpoint)
+        except StemExplorerError:
+            if checkpoint and is_checkpoint(checkpoint["checkpoint"]):
+                print(f"the progress so far is saved in {checkpoint['checkpoint']}: run the same command "
+                      f"again to go on from it", file=sys.stderr)
+            raise
         if args.tiff:
             results.to_tiff(args.tiff)
         print(_summary([a.label for a in chosen], dataset, stats, session.n_workers, args.output))
+    return 0
+
+
+def _descan(args):
+    """The run's descan correction from ``--descan FILE`` or ``--descan-plane``, or None."""
+    if args.descan and args.descan_plane:
+        raise OptionError("give --descan FILE or --descan-plane, not both")
+    if args.descan:
+        return an.Descan.load(args.descan)
+    if args.descan_plane:
+        values = args.descan_plane
+        return an.Descan.plane(offset=values[0:2], per_row=values[2:4], per_column=values[4:6])
+    return None
+
+
+def cmd_batch(args) -> int:
+    """Run a recipe on many inputs: one results file each and a summary in OUT_DIR."""
+    from .batch import batch, load_batch_recipe
+
+    recipe = load_batch_recipe(args.recipe)
+    client = None
+    if args.address:
+        from .engine.cluster import connect
+
+        client = connect(args.address, 10.0)
+    try:
+        report = batch(
+            args.inputs, recipe, args.output, client=client, n_workers=args.workers, concurrency=args.jobs,
+            progress=not args.quiet, watch=args.watch, settle_s=args.settle, poll_s=args.poll,
+            idle_timeout=args.idle_timeout, kernel=args.kernel,
+        )
+    except KeyboardInterrupt:
+        print(f"stem-explorer: interrupted; the results saved so far are in {args.output}: run the same "
+              f"command again to go on", file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+    counts = ", ".join(f"{report.count(s)} {s}" for s in ("done", "kept", "failed", "cancelled") if report.count(s))
+    print(f"{len(report.rows)} inputs ({counts or 'none'}) -> {args.output}/summary.csv")
+    if report.failed:
+        print(f"stem-explorer: {len(report.failed)} of {len(report.rows)} inputs failed "
+              f"(the reasons are in {args.output}/summary.csv); first: {report.failed[0]['input']}: "
+              f"{report.failed[0]['error']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -346,10 +425,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_open_options(p)
     _add_cluster_options(p)
     p.add_argument("-o", "--output", help="results file (.h5) with provenance")
+    p.add_argument("--checkpoint-every", type=_interval, metavar="S",
+                   help=f"with -o OUT: save progress to OUT{SUFFIX} every S seconds (default {DEFAULT_EVERY:g}; "
+                        f"0: never); running the same command again computes only what it lacks")
+    p.add_argument("--partition-bytes", type=_size, metavar="SIZE",
+                   help="data per task, e.g. 64M (default: sized by the reader); a checkpoint saves whole partitions")
     p.add_argument("--tiff", help="also write one TIFF per result into this folder")
+    p.add_argument("--descan", metavar="FILE", help="descan correction: a .npy map of (dy, dx) detector pixels per "
+                   "scan position, shape (ny, nx, 2), or a .json description (Descan.to_dict())")
+    p.add_argument("--descan-plane", type=_number, nargs=6, metavar=("DY", "DX", "DY_ROW", "DX_ROW", "DY_COL", "DX_COL"),
+                   help="descan correction linear in the scan position: offset, then the change per scan row, "
+                   "then per scan column, each (dy, dx) in detector pixels")
     p.add_argument("-q", "--quiet", action="store_true")
     add_analysis_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("batch", help="run a recipe on many files, folders or patterns: a results file each + summary.csv")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="data files, folders (their data files) or glob patterns")
+    p.add_argument("--recipe", required=True, metavar="RECIPE.json",
+                   help='JSON: {"analyses": [<analysis descriptions>], "open": {<open_dataset options>}}')
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder of the results files and the summary")
+    p.add_argument("--jobs", type=_whole("--jobs", 1, 1024, "inputs in flight at once"),
+                   help="inputs in flight at once (default: twice the workers)")
+    p.add_argument("--watch", action="store_true",
+                   help="then keep processing the new files that land in the INPUT folders, until interrupted")
+    p.add_argument("--settle", type=float, default=2.0, metavar="S",
+                   help="--watch: seconds a new file's size must stay the same before it is read (default 2)")
+    p.add_argument("--poll", type=float, default=0.5, metavar="S", help="--watch: seconds between looks (default 0.5)")
+    p.add_argument("--idle-timeout", type=float, metavar="S", help="--watch: stop after S seconds without a new file")
+    _add_cluster_options(p)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("analyses", help="list the analyses (built-in and plugins) and their parameters")
     p.add_argument("names", nargs="*", metavar="NAME", help="only these analyses")

@@ -75,6 +75,16 @@ class SaveError(StemExplorerError, OSError):
     read-only or full file system)."""
 
 
+class CheckpointError(StemExplorerError, ValueError):
+    """A checkpoint file cannot be used: it is not a checkpoint of stem_explorer, or
+    the job cannot be checkpointed (data without a file, state that cannot be stored)."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was left unused (made for another data set or plan, or damaged):
+    the job starts from the beginning and replaces it."""
+
+
 class ResultNameError(StemExplorerError, ValueError):
     """A result or analysis name cannot name an array in a results file."""
 

@@ -3,7 +3,9 @@
 A :class:`Results` maps keys ``"<analysis label>/<name>"`` (e.g. ``"com/shift_x"``) to
 :class:`ResultArray` objects. It remembers how it was made (:attr:`Results.provenance`:
 analysis parameters and masks as JSON, the source data set, software version, time),
-and every export writes that provenance along with the numbers.
+and whether it covers the whole scan (:attr:`Results.complete`, and which positions
+in ``Results.filled``: results of a job still running or cancelled are partial);
+every export writes that provenance along with the numbers.
 """
 
 from __future__ import annotations
@@ -109,12 +111,37 @@ class ResultArray:
 
 
 class Results(Mapping):
-    """The results of one run: ``results["vd/bf"]``, ``results.to_numpy()``..."""
+    """The results of one run: ``results["vd/bf"]``, ``results.to_numpy()``...
 
-    def __init__(self, arrays: dict, provenance: Optional[dict] = None):
+    Parameters
+    ----------
+    arrays : dict
+        ``{"<label>/<name>": ResultArray}``.
+    provenance : dict, optional
+        How the results were made (JSON).
+    filled : array of bool, optional
+        Scan-shaped: which scan positions were computed when the results were taken
+        (a job's snapshot passes it); None when not known.
+
+    Attributes
+    ----------
+    filled : numpy.ndarray or None
+        Which scan positions the results cover (True: computed).
+    """
+
+    def __init__(self, arrays: dict, provenance: Optional[dict] = None, *, filled=None):
         _check_keys(arrays)
         self._arrays = dict(arrays)
         self.provenance = dict(provenance or {})
+        self.filled = None if filled is None else np.array(filled, dtype=bool)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every scan position was computed: from ``filled`` where known,
+        else from the provenance's ``"complete"`` (True when neither says)."""
+        if self.filled is not None:
+            return bool(self.filled.all())
+        return bool(self.provenance.get("complete", True))
 
     def __getitem__(self, key: str) -> ResultArray:
         try:
@@ -152,7 +179,9 @@ class Results(Mapping):
 
     # -- files ---------------------------------------------------------------------------
     def save(self, path, *, overwrite: bool = True) -> Path:
-        """Write every array and the provenance to an HDF5 file, atomically.
+        """Write every array, the provenance and the completeness (the ``complete``
+        attribute; the scan-shaped boolean dataset ``filled``) to an HDF5 file,
+        atomically.
 
         The file is written under a temporary name in the same folder, flushed to disk
         and renamed into place at the end, so an interrupted save never leaves a corrupt
@@ -176,6 +205,9 @@ class Results(Mapping):
             with h5py.File(tmp, "w") as f:
                 f.attrs["provenance"] = json.dumps(self.provenance)
                 f.attrs["software"] = "stem_explorer"
+                f.attrs["complete"] = self.complete
+                if self.filled is not None:
+                    f.create_dataset("filled", data=self.filled, compression="gzip")
                 f.attrs["keys"] = json.dumps(list(self._arrays))
                 for key, array in self._arrays.items():
                     dset = f.create_dataset(f"results/{key}", data=np.asarray(array.data))
@@ -242,7 +274,10 @@ class Results(Mapping):
                 key.rsplit("/", 1)[-1], dset[()], tuple(json.loads(dset.attrs["dims"])),
                 coords, json.loads(dset.attrs["attrs"]), units,
             )
-        return cls(arrays, provenance)
+        filled = f["filled"][()] if "filled" in f else None
+        if filled is not None and filled.dtype != bool:
+            raise ValueError(f"its 'filled' dataset holds {filled.dtype} values, not booleans")
+        return cls(arrays, provenance, filled=filled)
 
     def to_tiff(self, folder, *, keys=None) -> list:
         """One float32 TIFF per array (``<label>_<name>.tif``) with the provenance in

@@ -9,13 +9,19 @@ from typing import Callable, Optional
 import numpy as np
 
 from .analyses import PickFrame, build_plan
+from .analyses.scan_roi import roi_to_frames
 from .engine import Job, Progress, preview, warmup
+from .engine.checkpoint import DEFAULT_EVERY, Checkpoint
 from ._options import seconds, whole_number
 from .engine.cluster import check_n_workers, connect, n_workers_of, start_local_cluster
 from .engine.failures import check_client
+from .engine.gateway import start_gateway_cluster
+from .engine.hooks import as_hooks, merge
 from .engine.live_job import job_class
-from .errors import ClusterError, OptionError
+from .engine.roi import plan_frames
+from .errors import AnalysisError, CheckpointError, ClusterError, OptionError
 from .io import DataSet, open_dataset
+from .io.live import LiveDataSet
 
 #: Upper bounds of the session's options: beyond them a value is a mistake (a day's
 #: wait, a partition larger than any file, a tile that would not fit in memory).
@@ -32,7 +38,10 @@ class Session:
     its own so no other user can connect; see
     :func:`~stem_explorer.engine.cluster.start_local_cluster`) and stops with the
     session. With ``address="tcp://..."`` or an existing ``Client`` the session uses
-    that cluster and leaves it running.
+    that cluster and leaves it running. With ``cluster="gateway"`` the session asks
+    the site's dask-gateway for a cluster of the user's own (``n_workers`` workers of
+    ``worker_memory`` GiB; see :func:`~stem_explorer.engine.gateway.start_gateway_cluster`)
+    and shuts it down with the session.
 
     Parameters
     ----------
@@ -42,11 +51,17 @@ class Session:
         A client of a cluster to use.
     address : str, optional
         The scheduler address of a cluster to connect to.
+    cluster : str, optional
+        ``"gateway"``: a new cluster from the dask-gateway that dask's configuration
+        names (``gateway.address``); needs the ``[gateway]`` extra.
     n_workers : int, optional
         Worker processes of the embedded cluster (default: one per core; at most 4
-        per core).
+        per core), or workers asked of the gateway (default 1).
+    worker_memory : float, optional
+        GiB per gateway worker, where the gateway offers that option.
     timeout : float
-        Seconds to wait for the scheduler at ``address`` (up to a day).
+        Seconds to wait for the scheduler at ``address``, or for the gateway and its
+        first worker (up to a day).
     partition_bytes : int, optional
         Data per partition (one task each), in bytes; default: sized by the reader.
     tile_bytes : int, optional
@@ -56,6 +71,9 @@ class Session:
     dashboard : bool
         Serve the dask dashboard of the embedded cluster on 127.0.0.1 (off by default:
         it has no login, so any local user could read it).
+    hooks : optional
+        Event hooks of every job (anything :func:`~stem_explorer.engine.hooks.as_hooks`
+        takes: callables, plugins, plugin names); the installed hook plugins are added.
 
     Raises
     ------
@@ -76,42 +94,53 @@ class Session:
         *,
         client=None,
         address: Optional[str] = None,
+        cluster: Optional[str] = None,
         n_workers: Optional[int] = None,
+        worker_memory: Optional[float] = None,
         timeout: float = 10.0,
         partition_bytes: Optional[int] = None,
         tile_bytes: Optional[int] = None,
         kernel: str = "auto",
         dashboard: bool = False,
+        hooks=None,
         **open_options,
     ):
-        if client is not None and address is not None:
-            raise ClusterError("pass either client= or address=, not both")
-        embedded = client is None and address is None
-        _check_cluster_options(embedded, n_workers, dashboard)
+        if cluster not in (None, "gateway"):
+            raise OptionError(f'cluster must be "gateway" or None (an embedded cluster), got {cluster!r}')
+        if cluster is None:
+            check_cluster_options(client, address, n_workers, dashboard)
+            if worker_memory is not None:
+                raise OptionError('worker_memory is an option of cluster="gateway"; leave it out otherwise')
+        elif client is not None or address is not None:
+            raise ClusterError('pass either cluster="gateway" or client=/address=, not both')
+        elif dashboard is not False:
+            raise OptionError("dashboard is an option of the embedded cluster; a gateway's cluster always "
+                              "has one, behind the gateway's proxy (session.dashboard_link)")
         timeout = seconds("timeout", timeout, MAX_TIMEOUT, "how long to wait for the scheduler")
         partition_bytes = _check_bytes("partition_bytes", partition_bytes, MAX_PARTITION_BYTES, "data per partition")
         tile_bytes = _check_bytes("tile_bytes", tile_bytes, MAX_TILE_BYTES, "data a worker reads and holds at once")
+        #: the hooks every job of the session gets (those given and the installed plugins)
+        self.hooks = as_hooks(hooks, installed=True)
         self.dataset: DataSet = dataset if isinstance(dataset, DataSet) else open_dataset(dataset, **open_options)
         self.partition_bytes = partition_bytes
         self.tile_bytes = tile_bytes
         self.kernel = kernel
+        #: the :class:`~stem_explorer.analyses.Descan` every run applies unless it
+        #: passes its own (None: no correction); the Explorer's descan control sets it
+        self.descan = None
         ds = self.dataset
         # jobs compute their coarse preview in this process once its kernels are warm
         # for the dtype (Job._preview_here): warm them when a job ends (at the start
         # the warm-up slowed the cluster's start by 0.2 s)
         self._warm_here = ds.random_access_here and preview.auto_stride(ds.nav_shape, ds.frame_bytes) > 1
-        self._cluster = None
         self._dashboard = dashboard
         self._owns_client = client is None
-        if client is not None:
-            self.client = client
-        elif address is not None:
-            self.client = connect(address, timeout)
+        self._gateway = None
+        if cluster == "gateway":
+            self._gateway = start_gateway_cluster(n_workers, worker_memory, timeout=timeout)
+            self.client, self._cluster = self._gateway.client, None
         else:
-            self._cluster = start_local_cluster(n_workers, dashboard=dashboard)  # before dask's import
-            from distributed import Client
-
-            self.client = Client(self._cluster, timeout=timeout)
+            self.client, self._cluster = open_client(client, address, n_workers, timeout, dashboard)
         self._lock = threading.Lock()
         self._current: Optional[Job] = None
         self._jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()  # the jobs a new one follows
@@ -125,6 +154,11 @@ class Session:
         on_progress: Optional[Callable[[Progress], None]] = None,
         kernel: Optional[str] = None,
         preview_stride: Optional[int] = None,
+        roi=None,
+        descan=None,
+        checkpoint=None,
+        checkpoint_every: float = DEFAULT_EVERY,
+        hooks=None,
     ) -> Job:
         """Start a job computing ``analyses`` in one pass; returns the :class:`Job` at once.
 
@@ -148,16 +182,53 @@ class Session:
         field. ``kernel`` overrides the session's mask-product path for this job: 'auto'
         (the cost model), or 'spans', 'columns', 'sparse' or 'dense' (see
         :class:`~stem_explorer.engine.ops.MaskProduct`).
+
+        ``roi`` limits every analysis to a region of the scan: a boolean array of the
+        scan's shape, a mask shape of :mod:`stem_explorer.masks` in scan coordinates
+        (2-D scans) or a list of scan positions (see
+        :mod:`~stem_explorer.analyses.scan_roi`). Only the partitions holding its
+        frames run and each reads only the tiles (the chunks, for chunked or
+        compressed files) that hold them; per-position results are NaN outside it,
+        reductions (sum, mean, ...) cover only it, and there is no coarse preview.
+        Analyses that need only some frames (:class:`~stem_explorer.analyses.PickFrame`,
+        :class:`~stem_explorer.analyses.RoiSum`) read only those, ROI or not.
+
+        ``descan`` (a :class:`~stem_explorer.analyses.Descan`) moves every mask of the
+        run with the diffraction pattern and subtracts the shift from centre-of-mass
+        results; None takes the session's :attr:`descan`, False runs without one. It is
+        recorded in the results' provenance (``"descan"``).
+
+        With ``checkpoint`` (a file path, e.g.
+        :func:`~stem_explorer.engine.checkpoint.checkpoint_path` of the results file)
+        the job saves its merged accumulators and finished partitions there every
+        ``checkpoint_every`` seconds, and a job started with a checkpoint made for the
+        same data set file and analyses computes only the partitions it lacks. Save
+        with ``job.save(path)``, which removes the checkpoint once the results file
+        is written. A checkpoint made for other work or damaged is replaced, with a
+        :class:`~stem_explorer.errors.CheckpointWarning`; a file there that is not a
+        checkpoint raises :class:`~stem_explorer.errors.CheckpointError`. See
+        :mod:`stem_explorer.engine.checkpoint`.
+
+        ``hooks`` are this job's event hooks, after the session's (see
+        :mod:`stem_explorer.engine.hooks`); one that raises is logged and kept in
+        ``job.hook_errors``.
         """
         if preview_stride is not None:
             preview_stride = whole_number(
                 "preview_stride", preview_stride, 0, max(self.dataset.nav_shape, default=1),
                 "scan positions between preview points along each axis", "0 or 1 turns the preview off",
             )
+        frames = self._roi_frames(roi)
         plan, finalize = build_plan(
-            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes
+            analyses, self.dataset, kernel=kernel or self.kernel, tile_bytes=self.tile_bytes, roi=frames,
+            descan=self.descan if descan is None else (None if descan is False else descan),
         )
+        if frames is not None and plan_frames(plan.ops, frames).size == 0:
+            raise AnalysisError("roi holds none of the frames these analyses read (picked positions or a "
+                                "scan_roi outside it); widen roi or run them without it")
         check_client(self.client)
+        saver = self._checkpoint(checkpoint, checkpoint_every, analyses, frames)
+        hooks = merge(self.hooks, hooks)
         with self._lock:
             if supersede and self._current is not None:
                 self._current.cancel()
@@ -172,12 +243,36 @@ class Session:
                 on_partial=on_partial,
                 on_progress=on_progress,
                 after=list(self._jobs),
+                hooks=hooks,
+                **({} if frames is None else {"roi": frames}),
+                # only a Job takes one: live data sets are refused by _checkpoint
+                **({"checkpoint": saver} if saver is not None else {}),
             )
             self._jobs.add(job)
             self._current = job
         if self._warm_here and not warmup.is_warm(self.dataset.dtype):
             self._warm_when_done(job)
         return job
+
+    def _roi_frames(self, roi) -> Optional[np.ndarray]:
+        """The sorted flat frame indices of ``run``'s ``roi`` (None: the whole scan)."""
+        if roi is None:
+            return None
+        if not job_class(self.dataset).selects_frames:
+            raise OptionError("roi is not available on a live data set: its jobs follow the acquisition frame "
+                              "by frame; run without roi, or on the recording once it has ended")
+        return roi_to_frames(roi, self.dataset, "roi")
+
+    def _checkpoint(self, path, every, analyses, roi) -> Optional[Checkpoint]:
+        """The :class:`Checkpoint` of a job of ``analyses`` (None without ``path``)."""
+        if path is None:
+            return None
+        if isinstance(self.dataset, LiveDataSet):
+            raise CheckpointError("a live acquisition cannot be checkpointed (its frames are still arriving); run without checkpoint=")
+        if roi is not None:
+            raise CheckpointError("a job over a scan roi is not checkpointed (it reads only the region's frames); "
+                                  "run it without checkpoint=, or without roi")
+        return Checkpoint(path, every=every, context={"analyses": [a.to_dict() for a in analyses]})
 
     def _warm_when_done(self, job: Job) -> None:
         def warm(_progress=None) -> None:
@@ -207,6 +302,8 @@ class Session:
     @property
     def dashboard_link(self) -> Optional[str]:
         """URL of the dask dashboard, when the scheduler serves one."""
+        if self._gateway is not None:
+            return self._gateway.dashboard_link
         if self._cluster is not None and not self._dashboard:
             return None  # the embedded scheduler's HTTP server serves no pages
         try:
@@ -215,10 +312,14 @@ class Session:
             return None
 
     def close(self) -> None:
-        """Cancel the running job; stop the embedded cluster if the session owns it."""
+        """Cancel the running job; stop the embedded or gateway cluster if the session
+        started it."""
         if self._current is not None:
             self._current.cancel()
-        if self._owns_client:
+        if self._gateway is not None:
+            self._gateway.close()  # its client too
+            self._gateway = None
+        elif self._owns_client:
             self.client.close()
         if self._cluster is not None:
             self._cluster.close()
@@ -234,10 +335,26 @@ class Session:
         return f"<Session {self.dataset!r} on {self.client.scheduler.address if self.client.scheduler else '?'}>"
 
 
-def _check_cluster_options(embedded: bool, n_workers, dashboard) -> None:
+def open_client(client, address: Optional[str], n_workers: Optional[int], timeout: float, dashboard: bool):
+    """``(client, cluster)``: the given client, one connected to ``address``, or one of
+    a new embedded cluster (``cluster`` is None unless it was started here)."""
+    if client is not None:
+        return client, None
+    if address is not None:
+        return connect(address, timeout), None
+    cluster = start_local_cluster(n_workers, dashboard=dashboard)  # before dask's import
+    from distributed import Client
+
+    return Client(cluster, timeout=timeout), cluster
+
+
+def check_cluster_options(client, address, n_workers, dashboard) -> None:
+    """Refuse both ``client`` and ``address``, or embedded-cluster options with either."""
+    if client is not None and address is not None:
+        raise ClusterError("pass either client= or address=, not both")
     if not isinstance(dashboard, bool):
         raise OptionError(f"dashboard must be True or False, got {dashboard!r}")
-    if embedded:
+    if client is None and address is None:
         if n_workers is not None:
             check_n_workers(n_workers)
     elif n_workers is not None or dashboard:

@@ -82,3 +82,28 @@ def gradient_skipping_missing(field, axis):
             elif not np.isnan(before):
                 out[i, j] = f[i, j] - before
     return np.moveaxis(out, 0, axis)
+
+
+def rounded_shifts(shifts) -> np.ndarray:
+    """Descan shifts ``(..., 2)`` rounded half up to whole pixels, as the engine does."""
+    return np.floor(np.asarray(shifts, np.float64) + 0.5).astype(np.int64)
+
+
+def moved_mask(mask, dy, dx):
+    """``mask`` moved by ``(dy, dx)`` pixels, zero where nothing moves in (no wrap)."""
+    out = np.zeros_like(mask)
+    sy, sx = mask.shape
+    if abs(dy) >= sy or abs(dx) >= sx:
+        return out
+    out[max(dy, 0):sy + min(dy, 0), max(dx, 0):sx + min(dx, 0)] = mask[max(-dy, 0):sy - max(dy, 0),
+                                                                        max(-dx, 0):sx - max(dx, 0)]
+    return out
+
+
+def descanned_virtual_image(data, mask, shifts):
+    """Per frame, the sum of the frame times ``mask`` moved by the frame's rounded shift
+    (``shifts`` of shape ``nav + (2,)``)."""
+    f = frames(data)
+    moves = rounded_shifts(shifts).reshape(-1, 2)
+    values = [(frame * moved_mask(mask, dy, dx)).sum() for frame, (dy, dx) in zip(f, moves)]
+    return np.array(values).reshape(data.shape[:-2])

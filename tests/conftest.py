@@ -7,6 +7,7 @@ import pytest
 
 from hdfs_fixtures import hdfs, hdfs_client  # noqa: F401  (session-scoped HDFS test cluster)
 from binder_fixtures import binder, binder_notebooks  # noqa: F401  (Binder environment, its notebook runs)
+from hub_stack import hub  # noqa: F401  (JupyterHub + dask-gateway on 127.0.0.1, real OS users)
 
 #: Real detector files with reference results, beside the checkout (``../shared``);
 #: not part of the project, so tests skip when the folder is absent.

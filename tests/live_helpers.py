@@ -79,3 +79,64 @@ def slow_writer(source, folder, n_frames: int, cuts, delay: float, gated: bool =
     stride = os.path.getsize(source) // n_frames
     return subprocess.Popen([sys.executable, "-c", _WRITER, str(source), str(folder), str(stride), str(delay),
                              "gated" if gated else "free", *map(str, cuts)], stdin=subprocess.PIPE, text=True)
+
+
+def write_arina_series(folder, frames, *, per_file: int, nav_shape, name: str = "scan"):
+    """A DECTRIS ARINA acquisition of ``frames`` in ``folder``, laid out as the real
+    ones in ``../shared/realdata/arina``: ``<name>_master.h5`` (``ntrigger`` x
+    ``nimages`` = ``nav_shape``, external links to the data files) and data files
+    ``<name>_data_NNNNNN.h5`` of ``per_file`` frames (``/entry/data/data``,
+    bitshuffle-LZ4 chunks of one frame, ``image_nr_low`` / ``image_nr_high``).
+    Returns the master's path and the data files' paths, in order."""
+    import h5py
+    import hdf5plugin
+    import numpy as np
+
+    paths = []
+    for k, low in enumerate(range(0, len(frames), per_file), 1):
+        path = folder / f"{name}_data_{k:06d}.h5"
+        part = frames[low : low + per_file]
+        with h5py.File(path, "w") as f:
+            data = f.create_dataset("entry/data/data", data=part, chunks=(1,) + part.shape[1:],
+                                    **hdf5plugin.Bitshuffle(cname="lz4"))
+            data.attrs["image_nr_low"], data.attrs["image_nr_high"] = np.uint64(low + 1), np.uint64(low + len(part))
+        paths.append(path)
+    master = folder / f"{name}_master.h5"
+    with h5py.File(master, "w") as f:
+        for k, path in enumerate(paths, 1):
+            f[f"entry/data/data_{k:06d}"] = h5py.ExternalLink(path.name, "/entry/data/data")
+        spec = f.create_group("entry/instrument/detector/detectorSpecific")
+        spec["ntrigger"], spec["nimages"] = np.uint64(nav_shape[0]), np.uint64(nav_shape[1])
+    return master, paths
+
+
+_ARINA_WRITER = """
+import os, shutil, sys, time
+mode, delay, folder, files = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+for k, source in enumerate(files):
+    if k > 1 and mode == "gated":
+        sys.stdin.readline()  # the next data file when the test says so
+    target = os.path.join(folder, os.path.basename(source))
+    raw = open(source, "rb").read()
+    if mode == "in-place":  # written where it is read, in pieces, pausing at 3/4 for 4 delays
+        with open(target, "wb") as f:
+            for a, b in ((0, len(raw) // 2), (len(raw) // 2, 3 * len(raw) // 4), (3 * len(raw) // 4, len(raw))):
+                f.write(raw[a:b])
+                f.flush()
+                time.sleep(delay * (4 if a else 1))
+    else:  # under a temporary name, then renamed: a reader sees a whole file or none
+        with open(target + ".part", "wb") as f:
+            f.write(raw)
+        os.replace(target + ".part", target)
+    time.sleep(delay)
+"""
+
+
+def arina_writer(folder, files, *, mode: str, delay: float) -> subprocess.Popen:
+    """A process copying ``files`` (an ARINA master, then its data files) into
+    ``folder`` one by one, ``delay`` s apart, as a detector's file writer does:
+    ``mode`` "renamed" (each written under a temporary name, then renamed), "gated"
+    (the same, each data file after the first when a line arrives on its stdin), or
+    "in-place" (written slowly under its own name)."""
+    return subprocess.Popen([sys.executable, "-c", _ARINA_WRITER, mode, str(delay), str(folder), *map(str, files)],
+                            stdin=subprocess.PIPE, text=True)

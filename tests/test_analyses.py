@@ -43,13 +43,15 @@ def make_data(nav, sig, dtype, seed=0):
     return data.astype(dtype)
 
 
-def local_results(tmp_path, data, analyses, kernel="auto", target_bytes=700):
-    """Write ``data`` as a raw file and run ``analyses`` partition by partition."""
+def local_results(tmp_path, data, analyses, kernel="auto", target_bytes=700, descan=None):
+    """Write ``data`` as a raw file and run ``analyses`` partition by partition
+    (with ``descan``, a Descan, applied)."""
     path = tmp_path / "data.raw"
     data.tofile(path)
     nav, sig = data.shape[:-2], data.shape[-2:]
     ds = open_dataset(path, nav_shape=nav, sig_shape=sig, dtype=data.dtype.str)
-    plan, finalize = build_plan(analyses, ds, kernel=kernel, tile_bytes=3 * data.itemsize * sig[0] * sig[1])
+    plan, finalize = build_plan(analyses, ds, kernel=kernel, tile_bytes=3 * data.itemsize * sig[0] * sig[1],
+                                descan=descan)
     parts = ds.partitions(2, target_bytes=target_bytes)
     accumulators = run_local(parts, plan)
     return finalize(accumulators, np.ones(ds.n_frames, bool)), plan

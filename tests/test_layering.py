@@ -21,9 +21,11 @@ LAYERS = (
     ("application", ("stem_explorer.cli", "stem_explorer.cli_analyses", "stem_explorer.__main__", "stem_explorer.lab", "stem_explorer.lab_setup", "stem_explorer.bench",
                      "stem_explorer.browser_testing", "stem_explorer.sample", "stem_explorer.__init__")),
     ("widgets", ("stem_explorer.widgets",)),
-    ("session", ("stem_explorer.session",)),
+    ("batch", ("stem_explorer.batch",)),
+    ("session", ("stem_explorer.session", "stem_explorer.session_group")),
     ("analyses", ("stem_explorer.analyses",)),
-    ("results", ("stem_explorer.results", "stem_explorer.results_export")),
+    # the package's hook plugins write results' previews and event logs
+    ("results", ("stem_explorer.results", "stem_explorer.results_export", "stem_explorer.hook_plugins")),
     ("masks", ("stem_explorer.masks",)),
     ("engine", ("stem_explorer.engine",)),
     # live sources sit beside the readers: a receiver feeds a live data set of io

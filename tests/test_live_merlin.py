@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import psutil
 import pytest
@@ -25,7 +26,7 @@ from stem_explorer.io.synthetic import write_mib
 from stem_explorer.live import MerlinSimulator, SimulatorProcess, merlin, recover_recording, watch
 from stem_explorer.live import mpx
 
-from live_helpers import slow_writer
+from live_helpers import arina_writer, slow_writer, write_arina_series
 
 def real_files(realdata):
     files = sorted(realdata.path.glob("merlin_mib/*.mib"))
@@ -276,6 +277,29 @@ def test_watch_refuses_what_it_cannot_follow(tmp_path):
     synthetic_mib(tmp_path, n=4)
     with pytest.raises(AcquisitionError, match="pass nav_shape"):
         watch(tmp_path, "syn.mib")
+    with pytest.raises(AcquisitionError, match="no ARINA master file matching"):
+        watch(tmp_path, "*_master.h5", first_file_timeout=0.2)
+    with h5py.File(tmp_path / "scan_master.h5", "w") as f:
+        f["entry/data/data_000001"] = h5py.ExternalLink("scan_data_000001.h5", "/entry/data/data")
+    with pytest.raises(AcquisitionError, match="does not say how many frames.*pass nav_shape"):
+        watch(tmp_path, "*_master.h5")
+    with pytest.raises(AcquisitionError, match="no complete data file scan_data_000001.h5"):
+        watch(tmp_path, "*_master.h5", nav_shape=(2, 2), first_file_timeout=0.3)
+
+
+def test_watched_arina_file_of_another_acquisition_ends_interrupted(tmp_path):
+    """A data file whose frames are not the series' (another detector shape) ends the
+    acquisition interrupted, naming the file, after the frames before it."""
+    frames = np.arange(6 * 4 * 3, dtype=np.uint32).reshape(6, 4, 3)
+    master, files = write_arina_series(tmp_path, frames, per_file=3, nav_shape=(2, 3))
+    (tmp_path / "other").mkdir()
+    write_arina_series(tmp_path / "other", np.zeros((3, 5, 5), np.uint32), per_file=3, nav_shape=(1, 3))
+    os.replace(tmp_path / "other" / "scan_data_000001.h5", files[1])
+    live = watch(tmp_path, "*_master.h5", settle_s=0.1, idle_timeout=30)
+    wait_until(lambda: live.ended)
+    assert "acquisition interrupted after 3 of 6 frames" in str(live.error)
+    assert "scan_data_000002.h5" in str(live.error) and "another acquisition" in str(live.error)
+    np.testing.assert_array_equal(live.read_frames(0, 3), frames[:3])
 
 
 def test_spools_of_dead_processes_are_removed_and_others_kept(tmp_path):
@@ -301,3 +325,69 @@ def test_spools_of_dead_processes_are_removed_and_others_kept(tmp_path):
     finally:
         for folder in (alive, unrelated):
             shutil.rmtree(folder)
+
+
+def test_watched_arina_file_that_never_opens_ends_interrupted(tmp_path):
+    """The second data file is there but cut short (its writer died): it is retried,
+    not read, until the idle timeout, and the error says which file did not open."""
+    frames = np.arange(6 * 4 * 3, dtype=np.uint32).reshape(6, 4, 3)
+    _master, files = write_arina_series(tmp_path, frames, per_file=3, nav_shape=(2, 3))
+    os.truncate(files[1], os.path.getsize(files[1]) * 2 // 3)
+    live = watch(tmp_path, "*_master.h5", settle_s=0.1, idle_timeout=1.0)
+    wait_until(lambda: live.ended)
+    assert "acquisition interrupted after 3 of 6 frames: no new frame for 1 s" in str(live.error)
+    assert f"{str(files[1])!r} does not open as HDF5 yet" in str(live.error)
+    np.testing.assert_array_equal(live.read_frames(0, 3), frames[:3])
+
+
+def test_watched_arina_file_written_slower_than_the_idle_timeout(tmp_path):
+    """Data files written in place take 2.4 s each, longer than the 2 s idle timeout,
+    but change at least every 1.6 s: the acquisition is not idle, it ends complete."""
+    frames = np.arange(12 * 4 * 3, dtype=np.uint32).reshape(12, 4, 3)
+    (tmp_path / "staged").mkdir()
+    (tmp_path / "acq").mkdir()
+    master, files = write_arina_series(tmp_path / "staged", frames, per_file=6, nav_shape=(3, 4))
+    writer = arina_writer(tmp_path / "acq", [master, *files], mode="in-place", delay=0.4)
+    live = watch(tmp_path / "acq", "*_master.h5", settle_s=0.2, idle_timeout=2.0)
+    wait_until(lambda: live.ended, timeout=60)
+    assert writer.wait(30) == 0
+    assert live.state == "complete", live.error
+    np.testing.assert_array_equal(live.read_frames(0, 12), frames)
+
+
+#: Runs in a subprocess (before read_frames decoded in its own process, this one died).
+_READ_CORRUPT = """
+import sys
+from stem_explorer.errors import FormatError
+from stem_explorer.live import watch
+live = watch(sys.argv[1], "*_master.h5", settle_s=0.1)
+live.wait_for_frames(live.n_frames, timeout=60)
+print("good:", int(live.read_frames(0, 5).sum()))
+try:
+    live.read_frames(4, 8)
+except FormatError as exc:
+    print("read:", exc)
+print("survived")
+"""
+
+
+def test_watched_arina_corrupt_chunk_is_an_error_not_a_crash(tmp_path):
+    """A bitshuffle-LZ4 chunk (frame 5) whose first block claims 2 GiB, which makes
+    hdf5plugin read out of bounds (see test_job_failures): the watched data set's
+    read_frames decodes in a separate process, so the caller gets a FormatError
+    naming the frame and the file, and lives on."""
+    frames = np.arange(8 * 192 * 192, dtype=np.uint32).reshape(8, 192, 192) % 251  # the real ARINA frame
+    _master, files = write_arina_series(tmp_path, frames, per_file=4, nav_shape=(2, 4))
+    with h5py.File(files[1], "r") as f:
+        offset = f["entry/data/data"].id.get_chunk_info_by_coord((1, 0, 0)).byte_offset
+    with open(files[1], "r+b") as f:
+        f.seek(offset + 12)
+        f.write(b"\x7f\xff\xff\xff")
+    run = subprocess.run([sys.executable, "-c", _READ_CORRUPT, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert lines[0] == f"good: {int(frames[:5].sum())}"  # the frames before it, across both files
+    assert any(line.startswith(f"read: corrupt chunk at frame 5 of '{files[1]}'") and "SIGSEGV" in line
+               for line in lines), run.stdout
+    assert lines[-1] == "survived"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live_helpers import simulators, slow_writer
+from live_helpers import arina_writer, simulators, slow_writer, write_arina_series
 from stem_explorer import Session, SumFrame, VirtualDetector, masks
 from stem_explorer.analyses import build_plan
 from stem_explorer.engine import run_local
@@ -192,6 +192,92 @@ def test_watched_folder_fed_by_a_slow_writer(client, tmp_path):
     assert all(is_prefix(f) for f in seen) and seen[-1].all()
     assert [f.sum() for f in seen] == sorted(f.sum() for f in seen)
     assert sorted(p.name for p in folder.iterdir()) == ["acquisition_000.mib", "acquisition_001.mib"]  # untouched
+
+
+def arina_frames(n=15, sig=(12, 10)):
+    """Frames with a bright disk over noise (uint32, as an ARINA stores them)."""
+    yy, xx = np.mgrid[: sig[0], : sig[1]]
+    beam = ((yy - 6) ** 2 + (xx - 5) ** 2 <= 9) * 1000
+    return (np.random.default_rng(19).integers(0, 50, (n,) + sig) + beam).astype(np.uint32)
+
+
+def staged_arina_series(tmp_path):
+    """``(frames, staging folder, master, data files, empty watched folder)``: an
+    ARINA acquisition of 3x5 frames in four data files (4, 4, 4, 3), ready to copy."""
+    frames = arina_frames()
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    master, data_files = write_arina_series(staged, frames, per_file=4, nav_shape=(3, 5))
+    folder = tmp_path / "acquisition"
+    folder.mkdir()
+    return frames, staged, master, data_files, folder
+
+
+@pytest.mark.parametrize("mode", ["gated", "in-place"])
+def test_watched_arina_series_streams_as_data_files_complete(client, tmp_path, mode):
+    """A writer process copies an ARINA master and its four data files (4, 4, 4, 3
+    frames) into the watched folder one by one, renamed into place ("gated": each
+    data file after the first when the test has seen the first one drawn) or written
+    slowly where they are read, pausing longer than settle_s half-way ("in-place":
+    a half-written HDF5 file that is not growing is retried, never read or reported
+    as damaged). The job fills the scan file by file in acquisition order and ends
+    with numpy's results (the real file's test compares with independent readers')."""
+    frames, staged, master, data_files, folder = staged_arina_series(tmp_path)
+    writer = arina_writer(folder, [master, *data_files], mode=mode, delay=0.15)
+    analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(6, 5, 3)})]
+    try:
+        live = watch(folder, "*_master.h5", idle_timeout=60, settle_s=0.3)
+        assert live.nav_shape == (3, 5) and live.sig_shape == (12, 10) and live.dtype == np.uint32
+        seen = []
+        job = Session(live, client=client).run(*analyses, on_progress=lambda p: seen.append(p.filled.copy()))
+        if mode == "gated":
+            wait_until(lambda: seen and seen[-1].sum() == 4)  # the first data file's frames, drawn
+            writer.stdin.write("next\n" * 3)
+            writer.stdin.flush()
+        results = job.result(timeout=120)
+    finally:
+        writer.stdin.close()
+        writer.wait(60)
+    assert writer.returncode == 0 and live.state == "complete"
+    np.testing.assert_array_equal(results["sum/frame"].data, frames.sum(0))
+    bf = (frames * masks.rasterize(masks.Disk(6, 5, 3), (12, 10))).sum((1, 2)).reshape(3, 5)
+    np.testing.assert_array_equal(results["vd/bf"].data, bf)
+    assert all(is_prefix(f) for f in seen) and seen[-1].all()
+    assert {int(f.sum()) for f in seen} <= {0, 4, 8, 12, 15}  # whole data files only
+    assert live.chunk(0, 0, 15).source.decodes  # decoded on the workers, never here
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in staged.iterdir())  # untouched
+
+
+def test_watched_arina_series_whose_writer_stops_ends_interrupted(client, tmp_path):
+    """The writer stops after two of four data files: the job ends with the
+    acquisition error naming 8 of 15 frames, and the 8 frames read (in a separate
+    process: they are compressed) as numpy holds them."""
+    frames, _staged, master, data_files, folder = staged_arina_series(tmp_path)
+    writer = arina_writer(folder, [master, *data_files[:2]], mode="renamed", delay=0.05)
+    live = watch(folder, "*_master.h5", idle_timeout=1.5, settle_s=0.3)
+    job = Session(live, client=client).run(SumFrame())
+    with pytest.raises(AcquisitionError, match="acquisition interrupted after 8 of 15 frames"):
+        job.result(timeout=60)
+    assert writer.wait(30) == 0 and live.state == "interrupted"
+    np.testing.assert_array_equal(live.read_frames(0, 8), frames[:8])
+
+
+def test_watched_real_arina_acquisition(realdata, client, tmp_path):
+    """The real ARINA master, data file and scan metadata sidecar copied into the
+    watched folder: the 4x4 scan (from the sidecar, as the offline reader folds it)
+    and the manifest's sum frame and virtual bright field."""
+    entry = realdata.entry("arina_4x4x192x192")
+    sources = [realdata.file(f"arina/{name}") for name in ("test_00.h5", "test_00_master.h5", "test_00_data_000001.h5")]
+    folder = tmp_path / "acquisition"
+    folder.mkdir()
+    writer = arina_writer(folder, sources, mode="renamed", delay=0.05)
+    live = watch(folder, "*_master.h5", idle_timeout=30, settle_s=0.2)
+    cy, cx, r = entry["vbf_disk_cy_cx_r"]
+    results = Session(live, client=client).run(SumFrame(), VirtualDetector({"bf": masks.Disk(cy, cx, r)})).result(60)
+    assert writer.wait(30) == 0 and live.nav_shape == (4, 4)
+    refs = {Path(ref).name.split(".")[-2]: np.load(realdata.path / ref) for ref in entry["refs"]}
+    np.testing.assert_allclose(results["sum/frame"].data, refs["sum_frame"])
+    np.testing.assert_allclose(results["vd/bf"].data, refs["vbf"].reshape(4, 4))
 
 
 @pytest.mark.slow

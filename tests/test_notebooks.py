@@ -15,7 +15,7 @@ ALL = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 
 
 def test_the_notebooks_exist():
-    assert {"explorer.ipynb", "quickstart.ipynb", "custom_masks.ipynb", "custom_analysis.ipynb"} <= set(ALL)
+    assert {"explorer.ipynb", "quickstart.ipynb", "custom_masks.ipynb", "custom_analysis.ipynb", "compare.ipynb"} <= set(ALL)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -45,5 +45,6 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
         "custom_masks.ipynb": "virtual images equal the numpy reference",
         "explorer.ipynb": "session.compute(",
         "custom_analysis.ipynb": "the custom analysis equals the numpy reference",
+        "compare.ipynb": "stem-explorer batch",
     }
     assert expected.get(name, "") in text

@@ -4,6 +4,7 @@ real LocalCluster (results against plain numpy, bad input shown in the widget)."
 from __future__ import annotations
 
 import os
+import re
 import stat
 import threading
 import time
@@ -262,6 +263,9 @@ def explorer(sample, tmp_path_factory):
 def test_explorer_opens_with_the_bright_field_image(explorer, sample):
     _, data = sample
     assert explorer.error is None
+    # the status line: the job's throughput and what its workers used
+    assert re.search(r"done: [\d.]+ GB/s, [\d.]+ s, [\d.]+ CPU s on [12] workers, peak \d+ MiB per worker",
+                     explorer.status.value)
     np.testing.assert_array_equal(explorer.detector_image(), data.sum(axis=(0, 1)))
     (disk,) = explorer.editor.shapes
     assert disk["kind"] == "disk"
@@ -284,9 +288,12 @@ def test_explorer_mask_changes_pick_roi_and_analyses(explorer, sample):
     explorer._pick(7, 13)
     explorer.wait(60)
     np.testing.assert_array_equal(explorer.detector_image(), data[7, 13])
+    frame_bytes = explorer.session.dataset.frame_bytes
+    assert explorer._detector_job.stats.bytes_done == frame_bytes  # a click reads its frame only
     explorer._roi(2, 5, 3, 9)
     explorer.wait(60)
     np.testing.assert_array_equal(explorer.detector_image(), data[2:5, 3:9].sum(axis=(0, 1)))
+    assert explorer._detector_job.stats.bytes_done == 3 * 6 * frame_bytes
     for kind, key in [("com", "com/magnitude"), ("radial", "radial/profile"), ("fem", "fem/normalized_variance")]:
         explorer.analysis.value = kind
         explorer.wait(60)

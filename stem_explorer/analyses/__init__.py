@@ -13,6 +13,7 @@ from .base import Analysis, MaskColumns
 from .com import CenterOfMass
 from .corrections import CorrectionGuess, guess_corrections
 from .custom import FrameAnalysis, ReductionAnalysis
+from .descan import Descan
 from .fem import FEM
 from .frames import MaxFrame, MeanFrame, PickFrame, RoiSum, StdFrame, SumFrame
 from .params import REQUIRED, Boolean, Choice, Integer, Label, Number, Numbers, Param, Point
@@ -45,6 +46,7 @@ __all__ = [
     "CenterOfMass",
     "Choice",
     "CorrectionGuess",
+    "Descan",
     "Integer",
     "Label",
     "MaskColumns",

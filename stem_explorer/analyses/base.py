@@ -127,6 +127,22 @@ class Analysis(abc.ABC):
         frames not computed yet; an op's input is its accumulator.
         """
 
+    def requests_with_descan(self, dataset: DataSet, shifts: np.ndarray) -> list:
+        """:meth:`requests` for a run with a descan correction (``shifts``: ``(n_frames,
+        2)`` detector pixels per scan position, see :class:`~.descan.Descan`).
+
+        The engine moves every :class:`MaskColumns` request with the shift whatever
+        this returns; an analysis whose other requests depend on where the pattern
+        lies (the centre of mass's support) overrides it.
+        """
+        return self.requests(dataset)
+
+    def compute_with_descan(self, inputs: list, dataset: DataSet, shifts: np.ndarray) -> dict:
+        """:meth:`compute` for a run with a descan correction (``shifts`` as in
+        :meth:`requests_with_descan`); an analysis whose results are positions on the
+        detector (the centre of mass) overrides it to subtract the shift."""
+        return self.compute(inputs, dataset)
+
     def params(self) -> dict:
         """Parameters as plain JSON (masks as their descriptions)."""
         return {p.name: p.to_json(getattr(self, p.name)) for p in self.parameters()}

@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.sparse
 
 from ..engine import CenterOfMassMoments
+from ..engine.descan import integer_shifts
 from ..errors import AnalysisError
-from .base import Analysis, check_point, detector_center, nav_result, pixel_grid
+from .base import Analysis, MaskColumns, check_point, detector_center, nav_result, pixel_grid
 from .com_conventions import orient
 from .params import Boolean, Number, Point
 from .registry import register
@@ -60,22 +62,52 @@ class CenterOfMass(Analysis):
     def _center(self, dataset):
         return detector_center(dataset) if self.center is None else check_point("center", self.center, dataset)
 
-    def requests(self, dataset):
+    def _support(self, dataset):
+        """The detector pixels that count (flat indices) and their (y, x)."""
         cy, cx = self._center(dataset)
         y, x = pixel_grid(dataset)
         if self.radius is None:
-            pixels = np.arange(y.size)
-        else:
-            pixels = np.flatnonzero((y - cy) ** 2 + (x - cx) ** 2 <= float(self.radius) ** 2)
-            if pixels.size == 0:
-                raise AnalysisError(f"CoM disk at {(cy, cx)} with radius {self.radius} covers no detector pixel")
-        return [CenterOfMassMoments(pixels, dataset.sig_shape, (cy, cx))]
+            return np.arange(y.size), y, x
+        pixels = np.flatnonzero((y - cy) ** 2 + (x - cx) ** 2 <= float(self.radius) ** 2)
+        if pixels.size == 0:
+            raise AnalysisError(f"CoM disk at {(cy, cx)} with radius {self.radius} covers no detector pixel")
+        return pixels, y[pixels], x[pixels]
+
+    def requests(self, dataset):
+        return [CenterOfMassMoments(self._support(dataset)[0], dataset.sig_shape, self._center(dataset))]
+
+    def requests_with_descan(self, dataset, shifts):
+        """With a radius the support disk follows the pattern: its three moments go as
+        mask columns (ones, y - cy, x - cx), which the engine moves by the rounded
+        shift. The whole detector (no radius) stays where it is."""
+        if self.radius is None:
+            return self.requests(dataset)
+        cy, cx = self._center(dataset)
+        pixels, y, x = self._support(dataset)
+        weights = np.stack([np.ones_like(y), y - cy, x - cx], axis=1)
+        rows, cols = np.repeat(pixels, 3), np.tile(np.arange(3), pixels.size)
+        n_pixels = math.prod(dataset.sig_shape)
+        return [MaskColumns(scipy.sparse.csr_matrix((weights.ravel(), (rows, cols)), shape=(n_pixels, 3)))]
 
     def compute(self, inputs, dataset):
-        total, wy, wx = inputs[0].T
+        return self._results(inputs[0], dataset, None)
+
+    def compute_with_descan(self, inputs, dataset, shifts):
+        """The moments are about the centre moved by the rounded shift (a radius: the
+        support moved, see :meth:`requests_with_descan`) or about the centre (no
+        radius); what is left of the shift is subtracted from the centre of mass."""
+        moved = integer_shifts(shifts, dataset.sig_shape) if self.radius is not None else 0
+        return self._results(inputs[0], dataset, shifts - moved)
+
+    def _results(self, moments, dataset, residual):
+        """The results from the moments ``(total, sum dy*v, sum dx*v)`` per position,
+        minus the descan shift ``residual`` (``(n, 2)`` pixels) where given."""
+        total, wy, wx = moments.T
         with np.errstate(invalid="ignore", divide="ignore"):
             sy = np.where(total != 0, wy / total, np.nan)
             sx = np.where(total != 0, wx / total, np.nan)
+        if residual is not None:
+            sy, sx = sy - residual[:, 0], sx - residual[:, 1]
         shift_y, shift_x = orient(sy, sx, self.scan_rotation, self.flip_y)
         out = {
             "shift_y": nav_result("shift_y", shift_y, dataset, units="px"),

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import FrameMax, FrameMoments, FrameSum, NavMaskedSum, PickFrames
-from ..errors import AnalysisError, DataSetError
 from ..results import ResultArray
 from .base import SIG_DIMS, Analysis, sig_axes, sig_result
 from .region_params import Positions, ScanRoi
 from .registry import register
+from .scan_roi import positions_to_frames, region_to_frames
 
 
 @register
@@ -84,22 +84,6 @@ class MaxFrame(Analysis):
         return {"frame": sig_result("frame", values, dataset)}
 
 
-def _positions(value, dataset) -> np.ndarray:
-    """Flat frame indices of scan positions: one position or a list of them, each
-    with one integer per scan axis (a plain integer for 1-D scans)."""
-    arr = np.asarray(value)
-    n_axes = len(dataset.nav_shape)
-    if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-        raise AnalysisError(f"positions must be integer scan positions like (row, column), got {value!r}")
-    arr = arr.reshape(-1, 1) if n_axes == 1 else arr.reshape(-1, arr.shape[-1])
-    if arr.shape[1] != n_axes:
-        raise AnalysisError(f"each position needs {n_axes} indices for a scan of shape {dataset.nav_shape}, got {value!r}")
-    try:
-        return np.array([dataset.flat_index(p) for p in arr], dtype=np.int64)
-    except DataSetError as exc:
-        raise AnalysisError(f"{exc}; positions are (row, column) indices into the scan") from None
-
-
 @register
 class PickFrame(Analysis):
     """The frames at the given scan positions, in native dtype.
@@ -115,13 +99,13 @@ class PickFrame(Analysis):
     positions = Positions(cli_aliases=("position",), examples=([[3, 4], [5, 6]],), help="Scan positions to read.")
 
     def validate(self, dataset):
-        _positions(self.positions, dataset)
+        positions_to_frames(self.positions, dataset)
 
     def requests(self, dataset):
-        return [PickFrames(_positions(self.positions, dataset))]
+        return [PickFrames(positions_to_frames(self.positions, dataset))]
 
     def compute(self, inputs, dataset):
-        indices = _positions(self.positions, dataset)
+        indices = positions_to_frames(self.positions, dataset)
         dtype = dataset.dtype.newbyteorder("=")
         empty = np.zeros(np.prod(dataset.sig_shape), dtype)
         frames = np.stack([inputs[0].get(int(i), empty) for i in indices]).reshape((len(indices),) + dataset.sig_shape)
@@ -148,20 +132,7 @@ class RoiSum(Analysis):
                        examples=({"kind": "rectangle", "y0": 0, "x0": 0, "height": 8, "width": 8},))
 
     def _indices(self, dataset) -> np.ndarray:
-        roi = self.scan_roi
-        if hasattr(roi, "rasterize"):
-            if len(dataset.nav_shape) != 2:
-                raise AnalysisError("a shape as scan_roi needs a 2-D scan; pass a boolean array for 1-D scans")
-            roi = roi.rasterize(dataset.nav_shape) > 0
-        roi = np.asarray(roi)
-        if roi.shape != dataset.nav_shape:
-            raise AnalysisError(f"scan_roi has shape {roi.shape} but the scan has shape {dataset.nav_shape}; pass a boolean array of the scan's shape")
-        if roi.dtype != bool:
-            raise AnalysisError(f"scan_roi must be a boolean array, got dtype {roi.dtype}; use roi > 0")
-        indices = np.flatnonzero(roi.ravel())
-        if indices.size == 0:
-            raise AnalysisError("scan_roi selects no scan position")
-        return indices
+        return region_to_frames(self.scan_roi, dataset, "scan_roi")
 
     def validate(self, dataset):
         self._indices(dataset)

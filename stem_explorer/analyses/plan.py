@@ -17,11 +17,14 @@ import scipy.sparse
 
 from .._version import __version__
 from ..engine import MaskProduct, Plan
+from ..engine.roi import runs_description
+from ..engine.descan import ShiftedMaskProduct, dense_copies, integer_shifts
 from ..engine.tasks import DEFAULT_TILE_BYTES
-from ..errors import AnalysisError
+from ..errors import AnalysisError, OptionError
 from ..io.base import DataSet
 from ..results import Results, check_name
 from .base import Analysis, MaskColumns
+from .descan import Descan
 
 
 def unique_labels(analyses: Sequence[Analysis]) -> list[str]:
@@ -35,14 +38,33 @@ def unique_labels(analyses: Sequence[Analysis]) -> list[str]:
     return labels
 
 
+def descan_shifts(descan: Optional[Descan], dataset: DataSet) -> Optional[np.ndarray]:
+    """The ``(n_frames, 2)`` shifts of ``descan`` on ``dataset``'s scan (None without
+    one); OptionError for anything but a :class:`~.descan.Descan` that fits the scan."""
+    if descan is None:
+        return None
+    if not isinstance(descan, Descan):
+        raise OptionError(f"descan must be a Descan (Descan.plane(), Descan.from_map(), Descan.estimate()), "
+                          f"got {type(descan).__name__}")
+    return descan.shifts_for(dataset.nav_shape)
+
+
 def build_plan(
     analyses: Sequence[Analysis],
     dataset: DataSet,
     *,
     kernel: str = "auto",
     tile_bytes: Optional[int] = None,
+    roi: Optional[np.ndarray] = None,
+    descan: Optional[Descan] = None,
 ):
-    """``(plan, finalize)`` for running ``analyses`` on ``dataset`` in one pass."""
+    """``(plan, finalize)`` for running ``analyses`` on ``dataset`` in one pass;
+    ``roi`` (sorted flat frame indices of a scan ROI) goes into the provenance.
+
+    With ``descan`` (a :class:`~.descan.Descan`) every mask column moves with the
+    pattern (:class:`~stem_explorer.engine.descan.ShiftedMaskProduct`) and each
+    analysis plans and computes through its ``*_with_descan`` methods.
+    """
     if not analyses:
         raise AnalysisError("run() needs at least one analysis, e.g. SumFrame()")
     if kernel not in MaskProduct.KERNELS:
@@ -54,13 +76,15 @@ def build_plan(
             check_name(analysis.name, f"the name of {type(analysis).__name__}")
         analysis.validate(dataset)
     labels = unique_labels(analyses)
+    shifts = descan_shifts(descan, dataset)
 
     ops, op_index = [], {}
     mask_blocks, routes = [], []  # routes[i][j]: ("mask", col_lo, col_hi) or ("op", k)
     n_columns = 0
     for analysis in analyses:
         route = []
-        for request in analysis.requests(dataset):
+        requests = analysis.requests(dataset) if shifts is None else analysis.requests_with_descan(dataset, shifts)
+        for request in requests:
             if isinstance(request, MaskColumns):
                 mask_blocks.append(request.matrix)
                 route.append(("mask", n_columns, n_columns + request.width))
@@ -76,7 +100,10 @@ def build_plan(
     if mask_blocks:
         mask_op = len(ops)
         matrix = scipy.sparse.hstack(mask_blocks, format="csr")
-        ops.append(MaskProduct(matrix, kernel=kernel, dtype=dataset.dtype, sig_shape=dataset.sig_shape))
+        moves = None if shifts is None else integer_shifts(shifts, dataset.sig_shape)
+        product = MaskProduct(matrix, kernel=kernel, dtype=dataset.dtype, sig_shape=dataset.sig_shape,
+                              dense_copies=moves is not None and dense_copies(moves))
+        ops.append(product if moves is None else ShiftedMaskProduct(product, moves))
     plan = Plan(tuple(ops), tile_bytes or DEFAULT_TILE_BYTES)
     provenance = {
         "software": {"name": "stem_explorer", "version": __version__},
@@ -86,6 +113,10 @@ def build_plan(
         "analyses": [dict(a.to_dict(), label=label) for a, label in zip(analyses, labels)],
         "kernel": ops[mask_op].kernel if mask_op is not None else None,
     }
+    if roi is not None:
+        provenance["roi"] = {"frame_runs": runs_description(roi), "n_frames": int(len(roi))}
+    if descan is not None:
+        provenance["descan"] = descan.to_dict()
 
     def finalize(accumulators: list, filled: np.ndarray) -> Results:
         arrays = {}
@@ -99,8 +130,14 @@ def build_plan(
                     inputs.append(accumulators[entry[1]].copy())
                 else:
                     inputs.append(accumulators[entry[1]])
-            for name, array in analysis.compute(inputs, dataset).items():
+            if shifts is None:
+                computed = analysis.compute(inputs, dataset)
+            else:
+                computed = analysis.compute_with_descan(inputs, dataset, shifts)
+            for name, array in computed.items():
                 arrays[f"{label}/{name}"] = array
-        return Results(arrays, dict(provenance, complete=bool(filled.all())))
+        # a copy: the engine keeps filling its array in place
+        covered = filled.reshape(dataset.nav_shape).copy()
+        return Results(arrays, dict(provenance, complete=bool(filled.all())), filled=covered)
 
     return plan, finalize

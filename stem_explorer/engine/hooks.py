@@ -12,11 +12,14 @@ from batches over many inputs:
 ``on_complete``           a job or a whole batch is over
 ========================  ===================================================
 
-A hook is either a callable registered for one event (``hooks.add("on_result", fn)``)
-or a plugin object with any of the methods named like the events; plugins are also
-found through the entry-point group ``stem_explorer.hooks`` (each entry point names a
-class or factory called without arguments). Every hook receives one
-:class:`HookEvent`. A hook that raises is logged and kept in :attr:`Hooks.errors`; it
+A hook is either a callable registered for one event (``hooks.add("on_result", fn)``),
+a callable given alone (it receives every event), or a plugin object with any of the
+methods named like the events; plugins are also found through the entry-point group
+``stem_explorer.hooks`` (each entry point names a class or factory called without
+arguments), and a plugin's entry-point name stands for it (``hooks=["jsonl-log"]``).
+``as_hooks(..., installed=True)`` adds every installed plugin except this package's
+own (:mod:`stem_explorer.hook_plugins`), which write files and so run only when
+named. Every hook receives one :class:`HookEvent`. A hook that raises is logged and kept in :attr:`Hooks.errors`; it
 never stops the job or the batch.
 """
 
@@ -75,8 +78,10 @@ class Hooks:
     Parameters
     ----------
     hooks : iterable, optional
-        Plugin objects (methods named like :data:`EVENTS`), or ``(event, callable)``
-        pairs, or a mapping of event name to callable or list of callables.
+        Plugin objects (methods named like :data:`EVENTS`), callables (called for
+        every event), entry-point names of installed plugins, ``(event, callable)``
+        pairs, or a mapping of event name to callable or list of callables; or one
+        plugin, callable or name alone.
     """
 
     def __init__(self, hooks: Any = None):
@@ -89,6 +94,8 @@ class Hooks:
         if isinstance(hooks, Hooks):
             self._hooks = list(hooks._hooks)
             return
+        if isinstance(hooks, str) or callable(hooks) or not isinstance(hooks, Iterable) or _has_event_methods(hooks):
+            hooks = [hooks]  # one plugin, callable or name
         items = hooks.items() if isinstance(hooks, dict) else hooks
         for item in items:
             if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
@@ -108,8 +115,13 @@ class Hooks:
             self._hooks.append((event, fn))
 
     def add_plugin(self, plugin: Any) -> None:
-        """Register each of ``plugin``'s methods named like an event."""
+        """Register each of ``plugin``'s methods named like an event; a callable without
+        such methods for every event; a string: the installed plugin of that name."""
+        if isinstance(plugin, str):
+            plugin = plugin_by_name(plugin)
         methods = [(event, getattr(plugin, event)) for event in EVENTS if callable(getattr(plugin, event, None))]
+        if not methods and callable(plugin):
+            methods = [(event, plugin) for event in EVENTS]
         if not methods:
             raise OptionError(
                 f"hook plugin {plugin!r} has none of the methods {', '.join(EVENTS)}: "
@@ -145,16 +157,49 @@ class Hooks:
         return f"<Hooks {len(self._hooks)} registered>"
 
 
+#: The distribution whose own plugins load only by name.
+OWN_DISTRIBUTION = "stem_explorer"
+
+
+def _has_event_methods(obj) -> bool:
+    return any(callable(getattr(obj, event, None)) for event in EVENTS)
+
+
 def plugins_from_entry_points() -> list:
-    """Instances of the hook plugins installed under :data:`ENTRY_POINT_GROUP`; one
-    that fails to load is logged and left out."""
+    """Instances of the hook plugins installed under :data:`ENTRY_POINT_GROUP`, except
+    this package's own (they load by name: :func:`plugin_by_name`); one that fails to
+    load is logged and left out."""
     plugins = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.dist is not None and ep.dist.name.replace("-", "_") == OWN_DISTRIBUTION:
+            continue
         try:
             plugins.append(ep.load()())
         except Exception as exc:
             logger.error("hook plugin %s could not be loaded; left out", ep.name, exc_info=exc)
     return plugins
+
+
+def plugin_by_name(name: str):
+    """An instance of the installed hook plugin ``name`` (an entry point of
+    :data:`ENTRY_POINT_GROUP`).
+
+    Raises
+    ------
+    OptionError
+        No plugin of that name is installed, or it fails to load (the message says why).
+    """
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if name not in found:
+        raise OptionError(
+            f"no hook plugin named {name!r} is installed; installed: {', '.join(sorted(found)) or 'none'} "
+            f"(plugins register under the entry-point group {ENTRY_POINT_GROUP!r})"
+        )
+    try:
+        return found[name].load()()
+    except Exception as exc:
+        raise OptionError(f"hook plugin {name!r} could not be loaded ({type(exc).__name__}: {exc}); "
+                          "reinstall the package that provides it") from exc
 
 
 def as_hooks(hooks: Any = None, *, installed: bool = False) -> Hooks:

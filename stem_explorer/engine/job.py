@@ -20,6 +20,13 @@ result ever follows a newer one.
 Failures after the job started (a task's error, workers dying, the cluster going
 away) are the job's error, raised by :meth:`Job.result`, in the package's terms
 (:mod:`.failures`).
+
+Event hooks (:mod:`.hooks`): ``on_submit``, ``on_schedule`` (reported by the
+scheduler, :mod:`.cluster_events`), ``on_partition``, ``on_result``, ``on_error`` and
+``on_complete``, delivered in order on a thread of the job's own (:mod:`.hook_queue`);
+a hook's exception is kept in :attr:`Job.hook_errors`. What the tasks and workers
+used (:mod:`.monitor`) accumulates in :attr:`Job.stats` and goes into the final
+results' provenance (``"resources"``).
 """
 
 from __future__ import annotations
@@ -36,8 +43,13 @@ import numpy as np
 from ..errors import JobCancelledError
 from ..io.base import DataSet
 from ..io.isolated import chunk_ranges
-from . import failures, preview, warmup
+from . import failures, monitor, preview, warmup
+from .checkpoint import Checkpoint, Resumed
+from .hook_queue import HookQueue
+from .hooks import as_hooks
 from .locality import WorkerIndex, is_local, worker_addresses
+from .ops import PickFrames
+from .roi import plan_frames, select_partitions
 from .tasks import (
     INLINE_PLAN_BYTES,
     PartitionResult,
@@ -46,6 +58,7 @@ from .tasks import (
     compute_preview_here,
     empty_accumulators,
     merge_partition,
+    read_partition_here,
     run_partition,
     run_preview,
 )
@@ -57,6 +70,11 @@ logger = logging.getLogger(__name__)
 
 #: A job keeps at most this many of its callbacks' exceptions (each holds a snapshot).
 MAX_CALLBACK_ERRORS = 10
+
+#: A job that reads at most this many bytes of frames (a click, a small scan ROI)
+#: reads them in this process when that is cheap (see ``Job.read_in_client``): a
+#: task's round trip through the scheduler costs more than reading them.
+READ_HERE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -112,6 +130,13 @@ class JobStats:
     cpu_seconds: float = 0.0
     #: the highest resident set size of a worker while it ran one of the job's tasks
     peak_rss_bytes: int = 0
+    #: partitions taken from a checkpoint instead of computed (counted in n_partitions)
+    partitions_resumed: int = 0
+    #: wall seconds of the job's tasks, summed over workers
+    task_seconds: float = 0.0
+    #: worker address -> :class:`~.monitor.WorkerUsage` (its tasks' totals and its
+    #: samples, one a second while it ran the job's tasks)
+    per_worker: dict = field(default_factory=dict)
 
     @property
     def gbps(self) -> float:
@@ -121,6 +146,10 @@ class JobStats:
     def locality_hit_rate(self) -> Optional[float]:
         """Fraction of partitions with known locations computed on one of them."""
         return self.locality_hits / self.locality_known if self.locality_known else None
+
+    def usage(self) -> dict:
+        """The resource figures as plain JSON (:func:`~.monitor.usage_summary`)."""
+        return monitor.usage_summary(self)
 
 
 def _placement(partition, workers: WorkerIndex) -> dict:
@@ -146,7 +175,27 @@ class Job:
     ``after`` are jobs started before this one: those of them cancelled by the time
     this job first delivers (the job it supersedes) have their running callbacks
     return first.
+
+    ``roi`` (sorted unique flat frame indices) limits the job to those frames: only
+    the partitions holding them run, each reads only the blocks holding them
+    (:mod:`stem_explorer.engine.roi`), per-frame results stay NaN elsewhere and reductions cover only
+    them. Without it the job still reads only the frames its ops declare when every
+    op declares some (a picked frame). A job with a frame subset has no coarse
+    preview.
+
+    With a ``checkpoint`` (:class:`~stem_explorer.engine.checkpoint.Checkpoint`) the job saves its
+    progress to the checkpoint's file as it goes, and a job started with a file made
+    for the same work computes only the partitions the file lacks (it has no coarse
+    preview; its first snapshot shows the partitions taken from the file). A job of a
+    frame subset (picked frames) reads little and takes no checkpoint.
+
+    ``hooks`` (anything :func:`~.hooks.as_hooks` takes) are told of the job's events
+    (module notes); :meth:`result` returns after ``on_complete``'s hooks have run.
     """
+
+    #: whether the job reads only the frames of its ROI and its ops' declarations
+    #: (a live job follows the acquisition frame by frame instead)
+    selects_frames = True
 
     def __init__(
         self,
@@ -161,8 +210,13 @@ class Job:
         on_partial: Optional[Callable[[Progress], None]] = None,
         on_progress: Optional[Callable[[Progress], None]] = None,
         after: Sequence["Job"] = (),
+        roi: Optional[np.ndarray] = None,
+        checkpoint: Optional[Checkpoint] = None,
+        hooks: Any = None,
     ):
         self.id = next(_job_ids)
+        self._hooks = HookQueue(as_hooks(hooks), self.id, str(dataset.path) if dataset.path else None)
+        self._events = None  # the client's ClusterEvents while the job runs
         self._client = client
         self._dataset = dataset
         self._plan = plan
@@ -190,10 +244,23 @@ class Job:
         self._accs = empty_accumulators(plan, dataset.n_frames, dataset.sig_shape, dataset.dtype)
         self._filled = np.zeros(dataset.n_frames, bool)
         self._exact = np.zeros(dataset.n_frames, bool)  # filled by a whole partition
-        self._partitions = dataset.partitions(n_workers, partition_bytes)
+        #: the sorted flat indices of the frames the job reads (None: all)
+        self.frames = plan_frames(plan.ops, roi) if self.selects_frames else None
+        self._partitions, self._partition_frames = select_partitions(
+            dataset.partitions(n_workers, partition_bytes), self.frames
+        )
+        self._unread = None  # frames outside the job's frames: complete without them
+        if self.frames is not None:
+            self._unread = np.ones(dataset.n_frames, bool)
+            self._unread[self.frames] = False
         self._done = 0
         self._bytes = 0
-        self._stats = JobStats(len(self._partitions), 0, 0.0)
+        #: where the job saves its progress (None: nowhere; a job of a frame subset
+        #: reads little and takes none)
+        self.checkpoint = checkpoint if self.frames is None else None
+        if self.checkpoint is not None:
+            self._resume(self.checkpoint.start(dataset, plan, self._partitions, self._accs))
+        self._stats = JobStats(len(self._partitions), 0, 0.0, partitions_resumed=self._done)
         self._t0 = time.perf_counter()
         self._t_end: Optional[float] = None
 
@@ -201,6 +268,9 @@ class Job:
         #: whether the coarse preview was computed in this process (else by a task;
         #: settled once the job's first snapshot is out)
         self.preview_in_client = self._can_preview_here()
+        #: whether the job reads its few frames in this process (else by tasks;
+        #: settled once the job's first snapshot is out)
+        self.read_in_client = self._can_read_here()
         self._preview_left = 0
         self._plan_arg = None
         self._futures: list = []
@@ -222,6 +292,16 @@ class Job:
     @property
     def n_partitions(self) -> int:
         return len(self._partitions)
+
+    @property
+    def _tag(self) -> str:
+        """The prefix of the job's task keys (:func:`.monitor.job_tag`)."""
+        return f"{monitor.KEY_PREFIX}{self.id}"
+
+    @property
+    def hook_errors(self) -> list:
+        """Exceptions raised by this job's hooks (each also logged); the job went on."""
+        return self._hooks.hooks.errors
 
     @property
     def stats(self) -> JobStats:
@@ -262,11 +342,17 @@ class Job:
                 return
 
     def result(self, timeout: Optional[float] = None):
-        """Block until the job is finished, its callbacks included (except when called
-        from one of them), and return the final results."""
+        """Block until the job is finished, its callbacks and hooks included (except
+        when called from one of them), and return the final results."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             if not self._changed.wait_for(self._over, timeout):
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
+        if threading.current_thread() is not self._thread:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._hooks.wait(left):
+                raise TimeoutError(f"the hooks of job {self.id} did not finish within {timeout} s")
+        with self._changed:
             self._raise_if_failed()
             return self._final_progress().results
 
@@ -292,15 +378,40 @@ class Job:
         self._release()
         return True
 
+    def save(self, path, **options):
+        """Wait for the results, write them to ``path`` (their ``save(path,
+        **options)``: atomically), then remove the job's checkpoint file: it is only
+        removed once the results it led to are safely on disk. Returns the path."""
+        written = self.result().save(path, **options)
+        if self.checkpoint is not None:
+            self.checkpoint.remove()
+        return written
+
     def __repr__(self) -> str:
         return f"<Job {self.id} {self._state} {self._done}/{self.n_partitions} partitions>"
 
     # -- internals -----------------------------------------------------------------------
+    def _resume(self, resumed: Optional[Resumed]) -> None:
+        """Start from a checkpoint: its partition layout, accumulators and finished
+        partitions (None: start afresh)."""
+        if resumed is None:
+            return
+        self._partitions, self._accs = resumed.partitions, resumed.accumulators
+        self._partition_frames = [None] * len(self._partitions)
+        for index in resumed.done:
+            part = self._partitions[index]
+            self._filled[part.start : part.stop] = self._exact[part.start : part.stop] = True
+        self._done = len(resumed.done)
+
     def _choose_preview(self, stride: Optional[int]) -> int:
         """The preview grid's stride: ``stride`` if given (0 or 1: none), else sized
-        by :func:`preview.auto_stride`; 1 when no op is per frame or one partition."""
+        by :func:`preview.auto_stride`; 1 when no op is per frame, one partition, or
+        the job resumes from a checkpoint."""
         ds = self._dataset
-        if not any(op.per_frame for op in self._plan.ops) or len(self._partitions) < 2 or len(ds.nav_shape) > 2:
+        resumed = self._done > 0
+        if not any(op.per_frame for op in self._plan.ops) or len(self._partitions) < 2 or len(ds.nav_shape) > 2 or resumed:
+            return 1
+        if self.frames is not None:  # the grid would read frames outside the ROI
             return 1
         if stride is None:
             return preview.auto_stride(ds.nav_shape, ds.frame_bytes)
@@ -313,10 +424,14 @@ class Job:
         payloads = self._dataset.payloads(client, partitions)
         workers = WorkerIndex(worker_addresses(client) if any(p.locations for p in partitions) else ())
         plan_arg = self._ship_plan(self._plan)
+        self._listen()
         with self._lock:  # cancel() waits, then releases what was submitted
             if self._state != "running":
                 return False
             self._plan_arg = plan_arg
+            # queued before the tasks go: every placement the scheduler reports follows it
+            self._hooks.emit("on_submit", partitions=len(partitions),
+                             bytes=sum(p.n_frames for p in partitions) * self._dataset.frame_bytes)
             preview = self._submit_preview(payloads, workers) if preview_tasks else []
             self._futures = preview + self._submit_partitions(payloads, workers)
         return True
@@ -344,6 +459,27 @@ class Job:
         cheap = ds.random_access_here and not ds.source.decodes
         return self.preview_stride > 1 and cheap and warmup.is_warm(ds.dtype)
 
+    def _can_read_here(self) -> bool:
+        """Whether to read the job's frames in this process instead of by tasks: they
+        are few (:data:`READ_HERE_BYTES`), this process reads scattered frames cheaply
+        and never decodes (see :meth:`_can_preview_here`), and its kernels are warm
+        for the dtype unless the plan only copies frames (picked ones)."""
+        ds = self._dataset
+        few = self.frames is not None and len(self.frames) * ds.frame_bytes <= READ_HERE_BYTES
+        cheap = ds.random_access_here and not ds.source.decodes
+        copies_only = all(isinstance(op, PickFrames) for op in self._plan.ops)
+        return few and cheap and (copies_only or warmup.is_warm(ds.dtype))
+
+    def _read_here(self) -> Optional[list]:
+        """The partitions' results read in this process, or None to leave them to
+        tasks (which then report whatever went wrong, as the job's error)."""
+        ds = self._dataset
+        try:
+            return [read_partition_here(part, self._plan, ds.local_payload(part.start, part.stop), frames)
+                    for part, frames in zip(self._partitions, self._partition_frames)]
+        except Exception:
+            return None
+
     def _preview_here(self) -> Optional[PartitionResult]:
         """The preview computed in this process, or None to leave it to a task."""
         ds = self._dataset
@@ -363,18 +499,22 @@ class Job:
         return self._client.scatter(plan, broadcast=True, hash=False)
 
     def _submit_partitions(self, payloads, workers) -> list:
-        """One task per partition: placed ones one by one, the others in one batch
-        (a single graph update instead of one per task)."""
-        keys = [f"stem-explorer-job{self.id}-part{part.index}" for part in self._partitions]
-        self._task_frames.update((key, [(part, payload, None)]) for key, part, payload in zip(keys, self._partitions, payloads))
-        placements = [_placement(part, workers) for part in self._partitions]
+        """One task per partition not finished yet (a resumed job's checkpoint holds
+        some): placed ones one by one, the others in one batch (a single graph update
+        instead of one per task)."""
+        todo = [i for i, part in enumerate(self._partitions) if not self._exact[part.start]]
+        partitions = [self._partitions[i] for i in todo]
+        payloads, frames = [payloads[i] for i in todo], [self._partition_frames[i] for i in todo]
+        keys = [f"stem-explorer-job{self.id}-part{part.index}" for part in partitions]
+        self._task_frames.update((key, [(part, payload, None)]) for key, part, payload in zip(keys, partitions, payloads))
+        placements = [_placement(part, workers) for part in partitions]
         if not any(placements):
             return self._client.map(
-                run_partition, self._partitions, [self._plan_arg] * len(keys), payloads, key=keys, pure=False
+                run_partition, partitions, [self._plan_arg] * len(keys), payloads, frames, key=keys, pure=False
             )
         return [
-            self._client.submit(run_partition, part, self._plan_arg, payload, key=key, pure=False, **placement)
-            for part, payload, key, placement in zip(self._partitions, payloads, keys, placements)
+            self._client.submit(run_partition, part, self._plan_arg, payload, wanted, key=key, pure=False, **placement)
+            for part, payload, wanted, key, placement in zip(partitions, payloads, frames, keys, placements)
         ]
 
     def _submit_preview(self, payloads, workers) -> list:
@@ -412,7 +552,7 @@ class Job:
         if final and results and self._final is not None:
             return self._final
         progress = Progress(
-            results=self._finalize(self._accs, self._filled) if results else None,
+            results=self._finalize(self._accs, self._covered()) if results else None,
             filled=self._filled.reshape(self._dataset.nav_shape).copy(),
             partitions_done=self._done,
             n_partitions=len(self._partitions),
@@ -424,7 +564,14 @@ class Job:
         )
         if final and results:
             self._final = progress
+            provenance = getattr(progress.results, "provenance", None)
+            if isinstance(provenance, dict):
+                provenance["resources"] = self.stats.usage()
         return progress
+
+    def _covered(self) -> np.ndarray:
+        """Frames computed or outside the job's frames: all True when the job is complete."""
+        return self._filled if self._unread is None else self._filled | self._unread
 
     def _final_progress(self) -> Progress:
         with self._lock:
@@ -437,6 +584,15 @@ class Job:
         from distributed import as_completed
 
         try:
+            if self._done and not self._merge(None):  # resumed: show the checkpoint's partitions
+                return
+            here = self._read_here() if self.read_in_client else None
+            self.read_in_client = here is not None
+            if here is not None:
+                for result in here:
+                    if not self._merge(result):
+                        return
+                return
             first = self._preview_here() if self.preview_in_client else None
             self.preview_in_client = first is not None
             if first is not None:
@@ -451,6 +607,7 @@ class Job:
                 if not self._merge(result):
                     return
         except BaseException as exc:  # a task raised, workers died, the cluster went away
+            self._save_checkpoint(at_once=True)  # what merged so far is good: a re-run goes on from it
             self._fail(exc)
         finally:
             self._after = []
@@ -487,11 +644,15 @@ class Job:
         ranges = [(int(i), int(i) + 1) for piece in pieces for i in piece[2]]
         return self._dataset.source, ranges, f"the coarse preview ({len(ranges)} frames)"
 
-    def _merge(self, result: PartitionResult) -> bool:
+    def _merge(self, result: Optional[PartitionResult]) -> bool:
+        """Fold ``result`` into the accumulators and announce the new state (None:
+        only announce it); then save a checkpoint if one is due."""
         with self._changed:
             if self._state != "running":
                 return False
-            if result.indices is not None:
+            if result is None:  # a resumed job's first announcement: nothing ran
+                pass
+            elif result.indices is not None:
                 # preview values never overwrite those of a finished partition
                 keep = ~self._exact[result.indices]
                 merge_partition(self._plan, self._accs, result, keep)
@@ -499,11 +660,14 @@ class Job:
                 self._preview_left -= 1
             else:
                 merge_partition(self._plan, self._accs, result)
-                self._filled[result.start : result.stop] = True
-                self._exact[result.start : result.stop] = True
+                read = slice(result.start, result.stop) if result.frames is None else result.frames
+                self._filled[read] = True
+                self._exact[read] = True
                 self._done += 1
                 self._bytes += result.bytes_read
                 self._count(result)
+            if result is not None:
+                self._account(result)
             if self._done == len(self._partitions):
                 self._state = "finished"
                 self._t_end = time.perf_counter()
@@ -513,7 +677,17 @@ class Job:
         self._deliver(deliveries, finished)
         if finished:
             self._release()
+        else:
+            self._save_checkpoint()
         return True
+
+    def _save_checkpoint(self, at_once: bool = False) -> None:
+        """Save the job's progress when its checkpoint is due (``at_once``: whenever
+        partitions merged since the last save). Only the job's thread merges, and
+        this is it: the accumulators hold still while they are written."""
+        if self.checkpoint is None or self.done or not self.checkpoint.due(self._done, at_once=at_once):
+            return
+        self.checkpoint.save(self._accs, [part.index for part in self._partitions if self._exact[part.start]])
 
     def _new_version(self) -> tuple[list, bool]:
         """Announce a new state (lock held): wake the iterators and return the
@@ -585,8 +759,58 @@ class Job:
             stats.locality_known += 1
             stats.locality_hits += is_local(result.host, locations)
 
+    # -- hooks and monitoring ---------------------------------------------------------------
+    def _listen(self) -> None:
+        """Have the cluster's placements (when ``on_schedule`` has hooks) and worker
+        samples routed to this job."""
+        from .cluster_events import for_client
+
+        self._events = for_client(self._client)
+        if self._events is not None:
+            self._events.listen(self._tag, self)
+            if self._hooks.wants("on_schedule"):
+                self._events.watch_placements()
+
+    def _on_placement(self, key: str, worker: str) -> None:
+        """The scheduler placed the task ``key`` on ``worker`` (client's event loop)."""
+        pieces = self._task_frames.get(key)
+        partition = pieces[0][0].index if pieces and pieces[0][2] is None else None
+        self._hooks.emit("on_schedule", key=key, worker=worker, partition=partition)
+
+    def _on_sample(self, sample: dict) -> None:
+        """A worker's sample while it ran this job's tasks (client's event loop)."""
+        monitor.record_sample(self._stats, sample)
+
+    def _account(self, result: PartitionResult) -> None:
+        """A task's usage into the stats, and ``on_partition`` for a partition (lock held)."""
+        monitor.record_task(self._stats, result.host, result.seconds, result.bytes_read, result.usage)
+        if result.indices is None and self._hooks.wants("on_partition"):
+            usage = result.usage
+            self._hooks.emit(
+                "on_partition", partition=result.index, worker=result.host, bytes=result.bytes_read,
+                seconds=result.seconds, cpu_seconds=usage.cpu_seconds if usage else None,
+                peak_rss_bytes=usage.peak_rss_bytes if usage else None,
+                partitions_done=self._done, n_partitions=len(self._partitions),
+            )
+
+    def _end_hooks(self) -> None:
+        """The job is over: ``on_result`` (finished) or ``on_error`` (failed), then
+        ``on_complete`` with the status; no event after these."""
+        hooks, state = self._hooks, self._state
+        try:
+            if state == "finished" and hooks.wants("on_result"):
+                hooks.emit("on_result", results=self._final_progress().results, stats=self.stats)
+            elif state == "error":
+                hooks.emit("on_error", error=self._error)
+            hooks.emit("on_complete", status=state, stats=self.stats)
+        finally:  # result() waits for this
+            hooks.close()
+
     def _release(self) -> None:
-        """Cancel what is still pending and drop references so workers free memory."""
+        """Cancel what is still pending and drop references so workers free memory;
+        the job's last hook events."""
+        if self._events is not None:
+            self._events.forget(self._tag)
         futures, self._futures = self._futures, []
         pending = [f for f in futures if not f.done()]
         try:
@@ -596,3 +820,4 @@ class Job:
                 self._client.cancel([self._plan_arg])
         except Exception:  # the cluster may already be gone; nothing left to free
             pass
+        self._end_hooks()

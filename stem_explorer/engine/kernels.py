@@ -153,15 +153,21 @@ def span_sums(frames, starts, stops, cols, out, zero, swap=False):
     for f in range(frames.shape[0]):
         frame = frames[f]
         for s in range(starts.shape[0]):
-            run = frame[starts[s]:stops[s]]
-            acc = zero
-            if swap:
-                for p in range(run.shape[0]):
-                    acc += _bswap16(run[p])
-            else:
-                for p in range(run.shape[0]):
-                    acc += run[p]
-            out[f, cols[s]] += acc
+            out[f, cols[s]] += run_sum(frame[starts[s]:stops[s]], zero, swap)
+
+
+@numba.njit(inline="always")
+def run_sum(run, zero, swap):
+    """``zero`` plus the values of ``run`` (big-endian uint16 swapped with ``swap``):
+    the contiguous SIMD loop of :func:`span_sums`."""
+    acc = zero
+    if swap:
+        for p in range(run.shape[0]):
+            acc += _bswap16(run[p])
+    else:
+        for p in range(run.shape[0]):
+            acc += run[p]
+    return acc
 
 
 @numba.njit(inline="always")
@@ -227,13 +233,20 @@ def column_run_sums(frames, box, prefix, plus, plus_ptr, minus, minus_ptr, cols,
     """
     for f in range(frames.shape[0]):
         _column_sums(frames[f], box, prefix, swap)
-        for j in range(cols.shape[0]):
-            acc = zero
-            for k in range(plus_ptr[j], plus_ptr[j + 1]):
-                acc += prefix[plus[k]]
-            for k in range(minus_ptr[j], minus_ptr[j + 1]):
-                acc -= prefix[minus[k]]
-            out[f, cols[j]] += acc
+        _column_run_ends(prefix, plus, plus_ptr, minus, minus_ptr, cols, out[f], zero)
+
+
+@numba.njit(inline="always")
+def _column_run_ends(prefix, plus, plus_ptr, minus, minus_ptr, cols, out, zero):
+    """``out[cols[j]] +=`` mask ``j``'s runs from one frame's running column sums (see
+    :func:`column_run_sums`)."""
+    for j in range(cols.shape[0]):
+        acc = zero
+        for k in range(plus_ptr[j], plus_ptr[j + 1]):
+            acc += prefix[plus[k]]
+        for k in range(minus_ptr[j], minus_ptr[j + 1]):
+            acc -= prefix[minus[k]]
+        out[cols[j]] += acc
 
 
 @numba.jit(**_JIT_FAST)

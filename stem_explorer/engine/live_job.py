@@ -57,9 +57,11 @@ class LiveJob(Job):
     notes). Takes :class:`~.job.Job`'s arguments; there is no coarse preview
     (``preview_stride`` is ignored) and ``partition_bytes`` caps the catch-up chunks."""
 
+    selects_frames = False  # chunks follow the acquisition; every frame is read
+
     def __init__(self, client, dataset: LiveDataSet, plan, finalize, *, n_workers: int = 1,
                  partition_bytes: Optional[int] = None, preview_stride=None, on_partial=None, on_progress=None,
-                 after=()):
+                 after=(), hooks=None):
         # set before Job.__init__ starts the thread
         self._wake = threading.Event()
         self._n_workers = max(1, int(n_workers))
@@ -67,7 +69,8 @@ class LiveJob(Job):
         self._merged_upto = 0
         self._first_frame = 0
         super().__init__(client, dataset, plan, finalize, n_workers=n_workers, partition_bytes=partition_bytes,
-                         preview_stride=1, on_partial=on_partial, on_progress=on_progress, after=after)
+                         preview_stride=1, on_partial=on_partial, on_progress=on_progress, after=after,
+                         hooks=hooks)
 
     @property
     def frames_done(self) -> int:
@@ -93,6 +96,7 @@ class LiveJob(Job):
         ds.add_listener(self._wake.set)
         try:
             self._plan_arg = self._ship_plan(self._plan)
+            self._listen()
             self._follow(ds, token, first)
         except BaseException as exc:  # a task raised, workers died, the cluster went away
             self._fail(exc)
@@ -158,6 +162,7 @@ class LiveJob(Job):
         with self._lock:
             if self._state != "running":
                 return None
+            self._hooks.emit("on_submit", partitions=1, bytes=chunk.n_frames * ds.frame_bytes)
             future = self._client.submit(run_partition, chunk, self._plan_arg, None, key=key, pure=False)
             self._futures.append(future)
             self._task_frames[key] = [(chunk, None, None)]  # what a failure report re-reads
@@ -186,6 +191,7 @@ class LiveJob(Job):
         stats = self._stats
         stats.bytes_done = self._bytes
         stats.tasks_per_worker[result.host] = stats.tasks_per_worker.get(result.host, 0) + 1
+        self._account(result)
 
     def _end(self, ds: LiveDataSet) -> None:
         """The acquisition is over and every recorded frame merged: the job finishes,

@@ -97,6 +97,12 @@ class Op(abc.ABC):
     def key(self) -> tuple:
         """Identity used to share one op between analyses that ask for the same."""
 
+    def frames_needed(self):
+        """The sorted flat indices of the only frames this op reads, or None when it
+        needs every frame (the default). A plan whose every op names its frames reads
+        only those (:mod:`stem_explorer.engine.roi`): a picked frame costs its own bytes, not a pass."""
+        return None
+
     # -- on the worker ---------------------------------------------------------------
     def reads_stored_order(self, dtype: np.dtype) -> bool:
         """Whether :meth:`feed` accepts tiles of ``dtype`` in their stored (non-native)
@@ -137,6 +143,12 @@ class PerFrameOp(Op):
     def feed(self, state, start, frames):
         first, out = state
         self.compute(frames, out[start - first : start - first + frames.shape[0]])
+
+    def feed_at(self, state, indices: np.ndarray, frames: np.ndarray) -> None:
+        """Process scattered frames (a preview's gathered tile): ``frames[i]`` is frame
+        ``indices[i]`` and ``state`` came from ``start(0, len(indices), ...)``. Ops whose
+        work depends on the frame's position (a descan shift) override it."""
+        self.feed(state, 0, frames)
 
     def finish(self, state):
         return state[1]
@@ -183,11 +195,16 @@ class MaskProduct(PerFrameOp):
     dense path needs no conversion). ``'sparse'`` or ``'dense'`` force every column
     through that path; ``'spans'`` or ``'columns'`` force the binary columns through
     it and send weighted ones to ``sparse`` (tests compare the paths).
+
+    ``dense_copies=True`` tells the cost model that the dense path will copy every
+    frame even where the data is float32 (a descan correction whose shifts change
+    from frame to frame: :mod:`.descan`), so it costs what a conversion costs.
     """
 
     KERNELS = ("auto", "spans", "columns", "sparse", "dense")
 
-    def __init__(self, matrix: scipy.sparse.spmatrix, kernel: str = "auto", dtype=None, sig_shape=None):
+    def __init__(self, matrix: scipy.sparse.spmatrix, kernel: str = "auto", dtype=None, sig_shape=None,
+                 dense_copies: bool = False):
         if kernel not in self.KERNELS:
             raise ValueError(f"kernel must be one of {', '.join(map(repr, self.KERNELS))}; got {kernel!r}")
         matrix = scipy.sparse.csc_matrix(matrix, dtype=np.float32)
@@ -201,7 +218,7 @@ class MaskProduct(PerFrameOp):
         self.matrix = matrix.tocsr()
         self._built = {}  # layouts made while choosing the paths, reused by _layout
         if kernel == "auto":
-            self.paths = self._auto_paths(matrix, binary, dtype)
+            self.paths = self._auto_paths(matrix, binary, dtype, None if dense_copies else dtype)
         elif kernel in ("spans", "columns"):
             self.paths = {kernel: np.flatnonzero(binary), "sparse": np.flatnonzero(~binary)}
         else:
@@ -209,9 +226,10 @@ class MaskProduct(PerFrameOp):
         self.paths = {name: cols for name, cols in self.paths.items() if cols.size}
         self._prepared = None
 
-    def _auto_paths(self, csc: scipy.sparse.csc_matrix, binary_mask: np.ndarray, dtype) -> dict:
+    def _auto_paths(self, csc: scipy.sparse.csc_matrix, binary_mask: np.ndarray, dtype, dense_dtype) -> dict:
         """The cheapest of (binary columns as spans or column runs + the rest sparse
-        or dense) and (every column dense), by the cost model."""
+        or dense) and (every column dense), by the cost model; the dense path costs
+        what it does on ``dense_dtype`` (None: converted, whatever ``dtype`` is)."""
         n_pixels = csc.shape[0]
         binary, other = np.flatnonzero(binary_mask), np.flatnonzero(~binary_mask)
         split, cost = {}, 0.0
@@ -227,10 +245,10 @@ class MaskProduct(PerFrameOp):
             split[best], self._built[best] = binary, {"spans": spans, "columns": columns}[best]
             cost += costs[best]
         if other.size:
-            rest = choose_kernel(csc[:, other].nnz, n_pixels, other.size, dtype)
+            rest = choose_kernel(csc[:, other].nnz, n_pixels, other.size, dense_dtype)
             split[rest] = other
-            cost += _sparse_ns(csc[:, other].nnz) if rest == "sparse" else _dense_ns(n_pixels, other.size, dtype)
-        if _dense_ns(n_pixels, self.width, dtype) < cost:
+            cost += _sparse_ns(csc[:, other].nnz) if rest == "sparse" else _dense_ns(n_pixels, other.size, dense_dtype)
+        if _dense_ns(n_pixels, self.width, dense_dtype) < cost:
             return {"dense": np.arange(self.width)}
         return split
 
@@ -609,6 +627,9 @@ class PickFrames(Op):
     def key(self):
         return ("pick", tuple(self.indices.tolist()))
 
+    def frames_needed(self):
+        return self.indices
+
     def start(self, start, stop, n_pixels, dtype):
         return {}
 
@@ -634,6 +655,9 @@ class NavMaskedSum(Op):
     @property
     def key(self):
         return ("nav_masked_sum", _digest(self.indices))
+
+    def frames_needed(self):
+        return self.indices
 
     def start(self, start, stop, n_pixels, dtype):
         return [np.zeros(n_pixels), 0]

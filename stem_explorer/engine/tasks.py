@@ -23,7 +23,9 @@ import numpy as np
 
 from ..io.base import Partition
 from .kernels import as_native_2d
+from .monitor import TaskMeter, TaskUsage
 from .ops import Op
+from .roi import frames_in, plan_frames, read_blocks
 
 #: Default tile size in bytes of native data. Large tiles amortise what each tile
 #: costs besides its pixels (a read, the kernels' dispatch, BLAS packing the mask
@@ -58,6 +60,11 @@ class PartitionResult:
     host: str  # worker address (tcp://host:port), or hostname outside dask
     #: flat frame indices of a preview result (per-frame ops only), None for a partition
     indices: Optional[np.ndarray] = None
+    #: the only frames of the partition that were read (a scan ROI; sorted flat
+    #: indices, the rows of the per-frame partials), None when all were
+    frames: Optional[np.ndarray] = None
+    #: what the task used, measured in the worker (None: computed in the client)
+    usage: Optional[TaskUsage] = None
 
 
 _THREADS_PINNED = False
@@ -116,9 +123,34 @@ def _unpack_plan(digest: str, blob: bytes) -> Plan:
     return plan
 
 
-def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> PartitionResult:
-    """Run every op of ``plan`` over ``partition``; return the partials."""
+def run_partition(
+    partition: Partition, plan: Plan, payload: Any = None, frames: Optional[np.ndarray] = None
+) -> PartitionResult:
+    """Run every op of ``plan`` over ``partition``; return the partials.
+
+    With ``frames`` (sorted flat indices inside the partition: a scan ROI, or what
+    the ops need) only the blocks holding them are read (:func:`stem_explorer.engine.roi.read_blocks`)
+    and the ops see only those frames; per-frame partials then hold their rows only.
+    """
     _pin_threads()
+    meter = TaskMeter()
+    result = _read_partition(partition, plan, payload, frames, meter)
+    result.usage = meter.finish()
+    return result
+
+
+def read_partition_here(
+    partition: Partition, plan: Plan, payload: Any = None, frames: Optional[np.ndarray] = None
+) -> PartitionResult:
+    """:func:`run_partition` in the client (a click, a small ROI), with BLAS on the
+    calling thread only for the call (the user's process keeps its own settings)."""
+    with _threadpools().limit(limits=1, user_api="blas"):
+        return _read_partition(partition, plan, payload, frames)
+
+
+def _read_partition(
+    partition: Partition, plan: Plan, payload: Any, frames: Optional[np.ndarray], meter: Optional[TaskMeter] = None
+) -> PartitionResult:
     t0 = time.perf_counter()
     source = partition.source
     n_pixels = math.prod(source.sig_shape)
@@ -129,22 +161,38 @@ def run_partition(partition: Partition, plan: Plan, payload: Any = None) -> Part
     keep_order = all(op.reads_stored_order(dtype) for op in plan.ops)
     scratch = [None]  # the swap buffer, reused from tile to tile
     cancelled = _cancellation_check()
+    tile_frames = plan.tile_frames(frame_bytes)
+    if frames is None:
+        blocks = [(start, stop, [(start, stop)]) for start, stop in partition.tile_ranges(tile_frames)]
+    else:
+        blocks = read_blocks(frames, partition.stop, source.frame_alignment, tile_frames)
+    frames_read = 0
     with source.open(payload) as reader:
-        for start, stop in partition.tile_ranges(plan.tile_frames(frame_bytes)):
+        if frames is not None:  # scattered blocks: let the reader fetch them together
+            reader.will_need([(block_start, block_stop) for block_start, block_stop, _runs in blocks])
+        for block_start, block_stop, runs in blocks:
             if cancelled():
                 break  # nobody waits for this result; free the worker for the next job
-            frames = as_native_2d(reader.read(start, stop), keep_order, scratch)
-            for op, state in zip(plan.ops, states):
-                op.feed(state, start, frames)
+            tile = as_native_2d(reader.read(block_start, block_stop), keep_order, scratch)
+            frames_read += block_stop - block_start
+            for start, stop in runs:
+                for op, state in zip(plan.ops, states):
+                    op.feed(state, start, tile[start - block_start : stop - block_start])
+            if meter is not None:  # the tile is still held: the RSS now is the task's
+                meter.tile((block_stop - block_start) * frame_bytes)
     partials = [op.finish(state) for op, state in zip(plan.ops, states)]
+    if frames is not None:  # per-frame rows of the frames read only: the rest stays NaN
+        rows = frames - partition.start
+        partials = [partial[rows] if op.per_frame else partial for op, partial in zip(plan.ops, partials)]
     return PartitionResult(
         index=partition.index,
         start=partition.start,
         stop=partition.stop,
         partials=partials,
-        bytes_read=partition.n_frames * frame_bytes,
+        bytes_read=frames_read * frame_bytes,
         seconds=time.perf_counter() - t0,
         host=_where(),
+        frames=frames,
     )
 
 
@@ -167,9 +215,14 @@ def compute_preview_here(pieces: Sequence[tuple], plan: Plan) -> PartitionResult
 
 
 def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
-    """The task computing a coarse preview on a worker: :func:`compute_preview`."""
+    """The task computing a coarse preview on a worker: :func:`compute_preview`,
+    metered."""
     _pin_threads()
-    return compute_preview(pieces, plan)
+    meter = TaskMeter()
+    result = compute_preview(pieces, plan)
+    meter.tile(result.bytes_read)
+    result.usage = meter.finish()
+    return result
 
 
 def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
@@ -200,7 +253,7 @@ def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
         for op in plan.ops:
             if op.per_frame:
                 state = op.start(0, len(indices), n_pixels, native)
-                op.feed(state, 0, tile)
+                op.feed_at(state, indices, tile)
                 partials.append(op.finish(state))
             else:
                 partials.append(None)
@@ -283,19 +336,25 @@ def merge_partition(plan: Plan, accumulators: list, result: PartitionResult, kee
     frames, except where the boolean ``keep`` mask (indexed like ``indices``) is False.
     """
     for i, (op, partial) in enumerate(zip(plan.ops, result.partials)):
-        if result.indices is None:
+        if result.frames is not None and op.per_frame:
+            accumulators[i] = op.merge_frames(accumulators[i], partial, result.frames)
+        elif result.indices is None:
             accumulators[i] = op.merge(accumulators[i], partial, result.start, result.stop)
         elif partial is not None:
             accumulators[i] = op.merge_frames(accumulators[i], partial, result.indices, keep)
 
 
-def run_local(partitions: Sequence[Partition], plan: Plan, payloads=None) -> list:
+def run_local(partitions: Sequence[Partition], plan: Plan, payloads=None, roi: Optional[np.ndarray] = None) -> list:
     """Run a plan in this process, partition after partition, and return the merged
-    accumulators (tests, debugging, single-process use)."""
+    accumulators (tests, debugging, single-process use). ``roi`` (sorted flat frame
+    indices) limits the frames read, as a job's does."""
     if not partitions:
         raise ValueError("run_local needs at least one partition")
     source = partitions[0].source
     accumulators = empty_accumulators(plan, source.n_frames, source.sig_shape, source.dtype)
+    wanted = plan_frames(plan.ops, roi)
     for partition, payload in zip(partitions, payloads or [None] * len(partitions)):
-        merge_partition(plan, accumulators, run_partition(partition, plan, payload))
+        frames = None if wanted is None else frames_in(wanted, partition)
+        if frames is None or frames.size:
+            merge_partition(plan, accumulators, run_partition(partition, plan, payload, frames))
     return accumulators

@@ -48,6 +48,11 @@ class FrameReader(abc.ABC):
         for row, index in enumerate(indices):
             flat[row] = self.read(int(index), int(index) + 1).reshape(-1)
 
+    def will_need(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """A hint that frames ``start:stop`` of each of ``ranges`` are read next (a scan
+        ROI's blocks): readers of files may start reading them all at once. The
+        default does nothing."""
+
     def close(self) -> None:
         """Release files and buffers."""
 

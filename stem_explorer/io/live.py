@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import AcquisitionError, DataSetError
 from .base import DataSet, Partition
+from .isolated import chunk_ranges, read_isolated
 from .partitioned.recording import Recording
 
 #: Default bound of a spool's unread frames (``record=None``).
@@ -146,7 +147,8 @@ class LiveDataSet(DataSet):
 
     def read_frames(self, start: int, stop: int) -> np.ndarray:
         """A copy of recorded frames ``start:stop`` (a clear error for frames not
-        recorded yet, or discarded)."""
+        recorded yet, or discarded); frames that decode are read in a separate
+        process (:mod:`.isolated`)."""
         if not 0 <= start <= stop <= self.n_frames:
             raise DataSetError(f"frame range {start}:{stop} is outside 0:{self.n_frames}")
         if not (self.first_held <= start and stop <= self._available):
@@ -159,8 +161,12 @@ class LiveDataSet(DataSet):
         pos = start
         while pos < stop:  # piece by piece: a series of files holds them in several
             end = self.recording.piece_end(pos, stop)
-            with self.recording.source(pos, end).open() as reader:
-                out[pos - start : end - start] = reader.read(pos, end)
+            source = self.recording.source(pos, end)
+            if source.decodes:  # compressed files: a corrupt chunk must not crash this process
+                out[pos - start : end - start] = np.concatenate(read_isolated(source, chunk_ranges(source, pos, end)))
+            else:
+                with source.open() as reader:
+                    out[pos - start : end - start] = reader.read(pos, end)
             pos = end
         return out
 

@@ -312,6 +312,24 @@ class MappedFrameReader(FrameReader):
             else:  # frames with headers between them: np.take would copy the whole file first
                 dest[...] = frames[indices]
 
+    def will_need(self, ranges) -> None:
+        """Ask the kernel to read the byte ranges of these frames now, all at once
+        (``POSIX_FADV_WILLNEED``): touching a cold mapping faults the pages in one
+        read-ahead window after another, so the scattered runs of a scan ROI would
+        otherwise be read one small request at a time."""
+        s = self.source
+        frame_bytes = math.prod(s.sig_shape) * s.dtype.itemsize
+        stride = s.frame_stride or frame_bytes
+        try:
+            fd = os.open(s.path, os.O_RDONLY)
+        except OSError:
+            return  # a hint only: the read reports a missing file
+        try:
+            for start, stop in ranges:
+                os.posix_fadvise(fd, s.offset + start * stride, (stop - start) * stride, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         """Drop this reader's reference to the mapping (views keep it alive); for a
         file too large to keep mapped, give back the pages of what was read

@@ -6,8 +6,9 @@
   far first.
 * :class:`MerlinSimulator` (``stem-explorer simulate merlin FILE.mib``) serves a
   ``.mib`` file as a Merlin would, for tests, demos and users without a detector.
-* :func:`watch` follows the ``.mib`` files a detector's own software is still
-  writing in a folder (growing files, and the next files of a series).
+* :func:`watch` follows the files a detector's own software is still writing in a
+  folder: Merlin ``.mib`` files (growing files, and the next files of a series) and
+  DECTRIS ARINA acquisitions (a master and data files, each data file once complete).
 """
 
 from ..io.live import LiveDataSet, LiveStats

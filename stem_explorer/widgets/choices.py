@@ -197,17 +197,10 @@ def navigation_image(choice: Choice, results, key: str, progress=None) -> np.nda
 
 def analysis_code(analysis: Analysis, key: str, source: str) -> str:
     """Notebook lines that reproduce the result ``key`` with the public API."""
-    cls = type(analysis)
-    if cls.__module__.startswith("stem_explorer."):
-        origin = f"from stem_explorer.analyses import {cls.__name__}"
-    elif cls.__module__ == "__main__":
-        origin = f"# {cls.__name__}: the analysis defined in this notebook"
-    else:
-        origin = f"from {cls.__module__} import {cls.__name__}"
     return "\n".join(
         [
             "import stem_explorer as se",
-            origin,
+            import_line(type(analysis)),
             "from stem_explorer import masks",
             "",
             f"session = se.Session({source})",
@@ -215,3 +208,18 @@ def analysis_code(analysis: Analysis, key: str, source: str) -> str:
             f"image = results[{key!r}].data",
         ]
     )
+
+
+def import_line(cls: type) -> str:
+    """The line of copied code that imports the analysis class ``cls``."""
+    if cls.__module__.startswith("stem_explorer."):
+        return f"from stem_explorer.analyses import {cls.__name__}"
+    if cls.__module__ == "__main__":
+        return f"# {cls.__name__}: the analysis defined in this notebook"
+    return f"from {cls.__module__} import {cls.__name__}"
+
+
+def drawn_point(shapes: list) -> Optional[tuple]:
+    """``(y, x)`` of the last point added among the editor's ``shapes``, if any."""
+    points = [s for s in shapes if s.get("kind") == "point" and s.get("op", "add") == "add"]
+    return (points[-1]["y"], points[-1]["x"]) if points else None

@@ -23,13 +23,16 @@ from ..errors import ClusterError, JobCancelledError, StemExplorerError
 from .. import masks
 from ..masks import Rectangle
 from ..session import Session
+from ..session_group import is_many
 from . import choices, controls
 from .calibration_panel import CalibrationPanel
 from .choices import Beam, Choice, NeedsMask
+from .descan_control import DescanControl
 from .export import save_png
 from .mask_editor import MaskEditor
 from .scale import STYLES, AxisMap
 from .throttle import Throttle
+from .usage import done_text, live_usage_text
 from .views import ImageView, as_image
 
 #: Progress bar updates a second, at most, while a job runs.
@@ -44,7 +47,10 @@ class Explorer(widgets.VBox):
     ``Explorer(source)`` takes a path (opened with ``open_options``), a numpy/dask
     array, a :class:`~stem_explorer.io.DataSet` or a :class:`~stem_explorer.Session`.
     Without a session one is started (embedded LocalCluster unless ``address`` or
-    ``client`` is given) and closed by :meth:`close`.
+    ``client`` is given, or ``cluster="gateway"``: a cluster of ``n_workers`` from the
+    site's dask-gateway, see :class:`~stem_explorer.Session`) and closed by :meth:`close`.
+    A list of sources, or a folder of data sets, gives a
+    :class:`~stem_explorer.widgets.CompareExplorer` instead.
 
     Draw masks in the detector view; the navigation view fills in live as partitions
     finish. Click the navigation view to see that frame, drag a rectangle in ROI mode
@@ -54,12 +60,21 @@ class Explorer(widgets.VBox):
     scan rotation and flip from the field (:meth:`guess_scan_rotation`).
     """
 
+    def __new__(cls, source: Any = None, *args, **kwargs):
+        # several data sets (a list, a folder of data sets): the compare view
+        if is_many(source):
+            from .compare import CompareExplorer
+
+            return CompareExplorer(source, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         source: Any,
         *,
         address: Optional[str] = None,
         client=None,
+        cluster: Optional[str] = None,
         n_workers: Optional[int] = None,
         export_dir: str = "stem_explorer_exports",
         size: int = 400,
@@ -67,7 +82,7 @@ class Explorer(widgets.VBox):
     ):
         self._source = source
         self._open_options = open_options
-        self._cluster_options = {"address": address, "client": client, "n_workers": n_workers}
+        self._cluster_options = {"address": address, "client": client, "cluster": cluster, "n_workers": n_workers}
         self.export_dir = Path(export_dir)
         self.session: Optional[Session] = None
         self.results = None  # final results of the navigation analysis
@@ -272,12 +287,14 @@ class Explorer(widgets.VBox):
         self.code_box = widgets.Textarea(layout={"width": "100%", "height": "120px", "display": "none"})
         self.copy_button.on_click(lambda _: self._show_code())
         self.export_label = widgets.HTML()
+        self.descan_control = DescanControl(on_change=self._start_navigation, on_error=self._show_error)
         self.controls = widgets.VBox(
             [
                 widgets.HBox([self.analysis, self.params_box, self.guess_box, self.component, self.component_index]),
                 widgets.HBox([self.colormap, self.nav_log, self.vmin, self.vmax, self.limits_auto, self.scale_style]),
                 widgets.HBox([self.progress, self.progress_label]),
                 widgets.HBox([*self.export_buttons, self.copy_button, self.export_label]),
+                self.descan_control,
                 self.code_box,
                 self.calibration_box,
             ]
@@ -295,6 +312,7 @@ class Explorer(widgets.VBox):
         except Exception as exc:  # shown in the widget, not only in the log
             self._show_error(exc, prefix="could not open the data set")
             return
+        self.descan_control.attach(self.session, self._beam_support)
         ds = self.session.dataset
         self.title.value = (
             f"<b>{html.escape(Path(ds.path).name if ds.path else ds.format)}</b> &nbsp; scan {tuple(ds.nav_shape)}"
@@ -305,6 +323,10 @@ class Explorer(widgets.VBox):
         self._show_calibration()
         self._set_status("computing the sum frame ...")
         self._start_detector(SumFrame(), first=True)
+
+    def _beam_support(self) -> Optional[tuple]:
+        """``(cy, cx, radius)`` of the direct beam, once the sum frame has shown it."""
+        return None if self.beam is None else (self.beam.cy, self.beam.cx, self.beam.radius)
 
     def _cluster_options_set(self) -> dict:
         return {k: v for k, v in self._cluster_options.items() if v is not None}
@@ -374,17 +396,12 @@ class Explorer(widgets.VBox):
     def _has_ring(self) -> bool:
         return any(s.get("kind") == "ring" for s in self.editor.shapes)
 
-    def _drawn_point(self) -> Optional[tuple]:
-        """``(y, x)`` of the last point drawn on the detector, if any."""
-        points = [s for s in self.editor.shapes if s.get("kind") == "point" and s.get("op", "add") == "add"]
-        return (points[-1]["y"], points[-1]["x"]) if points else None
-
     def _start_navigation(self) -> None:
         if self.session is None or self.beam is None:
             return
         choice = self.choice
         try:
-            analysis = choices.build_analysis(choice, self.editor.mask(), self.beam, self._drawn_point())
+            analysis = choices.build_analysis(choice, self.editor.mask(), self.beam, choices.drawn_point(self.editor.shapes))
         except NeedsMask as exc:
             self._set_status(str(exc), hint=True)
             return
@@ -455,8 +472,7 @@ class Explorer(widgets.VBox):
     def _on_nav_done(self, job, results) -> None:
         if job is self._nav_job:
             self.results = results
-            stats = job.stats
-            self._set_status(f"done: {stats.gbps:.2f} GB/s, {stats.elapsed:.2f} s")
+            self._set_status(done_text(job.stats))
 
     def _start_detector(self, analysis, first: bool = False) -> None:
         with self._lock:
@@ -695,8 +711,10 @@ class Explorer(widgets.VBox):
 
     def _send_progress(self, progress) -> None:
         self.progress.value = progress.fraction
+        job = next((j for j in (self._nav_job, self._detector_job) if j is not None and j.id == progress.job_id), None)
         self.progress_label.value = (
             f"{progress.fraction:5.0%} &nbsp; {progress.gbps:.2f} GB/s &nbsp; {progress.elapsed:.2f} s"
+            + live_usage_text(job)
         )
 
     def _set_status(self, text: str, *, hint: bool = False, error: bool = False) -> None:

@@ -137,6 +137,30 @@ print(json.dumps({
 """
 
 
+def draw_disk_and_check(page, run, sig_shape) -> None:
+    """Draw a disk with the mouse in the detector view; the kernel's virtual image and
+    the one shown equal a numpy reference for that disk, and the view changes."""
+    nav = page.locator(".se-nav-view")
+    run("explorer.editor.clear()")
+    page.click(".se-mask-editor [data-tool='disk']")
+    cy, cx, radius = sig_shape[0] / 2 - 3, sig_shape[1] / 2 + 2, 7.0
+    before = nav.screenshot()
+    page.mouse.move(*detector_point(page, cy, cx))
+    page.mouse.down()
+    page.mouse.move(*detector_point(page, cy, cx + radius), steps=6)
+    page.mouse.up()
+    kernel_until(run, "explorer.wait() is not None and not explorer.editor.dragging and explorer.editor.mask() is not None"
+                 " and explorer.results.provenance['analyses'][0]['masks']['image'] == explorer.editor.mask().to_dict()",
+                 "the virtual image of the drawn disk")
+    state = load_json(run(REFERENCE))
+    assert state["error"] is None, state["error"]
+    (disk,) = state["shapes"]
+    assert disk["kind"] == "disk" and disk["op"] == "add"
+    assert abs(disk["cy"] - cy) < 1 and abs(disk["cx"] - cx) < 1 and abs(disk["radius"] - radius) < 1.5, disk
+    assert state["result_equal"] and state["shown_equal"], str(state)
+    wait_until(lambda: nav.screenshot() != before, 10, "the navigation view to change")
+
+
 def test_explorer_in_the_browser(page, server, kernel, shots, browser_env):
     run_notebook(page, server)
     page.wait_for_selector(".se-explorer", timeout=120_000)
@@ -158,25 +182,7 @@ def test_explorer_in_the_browser(page, server, kernel, shots, browser_env):
     shots("colour-bar")
     run("explorer.nav.set_limits()")
 
-    # draw a disk with the mouse
-    run("explorer.editor.clear()")
-    page.click(".se-mask-editor [data-tool='disk']")
-    cy, cx, radius = SIG[0] / 2 - 3, SIG[1] / 2 + 2, 7.0
-    before = nav.screenshot()
-    page.mouse.move(*detector_point(page, cy, cx))
-    page.mouse.down()
-    page.mouse.move(*detector_point(page, cy, cx + radius), steps=6)
-    page.mouse.up()
-    kernel_until(run, "explorer.wait() is not None and not explorer.editor.dragging and explorer.editor.mask() is not None"
-                 " and explorer.results.provenance['analyses'][0]['masks']['image'] == explorer.editor.mask().to_dict()",
-                 "the virtual image of the drawn disk")
-    state = load_json(run(REFERENCE))
-    assert state["error"] is None, state["error"]
-    (disk,) = state["shapes"]
-    assert disk["kind"] == "disk" and disk["op"] == "add"
-    assert abs(disk["cy"] - cy) < 1 and abs(disk["cx"] - cx) < 1 and abs(disk["radius"] - radius) < 1.5, disk
-    assert state["result_equal"] and state["shown_equal"], str(state)
-    wait_until(lambda: nav.screenshot() != before, 10, "the navigation view to change")
+    draw_disk_and_check(page, run, SIG)
     shots("disk-drawn")
 
     # click a scan position: the detector view shows that frame

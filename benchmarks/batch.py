@@ -1,0 +1,173 @@
+"""Batch throughput (issue 16): many files through ``stem_explorer.batch`` on one warm
+embedded LocalCluster, a virtual detector (a disk) and the sum frame on each.
+
+``python -m benchmarks --batch`` (options: ``python -m benchmarks --batch --help``).
+
+* **single file**: one job (``Session.run``) on one big file, warm, ``--repeat``
+  times: the throughput limit of the workload in this run (median GB/s);
+* **small files** (default 1,000 of 4 MiB): the whole batch's wall time. The per-file
+  fixed overhead is what the batch takes beyond streaming the bytes at the single-file
+  rate, per file: ``(wall - bytes / single GB/s) / files``; also files/s and GB/s;
+* **big files** (default 20 of 256 MiB): the batch's GB/s as a fraction of the
+  single-file GB/s.
+
+Issue 16's targets: a fixed overhead <= 30 ms per file, and big files at >= 80% of
+the single-file throughput. Every file is a ``.npy`` of uint16 frames, written once
+(the page cache holds them: both sides of each ratio read warm data). Each batch
+writes its results to a fresh folder, so nothing is kept from an earlier run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data, report, timing
+from .runner import REPO_ROOT, _run_record
+
+TARGET_OVERHEAD_S = 0.030
+TARGET_FRACTION = 0.80
+SIG = (64, 64)  # 8 KiB frames
+
+
+def _log(message: str) -> None:
+    print(f"[bench-batch] {message}", file=sys.stderr, flush=True)
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", default=str(REPO_ROOT / "bench_data"), help="folder of the files (created if absent)")
+    p.add_argument("--small", action="store_true", help="a quick run: 100 files of 4 MiB and 4 of 64 MiB")
+    p.add_argument("--files", type=data.at_least_one, help="small files (default 1000; --small: 100)")
+    p.add_argument("--file-mib", type=data.at_least_one, default=4, help="MiB per small file (default 4)")
+    p.add_argument("--big-files", type=data.at_least_one, help="big files (default 20; --small: 4)")
+    p.add_argument("--big-mib", type=data.at_least_one, help="MiB per big file (default 256; --small: 64)")
+    p.add_argument("--repeat", type=data.at_least_one, default=3, help="timed single-file runs, after one warm-up")
+    p.add_argument("--workers", type=data.at_least_one, default=2, help="worker processes of the embedded LocalCluster")
+    p.add_argument("--concurrency", type=data.at_least_one, help="inputs in flight (default: the batch's own)")
+    p.add_argument("--json", metavar="FILE", help="also write the records as JSON lines to FILE")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="stdout: table or JSON lines")
+    return p
+
+
+def analyses() -> list:
+    import stem_explorer as se
+
+    return [se.VirtualDetector({"bf": se.masks.Disk(SIG[0] / 2, SIG[1] / 2, SIG[0] / 8)}), se.SumFrame()]
+
+
+def ensure_files(folder: Path, n: int, mib: int) -> list[Path]:
+    """``n`` files of ``mib`` MiB of uint16 frames (one random block repeated), written once."""
+    frame_bytes = SIG[0] * SIG[1] * 2
+    frames = mib * 2**20 // frame_bytes
+    folder = folder / f"batch_{mib}mib"
+    folder.mkdir(parents=True, exist_ok=True)
+    block = np.random.default_rng(16).integers(0, 4096, (min(frames, 256),) + SIG).astype(np.uint16)
+    paths = []
+    for i in range(n):
+        path = folder / f"scan_{i:05d}.npy"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint16, shape=(frames,) + SIG)
+            for start in range(0, frames, len(block)):
+                array[start : start + len(block)] = block[: frames - start]
+            array.flush()
+            del array
+            tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def _single_file(client, path: Path, repeat: int) -> dict:
+    from stem_explorer import Session
+
+    with Session(path, client=client) as session:
+        seconds = timing.repeat(lambda: _timed(session), repeat)
+    return timing.summarise(seconds, os.path.getsize(path))
+
+
+def _timed(session) -> float:
+    t0 = time.perf_counter()
+    session.run(*analyses()).result()
+    return time.perf_counter() - t0
+
+
+def _batch(client, paths: list, out: Path, concurrency) -> dict:
+    from stem_explorer.batch.run import batch
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    result = batch(paths, analyses(), out, client=client, progress=False, concurrency=concurrency)
+    wall = time.perf_counter() - t0
+    nbytes = sum(int(r["bytes"]) for r in result.rows)
+    if not result.ok:
+        raise RuntimeError(f"the batch failed: {result.failed[:1]}")
+    shutil.rmtree(out, ignore_errors=True)
+    return {"files": len(paths), "bytes": nbytes, "wall_s": wall, "files_per_s": len(paths) / wall,
+            "gbps": nbytes / wall / 1e9}
+
+
+def measure(args) -> list[dict]:
+    from distributed import Client
+
+    from stem_explorer.engine.cluster import start_local_cluster
+
+    n_small = args.files or (100 if args.small else 1000)
+    n_big = args.big_files or (4 if args.small else 20)
+    big_mib = args.big_mib or (64 if args.small else 256)
+    folder = Path(args.dir)
+    _log(f"files: {n_small} of {args.file_mib} MiB, {n_big} of {big_mib} MiB in {folder}")
+    small = ensure_files(folder, n_small, args.file_mib)
+    big = ensure_files(folder, n_big, big_mib)
+    records = [{**_run_record(argparse.Namespace(repeat=args.repeat, small=args.small, workers=args.workers)),
+                "benchmark": "batch", "load_average": os.getloadavg()}]
+    out = folder / "batch_results"
+    with start_local_cluster(args.workers) as cluster, Client(cluster) as client:
+        _log("warm-up (kernels on the workers) and the single-file limit")
+        single = _single_file(client, big[0], args.repeat)
+        records.append({"kind": "batch", "case": "single file", "files": 1, "bytes": os.path.getsize(big[0]),
+                        "gbps": single["gbps"], "median_s": single["median_s"]})
+        limit = single["gbps"]
+        _log(f"{n_small} small files")
+        r = _batch(client, small, out, args.concurrency)
+        overhead = (r["wall_s"] - r["bytes"] / (limit * 1e9)) / r["files"]
+        records.append({"kind": "batch", "case": "small files", **r, "overhead_s": overhead,
+                        "target": f"<= {TARGET_OVERHEAD_S * 1e3:.0f} ms per file", "pass": overhead <= TARGET_OVERHEAD_S})
+        _log(f"{n_big} big files")
+        r = _batch(client, big, out, args.concurrency)
+        fraction = r["gbps"] / limit
+        records.append({"kind": "batch", "case": "big files", **r, "fraction": fraction,
+                        "target": f">= {TARGET_FRACTION:.0%} of single file", "pass": fraction >= TARGET_FRACTION})
+    return records
+
+
+def table(records: list[dict]) -> str:
+    run = records[0]
+    lines = [
+        f"batch on {run['cores']} cores ({run['workers']} workers), load average {run['load_average'][0]:.1f} at the "
+        f"start; virtual detector (disk) + sum frame per file, warm page cache",
+        "",
+        "| case | files | MiB each | wall s | files/s | GB/s | fixed overhead ms/file | of single file | target | met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in records if r.get("kind") == "batch"):
+        wall = r.get("wall_s", r.get("median_s"))
+        overhead = f"{r['overhead_s'] * 1e3:.1f}" if "overhead_s" in r else "-"
+        fraction = f"{r['fraction']:.0%}" if "fraction" in r else "-"
+        met = {True: "yes", False: "NO"}.get(r.get("pass"), "-")
+        lines.append(
+            f"| {r['case']} | {r['files']} | {r['bytes'] / r['files'] / 2**20:.0f} | {wall:.2f} "
+            f"| {r['files'] / wall:.1f} | {r['gbps']:.2f} | {overhead} | {fraction} | {r.get('target', '-')} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None, prog: str = "python -m benchmarks --batch") -> int:
+    """``python -m benchmarks --batch``: measure and print the table (or JSON lines)."""
+    return report.side_main(build_parser, measure, table, argv, prog)
