@@ -90,8 +90,9 @@ class Explorer(widgets.VBox):
         self.error: Optional[str] = None
         # guards the job slots and the drag state; job callbacks may take it, because a
         # job never waits for its callbacks (cancel() returns at once, callbacks run
-        # outside the job's lock)
-        self._lock = threading.Lock()
+        # outside the job's lock). Reentrant: a partial result may be delivered while
+        # its own start still holds it (in the starting thread, before run() returns)
+        self._lock = threading.RLock()
         # the editor's shapes are validated as mask dicts: load the validator meanwhile
         threading.Thread(target=masks.prepare_validation, name="stem-explorer-validator", daemon=True).start()
         self._nav_job = None
