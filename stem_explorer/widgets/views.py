@@ -27,6 +27,9 @@ COLORMAPS = ("viridis", "magma", "inferno", "plasma", "Greys")
 #: Interaction modes of the view: click/drag picks, rectangle ROI, or pan only.
 MODES = ("pick", "roi", "pan")
 
+#: at most this many ticks on a scan axis
+MAX_AXIS_TICKS = 10
+
 
 def display_values(image: np.ndarray, log: bool) -> np.ndarray:
     """What the colour scale sees: the image, or ``log1p`` of its non-negative part."""
@@ -105,8 +108,7 @@ class ImageView(widgets.VBox):
             title=title,
             marks=[self.mark, self.marker],
             axes=[
-                bqplot.Axis(scale=self.x_scale, grid_lines="none", **axis_style),
-                bqplot.Axis(scale=self.y_scale, orientation="vertical", grid_lines="none", **axis_style),
+                *self._scan_axes(axis_style),
                 bqplot.ColorAxis(scale=self.color_scale, orientation="vertical", side="right", num_ticks=5, tick_format=".3~s"),
             ],
             fig_margin={"top": 30, "bottom": 30, "left": 45, "right": 120},
@@ -143,6 +145,14 @@ class ImageView(widgets.VBox):
             children=[self.figure, widgets.HBox([self.mode, self.reset_button])],
             layout={"align_items": "center"},
         )
+
+    def _scan_axes(self, style: dict) -> list:
+        """The x and y axes; their ticks follow the scales' spans (zoom included)."""
+        axes = [bqplot.Axis(scale=self.x_scale, grid_lines="none", **style),
+                bqplot.Axis(scale=self.y_scale, orientation="vertical", grid_lines="none", **style)]
+        for axis in axes:
+            axis.scale.observe(lambda _, axis=axis: _whole_number_ticks(axis), names=["min", "max"])
+        return axes
 
     # -- data ----------------------------------------------------------------------------
     def set_image(self, array: np.ndarray) -> None:
@@ -328,3 +338,18 @@ class ImageView(widgets.VBox):
 
     def _report(self, exc: BaseException) -> None:
         self.error = exc
+
+
+def _whole_number_ticks(axis) -> None:
+    """Ticks on whole scan positions, 1, 2 or 5 times a power of ten apart, at most
+    :data:`MAX_AXIS_TICKS`: d3's own ticks on a small scan fall on half positions, which
+    the "d" format labels twice (0 1 1 2 2 ...), and bqplot's ``num_ticks`` spaces them
+    evenly, off the positions (0 1 2 4 5 6 for 6 rows)."""
+    lo, hi = axis.scale.min, axis.scale.max
+    if lo is None or hi is None:
+        return
+    lo, hi = sorted((lo, hi))
+    wanted = max(1.0, (hi - lo) / MAX_AXIS_TICKS)
+    power = 10 ** np.floor(np.log10(wanted))
+    step = next(f * power for f in (1, 2, 5, 10) if f * power >= wanted)
+    axis.tick_values = np.arange(np.ceil(lo / step), np.floor(hi / step) + 1) * step

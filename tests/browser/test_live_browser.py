@@ -58,6 +58,10 @@ print(json.dumps({{"error": explorer.error, "ended": live.ended, "dropped": live
                   "progress": explorer.progress.value, "status": explorer.status.value}}))
 """
 
+#: the tick labels of the navigation view's two scan axes (not its colour bar)
+AXIS_LABELS = """() => [...document.querySelectorAll('.se-nav-view g.axis')].filter(a => !a.closest('g.ColorBar'))
+  .map(a => [...a.querySelectorAll('.tick text')].map(t => t.textContent))"""
+
 
 def notebook(cells: list) -> str:
     return json.dumps({
@@ -114,6 +118,10 @@ def test_live_scan_fills_in_in_the_browser(page, server, kernel, shots):
     assert final["ended"] and final["dropped"] == 0 and final["error"] is None, final
     assert final["shown_equal"] and final["sum_equal"] and final["progress"] == 1.0, final
     shots("scan-ended")
+    # the scan axes: whole numbers, evenly spaced (a 6-row scan was labelled 0 1 1 2 2 3 3 ...)
+    axes = page.evaluate(AXIS_LABELS)
+    steps = [set(np.diff(sorted(int(label) for label in labels))) for labels in axes]
+    assert len(axes) == 2 and all(len(s) == 1 and s.pop() > 0 for s in steps), axes
     run("explorer.close(); client.close()")
     real_problems = [p for p in page.problems if not any(k in p for k in KNOWN_UPSTREAM)]
     assert not real_problems, real_problems
