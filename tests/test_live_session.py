@@ -178,8 +178,8 @@ def test_watched_folder_fed_by_a_slow_writer(client, tmp_path):
         live = watch(folder, "*.mib", nav_shape=(5, 6), idle_timeout=60)
         seen = []
         analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(8, 8, 4)})]
-        job = Session(live, client=client).run(*analyses, on_progress=lambda p: seen.append(p.filled.copy()))
-        wait_until(lambda: seen and seen[-1].sum() == 12)  # the first file's frames, drawn
+        job = Session(live, client=client).run(*analyses, on_progress=lambda p: seen.append((p.filled.copy(), p.fraction)))
+        wait_until(lambda: seen and seen[-1][0].sum() == 12)  # the first file's frames, drawn
         writer.stdin.write("next file\n")
         writer.stdin.flush()
         results = job.result(timeout=120)
@@ -189,8 +189,11 @@ def test_watched_folder_fed_by_a_slow_writer(client, tmp_path):
     expected = offline_results(open_dataset(source, nav_shape=(5, 6)), analyses)
     np.testing.assert_array_equal(results["sum/frame"].data, expected["sum/frame"].data)
     np.testing.assert_array_equal(results["vd/bf"].data, expected["vd/bf"].data)
-    assert all(is_prefix(f) for f in seen) and seen[-1].all()
-    assert [f.sum() for f in seen] == sorted(f.sum() for f in seen)
+    filled = [f for f, _fraction in seen]
+    assert all(is_prefix(f) for f in filled) and filled[-1].all()
+    assert [f.sum() for f in filled] == sorted(f.sum() for f in filled)
+    # the progress counts frames (the 30 are one partition: it stood at 0 until the end)
+    assert [fraction for _f, fraction in seen] == [f.mean() for f in filled]
     assert sorted(p.name for p in folder.iterdir()) == ["acquisition_000.mib", "acquisition_001.mib"]  # untouched
 
 

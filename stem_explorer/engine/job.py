@@ -91,10 +91,16 @@ class Progress:
     job_id: int = 0
     #: stride of the job's coarse preview grid (1: no preview)
     preview_stride: int = 1
+    #: a live job's progress in frames (its partitions are whole recorded files, often
+    #: one for the scan); None for a job on a file
+    frames_done: Optional[int] = None
+    n_frames: Optional[int] = None
 
     @property
     def fraction(self) -> float:
-        """Fraction of the partitions finished, 0..1."""
+        """Fraction finished, 0..1: of the frames for a live job, else of the partitions."""
+        if self.n_frames is not None:
+            return self.frames_done / self.n_frames if self.n_frames else 1.0
         return self.partitions_done / self.n_partitions if self.n_partitions else 1.0
 
     @property
@@ -561,6 +567,7 @@ class Job:
             final=final,
             job_id=self.id,
             preview_stride=self.preview_stride,
+            **self._frame_progress(),
         )
         if final and results:
             self._final = progress
@@ -568,6 +575,10 @@ class Job:
             if isinstance(provenance, dict):
                 provenance["resources"] = self.stats.usage()
         return progress
+
+    def _frame_progress(self) -> dict:
+        """``frames_done`` and ``n_frames`` of a :class:`Progress`, for jobs that count frames."""
+        return {}
 
     def _covered(self) -> np.ndarray:
         """Frames computed or outside the job's frames: all True when the job is complete."""

@@ -82,6 +82,11 @@ class LiveJob(Job):
         """The first frame this job covers (0 unless frames were discarded before it started)."""
         return self._first_frame
 
+    def _frame_progress(self) -> dict:
+        # the frames this job covers: from its first frame to the scan's end
+        return {"frames_done": self._merged_upto - self._first_frame,
+                "n_frames": self._dataset.n_frames - self._first_frame}
+
     def cancel(self) -> bool:
         cancelled = super().cancel()
         self._wake.set()

@@ -33,6 +33,9 @@ COLORMAPS = ("viridis", "magma", "inferno", "plasma", "Greys")
 #: Interaction modes of the view: click/drag picks, rectangle ROI, or pan only.
 MODES = ("pick", "roi", "pan")
 
+#: at most this many ticks on a scan axis
+MAX_AXIS_TICKS = 10
+
 
 def display_values(image: np.ndarray, log: bool) -> np.ndarray:
     """What the colour scale sees: the image, or ``log1p`` of its non-negative part."""
@@ -121,6 +124,8 @@ class ImageView(widgets.VBox):
         # the SVG cuts off what overflows (a 70 px margin showed 1.52k as "1.52")
         self.x_axis = bqplot.Axis(scale=self.x_scale, grid_lines="none", **axis_style)
         self.y_axis = bqplot.Axis(scale=self.y_scale, orientation="vertical", grid_lines="none", **axis_style)
+        for axis in (self.x_axis, self.y_axis):  # their ticks follow the spans, zoom included
+            axis.scale.observe(lambda _, axis=axis: _whole_number_ticks(axis), names=["min", "max"])
         # titled with what is shown and its unit (set_value_unit), above the bar
         self.colour_axis = bqplot.ColorAxis(
             scale=self.color_scale, orientation="vertical", side="right", num_ticks=5, tick_format=".3~s",
@@ -229,6 +234,7 @@ class ImageView(widgets.VBox):
             for axis, mapped, name in ((self.x_axis, x, "x"), (self.y_axis, y, "y")):
                 axis.label = f"{name} ({mapped.unit})" if mapped.calibrated else ""
                 axis.tick_format = ".4~g" if mapped.calibrated else "d"
+                _whole_number_ticks(axis)
         self._apply_style()
         if visible is not None:
             self._set_view(*visible)
@@ -443,3 +449,21 @@ class ImageView(widgets.VBox):
 
     def _report(self, exc: BaseException) -> None:
         self.error = exc
+
+
+def _whole_number_ticks(axis) -> None:
+    """Ticks on whole scan positions, 1, 2 or 5 times a power of ten apart, at most
+    :data:`MAX_AXIS_TICKS`: d3's own ticks on a small scan fall on half positions, which
+    the "d" format labels twice (0 1 1 2 2 ...), and bqplot's ``num_ticks`` spaces them
+    evenly, off the positions (0 1 2 4 5 6 for 6 rows)."""
+    lo, hi = axis.scale.min, axis.scale.max
+    if axis.tick_format != "d":  # calibrated: d3's own ticks on round lengths
+        axis.tick_values = None
+        return
+    if lo is None or hi is None:
+        return
+    lo, hi = sorted((lo, hi))
+    wanted = max(1.0, (hi - lo) / MAX_AXIS_TICKS)
+    power = 10 ** np.floor(np.log10(wanted))
+    step = next(f * power for f in (1, 2, 5, 10) if f * power >= wanted)
+    axis.tick_values = np.arange(np.ceil(lo / step), np.floor(hi / step) + 1) * step
