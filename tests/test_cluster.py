@@ -128,11 +128,12 @@ def _listening_ports(process: psutil.Process) -> set:
 def test_other_users_cannot_use_the_embedded_cluster(tmp_path, sample, other_user):  # noqa: F811
     here = psutil.Process()
     before = _listening_ports(here)
+    earlier = set(here.children(recursive=True))  # other tests' clusters are not this session's
     with Session(sample, n_workers=2) as session:
         # every port the session opened: the scheduler's (in this process) and its
         # workers' and nannies' (in processes of their own)
         ports = _listening_ports(here) - before
-        for child in here.children(recursive=True):
+        for child in set(here.children(recursive=True)) - earlier:
             ports |= _listening_ports(child)
         assert len(ports) >= 5  # scheduler (+ its HTTP server), 2 nannies, 2 workers
         intruder = Path(other_user.home) / "intruder.py"
