@@ -50,6 +50,7 @@ from .hooks import as_hooks
 from .locality import WorkerIndex, is_local, worker_addresses
 from .ops import PickFrames
 from .roi import plan_frames, select_partitions
+from .runner import cancel_quietly, finished, submit_tasks
 from .tasks import (
     INLINE_PLAN_BYTES,
     PartitionResult,
@@ -514,14 +515,8 @@ class Job:
         keys = [f"stem-explorer-job{self.id}-part{part.index}" for part in partitions]
         self._task_frames.update((key, [(part, payload, None)]) for key, part, payload in zip(keys, partitions, payloads))
         placements = [_placement(part, workers) for part in partitions]
-        if not any(placements):
-            return self._client.map(
-                run_partition, partitions, [self._plan_arg] * len(keys), payloads, frames, key=keys, pure=False
-            )
-        return [
-            self._client.submit(run_partition, part, self._plan_arg, payload, wanted, key=key, pure=False, **placement)
-            for part, payload, wanted, key, placement in zip(partitions, payloads, frames, keys, placements)
-        ]
+        return submit_tasks(self._client, run_partition, partitions, [self._plan_arg] * len(keys), payloads, frames,
+                            keys=keys, placements=placements, pure=False)
 
     def _submit_preview(self, payloads, workers) -> list:
         """High-priority tasks computing the preview grid: one task (the first worker
@@ -537,10 +532,9 @@ class Job:
             groups.setdefault(group, (placement, []))[1].append(piece)
         keys = [f"stem-explorer-job{self.id}-preview{k}" for k in range(len(groups))]
         self._task_frames.update(zip(keys, (pieces for _placement, pieces in groups.values())))
-        futures = [
-            self._client.submit(run_preview, pieces, self._plan_arg, key=key, pure=False, priority=1, **placement)
-            for key, (placement, pieces) in zip(keys, groups.values())
-        ]
+        placements, pieces = zip(*groups.values()) if groups else ((), ())
+        futures = submit_tasks(self._client, run_preview, list(pieces), [self._plan_arg] * len(keys), keys=keys,
+                               placements=list(placements), pure=False, priority=1)
         self._preview_left = len(futures)
         return futures
 
@@ -592,8 +586,6 @@ class Job:
         """The job's thread: the preview here when chosen, then the tasks, merged as
         they finish. ``run()`` has returned meanwhile: reading the preview's frames
         (cold ones come from disk) and submitting never hold up the caller."""
-        from distributed import as_completed
-
         try:
             if self._done and not self._merge(None):  # resumed: show the checkpoint's partitions
                 return
@@ -612,9 +604,7 @@ class Job:
                     return
             if not self._submit(preview_tasks=first is None):
                 return
-            for future, result in as_completed(self._futures, loop=self._client.loop, with_results=True):
-                if future.cancelled() and not self.done:  # not by cancel(): the cluster's doing
-                    raise result
+            for _future, result in finished(self._client, self._futures, stopped=lambda: self.done):
                 if not self._merge(result):
                     return
         except BaseException as exc:  # a task raised, workers died, the cluster went away
@@ -823,12 +813,7 @@ class Job:
         if self._events is not None:
             self._events.forget(self._tag)
         futures, self._futures = self._futures, []
-        pending = [f for f in futures if not f.done()]
-        try:
-            if pending:
-                self._client.cancel(pending)
-            if self._plan_arg is not None and not isinstance(self._plan_arg, PlanParcel):
-                self._client.cancel([self._plan_arg])
-        except Exception:  # the cluster may already be gone; nothing left to free
-            pass
+        cancel_quietly(self._client, futures)
+        if self._plan_arg is not None and not isinstance(self._plan_arg, PlanParcel):
+            cancel_quietly(self._client, [self._plan_arg], done_too=True)  # the scattered plan's memory
         self._end_hooks()

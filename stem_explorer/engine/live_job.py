@@ -31,6 +31,7 @@ from typing import Optional
 
 from ..io.live import LiveDataSet
 from .job import Job
+from .runner import submit_tasks
 from .tasks import merge_partition, run_partition
 
 #: Largest chunk when catching up with recorded frames, in bytes of frames.
@@ -168,7 +169,8 @@ class LiveJob(Job):
             if self._state != "running":
                 return None
             self._hooks.emit("on_submit", partitions=1, bytes=chunk.n_frames * ds.frame_bytes)
-            future = self._client.submit(run_partition, chunk, self._plan_arg, None, key=key, pure=False)
+            (future,) = submit_tasks(self._client, run_partition, [chunk], [self._plan_arg], [None], keys=[key],
+                                     pure=False)
             self._futures.append(future)
             self._task_frames[key] = [(chunk, None, None)]  # what a failure report re-reads
         future.add_done_callback(lambda _f: self._wake.set())

@@ -64,9 +64,11 @@ def finished(client, futures: Sequence, *, stopped: Callable[[], bool] = lambda:
         yield future, result
 
 
-def cancel_quietly(client, futures: Sequence) -> None:
-    """Cancel the futures not done yet; nothing to free when the cluster is gone."""
-    pending = [f for f in futures if not f.done()]
+def cancel_quietly(client, futures: Sequence, *, done_too: bool = False) -> None:
+    """Cancel the futures not done yet (``done_too``: all of them, which releases
+    finished ones' data, e.g. something scattered); nothing to free when the cluster
+    is gone."""
+    pending = list(futures) if done_too else [f for f in futures if not f.done()]
     if not pending:
         return
     try:
