@@ -105,8 +105,11 @@ def test_live_scan_fills_in_in_the_browser(page, server, kernel, shots):
     shots("filling")
 
     def filled_further():
+        # the progress bar is throttled (PROGRESS_RATE), so it may trail the image by
+        # one interval: wait for both
         now = load_json(run(STATE))
-        return now if now["filled"] > state["filled"] and nav.screenshot() != first else None
+        advanced = now["filled"] > state["filled"] and now["progress"] > state["progress"]
+        return now if advanced and nav.screenshot() != first else None
 
     later = wait_until(filled_further, 30, "the navigation view to fill in further")
     shots("filled-further")
