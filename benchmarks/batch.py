@@ -131,9 +131,9 @@ def _batch(client, paths: list, out: Path, concurrency) -> dict:
     wall = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu
     workers_cpu = _workers_cpu_seconds(client) - workers_cpu
-    nbytes = sum(int(r["bytes"]) for r in result.rows)
     if not result.ok:
-        raise RuntimeError(f"the batch failed: {result.failed[:1]}")
+        raise RuntimeError(f"the batch failed: {[r for r in result.rows if r.get('status') != 'done'][:2]}")
+    nbytes = sum(int(r["bytes"]) for r in result.rows)
     shutil.rmtree(out, ignore_errors=True)
     return {"files": len(paths), "bytes": nbytes, "wall_s": wall, "files_per_s": len(paths) / wall,
             "gbps": nbytes / wall / 1e9, "client_cpu_s": cpu / len(paths), "workers_cpu_s": workers_cpu / len(paths)}

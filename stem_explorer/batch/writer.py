@@ -3,7 +3,7 @@
 Every results file of a batch is written by one thread, one at a time (HDF5
 serialises writes anyway; a full disk fails one save, in one place, and the batch
 stops before the next). Each save is atomic and syncs its data before its rename
-(:mod:`stem_explorer._atomic`); what the writer shares is the folder's ``fsync``
+(``stem_explorer._atomic``); what the writer shares is the folder's ``fsync``
 that makes the new names durable: the saves queued while one was written are
 written in a row and the folder is synced once after them. A save's future is done
 only after that sync, and the batch records an input done (its row, its
