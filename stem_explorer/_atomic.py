@@ -140,24 +140,28 @@ def folder_syncs_deferred() -> Iterator[None]:
 
     For a writer of many small files that records a file as done only after the
     block: until then a crash may lose a rename (the old file, or none, is there
-    after it), never leave a name pointing at unwritten data. Blocks do not nest.
+    after it), never leave a name pointing at unwritten data. A block inside another
+    syncs its own files' folders at its end.
 
     Raises
     ------
     SaveError
         A folder could not be synced at the end (it went away).
     """
-    folders: set = set()
+    outer, folders = getattr(_deferred, "folders", None), set()
     _deferred.folders = folders
     try:
         yield
     finally:
-        del _deferred.folders
+        _deferred.folders = outer
         for folder in folders:
             try:
                 _fsync(folder)
             except OSError as exc:  # the folder went away meanwhile
-                raise _save_error(folder, folder / ".", exc) from exc
+                raise SaveError(
+                    f"cannot save in {str(folder)!r}: {_reason(exc)}; the files written there may be lost; "
+                    f"choose a folder you can write to"
+                ) from exc
 
 
 def _commit(tmp: Path, target: Path) -> None:

@@ -4,6 +4,7 @@ once, the summary rewritten less often as it grows, and one folder ``fsync`` for
 results files saved together, each input recorded done only after it."""
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -170,3 +171,19 @@ def test_a_batch_records_an_input_done_only_once_its_results_file_and_name_are_s
         data = [k for k, path in enumerate(before) if path.name.startswith(f".{output.name}.stem-explorer-")]
         assert data, f"{output.name} was recorded done before its data was synced"
         assert out in before[data[-1] + 1:], f"{output.name} was recorded done before its name was synced"
+
+
+def test_deferred_folder_syncs_nest_and_a_folder_gone_meanwhile_is_a_save_error(tmp_path, syncs):
+    with _atomic.folder_syncs_deferred():
+        small_results().save(tmp_path / "a.h5")
+        with _atomic.folder_syncs_deferred():
+            small_results().save(tmp_path / "b.h5")
+        assert [path == tmp_path for path, _note in syncs] == [False, False, True]  # b's name: at the inner end
+    assert [path == tmp_path for path, _note in syncs] == [False, False, True, True]
+    small_results().save(tmp_path / "c.h5")  # outside a block: synced at once, as always
+    assert [path == tmp_path for path, _note in syncs][-2:] == [False, True]
+    gone = tmp_path / "gone"
+    with pytest.raises(SaveError, match=f"cannot save in {str(gone)!r}: No such file or directory"):
+        with _atomic.folder_syncs_deferred():
+            small_results().save(gone / "d.h5")
+            shutil.rmtree(gone)
