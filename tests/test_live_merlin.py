@@ -26,7 +26,7 @@ from stem_explorer.io.synthetic import write_mib
 from stem_explorer.live import MerlinSimulator, SimulatorProcess, merlin, recover_recording, watch
 from stem_explorer.live import mpx
 
-from live_helpers import arina_writer, slow_writer, write_arina_series
+from live_helpers import arina_writer, de_writer, slow_writer, write_arina_series, write_de_movie
 
 def real_files(realdata):
     files = sorted(realdata.path.glob("merlin_mib/*.mib"))
@@ -267,6 +267,49 @@ def test_watched_series_that_stops_growing_ends_interrupted(tmp_path):
     np.testing.assert_array_equal(live.read_frames(0, 7), open_dataset(source, nav_shape=(12,)).read_frames(0, 7))
     with pytest.raises(DataSetError, match="not available"):
         live.read_frames(6, 9)
+
+
+def test_watched_de_movie_whose_writer_stops_ends_interrupted(tmp_path):
+    """DE-Server stops after 7 of 12 frames: the watched movie holds the 7 frames as
+    the MRC reader reads them, then ends interrupted (idle_timeout) saying so."""
+    frames = np.random.default_rng(3).integers(0, 4000, (12, 8, 6)).astype(np.uint16)
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    movie = write_de_movie(staged, frames, nav_shape=(3, 4), extended_header_bytes=64)
+    folder = tmp_path / "acq"
+    folder.mkdir()
+    writer = de_writer(movie, folder, frame_bytes=8 * 6 * 2, n_frames=12, delay=0.01,
+                       side_files=[staged / "scan_info.txt"], stop=7)
+    live = watch(folder, "*_movie.mrc", idle_timeout=1.0)
+    assert writer.wait(30) == 0
+    wait_until(lambda: live.ended)
+    assert live.state == "interrupted" and live.nav_shape == (3, 4)
+    assert "acquisition interrupted after 7 of 12 frames" in str(live.error)
+    np.testing.assert_array_equal(live.read_frames(0, 7), open_dataset(movie).read_frames(0, 7))
+    with pytest.raises(DataSetError, match="not available"):
+        live.read_frames(6, 9)
+
+
+def test_watch_refuses_a_de_movie_it_cannot_follow(tmp_path):
+    """No movie, a movie without its _info.txt, an info file that announces no frame
+    count, a second movie of another frame shape: each an AcquisitionError saying
+    what to do."""
+    with pytest.raises(AcquisitionError, match="no file matching '\\*_movie.mrc' with a whole MRC header"):
+        watch(tmp_path, "*_movie.mrc", first_file_timeout=0.2)
+    (tmp_path / "scan_movie.mrc").write_bytes(b"\0" * 500)  # a header still being written
+    with pytest.raises(AcquisitionError, match="within 0.2 s \\(last: .*scan_movie.mrc. cannot be read as MRC"):
+        watch(tmp_path, "*_movie.mrc", first_file_timeout=0.2)
+    write_de_movie(tmp_path, np.zeros((4, 3, 3), np.uint16))
+    with pytest.raises(AcquisitionError, match="no scan_info.txt appeared beside it.*pass nav_shape"):
+        watch(tmp_path, "*_movie.mrc", first_file_timeout=0.2)
+    (tmp_path / "scan_info.txt").write_text("Scan - Enable = Enable\nScan - Type = XY File\n")
+    with pytest.raises(AcquisitionError, match="does not say how many frames.*pass nav_shape"):
+        watch(tmp_path, "*_movie.mrc")
+    write_de_movie(tmp_path, np.zeros((2, 5, 5), np.uint16), name="second")  # after scan_ in name order
+    live = watch(tmp_path, "*_movie.mrc", nav_shape=(2, 3))
+    wait_until(lambda: live.ended)
+    assert "acquisition interrupted after 4 of 6 frames" in str(live.error)
+    assert "holds frames (5, 5) uint16" in str(live.error) and "another acquisition" in str(live.error)
 
 
 def test_watch_refuses_what_it_cannot_follow(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live_helpers import arina_writer, simulators, slow_writer, write_arina_series
+from live_helpers import arina_writer, de_writer, simulators, slow_writer, write_arina_series, write_de_movie
 from stem_explorer import Session, SumFrame, VirtualDetector, masks
 from stem_explorer.analyses import build_plan
 from stem_explorer.engine import run_local
@@ -281,6 +281,80 @@ def test_watched_real_arina_acquisition(realdata, client, tmp_path):
     refs = {Path(ref).name.split(".")[-2]: np.load(realdata.path / ref) for ref in entry["refs"]}
     np.testing.assert_allclose(results["sum/frame"].data, refs["sum_frame"])
     np.testing.assert_allclose(results["vd/bf"].data, refs["vbf"].reshape(4, 4))
+
+
+def watched_de_run(folder, analyses, client, writer, gate=None):
+    """Watch the DE movie ``writer`` writes into ``folder`` and run ``analyses`` on it;
+    with ``gate``, the writer is let go once that many frames were drawn. Returns the
+    data set, the results and the filled masks the job reported."""
+    try:
+        live = watch(folder, "*_movie.mrc", idle_timeout=60)
+        seen = []
+        job = Session(live, client=client).run(*analyses, on_progress=lambda p: seen.append(p.filled.copy()))
+        if gate is not None:
+            wait_until(lambda: seen and seen[-1].sum() == gate)
+            writer.stdin.write("go on\n")
+            writer.stdin.flush()
+        results = job.result(timeout=120)
+    finally:
+        writer.stdin.close()
+        writer.wait(60)
+    assert writer.returncode == 0 and live.state == "complete"
+    assert all(is_prefix(f) for f in seen) and seen[-1].all()
+    return live, results, seen
+
+
+DE_MOVIES = {"de_mrc_00405_movie": "20241021_00405", "de_mrc_roi_random_scan": "ROI_Random_Scan"}
+
+
+@pytest.mark.parametrize("key", DE_MOVIES)
+def test_watched_real_de_movie_fed_by_a_slow_writer(realdata, client, tmp_path, key):
+    """A writer process writes a real DE movie into the watched folder as DE-Server
+    does (its _info.txt and scan coordinates first, then the MRC header, then frame
+    by frame): the scan, scan coordinates and calibration are the offline reader's,
+    the job fills the scan in acquisition order, and it ends with the offline
+    reader's results and the manifest's sum frame and virtual bright field."""
+    entry = realdata.entry(key)
+    movie, *sides = (realdata.file(name) for name in entry["files"])
+    offline = open_dataset(movie)
+    folder = tmp_path / "acquisition"
+    folder.mkdir()
+    writer = de_writer(movie, folder, frame_bytes=offline.frame_bytes, n_frames=offline.n_frames,
+                       delay=1.0 / offline.n_frames, side_files=sides)
+    cy, cx, r = entry["vbf_disk_cy_cx_r"]
+    analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(cy, cx, r)})]
+    live, results, _seen = watched_de_run(folder, analyses, client, writer)
+    assert (live.nav_shape, live.sig_shape, live.dtype) == (offline.nav_shape, offline.sig_shape, offline.dtype)
+    assert live.metadata.get("scan_coordinates") == offline.metadata.get("scan_coordinates")
+    assert live.calibration == offline.calibration
+    expected = offline_results(offline, analyses)
+    np.testing.assert_array_equal(results["sum/frame"].data, expected["sum/frame"].data)
+    np.testing.assert_array_equal(results["vd/bf"].data, expected["vd/bf"].data)
+    refs = {Path(ref).name.split(".")[-2]: np.load(realdata.path / ref) for ref in entry["refs"]}
+    np.testing.assert_allclose(results["sum/frame"].data, refs["sum_frame"])
+    np.testing.assert_allclose(results["vd/bf"].data, refs["vbf"].reshape(live.nav_shape))
+
+
+def test_watched_synthetic_de_movie_fills_the_scan_as_frames_are_written(client, tmp_path):
+    """A synthetic 5x6 DE movie with an extended header, written frame by frame; the
+    writer pauses after 12 frames until the test has seen them drawn (the scan fills
+    while the file grows), then ends: numpy's results, the file untouched."""
+    frames = np.random.default_rng(5).integers(0, 60000, (30, 16, 12)).astype(np.uint16)
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    movie = write_de_movie(staged, frames, nav_shape=(5, 6), extended_header_bytes=200)
+    folder = tmp_path / "acquisition"
+    folder.mkdir()
+    writer = de_writer(movie, folder, frame_bytes=16 * 12 * 2, n_frames=30, delay=0.02,
+                       side_files=[staged / "scan_info.txt"], gate=12)
+    analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(8, 6, 4)})]
+    live, results, seen = watched_de_run(folder, analyses, client, writer, gate=12)
+    assert live.nav_shape == (5, 6) and live.metadata["scan_shape_source"] == "_info.txt (Scan - Size Y/X)"
+    np.testing.assert_array_equal(results["sum/frame"].data, frames.sum(0, dtype=np.int64))
+    bf = (frames * masks.rasterize(masks.Disk(8, 6, 4), (16, 12))).sum((1, 2)).reshape(5, 6)
+    np.testing.assert_array_equal(results["vd/bf"].data, bf)
+    assert 12 in [int(f.sum()) for f in seen]
+    assert (folder / "scan_movie.mrc").read_bytes() == movie.read_bytes()
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import AcquisitionError, DataSetError
 from .base import DataSet, Partition
+from .calibration import Calibration
 from .isolated import chunk_ranges, read_isolated
 from .partitioned.recording import Recording
 
@@ -77,9 +78,11 @@ class LiveDataSet(DataSet):
     """
 
     def __init__(self, recording: Recording, *, format: str, path: Optional[str] = None,
-                 metadata: Optional[dict] = None, spool_bytes: int = DEFAULT_SPOOL_BYTES):
+                 metadata: Optional[dict] = None, spool_bytes: int = DEFAULT_SPOOL_BYTES,
+                 calibration: Optional[Calibration] = None):
         self.recording = recording
-        super().__init__(recording.source(0, 0), recording.nav_shape, format=format, path=path, metadata=metadata)
+        super().__init__(recording.source(0, 0), recording.nav_shape, format=format, path=path, metadata=metadata,
+                         calibration=calibration)
         self._stats = LiveStats(frames_expected=recording.n_frames)
         self._changed = threading.Condition()
         self._available = 0
