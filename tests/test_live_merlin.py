@@ -193,6 +193,56 @@ def test_dropped_frames_recorded_as_zeros_and_reported(tmp_path):
     np.testing.assert_array_equal(recorded, expected)
 
 
+def read_as_a_job_does(live, on_part_files=None) -> np.ndarray:
+    """Consume a live spool as a job does, copying every frame as it arrives and
+    releasing it; ``on_part_files(paths)`` sees the spool's part files each time."""
+    token, _first = live.register_consumer()
+    got, deadline = [], time.perf_counter() + 60
+    while len(got) < live.n_frames and not (live.ended and len(got) == live.frames_available):
+        assert time.perf_counter() < deadline, f"{len(got)} frames read in 60 s"
+        live.wait_for_frames(len(got) + 1, timeout=1.0)
+        if on_part_files is not None and os.path.isdir(live.recording.dest):
+            on_part_files([e for e in os.scandir(live.recording.dest) if e.name.startswith("part-")])
+        available = live.frames_available
+        got += list(np.array(live.read_frames(len(got), available)))
+        live.consumed(token, available)
+    live.unregister_consumer(token)
+    return np.array(got)
+
+
+def test_spool_received_in_place_reuses_the_consumed_parts(tmp_path):
+    """record=None: frames are received straight into the spool's part files, and the
+    files of parts every consumer has read are reused (their memory stays allocated)
+    instead of each part being a new file: 24 parts of 4 frames pass through at most
+    the spool's 6 (and the part being received). The frames are the file's, and no
+    spool is left."""
+    path = synthetic_mib(tmp_path, n=16, shape=(16, 16))
+    inodes = set()
+    with SimulatorProcess(path, nav_shape=(8, 12), fps=400) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 12), partition_bytes=4 * 512, spool_bytes=6 * 4 * 512)
+        frames = read_as_a_job_does(live, lambda files: inodes.update(e.inode() for e in files))
+    assert live.state == "complete" and live.stats().frames_received == 96
+    expected = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)
+    np.testing.assert_array_equal(frames, expected[np.arange(96) % 16])
+    assert 2 <= len(inodes) <= 7, f"{len(inodes)} part files for 24 parts"
+    assert not os.path.exists(live.recording.dest)
+
+
+def test_frames_dropped_into_a_reused_spool_part_read_as_zeros(tmp_path):
+    """Frames the detector dropped land in reused spool parts, which hold older
+    frames: they read as zeros all the same, and are reported."""
+    path = synthetic_mib(tmp_path, n=16, shape=(16, 16), pixel_depth="U08")
+    dropped = (21, 22, 40, 70)
+    with SimulatorProcess(path, nav_shape=(8, 12), fps=400, drop_frames=dropped) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 12), partition_bytes=4 * 256)
+        frames = read_as_a_job_does(live)
+    stats = live.stats()
+    assert live.state == "complete" and (stats.frames_dropped, stats.dropped_examples) == (4, list(dropped))
+    expected = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)[np.arange(96) % 16]
+    expected[list(dropped)] = 0
+    np.testing.assert_array_equal(frames, expected)
+
+
 def test_connection_dropped_mid_scan_keeps_the_recorded_part(tmp_path):
     path = synthetic_mib(tmp_path, n=16)
     with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:

@@ -241,13 +241,15 @@ class MerlinReceiver:
             "stored_dtype": dtype.str,
             "orientation": "file row order (no flip)",
         }
+        spool_parts = 0
         if not keep:  # spool parts are released whole: several must fit in the spool
             frame_bytes = first.height * first.width * dtype.itemsize
             partition_bytes = min(partition_bytes or _SPOOL_PART_BYTES, max(frame_bytes, spool_bytes // 2))
+            spool_parts = max(2, spool_bytes // (partition_bytes // frame_bytes * frame_bytes))
         recording = Recording(
             record, nav_shape=self.nav_shape, sig_shape=(first.height, first.width), dtype=dtype,
             partition_bytes=partition_bytes or DEFAULT_FILE_BYTES,
-            metadata=metadata, overwrite=overwrite, keep=keep,
+            metadata=metadata, overwrite=overwrite, keep=keep, spool_parts=spool_parts,
         )
         self.dataset = LiveDataSet(recording, format="merlin_live", path=recording.dest if keep else None,
                                    metadata=metadata, spool_bytes=spool_bytes)

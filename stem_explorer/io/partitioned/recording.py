@@ -19,8 +19,9 @@ whole scan rows as a smaller scan, else a stack, with what happened in the metad
 there is one): parts are deleted once consumed (:meth:`Recording.release_before`),
 nothing is hashed or published. A receiver may also put frames straight into a
 spool's parts (:meth:`Recording.slot`, then :meth:`Recording.commit`): the parts are
-then mapped, and a consumed part's file is kept for reuse (:data:`SPARE_PARTS` of
-them), so its memory is not freed and allocated (and zeroed) again for every part.
+then mapped, and a consumed part's file is kept for reuse (while the spool's files
+stay within ``spool_parts``), so its memory is not freed and allocated (and zeroed)
+again for every part.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ JOURNAL_NAME = "recording.json"
 _SPOOL_ROOT = "/dev/shm"
 #: Spool folders are named after the process that made them: ``stem-explorer-live-<pid>-<random>``.
 _SPOOL_PREFIX = "stem-explorer-live-"
-#: Consumed parts of a spool received in place kept for reuse (their pages stay allocated).
-SPARE_PARTS = 2
 
 
 class _NoHash:
@@ -68,13 +67,15 @@ class Recording(RawPartitionWriter):
     (:meth:`write_frames`, one buffer per frame, in acquisition order).
 
     ``keep=False`` (``dest`` None): a spool in a temporary folder, removed by
-    :meth:`close`. ``overwrite=True`` replaces a data set, or the journal of an
+    :meth:`close`; received in place (:meth:`slot`), it keeps consumed part files for
+    reuse while it holds fewer than ``spool_parts`` files. ``overwrite=True`` replaces a data set, or the journal of an
     unrecovered recording, found in ``dest``; without it either is an error.
     """
 
     def __init__(self, dest=None, *, nav_shape, sig_shape, dtype, partition_bytes: int = DEFAULT_FILE_BYTES,
-                 metadata: Optional[dict] = None, overwrite: bool = False, keep: bool = True):
+                 metadata: Optional[dict] = None, overwrite: bool = False, keep: bool = True, spool_parts: int = 2):
         self.keep = bool(keep)
+        self.spool_parts = int(spool_parts)
         if dest is None:
             if self.keep:
                 raise DataSetError("a kept recording needs a folder: pass dest=... (or keep=False)")
@@ -219,7 +220,8 @@ class Recording(RawPartitionWriter):
         while self._released_parts < len(self._parts) and self._parts[self._released_parts]["stop"] <= frame:
             path = os.path.join(self.dest, self._parts[self._released_parts]["file"])
             try:
-                if self._in_place and len(self._spares) < SPARE_PARTS:
+                held = len(self._parts) - self._released_parts - 1 + len(self._slots)
+                if self._in_place and held + len(self._spares) < self.spool_parts:
                     spare = os.path.join(self.dest, f"spare-{self._released_parts}")
                     os.replace(path, spare)
                     self._spares.append(spare)
