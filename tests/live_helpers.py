@@ -194,3 +194,16 @@ def de_writer(movie, folder, *, frame_bytes: int, n_frames: int, delay: float, s
     stop = n_frames if stop is None else stop
     return subprocess.Popen([sys.executable, "-c", _DE_WRITER, str(movie), str(folder), str(delay), str(stop),
                              str(gate), str(frame_bytes), *map(str, side_files)], stdin=subprocess.PIPE, text=True)
+
+
+def staged_de_movie(tmp_path, frames, nav_shape, *, delay: float, extended_header_bytes: int = 0, **writer_options):
+    """A DE movie of ``frames`` with its _info.txt staged in ``tmp_path/"staged"``,
+    and a :func:`de_writer` writing it into the empty ``tmp_path/"acq"``: ``(movie,
+    watched folder, writer process)``."""
+    staged, folder = tmp_path / "staged", tmp_path / "acq"
+    staged.mkdir()
+    folder.mkdir()
+    movie = write_de_movie(staged, frames, nav_shape=nav_shape, extended_header_bytes=extended_header_bytes)
+    writer = de_writer(movie, folder, frame_bytes=frames[0].nbytes, n_frames=len(frames), delay=delay,
+                       side_files=[staged / "scan_info.txt"], **writer_options)
+    return movie, folder, writer

@@ -26,7 +26,7 @@ from stem_explorer.io.synthetic import write_mib
 from stem_explorer.live import MerlinSimulator, SimulatorProcess, merlin, recover_recording, watch
 from stem_explorer.live import mpx
 
-from live_helpers import arina_writer, de_writer, slow_writer, write_arina_series, write_de_movie
+from live_helpers import arina_writer, slow_writer, staged_de_movie, write_arina_series, write_de_movie
 
 def real_files(realdata):
     files = sorted(realdata.path.glob("merlin_mib/*.mib"))
@@ -323,13 +323,7 @@ def test_watched_de_movie_whose_writer_stops_ends_interrupted(tmp_path):
     """DE-Server stops after 7 of 12 frames: the watched movie holds the 7 frames as
     the MRC reader reads them, then ends interrupted (idle_timeout) saying so."""
     frames = np.random.default_rng(3).integers(0, 4000, (12, 8, 6)).astype(np.uint16)
-    staged = tmp_path / "staged"
-    staged.mkdir()
-    movie = write_de_movie(staged, frames, nav_shape=(3, 4), extended_header_bytes=64)
-    folder = tmp_path / "acq"
-    folder.mkdir()
-    writer = de_writer(movie, folder, frame_bytes=8 * 6 * 2, n_frames=12, delay=0.01,
-                       side_files=[staged / "scan_info.txt"], stop=7)
+    movie, folder, writer = staged_de_movie(tmp_path, frames, (3, 4), delay=0.01, extended_header_bytes=64, stop=7)
     live = watch(folder, "*_movie.mrc", idle_timeout=1.0)
     assert writer.wait(30) == 0
     wait_until(lambda: live.ended)

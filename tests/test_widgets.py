@@ -530,18 +530,14 @@ def test_explorer_status_line_counts_the_frames_of_a_live_source(explorer, tmp_p
     says "recording N of 40 frames", N growing, updated at most PROGRESS_RATE times a
     second; then "acquisition complete: 40 of 40 frames", or, when the writer stops
     after 25 frames, the interruption. A file's explorer shows no such line."""
-    from live_helpers import de_writer, write_de_movie
+    from live_helpers import staged_de_movie
     from stem_explorer.live import watch
     from stem_explorer.widgets.explorer import PROGRESS_RATE
 
     assert explorer.acquisition_status.layout.display == "none"
     frames = np.random.default_rng(4).integers(0, 100, (40, 10, 10)).astype(np.uint16)
-    (tmp_path / "staged").mkdir()
-    (tmp_path / "acq").mkdir()
-    movie = write_de_movie(tmp_path / "staged", frames, nav_shape=(5, 8))
-    writer = de_writer(movie, tmp_path / "acq", frame_bytes=200, n_frames=40, delay=0.04,
-                       side_files=[tmp_path / "staged" / "scan_info.txt"], stop=written)
-    live = watch(tmp_path / "acq", "*_movie.mrc", idle_timeout=1.5)
+    _movie, folder, writer = staged_de_movie(tmp_path, frames, (5, 8), delay=0.04, stop=written)
+    live = watch(folder, "*_movie.mrc", idle_timeout=1.5)
     shown = []
     e = Explorer(live, client=explorer.session.client)
     try:
