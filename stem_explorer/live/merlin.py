@@ -84,7 +84,9 @@ def merlin(host: str = "127.0.0.1", control_port: int = 6341, data_port: int = 6
     timeout
         Seconds to wait for each connection and for the acquisition header.
     buffer_bytes
-        Capacity of the receive ring (whole frames; at least two).
+        Capacity of the receive buffer, in whole frame messages (at least two): the
+        ring a folder recording goes through, or, received in place into a spool,
+        the frames received before they are checked and recorded (at most 32 MiB).
     partition_bytes
         Bytes per recorded partition file (default 256 MiB; 64 MiB in a spool).
 

@@ -68,8 +68,9 @@ class Recording(RawPartitionWriter):
 
     ``keep=False`` (``dest`` None): a spool in a temporary folder, removed by
     :meth:`close`; received in place (:meth:`slot`), it keeps consumed part files for
-    reuse while it holds fewer than ``spool_parts`` files. ``overwrite=True`` replaces a data set, or the journal of an
-    unrecovered recording, found in ``dest``; without it either is an error.
+    reuse while it holds fewer than ``spool_parts`` files. ``overwrite=True`` replaces
+    a data set, or the journal of an unrecovered recording, found in ``dest``; without
+    it either is an error.
     """
 
     def __init__(self, dest=None, *, nav_shape, sig_shape, dtype, partition_bytes: int = DEFAULT_FILE_BYTES,
