@@ -4,6 +4,7 @@ receiver in the test process (or in a subprocess that dies, for recovery). Engin
 results on live data are in test_live_session.py."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -262,6 +263,23 @@ def test_connection_dropped_mid_scan_keeps_the_recorded_part(tmp_path):
     assert recorded.metadata["acquisition"]["planned_nav_shape"] == [8, 8]
     frames = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)
     np.testing.assert_array_equal(recorded.read_frames(0, n), frames[np.arange(n) % 16])
+
+
+def test_connection_dropped_mid_scan_into_a_spool(tmp_path):
+    """Received in place into a spool: the detector killed mid-scan ends the
+    acquisition interrupted after the whole frames received, which read as sent."""
+    path = synthetic_mib(tmp_path, n=16)
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 8), partition_bytes=5 * 256)
+        live.wait_for_frames(20, timeout=20)
+        sim.kill()
+        wait_until(lambda: live.ended)
+    n = live.frames_available
+    assert live.state == "interrupted" and 20 <= n < 64
+    assert re.search(f"acquisition interrupted after {n} of 64 frames: the (detector closed the data "
+                     f"connection|data connection failed)", str(live.error))
+    frames = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)
+    np.testing.assert_array_equal(live.read_frames(0, n), frames[np.arange(n) % 16])
 
 
 def test_recording_recovered_after_the_receiver_process_dies(tmp_path):
