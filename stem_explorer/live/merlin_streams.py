@@ -279,14 +279,16 @@ class InPlaceStream(_Stream):
             self.ds.update_stats(stalled_s=self.stalled)
 
     def _place(self, most: int) -> int:
-        """Receive up to ``most`` frames into their slots, fewer when the socket has
+        """Receive the frames of up to ``most`` scan positions into their slots (at
+        most :attr:`batch` messages, as ``most`` is), fewer when the socket has
         nothing more to read now (or fails); returns the messages received. Each
         prefix and sequence number is read as it comes (they say where the pixels
         go); the headers' layouts are checked together before they are recorded."""
         recording, n = self.ds.recording, self.rx.n_frames
         prefix, (a, b) = self.prefix.tobytes(), self.seq_field
+        end = min(n, recording.frames_written + most)  # the spool's room, in scan positions
         count = 0
-        while count < most and self.next_position < n:
+        while self.next_position < end:
             head = self.heads[count]
             if not self._receive(head, wait=count == 0):
                 break  # nothing more now (record what came), or the connection ended
