@@ -283,7 +283,7 @@ def watched_run(folder, pattern, analyses, client, writer, gate=None, gate_lines
     return live, results, seen
 
 
-DE_MOVIES = {"de_mrc_00405_movie": "20241021_00405", "de_mrc_roi_random_scan": "ROI_Random_Scan"}
+DE_MOVIES = ["de_mrc_00405_movie", "de_mrc_custom", "de_mrc_roi_random_scan"]
 
 
 @pytest.mark.parametrize("key", DE_MOVIES)
