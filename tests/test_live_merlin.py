@@ -246,7 +246,9 @@ def test_frames_dropped_into_a_reused_spool_part_read_as_zeros(tmp_path):
 
 def test_connection_dropped_mid_scan_keeps_the_recorded_part(tmp_path):
     path = synthetic_mib(tmp_path, n=16)
-    with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:
+    # slow enough that the scan cannot end before the kill: the receiver records the
+    # frames the socket holds after it (each small partition is a file of its own)
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=20) as sim:
         live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 8), record=tmp_path / "rec", partition_bytes=5 * 256)
         live.wait_for_frames(20, timeout=20)
         sim.kill()
