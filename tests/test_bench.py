@@ -13,7 +13,10 @@ from stem_explorer.cli import main
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
-def test_small_benchmark_writes_a_json_line_per_workload(tmp_path, capsys):
+def test_small_benchmark_writes_a_json_line_per_workload(tmp_path, capsys, monkeypatch):
+    from benchmarks import data
+
+    monkeypatch.setattr(data, "SMALL_NAV", (16, 16))  # the wiring, on 8 MiB files (not 128 MiB)
     out = tmp_path / "bench.jsonl"
     argv = ["bench", "--small", "--repeat", "1", "--dir", str(tmp_path / "data"), "--format", "json", "--json", str(out)]
     assert main(argv) == 0
@@ -41,5 +44,5 @@ def test_small_benchmark_writes_a_json_line_per_workload(tmp_path, capsys):
     cold = next(r for r in records if r["kind"] == "cold_start")
     assert 0 < cold["import_s"] <= cold["session_s"] <= cold["result_s"] <= cold["wall_s"]
     assert sorted(p.name for p in (tmp_path / "data").iterdir() if not p.name.startswith("sample_")) == [
-        "f32_64x32x128x128.raw", "u16_64x64x128x128.raw", "u16_64x64x128x128_chunked.h5",
+        "f32_16x8x128x128.raw", "u16_16x16x128x128.raw", "u16_16x16x128x128_chunked.h5",
     ]

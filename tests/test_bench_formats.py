@@ -13,10 +13,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
 
-from benchmarks import formats  # noqa: E402
+from benchmarks import data, formats  # noqa: E402
 
 
-def test_small_format_benchmark(tmp_path, capsys):
+def test_small_format_benchmark(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data, "SMALL_NAV", (16, 16))  # the wiring, on 8 MiB files (not 128 MiB)
     out = tmp_path / "formats.jsonl"
     assert formats.main(["--small", "--repeat", "1", "--dir", str(tmp_path), "--json", str(out)]) == 0
     table = capsys.readouterr().out
@@ -25,7 +26,7 @@ def test_small_format_benchmark(tmp_path, capsys):
     files = formats.plan(tmp_path, small=True)
     assert {(r["format"], r["workload"]) for r in rows} == {(f.key, w) for f in files for w in formats.WORKLOADS}
     for r in rows:
-        assert r["n_frames"] == 64 * 64 and r["sig_shape"] == [128, 128]
+        assert r["n_frames"] == 16 * 16 and r["sig_shape"] == [128, 128]
         assert r["frames_per_s"] > 0 and r["ratio"] > 0
         assert r["pass"] is None if r["format"] == "raw-uint16" else isinstance(r["pass"], bool)
     assert sum(line.startswith("| ") for line in table.splitlines()) == len(rows) + 1  # header + rows
