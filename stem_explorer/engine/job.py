@@ -50,6 +50,7 @@ from .hooks import as_hooks
 from .locality import WorkerIndex, is_local, worker_addresses
 from .ops import PickFrames
 from .roi import plan_frames, select_partitions
+from .reduced_copy import ReducedCopy
 from .runner import cancel_quietly, finished, submit_tasks
 from .tasks import (
     INLINE_PLAN_BYTES,
@@ -62,6 +63,7 @@ from .tasks import (
     read_partition_here,
     run_partition,
     run_preview,
+    run_reduced_preview,
 )
 
 Finalize = Callable[[list, np.ndarray], Any]
@@ -90,12 +92,25 @@ class Progress:
     elapsed: float
     final: bool
     job_id: int = 0
-    #: stride of the job's coarse preview grid (1: no preview)
+    #: stride of the job's preview grid (1: no preview, or one of every position)
     preview_stride: int = 1
     #: a live job's progress in frames (its partitions are whole recorded files, often
     #: one for the scan); None for a job on a file
     frames_done: Optional[int] = None
     n_frames: Optional[int] = None
+    #: where the job's preview comes from: ``"grid"`` (the coarse grid of scan
+    #: positions, read at full resolution), ``"reduced"`` (the reduced copy in the
+    #: workers' memory: binned detector, see :mod:`stem_explorer.engine.reduced`) or
+    #: None (no preview)
+    preview_source: Optional[str] = None
+    #: bool, nav-shaped: the positions holding exact values (a finished partition's);
+    #: the others in ``filled`` hold preview values. None where a job does not say.
+    exact: Optional[np.ndarray] = None
+
+    @property
+    def is_preview(self) -> bool:
+        """Whether some of the values shown are a preview's (not exact yet)."""
+        return self.preview_source is not None and self.exact is not None and bool((self.filled & ~self.exact).any())
 
     @property
     def fraction(self) -> float:
@@ -198,6 +213,13 @@ class Job:
 
     ``hooks`` (anything :func:`~.hooks.as_hooks` takes) are told of the job's events
     (module notes); :meth:`result` returns after ``on_complete``'s hooks have run.
+
+    ``reduced`` (a :class:`~stem_explorer.engine.reduced_copy.ReducedCopy`: the
+    session's) has the workers keep their partitions' parts of the reduced copy while
+    the job reads whole partitions, and, once the copy is usable and every per-frame
+    op has a reduced form, gives the job its preview from the copy instead of the
+    coarse grid (``Progress.preview_source == "reduced"``); its values never replace
+    a finished partition's.
     """
 
     #: whether the job reads only the frames of its ROI and its ops' declarations
@@ -220,6 +242,7 @@ class Job:
         roi: Optional[np.ndarray] = None,
         checkpoint: Optional[Checkpoint] = None,
         hooks: Any = None,
+        reduced: Optional[ReducedCopy] = None,
     ):
         self.id = next(_job_ids)
         self._hooks = HookQueue(as_hooks(hooks), self.id, str(dataset.path) if dataset.path else None)
@@ -271,10 +294,19 @@ class Job:
         self._t0 = time.perf_counter()
         self._t_end: Optional[float] = None
 
+        self._reduced = reduced if self.frames is None else None
         self.preview_stride = self._choose_preview(preview_stride)
+        # the job's ops on the reduced copy (None: no preview from it)
+        self._reduced_plan = self._reduced_preview_plan(preview_stride)
+        if self._reduced_plan is not None:
+            self.preview_stride = self._reduced.spec.scan_step
+        #: where the job's preview comes from: "grid", "reduced" or None (see
+        #: :attr:`Progress.preview_source`)
+        self.preview_source = "reduced" if self._reduced_plan is not None else "grid" if self.preview_stride > 1 else None
         #: whether the coarse preview was computed in this process (else by a task;
         #: settled once the job's first snapshot is out)
-        self.preview_in_client = self._can_preview_here()
+        self.preview_in_client = self._reduced_plan is None and self._can_preview_here()
+        self._keeping: set = set()  # indices of the partitions whose tasks keep reduced parts
         #: whether the job reads its few frames in this process (else by tasks;
         #: settled once the job's first snapshot is out)
         self.read_in_client = self._can_read_here()
@@ -439,9 +471,38 @@ class Job:
             # queued before the tasks go: every placement the scheduler reports follows it
             self._hooks.emit("on_submit", partitions=len(partitions),
                              bytes=sum(p.n_frames for p in partitions) * self._dataset.frame_bytes)
-            preview = self._submit_preview(payloads, workers) if preview_tasks else []
+            if self._reduced_plan is not None:
+                preview = self._submit_reduced_preview()
+            else:
+                preview = self._submit_preview(payloads, workers) if preview_tasks else []
             self._futures = preview + self._submit_partitions(payloads, workers)
         return True
+
+    def _reduced_preview_plan(self, stride: Optional[int]) -> Optional[Plan]:
+        """The job's ops on the reduced copy, when it previews from it: the session has
+        a usable copy, the job would have a preview (the grid's conditions, whatever
+        its size: a copy is worth it on any data set of two partitions or more) and
+        ``stride`` does not turn previews off."""
+        if self._reduced is None or stride in (0, 1) or self._choose_preview(2) <= 1:
+            return None
+        return self._reduced.preview_plan(self._plan)
+
+    def _submit_reduced_preview(self) -> list:
+        """High-priority tasks computing the preview from the reduced copy: one on
+        each worker holding parts of it (a worker that took the place of a lost one
+        runs it with none and returns nothing). None when no holder is left: the job
+        then has no preview."""
+        holders = self._reduced.holders(worker_addresses(self._client))
+        if not holders:
+            self.preview_stride, self.preview_source = 1, None
+            return []
+        keys = [f"stem-explorer-job{self.id}-reduced{k}" for k in range(len(holders))]
+        placements = [{"workers": [worker], "allow_other_workers": True} for worker in holders]
+        futures = submit_tasks(self._client, run_reduced_preview, [self._reduced.spec.key] * len(keys),
+                               [PlanParcel(self._reduced_plan)] * len(keys), keys=keys, placements=placements,
+                               pure=False, priority=1)
+        self._preview_left = len(futures)
+        return futures
 
     def _grid_pieces(self, payloads) -> list:
         """``(partition, payload, frame indices)`` of the partitions holding preview
@@ -512,11 +573,14 @@ class Job:
         todo = [i for i, part in enumerate(self._partitions) if not self._exact[part.start]]
         partitions = [self._partitions[i] for i in todo]
         payloads, frames = [payloads[i] for i in todo], [self._partition_frames[i] for i in todo]
+        keep = [self._reduced.wants(part.start, part.stop) if self._reduced is not None and f is None else None
+                for part, f in zip(partitions, frames)]
+        self._keeping = {part.index for part, spec in zip(partitions, keep) if spec is not None}
         keys = [f"stem-explorer-job{self.id}-part{part.index}" for part in partitions]
         self._task_frames.update((key, [(part, payload, None)]) for key, part, payload in zip(keys, partitions, payloads))
         placements = [_placement(part, workers) for part in partitions]
         return submit_tasks(self._client, run_partition, partitions, [self._plan_arg] * len(keys), payloads, frames,
-                            keys=keys, placements=placements, pure=False)
+                            keep, keys=keys, placements=placements, pure=False)
 
     def _submit_preview(self, payloads, workers) -> list:
         """High-priority tasks computing the preview grid: one task (the first worker
@@ -561,6 +625,8 @@ class Job:
             final=final,
             job_id=self.id,
             preview_stride=self.preview_stride,
+            preview_source=self.preview_source,
+            exact=self._exact.reshape(self._dataset.nav_shape).copy(),
             **self._frame_progress(),
         )
         if final and results:
@@ -667,6 +733,8 @@ class Job:
                 self._done += 1
                 self._bytes += result.bytes_read
                 self._count(result)
+                if result.index in self._keeping:
+                    self._reduced.record(result.start, result.stop, result.host, result.reduced_bytes)
             if result is not None:
                 self._account(result)
             if self._done == len(self._partitions):
