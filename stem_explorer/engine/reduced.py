@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse
 
-from . import preview
+from . import kernels, preview
 from .ops import CenterOfMassMoments, MaskProduct, Op
 
 
@@ -117,16 +117,20 @@ def sum_dtype(dtype, terms: int) -> np.dtype:
 
 
 def bin_frames(frames: np.ndarray, sig_shape, binning: int, out: np.ndarray) -> None:
-    """Write the bin sums of ``frames`` (``(n, pixels)``, any byte order) into ``out``
-    (``(n, binned pixels)``): integers summed exactly in ``out``'s dtype, floats in
-    float64 and rounded once."""
-    sy, sx = sig_shape
-    n = frames.shape[0]
-    accumulate = np.float64 if out.dtype.kind == "f" else out.dtype
-    cube = frames.reshape(n, sy, sx)
-    rows = np.add.reduceat(cube, np.arange(0, sy, binning), axis=1, dtype=accumulate)
-    sums = np.add.reduceat(rows, np.arange(0, sx, binning), axis=2, dtype=accumulate)
-    out[...] = sums.reshape(n, -1)
+    """Write the bin sums of ``frames`` (``(n, pixels)``, native or big-endian uint16
+    as stored) into ``out`` (``(n, binned pixels)``): integers summed exactly, floats
+    in float64 and rounded once (:func:`~.kernels.bin_sums`)."""
+    swap = kernels.swaps_in_kernel(frames.dtype)
+    if swap:
+        frames = frames.view(frames.dtype.newbyteorder("="))
+    elif not frames.dtype.isnative:
+        frames = frames.astype(frames.dtype.newbyteorder("="))
+    frames = kernels.kernel_input(frames)
+    if out.dtype.kind == "f":
+        accumulate = np.float64
+    else:
+        accumulate = np.uint32 if kernels.fits_u32(frames.dtype, binning * binning) else np.int64
+    kernels.bin_sums(frames, sig_shape[1], binning, np.empty(sig_shape[1], accumulate), out, swap)
 
 
 def bin_matrix(matrix, sig_shape, binning: int) -> scipy.sparse.csr_matrix:
