@@ -13,7 +13,7 @@ import _reference as ref
 from stem_explorer import Session, masks
 from stem_explorer.analyses import CenterOfMass, FEM, SumFrame, VirtualDetector
 from stem_explorer.engine import reduced
-from stem_explorer.engine.reduced_copy import MAX_SCAN_STEP, ReducedCopy, plan_copy
+from stem_explorer.engine.reduced_copy import MAX_SCAN_STEP, PREVIEW_BYTES_PER_WORKER, ReducedCopy, plan_copy
 from stem_explorer.errors import OptionError
 from test_session import client, raw_dataset, slow_dataset  # noqa: F401 (fixture)
 
@@ -46,18 +46,24 @@ def test_sum_dtypes_hold_exact_bin_sums():
     assert reduced.sum_dtype("u8", 4) == np.float64  # would wrap in any integer
 
 
-def test_the_copy_is_the_finest_that_fits_its_budget():
+def test_the_copy_is_the_finest_that_fits_its_budget_and_previews_quickly():
     nav, sig, dtype = (512, 640), (256, 256), np.dtype("uint16")  # the 40 GiB file's shape
-    spec, _ = plan_copy(nav, sig, dtype, 6 * 2**30, n_workers=4)
+    fast = {"worker_preview_bytes": 2**40}  # the memory budget alone
+    spec, _ = plan_copy(nav, sig, dtype, 6 * 2**30, n_workers=4, **fast)
     assert spec.binning == 4 and spec.scan_step == 1 and spec.nbytes == 5 * 2**30  # 64x64 uint32 sums a frame
-    assert plan_copy(nav, sig, dtype, spec.nbytes - 1, 4)[0].binning == 5
-    spec, _ = plan_copy(nav, sig, dtype, 30 * 2**20, n_workers=4)  # 32x32 pixels a bin would take 80 MiB
+    assert plan_copy(nav, sig, dtype, spec.nbytes - 1, 4, **fast)[0].binning == 5
+    spec, _ = plan_copy(nav, sig, dtype, 30 * 2**20, n_workers=4, **fast)  # 32x32 pixels a bin would take 80 MiB
     assert spec.binning == 32 and spec.scan_step == 2 and spec.nbytes == 20 * 2**20
     assert spec.worker_bytes == 15 * 2**20  # up to twice a worker's share
-    spec, reason = plan_copy(nav, sig, dtype, 4 * 2**20, n_workers=4)
-    assert spec is None and "coarse grid" in reason and "reduced_copy_bytes" in reason
-    assert f"every {MAX_SCAN_STEP}th scan row" in reason
+    spec, reason = plan_copy(nav, sig, dtype, 4 * 2**20, n_workers=4, **fast)
+    assert spec is None and "memory budget (4.0 MiB) is too small" in reason and "coarse grid" in reason
+    assert "reduced_copy_bytes" in reason and f"every {MAX_SCAN_STEP}th scan row" in reason
     assert plan_copy(nav, sig, dtype, 0, 4)[0] is None
+    # what the workers read for a preview caps the copy too: 4 x 32 MiB
+    spec, _ = plan_copy(nav, sig, dtype, 6 * 2**30, n_workers=4)
+    assert (spec.binning, spec.scan_step) == (26, 1) and spec.nbytes <= 4 * PREVIEW_BYTES_PER_WORKER  # 10 x 10 bins
+    spec, reason = plan_copy(nav * np.array([4, 4]), sig, dtype, 6 * 2**30, n_workers=1)
+    assert spec is None and "more than 1 workers preview quickly" in reason
 
 
 def test_the_registry_forgets_parts_of_gone_workers_and_other_layouts():
@@ -188,11 +194,12 @@ def test_a_late_preview_never_replaces_exact_values(client, tmp_path):  # noqa: 
         Event("reduced-test-w0").set()
         final = job.result(timeout=60)
         client.gather(blocker)
-    first = snapshots[0]
+    # partitions show as they finish once the preview is overdue; then the preview comes
+    first = next(progress for progress in snapshots if progress.filled.all())
     assert first.preview_source == "reduced" and 2 <= first.partitions_done < job.n_partitions
     exact = ref.virtual_image(data, disk.rasterize((16, 16)))
     done = first.exact
-    assert first.filled.all() and done.any() and (~done).any()
+    assert done.any() and (~done).any()
     np.testing.assert_allclose(first.results["vd/mask0"].data[done], exact[done], rtol=1e-6)
     preview_vd = np.einsum("yxij,ij->yx", ref.binned(data, 2), ref.binned_mask(disk.rasterize((16, 16)), 2))
     np.testing.assert_allclose(first.results["vd/mask0"].data[~done], preview_vd[~done], rtol=1e-6)

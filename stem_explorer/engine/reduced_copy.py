@@ -2,11 +2,13 @@
 fit its memory budget, which workers hold which parts, and the preview plan.
 
 A session sizes its copy once (:func:`plan_copy`): the finest detector binning
-(2 x 2, 3 x 3, ...) whose copy fits the budget; when even the coarsest useful
-binning (:data:`MIN_BINNED_SIDE` bins along the detector's shorter side) does not
-fit, every 2nd, 3rd or 4th scan row and column only (:data:`MAX_SCAN_STEP`). A copy
-sparser than that is no better than the coarse-grid preview (:mod:`.preview`),
-which then stays in use, and the copy's :attr:`ReducedCopy.status` says why.
+(2 x 2, 3 x 3, ...) whose copy fits the memory budget and what the workers preview
+in tens of milliseconds (:data:`PREVIEW_BYTES_PER_WORKER`: a finer copy made the
+preview slower than the coarse grid's); when even the coarsest useful binning
+(:data:`MIN_BINNED_SIDE` bins along the detector's shorter side) does not fit, every
+2nd, 3rd or 4th scan row and column only (:data:`MAX_SCAN_STEP`). A copy sparser than
+that is no better than the coarse-grid preview (:mod:`.preview`), which then stays in
+use, and the copy's :attr:`ReducedCopy.status` says why.
 
 Jobs that read whole partitions pass the spec to the partitions the copy lacks,
 and record the parts their workers kept (:meth:`ReducedCopy.record`). Once the copy
@@ -33,11 +35,16 @@ DEFAULT_FRACTION = 0.10
 MIN_BINNED_SIDE = 8
 #: The sparsest useful copy holds every 4th scan row and column.
 MAX_SCAN_STEP = 4
+#: At most this many bytes of the copy per worker, whatever the memory budget: the
+#: preview reads all of it (the 0.5 GiB benchmark file's 2 x 2 copy, 128 MiB a worker,
+#: previewed in 0.68 s under load, slower than the coarse grid's 0.18 s).
+PREVIEW_BYTES_PER_WORKER = 32 * 2**20
 
 
-def plan_copy(nav_shape, sig_shape, dtype, budget: int, n_workers: int) -> tuple:
+def plan_copy(nav_shape, sig_shape, dtype, budget: int, n_workers: int,
+              worker_preview_bytes: int = PREVIEW_BYTES_PER_WORKER) -> tuple:
     """``(spec, reason)``: the finest :class:`~.reduced.ReducedSpec` within ``budget``
-    bytes (module notes), or None and why not."""
+    bytes and ``worker_preview_bytes`` per worker (module notes), or None and why not."""
     if budget <= 0:
         return None, "the reduced copy is off (its memory budget is 0)"
     if len(sig_shape) != 2:
@@ -46,18 +53,22 @@ def plan_copy(nav_shape, sig_shape, dtype, budget: int, n_workers: int) -> tuple
     steps = range(1, MAX_SCAN_STEP + 1) if len(nav_shape) in (1, 2) else (1,)
     candidates = [(1, b) for b in range(2, coarsest + 1)] + [(s, coarsest) for s in steps if s > 1]
     key = uuid.uuid4().hex
+    limit = min(budget, n_workers * worker_preview_bytes)
     smallest = None
     for step, binning in candidates:
         spec = ReducedSpec(key, tuple(nav_shape), tuple(sig_shape), dtype.str, binning, step, 0)
         smallest = spec
-        if spec.nbytes <= budget:
+        if spec.nbytes <= limit:
             # a worker may hold up to twice its share: dask does not spread partitions evenly
-            per_worker = budget if n_workers <= 1 else min(budget, math.ceil(2 * budget / n_workers))
+            per_worker = limit if n_workers <= 1 else min(limit, math.ceil(2 * limit / n_workers))
             return ReducedSpec(key, spec.nav_shape, spec.sig_shape, spec.dtype, binning, step, per_worker), ""
-    return None, (f"no reduced copy: its memory budget ({_mib(budget)}) is too small for even a "
-                  f"{smallest.binning} x {smallest.binning} binned copy of every {smallest.scan_step}th scan row "
-                  f"and column ({_mib(smallest.nbytes)}); previews use the coarse grid. Raise the session's "
-                  f"reduced_copy_bytes to have one")
+    smallest = (f"even a {smallest.binning} x {smallest.binning} binned copy of every {smallest.scan_step}th "
+                f"scan row and column ({_mib(smallest.nbytes)})")
+    if budget < n_workers * worker_preview_bytes:
+        return None, (f"no reduced copy: its memory budget ({_mib(budget)}) is too small for {smallest}; "
+                      f"previews use the coarse grid. Raise the session's reduced_copy_bytes to have one")
+    return None, (f"no reduced copy: {smallest} is more than {n_workers} workers preview quickly "
+                  f"({_mib(worker_preview_bytes)} each); previews use the coarse grid")
 
 
 def _mib(nbytes: int) -> str:
