@@ -39,11 +39,16 @@ def test_binned_frames_and_masks_equal_numpy(dtype, binning):
 
 
 def test_sum_dtypes_hold_exact_bin_sums():
-    assert reduced.sum_dtype(">u2", 16) == np.uint32
-    assert reduced.sum_dtype("u1", 16) == np.uint16 and reduced.sum_dtype("u1", 1024) == np.uint32
-    assert reduced.sum_dtype("i2", 4) == np.int32 and reduced.sum_dtype("bool", 4) == np.uint16
+    assert reduced.sum_dtype(">u2", 16) == np.float32  # 16 x 65535 < 2**24: exact, and read as is
+    assert reduced.sum_dtype("u2", 16 * 16) == np.float32 and reduced.sum_dtype("u2", 17 * 17) == np.uint32
+    assert reduced.sum_dtype("u1", 16) == np.float32 and reduced.sum_dtype("i2", 4) == np.float32
+    assert reduced.sum_dtype("i4", 4) == np.int64 and reduced.sum_dtype("bool", 4) == np.float32
     assert reduced.sum_dtype("float32", 64) == np.float32 and reduced.sum_dtype("float64", 4) == np.float64
     assert reduced.sum_dtype("u8", 4) == np.float64  # would wrap in any integer
+    big = np.array([[65535] * 34 * 34], np.uint16)  # the largest sums of 17 x 17 bins stay exact
+    out = np.empty((1, 4), reduced.sum_dtype("u2", 17 * 17))
+    reduced.bin_frames(big, (34, 34), 17, out)
+    assert (out == 65535 * 17 * 17).all()
 
 
 def test_the_copy_is_the_finest_that_fits_its_budget_and_previews_quickly():

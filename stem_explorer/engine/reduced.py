@@ -98,9 +98,12 @@ class ReducedSpec:
 
 
 def sum_dtype(dtype, terms: int) -> np.dtype:
-    """The smallest dtype holding exact sums of ``terms`` values of ``dtype``: a
-    16-, 32- or 64-bit integer of the same signedness, float64 beyond; float32 for
-    floats of at most 32 bits (float64 for float64)."""
+    """The dtype of the copy's sums of ``terms`` values of ``dtype``: float32 for floats
+    of at most 32 bits (float64 for float64), and for integers whose sums it holds
+    exactly (below 2**24: counts of up to 16 bits in up to 16 x 16 bins), so that the
+    preview's matrix product reads the copy without a conversion (uint32 sums cost
+    a conversion per preview, and numba kernels of their own to compile); else a 32-
+    or 64-bit integer of the same signedness, float64 beyond."""
     dtype = np.dtype(dtype).newbyteorder("=")
     if dtype.kind == "f":
         return np.dtype(np.float64 if dtype.itemsize > 4 else np.float32)
@@ -109,7 +112,9 @@ def sum_dtype(dtype, terms: int) -> np.dtype:
     else:
         info = np.iinfo(dtype)
         signed, largest = dtype.kind == "i", max(abs(int(info.min)), int(info.max))
-    for bits in (16, 32, 64):
+    if largest * terms <= 2**24:
+        return np.dtype(np.float32)
+    for bits in (32, 64):
         candidate = np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
         if largest * terms <= np.iinfo(candidate).max:
             return candidate
@@ -126,7 +131,7 @@ def bin_frames(frames: np.ndarray, sig_shape, binning: int, out: np.ndarray) -> 
     elif not frames.dtype.isnative:
         frames = frames.astype(frames.dtype.newbyteorder("="))
     frames = kernels.kernel_input(frames)
-    if out.dtype.kind == "f":
+    if frames.dtype.kind == "f":
         accumulate = np.float64
     else:
         accumulate = np.uint32 if kernels.fits_u32(frames.dtype, binning * binning) else np.int64
