@@ -3,6 +3,8 @@ against numpy, sizing within the budget, and jobs on a real multi-process LocalC
 (the preview is the exact product on the binned data, the exact pass replaces it, a
 preview never replaces an exact value, a budget too small falls back to the grid)."""
 
+import os
+import signal
 import time
 
 import numpy as np
@@ -209,3 +211,32 @@ def test_a_late_preview_never_replaces_exact_values(client, tmp_path):  # noqa: 
     preview_vd = np.einsum("yxij,ij->yx", ref.binned(data, 2), ref.binned_mask(disk.rasterize((16, 16)), 2))
     np.testing.assert_allclose(first.results["vd/mask0"].data[~done], preview_vd[~done], rtol=1e-6)
     np.testing.assert_allclose(final["vd/mask0"].data, exact, rtol=1e-6)
+
+
+def test_a_lost_worker_loses_only_its_part_of_the_copy(tmp_path):
+    from distributed import Client, LocalCluster
+
+    data = _data("uint16", nav=(12, 10), sig=(16, 16))
+    ds = raw_dataset(tmp_path, data)
+    disk = masks.Disk(8, 7, 5)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:
+        with Session(ds, client=c, partition_bytes=data[0, 0].nbytes * 10) as session:
+            session.run(SumFrame()).result(timeout=60)
+            copy = session.reduced_copy
+            pids = c.run(os.getpid)
+            assert copy.holders(list(pids)) == sorted(pids)  # both hold parts
+            victim = sorted(pids)[1]
+            os.kill(pids[victim], signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while victim in c.scheduler_info()["workers"]:
+                assert time.monotonic() < deadline, "the scheduler did not notice the dead worker"
+                time.sleep(0.05)
+            snapshots = []
+            final = session.run(VirtualDetector(disk), on_partial=snapshots.append).result(timeout=60)
+            first = snapshots[0]
+            assert first.preview_source == "reduced" and not first.exact.any()
+            assert first.filled.any() and not first.filled.all()  # the lost worker's frames wait for the exact pass
+            np.testing.assert_allclose(final["vd/mask0"].data, ref.virtual_image(data, disk.rasterize((16, 16))),
+                                       rtol=1e-6)
+            assert copy.complete and copy.nbytes == copy.spec.nbytes  # that pass binned the lost parts again
