@@ -3,7 +3,7 @@ kept in the workers' memory, from which a later job computes an instant preview.
 
 While a job reads whole partitions, each task also bins its frames (the detector in
 ``binning`` x ``binning`` blocks, every ``scan_step``-th scan row and column) into a
-part of the copy and keeps it in its worker process (:data:`_store`, keyed by the
+part of the copy and keeps it in its worker process (a store per process, keyed by the
 copy's identity and the partition's frame range). The copy lives where the data was
 read: nothing travels to the client, dask does not manage it (so it never spills it
 to disk or recomputes it by reading the file again), and a worker that dies simply
@@ -124,7 +124,7 @@ def sum_dtype(dtype, terms: int) -> np.dtype:
 def bin_frames(frames: np.ndarray, sig_shape, binning: int, out: np.ndarray) -> None:
     """Write the bin sums of ``frames`` (``(n, pixels)``, native or big-endian uint16
     as stored) into ``out`` (``(n, binned pixels)``): integers summed exactly, floats
-    in float64 and rounded once (:func:`~.kernels.bin_sums`)."""
+    in float64 and rounded once (``kernels.bin_sums``)."""
     swap = kernels.swaps_in_kernel(frames.dtype)
     if swap:
         frames = frames.view(frames.dtype.newbyteorder("="))

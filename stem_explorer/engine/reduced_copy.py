@@ -7,7 +7,7 @@ in tens of milliseconds (:data:`PREVIEW_BYTES_PER_WORKER`: a finer copy made the
 preview slower than the coarse grid's); when even the coarsest useful binning
 (:data:`MIN_BINNED_SIDE` bins along the detector's shorter side) does not fit, every
 2nd, 3rd or 4th scan row and column only (:data:`MAX_SCAN_STEP`). A copy sparser than
-that is no better than the coarse-grid preview (:mod:`.preview`), which then stays in
+that is no better than the coarse-grid preview (``engine.preview``), which then stays in
 use, and the copy's :attr:`ReducedCopy.status` says why.
 
 Jobs that read whole partitions pass the spec to the partitions the copy lacks,
