@@ -24,6 +24,9 @@ from . import data
 
 #: Target of issue 17: mask change -> full-field preview (on screen; here: in the client).
 PREVIEW_TARGET_S = 0.150
+#: The table's columns.
+COLUMNS = ("mask change", "changes", "-> preview, median ms", "preview from", "target ms", "met",
+           "-> exact, median s", "exact GB/s", "vs disk read", "copy")
 
 
 def _ring(sig_shape, k: int):
@@ -91,13 +94,7 @@ def table(records: list[dict], disk_gbps) -> str:
     """The rows of :func:`measure_mask_changes`'s records as a Markdown table;
     ``disk_gbps``: the disk's read rate of the same run (None: not measured)."""
     rows = [r for r in records if r["kind"] == "bigdata_mask_change"]
-    if not rows:
-        return ""
-    lines = [
-        "| mask change | changes | -> preview, median ms | preview from | target ms | met | -> exact, median s | "
-        "exact GB/s | vs disk read | copy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         copy = r["copy"]
         described = (f"{copy['binning']} x {copy['binning']} bins, every {copy['scan_step']} scan row(s): "
@@ -109,4 +106,4 @@ def table(records: list[dict], disk_gbps) -> str:
             f"{r['target_s'] * 1e3:.0f} | {'yes' if r['pass'] else 'NO'} | {r['median_exact_s']:.2f} | "
             f"{r['median_gbps']:.2f} | {ratio} | {described} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines) if rows else ""
