@@ -80,7 +80,9 @@ class Session:
         Worker memory, in bytes and all workers together, for the reduced copy that
         jobs reading whole partitions leave in the workers and that later jobs preview
         from (:attr:`reduced_copy`, :mod:`stem_explorer.engine.reduced`); default 10%
-        of the workers' memory limits, 0 turns it off.
+        of the workers' memory limits, 0 turns it off. The copy also stays within
+        32 MiB a worker, which its preview reads in tens of milliseconds
+        (:data:`~stem_explorer.engine.reduced_copy.PREVIEW_BYTES_PER_WORKER`).
 
     Raises
     ------

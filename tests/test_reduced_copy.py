@@ -99,7 +99,8 @@ def test_a_mask_change_previews_from_the_copy_then_refines_to_exact(client, tmp_
         on_workers = client.run(reduced.held_bytes, copy.spec.key)
         assert sum(on_workers.values()) == copy.nbytes  # what the workers hold, measured there
         snapshots = []
-        job = session.run(VirtualDetector(disk), CenterOfMass(center=(20, 16)), on_partial=snapshots.append)
+        job = session.run(VirtualDetector(disk), CenterOfMass(center=(20, 16)), SumFrame(),  # a reduction: no preview
+                          on_partial=snapshots.append)
         final = job.result(timeout=60)
     first = snapshots[0]
     assert first.preview_source == "reduced" and first.filled.all() and first.is_preview
@@ -119,6 +120,7 @@ def test_a_mask_change_previews_from_the_copy_then_refines_to_exact(client, tmp_
     assert not np.allclose(preview_vd, exact_vd, rtol=1e-3)  # the preview is not the exact result
     np.testing.assert_allclose(final["vd/mask0"].data, exact_vd, rtol=1e-6)
     np.testing.assert_allclose(final["com/shift_x"].data, exact_sx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(final["sum/frame"].data, ref.frames(data).sum(axis=0), rtol=1e-6)
     assert snapshots[-1].final and snapshots[-1].exact.all() and not snapshots[-1].is_preview
 
 

@@ -502,7 +502,7 @@ class Job:
     def _submit_reduced_preview(self) -> list:
         """High-priority tasks computing the preview from the reduced copy: one on
         each worker holding parts of it, and only there (dask steals tasks whose
-        placement is only preferred, and elsewhere there is nothing to read). None
+        placement is only preferred, and elsewhere there is nothing to read). No task
         when no holder is left: the job then has no preview. Snapshots wait for the
         preview at most :data:`REDUCED_PREVIEW_WAIT_S` (a holder busy with other
         work, or lost meanwhile: its task then waits until the job ends and is
