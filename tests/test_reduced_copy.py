@@ -14,7 +14,7 @@ from distributed import Event
 import _reference as ref
 from stem_explorer import Session, masks
 from stem_explorer.analyses import CenterOfMass, FEM, SumFrame, VirtualDetector
-from stem_explorer.engine import reduced, warmup
+from stem_explorer.engine import reduced
 from stem_explorer.engine.reduced_copy import MAX_SCAN_STEP, PREVIEW_BYTES_PER_WORKER, ReducedCopy, plan_copy
 from stem_explorer.errors import OptionError
 from test_session import client, raw_dataset, slow_dataset  # noqa: F401 (fixture)
@@ -142,27 +142,6 @@ def test_a_copy_over_its_budget_for_binning_alone_holds_every_nth_scan_row(clien
     preview_vd = np.einsum("yxij,ij->yx", ref.binned(data, 2), ref.binned_mask(disk.rasterize((16, 16)), 2))
     np.testing.assert_allclose(first.results["vd/mask0"].data[grid], preview_vd[grid], rtol=1e-6)
     assert not np.isnan(first.fill_preview(first.results["vd/mask0"].data)).any()
-
-
-def test_a_grid_preview_computed_here_comes_first_then_the_copys(client, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(warmup, "is_warm", lambda dtype: True)  # as once this process has warmed its kernels
-    data = _data("float32", nav=(12, 10), sig=(16, 16))
-    ds = raw_dataset(tmp_path, data)
-    disk = masks.Disk(8, 7, 5)
-    with Session(ds, client=client, partition_bytes=data[0, 0].nbytes * 10) as session:
-        session.run(SumFrame()).result(timeout=60)
-        snapshots = []
-        job = session.run(VirtualDetector(disk), preview_stride=3, on_partial=snapshots.append)
-        final = job.result(timeout=60)
-    assert job.preview_in_client
-    grid, copy = snapshots[0], snapshots[1]
-    assert (grid.preview_source, grid.preview_stride, grid.partitions_done) == ("grid", 3, 0)
-    assert grid.filled.sum() == 4 * 4 and not np.isnan(grid.fill_preview(grid.results["vd/mask0"].data)).any()
-    assert (copy.preview_source, copy.preview_stride) == ("reduced", 1) and copy.filled.all()
-    preview_vd = np.einsum("yxij,ij->yx", ref.binned(data, 2), ref.binned_mask(disk.rasterize((16, 16)), 2))
-    done = copy.exact
-    np.testing.assert_allclose(copy.results["vd/mask0"].data[~done], preview_vd[~done], rtol=1e-5)
-    np.testing.assert_allclose(final["vd/mask0"].data, ref.virtual_image(data, disk.rasterize((16, 16))), rtol=1e-5)
 
 
 def test_a_budget_too_small_falls_back_to_the_coarse_grid(client, tmp_path):  # noqa: F811

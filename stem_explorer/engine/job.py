@@ -96,8 +96,7 @@ class Progress:
     elapsed: float
     final: bool
     job_id: int = 0
-    #: stride of the preview's grid (1: no preview, or one of every position); a job
-    #: whose grid preview is followed by the reduced copy's changes it with it
+    #: stride of the job's preview grid (1: no preview, or one of every position)
     preview_stride: int = 1
     #: a live job's progress in frames (its partitions are whole recorded files, often
     #: one for the scan); None for a job on a file
@@ -301,19 +300,16 @@ class Job:
 
         self._reduced = reduced if self.frames is None else None
         self.preview_stride = self._choose_preview(preview_stride)
+        # the job's ops on the reduced copy (None: no preview from it)
+        self._reduced_plan = self._reduced_preview_plan(preview_stride)
+        if self._reduced_plan is not None:
+            self.preview_stride = self._reduced.spec.scan_step
+        #: where the job's preview comes from: "grid", "reduced" or None (see
+        #: :attr:`Progress.preview_source`)
+        self.preview_source = "reduced" if self._reduced_plan is not None else "grid" if self.preview_stride > 1 else None
         #: whether the coarse preview was computed in this process (else by a task;
         #: settled once the job's first snapshot is out)
-        self.preview_in_client = self._can_preview_here()
-        # the job's ops on the reduced copy (None: no preview from it); the copy's
-        # preview follows one computed here (a few ms, where the copy's costs a round
-        # trip through the scheduler) and replaces the grid's values, else it is the first
-        self._reduced_plan = self._reduced_preview_plan(preview_stride)
-        if self._reduced_plan is not None and not self.preview_in_client:
-            self.preview_stride = self._reduced.spec.scan_step
-        #: where the job's preview comes from now: "grid", "reduced" or None (see
-        #: :attr:`Progress.preview_source`)
-        self.preview_source = ("grid" if self.preview_in_client or (self._reduced_plan is None and self.preview_stride > 1)
-                               else "reduced" if self._reduced_plan is not None else None)
+        self.preview_in_client = self._reduced_plan is None and self._can_preview_here()
         self._keeping: set = set()  # indices of the partitions whose tasks keep reduced parts
         #: whether the job reads its few frames in this process (else by tasks;
         #: settled once the job's first snapshot is out)
@@ -513,8 +509,7 @@ class Job:
         cancelled)."""
         holders = self._reduced.holders(worker_addresses(self._client))
         if not holders:
-            if not self.preview_in_client:  # else the grid's stays
-                self.preview_stride, self.preview_source = 1, None
+            self.preview_stride, self.preview_source = 1, None
             return []
         self._preview_until = time.perf_counter() + REDUCED_PREVIEW_WAIT_S
         keys = [f"stem-explorer-job{self.id}-reduced{k}" for k in range(len(holders))]
@@ -684,8 +679,6 @@ class Job:
                         return
                 return
             first = self._preview_here() if self.preview_in_client else None
-            if self.preview_in_client and first is None and self._reduced_plan is not None:
-                self.preview_stride, self.preview_source = self._reduced.spec.scan_step, "reduced"
             self.preview_in_client = first is not None
             if first is not None:
                 self._preview_left = 1
@@ -748,8 +741,6 @@ class Job:
                 merge_partition(self._plan, self._accs, result, keep)
                 self._filled[result.indices[keep]] = True
                 self._preview_left -= 1
-                if result.from_copy:  # it may follow the grid's: shown from now on
-                    self.preview_source, self.preview_stride = "reduced", self._reduced.spec.scan_step
             else:
                 merge_partition(self._plan, self._accs, result)
                 read = slice(result.start, result.stop) if result.frames is None else result.frames

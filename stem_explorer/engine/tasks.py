@@ -69,8 +69,6 @@ class PartitionResult:
     #: bytes of the partition's part of the reduced copy that its worker holds (None:
     #: it holds none; 0: a part of a scan-subsampled copy without frames here)
     reduced_bytes: Optional[int] = None
-    #: a preview computed from the reduced copy (:func:`run_reduced_preview`)
-    from_copy: bool = False
 
 
 _THREADS_PINNED = False
@@ -308,7 +306,6 @@ def run_reduced_preview(key: str, plan: Plan) -> PartitionResult:
         host=_where(),
         indices=indices,
         usage=meter.finish(),
-        from_copy=True,
     )
 
 
