@@ -14,7 +14,7 @@ from distributed import Event
 import _reference as ref
 from stem_explorer import Session, masks
 from stem_explorer.analyses import CenterOfMass, FEM, SumFrame, VirtualDetector
-from stem_explorer.engine import reduced
+from stem_explorer.engine import reduced, warmup
 from stem_explorer.engine.reduced_copy import MAX_SCAN_STEP, PREVIEW_BYTES_PER_WORKER, ReducedCopy, plan_copy
 from stem_explorer.errors import OptionError
 from test_session import client, raw_dataset, slow_dataset  # noqa: F401 (fixture)
@@ -142,6 +142,21 @@ def test_a_copy_over_its_budget_for_binning_alone_holds_every_nth_scan_row(clien
     preview_vd = np.einsum("yxij,ij->yx", ref.binned(data, 2), ref.binned_mask(disk.rasterize((16, 16)), 2))
     np.testing.assert_allclose(first.results["vd/mask0"].data[grid], preview_vd[grid], rtol=1e-6)
     assert not np.isnan(first.fill_preview(first.results["vd/mask0"].data)).any()
+
+
+def test_the_copys_preview_replaces_a_grid_preview_this_process_would_compute(client, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(warmup, "is_warm", lambda dtype: True)  # as once this process has warmed its kernels
+    data = _data("float32", nav=(12, 10), sig=(16, 16))
+    ds = raw_dataset(tmp_path, data)
+    with Session(ds, client=client, partition_bytes=data[0, 0].nbytes * 10) as session:
+        first = session.run(VirtualDetector(masks.Disk(8, 7, 5)), preview_stride=3)
+        first.result(timeout=60)
+        assert first.preview_in_client and first.preview_source == "grid"  # no copy yet: the grid, here
+        snapshots = []
+        job = session.run(VirtualDetector(masks.Disk(8, 7, 4)), preview_stride=3, on_partial=snapshots.append)
+        job.result(timeout=60)
+    # from a cold file the grid's frames come from disk: 271 ms against the copy's 86 ms (docs/performance.md)
+    assert not job.preview_in_client and snapshots[0].preview_source == "reduced" and snapshots[0].filled.all()
 
 
 def test_a_budget_too_small_falls_back_to_the_coarse_grid(client, tmp_path):  # noqa: F811
