@@ -224,7 +224,7 @@ class _Store:
     def parts_of(self, key: str) -> list:
         """``(indices, data)`` of every part of ``key`` held here, in frame order."""
         with self.lock:
-            found = sorted((a, part) for (k, a, _b), part in self.parts.items() if k == key)
+            found = sorted(((a, part) for (k, a, _b), part in self.parts.items() if k == key), key=lambda x: x[0])
             for (k, a, b) in [p for p in self.parts if p[0] == key]:
                 self.parts.move_to_end((k, a, b))  # in use: evicted last
         return [part for _start, part in found]
