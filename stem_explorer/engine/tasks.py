@@ -69,6 +69,8 @@ class PartitionResult:
     #: bytes of the partition's part of the reduced copy that its worker holds (None:
     #: it holds none; 0: a part of a scan-subsampled copy without frames here)
     reduced_bytes: Optional[int] = None
+    #: a preview computed from the reduced copy (:func:`run_reduced_preview`)
+    from_copy: bool = False
 
 
 _THREADS_PINNED = False
@@ -217,15 +219,16 @@ def _threadpools():
     return ThreadpoolController()
 
 
-def compute_preview_here(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
-    """:func:`compute_preview` in the client, with BLAS on the calling thread only.
+def compute_preview_here(pieces: Sequence[tuple], plan: Plan, stop: Optional[Callable[[], bool]] = None) -> PartitionResult:
+    """:func:`compute_preview` in the client, with BLAS on the calling thread only;
+    ``stop()`` is asked between pieces whether to give up (the rows read so far come back).
 
     A multi-threaded BLAS call wakes OpenBLAS's threads, which then spin for a while
     on the cores the workers need: a float32 annulus (one matrix-vector product per
     tile) lost 45 ms a job to it. Limiting costs about 0.7 ms.
     """
     with _threadpools().limit(limits=1, user_api="blas"):
-        return compute_preview(pieces, plan)
+        return compute_preview(pieces, plan, stop)
 
 
 def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
@@ -239,7 +242,7 @@ def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
     return result
 
 
-def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
+def compute_preview(pieces: Sequence[tuple], plan: Plan, stop: Optional[Callable[[], bool]] = None) -> PartitionResult:
     """Run the per-frame ops of ``plan`` on scattered frames only (a coarse preview).
 
     ``pieces`` are ``(partition, payload, indices)``: the flat frame indices to read
@@ -257,8 +260,8 @@ def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
         stored = flat.reshape(len(indices), n_pixels)
         row = 0
         for partition, payload, wanted in pieces:
-            if cancelled():
-                break  # superseded: the rows left are never merged
+            if cancelled() or (stop is not None and stop()):
+                break  # superseded, or overtaken: the rows left are never merged
             with partition.source.open(payload) as reader:
                 reader.take(wanted, stored[row : row + len(wanted)])
             row += len(wanted)
@@ -273,8 +276,8 @@ def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
                 partials.append(None)
     return PartitionResult(
         index=-1,
-        start=int(indices.min()),
-        stop=int(indices.max()) + 1,
+        start=int(indices.min()) if indices.size else 0,
+        stop=int(indices.max()) + 1 if indices.size else 0,
         partials=partials,
         bytes_read=tile.nbytes,
         seconds=time.perf_counter() - t0,
@@ -306,6 +309,7 @@ def run_reduced_preview(key: str, plan: Plan) -> PartitionResult:
         host=_where(),
         indices=indices,
         usage=meter.finish(),
+        from_copy=True,
     )
 
 
