@@ -477,10 +477,11 @@ class Job:
                 return False
             self._plan_arg = plan_arg
             self._announce_submit()
-        if self._futures:
+        if self._futures and self._grid is None:
             # the copy's preview first: a partition's task that a worker starts before
             # it holds up the preview by a partition's read (measured: 0.68 s, against
-            # tens of ms); a worker busy with other work delays the exact pass no longer
+            # tens of ms); a worker busy with other work delays the exact pass no longer.
+            # Not after the grid's preview from here: the exact pass then goes at once
             wait_for(self._futures, max(0.0, self._preview_until - time.perf_counter()))
         with self._lock:
             if self._state != "running":
@@ -710,7 +711,7 @@ class Job:
             if first is None and self.preview_in_client and self._futures:  # the copy's came first
                 self.preview_stride, self.preview_source = self._reduced.spec.scan_step, "reduced"
             self.preview_in_client = first is not None
-            if first is not None and not self._merge(first, at_once=True):
+            if first is not None and not self._merge(first, grid_here=True):
                 return
             if not self._submit(preview_tasks=first is None):
                 return
@@ -755,9 +756,9 @@ class Job:
         ranges = [(int(i), int(i) + 1) for piece in pieces for i in piece[2]]
         return self._dataset.source, ranges, f"the coarse preview ({len(ranges)} frames)"
 
-    def _merge(self, result: Optional[PartitionResult], at_once: bool = False) -> bool:
+    def _merge(self, result: Optional[PartitionResult], grid_here: bool = False) -> bool:
         """Fold ``result`` into the accumulators and announce the new state (None:
-        only announce it); then save a checkpoint if one is due. ``at_once``: the grid
+        only announce it); then save a checkpoint if one is due. ``grid_here``: the grid
         preview computed here, announced whatever previews are still out."""
         with self._changed:
             if self._state != "running":
@@ -772,7 +773,7 @@ class Job:
                     keep &= ~self._grid[result.indices]
                 merge_partition(self._plan, self._accs, result, keep)
                 self._filled[result.indices[keep]] = True
-                if at_once:
+                if grid_here:
                     self._grid = np.zeros(len(self._filled), bool)
                     self._grid[result.indices] = True
                 else:
@@ -794,8 +795,8 @@ class Job:
             if self._done == len(self._partitions):
                 self._state = "finished"
                 self._t_end = time.perf_counter()
-            elif self._preview_left > 0 and not at_once and not self._preview_overdue():
-                return True  # the first snapshot shows the whole preview grid at once
+            elif self._preview_left > 0 and self._grid is None and not self._preview_overdue():
+                return True  # the first snapshot shows the whole preview at once
             deliveries, finished = self._new_version()
         self._deliver(deliveries, finished)
         if finished:
