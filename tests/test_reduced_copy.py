@@ -151,10 +151,18 @@ def test_a_grid_preview_computed_here_comes_first_and_keeps_its_values(client, t
     disk = masks.Disk(8, 7, 5)
     with Session(ds, client=client, partition_bytes=data[0, 0].nbytes * 10) as session:
         session.run(SumFrame()).result(timeout=60)
+        # the workers are busy (as from the page cache the grid here is faster than a round trip)
+        blockers = [f for w in sorted(client.scheduler_info()["workers"]) for f in _block(client, w, "reduced-grid")]
         snapshots = []
         job = session.run(VirtualDetector(disk), preview_stride=3, on_partial=snapshots.append)
+        deadline = time.monotonic() + 30
+        while not snapshots:
+            assert time.monotonic() < deadline, "no grid preview from here"
+            time.sleep(0.02)
+        Event("reduced-grid").set()
         final = job.result(timeout=60)
-    assert job.preview_in_client  # from the page cache: a few ms, before the copy's round trip
+        client.gather(blockers)
+    assert job.preview_in_client
     grid, copy = snapshots[0], next(p for p in snapshots if p.preview_source == "reduced")
     assert (grid.preview_source, grid.preview_stride, grid.partitions_done) == ("grid", 3, 0)
     assert grid.filled.sum() == 4 * 4 and not np.isnan(grid.fill_preview(grid.results["vd/mask0"].data)).any()

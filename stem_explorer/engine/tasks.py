@@ -242,6 +242,10 @@ def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
     return result
 
 
+#: A preview with a ``stop`` test asks it every this many frames.
+STOP_CHECK_FRAMES = 4
+
+
 def compute_preview(pieces: Sequence[tuple], plan: Plan, stop: Optional[Callable[[], bool]] = None) -> PartitionResult:
     """Run the per-frame ops of ``plan`` on scattered frames only (a coarse preview).
 
@@ -256,15 +260,25 @@ def compute_preview(pieces: Sequence[tuple], plan: Plan, stop: Optional[Callable
     native = np.dtype(source.dtype).newbyteorder("=")
     indices = np.concatenate([piece[2] for piece in pieces])
     cancelled = _cancellation_check()
+
+    def stopped() -> bool:  # superseded, or overtaken: the rows left are never merged
+        return cancelled() or (stop is not None and stop())
+
+    # with ``stop``, asked every few frames: a cold frame can take a disk seek
+    step = STOP_CHECK_FRAMES if stop is not None else max(1, *(len(piece[2]) for piece in pieces))
     with _preview_buffer(len(indices) * n_pixels, source.dtype) as flat:
         stored = flat.reshape(len(indices), n_pixels)
         row = 0
         for partition, payload, wanted in pieces:
-            if cancelled() or (stop is not None and stop()):
-                break  # superseded, or overtaken: the rows left are never merged
+            if stopped():
+                break
             with partition.source.open(payload) as reader:
-                reader.take(wanted, stored[row : row + len(wanted)])
-            row += len(wanted)
+                for lo in range(0, len(wanted), step):
+                    if lo and stopped():
+                        break
+                    part = wanted[lo : lo + step]
+                    reader.take(part, stored[row : row + len(part)])
+                    row += len(part)
         tile, indices = as_native_2d(stored[:row]), indices[:row]
         partials = []  # per-frame ops write their own arrays: nothing refers to the buffer
         for op in plan.ops:
