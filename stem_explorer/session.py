@@ -198,8 +198,9 @@ class Session:
         when None; 0 or 1 turns it off); ``Progress.fill_preview(image)`` shows it as a full
         field. Once a job has read every frame, the session's :attr:`reduced_copy` is in
         the workers' memory, and later jobs of virtual detectors, radial profiles and
-        centres of mass preview every scan position from it instead, on a binned
-        detector (``Progress.preview_source == "reduced"``; 0 or 1 turns that off too).
+        centres of mass preview every scan position from it, on a binned detector
+        (``Progress.preview_source == "reduced"``; a grid preview this process reads
+        faster, from the page cache, shows first; 0 or 1 turns both off).
         Preview values never replace exact ones (``Progress.exact``). ``kernel`` overrides the session's mask-product path for this job: 'auto'
         (the cost model), or 'spans', 'columns', 'sparse' or 'dense' (see
         :class:`~stem_explorer.engine.ops.MaskProduct`).

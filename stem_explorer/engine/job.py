@@ -221,9 +221,10 @@ class Job:
     ``reduced`` (a :class:`~stem_explorer.engine.reduced_copy.ReducedCopy`: the
     session's) has the workers keep their partitions' parts of the reduced copy while
     the job reads whole partitions, and, once the copy is usable and every per-frame
-    op has a reduced form, gives the job its preview from the copy instead of the
-    coarse grid (``Progress.preview_source == "reduced"``); its values never replace
-    a finished partition's.
+    op has a reduced form, gives the job its preview from the copy
+    (``Progress.preview_source == "reduced"``; a grid preview computed here meanwhile
+    shows first if it is faster, and keeps its values); its values never replace a
+    finished partition's.
     """
 
     #: whether the job reads only the frames of its ROI and its ops' declarations
