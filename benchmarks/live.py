@@ -3,7 +3,8 @@ streams 12-bit quad (512 x 512, big-endian uint16) frames over loopback to the
 receiver in this process, and a session on an embedded LocalCluster runs one virtual
 detector (a disk) and the sum frame on the live data set as the frames arrive.
 
-``python -m benchmarks --live`` (options: ``python -m benchmarks --live --help``).
+``python -m benchmarks --live`` (options: ``python -m benchmarks --live --help``;
+``--repeat N`` runs the receive-only acquisition N times and reports the median).
 
 Three acquisitions of the same synthetic file (``--distinct`` frames, cycled
 through the scan by the simulator):
@@ -62,6 +63,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=200.0, help="frame rate of the paced acquisition (latency)")
     p.add_argument("--paced-scan", type=int, nargs=2, default=[16, 32], metavar=("Y", "X"),
                    help="scan of the paced acquisition")
+    p.add_argument("--repeat", type=data.at_least_one, default=1,
+                   help="receive-only acquisitions to run; the row is the median one by the receiver's CPU s/GB "
+                        "(its figures vary less than wall-clock ones on a loaded machine)")
     p.add_argument("--workers", type=data.at_least_one, default=2, help="worker processes of the embedded LocalCluster")
     p.add_argument("--record", metavar="DIR", help="record the frames to DIR (default: a spool, discarded once read)")
     p.add_argument("--json", metavar="FILE", help="also write the records as JSON lines to FILE")
@@ -189,6 +193,15 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
     return record_out
 
 
+def _median_of(runs: list[dict]) -> dict:
+    """The run with the median receiver CPU s/GB, with every run's figure beside it."""
+    ordered = sorted(runs, key=lambda r: r["cpu_s_per_gb"]["receiver"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median["repeats"] = {"runs": len(runs), "receiver_cpu_s_per_gb": [r["cpu_s_per_gb"]["receiver"] for r in runs],
+                         "receive_gbps": [r["receive_gbps"] for r in runs]}
+    return median
+
+
 def measure(args) -> list[dict]:
     from distributed import Client
 
@@ -207,7 +220,10 @@ def measure(args) -> list[dict]:
                 ("paced", tuple(args.paced_scan), args.fps, True))
         for kind, scan, fps, follow in runs:
             _log(f"{kind}: scan {scan} of 512x512 12-bit frames")
-            r = _acquire(client, path, scan, args, fps=fps, change_mask=fps is not None, follow=follow)
+            if follow:
+                r = _acquire(client, path, scan, args, fps=fps, change_mask=fps is not None, follow=follow)
+            else:
+                r = _median_of([_acquire(client, path, scan, args, follow=False) for _ in range(args.repeat)])
             n, summed = r["n_frames"], r.pop("sum_frame")
             cycle = np.bincount(np.arange(n) % len(frames), minlength=len(frames)).astype(np.float64)
             expected = np.tensordot(cycle, frames.astype(np.float64), axes=1)
@@ -248,6 +264,8 @@ def table(records: list[dict]) -> str:
         change_text = f"{change['seconds'] * 1e3:.0f} ({change['frames_covered']})" if change and "seconds" in change else "-"
         latency = "-" if r["latency_median_s"] is None else f"{r['latency_median_s'] * 1e3:.0f} / {r['latency_p90_s'] * 1e3:.0f}"
         name = r["acquisition"] if r["fps"] is None else f"{r['acquisition']} ({r['fps']:g} fps)"
+        if r.get("repeats", {}).get("runs", 1) > 1:
+            name += f" (median of {r['repeats']['runs']})"
         lines.append(
             f"| {name} | {r['n_frames']} | {r['data_bytes'] / 2**30:.2f} | {r['receive_gbps']:.2f} "
             f"| {r['end_to_end_gbps']:.2f} | {r['n_frames'] - r['frames_received']} "

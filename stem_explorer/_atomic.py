@@ -21,6 +21,7 @@ import re
 import secrets
 import socket
 import stat
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -38,9 +39,8 @@ def _short_name(target: Path) -> str:
     return os.fsencode(target.name)[:_NAME_BYTES].decode(errors="ignore")
 
 
-def _temp_pattern(target: Path) -> re.Pattern:
-    stem = re.escape(_short_name(target))
-    return re.compile(rf"\.{stem}\.stem-explorer-(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)-[0-9a-f]{{8}}\.tmp")
+#: a temporary's name after its target's: maker's host tag, pid, random part
+_TEMP_TAIL = re.compile(r"\.stem-explorer-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -56,14 +56,17 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temporaries(target: Path) -> list[Path]:
     """Remove temporaries of ``target`` left by writers of this host that died;
     returns the removed paths."""
-    pattern, host, uid = _temp_pattern(target), _host_tag(), os.getuid()
+    # a plain prefix test first: a batch's folder holds thousands of other files, and
+    # one compiled pattern for every target (a pattern per target name would be
+    # compiled anew for each, the re module caching only a few hundred)
+    prefix, host, uid = f".{_short_name(target)}", _host_tag(), os.getuid()
     removed = []
     try:
         entries = list(os.scandir(target.parent))
     except OSError:
         return removed
     for entry in entries:
-        match = pattern.fullmatch(entry.name)
+        match = _TEMP_TAIL.fullmatch(entry.name, len(prefix)) if entry.name.startswith(prefix) else None
         if not match or match["host"] != host or _pid_alive(int(match["pid"])):
             continue
         try:
@@ -125,6 +128,42 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+#: per thread: the folders whose fsync waits for the end of a ``folder_syncs_deferred`` block
+_deferred = threading.local()
+
+
+@contextlib.contextmanager
+def folder_syncs_deferred() -> Iterator[None]:
+    """Within the block, this thread's atomic writes sync each file's data before its
+    rename as always, but leave the fsync of the folder (which makes the new name
+    itself durable) to the end of the block: one for all the files written in it.
+
+    For a writer of many small files that records a file as done only after the
+    block: until then a crash may lose a rename (the old file, or none, is there
+    after it), never leave a name pointing at unwritten data. A block inside another
+    syncs its own files' folders at its end.
+
+    Raises
+    ------
+    SaveError
+        A folder could not be synced at the end (it went away).
+    """
+    outer, folders = getattr(_deferred, "folders", None), set()
+    _deferred.folders = folders
+    try:
+        yield
+    finally:
+        _deferred.folders = outer
+        for folder in folders:
+            try:
+                _fsync(folder)
+            except OSError as exc:  # the folder went away meanwhile
+                raise SaveError(
+                    f"cannot save in {str(folder)!r}: {_reason(exc)}; the files written there may be lost; "
+                    f"choose a folder you can write to"
+                ) from exc
+
+
 def _commit(tmp: Path, target: Path) -> None:
     _fsync(tmp)  # the data is on disk before the name points at it
     try:
@@ -132,7 +171,11 @@ def _commit(tmp: Path, target: Path) -> None:
     except FileNotFoundError:
         pass
     os.replace(tmp, target)
-    _fsync(target.parent)
+    deferred = getattr(_deferred, "folders", None)
+    if deferred is None:
+        _fsync(target.parent)
+    else:
+        deferred.add(target.parent)
 
 
 @contextlib.contextmanager

@@ -140,3 +140,70 @@ def arina_writer(folder, files, *, mode: str, delay: float) -> subprocess.Popen:
     "in-place" (written slowly under its own name)."""
     return subprocess.Popen([sys.executable, "-c", _ARINA_WRITER, mode, str(delay), str(folder), *map(str, files)],
                             stdin=subprocess.PIPE, text=True)
+
+
+def write_de_movie(folder, frames, *, nav_shape=None, extended_header_bytes: int = 0, name: str = "scan"):
+    """A Direct Electron movie ``<name>_movie.mrc`` of ``frames`` (mrcfile, with an
+    extended header of ``extended_header_bytes``) in ``folder``, and, given
+    ``nav_shape``, the ``<name>_info.txt`` of that raster scan as DE-Server writes it
+    (``Key = value`` lines). Returns the movie's path."""
+    import mrcfile
+    import numpy as np
+
+    path = folder / f"{name}_movie.mrc"
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(np.asarray(frames))
+        if extended_header_bytes:
+            mrc.set_extended_header(np.arange(extended_header_bytes, dtype=np.uint8))
+    if nav_shape is not None:
+        lines = {"Scan - Enable": "Enable", "Scan - Type": "Raster", "Scan - Size Y": nav_shape[0],
+                 "Scan - Size X": nav_shape[1], "Scan - Camera Frames Per Point": 1, "Scan - Repeats": 1}
+        (folder / f"{name}_info.txt").write_text("".join(f"{k:<64}= {v}\n" for k, v in lines.items()))
+    return path
+
+
+_DE_WRITER = """
+import os, shutil, sys, time
+movie, folder, delay, stop, gate = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+frame_bytes = int(sys.argv[6])
+for side in sys.argv[7:]:  # DE-Server's side files first
+    shutil.copy(side, folder)
+raw = open(movie, "rb").read()
+offset = 1024 + int.from_bytes(raw[92:96], "little")  # nsymbt: the extended header's size
+with open(os.path.join(folder, os.path.basename(movie)), "wb") as f:
+    f.write(raw[:offset])
+    f.flush()
+    for k in range(stop):
+        if k == gate:
+            sys.stdin.readline()  # the rest when the test says so
+        record = raw[offset + k * frame_bytes : offset + (k + 1) * frame_bytes]
+        for piece in (record[: len(record) // 3], record[len(record) // 3 :]):  # readers see part frames too
+            f.write(piece)
+            f.flush()
+            time.sleep(delay / 2)
+"""
+
+
+def de_writer(movie, folder, *, frame_bytes: int, n_frames: int, delay: float, side_files=(), gate: int = -1,
+              stop: int = None) -> subprocess.Popen:
+    """A process writing the DE movie ``movie`` into ``folder`` as DE-Server does: its
+    ``side_files`` (``_info.txt``...) copied first, then the MRC headers, then the
+    frames one by one, ``delay`` s a frame, each in two writes; it stops after ``stop``
+    frames (all ``n_frames`` by default), and waits for a line on its stdin before
+    frame ``gate``."""
+    stop = n_frames if stop is None else stop
+    return subprocess.Popen([sys.executable, "-c", _DE_WRITER, str(movie), str(folder), str(delay), str(stop),
+                             str(gate), str(frame_bytes), *map(str, side_files)], stdin=subprocess.PIPE, text=True)
+
+
+def staged_de_movie(tmp_path, frames, nav_shape, *, delay: float, extended_header_bytes: int = 0, **writer_options):
+    """A DE movie of ``frames`` with its _info.txt staged in ``tmp_path/"staged"``,
+    and a :func:`de_writer` writing it into the empty ``tmp_path/"acq"``: ``(movie,
+    watched folder, writer process)``."""
+    staged, folder = tmp_path / "staged", tmp_path / "acq"
+    staged.mkdir()
+    folder.mkdir()
+    movie = write_de_movie(staged, frames, nav_shape=nav_shape, extended_header_bytes=extended_header_bytes)
+    writer = de_writer(movie, folder, frame_bytes=frames[0].nbytes, n_frames=len(frames), delay=delay,
+                       side_files=[staged / "scan_info.txt"], **writer_options)
+    return movie, folder, writer

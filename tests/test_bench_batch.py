@@ -28,5 +28,7 @@ def test_tiny_batch_benchmark(tmp_path, capsys):
     assert rows["small files"]["files"] == 3 and rows["small files"]["bytes"] == 3 * 2**20
     assert rows["big files"]["bytes"] == 2 * 2 * 2**20 and rows["big files"]["fraction"] > 0
     assert all(r["gbps"] > 0 for r in rows.values()) and "overhead_s" in rows["small files"]
+    assert rows["small files"]["client_cpu_s"] > 0 and rows["small files"]["workers_cpu_s"] > 0
+    assert [r["files"] for r in records if r.get("kind") == "warm-up"] == [2]
     assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 3  # header, three rows
     assert not (tmp_path / "batch_results").exists()

@@ -18,7 +18,7 @@ from benchmarks import runner  # noqa: E402
 def test_tiny_live_benchmark(tmp_path, capsys):
     out = tmp_path / "live.jsonl"
     argv = ["--live", "--scan", "2", "8", "--paced-scan", "2", "4", "--fps", "50", "--distinct", "3",
-            "--dir", str(tmp_path), "--json", str(out)]
+            "--repeat", "2", "--dir", str(tmp_path), "--json", str(out)]
     assert runner.main(argv) == 0
     table = capsys.readouterr().out
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -33,4 +33,7 @@ def test_tiny_live_benchmark(tmp_path, capsys):
         assert r["buffer_peak_bytes"] <= r["buffer_bytes"]
     assert rows["paced"]["mask_change"]["seconds"] > 0 and rows["paced"]["mask_change"]["frames_covered"] >= 4
     assert rows["full speed"]["n_frames"] == 16 and rows["paced"]["fps"] == 50
+    repeats = rows["receive only"]["repeats"]
+    assert repeats["runs"] == 2 and rows["receive only"]["cpu_s_per_gb"]["receiver"] == min(repeats["receiver_cpu_s_per_gb"])
+    assert "receive only (median of 2)" in table
     assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 3  # header, three rows

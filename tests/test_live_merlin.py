@@ -4,6 +4,7 @@ receiver in the test process (or in a subprocess that dies, for recovery). Engin
 results on live data are in test_live_session.py."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,7 +27,7 @@ from stem_explorer.io.synthetic import write_mib
 from stem_explorer.live import MerlinSimulator, SimulatorProcess, merlin, recover_recording, watch
 from stem_explorer.live import mpx
 
-from live_helpers import arina_writer, slow_writer, write_arina_series
+from live_helpers import arina_writer, slow_writer, staged_de_movie, write_arina_series, write_de_movie
 
 def real_files(realdata):
     files = sorted(realdata.path.glob("merlin_mib/*.mib"))
@@ -193,9 +194,61 @@ def test_dropped_frames_recorded_as_zeros_and_reported(tmp_path):
     np.testing.assert_array_equal(recorded, expected)
 
 
+def read_as_a_job_does(live, on_part_files=None) -> np.ndarray:
+    """Consume a live spool as a job does, copying every frame as it arrives and
+    releasing it; ``on_part_files(paths)`` sees the spool's part files each time."""
+    token, _first = live.register_consumer()
+    got, deadline = [], time.perf_counter() + 60
+    while len(got) < live.n_frames and not (live.ended and len(got) == live.frames_available):
+        assert time.perf_counter() < deadline, f"{len(got)} frames read in 60 s"
+        live.wait_for_frames(len(got) + 1, timeout=1.0)
+        if on_part_files is not None and os.path.isdir(live.recording.dest):
+            on_part_files([e for e in os.scandir(live.recording.dest) if e.name.startswith("part-")])
+        available = live.frames_available
+        got += list(np.array(live.read_frames(len(got), available)))
+        live.consumed(token, available)
+    live.unregister_consumer(token)
+    return np.array(got)
+
+
+def test_spool_received_in_place_reuses_the_consumed_parts(tmp_path):
+    """record=None: frames are received straight into the spool's part files, and the
+    files of parts every consumer has read are reused (their memory stays allocated)
+    instead of each part being a new file: 24 parts of 4 frames pass through at most
+    the spool's 6 (and the part being received). The frames are the file's, and no
+    spool is left."""
+    path = synthetic_mib(tmp_path, n=16, shape=(16, 16))
+    inodes = set()
+    with SimulatorProcess(path, nav_shape=(8, 12), fps=400) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 12), partition_bytes=4 * 512, spool_bytes=6 * 4 * 512)
+        frames = read_as_a_job_does(live, lambda files: inodes.update(e.inode() for e in files))
+    assert live.state == "complete" and live.stats().frames_received == 96
+    expected = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)
+    np.testing.assert_array_equal(frames, expected[np.arange(96) % 16])
+    assert 2 <= len(inodes) <= 7, f"{len(inodes)} part files for 24 parts"
+    assert not os.path.exists(live.recording.dest)
+
+
+def test_frames_dropped_into_a_reused_spool_part_read_as_zeros(tmp_path):
+    """Frames the detector dropped land in reused spool parts, which hold older
+    frames: they read as zeros all the same, and are reported."""
+    path = synthetic_mib(tmp_path, n=16, shape=(16, 16), pixel_depth="U08")
+    dropped = (21, 22, 40, 70)
+    with SimulatorProcess(path, nav_shape=(8, 12), fps=400, drop_frames=dropped) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 12), partition_bytes=4 * 256)
+        frames = read_as_a_job_does(live)
+    stats = live.stats()
+    assert live.state == "complete" and (stats.frames_dropped, stats.dropped_examples) == (4, list(dropped))
+    expected = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)[np.arange(96) % 16]
+    expected[list(dropped)] = 0
+    np.testing.assert_array_equal(frames, expected)
+
+
 def test_connection_dropped_mid_scan_keeps_the_recorded_part(tmp_path):
     path = synthetic_mib(tmp_path, n=16)
-    with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:
+    # slow enough that the scan cannot end before the kill: the receiver records the
+    # frames the socket holds after it (each small partition is a file of its own)
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=20) as sim:
         live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 8), record=tmp_path / "rec", partition_bytes=5 * 256)
         live.wait_for_frames(20, timeout=20)
         sim.kill()
@@ -212,6 +265,23 @@ def test_connection_dropped_mid_scan_keeps_the_recorded_part(tmp_path):
     assert recorded.metadata["acquisition"]["planned_nav_shape"] == [8, 8]
     frames = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)
     np.testing.assert_array_equal(recorded.read_frames(0, n), frames[np.arange(n) % 16])
+
+
+def test_connection_dropped_mid_scan_into_a_spool(tmp_path):
+    """Received in place into a spool: the detector killed mid-scan ends the
+    acquisition interrupted after the whole frames received, which read as sent."""
+    path = synthetic_mib(tmp_path, n=16)
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=100) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 8), partition_bytes=5 * 256)
+        live.wait_for_frames(20, timeout=20)
+        sim.kill()
+        wait_until(lambda: live.ended)
+    n = live.frames_available
+    assert live.state == "interrupted" and 20 <= n < 64
+    assert re.search(f"acquisition interrupted after {n} of 64 frames: the (detector closed the data "
+                     f"connection|data connection failed)", str(live.error))
+    frames = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)
+    np.testing.assert_array_equal(live.read_frames(0, n), frames[np.arange(n) % 16])
 
 
 def test_recording_recovered_after_the_receiver_process_dies(tmp_path):
@@ -267,6 +337,43 @@ def test_watched_series_that_stops_growing_ends_interrupted(tmp_path):
     np.testing.assert_array_equal(live.read_frames(0, 7), open_dataset(source, nav_shape=(12,)).read_frames(0, 7))
     with pytest.raises(DataSetError, match="not available"):
         live.read_frames(6, 9)
+
+
+def test_watched_de_movie_whose_writer_stops_ends_interrupted(tmp_path):
+    """DE-Server stops after 7 of 12 frames: the watched movie holds the 7 frames as
+    the MRC reader reads them, then ends interrupted (idle_timeout) saying so."""
+    frames = np.random.default_rng(3).integers(0, 4000, (12, 8, 6)).astype(np.uint16)
+    movie, folder, writer = staged_de_movie(tmp_path, frames, (3, 4), delay=0.01, extended_header_bytes=64, stop=7)
+    live = watch(folder, "*_movie.mrc", idle_timeout=1.0)
+    assert writer.wait(30) == 0
+    wait_until(lambda: live.ended)
+    assert live.state == "interrupted" and live.nav_shape == (3, 4)
+    assert "acquisition interrupted after 7 of 12 frames" in str(live.error)
+    np.testing.assert_array_equal(live.read_frames(0, 7), open_dataset(movie).read_frames(0, 7))
+    with pytest.raises(DataSetError, match="not available"):
+        live.read_frames(6, 9)
+
+
+def test_watch_refuses_a_de_movie_it_cannot_follow(tmp_path):
+    """No movie, a movie without its _info.txt, an info file that announces no frame
+    count, a second movie of another frame shape: each an AcquisitionError saying
+    what to do."""
+    with pytest.raises(AcquisitionError, match="no file matching '\\*_movie.mrc' with a whole MRC header"):
+        watch(tmp_path, "*_movie.mrc", first_file_timeout=0.2)
+    (tmp_path / "scan_movie.mrc").write_bytes(b"\0" * 500)  # a header still being written
+    with pytest.raises(AcquisitionError, match="within 0.2 s \\(last: .*scan_movie.mrc. cannot be read as MRC"):
+        watch(tmp_path, "*_movie.mrc", first_file_timeout=0.2)
+    write_de_movie(tmp_path, np.zeros((4, 3, 3), np.uint16))
+    with pytest.raises(AcquisitionError, match="no scan_info.txt appeared beside it.*pass nav_shape"):
+        watch(tmp_path, "*_movie.mrc", first_file_timeout=0.2)
+    (tmp_path / "scan_info.txt").write_text("Scan - Enable = Enable\nScan - Type = XY File\n")
+    with pytest.raises(AcquisitionError, match="does not say how many frames.*pass nav_shape"):
+        watch(tmp_path, "*_movie.mrc")
+    write_de_movie(tmp_path, np.zeros((2, 5, 5), np.uint16), name="second")  # after scan_ in name order
+    live = watch(tmp_path, "*_movie.mrc", nav_shape=(2, 3))
+    wait_until(lambda: live.ended)
+    assert "acquisition interrupted after 4 of 6 frames" in str(live.error)
+    assert "holds frames (5, 5) uint16" in str(live.error) and "another acquisition" in str(live.error)
 
 
 def test_watch_refuses_what_it_cannot_follow(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live_helpers import arina_writer, simulators, slow_writer, write_arina_series
+from live_helpers import arina_writer, de_writer, simulators, slow_writer, staged_de_movie, write_arina_series
 from stem_explorer import Session, SumFrame, VirtualDetector, masks
 from stem_explorer.analyses import build_plan
 from stem_explorer.engine import run_local
@@ -174,23 +174,13 @@ def test_watched_folder_fed_by_a_slow_writer(client, tmp_path):
     folder = tmp_path / "acquisition"
     folder.mkdir()
     writer = slow_writer(source, folder, 30, cuts=(0, 12, 30), delay=0.02, gated=True)
-    try:
-        live = watch(folder, "*.mib", nav_shape=(5, 6), idle_timeout=60)
-        seen = []
-        analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(8, 8, 4)})]
-        job = Session(live, client=client).run(*analyses, on_progress=lambda p: seen.append((p.filled.copy(), p.fraction)))
-        wait_until(lambda: seen and seen[-1][0].sum() == 12)  # the first file's frames, drawn
-        writer.stdin.write("next file\n")
-        writer.stdin.flush()
-        results = job.result(timeout=120)
-    finally:
-        writer.stdin.close()
-        writer.wait(60)
+    analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(8, 8, 4)})]
+    # the second file once the first file's frames were drawn
+    _live, results, seen = watched_run(folder, "*.mib", analyses, client, writer, gate=12, nav_shape=(5, 6))
     expected = offline_results(open_dataset(source, nav_shape=(5, 6)), analyses)
     np.testing.assert_array_equal(results["sum/frame"].data, expected["sum/frame"].data)
     np.testing.assert_array_equal(results["vd/bf"].data, expected["vd/bf"].data)
     filled = [f for f, _fraction in seen]
-    assert all(is_prefix(f) for f in filled) and filled[-1].all()
     assert [f.sum() for f in filled] == sorted(f.sum() for f in filled)
     # the progress counts frames (the 30 are one partition: it stood at 0 until the end)
     assert [fraction for _f, fraction in seen] == [f.mean() for f in filled]
@@ -228,25 +218,14 @@ def test_watched_arina_series_streams_as_data_files_complete(client, tmp_path, m
     frames, staged, master, data_files, folder = staged_arina_series(tmp_path)
     writer = arina_writer(folder, [master, *data_files], mode=mode, delay=0.15)
     analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(6, 5, 3)})]
-    try:
-        live = watch(folder, "*_master.h5", idle_timeout=60, settle_s=0.3)
-        assert live.nav_shape == (3, 5) and live.sig_shape == (12, 10) and live.dtype == np.uint32
-        seen = []
-        job = Session(live, client=client).run(*analyses, on_progress=lambda p: seen.append(p.filled.copy()))
-        if mode == "gated":
-            wait_until(lambda: seen and seen[-1].sum() == 4)  # the first data file's frames, drawn
-            writer.stdin.write("next\n" * 3)
-            writer.stdin.flush()
-        results = job.result(timeout=120)
-    finally:
-        writer.stdin.close()
-        writer.wait(60)
-    assert writer.returncode == 0 and live.state == "complete"
+    # gated: the other data files once the first one's frames were drawn
+    live, results, seen = watched_run(folder, "*_master.h5", analyses, client, writer, settle_s=0.3,
+                                      gate=4 if mode == "gated" else None, gate_lines=3)
+    assert live.nav_shape == (3, 5) and live.sig_shape == (12, 10) and live.dtype == np.uint32
     np.testing.assert_array_equal(results["sum/frame"].data, frames.sum(0))
     bf = (frames * masks.rasterize(masks.Disk(6, 5, 3), (12, 10))).sum((1, 2)).reshape(3, 5)
     np.testing.assert_array_equal(results["vd/bf"].data, bf)
-    assert all(is_prefix(f) for f in seen) and seen[-1].all()
-    assert {int(f.sum()) for f in seen} <= {0, 4, 8, 12, 15}  # whole data files only
+    assert {int(f.sum()) for f, _fraction in seen} <= {0, 4, 8, 12, 15}  # whole data files only
     assert live.chunk(0, 0, 15).source.decodes  # decoded on the workers, never here
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in staged.iterdir())  # untouched
 
@@ -281,6 +260,74 @@ def test_watched_real_arina_acquisition(realdata, client, tmp_path):
     refs = {Path(ref).name.split(".")[-2]: np.load(realdata.path / ref) for ref in entry["refs"]}
     np.testing.assert_allclose(results["sum/frame"].data, refs["sum_frame"])
     np.testing.assert_allclose(results["vd/bf"].data, refs["vbf"].reshape(4, 4))
+
+
+def watched_run(folder, pattern, analyses, client, writer, gate=None, gate_lines=1, **watch_options):
+    """Watch the files ``writer`` writes into ``folder`` and run ``analyses`` on them;
+    with ``gate``, the writer is sent ``gate_lines`` lines once that many frames were drawn.
+    Returns the data set, the results and the ``(filled, fraction)`` the job reported."""
+    try:
+        live = watch(folder, pattern, idle_timeout=60, **watch_options)
+        seen = []
+        job = Session(live, client=client).run(*analyses, on_progress=lambda p: seen.append((p.filled.copy(), p.fraction)))
+        if gate is not None:
+            wait_until(lambda: seen and seen[-1][0].sum() == gate)
+            writer.stdin.write("go on\n" * gate_lines)
+            writer.stdin.flush()
+        results = job.result(timeout=120)
+    finally:
+        writer.stdin.close()
+        writer.wait(60)
+    assert writer.returncode == 0 and live.state == "complete"
+    assert all(is_prefix(f) for f, _fraction in seen) and seen[-1][0].all()
+    return live, results, seen
+
+
+DE_MOVIES = ["de_mrc_00405_movie", "de_mrc_custom", "de_mrc_roi_random_scan"]
+
+
+@pytest.mark.parametrize("key", DE_MOVIES)
+def test_watched_real_de_movie_fed_by_a_slow_writer(realdata, client, tmp_path, key):
+    """A writer process writes a real DE movie into the watched folder as DE-Server
+    does (its _info.txt and scan coordinates first, then the MRC header, then frame
+    by frame): the scan, scan coordinates and calibration are the offline reader's,
+    the job fills the scan in acquisition order, and it ends with the offline
+    reader's results and the manifest's sum frame and virtual bright field."""
+    entry = realdata.entry(key)
+    movie, *sides = (realdata.file(name) for name in entry["files"])
+    offline = open_dataset(movie)
+    folder = tmp_path / "acquisition"
+    folder.mkdir()
+    writer = de_writer(movie, folder, frame_bytes=offline.frame_bytes, n_frames=offline.n_frames,
+                       delay=1.0 / offline.n_frames, side_files=sides)
+    cy, cx, r = entry["vbf_disk_cy_cx_r"]
+    analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(cy, cx, r)})]
+    live, results, _seen = watched_run(folder, "*_movie.mrc", analyses, client, writer)
+    assert (live.nav_shape, live.sig_shape, live.dtype) == (offline.nav_shape, offline.sig_shape, offline.dtype)
+    assert live.metadata.get("scan_coordinates") == offline.metadata.get("scan_coordinates")
+    assert live.calibration == offline.calibration
+    expected = offline_results(offline, analyses)
+    np.testing.assert_array_equal(results["sum/frame"].data, expected["sum/frame"].data)
+    np.testing.assert_array_equal(results["vd/bf"].data, expected["vd/bf"].data)
+    refs = {Path(ref).name.split(".")[-2]: np.load(realdata.path / ref) for ref in entry["refs"]}
+    np.testing.assert_allclose(results["sum/frame"].data, refs["sum_frame"])
+    np.testing.assert_allclose(results["vd/bf"].data, refs["vbf"].reshape(live.nav_shape))
+
+
+def test_watched_synthetic_de_movie_fills_the_scan_as_frames_are_written(client, tmp_path):
+    """A synthetic 5x6 DE movie with an extended header, written frame by frame; the
+    writer pauses after 12 frames until the test has seen them drawn (the scan fills
+    while the file grows), then ends: numpy's results, the file untouched."""
+    frames = np.random.default_rng(5).integers(0, 60000, (30, 16, 12)).astype(np.uint16)
+    movie, folder, writer = staged_de_movie(tmp_path, frames, (5, 6), delay=0.02, extended_header_bytes=200, gate=12)
+    analyses = [SumFrame(), VirtualDetector({"bf": masks.Disk(8, 6, 4)})]
+    live, results, seen = watched_run(folder, "*_movie.mrc", analyses, client, writer, gate=12)
+    assert live.nav_shape == (5, 6) and live.metadata["scan_shape_source"] == "_info.txt (Scan - Size Y/X)"
+    np.testing.assert_array_equal(results["sum/frame"].data, frames.sum(0, dtype=np.int64))
+    bf = (frames * masks.rasterize(masks.Disk(8, 6, 4), (16, 12))).sum((1, 2)).reshape(5, 6)
+    np.testing.assert_array_equal(results["vd/bf"].data, bf)
+    assert 12 in [int(f.sum()) for f, _fraction in seen]
+    assert (folder / "scan_movie.mrc").read_bytes() == movie.read_bytes()
 
 
 @pytest.mark.slow

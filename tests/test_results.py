@@ -208,6 +208,7 @@ def test_temporaries_of_a_killed_save_are_removed_by_the_next_save(tmp_path):
             f".out.h5.stem-explorer-{host}-{alive.pid}-0123abcd.tmp",  # its writer still runs
             f".out.h5.stem-explorer-00000000-{dead_pid}-0123abcd.tmp",  # written on another host
             f".other.h5.stem-explorer-{host}-{dead_pid}-0123abcd.tmp",  # not this file's
+            f".out.h5x.stem-explorer-{host}-{dead_pid}-0123abcd.tmp",  # a file whose name starts with its
         ]
         for name in kept:
             (tmp_path / name).write_text("keep")

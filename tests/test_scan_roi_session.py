@@ -42,6 +42,7 @@ def test_a_run_with_roi_reads_only_the_rois_frames(client, data):  # noqa: F811
     np.testing.assert_array_equal(results["sum/frame"].data, data[roi].sum(axis=0))
     np.testing.assert_array_equal(progress.filled, roi)
     assert results.provenance["complete"] and results.provenance["roi"]["n_frames"] == 20
+    assert results.complete and results.filled.all()  # outside the ROI: not asked for, NaN
     assert results.provenance["roi"]["frame_runs"][0] == [3 * 12 + 2, 3 * 12 + 7]
 
 

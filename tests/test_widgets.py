@@ -533,3 +533,59 @@ def test_a_registered_analysis_is_in_the_selector_with_its_controls_and_streams_
         assert "BrightPixels threshold must be a non-negative finite number in counts, got -5.0" in e.status.value
     finally:
         e.close()
+
+
+# -- the Explorer on a live source ---------------------------------------------------------------
+def test_acquisition_text_says_frames_received_dropped_and_the_end():
+    from stem_explorer.errors import AcquisitionError
+    from stem_explorer.io.live import LiveStats
+    from stem_explorer.widgets.usage import acquisition_text
+
+    stats = LiveStats(frames_expected=4096, frames_received=120)
+    assert acquisition_text("acquiring", stats) == "recording 120 of 4096 frames"
+    stats.frames_dropped = 3
+    assert acquisition_text("acquiring", stats) == (
+        "recording 120 of 4096 frames &nbsp;·&nbsp; 3 dropped by the detector (recorded as zeros)")
+    stats.frames_received, stats.frames_dropped = 4096, 0
+    assert acquisition_text("complete", stats) == "acquisition complete: 4096 of 4096 frames"
+    error = AcquisitionError("acquisition interrupted after 7 of 12 frames: <connection reset>")
+    assert acquisition_text("interrupted", stats, error) == (
+        "acquisition interrupted after 7 of 12 frames: &lt;connection reset&gt;")
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("written", [40, 25], ids=["complete", "interrupted"])
+def test_explorer_status_line_counts_the_frames_of_a_live_source(explorer, tmp_path, written):
+    """A DE movie of 40 frames written frame by frame into a watched folder (a live
+    source without a network): while it is written the Explorer's acquisition line
+    says "recording N of 40 frames", N growing, updated at most PROGRESS_RATE times a
+    second; then "acquisition complete: 40 of 40 frames", or, when the writer stops
+    after 25 frames, the interruption. A file's explorer shows no such line."""
+    from live_helpers import staged_de_movie
+    from stem_explorer.live import watch
+    from stem_explorer.widgets.explorer import PROGRESS_RATE
+
+    assert explorer.acquisition_status.layout.display == "none"
+    frames = np.random.default_rng(4).integers(0, 100, (40, 10, 10)).astype(np.uint16)
+    _movie, folder, writer = staged_de_movie(tmp_path, frames, (5, 8), delay=0.04, stop=written)
+    live = watch(folder, "*_movie.mrc", idle_timeout=1.5)
+    shown = []
+    e = Explorer(live, client=explorer.session.client)
+    try:
+        e.acquisition_status.observe(lambda change: shown.append((time.perf_counter(), change["new"])), names="value")
+        assert writer.wait(60) == 0
+        deadline = time.monotonic() + 60
+        while not (shown and not shown[-1][1].startswith("recording")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        writer.stdin.close()
+        e.close()
+    counts = [int(re.match(r"recording (\d+) of 40 frames$", text)[1]) for _t, text in shown[:-1]]
+    assert len(counts) >= 2 and counts == sorted(counts) and 0 < counts[0] < 40 and counts[-1] <= written
+    times = [t for t, _text in shown[:-1]]
+    assert min(np.diff(times)) >= 0.9 / PROGRESS_RATE  # throttled, though frames came every 0.04 s
+    final = shown[-1][1]
+    if written == 40:
+        assert final == "acquisition complete: 40 of 40 frames"
+    else:
+        assert final.startswith("acquisition interrupted after 25 of 40 frames: no new frame for 1.5 s")

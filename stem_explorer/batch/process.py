@@ -10,7 +10,6 @@ further input would fail the same way.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +23,7 @@ from ..io import open_dataset
 from .inputs import BatchInput
 from .resume import batch_provenance, recorded
 from .summary import CANCELLED, DONE, FAILED, dataset_columns, figure_columns, scalar_summaries
+from .writer import ResultsWriter
 
 #: Errors that end the whole batch rather than one row.
 FATAL = (SaveError, ClusterError)
@@ -53,14 +53,13 @@ class InputProcessor:
         self._lock = threading.Lock()
         self._jobs: set = set()
         self._cancelled = False
-        # one writer thread: every results file is written by the same thread, one at
-        # a time (HDF5 serialises writes anyway; a full disk then fails one save, in
-        # one place, and the batch stops before the next)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="stem-explorer-batch-writer")
+        # one writer thread for every results file (:mod:`.writer`): an input is done
+        # once its file and the file's name are on disk
+        self._writer = ResultsWriter()
 
     def close(self) -> None:
-        """Wait for the save in progress, if any; no save starts after."""
-        self._writer.shutdown(wait=True)
+        """Wait for the saves queued, if any; no save starts after."""
+        self._writer.close()
 
     def cancel_all(self) -> None:
         """Cancel the running jobs (their rows end ``cancelled``) and start no more."""
@@ -110,10 +109,9 @@ class InputProcessor:
                 self._jobs.discard(job)
         figures = figure_columns(stats)
         results.provenance["batch"] = batch_provenance(self.recipe, item.path, fingerprint, figures)
-        self._writer.submit(self._save, results, target).result()
+        self._writer.submit(lambda: self._save(results, target)).result()
         row.update(figures, status=DONE, error="", **scalar_summaries(results))
         return Outcome(row, results, stats, target)
-
 
     def _save(self, results, target: Path) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ pointer of the problem.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -68,6 +69,11 @@ class BatchRecipe:
 
     analyses: list
     open: dict = field(default_factory=dict)
+    # the analyses built once (validating a description against its schema costs
+    # milliseconds, a batch builds them for every input), keyed by the descriptions
+    # they were built from, so a recipe changed after its first build is rebuilt
+    # (threads building at once may each build: the same result, no lock needed)
+    _built: tuple = field(default=(None, None), init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         """The recipe as JSON-able data (what a results file records)."""
@@ -80,8 +86,14 @@ class BatchRecipe:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def build(self) -> list:
-        """Fresh analysis objects (one set per input: jobs run in several threads)."""
-        return [REGISTRY.from_dict(d) for d in self.analyses]
+        """Fresh analysis objects (one set per input: jobs run in several threads),
+        copies of a set validated and built once."""
+        key = json.dumps(self.analyses, sort_keys=True)
+        built_key, prototypes = self._built
+        if built_key != key:
+            prototypes = [REGISTRY.from_dict(d) for d in self.analyses]
+            self._built = (key, prototypes)
+        return copy.deepcopy(prototypes)
 
 
 def as_recipe(analyses, open_options=None) -> BatchRecipe:

@@ -3,7 +3,9 @@
 Both files are written atomically (a reader or a killed batch never sees part of
 one) as rows complete, at most every :data:`WRITE_INTERVAL_S` seconds and once at
 the end: the results files are the record a re-run trusts, the summary is their
-table. The CSV has fixed columns first, then the mean of every result array
+table. Rewriting it costs time in proportion to its rows (and two ``fsync``s), so a
+big batch's summary is rewritten less often: writing it takes at most
+:data:`WRITE_SHARE` of the batch's time. The CSV has fixed columns first, then the mean of every result array
 (``mean vd/bf``...), so it opens in a spreadsheet and plots directly.
 """
 
@@ -29,8 +31,10 @@ COLUMNS = (
 )
 #: Statuses of a row.
 DONE, KEPT, FAILED, CANCELLED = "done", "kept", "failed", "cancelled"
-#: Seconds between rewrites of the summary while rows complete.
+#: Seconds between rewrites of the summary while rows complete (at least).
 WRITE_INTERVAL_S = 0.5
+#: The share of the time that rewriting the summary may take while rows complete.
+WRITE_SHARE = 0.05
 
 
 def scalar_summaries(results) -> dict:
@@ -76,6 +80,7 @@ class Summary:
         self.out_dir = Path(out_dir)
         self._rows: dict[str, dict] = {str(i.path): {"input": str(i.path), "output": i.output_name} for i in inputs}
         self._written = 0.0
+        self._interval = WRITE_INTERVAL_S
 
     def add_inputs(self, inputs: list) -> None:
         """Rows for inputs found later (a watched folder's new files)."""
@@ -85,7 +90,7 @@ class Summary:
     def set(self, row: dict) -> None:
         """Replace the row of ``row["input"]`` and rewrite the files when due."""
         self._rows[row["input"]] = row
-        if time.monotonic() - self._written >= WRITE_INTERVAL_S:
+        if time.monotonic() - self._written >= self._interval:
             self.write()
 
     @property
@@ -103,6 +108,7 @@ class Summary:
 
     def write(self) -> None:
         """Write ``summary.csv`` and ``summary.json`` (atomically)."""
+        started = time.monotonic()
         columns = self.columns()
         text = io.StringIO()
         writer = csv.DictWriter(text, columns, restval="", lineterminator="\n")
@@ -114,6 +120,7 @@ class Summary:
             with atomic_write(self.out_dir / name) as tmp:
                 Path(tmp).write_text(content)
         self._written = time.monotonic()
+        self._interval = max(WRITE_INTERVAL_S, (self._written - started) / WRITE_SHARE)
 
 
 def _cell(value) -> Optional[object]:

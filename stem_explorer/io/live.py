@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import AcquisitionError, DataSetError
 from .base import DataSet, Partition
+from .calibration import Calibration
 from .isolated import chunk_ranges, read_isolated
 from .partitioned.recording import Recording
 
@@ -77,9 +78,11 @@ class LiveDataSet(DataSet):
     """
 
     def __init__(self, recording: Recording, *, format: str, path: Optional[str] = None,
-                 metadata: Optional[dict] = None, spool_bytes: int = DEFAULT_SPOOL_BYTES):
+                 metadata: Optional[dict] = None, spool_bytes: int = DEFAULT_SPOOL_BYTES,
+                 calibration: Optional[Calibration] = None):
         self.recording = recording
-        super().__init__(recording.source(0, 0), recording.nav_shape, format=format, path=path, metadata=metadata)
+        super().__init__(recording.source(0, 0), recording.nav_shape, format=format, path=path, metadata=metadata,
+                         calibration=calibration)
         self._stats = LiveStats(frames_expected=recording.n_frames)
         self._changed = threading.Condition()
         self._available = 0
@@ -206,16 +209,20 @@ class LiveDataSet(DataSet):
         """What :meth:`close` calls to stop the feeder."""
         self._stopper = fn
 
-    def wait_for_room(self, n_frames: int, stop: threading.Event) -> int:
+    def wait_for_room(self, n_frames: int, stop: threading.Event, timeout: Optional[float] = None) -> int:
         """How many of ``n_frames`` more frames to record now (at least one): when a
-        spool is full, this waits until its consumers have read some (or ``stop``).
-        Recording to a folder is never held back: the disk is the buffer."""
+        spool is full, this waits until its consumers have read some (or ``stop``);
+        0 when ``timeout`` s passed first. Recording to a folder is never held back:
+        the disk is the buffer."""
         if self.recording.keep:
             return n_frames
         limit = max(1, self.spool_bytes // self.frame_bytes)
+        deadline = None if timeout is None else time.perf_counter() + timeout
         with self._changed:
             while (held := self.recording.frames_written - self.first_held) >= limit and not stop.is_set():
-                self._changed.wait(0.1)
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return 0
+                self._changed.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.perf_counter())))
             return max(1, min(n_frames, limit - held))
 
     def update_stats(self, **fields) -> None:

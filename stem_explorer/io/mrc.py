@@ -37,7 +37,8 @@ from .calibration import Calibration, file_calibration
 from .raw import MappedFrameSource, check_file_size, nav_shape_hint, parse_shape
 from .registry import ReaderPlugin, register_reader
 
-__all__ = ["de_calibration", "de_scan", "is_mrc", "open_mrc", "read_de_info", "read_scan_coordinates"]
+__all__ = ["de_calibration", "de_frame_count", "de_info_name", "de_scan", "de_side_file", "describe_de_movie", "is_mrc", "mrc_layout",
+           "open_mrc", "read_de_info", "read_scan_coordinates"]
 
 _HEADER_BYTES = 1024
 _MAP_OFFSET = 208  # the "MAP " signature of MRC2014 headers
@@ -94,6 +95,36 @@ def _is_raster(info: dict) -> bool:
     return all(kind == "Raster" for kind in kinds)
 
 
+def _repetition(info: dict) -> tuple[int, int]:
+    """Frames per scan point and scan repeats."""
+    per_point = max(1, _int(info, "Scan - Camera Frames Per Point", _int(info, "Scan - Point Repeat", 1)))
+    return per_point, max(1, _int(info, "Scan - Repeats", 1))
+
+
+def _raster_prefix(info: dict) -> str:
+    """The keys' prefix of the raster's size: the ROI's when enabled."""
+    return "Scan - ROI Size" if info.get("Scan - ROI Enable") == "Enable" else "Scan - Size"
+
+
+def de_frame_count(info: dict, coordinates: Optional[np.ndarray]) -> Optional[int]:
+    """The frames the DE ``_info.txt`` (``info``) announces for the whole acquisition:
+    scan points (the raster's, or the ``coordinates`` of a custom or random scan) x
+    frames per point x repeats; None when it does not say (scanning disabled, a
+    non-raster scan without coordinates). :func:`de_scan` of that many frames gives the
+    scan the offline reader gives the complete movie."""
+    if info.get("Scan - Enable", "Enable") != "Enable":
+        return None
+    per_point, repeats = _repetition(info)
+    if _is_raster(info):
+        prefix = _raster_prefix(info)
+        points = _int(info, f"{prefix} Y", 0) * _int(info, f"{prefix} X", 0)
+    elif coordinates is not None:
+        points = len(coordinates)
+    else:
+        return None
+    return points * per_point * repeats if points > 0 else None
+
+
 def de_scan(info: dict, n_frames: int, coordinates: Optional[np.ndarray], where: str):
     """``(nav_shape, metadata)`` of a DE movie of ``n_frames`` frames from its
     ``_info.txt`` (``info``) and scan coordinates (``[y, x]`` rows, or None).
@@ -105,8 +136,7 @@ def de_scan(info: dict, n_frames: int, coordinates: Optional[np.ndarray], where:
     if info.get("Scan - Enable", "Enable") != "Enable":
         meta["scan_shape_source"] = "frame count (stack): the _info.txt says scanning disabled"
         return (n_frames,), meta
-    per_point = max(1, _int(info, "Scan - Camera Frames Per Point", _int(info, "Scan - Point Repeat", 1)))
-    repeats = max(1, _int(info, "Scan - Repeats", 1))
+    per_point, repeats = _repetition(info)
     if per_point * repeats > 1:
         meta.update(frames_per_point=per_point, scan_repeats=repeats)
     if per_point > n_frames:
@@ -141,7 +171,7 @@ def de_scan(info: dict, n_frames: int, coordinates: Optional[np.ndarray], where:
             "_scan_coordinates.csv beside the movie"
         )
         return (n_frames,), meta
-    prefix = "Scan - ROI Size" if info.get("Scan - ROI Enable") == "Enable" else "Scan - Size"
+    prefix = _raster_prefix(info)
     ny, nx = _int(info, f"{prefix} Y", 0), _int(info, f"{prefix} X", 0)
     if ny * nx * per_point * repeats != n_frames:
         raise FormatError(
@@ -204,7 +234,9 @@ def _is_unset(text: str) -> bool:
         return False
 
 
-def _side_file(path: str, suffix: str) -> Optional[str]:
+def de_side_file(path: str, suffix: str) -> Optional[str]:
+    """The DE side file ``<prefix><suffix>`` of the movie ``<prefix>_movie.mrc`` when
+    it exists (``suffix``: ``"_info.txt"``, ``"_scan_coordinates.csv"``), else None."""
     stem = os.path.splitext(path)[0]
     if stem.endswith("_movie"):
         candidate = stem[: -len("_movie")] + suffix
@@ -214,7 +246,7 @@ def _side_file(path: str, suffix: str) -> Optional[str]:
 
 
 # -- the reader -------------------------------------------------------------------------------
-def _read_header(path: str):
+def _read_header(path: str, growing: bool = False):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -235,9 +267,44 @@ def _read_header(path: str):
             f"modes 0, 1, 2, 3, 4, 6, 12 are supported"
         ) from None
     nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
-    if min(nx, ny, nz) <= 0:
+    # a movie still being written may not state its frame count yet
+    if min(nx, ny) <= 0 or nz < 0 or (nz == 0 and not growing):
         raise FormatError(f"{path!r} has an MRC header with sizes nx={nx}, ny={ny}, nz={nz}; the file is damaged")
     return header, voxel, dtype, (nz, ny, nx)
+
+
+def mrc_layout(path: str) -> tuple[int, tuple[int, int], np.dtype]:
+    """``(offset, (ny, nx), dtype)``: where the frames of the MRC file ``path`` start,
+    their shape and dtype, from its header alone: the file may still be growing (its
+    ``nz`` is not used). Raises :class:`~stem_explorer.errors.FormatError` when the
+    header is not whole or not MRC."""
+    header, _voxel, dtype, (_nz, ny, nx) = _read_header(path, growing=True)
+    return _HEADER_BYTES + int(header.nsymbt), (ny, nx), dtype
+
+
+def describe_de_movie(path: str, n_frames: int, *, nav_shape=None, info_file=None):
+    """``(nav_shape, metadata, calibration)`` of the DE movie (or plain MRC stack)
+    ``path`` of ``n_frames`` frames: the ``nav_shape`` option, else the scan of its
+    ``_info.txt`` (``info_file``, or the one beside it) and scan coordinates, else a
+    stack; the metadata and calibration the info file gives."""
+    metadata, nav, calibration = {}, (n_frames,), None
+    metadata["scan_shape_source"] = f"MRC nz (stack): no {de_info_name(path)} beside the file gives a scan"
+    info_file = os.fspath(info_file) if info_file is not None else de_side_file(path, "_info.txt")
+    if info_file is not None:
+        info = read_de_info(info_file)
+        csv = de_side_file(path, "_scan_coordinates.csv")
+        coords = read_scan_coordinates(csv) if csv else None
+        metadata.update(info_file=info_file, scan_coordinates_file=csv, **_de_metadata(info))
+        calibration = de_calibration(info, repr(os.path.basename(info_file)))
+        if nav_shape is None:
+            nav, scan_meta = de_scan(info, n_frames, coords, repr(path))
+            metadata.update(scan_meta)
+    if nav_shape is not None:
+        nav = parse_shape("nav_shape", nav_shape, (1, 2))  # DataSet checks the product
+        metadata["scan_shape_source"] = "nav_shape option"
+    elif len(nav) == 1 and "scan_coordinates" not in metadata:
+        metadata["scan_shape_hint"] = nav_shape_hint(n_frames)
+    return nav, metadata, calibration
 
 
 def open_mrc(path, *, nav_shape=None, info_file=None, allow_trailing: bool = False) -> DataSet:
@@ -279,31 +346,13 @@ def open_mrc(path, *, nav_shape=None, info_file=None, allow_trailing: bool = Fal
     sizes = {axis: float(voxel[axis]) for axis in ("x", "y", "z") if float(voxel[axis]) > 0}
     if sizes:
         metadata["voxel_size_angstrom"] = sizes
-
-    info_file = os.fspath(info_file) if info_file is not None else _side_file(path, "_info.txt")
-    nav, calibration = (nz,), None
-    metadata["scan_shape_source"] = (
-        f"MRC nz (stack): no {_info_name(path)} beside the file gives a scan"
-    )
-    if info_file is not None:
-        info = read_de_info(info_file)
-        csv = _side_file(path, "_scan_coordinates.csv")
-        coords = read_scan_coordinates(csv) if csv else None
-        metadata.update(info_file=info_file, scan_coordinates_file=csv, **_de_metadata(info))
-        calibration = de_calibration(info, repr(os.path.basename(info_file)))
-        if nav_shape is None:
-            nav, scan_meta = de_scan(info, nz, coords, repr(path))
-            metadata.update(scan_meta)
-    if nav_shape is not None:
-        nav = parse_shape("nav_shape", nav_shape, (1, 2))  # DataSet checks the product
-        metadata["scan_shape_source"] = "nav_shape option"
-    elif len(nav) == 1 and "scan_coordinates" not in metadata:
-        metadata["scan_shape_hint"] = nav_shape_hint(nz)
+    nav, described, calibration = describe_de_movie(path, nz, nav_shape=nav_shape, info_file=info_file)
+    metadata.update(described)
     return DataSet(source, nav, format="mrc", path=path, metadata=metadata, calibration=calibration)
 
 
-def _info_name(path: str) -> str:
-    """The DE info file that would describe the movie ``path``."""
+def de_info_name(path: str) -> str:
+    """The name of the DE info file that would describe the movie ``path``."""
     stem = os.path.splitext(os.path.basename(path))[0]
     return (stem[: -len("_movie")] if stem.endswith("_movie") else stem) + "_info.txt"
 

@@ -10,17 +10,14 @@ for an acquisition someone else starts. Before any frame is recorded it checks t
 acquisition header (frame count, counter depth) and the first frame's header
 (detector shape, pixel depth) against the configured scan, and refuses a mismatch.
 
-Two threads move the frames (see docs/architecture.md, "Live acquisition"):
-
-* the network thread reads the data socket into a ring buffer of whole frame
-  messages (``buffer_bytes``, bounded). When the ring is full it stops reading, so
-  TCP's flow control makes the detector wait: the time it waited is reported
-  (``stalled_s``), as is the ring's peak use;
-* the recording thread checks each batch of frames (message prefix and header
-  layout as bytes, sequence numbers), writes their pixels from the ring to the
-  recording (``os.writev``, no copy in between), frees the ring, and tells the data
-  set. A gap in the sequence numbers (the detector dropped frames) is recorded as
-  zero frames at those positions and counted (``frames_dropped``).
+The frames then move into the recording (:mod:`.merlin_streams`; see
+docs/architecture.md, "Live acquisition"): into a spool (``record=None``) straight
+from the socket, in place; to a folder through a bounded ring buffer and a recording
+thread. Either way the buffer is bounded (``buffer_bytes``): when it, or the spool,
+is full the receiver stops reading, so TCP's flow control makes the detector wait
+(reported: ``stalled_s``, and the buffer's peak use); every frame header is checked
+against the first; a gap in the sequence numbers (the detector dropped frames) is
+recorded as zero frames at those positions and counted (``frames_dropped``).
 
 A connection that drops before the last frame ends the acquisition with
 "acquisition interrupted after N of M frames"; the N frames stay recorded.
@@ -31,33 +28,29 @@ from __future__ import annotations
 import math
 import socket
 import threading
-import time
 from typing import Optional
 
 import numpy as np
 
 from ..errors import AcquisitionError, StemExplorerError
 from ..io.live import DEFAULT_SPOOL_BYTES, LiveDataSet
-from ..io.mib import MibHeader, check_frame_headers, parse_frame_header, parse_hdr
+from ..io.mib import MibHeader, parse_frame_header, parse_hdr
 from ..io.partitioned.recording import Recording
 from ..io.partitioned.writer import DEFAULT_FILE_BYTES
 from ..io.raw import parse_shape
 from . import mpx
+from .merlin_streams import InPlaceStream, RingStream
 
 #: Default capacity of the receive ring: about 40 ms at 1.5 GB/s. A larger ring
 #: absorbs longer hiccups of the recording, but each first pass over fresh pages costs
 #: page faults (a 256 MiB ring took five times the CPU time per received byte of a
 #: 32 MiB one, measured over 0.55 GB).
 DEFAULT_BUFFER_BYTES = 64 * 2**20
-#: Most bytes of frames checked and written per step of the recording thread.
-_BATCH_BYTES = 32 * 2**20
 #: Bytes read with the first frame's prefix to parse its header (headers are smaller).
 _HEADER_PEEK = 4096
 #: Pixel depth -> dtype of the recorded frames (1-bit packed frames are unpacked).
 _DTYPES = {"U01": "u1", "U08": "u1", "U16": ">u2", "U32": ">u4"}
 _SPOOL_PART_BYTES = 64 * 2**20
-#: Seconds between reports of the time the sender has been waiting for a full ring.
-_STALL_REPORT_S = 0.1
 
 
 def merlin(host: str = "127.0.0.1", control_port: int = 6341, data_port: int = 6342, *, nav_shape,
@@ -91,7 +84,9 @@ def merlin(host: str = "127.0.0.1", control_port: int = 6341, data_port: int = 6
     timeout
         Seconds to wait for each connection and for the acquisition header.
     buffer_bytes
-        Capacity of the receive ring (whole frames; at least two).
+        Capacity of the receive buffer, in whole frame messages (at least two): the
+        ring a folder recording goes through, or, received in place into a spool,
+        the frames received before they are checked and recorded (at most 32 MiB).
     partition_bytes
         Bytes per recorded partition file (default 256 MiB; 64 MiB in a spool).
 
@@ -248,19 +243,24 @@ class MerlinReceiver:
             "stored_dtype": dtype.str,
             "orientation": "file row order (no flip)",
         }
+        spool_parts = 0
         if not keep:  # spool parts are released whole: several must fit in the spool
             frame_bytes = first.height * first.width * dtype.itemsize
             partition_bytes = min(partition_bytes or _SPOOL_PART_BYTES, max(frame_bytes, spool_bytes // 2))
+            spool_parts = max(2, spool_bytes // (partition_bytes // frame_bytes * frame_bytes))
         recording = Recording(
             record, nav_shape=self.nav_shape, sig_shape=(first.height, first.width), dtype=dtype,
             partition_bytes=partition_bytes or DEFAULT_FILE_BYTES,
-            metadata=metadata, overwrite=overwrite, keep=keep,
+            metadata=metadata, overwrite=overwrite, keep=keep, spool_parts=spool_parts,
         )
         self.dataset = LiveDataSet(recording, format="merlin_live", path=recording.dest if keep else None,
                                    metadata=metadata, spool_bytes=spool_bytes)
         self.dataset.set_stopper(self.stop)
-        self._stream = _FrameStream(self, first, dtype, buffer_bytes)
-        for target in (self._stream.receive, self._stream.record):
+        # a spool is received in place (no copy); a recording to a folder, and 1-bit
+        # frames (unpacked), go through the ring
+        in_place = not keep and first.pixel_depth != "U01"
+        self._stream = (InPlaceStream if in_place else RingStream)(self, first, dtype, buffer_bytes)
+        for target in self._stream.threads():
             thread = threading.Thread(target=target, name=f"merlin-{target.__name__}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -294,169 +294,6 @@ class MerlinReceiver:
         self._started = False
         if self._control is not None:
             self._control.close()
-
-
-class _FrameStream:
-    """The ring buffer between the network thread and the recording thread."""
-
-    def __init__(self, receiver: MerlinReceiver, first: MibHeader, dtype: np.dtype, buffer_bytes: int):
-        self.rx, self.first, self.dtype = receiver, first, dtype
-        self.ds: LiveDataSet = receiver.dataset
-        self.msg = mpx.PREFIX_BYTES + first.frame_bytes
-        slots = max(2, int(buffer_bytes) // self.msg)
-        self.ring = np.zeros(slots * self.msg, np.uint8)
-        self.ring.fill(0)  # fault its pages in now, not while the frames arrive
-        self.ring[: len(receiver._first_bytes)] = np.frombuffer(receiver._first_bytes, np.uint8)
-        self.received = len(receiver._first_bytes)  # bytes ever written to the ring
-        self.consumed = 0  # bytes ever freed
-        self.expected = receiver.n_frames * self.msg  # the last byte the network thread reads
-        self.net_done = False
-        self.net_error: Optional[str] = None
-        self.cond = threading.Condition()
-        self.stalled = 0.0
-        self.peak = self.received
-        head = receiver._first_bytes[mpx.PREFIX_BYTES :]
-        self.reference = np.frombuffer(head[: first.header_bytes], np.uint8)
-        self.prefix = np.frombuffer(mpx.prefix(first.frame_bytes), np.uint8)
-        seq_start = head.index(b",") + 1
-        self.seq_field = (seq_start, head.index(b",", seq_start))
-        self.seq_modulus = 10 ** (self.seq_field[1] - self.seq_field[0])
-        self.first_seq = int(head[seq_start : self.seq_field[1]])
-        self.next_position = 0
-        self.dropped = 0
-        self.dropped_examples: list = []
-        self.zero_frame = np.zeros(math.prod((first.height, first.width)) * dtype.itemsize, np.uint8)
-
-    # -- the network thread -------------------------------------------------------------------
-    def receive(self) -> None:
-        sock, size = self.rx._data, len(self.ring)
-        view = memoryview(self.ring)
-        try:
-            while self.received < self.expected and not self.rx._stop.is_set():
-                with self.cond:
-                    while self.received - self.consumed == size and not self.rx._stop.is_set():
-                        t0 = time.perf_counter()
-                        self.cond.wait(_STALL_REPORT_S)  # the sender waits meanwhile: say so
-                        self.stalled += time.perf_counter() - t0
-                        self.ds.update_stats(stalled_s=self.stalled)
-                    free = size - (self.received - self.consumed)
-                at = self.received % size
-                room = min(free, size - at, self.expected - self.received)
-                if room <= 0:
-                    continue
-                n = sock.recv_into(view[at : at + room], room)
-                if n == 0:
-                    self.net_error = "the detector closed the data connection"
-                    break
-                with self.cond:
-                    self.received += n
-                    self.peak = max(self.peak, self.received - self.consumed)
-                    self.cond.notify_all()
-        except OSError as exc:
-            self.net_error = f"the data connection failed ({exc.strerror or exc})"
-        finally:
-            with self.cond:
-                self.net_done = True
-                self.cond.notify_all()
-
-    # -- the recording thread ----------------------------------------------------------------
-    def record(self) -> None:
-        error: Optional[AcquisitionError] = None
-        try:
-            self._record_all()
-        except StemExplorerError as exc:
-            error = exc if isinstance(exc, AcquisitionError) else AcquisitionError(str(exc))
-        recorded = self.ds.recording.frames_written
-        if error is None and recorded < self.rx.n_frames:
-            why = "receiving was stopped (close())" if self.rx._stop.is_set() else (self.net_error or "the stream ended")
-            error = AcquisitionError(
-                f"acquisition interrupted after {recorded} of {self.rx.n_frames} frames: {why}; the "
-                f"frames received are kept ({self.ds.recording.dest if self.ds.recording.keep else 'discarded: record=None'})"
-            )
-        elif error is not None:
-            error = AcquisitionError(f"acquisition interrupted after {recorded} of {self.rx.n_frames} frames: {error}")
-        try:
-            self.ds.finish(error)
-        finally:
-            self.rx._end_connections()
-
-    def _record_all(self) -> None:
-        size = len(self.ring)
-        per_batch = max(1, _BATCH_BYTES // self.msg)
-        while self.ds.recording.frames_written < self.rx.n_frames:
-            with self.cond:
-                self.cond.wait_for(lambda: self.received - self.consumed >= self.msg or self.net_done)
-                whole = (self.received - self.consumed) // self.msg
-                if whole == 0:
-                    return  # the network thread ended; any partial message is lost
-            at = self.consumed % size
-            take = min(whole, per_batch, (size - at) // self.msg)
-            block = self.ring[at : at + take * self.msg].reshape(take, self.msg)
-            frames = self._check(block)
-            while frames:
-                room = self.ds.wait_for_room(len(frames), self.rx._stop)
-                self.ds.recording.write_frames(frames[:room])
-                frames = frames[room:]
-                if frames:
-                    self.ds.frames_recorded()
-            with self.cond:
-                self.consumed += take * self.msg
-                self.cond.notify_all()
-            self.ds.frames_recorded(
-                frames_received=self.ds.recording.frames_written - self.dropped,
-                bytes_received=self.received, frames_dropped=self.dropped,
-                dropped_examples=list(self.dropped_examples), buffer_bytes=size,
-                buffer_peak_bytes=self.peak, stalled_s=self.stalled,
-            )
-
-    def _check(self, block: np.ndarray) -> list:
-        """The frames of the messages ``block`` (one per row) to record, in scan order,
-        after checking prefixes, header layouts and sequence numbers."""
-        first_index = self.next_position
-        if (block[:, : mpx.PREFIX_BYTES] != self.prefix).any():
-            k = int(np.flatnonzero((block[:, : mpx.PREFIX_BYTES] != self.prefix).any(axis=1))[0])
-            raise AcquisitionError(
-                f"message {first_index + k} of {self.rx.where} is not a frame of the first frame's size "
-                f"({bytes(block[k, : mpx.PREFIX_BYTES])!r} instead of {self.prefix.tobytes()!r}); the "
-                f"frames of one acquisition must have one layout"
-            )
-        headers = block[:, mpx.PREFIX_BYTES : mpx.PREFIX_BYTES + self.first.header_bytes]
-        check_frame_headers(headers, self.reference, self.first, self.rx.where, first_index=first_index)
-        a, b = self.seq_field
-        digits = headers[:, a:b].astype(np.int64) - ord("0")
-        seqs = digits @ (10 ** np.arange(b - a - 1, -1, -1, dtype=np.int64))
-        positions = self._positions(seqs)
-        pixels = block[:, mpx.PREFIX_BYTES + self.first.header_bytes :]
-        if self.first.pixel_depth == "U01":
-            pixels = np.unpackbits(pixels.reshape(len(pixels), self.first.height, -1), axis=-1).reshape(len(pixels), -1)
-        frames, position = [], first_index
-        for row, target in zip(pixels, positions):
-            if target >= self.rx.n_frames:
-                break  # frames past the scan (a longer acquisition than configured)
-            frames += [self.zero_frame] * (target - position) + [row]
-            position = target + 1
-        self.next_position = position
-        return frames
-
-    def _positions(self, seqs: np.ndarray) -> np.ndarray:
-        """Scan positions of frames numbered ``seqs``: the first frame is position 0,
-        each next number the next position; a gap is frames the detector dropped."""
-        previous = self.first_seq - 1 if self.next_position == 0 else self._last_seq
-        steps = np.diff(np.concatenate([[previous], seqs])) % self.seq_modulus
-        if (steps == 0).any():
-            k = int(np.flatnonzero(steps == 0)[0])
-            raise AcquisitionError(
-                f"{self.rx.where} sent frame number {int(seqs[k])} twice (frame {self.next_position + k}); "
-                f"the stream is damaged"
-            )
-        self._last_seq = int(seqs[-1])
-        gaps = steps - 1
-        if gaps.any():
-            for k in np.flatnonzero(gaps):
-                start = self.next_position + int(k + gaps[:k].sum())
-                self.dropped_examples += list(range(start, start + int(gaps[k])))[: 20 - len(self.dropped_examples)]
-            self.dropped += int(gaps.sum())
-        return self.next_position + np.arange(len(seqs)) + np.cumsum(gaps)
 
 
 def _int_field(header: Optional[dict], key: str) -> Optional[int]:

@@ -4,7 +4,9 @@ reads a recording, and the thread that polls the files."""
 
 from __future__ import annotations
 
+import glob
 import math
+import os
 import threading
 import time
 
@@ -108,6 +110,52 @@ class WatchedSeries:
 
     def abort(self) -> None:
         """Never deletes: the files are the user's."""
+
+
+class GrowingSeries(WatchedSeries):
+    """A series of files matching ``pattern`` (in name order) that grow frame by frame:
+    ``frames_written`` grows as :meth:`look` finds whole frames at the end of the file
+    being written and in the next files. Subclasses implement :meth:`_whole_frames`
+    and :meth:`_check`."""
+
+    def __init__(self, folder: str, pattern: str, nav_shape: tuple, sig_shape: tuple, dtype):
+        super().__init__(folder, nav_shape, sig_shape, dtype)
+        self.pattern = pattern
+
+    def _whole_frames(self, path: str) -> int:
+        """The whole frames the series file ``path`` holds so far."""
+        raise NotImplementedError
+
+    def _check(self, path: str, start: int, stop: int) -> None:
+        """Check the new frames ``start:stop`` of ``path`` (their headers, say) before
+        they are counted; raises :class:`~stem_explorer.errors.AcquisitionError`."""
+
+    def look(self) -> bool:
+        """Add the whole frames that appeared since the last look; True when some did."""
+        # the file being written first: its last frames come before the next file's
+        grew = self._grow(self.files[-1]) if self.files else False
+        known = [f[0] for f in self.files]
+        paths = sorted(glob.glob(os.path.join(self.dest, self.pattern)))
+        if paths[: len(known)] != known:
+            raise AcquisitionError(f"the files of the series changed under {self.dest!r} (renamed or removed)")
+        for path in paths[len(known):]:
+            self.files.append([path, self.frames_written, 0])
+            grew = self._grow(self.files[-1]) or grew
+        return grew
+
+    def _grow(self, entry: list) -> bool:
+        """Count the whole frames of the series file ``entry``, the last one (checking
+        the new ones); True when there are more than last time. The count is kept
+        file by file, so a later file that fails the checks leaves the earlier ones'
+        frames counted."""
+        path, first, count = entry
+        whole = min(self._whole_frames(path), self.n_frames - first)
+        if whole <= count:
+            return False
+        self._check(path, count, whole)
+        entry[2] = whole
+        self.frames_written = first + whole
+        return True
 
 
 class Follower:

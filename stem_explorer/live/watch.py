@@ -7,6 +7,9 @@ Supported:
 
 * Merlin ``.mib`` files (the Merlin software appends frame after frame, one or
   several files per acquisition): frames become available as soon as they are whole;
+* Direct Electron movies (pattern ``*_movie.mrc``, DE-Server appends frame after
+  frame): frames become available as soon as they are whole; the scan comes from the
+  ``_info.txt`` beside the movie (:mod:`.de_watch`);
 * DECTRIS ARINA acquisitions (pattern ``*_master.h5``: a NeXus master and data files
   ``<name>_data_NNNNNN.h5`` written one after the other): a data file's frames become
   available once the file is complete (:mod:`.arina_watch`).
@@ -45,7 +48,8 @@ from ..io.mib import (
 )
 from ..io.raw import MappedFrameSource, map_frames, parse_shape
 from .arina_watch import watch_arina
-from .series import Follower, WatchedSeries
+from .de_watch import watch_de
+from .series import Follower, GrowingSeries
 
 def watch(folder, pattern: str = "*.mib", *, nav_shape=None, poll_s: float = 0.05,
           idle_timeout: float = 30.0, first_file_timeout: float = 60.0, settle_s: float = 1.0) -> LiveDataSet:
@@ -56,21 +60,25 @@ def watch(folder, pattern: str = "*.mib", *, nav_shape=None, poll_s: float = 0.0
     folder, pattern
         Where the detector writes, and a glob pattern of its files: ``.mib`` files
         (the matching files, sorted by name, are one acquisition's frames in order),
-        or ARINA master files ``*_master.h5`` (the first matching master, whose data
-        files ``<name>_data_000001.h5``... hold the frames).
+        Direct Electron movies ``*_movie.mrc`` (likewise), or ARINA master files
+        ``*_master.h5`` (the first matching master, whose data files
+        ``<name>_data_000001.h5``... hold the frames).
     nav_shape
         The scan; by default from the ``.hdr`` beside the first ``.mib`` file
         (``Frames in Acquisition``, and ``Frames per Trigger`` as the scan width when
-        it divides it), or from the ARINA master (``ntrigger`` x ``nimages`` frames,
-        folded as :func:`~stem_explorer.io.open_dataset` folds them).
+        it divides it), from the DE ``<prefix>_info.txt`` beside the first movie (and
+        its ``_scan_coordinates.csv``: the scan the offline reader gives the complete
+        movie), or from the ARINA master (``ntrigger`` x ``nimages`` frames, folded as
+        :func:`~stem_explorer.io.open_dataset` folds them).
     poll_s
         Seconds between looks at the files.
     idle_timeout
         Seconds without a new frame after which an incomplete scan ends interrupted
         (for ARINA, without a change of the data file being written either).
     first_file_timeout
-        Seconds to wait for the first file (and its first frame header; for ARINA,
-        the master and the first complete data file).
+        Seconds to wait for the first file (and its first frame header; for DE, its
+        MRC header and, without ``nav_shape``, its ``_info.txt``; for ARINA, the
+        master and the first complete data file).
     settle_s
         ARINA: seconds a data file's size must stay the same before it is taken as
         complete when the next data file has not appeared yet.
@@ -79,17 +87,20 @@ def watch(folder, pattern: str = "*.mib", *, nav_shape=None, poll_s: float = 0.0
     ------
     AcquisitionError
         No file appears in time, the pattern names an unsupported format, or the scan
-        shape is neither given nor stated by a ``.hdr``.
+        shape is neither given nor stated by a ``.hdr`` or DE ``_info.txt``.
     """
     folder = os.fspath(folder)
     if pattern.lower().endswith("_master.h5"):
         return watch_arina(folder, pattern, nav_shape=nav_shape, poll_s=poll_s, idle_timeout=idle_timeout,
                            first_file_timeout=first_file_timeout, settle_s=settle_s)
+    if os.path.splitext(pattern)[1].lower() in (".mrc", ".mrcs"):
+        return watch_de(folder, pattern, nav_shape=nav_shape, poll_s=poll_s, idle_timeout=idle_timeout,
+                        first_file_timeout=first_file_timeout)
     if os.path.splitext(pattern)[1].lower() != ".mib":
         raise AcquisitionError(
-            f"watching {pattern!r}: only Merlin .mib series ('*.mib') and DECTRIS ARINA acquisitions "
-            f"(their master files, '*_master.h5') can be watched; open other formats once written, "
-            f"with open_dataset"
+            f"watching {pattern!r}: only Merlin .mib series ('*.mib'), Direct Electron movies "
+            f"('*_movie.mrc') and DECTRIS ARINA acquisitions (their master files, '*_master.h5') "
+            f"can be watched; open other formats once written, with open_dataset"
         )
     first_path, first = _first_file(folder, pattern, first_file_timeout)
     nav = _scan(first_path, nav_shape)
@@ -153,14 +164,14 @@ def _scan(first_path: str, nav_shape) -> tuple:
     return (n // width, width) if 1 < width < n and n % width == 0 else (n,)
 
 
-class MibSeries(WatchedSeries):
-    """A series of growing ``.mib`` files: ``frames_written`` grows as :meth:`look`
-    finds whole frames, whose headers must have the first frame's layout."""
+class MibSeries(GrowingSeries):
+    """A series of growing ``.mib`` files, whose frames' headers must have the first
+    frame's layout."""
 
     def __init__(self, folder: str, pattern: str, first: MibHeader, nav_shape: tuple):
         dtype = np.dtype("u1") if first.pixel_depth == "U01" else _STORED_DTYPES[first.pixel_depth]
-        super().__init__(folder, nav_shape, (first.height, first.width), dtype)
-        self.pattern, self.header = pattern, first
+        super().__init__(folder, pattern, nav_shape, (first.height, first.width), dtype)
+        self.header = first
         self._reference: Optional[np.ndarray] = None
 
     def _file_source(self, path: str, n: int) -> FrameSource:
@@ -171,33 +182,8 @@ class MibSeries(WatchedSeries):
             return DecodedFrameSource(path, decode="unpack_bits", stored_dtype="u1", **layout)
         return MappedFrameSource(path, dtype=self.dtype, **layout)
 
-    def look(self) -> bool:
-        """Add the whole frames that appeared since the last look; True when some did."""
-        # the file being written first: its last frames come before the next file's
-        grew = self._grow(self.files[-1]) if self.files else False
-        known = [f[0] for f in self.files]
-        paths = sorted(glob.glob(os.path.join(self.dest, self.pattern)))
-        if paths[: len(known)] != known:
-            raise AcquisitionError(f"the files of the series changed under {self.dest!r} (renamed or removed)")
-        for path in paths[len(known):]:
-            previous = self.files[-1] if self.files else None
-            self.files.append([path, previous[1] + previous[2] if previous else 0, 0])
-            grew = self._grow(self.files[-1]) or grew
-        if grew:
-            last = self.files[-1]
-            self.frames_written = last[1] + last[2]
-        return grew
-
-    def _grow(self, entry: list) -> bool:
-        """Count the whole frames of the series file ``entry`` (checking the new ones);
-        True when there are more than last time."""
-        path, first, count = entry
-        whole = min(os.path.getsize(path) // self.header.frame_bytes, self.n_frames - first)
-        if whole <= count:
-            return False
-        self._check(path, count, whole)
-        entry[2] = whole
-        return True
+    def _whole_frames(self, path: str) -> int:
+        return os.path.getsize(path) // self.header.frame_bytes
 
     def _check(self, path: str, start: int, stop: int) -> None:
         """The new frames' headers must have the first frame's layout."""

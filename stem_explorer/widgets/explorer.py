@@ -32,7 +32,7 @@ from .export import save_png
 from .mask_editor import MaskEditor
 from .scale import STYLES, AxisMap
 from .throttle import Throttle
-from .usage import done_text, live_usage_text, preview_text
+from .usage import acquisition_text, done_text, live_usage_text, preview_text
 from .views import ImageView, as_image
 
 #: Progress bar updates a second, at most, while a job runs.
@@ -195,6 +195,8 @@ class Explorer(widgets.VBox):
 
     def close(self) -> None:
         """Cancel running jobs, stop the session (and its cluster, if the explorer made it)."""
+        if self.session is not None and hasattr(self.session.dataset, "remove_listener"):
+            self.session.dataset.remove_listener(self._on_acquisition)
         for job in (self._nav_job, self._detector_job):
             if job is not None:
                 job.cancel()
@@ -211,8 +213,10 @@ class Explorer(widgets.VBox):
                                                layout={"display": "none"})
         self.reconnect_button.on_click(lambda _: self._reconnect())
         self.calibration_note = widgets.HTML()
+        # a live source's frames received so far (hidden for files)
+        self.acquisition_status = widgets.HTML(layout={"display": "none"})
         self.header = widgets.VBox([widgets.HBox([self.title, self.dashboard]), self.calibration_note,
-                                    widgets.HBox([self.status, self.reconnect_button])])
+                                    widgets.HBox([self.status, self.reconnect_button]), self.acquisition_status])
 
         self.nav = ImageView("navigation", size=size, css_class="se-nav-view")
         self.nav.on_pick(self._pick)
@@ -303,6 +307,7 @@ class Explorer(widgets.VBox):
         )
         self._detector_throttle = Throttle(self._send_detector_image, max_rate=15, on_error=self._show_error)
         self._progress_throttle = Throttle(self._send_progress, max_rate=PROGRESS_RATE, on_error=self._show_error)
+        self._acquisition_throttle = Throttle(self._send_acquisition, max_rate=PROGRESS_RATE, on_error=self._show_error)
 
     # -- opening and the cluster ---------------------------------------------------------
     def _open(self) -> None:
@@ -323,6 +328,7 @@ class Explorer(widgets.VBox):
         link = self.session.dashboard_link
         self.dashboard.value = f'&nbsp; <a href="{html.escape(link)}" target="_blank">dask dashboard</a>' if link else ""
         self._show_calibration()
+        self._follow_acquisition(ds)
         self._set_status("computing the sum frame ...")
         self._start_detector(SumFrame(), first=True)
 
@@ -723,6 +729,28 @@ class Explorer(widgets.VBox):
             f"{progress.fraction:5.0%} &nbsp; {progress.gbps:.2f} GB/s &nbsp; {progress.elapsed:.2f} s"
             + live_usage_text(job)
         )
+
+    def _follow_acquisition(self, ds) -> None:
+        """Show a live source's acquisition in :attr:`acquisition_status` as frames
+        arrive, and its end."""
+        if not hasattr(ds, "add_listener"):  # a file: nothing arrives
+            return
+        self.acquisition_status.layout.display = None
+        ds.remove_listener(self._on_acquisition)  # reconnecting opens the same data set again
+        ds.add_listener(self._on_acquisition)
+        self._on_acquisition()
+
+    def _on_acquisition(self) -> None:
+        """A live source's frames arrived or it ended (in its feeder's thread): at most
+        :data:`PROGRESS_RATE` updates a second, the end at once."""
+        self._acquisition_throttle.submit(None)
+        if self.session.dataset.ended:
+            self._acquisition_throttle.flush()
+
+    def _send_acquisition(self, _value) -> None:
+        ds = self.session.dataset
+        state, error = ds.state, ds.error
+        self.acquisition_status.value = acquisition_text(state, ds.stats(), error)
 
     def _set_status(self, text: str, *, hint: bool = False, error: bool = False) -> None:
         css = "se-error" if error else "se-hint" if hint else "se-status"

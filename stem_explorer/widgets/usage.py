@@ -1,4 +1,5 @@
-"""The resource figures and the preview of a job as the Explorer's status texts."""
+"""The resource figures and the preview of a job, and a live acquisition's progress,
+as the Explorer's status texts."""
 
 from __future__ import annotations
 
@@ -42,4 +43,21 @@ def done_text(stats) -> str:
     if stats.workers:
         text += (f", {stats.cpu_seconds:.2f} CPU s on {len(stats.workers)} workers,"
                  f" peak {stats.peak_rss_bytes / 2**20:.0f} MiB per worker")
+    return text
+
+
+def acquisition_text(state: str, stats, error=None) -> str:
+    """A live acquisition's status line (HTML) from its ``state`` (``"acquiring"``,
+    ``"complete"``, ``"interrupted"``), :class:`~stem_explorer.io.live.LiveStats`
+    and error: ``"recording 120 of 4096 frames"`` while it runs, then ``"acquisition
+    complete: 4096 of 4096 frames"`` or the error ("acquisition interrupted after N of
+    M frames: ..."); frames the detector dropped are added."""
+    if state == "acquiring":
+        text = f"recording {stats.frames_received} of {stats.frames_expected} frames"
+    elif error is None:
+        text = f"acquisition complete: {stats.frames_received} of {stats.frames_expected} frames"
+    else:
+        text = html.escape(str(error))
+    if stats.frames_dropped:
+        text += f" &nbsp;·&nbsp; {stats.frames_dropped} dropped by the detector (recorded as zeros)"
     return text

@@ -5,6 +5,7 @@ fills in on the page while the frames arrive, and once the scan ends it equals n
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -103,6 +104,10 @@ def test_live_scan_fills_in_in_the_browser(page, server, kernel, shots):
     # the frames still arrive, and so do the progress bar and the image the kernel sent
     first, state = nav.screenshot(), load_json(run(STATE))
     shots("filling")
+    # the acquisition line counts the frames received while they arrive
+    counted = wait_until(lambda: re.search(r"recording (\d+) of 48 frames", page.inner_text(".se-explorer")), 10,
+                         "the acquisition line")
+    assert 0 < int(counted[1]) < 48, counted[0]
 
     def filled_further():
         # the progress bar is throttled (PROGRESS_RATE), so it may trail the image by
@@ -121,6 +126,8 @@ def test_live_scan_fills_in_in_the_browser(page, server, kernel, shots):
     assert final["ended"] and final["dropped"] == 0 and final["error"] is None, final
     assert final["shown_equal"] and final["sum_equal"] and final["progress"] == 1.0, final
     shots("scan-ended")
+    wait_until(lambda: "acquisition complete: 48 of 48 frames" in page.inner_text(".se-explorer"), 10,
+               "the acquisition line's end")
     # the scan axes: whole numbers, evenly spaced (a 6-row scan was labelled 0 1 1 2 2 3 3 ...)
     axes = page.evaluate(AXIS_LABELS)
     steps = [set(np.diff(sorted(int(label) for label in labels))) for labels in axes]

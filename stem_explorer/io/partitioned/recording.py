@@ -17,7 +17,11 @@ An acquisition that ends early publishes the frames it got (:meth:`Recording.clo
 whole scan rows as a smaller scan, else a stack, with what happened in the metadata.
 ``keep=False`` makes the recording a spool in a temporary folder (``/dev/shm`` where
 there is one): parts are deleted once consumed (:meth:`Recording.release_before`),
-nothing is hashed or published.
+nothing is hashed or published. A receiver may also put frames straight into a
+spool's parts (:meth:`Recording.slot`, then :meth:`Recording.commit`): the parts are
+then mapped, and a consumed part's file is kept for reuse (while the spool's files
+stay within ``spool_parts``), so its memory is not freed and allocated (and zeroed)
+again for every part.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import hashlib
 import importlib
 import json
 import math
+import mmap
 import os
 import re
 import shutil
@@ -62,13 +67,16 @@ class Recording(RawPartitionWriter):
     (:meth:`write_frames`, one buffer per frame, in acquisition order).
 
     ``keep=False`` (``dest`` None): a spool in a temporary folder, removed by
-    :meth:`close`. ``overwrite=True`` replaces a data set, or the journal of an
-    unrecovered recording, found in ``dest``; without it either is an error.
+    :meth:`close`; received in place (:meth:`slot`), it keeps consumed part files for
+    reuse while it holds fewer than ``spool_parts`` files. ``overwrite=True`` replaces
+    a data set, or the journal of an unrecovered recording, found in ``dest``; without
+    it either is an error.
     """
 
     def __init__(self, dest=None, *, nav_shape, sig_shape, dtype, partition_bytes: int = DEFAULT_FILE_BYTES,
-                 metadata: Optional[dict] = None, overwrite: bool = False, keep: bool = True):
+                 metadata: Optional[dict] = None, overwrite: bool = False, keep: bool = True, spool_parts: int = 2):
         self.keep = bool(keep)
+        self.spool_parts = int(spool_parts)
         if dest is None:
             if self.keep:
                 raise DataSetError("a kept recording needs a folder: pass dest=... (or keep=False)")
@@ -81,6 +89,9 @@ class Recording(RawPartitionWriter):
         self._journal = os.path.join(self.dest, JOURNAL_NAME)
         self._released_parts = 0
         self._publishing = False
+        self._slots: dict[int, np.ndarray] = {}  # part index -> its mapped frames (receiving in place)
+        self._spares: list[str] = []  # consumed part files to reuse (receiving in place)
+        self._in_place = False
         if self.keep and os.path.exists(self._journal):
             if not overwrite:
                 raise DataSetError(
@@ -118,6 +129,61 @@ class Recording(RawPartitionWriter):
             "parts": self._parts, "metadata": self.metadata,
         })
 
+    # -- receiving in place (a spool) ----------------------------------------------------
+    def slot(self, position: int) -> np.ndarray:
+        """The bytes (uint8, one frame's) where frame ``position`` of a spool goes: a
+        receiver reads the frame into it, then :meth:`commit` records it, so frames
+        are received where the jobs read them, without a copy. ``position`` is at or
+        after :attr:`frames_written`; a slot left unwritten must be zeroed by the
+        caller (a reused part holds old frames)."""
+        if self.keep:
+            raise DataSetError("frames are received in place only into a spool (keep=False); use write_frames")
+        if not self.frames_written <= position < self.n_frames:
+            raise DataSetError(f"frame {position} is not the next to record (of {self.n_frames}, "
+                               f"{self.frames_written} recorded)")
+        k = position // self.frames_per_file
+        if k not in self._slots:
+            self._in_place = True
+            self._slots[k] = self._map_part(k)
+        return self._slots[k][position - k * self.frames_per_file]
+
+    def _map_part(self, k: int) -> np.ndarray:
+        """Part ``k`` (a reused one when there is one) sized and mapped, its pages
+        faulted in at once (``MAP_POPULATE``: cheaper than a fault per page)."""
+        path = os.path.join(self.dest, part_file_name(k, None))
+        n = min(self.frames_per_file, self.n_frames - k * self.frames_per_file)
+        if self._spares:
+            os.replace(self._spares.pop(), path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size != n * self.frame_bytes:
+                os.ftruncate(fd, n * self.frame_bytes)
+            mapped = mmap.mmap(fd, n * self.frame_bytes, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        finally:
+            os.close(fd)
+        return np.frombuffer(mapped, np.uint8).reshape(n, self.frame_bytes)
+
+    def commit(self, n: int) -> None:
+        """Record the next ``n`` frames, received into their :meth:`slot`."""
+        if self.frames_written + n > self.n_frames:
+            raise DataSetError(f"committing {n} more frames would make {self.frames_written + n} of {self.n_frames}")
+        self.frames_written += n
+        self._close_slots()
+
+    def _close_slots(self, sealing: bool = False) -> None:
+        """Unmap the mapped parts whose frames are all recorded and list them (when
+        ``sealing``, every mapped part, cut to the frames recorded)."""
+        per, written = self.frames_per_file, self.frames_written
+        for k in sorted(self._slots):
+            start, stop = k * per, min((k + 1) * per, self.n_frames)
+            if stop > written and not sealing:
+                break
+            del self._slots[k]
+            if start < written:
+                stop = min(stop, written)
+                self._parts.append({"file": part_file_name(k, None), "start": start, "stop": stop,
+                                    "bytes": (stop - start) * self.frame_bytes, "sha256": _NoHash().hexdigest()})
+
     # -- reading while writing ------------------------------------------------------------
     @property
     def first_held(self) -> int:
@@ -153,8 +219,15 @@ class Recording(RawPartitionWriter):
         if self.keep:
             return
         while self._released_parts < len(self._parts) and self._parts[self._released_parts]["stop"] <= frame:
+            path = os.path.join(self.dest, self._parts[self._released_parts]["file"])
             try:
-                os.remove(os.path.join(self.dest, self._parts[self._released_parts]["file"]))
+                held = len(self._parts) - self._released_parts - 1 + len(self._slots)
+                if self._in_place and held + len(self._spares) < self.spool_parts:
+                    spare = os.path.join(self.dest, f"spare-{self._released_parts}")
+                    os.replace(path, spare)
+                    self._spares.append(spare)
+                else:
+                    os.remove(path)
             except FileNotFoundError:
                 pass
             self._released_parts += 1
@@ -164,6 +237,7 @@ class Recording(RawPartitionWriter):
         """Finish the part being written without publishing (a spool's last part)."""
         if self._file is not None:
             self._finish_part()
+        self._close_slots(sealing=True)
 
     def close(self) -> Optional[str]:
         """Publish the complete recording (returns ``dataset.json``'s path), or remove
@@ -193,6 +267,7 @@ class Recording(RawPartitionWriter):
 
     def abort(self) -> None:
         """Remove every file this recording wrote (the spool folder too)."""
+        self._slots.clear()  # unmapped, or a removed file's memory stays held
         super().abort()
         for path in (self._journal, self._journal + ".tmp"):
             if os.path.exists(path):
