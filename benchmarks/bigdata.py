@@ -35,9 +35,14 @@ the workers' memory sampled throughout.
    clicks (``PickFrame``) and as many 32 x 32 ROI sums (``RoiSum``) on the raw file,
    then on a bitshuffle-LZ4 HDF5 of ``--h5-size`` GiB (default 2) of the same frames,
    with the bytes each read and the peak RSS of a worker. ``--reads-only`` skips
-   steps 3 and 4.
+   steps 3, 4 and 7.
+7. Mask changes (issue 17, :mod:`benchmarks.mask_change`): in the session of step 4,
+   whose passes left the reduced copy in the workers, ``--mask-changes`` cold mask
+   changes timed to the full-field preview from the copy and to the exact result,
+   and one with the copy off (the coarse grid) for comparison.
 
-Targets: the workers' memory at most 2 GiB in total (judged on the anonymous memory;
+Targets: mask change -> full-field preview at most 150 ms (here in the client, not the
+browser); the workers' memory at most 2 GiB in total (judged on the anonymous memory;
 RSS is reported beside it with its own verdict, see ``docs/performance.md``, section
 "Larger than memory"), and workload throughput at least 0.8 x the disk's read rate;
 click -> frame at most 50 ms and a 32 x 32 ROI sum at most 200 ms, cold.
@@ -61,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, plainread, priority, report, roi_reads
+from . import data, mask_change, plainread, priority, report, roi_reads
 from .workloads import disk_mask
 
 GiB = 2**30
@@ -124,8 +129,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--normal-priority", action="store_true",
                    help="workers back at normal CPU priority (the embedded cluster lowers theirs to keep cores "
                    "for the notebook; on a machine others keep busy that starves them); needs root")
+    p.add_argument("--mask-changes", type=int, default=3,
+                   help="cold mask changes timed to the reduced copy's preview and the exact result (default 3; "
+                   "0 skips them)")
     p.add_argument("--reads-only", action="store_true",
-                   help="only the click and ROI rows: no disk-rate pass, no full passes")
+                   help="only the click and ROI rows: no disk-rate pass, no full passes, no mask changes")
     p.add_argument("--remove", action="store_true", help="delete the file at the end")
     p.add_argument("--json", metavar="FILE", help="also write the records as JSON lines to FILE")
     p.add_argument("--format", choices=["table", "json"], default="table", help="stdout: table or JSON lines")
@@ -547,6 +555,9 @@ def measure(args) -> list[dict]:
                     records.append(_workload(client, session, bench, key, name, sampler, args))
                     if i == 0:
                         records.append(_held_mapping_check(client, bench))
+                if args.mask_changes > 0:
+                    records += mask_change.measure_mask_changes(client, session, bench, make_cold,
+                                                                args.mask_changes, _log)
             records.append(_disk_read(client, bench, sampler, args, "after"))
         records += _few_frame_reads(client, bench, sampler, args)
     records[0]["load_after"] = os.getloadavg()
@@ -644,7 +655,7 @@ def table(records: list[dict]) -> str:
         for r in (r for r in records if r["kind"] == "bigdata_workload"):
             lines.append(f"USS {r['workload']}: workers sum {_gib(r['peak_uss_workers_sum'])} GiB, "
                          f"max {_gib(r['peak_uss_worker_max'])} GiB, client {_gib(r['peak_uss_client'])} GiB")
-    lines += ["", roi_reads.table(records)]
+    lines += ["", mask_change.table(records, best), "", roi_reads.table(records)]
     return "\n".join(lines)
 
 

@@ -43,8 +43,9 @@ def _open_options(args) -> dict:
 def _session(args, dataset):
     from .session import Session
 
+    # no reduced copy: a command runs its analyses once, nothing previews from it
     return Session(dataset, address=args.address, n_workers=args.workers, kernel=args.kernel, dashboard=args.dashboard,
-                   partition_bytes=getattr(args, "partition_bytes", None))
+                   partition_bytes=getattr(args, "partition_bytes", None), reduced_copy_bytes=0)
 
 
 def _run_with_progress(session, analyses_list, quiet=False, output=None, **run_options):
@@ -282,7 +283,7 @@ def cmd_demo(args) -> int:
         an.SumFrame(),
         an.StdFrame(),
     ]
-    with Session(dataset, n_workers=args.workers, dashboard=args.dashboard) as session:
+    with Session(dataset, n_workers=args.workers, dashboard=args.dashboard, reduced_copy_bytes=0) as session:
         if session.dashboard_link:
             print(f"cluster dashboard: {session.dashboard_link}")
         results, stats = _run_with_progress(session, chosen)

@@ -18,6 +18,7 @@ from .engine.failures import check_client
 from .engine.gateway import start_gateway_cluster
 from .engine.hooks import as_hooks, merge
 from .engine.live_job import job_class
+from .engine.reduced_copy import ReducedCopy, default_budget, plan_copy
 from .engine.roi import plan_frames
 from .errors import AnalysisError, CheckpointError, ClusterError, OptionError
 from .io import DataSet, open_dataset
@@ -28,6 +29,7 @@ from .io.live import LiveDataSet
 MAX_TIMEOUT = 86400.0
 MAX_PARTITION_BYTES = 2**50
 MAX_TILE_BYTES = 2**30
+MAX_REDUCED_COPY_BYTES = 2**50
 
 
 class Session:
@@ -74,6 +76,13 @@ class Session:
     hooks : optional
         Event hooks of every job (anything :func:`~stem_explorer.engine.hooks.as_hooks`
         takes: callables, plugins, plugin names); the installed hook plugins are added.
+    reduced_copy_bytes : int, optional
+        Worker memory, in bytes and all workers together, for the reduced copy that
+        jobs reading whole partitions leave in the workers and that later jobs preview
+        from (:attr:`reduced_copy`, :mod:`stem_explorer.engine.reduced`); default 10%
+        of the workers' memory limits, 0 turns it off. The copy also stays within
+        32 MiB a worker, which its preview reads in tens of milliseconds
+        (:data:`~stem_explorer.engine.reduced_copy.PREVIEW_BYTES_PER_WORKER`).
 
     Raises
     ------
@@ -103,6 +112,7 @@ class Session:
         kernel: str = "auto",
         dashboard: bool = False,
         hooks=None,
+        reduced_copy_bytes: Optional[int] = None,
         **open_options,
     ):
         if cluster not in (None, "gateway"):
@@ -119,6 +129,9 @@ class Session:
         timeout = seconds("timeout", timeout, MAX_TIMEOUT, "how long to wait for the scheduler")
         partition_bytes = _check_bytes("partition_bytes", partition_bytes, MAX_PARTITION_BYTES, "data per partition")
         tile_bytes = _check_bytes("tile_bytes", tile_bytes, MAX_TILE_BYTES, "data a worker reads and holds at once")
+        if reduced_copy_bytes is not None:
+            reduced_copy_bytes = whole_number("reduced_copy_bytes", reduced_copy_bytes, 0, MAX_REDUCED_COPY_BYTES,
+                                              "bytes of worker memory for the reduced copy", "0 turns it off")
         #: the hooks every job of the session gets (those given and the installed plugins)
         self.hooks = as_hooks(hooks, installed=True)
         self.dataset: DataSet = dataset if isinstance(dataset, DataSet) else open_dataset(dataset, **open_options)
@@ -141,6 +154,10 @@ class Session:
             self.client, self._cluster = self._gateway.client, None
         else:
             self.client, self._cluster = open_client(client, address, n_workers, timeout, dashboard)
+        #: the reduced copy jobs keep in the workers and preview from
+        #: (:class:`~stem_explorer.engine.reduced_copy.ReducedCopy`; its ``status`` says
+        #: what it holds, or why there is none)
+        self.reduced_copy = self._plan_reduced_copy(reduced_copy_bytes)
         self._lock = threading.Lock()
         self._current: Optional[Job] = None
         self._jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()  # the jobs a new one follows
@@ -179,7 +196,12 @@ class Session:
         Large data sets get a coarse preview first: the per-frame analyses run on every
         ``preview_stride``-th scan row and column before the rest (sized automatically
         when None; 0 or 1 turns it off); ``Progress.fill_preview(image)`` shows it as a full
-        field. ``kernel`` overrides the session's mask-product path for this job: 'auto'
+        field. Once a job has read every frame, the session's :attr:`reduced_copy` is in
+        the workers' memory, and later jobs of virtual detectors, radial profiles and
+        centres of mass preview every scan position from it, on a binned detector
+        (``Progress.preview_source == "reduced"``; a grid preview this process reads
+        faster, from the page cache, shows first; 0 or 1 turns both off).
+        Preview values never replace exact ones (``Progress.exact``). ``kernel`` overrides the session's mask-product path for this job: 'auto'
         (the cost model), or 'spans', 'columns', 'sparse' or 'dense' (see
         :class:`~stem_explorer.engine.ops.MaskProduct`).
 
@@ -245,6 +267,7 @@ class Session:
                 after=list(self._jobs),
                 hooks=hooks,
                 **({} if frames is None else {"roi": frames}),
+                **({"reduced": self.reduced_copy} if self.reduced_copy.spec is not None else {}),
                 # only a Job takes one: live data sets are refused by _checkpoint
                 **({"checkpoint": saver} if saver is not None else {}),
             )
@@ -253,6 +276,19 @@ class Session:
         if self._warm_here and not warmup.is_warm(self.dataset.dtype):
             self._warm_when_done(job)
         return job
+
+    def _plan_reduced_copy(self, budget: Optional[int]) -> ReducedCopy:
+        """The session's reduced copy, sized for ``budget`` bytes (None: the default)."""
+        ds = self.dataset
+        if isinstance(ds, LiveDataSet):
+            return ReducedCopy(None, 0, "no reduced copy: a live acquisition's frames are still arriving")
+        if budget is None:
+            try:
+                budget = default_budget(self.client)
+            except Exception as exc:  # a cluster that does not say: no copy, previews as before
+                return ReducedCopy(None, 0, f"no reduced copy: the workers' memory is unknown ({exc})")
+        spec, reason = plan_copy(ds.nav_shape, ds.sig_shape, ds.dtype, budget, max(1, self.n_workers))
+        return ReducedCopy(spec, budget, reason)
 
     def _roi_frames(self, roi) -> Optional[np.ndarray]:
         """The sorted flat frame indices of ``run``'s ``roi`` (None: the whole scan)."""
@@ -316,6 +352,8 @@ class Session:
         started it."""
         if self._current is not None:
             self._current.cancel()
+        if not self._owns_client:  # a cluster that outlives the session: free the copy
+            self.reduced_copy.drop(self.client)
         if self._gateway is not None:
             self._gateway.close()  # its client too
             self._gateway = None

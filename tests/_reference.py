@@ -107,3 +107,19 @@ def descanned_virtual_image(data, mask, shifts):
     moves = rounded_shifts(shifts).reshape(-1, 2)
     values = [(frame * moved_mask(mask, dy, dx)).sum() for frame, (dy, dx) in zip(f, moves)]
     return np.array(values).reshape(data.shape[:-2])
+
+
+def binned(data, b):
+    """Bin sums over ``b`` x ``b`` detector pixels (float64; edge bins hold fewer),
+    by zero padding and reshaping."""
+    sy, sx = data.shape[-2:]
+    pad = [(0, 0)] * (data.ndim - 2) + [(0, -sy % b), (0, -sx % b)]
+    padded = np.pad(data.astype(np.float64), pad)
+    by, bx = padded.shape[-2] // b, padded.shape[-1] // b
+    return padded.reshape(data.shape[:-2] + (by, b, bx, b)).sum(axis=(-3, -1))
+
+
+def binned_mask(mask, b):
+    """A detector mask on ``b`` x ``b`` bins: its weights summed per bin over the bin's
+    pixel count (the fraction of the bin it covers, for a binary mask)."""
+    return binned(mask, b) / binned(np.ones(mask.shape), b)

@@ -207,3 +207,16 @@ def test_results_save_into_a_read_only_folder_is_a_clear_error(tmp_path):
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert proc.stdout.startswith(f"cannot save {str(read_only / 'out.h5')!r}: Read-only file system")
     assert list(read_only.iterdir()) == []
+
+
+def test_commands_keep_no_reduced_copy(monkeypatch):
+    """A command runs its analyses once: no worker bins frames for previews nobody sees."""
+    import argparse
+
+    import stem_explorer.session as session_module
+    from stem_explorer import cli
+
+    given = {}
+    monkeypatch.setattr(session_module, "Session", lambda dataset, **options: given.update(options))
+    cli._session(argparse.Namespace(address=None, workers=None, kernel="auto", dashboard=False), "data set")
+    assert given["reduced_copy_bytes"] == 0

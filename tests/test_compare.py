@@ -84,9 +84,13 @@ def test_every_data_set_shows_its_image_of_the_shared_mask_on_one_cluster(compar
     assert "cannot apply" in other.message.value and "30x36" in other.message.value and "40x36" in other.message.value
     assert other.results is None and other.view.image is None and other.navigation.job is None
 
+    # a mask change previews from each data set's reduced copy (left by its sum frame), said on its tile
+    messages = []
+    compare.tiles["a.h5"].message.observe(lambda change: messages.append(change["new"]), "value")
     compare.editor.shapes = [{"kind": "ring", "cy": 20, "cx": 18, "r_inner": 5, "r_outer": 15, "op": "add"}]
     compare.wait(300)
     check_images(compare, scans)
+    assert any("preview from the reduced copy in memory" in text for text in messages)
 
 
 @pytest.mark.cluster

@@ -161,7 +161,7 @@ def test_a_preview_in_the_client_runs_blas_on_its_own_thread(monkeypatch):
         return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
     seen = []
-    monkeypatch.setattr(tasks, "compute_preview", lambda pieces, plan: seen.append(blas_threads()))
+    monkeypatch.setattr(tasks, "compute_preview", lambda pieces, plan, stop=None: seen.append(blas_threads()))
     before = blas_threads()
     tasks.compute_preview_here([], None)
     assert seen and all(n == 1 for n in seen[0]) and blas_threads() == before
@@ -175,10 +175,10 @@ def test_run_returns_before_the_preview_here_has_read_its_frames(client, tmp_pat
     release, reading = threading.Event(), threading.Event()
     compute = tasks.compute_preview
 
-    def slow_compute(pieces, plan):
+    def slow_compute(pieces, plan, stop=None):
         reading.set()
         assert release.wait(60)
-        return compute(pieces, plan)
+        return compute(pieces, plan, stop)
 
     monkeypatch.setattr(tasks, "compute_preview", slow_compute)
     data = np.random.default_rng(2).integers(0, 100, (16, 16, 8, 8)).astype(np.uint16)

@@ -312,6 +312,37 @@ def test_explorer_mask_changes_pick_roi_and_analyses(explorer, sample):
 
 
 @pytest.mark.cluster
+def test_a_mask_change_shows_the_reduced_copys_preview_labelled_then_the_exact_image(explorer, sample):
+    _, data = sample
+    explorer.analysis.value = "vd"
+    explorer.wait(60)
+    assert explorer.session.reduced_copy.usable  # left by the sum frame's pass
+    statuses, labels = [], []
+    explorer.status.observe(lambda change: statuses.append(change["new"]), "value")
+    explorer.nav.colour_axis.observe(lambda change: labels.append(change["new"]), "label")
+    explorer.editor.shapes = [{"kind": "disk", "cy": 20, "cx": 17, "radius": 6, "op": "add"}]
+    explorer.wait(60)
+    assert any("preview from the reduced copy in memory (2 x 2 binned detector)" in text for text in statuses)
+    assert any("(preview)" in label for label in labels) and "(preview)" not in explorer.nav.colour_axis.label
+    assert "done" in explorer.status.value
+    reference = np.einsum("abyx,yx->ab", data, rasterize(explorer.editor.mask(), data.shape[2:]))
+    np.testing.assert_allclose(explorer.navigation_image(), reference, rtol=1e-6)
+
+
+def test_the_status_line_says_why_a_preview_comes_from_the_coarse_grid():
+    from stem_explorer.engine import Progress
+    from stem_explorer.engine.reduced_copy import ReducedCopy, plan_copy
+    from stem_explorer.widgets.usage import preview_text
+
+    spec, reason = plan_copy((512, 640), (256, 256), np.dtype("uint16"), 2**20, 4)
+    filled, exact = np.ones((4, 4), bool), np.zeros((4, 4), bool)
+    grid = Progress(None, filled, 0, 4, 0, 0.1, False, preview_stride=12, preview_source="grid", exact=exact)
+    text = preview_text(grid, ReducedCopy(spec, 2**20, reason))
+    assert "coarse preview (every 12th scan row and column)" in text and "budget (1.0 MiB) is too small" in text
+    assert preview_text(Progress(None, filled, 4, 4, 0, 0.1, True, preview_source="grid", exact=filled), None) == ""
+
+
+@pytest.mark.cluster
 def test_explorer_shows_hints_for_bad_masks(explorer):
     explorer.analysis.value = "vd"
     explorer.editor.shapes = [{"kind": "polygon", "vertices": [[1, 1], [5, 5]], "op": "add"}]

@@ -327,6 +327,37 @@ def dense_mask_product(frames: np.ndarray, dense: np.ndarray, out: np.ndarray) -
 
 
 @numba.jit(**_JIT_FAST)
+def bin_sums(frames, sx, binning, line, out, swap=False):
+    """``out[f, b]``: the sum of frame ``f``'s pixels in detector bin ``b`` (``binning``
+    x ``binning`` pixels, edge bins fewer; frames ``(n, sy * sx)``, bins in C order).
+
+    The rows of a bin row are added into ``line`` (``sx`` accumulators: uint32 lanes
+    for 16-bit counts where :func:`fits_u32` allows, else int64 or float64), a
+    contiguous SIMD loop per pixel row; then each bin's ``binning`` columns of it are
+    summed into ``out``, written once per bin, rounded once. With ``swap`` the uint16
+    ``frames`` hold big-endian bytes."""
+    sy = frames.shape[1] // sx
+    bx = (sx + binning - 1) // binning
+    for f in range(frames.shape[0]):
+        frame = frames[f]
+        for by in range((sy + binning - 1) // binning):
+            line[:] = 0
+            for y in range(by * binning, min(by * binning + binning, sy)):
+                row = frame[y * sx:(y + 1) * sx]
+                if swap:
+                    for x in range(sx):
+                        line[x] += _bswap16(row[x])
+                else:
+                    for x in range(sx):
+                        line[x] += row[x]
+            for j in range(bx):
+                acc = line[j * binning]
+                for x in range(j * binning + 1, min(j * binning + binning, sx)):
+                    acc += line[x]
+                out[f, by * bx + j] = acc
+
+
+@numba.jit(**_JIT_FAST)
 def accumulate_sum(frames, acc):
     """``acc[p] += sum over frames of frames[f, p]`` in float64, four frames a pass."""
     whole = frames.shape[0] - frames.shape[0] % 4

@@ -64,6 +64,18 @@ def finished(client, futures: Sequence, *, stopped: Callable[[], bool] = lambda:
         yield future, result
 
 
+def wait_for(futures: Sequence, timeout: float) -> None:
+    """Block until ``futures`` are finished (done, failed or cancelled) or ``timeout``
+    seconds have passed, whichever is first; raises nothing: what went wrong is
+    raised where the results are taken (:func:`finished`)."""
+    from distributed import wait
+
+    try:
+        wait(list(futures), timeout=timeout)
+    except Exception:  # a timeout, or the cluster gone: the caller's results say which
+        pass
+
+
 def cancel_quietly(client, futures: Sequence, *, done_too: bool = False) -> None:
     """Cancel the futures not done yet (``done_too``: all of them, which releases
     finished ones' data, e.g. something scattered); nothing to free when the cluster

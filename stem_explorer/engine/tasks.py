@@ -25,6 +25,7 @@ from ..io.base import Partition
 from .kernels import as_native_2d
 from .monitor import TaskMeter, TaskUsage
 from .ops import Op
+from .reduced import ReducedSpec, binner_for, held_parts
 from .roi import frames_in, plan_frames, read_blocks
 
 #: Default tile size in bytes of native data. Large tiles amortise what each tile
@@ -65,6 +66,11 @@ class PartitionResult:
     frames: Optional[np.ndarray] = None
     #: what the task used, measured in the worker (None: computed in the client)
     usage: Optional[TaskUsage] = None
+    #: bytes of the partition's part of the reduced copy that its worker holds (None:
+    #: it holds none; 0: a part of a scan-subsampled copy without frames here)
+    reduced_bytes: Optional[int] = None
+    #: a preview computed from the reduced copy (:func:`run_reduced_preview`)
+    from_copy: bool = False
 
 
 _THREADS_PINNED = False
@@ -124,17 +130,20 @@ def _unpack_plan(digest: str, blob: bytes) -> Plan:
 
 
 def run_partition(
-    partition: Partition, plan: Plan, payload: Any = None, frames: Optional[np.ndarray] = None
+    partition: Partition, plan: Plan, payload: Any = None, frames: Optional[np.ndarray] = None,
+    keep: Optional[ReducedSpec] = None,
 ) -> PartitionResult:
     """Run every op of ``plan`` over ``partition``; return the partials.
 
     With ``frames`` (sorted flat indices inside the partition: a scan ROI, or what
     the ops need) only the blocks holding them are read (:func:`stem_explorer.engine.roi.read_blocks`)
     and the ops see only those frames; per-frame partials then hold their rows only.
+    With ``keep`` (and no ``frames``) the worker also keeps the partition's part of
+    that reduced copy (:mod:`.reduced`) unless it holds it already.
     """
     _pin_threads()
     meter = TaskMeter()
-    result = _read_partition(partition, plan, payload, frames, meter)
+    result = _read_partition(partition, plan, payload, frames, meter, keep)
     result.usage = meter.finish()
     return result
 
@@ -149,7 +158,8 @@ def read_partition_here(
 
 
 def _read_partition(
-    partition: Partition, plan: Plan, payload: Any, frames: Optional[np.ndarray], meter: Optional[TaskMeter] = None
+    partition: Partition, plan: Plan, payload: Any, frames: Optional[np.ndarray], meter: Optional[TaskMeter] = None,
+    keep: Optional[ReducedSpec] = None,
 ) -> PartitionResult:
     t0 = time.perf_counter()
     source = partition.source
@@ -166,6 +176,7 @@ def _read_partition(
         blocks = [(start, stop, [(start, stop)]) for start, stop in partition.tile_ranges(tile_frames)]
     else:
         blocks = read_blocks(frames, partition.stop, source.frame_alignment, tile_frames)
+    binner, reduced_bytes = binner_for(keep if frames is None else None, partition.start, partition.stop)
     frames_read = 0
     with source.open(payload) as reader:
         if frames is not None:  # scattered blocks: let the reader fetch them together
@@ -178,8 +189,12 @@ def _read_partition(
             for start, stop in runs:
                 for op, state in zip(plan.ops, states):
                     op.feed(state, start, tile[start - block_start : stop - block_start])
+            if binner is not None:
+                binner.add(block_start, tile)
             if meter is not None:  # the tile is still held: the RSS now is the task's
                 meter.tile((block_stop - block_start) * frame_bytes)
+        else:  # every tile was read: the part is whole
+            reduced_bytes = binner.keep() if binner is not None else reduced_bytes
     partials = [op.finish(state) for op, state in zip(plan.ops, states)]
     if frames is not None:  # per-frame rows of the frames read only: the rest stays NaN
         rows = frames - partition.start
@@ -193,6 +208,7 @@ def _read_partition(
         seconds=time.perf_counter() - t0,
         host=_where(),
         frames=frames,
+        reduced_bytes=reduced_bytes,
     )
 
 
@@ -203,15 +219,16 @@ def _threadpools():
     return ThreadpoolController()
 
 
-def compute_preview_here(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
-    """:func:`compute_preview` in the client, with BLAS on the calling thread only.
+def compute_preview_here(pieces: Sequence[tuple], plan: Plan, stop: Optional[Callable[[], bool]] = None) -> PartitionResult:
+    """:func:`compute_preview` in the client, with BLAS on the calling thread only;
+    ``stop()`` is asked between pieces whether to give up (the rows read so far come back).
 
     A multi-threaded BLAS call wakes OpenBLAS's threads, which then spin for a while
     on the cores the workers need: a float32 annulus (one matrix-vector product per
     tile) lost 45 ms a job to it. Limiting costs about 0.7 ms.
     """
     with _threadpools().limit(limits=1, user_api="blas"):
-        return compute_preview(pieces, plan)
+        return compute_preview(pieces, plan, stop)
 
 
 def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
@@ -225,7 +242,11 @@ def run_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
     return result
 
 
-def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
+#: A preview with a ``stop`` test asks it every this many frames.
+STOP_CHECK_FRAMES = 4
+
+
+def compute_preview(pieces: Sequence[tuple], plan: Plan, stop: Optional[Callable[[], bool]] = None) -> PartitionResult:
     """Run the per-frame ops of ``plan`` on scattered frames only (a coarse preview).
 
     ``pieces`` are ``(partition, payload, indices)``: the flat frame indices to read
@@ -239,15 +260,25 @@ def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
     native = np.dtype(source.dtype).newbyteorder("=")
     indices = np.concatenate([piece[2] for piece in pieces])
     cancelled = _cancellation_check()
+
+    def stopped() -> bool:  # superseded, or overtaken: the rows left are never merged
+        return cancelled() or (stop is not None and stop())
+
+    # with ``stop``, asked every few frames: a cold frame can take a disk seek
+    step = STOP_CHECK_FRAMES if stop is not None else max(1, *(len(piece[2]) for piece in pieces))
     with _preview_buffer(len(indices) * n_pixels, source.dtype) as flat:
         stored = flat.reshape(len(indices), n_pixels)
         row = 0
         for partition, payload, wanted in pieces:
-            if cancelled():
-                break  # superseded: the rows left are never merged
+            if stopped():
+                break
             with partition.source.open(payload) as reader:
-                reader.take(wanted, stored[row : row + len(wanted)])
-            row += len(wanted)
+                for lo in range(0, len(wanted), step):
+                    if lo and stopped():
+                        break
+                    part = wanted[lo : lo + step]
+                    reader.take(part, stored[row : row + len(part)])
+                    row += len(part)
         tile, indices = as_native_2d(stored[:row]), indices[:row]
         partials = []  # per-frame ops write their own arrays: nothing refers to the buffer
         for op in plan.ops:
@@ -259,14 +290,54 @@ def compute_preview(pieces: Sequence[tuple], plan: Plan) -> PartitionResult:
                 partials.append(None)
     return PartitionResult(
         index=-1,
-        start=int(indices.min()),
-        stop=int(indices.max()) + 1,
+        start=int(indices.min()) if indices.size else 0,
+        stop=int(indices.max()) + 1 if indices.size else 0,
         partials=partials,
         bytes_read=tile.nbytes,
         seconds=time.perf_counter() - t0,
         host=_where(),
         indices=indices,
     )
+
+
+def run_reduced_preview(key: str, plan: Plan) -> PartitionResult:
+    """The task computing a preview from this worker's parts of the reduced copy
+    ``key`` (:mod:`.reduced`). ``plan`` holds the job's ops on the copy, None for those
+    that do not preview (their partials are None). A worker holding no part (one that
+    replaced a lost worker) returns no frames."""
+    _pin_threads()
+    meter = TaskMeter()
+    t0 = time.perf_counter()
+    parts = held_parts(key)
+    indices = np.concatenate([part[0] for part in parts] + [np.zeros(0, np.int64)])
+    partials = [None if op is None else _feed_parts(op, parts, indices.size) for op in plan.ops]
+    nbytes = sum(part[1].nbytes for part in parts)
+    meter.tile(nbytes)
+    return PartitionResult(
+        index=-1,
+        start=int(indices.min()) if indices.size else 0,
+        stop=int(indices.max()) + 1 if indices.size else 0,
+        partials=partials,
+        bytes_read=0,
+        seconds=time.perf_counter() - t0,
+        host=_where(),
+        indices=indices,
+        usage=meter.finish(),
+        from_copy=True,
+    )
+
+
+def _feed_parts(op: Op, parts: list, n_frames: int):
+    """A per-frame op's partial over the reduced parts, fed one part at a time (no
+    concatenated copy)."""
+    if not parts:
+        return op.finish(op.start(0, 0, 0, np.dtype(np.float64)))
+    data = parts[0][1]
+    state, row = op.start(0, n_frames, data.shape[1], data.dtype), 0
+    for _indices, data in parts:
+        op.feed(state, row, data)
+        row += data.shape[0]
+    return op.finish(state)
 
 
 _buffer: list = [None]  # the flat uint8 array reused by previews in this process

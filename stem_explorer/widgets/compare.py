@@ -39,6 +39,7 @@ from .choices import Choice, NeedsMask
 from .job_slot import JobSlot
 from .mask_editor import MaskEditor
 from .path_chooser import PathChooser
+from .usage import preview_text
 from .views import ImageView
 
 #: Where ``batch`` writes, in the code shown for a recipe.
@@ -416,6 +417,9 @@ class CompareExplorer(widgets.VBox):
         key = choices.result_key(self.choice, analysis, progress.results)
         if key is not None:
             tile.view.set_image(choices.navigation_image(self.choice, progress.results, key, progress))
+        if not progress.final:  # the final snapshot's message is the job's summary
+            preview = preview_text(progress, tile.session.reduced_copy)
+            tile.say(f"computing: {preview}" if preview else "computing ...")
         with self._lock:
             tile.drawn = True
             start = self._drag_pending and all(t.drawn or t.navigation.job is None for t in self.tiles.values())

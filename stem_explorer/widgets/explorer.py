@@ -32,7 +32,7 @@ from .export import save_png
 from .mask_editor import MaskEditor
 from .scale import STYLES, AxisMap
 from .throttle import Throttle
-from .usage import acquisition_text, done_text, live_usage_text
+from .usage import acquisition_text, done_text, live_usage_text, preview_text
 from .views import ImageView, as_image
 
 #: Progress bar updates a second, at most, while a job runs.
@@ -99,6 +99,7 @@ class Explorer(widgets.VBox):
         self._detector_job = None
         self._runs: dict = {}  # job slot -> token of the latest start (see _replace_job)
         self._analysis = None
+        self._nav_title = ""  # the running navigation analysis, for the status line
         self._key: Optional[str] = None
         self._last_results = None
         self._last_progress = None
@@ -422,7 +423,8 @@ class Explorer(widgets.VBox):
             self._start_detector(analysis)
             return
         # before the job starts: a failure, which its watcher reports, must replace it
-        self._set_status(f"computing {html.escape(title)} ...")
+        self._nav_title = html.escape(title)
+        self._set_status(f"computing {self._nav_title} ...")
         with self._lock:
             self._analysis, self._key = analysis, None
             self._nav_drawn = False
@@ -432,6 +434,9 @@ class Explorer(widgets.VBox):
         self._last_results, self._last_progress = progress.results, progress
         self._redraw_navigation()
         self._show_progress(progress)
+        if not progress.final:  # the final snapshot's status is the job's summary
+            preview = preview_text(progress, self.session.reduced_copy)
+            self._set_status(f"computing {self._nav_title}: {preview}" if preview else f"computing {self._nav_title} ...")
         with self._lock:
             self._nav_drawn, pending, self._drag_pending = True, self._drag_pending, False
         if pending:  # the shape moved on while this job ran: follow it
@@ -447,7 +452,8 @@ class Explorer(widgets.VBox):
             return
         self._key = key
         self._show_components(results, analysis, key)
-        self._label_navigation(results[key], key.split("/", 1)[1])
+        preview = self._last_progress is not None and self._last_progress.is_preview
+        self._label_navigation(results[key], key.split("/", 1)[1] + (" (preview)" if preview else ""))
         self.nav.set_image(choices.navigation_image(choice, results, key, self._last_progress))
 
     def _show_components(self, results, analysis, key: str) -> None:

@@ -1,5 +1,5 @@
-"""The resource figures of a job, and a live acquisition's progress, as the
-Explorer's status texts."""
+"""The resource figures and the preview of a job, and a live acquisition's progress,
+as the Explorer's status texts."""
 
 from __future__ import annotations
 
@@ -17,6 +17,24 @@ def live_usage_text(job) -> str:
         return ""
     return (f" &nbsp;·&nbsp; CPU {usage['cpu_percent']:.0f}% &nbsp;·&nbsp; {usage['rss_bytes'] / 2**20:.0f} MiB"
             f" &nbsp;·&nbsp; {usage['read_bytes_per_s'] / 1e9:.2f} GB/s read on {usage['workers']} workers")
+
+
+def preview_text(progress, copy) -> str:
+    """What a running job's image shows while it is (partly) a preview, for the status
+    line: from the reduced copy (and how coarse), or from the coarse grid (and, when
+    the session has no reduced copy, why: e.g. its memory budget is too small); empty
+    once every value shown is exact or without a preview."""
+    if not progress.is_preview:
+        return ""
+    spec = getattr(copy, "spec", None)
+    if progress.preview_source == "reduced" and spec is not None:
+        grid = f", every {spec.scan_step}th scan row and column" if spec.scan_step > 1 else ""
+        return (f"preview from the reduced copy in memory ({spec.binning} x {spec.binning} binned detector{grid}),"
+                f" refining to the exact result")
+    text = f"coarse preview (every {progress.preview_stride}th scan row and column), refining to the exact result"
+    if spec is None and copy is not None and copy.reason:
+        text += f" &nbsp;·&nbsp; {html.escape(copy.reason)}"
+    return text
 
 
 def done_text(stats) -> str:
