@@ -64,6 +64,7 @@ def measure_mask_changes(client, session, bench: data.BenchData, make_cold, chan
     """``changes`` mask changes previewed from the session's reduced copy and one with
     the copy off (the coarse grid); one record each kind."""
     from stem_explorer import Session
+    from stem_explorer.engine import reduced_copy
 
     copy = session.reduced_copy
     log(f"mask changes: {copy.status}")
@@ -73,7 +74,13 @@ def measure_mask_changes(client, session, bench: data.BenchData, make_cold, chan
             with Session(bench.open(), client=client, reduced_copy_bytes=0) as off:
                 runs = [_one_change(off, bench, make_cold, client, k) for k in range(count)]
         else:
-            runs = [_one_change(sess, bench, make_cold, client, k) for k in range(count)]
+            # the copy's preview whatever the file's size: a small --size file passes in
+            # under PREVIEW_WORTH_S, where a session would let the exact pass show alone
+            worth, reduced_copy.PREVIEW_WORTH_S = reduced_copy.PREVIEW_WORTH_S, 0.0
+            try:
+                runs = [_one_change(sess, bench, make_cold, client, k) for k in range(count)]
+            finally:
+                reduced_copy.PREVIEW_WORTH_S = worth
         previews = [r["preview_s"] for r in runs if r["preview_s"] is not None]
         median = statistics.median(previews) if previews else None
         log(f"mask change, {name}: preview median "

@@ -66,7 +66,10 @@ def check_images(view, scans, names=("a", "b")) -> None:
 
 
 @pytest.mark.cluster
-def test_every_data_set_shows_its_image_of_the_shared_mask_on_one_cluster(compare, scans):
+def test_every_data_set_shows_its_image_of_the_shared_mask_on_one_cluster(compare, scans, monkeypatch):
+    from stem_explorer.engine import reduced_copy
+
+    monkeypatch.setattr(reduced_copy, "PREVIEW_WORTH_S", 0.0)  # these small passes take milliseconds
     assert isinstance(compare, CompareExplorer) and compare.error is None
     assert list(compare.tiles) == ["a.h5", "b.h5", "bad.h5", "c.h5"]
     (disk,) = compare.editor.shapes  # the bright-field disk of the selected data set's sum frame

@@ -14,12 +14,19 @@ from distributed import Event
 import _reference as ref
 from stem_explorer import Session, masks
 from stem_explorer.analyses import CenterOfMass, FEM, SumFrame, VirtualDetector
-from stem_explorer.engine import reduced, warmup
+from stem_explorer.engine import reduced, reduced_copy, warmup
 from stem_explorer.engine.reduced_copy import MAX_SCAN_STEP, PREVIEW_BYTES_PER_WORKER, ReducedCopy, plan_copy
 from stem_explorer.errors import OptionError
 from test_session import client, raw_dataset, slow_dataset  # noqa: F401 (fixture)
 
 DTYPES = ["uint16", ">u2", "float32"]
+
+
+@pytest.fixture(autouse=True)
+def previews_from_any_copy(monkeypatch):
+    """The jobs here pass over their small files in milliseconds, under the time
+    from which a preview from the copy is worth it: previews come from it anyway."""
+    monkeypatch.setattr(reduced_copy, "PREVIEW_WORTH_S", 0.0)
 
 
 def _data(dtype, nav=(12, 10), sig=(40, 34)):
@@ -287,3 +294,24 @@ def test_a_lost_worker_loses_only_its_part_of_the_copy(tmp_path):
             np.testing.assert_allclose(final["vd/mask0"].data, ref.virtual_image(data, disk.rasterize((16, 16))),
                                        rtol=1e-6)
             assert copy.complete and copy.nbytes == copy.spec.nbytes  # that pass binned the lost parts again
+
+
+def test_the_copy_previews_only_when_the_last_whole_pass_was_slow(client, tmp_path, monkeypatch):  # noqa: F811
+    """An exact pass that takes under PREVIEW_WORTH_S shows as soon as a preview
+    would: no preview task delays it. A slower one gets the preview."""
+    monkeypatch.setattr(reduced_copy, "PREVIEW_WORTH_S", 0.5)
+    ds, data = slow_dataset(tmp_path, nav=(12, 10), sig=(16, 16), delay=0.0)
+    disk = masks.Disk(8, 7, 5)
+    with Session(ds, client=client, partition_bytes=data[0, 0].nbytes * 10) as session:
+        session.run(SumFrame()).result(timeout=60)  # fast: leaves the copy
+        assert session.reduced_copy.usable and not session.reduced_copy.worth_previewing()
+        fast = []
+        session.run(VirtualDetector(disk), on_partial=fast.append).result(timeout=60)
+        ds.source.delay = 0.1  # each partition's read now takes 0.1 s: 12 partitions
+        session.run(SumFrame()).result(timeout=60)
+        assert session.reduced_copy.worth_previewing()
+        slow = []
+        final = session.run(VirtualDetector(disk), on_partial=slow.append).result(timeout=60)
+    assert all(progress.preview_source != "reduced" for progress in fast)
+    assert slow[0].preview_source == "reduced" and slow[0].filled.all() and slow[0].is_preview
+    np.testing.assert_allclose(final["vd/mask0"].data, ref.virtual_image(data, disk.rasterize((16, 16))), rtol=1e-6)

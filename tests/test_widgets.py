@@ -312,7 +312,10 @@ def test_explorer_mask_changes_pick_roi_and_analyses(explorer, sample):
 
 
 @pytest.mark.cluster
-def test_a_mask_change_shows_the_reduced_copys_preview_labelled_then_the_exact_image(explorer, sample):
+def test_a_mask_change_shows_the_reduced_copys_preview_labelled_then_the_exact_image(explorer, sample, monkeypatch):
+    from stem_explorer.engine import reduced_copy
+
+    monkeypatch.setattr(reduced_copy, "PREVIEW_WORTH_S", 0.0)  # the sample's pass takes milliseconds
     _, data = sample
     explorer.analysis.value = "vd"
     explorer.wait(60)

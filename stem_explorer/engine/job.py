@@ -515,8 +515,12 @@ class Job:
         """The job's ops on the reduced copy, when it previews from it: the session has
         a usable copy, the job would have a preview (the grid's conditions, whatever
         its size: a copy is worth it on any data set of two partitions or more) and
-        ``stride`` does not turn previews off."""
+        ``stride`` does not turn previews off; without a ``stride`` asked for, only when
+        the exact pass is slow enough for a preview to show sooner
+        (:meth:`~.reduced_copy.ReducedCopy.worth_previewing`)."""
         if self._reduced is None or stride in (0, 1) or self._choose_preview(2) <= 1:
+            return None
+        if stride is None and not self._reduced.worth_previewing():
             return None
         return self._reduced.preview_plan(self._plan)
 
@@ -796,6 +800,8 @@ class Job:
             if self._done == len(self._partitions):
                 self._state = "finished"
                 self._t_end = time.perf_counter()
+                if self._reduced is not None:  # a whole pass (no ROI): how long the next takes
+                    self._reduced.record_pass(self._t_end - self._t0)
             elif self._preview_left > 0 and self._grid is None and not self._preview_overdue():
                 return True  # the first snapshot shows the whole preview at once
             deliveries, finished = self._new_version()

@@ -35,6 +35,11 @@ DEFAULT_FRACTION = 0.10
 MIN_BINNED_SIDE = 8
 #: The sparsest useful copy holds every 4th scan row and column.
 MAX_SCAN_STEP = 4
+#: A job previews from the copy only when the session's last whole pass over the data
+#: set took at least this long: a faster exact pass streams its partitions onto the
+#: screen about as soon, and the preview's tasks would only delay it (on the 2 GiB
+#: cached benchmark files they cost 20-35 % of a virtual detector's throughput).
+PREVIEW_WORTH_S = 1.0
 #: At most this many bytes of the copy per worker, whatever the memory budget: the
 #: preview reads all of it (the 0.5 GiB benchmark file's 2 x 2 copy, 128 MiB a worker,
 #: previewed in 0.68 s under load, slower than the coarse grid's 0.18 s).
@@ -113,6 +118,7 @@ class ReducedCopy:
         self._lock = threading.Lock()
         self._parts: dict = {}  # (start, stop) -> (worker address, bytes)
         self._whole = False  # the parts have covered every frame once
+        self._pass_s: Optional[float] = None  # seconds of the last whole pass
 
     @property
     def nbytes(self) -> int:
@@ -142,6 +148,17 @@ class ReducedCopy:
         state = "ready" if self.usable else "filled by the next full pass"
         return (f"reduced copy {spec.binning} x {spec.binning} binned{grid}: {_mib(self.nbytes)} of "
                 f"{_mib(spec.nbytes)} (budget {_mib(self.budget)}), {state}")
+
+    def record_pass(self, seconds: float) -> None:
+        """A job read every frame in ``seconds``: what the next exact pass will take."""
+        with self._lock:
+            self._pass_s = float(seconds)
+
+    def worth_previewing(self) -> bool:
+        """Whether an exact pass is slow enough for a preview from the copy to show
+        sooner (:data:`PREVIEW_WORTH_S`; unknown until a whole pass has run)."""
+        with self._lock:
+            return self._pass_s is None or self._pass_s >= PREVIEW_WORTH_S
 
     def wants(self, start: int, stop: int) -> Optional[ReducedSpec]:
         """The spec to pass to a task reading frames ``start:stop`` whole, or None when
