@@ -3,7 +3,7 @@
 A :class:`Results` maps keys ``"<analysis label>/<name>"`` (e.g. ``"com/shift_x"``) to
 :class:`ResultArray` objects. It remembers how it was made (:attr:`Results.provenance`:
 analysis parameters and masks as JSON, the source data set, software version, time),
-and whether it covers the whole scan (:attr:`Results.complete`, and which positions
+and whether it covers the whole scan (:attr:`~stem_explorer.Results.complete`, and which positions
 in ``Results.filled``: results of a job still running or cancelled are partial);
 every export writes that provenance along with the numbers.
 """
