@@ -225,7 +225,8 @@ def test_spool_received_in_place_reuses_the_consumed_parts(tmp_path):
     assert live.state == "complete" and live.stats().frames_received == 96
     expected = open_dataset(path, nav_shape=(16,)).read_frames(0, 16)
     np.testing.assert_array_equal(frames, expected[np.arange(96) % 16])
-    assert 2 <= len(inodes) <= 7, f"{len(inodes)} part files for 24 parts"
+    # a consumer that keeps up may see one file reused for every part (the ideal)
+    assert 1 <= len(inodes) <= 7, f"{len(inodes)} part files for 24 parts"
     assert not os.path.exists(live.recording.dest)
 
 

@@ -364,3 +364,19 @@ def test_explorer_accepts_a_live_source(client, tmp_path):
             np.testing.assert_allclose(explorer.navigation_image(), expected, rtol=1e-6)
         finally:
             explorer.close()
+
+
+def test_a_job_after_a_spooled_scan_ended_says_the_frames_were_discarded(client, tmp_path):
+    """Without a recording folder the frames go once the running jobs have read them:
+    a job started after the scan's end gets an AcquisitionError saying so, not an
+    empty image that looks like a result."""
+    frames = np.random.default_rng(4).integers(0, 60, (16, 8, 16)).astype(np.uint8)
+    path = write_mib(tmp_path / "syn.mib", frames, pixel_depth="U08", counter_depth=6)
+    with SimulatorProcess(path, nav_shape=(8, 8), fps=None) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(8, 8))
+        with Session(live, client=client) as session:
+            total = session.run(SumFrame()).result(timeout=60)["sum/frame"].data
+            assert live.state == "complete" and live.recording.first_held == live.frames_available == 64
+            with pytest.raises(AcquisitionError, match="64 frames of this acquisition were discarded.*record="):
+                session.run(VirtualDetector(masks.Disk(4, 8, 3))).result(timeout=60)
+    np.testing.assert_array_equal(total, frames[np.arange(64) % 16].sum(axis=0))

@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Optional
 
+from ..errors import AcquisitionError
 from ..io.live import LiveDataSet
 from .job import Job
 from .runner import submit_tasks
@@ -101,6 +102,12 @@ class LiveJob(Job):
         self._stops = [p.stop for p in self._partitions]  # partitions_done counts whole ones
         ds.add_listener(self._wake.set)
         try:
+            if ds.ended and first and first >= ds.frames_available:
+                raise AcquisitionError(
+                    f"the {ds.frames_available} frames of this acquisition were discarded once the jobs "
+                    "running during the scan had read them (no recording folder: a spool); start the "
+                    "analyses before the scan ends, or record to a folder (merlin(..., record=FOLDER)) to "
+                    "explore the scan afterwards")
             self._plan_arg = self._ship_plan(self._plan)
             self._listen()
             self._follow(ds, token, first)

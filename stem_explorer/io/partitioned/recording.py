@@ -187,8 +187,9 @@ class Recording(RawPartitionWriter):
     # -- reading while writing ------------------------------------------------------------
     @property
     def first_held(self) -> int:
-        """The first frame still on disk (later than 0 in a spool once parts were released)."""
-        return self._released_parts * self.frames_per_file
+        """The first frame still on disk (later than 0 in a spool once parts were
+        released; the frames written when every part was: the last part is short)."""
+        return min(self._released_parts * self.frames_per_file, self.frames_written)
 
     def source(self, start: int, stop: int) -> RawPartitionSource:
         """A picklable source of frames ``start:stop``, which must be recorded already
