@@ -554,6 +554,10 @@ def test_acquisition_text_says_frames_received_dropped_and_the_end():
     error = AcquisitionError("acquisition interrupted after 7 of 12 frames: <connection reset>")
     assert acquisition_text("interrupted", stats, error) == (
         "acquisition interrupted after 7 of 12 frames: &lt;connection reset&gt;")
+    # a mask changed mid-scan on a spool: the image starts where the spool still held frames
+    assert acquisition_text("complete", stats, first_frame=128) == (
+        "acquisition complete: 4096 of 4096 frames &nbsp;·&nbsp; the image shows frames 128 on: the earlier "
+        "ones were read and discarded before this mask (record to a folder to keep every frame)")
 
 
 @pytest.mark.cluster

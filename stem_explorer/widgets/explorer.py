@@ -750,7 +750,8 @@ class Explorer(widgets.VBox):
     def _send_acquisition(self, _value) -> None:
         ds = self.session.dataset
         state, error = ds.state, ds.error
-        self.acquisition_status.value = acquisition_text(state, ds.stats(), error)
+        first = getattr(self._nav_job, "first_frame", 0)  # a live job's; 0 for a file's
+        self.acquisition_status.value = acquisition_text(state, ds.stats(), error, first)
 
     def _set_status(self, text: str, *, hint: bool = False, error: bool = False) -> None:
         css = "se-error" if error else "se-hint" if hint else "se-status"

@@ -46,12 +46,14 @@ def done_text(stats) -> str:
     return text
 
 
-def acquisition_text(state: str, stats, error=None) -> str:
+def acquisition_text(state: str, stats, error=None, first_frame: int = 0) -> str:
     """A live acquisition's status line (HTML) from its ``state`` (``"acquiring"``,
     ``"complete"``, ``"interrupted"``), :class:`~stem_explorer.io.live.LiveStats`
     and error: ``"recording 120 of 4096 frames"`` while it runs, then ``"acquisition
     complete: 4096 of 4096 frames"`` or the error ("acquisition interrupted after N of
-    M frames: ..."); frames the detector dropped are added."""
+    M frames: ..."); frames the detector dropped are added, and ``first_frame`` (the
+    first frame the image covers, later than 0 when a spool had let the earlier ones
+    go) is said."""
     if state == "acquiring":
         text = f"recording {stats.frames_received} of {stats.frames_expected} frames"
     elif error is None:
@@ -60,4 +62,7 @@ def acquisition_text(state: str, stats, error=None) -> str:
         text = html.escape(str(error))
     if stats.frames_dropped:
         text += f" &nbsp;·&nbsp; {stats.frames_dropped} dropped by the detector (recorded as zeros)"
+    if first_frame:
+        text += (f" &nbsp;·&nbsp; the image shows frames {first_frame} on: the earlier ones were read and "
+                 "discarded before this mask (record to a folder to keep every frame)")
     return text
