@@ -2,27 +2,16 @@
 files written, the single-file limit, both batches and the report. Checks the wiring,
 not the figures."""
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
+
+from bench_helpers import run_benchmark
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
-
-from benchmarks import runner  # noqa: E402
-
 
 def test_tiny_batch_benchmark(tmp_path, capsys):
-    out = tmp_path / "batch.jsonl"
-    argv = ["--batch", "--files", "3", "--file-mib", "1", "--big-files", "2", "--big-mib", "2", "--repeat", "1",
-            "--workers", "1", "--dir", str(tmp_path), "--json", str(out)]
-    assert runner.main(argv) == 0
-    table = capsys.readouterr().out
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert records[0]["kind"] == "run" and records[0]["benchmark"] == "batch"
+    argv = ["--files", "3", "--file-mib", "1", "--big-files", "2", "--big-mib", "2", "--repeat", "1", "--workers", "1"]
+    table, records = run_benchmark("batch", argv, tmp_path, capsys)
     rows = {r["case"]: r for r in records if r.get("kind") == "batch"}
     assert set(rows) == {"single file", "small files", "big files"}
     assert rows["small files"]["files"] == 3 and rows["small files"]["bytes"] == 3 * 2**20

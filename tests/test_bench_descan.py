@@ -2,25 +2,16 @@
 ``--small`` size: every (data set, mask, mode) row, its ratio to the uncorrected run of
 the same data and mask, and the table. Checks the wiring, not the figures."""
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
+
+from bench_helpers import run_benchmark
+from benchmarks import descan
 
 pytestmark = [pytest.mark.slow]
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
-
-from benchmarks import descan, runner  # noqa: E402
-
 
 def test_small_descan_benchmark(tmp_path, capsys):
-    out = tmp_path / "descan.jsonl"
-    assert runner.main(["--descan", "--small", "--repeat", "1", "--dir", str(tmp_path), "--json", str(out)]) == 0
-    table = capsys.readouterr().out
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert records[0]["kind"] == "run" and records[0]["benchmark"] == "descan"
+    table, records = run_benchmark("descan", ["--small", "--repeat", "1"], tmp_path, capsys)
     rows = [r for r in records if r["kind"] == "descan"]
     assert {(r["data"], r["mask"], r["mode"]) for r in rows} == {
         (d, m, mode) for d in descan.DATA for m in descan.MASKS for mode in descan.MODES

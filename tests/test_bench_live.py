@@ -2,27 +2,16 @@
 tiny size: simulator process, receiver, session, both acquisitions measured and
 checked against numpy. Checks the wiring, not the figures."""
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
+
+from bench_helpers import run_benchmark
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
-
-from benchmarks import runner  # noqa: E402
-
 
 def test_tiny_live_benchmark(tmp_path, capsys):
-    out = tmp_path / "live.jsonl"
-    argv = ["--live", "--scan", "2", "8", "--paced-scan", "2", "4", "--fps", "50", "--distinct", "3",
-            "--repeat", "2", "--dir", str(tmp_path), "--json", str(out)]
-    assert runner.main(argv) == 0
-    table = capsys.readouterr().out
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert records[0]["kind"] == "run" and records[0]["benchmark"] == "live"
+    argv = ["--scan", "2", "8", "--paced-scan", "2", "4", "--fps", "50", "--distinct", "3", "--repeat", "2"]
+    table, records = run_benchmark("live", argv, tmp_path, capsys)
     rows = {r["acquisition"]: r for r in records if r.get("kind") == "live"}
     assert set(rows) == {"receive only", "full speed", "paced"}
     for r in rows.values():

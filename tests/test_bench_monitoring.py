@@ -2,25 +2,16 @@
 at ``--small`` size: each workload timed with the task meter and without, and the
 meter's own time a task. Checks the wiring, not the figures."""
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
+
+from bench_helpers import run_benchmark
+from benchmarks import monitoring
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
-
-from benchmarks import monitoring, runner  # noqa: E402
-
 
 def test_small_monitoring_benchmark(tmp_path, capsys):
-    out = tmp_path / "monitoring.jsonl"
-    assert runner.main(["--monitoring", "--small", "--repeat", "1", "--dir", str(tmp_path), "--json", str(out)]) == 0
-    table = capsys.readouterr().out
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert records[0]["kind"] == "run" and records[0]["benchmark"] == "monitoring"
+    table, records = run_benchmark("monitoring", ["--small", "--repeat", "1"], tmp_path, capsys)
     rows = [r for r in records if r["kind"] == "monitoring"]
     assert [r["workload"] for r in rows] == list(monitoring.WORKLOADS)
     for r in rows:
