@@ -341,7 +341,7 @@ def test_the_status_line_says_why_a_preview_comes_from_the_coarse_grid():
     filled, exact = np.ones((4, 4), bool), np.zeros((4, 4), bool)
     grid = Progress(None, filled, 0, 4, 0, 0.1, False, preview_stride=12, preview_source="grid", exact=exact)
     text = preview_text(grid, ReducedCopy(spec, 2**20, reason))
-    assert "coarse preview (every 12th scan row and column)" in text and "budget (1.0 MiB) is too small" in text
+    assert "coarse preview (one scan row and column in 12)" in text and "budget (1.0 MiB) is too small" in text
     assert preview_text(Progress(None, filled, 4, 4, 0, 0.1, True, preview_source="grid", exact=filled), None) == ""
 
 
