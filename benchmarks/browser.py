@@ -142,7 +142,9 @@ def _raw_notebook(root: Path, raw: Path, nav: tuple, sig: tuple) -> str:
     import nbformat
 
     code = RAW_NOTEBOOK.format(path=str(raw), nav=tuple(nav), sig=tuple(sig))
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), root / "bench_raw.ipynb")
+    metadata = nbformat.read(root / "explorer.ipynb", as_version=4).metadata  # its kernel: no "Select Kernel" dialog
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)], metadata=metadata)
+    nbformat.write(notebook, root / "bench_raw.ipynb")
     return "bench_raw.ipynb"
 
 
