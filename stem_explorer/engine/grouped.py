@@ -159,16 +159,16 @@ class GroupJob:
             self.elapsed = time.perf_counter() - self._t0
         except _WorkersDied:
             # one of the data sets may crash its readers: each alone, so only it fails
-            for i in range(len(self._entries)):
-                self._submit([i], f"alone{i}")
-            results = [self._alone(i, future) for i, future in enumerate(self._futures[1:])]
+            results = [self._alone(i) for i in range(len(self._entries))]
         return [self._outcome(i, r) for i, r in enumerate(results)]
 
-    def _alone(self, i: int, future):
-        """The partition results of entry ``i`` computed by a task of its own
-        (``future``), or its error (with a job's diagnosis when its workers died too)."""
+    def _alone(self, i: int):
+        """The partition results of entry ``i`` computed by a task of its own, or its
+        error (with a job's diagnosis when its workers died too). One after the other:
+        a worker's death fails the tasks waiting on it too, innocent ones included."""
+        self._submit([i], f"alone{i}")
         try:
-            return self._result(future)[0]
+            return self._result(self._futures[-1])[0]
         except _WorkersDied as died:
             return failures.explain(died.cause, self._client, self._reads(i))
 
@@ -183,7 +183,9 @@ class GroupJob:
             if self._cancelled:
                 raise JobCancelledError(f"group {self.id} was cancelled") from None
             explained = failures.explain(exc, self._client, None)
-            raise explained from (exc if explained is not exc else None)
+            if explained is exc:
+                raise
+            raise explained from exc
 
     def _reads(self, i: int) -> tuple:
         """``(source, ranges, description)`` of entry ``i``'s frames, for
