@@ -1,12 +1,12 @@
 """The inputs of one task of a batch: open them, compute them, save their results files.
 
-Runs in one of the batch's threads. The batch hands each thread either one input
-or a group of small ones (:mod:`.run`). Small files (up to :data:`SMALL_FILE_BYTES`
-of data each) are computed together by one task (:class:`~stem_explorer.engine.grouped.GroupJob`:
-one graph update and one result for the group, where a job per file cost this
-process more than its data); a bigger input is a :class:`~stem_explorer.engine.Job`
-of its own, split over the workers as a session's job would be. No coarse preview:
-nobody watches a batch's images fill in.
+Runs in one of the batch's threads; the batch (:func:`~stem_explorer.batch.run.batch`)
+hands each thread either one input or a group of small ones. Small files (up to
+:data:`SMALL_FILE_BYTES` of data each) are computed together by one task
+(:class:`~stem_explorer.engine.grouped.GroupJob`: one graph update and one result for
+the group, where a job per file cost this process more than its data); a bigger
+input is a :class:`~stem_explorer.engine.Job` of its own, split over the workers as a
+session's job would be. No coarse preview: nobody watches a batch's images fill in.
 
 What is wrong with an input (unreadable, another format, analyses that do not fit
 it) fails its row, even in a group; what is wrong with the output folder or the

@@ -12,7 +12,7 @@ that cannot be read fails its own entry only.
 
 When the group task's workers die (a reader crashing on a corrupt file), each data
 set is computed again by a task of its own, so that only the data set at fault
-fails, with the diagnosis a job gives (:func:`.failures.explain`).
+fails, with the diagnosis a job gives (``failures.explain``).
 
 What a data set of a group does not get, against a job of its own: no coarse
 preview, no hooks of its own, no worker samples (its part of the task is far
@@ -189,7 +189,7 @@ class GroupJob:
 
     def _reads(self, i: int) -> tuple:
         """``(source, ranges, description)`` of entry ``i``'s frames, for
-        :func:`failures.explain` to re-read."""
+        ``failures.explain`` to re-read."""
         partitions = self._work[i][0]
         source = self._entries[i].dataset.source
         ranges = [r for part in partitions for r in chunk_ranges(part.source, part.start, part.stop)]
