@@ -256,6 +256,7 @@ def test_small_files_share_tasks_and_each_keeps_its_own_figures(client, tmp_path
     assert report.count("done") == 10
     assert len(stream.data) < 10  # groups of small files, one task each
     rows = read_csv(tmp_path / "out")
+    assert sum(int(r["task_inputs"]) > 1 for r in rows.values()) >= 10 - len(stream.data)
     for name, values in data.items():
         row = rows[name]
         check_results(tmp_path / "out" / row["output"], values)
