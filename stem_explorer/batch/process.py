@@ -36,7 +36,7 @@ from .writer import ResultsWriter
 FATAL = (SaveError, ClusterError)
 
 #: Files up to this size share their task with other small files (the batch's
-#: groups, :mod:`.run`, keep the workers busy); a bigger one is split over the workers.
+#: groups keep the workers busy); a bigger one is split over the workers.
 SMALL_FILE_BYTES = 64 * 2**20
 
 
