@@ -73,7 +73,7 @@ class InputProcessor:
         self._cancelled = False
         # one writer thread for every results file (:mod:`.writer`): an input is done
         # once its file and the file's name are on disk
-        self._writer = ResultsWriter()
+        self._writer = ResultsWriter(folder=self.out_dir)
 
     def close(self) -> None:
         """Wait for the saves queued, if any; no save starts after."""
