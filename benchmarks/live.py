@@ -191,6 +191,8 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
         # a job started mid-scan on a spool covers the frames still held from there on
         # (those its predecessor read are gone: record to a folder to keep them)
         "first_frame": job.first_frame if follow else 0,
+        # frames the last job computed in this process (the rest: the workers' tasks)
+        "frames_here": job.here.frames if follow and job.here is not None else 0,
     }
     live.close()
     return record_out
@@ -208,6 +210,7 @@ def _median_of(runs: list[dict]) -> dict:
 def measure(args) -> list[dict]:
     from distributed import Client
 
+    from stem_explorer.engine import warmup as stem_warmup
     from stem_explorer.engine.cluster import start_local_cluster
 
     path, frames = ensure_file(Path(args.dir), args.distinct)
@@ -217,8 +220,9 @@ def measure(args) -> list[dict]:
     cluster = start_local_cluster(args.workers)
     client = Client(cluster)
     try:
-        _log("warm-up acquisition (kernels compiled on the workers)")
+        _log("warm-up acquisition (kernels compiled on the workers and here)")
         _acquire(client, path, (4, 8), args)
+        stem_warmup.wait_warm(frames.dtype, timeout=120)  # the job's warm-up here: jobs compute here from then on
         runs = (("receive only", tuple(args.scan), None, False), ("full speed", tuple(args.scan), None, True),
                 ("paced", tuple(args.paced_scan), args.fps, True))
         for kind, scan, fps, follow in runs:
@@ -258,10 +262,10 @@ def table(records: list[dict]) -> str:
         f"median, mask change <= {TARGET_MASK_CHANGE_S * 1e3:.0f} ms",
         "",
         "| acquisition | frames | GiB | receive GB/s | end-to-end GB/s | lost | sender stalled s | ring peak MiB "
-        "| latency median / p90 ms | mask change ms (frames) | = numpy | target met "
-        "| CPU s/GB: this process (receiver, client, scheduler), workers, simulator "
+        "| latency median / p90 ms | mask change ms (frames) | = numpy | target met | frames computed here "
+        "| CPU s/GB: this process (receiver, client, scheduler, job's thread), workers, simulator "
         "| cores for 1.5 GB/s without the simulator |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in (r for r in records if r.get("kind") == "live"):
         change, cpu = r["mask_change"], r["cpu_s_per_gb"]
@@ -277,10 +281,18 @@ def table(records: list[dict]) -> str:
             f"| {r['end_to_end_gbps']:.2f} | {r['n_frames'] - r['frames_received']} "
             f"| {r['sender_stalled_s']:.2f} | {r['buffer_peak_bytes'] / 2**20:.0f} of {r['buffer_bytes'] / 2**20:.0f} "
             f"| {latency} | {change_text} | {_yes(r['results_equal_numpy'])} | {_yes(r['pass'])} "
+            f"| {_share_here(r)} "
             f"| {cpu['receiver']:.2f}, {cpu['workers']:.2f}, {cpu['simulator']:.2f} "
             f"| {(cpu['receiver'] + cpu['workers']) * TARGET_GBPS:.1f} |"
         )
     return "\n".join(lines)
+
+
+def _share_here(r: dict) -> str:
+    """The share of the last job's frames computed in this process ("-": no job)."""
+    if r["results_equal_numpy"] is None:
+        return "-"
+    return f"{r.get('frames_here', 0) / max(1, r['n_frames'] - r['first_frame']):.0%}"
 
 
 def _yes(flag) -> str:
