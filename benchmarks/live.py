@@ -16,10 +16,13 @@ through the scan by the simulator):
   final result after the acquisition started), frames lost (sequence gaps; the
   target allows none), the time the sender was held back by back-pressure, the ring
   buffer's peak, and whether the results equal numpy's;
-* **paced** (``--fps``): frame arrival (recorded by the receiver) to the job's
-  result covering it, median and 90th percentile over every frame; and the
-  mask change latency: a second job superseding the first mid-scan, from
-  ``run()`` to its first snapshot covering every frame recorded when it started.
+* **paced** (``--fps``): frame arrival (recorded by the receiver) to the first
+  snapshot covering it (the first job's, and after the mask change the second's),
+  median and 90th percentile over every frame; and the mask change latency: a
+  second job superseding the first mid-scan, from ``run()`` to its first snapshot
+  covering every frame recorded when it started. A snapshot covers the frames from
+  the job's first frame (later than 0 on a spool once the earlier ones were let go:
+  then only those still held are re-covered) to ``first frame + frames_done``.
 
 Frames go to a spool (``record=None``) unless ``--record DIR`` records them.
 Issue 19's targets: >= 1.5 GB/s with no frame lost; arrival -> drawn <= 100 ms
@@ -128,6 +131,13 @@ def _cpu(processes) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
+def _merged_upto(p) -> int:
+    """The frames a live job's snapshot ``p`` covers end here: they run from its first
+    frame (later than 0 when a spool had let go of the earlier ones) for
+    ``p.frames_done`` frames, in acquisition order."""
+    return p.frames_done + math.prod(p.filled.shape) - p.n_frames
+
+
 def _latencies(arrived: Timeline, merged: Timeline, n: int) -> np.ndarray:
     frames = np.arange(n)
     return merged.time_of(frames) - arrived.time_of(frames)
@@ -155,18 +165,22 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
         live.add_listener(lambda: arrived.add(live.frames_available))
         session = Session(live, client=session_client)
         analyses = [VirtualDetector({"bf": masks.Disk(256, 256, 64)}), SumFrame()]
-        job = session.run(*analyses, on_progress=lambda p: merged.add(p.filled.sum())) if follow else _Releaser(live)
+        job = session.run(*analyses, on_progress=lambda p: merged.add(_merged_upto(p))) if follow else _Releaser(live)
         mask_change = None
         if change_mask:  # a new mask mid-scan: how soon does it cover the scan so far?
             live.wait_for_frames(n // 2, timeout=120)
             mask_change = {"frames_covered": live.frames_available}
             covering = Timeline()
+
+            def follow_second(p) -> None:
+                covering.add(_merged_upto(p))
+                merged.add(_merged_upto(p))  # the frames after the first job's: their latency
+
             t_run = time.perf_counter()
             job = session.run(VirtualDetector({"adf": masks.Ring(256, 256, 80, 200)}), SumFrame(), supersede=True,
-                              on_progress=lambda p: covering.add(p.filled.sum()))
+                              on_progress=follow_second)
             job.result(timeout=600)
             mask_change["seconds"] = float(covering.time_of(np.array([mask_change["frames_covered"] - 1]))[0] - t_run)
-            merged = covering
         results = job.result(timeout=600)
         t_end = time.perf_counter()
         cpu = {k: _cpu(v) - cpu0[k] for k, v in processes.items()}
@@ -192,7 +206,7 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
         # (those its predecessor read are gone: record to a folder to keep them)
         "first_frame": job.first_frame if follow else 0,
         # frames the last job computed in this process (the rest: the workers' tasks)
-        "frames_here": job.here.frames if follow and job.here is not None else 0,
+        "frames_here": getattr(getattr(job, "here", None), "frames", 0) if follow else 0,
     }
     live.close()
     return record_out

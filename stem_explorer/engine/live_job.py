@@ -16,7 +16,7 @@ whatever has arrived whenever it is free, so a chunk costs it the frames' work a
 little else, where a task costs milliseconds of the client's, the scheduler's and a
 worker's time and a fresh mapping of its frames. The numba kernels release the GIL,
 so the thread computes while the receiver receives. The workers join only for a
-backlog the thread would take more than :data:`CATCH_UP_S` over (a job started late
+backlog the thread would take more than :data:`CATCH_UP_S` of CPU time over (a job started late
 in a long recorded scan), and until this process's kernels are warm.
 
 Chunks are merged in acquisition order (a chunk that finishes early waits for the
@@ -61,10 +61,10 @@ IN_FLIGHT_PER_WORKER = 2
 #: Seconds between checks of the job's state when nothing happens.
 _IDLE_WAIT = 0.25
 #: With a thread computing here, the workers take chunks only of a backlog that
-#: thread would take longer than this over (at its measured rate).
+#: thread would take more CPU seconds than this over (at its measured rate).
 CATCH_UP_S = 0.5
-#: The rate assumed for a thread here before one has measured its own, bytes/s (this
-#: process computes a virtual detector and the sum frame at 1-3 GB/s on a core).
+#: The rate assumed for a thread here before one has measured its own, bytes per CPU
+#: second (a virtual detector and the sum frame of 12-bit frames: about 2.3e9 measured).
 FIRST_RATE_GUESS = 1e9
 
 
@@ -308,12 +308,14 @@ class ChunksHere:
         return (self._future is None or self._future.done()) and self.warm()
 
     def rate(self) -> float:
-        """Bytes per second of frames computed here (measured; a guess before)."""
+        """Bytes of frames computed here per CPU second of the thread (measured; a
+        guess before)."""
         nbytes, seconds = self._measured
         return nbytes / seconds
 
     def too_slow_for(self, nbytes: int) -> bool:
-        """Whether ``nbytes`` of frames would take the thread over :data:`CATCH_UP_S`."""
+        """Whether ``nbytes`` of frames would take the thread over :data:`CATCH_UP_S`
+        of CPU time."""
         return nbytes > CATCH_UP_S * self.rate()
 
     def submit(self, chunk: Partition) -> Future:
@@ -324,11 +326,14 @@ class ChunksHere:
         return future
 
     def _compute(self, chunk: Partition) -> PartitionResult:
-        t0 = time.perf_counter()
+        # the thread's CPU time, not the wall clock's: the rate of the work itself, which
+        # a machine busy with other processes (or the workers) does not change; when the
+        # thread is starved of a core, the workers would compete for the same cores
+        t0 = time.thread_time()
         result = read_partition_here(chunk, self._plan)
         self.frames += chunk.n_frames
         measured, decay = ChunksHere._measured, ChunksHere._DECAY
-        ChunksHere._measured = [measured[0] * decay + result.bytes_read, measured[1] * decay + time.perf_counter() - t0]
+        ChunksHere._measured = [measured[0] * decay + result.bytes_read, measured[1] * decay + time.thread_time() - t0]
         return result
 
     def close(self) -> None:
