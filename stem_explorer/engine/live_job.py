@@ -56,7 +56,12 @@ CHUNK_BYTES = 64 * 2**20
 #: (what arrives between two wake-ups at full speed) cost more than the frames' work.
 MIN_CHUNK_BYTES = 16 * 2**20
 MAX_DELAY_S = 0.02
-#: Chunks in flight per worker.
+#: The thread here takes new frames once they make :data:`MIN_CHUNK_BYTES` or the
+#: oldest has waited this long: a chunk costs it about 0.7 ms besides the frames'
+#: work (the ops' states, the merge, a snapshot), so at hundreds of frames a second a
+#: chunk per frame cost more than the frames.
+HERE_DELAY_S = 0.01
+#: Tasks in flight per worker.
 IN_FLIGHT_PER_WORKER = 2
 #: Seconds between checks of the job's state when nothing happens.
 _IDLE_WAIT = 0.25
@@ -148,8 +153,9 @@ class LiveJob(Job):
         tasks = 0  # of them, the tasks
         finished: dict = {}  # first frame -> PartitionResult, waiting for the chunks before it
         index = 0
-        waiting_since: Optional[float] = None  # when frames not yet given to the workers first arrived
+        waiting_since: Optional[float] = None  # when the frames not given to anyone yet first arrived
         min_chunk = max(1, MIN_CHUNK_BYTES // ds.frame_bytes)
+        most_tasks = IN_FLIGHT_PER_WORKER * self._n_workers
         here = self.here
         while True:
             self._wake.clear()
@@ -166,8 +172,15 @@ class LiveJob(Job):
             if ended and self._merged_upto >= available and not in_flight:
                 self._end(ds)
                 return
-            if here is not None and here.free() and submitted < available:
-                # the oldest frames, all that arrived (a chunk costs the thread little)
+            now = time.perf_counter()
+            if submitted >= available:
+                waiting_since = None
+            elif waiting_since is None:
+                waiting_since = now
+            waited = now - waiting_since if waiting_since is not None else 0.0
+            if here is not None and here.free() and submitted < available and (
+                    ended or available - submitted >= min_chunk or waited >= HERE_DELAY_S):
+                # the oldest frames, all that arrived (at most a chunk's bytes)
                 submission = self._submit_here(ds, index, submitted, min(available, submitted + self._chunk_frames))
                 if submission is None:
                     return  # cancelled
@@ -175,14 +188,12 @@ class LiveJob(Job):
                 in_flight[future] = submitted
                 index, submitted = index + 1, stop
             backlog = available - submitted
+            if backlog <= 0:
+                waiting_since = None
             to_workers = backlog > 0 and (here is None or not here.warm() or here.too_slow_for(backlog * ds.frame_bytes))
-            now = time.perf_counter()
-            waiting_since = (waiting_since or now) if to_workers else None
-            due = to_workers and (ended or backlog >= min_chunk or now - waiting_since >= MAX_DELAY_S)
-            free = IN_FLIGHT_PER_WORKER * self._n_workers - tasks
-            full = due and free <= 0  # then a task's end wakes this thread
-            size = self._chunk_size(backlog, free, min_chunk) if due and free > 0 else 0
-            while size and submitted < available and tasks < IN_FLIGHT_PER_WORKER * self._n_workers:
+            due = to_workers and (ended or backlog >= min_chunk or waited >= MAX_DELAY_S)
+            size = self._chunk_size(backlog, most_tasks - tasks, min_chunk) if due and tasks < most_tasks else 0
+            while size and submitted < available and tasks < most_tasks:
                 stop = min(available, submitted + size)
                 submission = self._submit_chunk(ds, index, submitted, stop)
                 if submission is None:
@@ -190,11 +201,15 @@ class LiveJob(Job):
                 future, stop = submission
                 in_flight[future] = submitted
                 index, submitted, tasks = index + 1, stop, tasks + 1
-                waiting_since = None
-            if waiting_since is None or full:
-                self._wake.wait(_IDLE_WAIT)
-            else:  # until the waiting frames are due
-                self._wake.wait(max(0.0, waiting_since + MAX_DELAY_S - now))
+                waiting_since = None if submitted >= available else waiting_since
+            # wake when frames are due to the thread here or the workers (or anything
+            # happens: frames arrive, a chunk ends, the job is cancelled)
+            deadlines = []
+            if waiting_since is not None and here is not None and here.free():
+                deadlines.append(waiting_since + HERE_DELAY_S)
+            if waiting_since is not None and to_workers and tasks < most_tasks:
+                deadlines.append(waiting_since + MAX_DELAY_S)
+            self._wake.wait(max(0.0, min(deadlines) - now) if deadlines else _IDLE_WAIT)
 
     def _chunk_size(self, backlog: int, free: int, min_chunk: int) -> int:
         """Frames per chunk of a ``backlog`` of frames with ``free`` task slots: the
