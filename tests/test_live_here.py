@@ -6,6 +6,7 @@ spool and on a recording; a chunk that fails here is the job's error."""
 import numpy as np
 import pytest
 
+from live_helpers import two_worker_client
 from stem_explorer import Session, StdFrame, SumFrame, VirtualDetector, masks
 from stem_explorer.engine import live_job, warmup
 from stem_explorer.errors import DataSetError
@@ -18,16 +19,7 @@ pytestmark = pytest.mark.cluster
 DEPTHS = {"U01": (1, 1, "u1"), "U08": (6, 63, "u1"), "U16": (12, 4095, ">u2"), "U32": (24, 2**24 - 1, ">u4")}
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0")
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+client = pytest.fixture(scope="module")(two_worker_client)
 
 
 def stream(tmp_path, pixel_depth: str, sig_shape, nav_shape, n_distinct=24, seed=1):
