@@ -69,8 +69,9 @@ _IDLE_WAIT = 0.25
 #: thread would take more CPU seconds than this over (at its measured rate).
 CATCH_UP_S = 0.5
 #: The rate assumed for a thread here before one has measured its own, bytes per CPU
-#: second (a virtual detector and the sum frame of 12-bit frames: about 2.3e9 measured).
-FIRST_RATE_GUESS = 1e9
+#: second (a virtual detector and the sum frame of 512 x 512 12-bit frames: about 2.3e9
+#: measured); it weighs as much as 256 MiB computed.
+FIRST_RATE_GUESS = 2e9
 
 
 def job_class(dataset) -> type:
@@ -300,11 +301,13 @@ class ChunksHere:
     chunks go to the workers). ``wake`` is called when a chunk is done.
     """
 
-    #: The bytes per second that threads here computed, decayed per chunk:
-    #: ``[bytes, seconds]``, shared by the process's jobs (a job started by a mask
-    #: change starts with its predecessor's measurement)
-    _measured = [FIRST_RATE_GUESS, 1.0]
-    _DECAY = 0.8
+    #: What threads here computed: ``[bytes, CPU seconds]``, older chunks weighing
+    #: half every ``_HALF_LIFE_BYTES`` computed since (by bytes, not by chunk: a
+    #: few frames' chunk, whose fixed cost dominates, does not wash out the rate of
+    #: large ones); shared by the process's jobs (a job started by a mask change
+    #: starts with its predecessor's measurement)
+    _HALF_LIFE_BYTES = 256 * 2**20
+    _measured = [_HALF_LIFE_BYTES, _HALF_LIFE_BYTES / FIRST_RATE_GUESS]
 
     def __init__(self, plan: Plan, dtype, wake):
         self._plan, self._dtype, self._wake = plan, dtype, wake
@@ -347,7 +350,7 @@ class ChunksHere:
         t0 = time.thread_time()
         result = read_partition_here(chunk, self._plan)
         self.frames += chunk.n_frames
-        measured, decay = ChunksHere._measured, ChunksHere._DECAY
+        measured, decay = ChunksHere._measured, 0.5 ** (result.bytes_read / ChunksHere._HALF_LIFE_BYTES)
         ChunksHere._measured = [measured[0] * decay + result.bytes_read, measured[1] * decay + time.thread_time() - t0]
         return result
 
