@@ -60,6 +60,25 @@ def test_chunks_computed_here_equal_numpy(client, tmp_path, pixel_depth, sig_sha
     live.close()
 
 
+def test_while_following_the_thread_here_works_alone(client, tmp_path, monkeypatch):
+    """Even when every backlog counts as large, the workers take only frames recorded
+    before the job started: those arriving later are the thread's."""
+    nav = (6, 8)
+    path, frames = stream(tmp_path, "U16", (16, 16), nav)
+    warmup.warm_up([">u2"])
+    monkeypatch.setattr(live_job, "CATCH_UP_S", 0.0)
+    monkeypatch.setattr(live_job, "HERE_DELAY_S", 0.1)  # new frames would be due to workers first
+    with SimulatorProcess(path, nav_shape=nav, fps=50) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=nav, record=tmp_path / "rec", timeout=20)
+        live.wait_for_frames(8, timeout=30)
+        job = Session(live, client=client).run(SumFrame())
+        results = job.result(timeout=60)
+    assert 8 <= job.frames_at_start < frames.shape[0]
+    assert frames.shape[0] - job.here.frames <= job.frames_at_start
+    np.testing.assert_array_equal(results["sum/frame"].data, frames.sum(0))
+    live.close()
+
+
 def test_a_large_backlog_is_shared_with_the_workers(client, tmp_path, monkeypatch):
     """A job started after a recorded scan ended: its thread here and the workers
     (any backlog counts as large here) take chunks of it; merged in order, the results

@@ -101,6 +101,9 @@ class LiveJob(Job):
         self._chunk_frames = max(1, (partition_bytes or CHUNK_BYTES) // dataset.frame_bytes)
         self._merged_upto = 0
         self._first_frame = 0
+        #: the frames recorded when the job started following the acquisition (those the
+        #: workers may share with the thread here)
+        self.frames_at_start = 0
         #: computes chunks in this process (None: the frames are read by tasks only)
         self.here: Optional[ChunksHere] = None
         if dataset.recorded_here and not dataset.source.decodes:
@@ -164,7 +167,8 @@ class LiveJob(Job):
         min_chunk = max(1, MIN_CHUNK_BYTES // ds.frame_bytes)
         most_tasks = IN_FLIGHT_PER_WORKER * self._n_workers
         here = self.here
-        catch_up = ds.frames_available  # recorded before the job started: the workers may help with these
+        # the frames recorded before the job started following: the workers may help with these
+        catch_up = self.frames_at_start = ds.frames_available
         while True:
             self._wake.clear()
             for future in [f for f in in_flight if f.done()]:
