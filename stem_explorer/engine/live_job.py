@@ -21,8 +21,9 @@ frames recorded before the job started, when the thread would take more than
 and until this process's kernels are warm. While following the acquisition the
 thread works alone: where it fell behind on a machine whose cores were busy (the
 receiver, the simulator, other work), workers sharing the backlog only added their
-per-task costs (a full-speed stream, 12 % of it to the workers: 2.2 CPU s/GB in this
-process and 0.5 in the workers, against 1.5 and 0.1 with the thread alone).
+per-task costs (a full-speed stream at load average 10-11, 12 % of it to the workers:
+2.2 CPU s/GB in this process and 0.5 in the workers, against 1.5 and 0.1 with the
+thread alone).
 
 Chunks are merged in acquisition order (a chunk that finishes early waits for the
 ones before it), so the filled part of the scan is always its first frames, and the
@@ -201,12 +202,7 @@ class LiveJob(Job):
                 index, submitted = index + 1, stop
             if submitted >= available:
                 waiting_since = None
-            if here is None or not here.warm():
-                workers_upto = available
-            elif submitted < catch_up and here.too_slow_for((catch_up - submitted) * ds.frame_bytes):
-                workers_upto = catch_up
-            else:
-                workers_upto = submitted  # the thread here keeps up alone
+            workers_upto = self._workers_upto(submitted, available, catch_up)
             backlog = workers_upto - submitted
             to_workers = backlog > 0
             due = to_workers and (ended or backlog >= min_chunk or waited >= MAX_DELAY_S)
@@ -228,6 +224,18 @@ class LiveJob(Job):
             if waiting_since is not None and to_workers and tasks < most_tasks:
                 deadlines.append(waiting_since + MAX_DELAY_S)
             self._wake.wait(max(0.0, min(deadlines) - now) if deadlines else _IDLE_WAIT)
+
+    def _workers_upto(self, submitted: int, available: int, catch_up: int) -> int:
+        """Up to which frame the workers may take the frames not submitted yet: all of
+        them without a thread here (or before its kernels are warm), those recorded
+        before the job started (``catch_up``) while the thread would take too long
+        over them, else none (``submitted``)."""
+        here = self.here
+        if here is None or not here.warm():
+            return available
+        if submitted < catch_up and here.too_slow_for((catch_up - submitted) * self._dataset.frame_bytes):
+            return catch_up
+        return submitted
 
     def _chunk_size(self, backlog: int, free: int, min_chunk: int) -> int:
         """Frames per chunk of a ``backlog`` of frames with ``free`` task slots: the
