@@ -3,6 +3,8 @@ records here are computed by the job's own thread (``LiveJob.here``), the worker
 joining only for a large backlog. Results equal numpy for every counter depth, on a
 spool and on a recording; a chunk that fails here is the job's error."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -116,4 +118,24 @@ def test_a_chunk_failing_here_is_the_jobs_error(client, tmp_path, monkeypatch):
         job = Session(live, client=client).run(SumFrame())
         with pytest.raises(DataSetError, match="could not be read"):
             job.result(timeout=60)
+    live.close()
+
+
+def test_a_cancelled_job_lets_go_of_the_acquisition_at_once(client, tmp_path):
+    """Cancelled between two frames of a slow acquisition, a job stops following at
+    once (its thread here ends, and a spool no longer keeps frames for it), not when
+    the next frame arrives."""
+    path, _frames = stream(tmp_path, "U08", (16, 16), (2, 4))
+    warmup.warm_up(["u1"])
+    with SimulatorProcess(path, nav_shape=(2, 4), fps=0.5) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(2, 4), timeout=20)
+        job = Session(live, client=client).run(SumFrame())
+        live.wait_for_frames(1, timeout=20)
+        t0 = time.perf_counter()
+        while job.frames_done < 1:
+            assert time.perf_counter() - t0 < 20
+            time.sleep(0.01)
+        job.cancel()
+        time.sleep(0.5)  # the next frame comes 2 s after the last
+        assert not live._consumers and live.frames_available < 8
     live.close()

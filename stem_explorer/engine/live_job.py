@@ -172,6 +172,8 @@ class LiveJob(Job):
         catch_up = self.frames_at_start = ds.frames_available
         while True:
             self._wake.clear()
+            if self.done:  # cancelled: let go of the frames now, not when the next ones arrive
+                return
             for future in [f for f in in_flight if f.done()]:
                 result = future.result()  # a task's error is the job's
                 finished[in_flight.pop(future)] = result
