@@ -331,10 +331,13 @@ def _is_helper(proc) -> bool:
 class MemorySampler:
     """Samples this process and every process below it every ``interval`` seconds.
 
-    Processes below this one that are not multiprocessing helpers are the workers
-    (with a LocalCluster the nannies run in this process and each starts one worker
-    process; anything a worker starts is counted with the workers). The worker list is
-    refreshed every second, so a worker restarted by its nanny is seen (and counted).
+    Processes below this one that are not multiprocessing helpers are the cluster's:
+    the embedded cluster's nannies are this process's children
+    (:mod:`stem_explorer.engine.worker_processes`), each forking one worker; a plain
+    LocalCluster's nannies run in this process, its workers are its children. Anything
+    a worker starts is counted with the workers. The nannies are reported apart (they
+    hold no data). The list is refreshed every second, so a worker restarted by its
+    nanny is seen (and counted).
     """
 
     def __init__(self, interval: float = 0.1, uss: bool = False):
@@ -347,8 +350,19 @@ class MemorySampler:
         self._thread = None
         self._stop = threading.Event()
 
-    def _workers(self) -> list[int]:
-        return sorted(p.pid for p in self._me.children(recursive=True) if not _is_helper(p))
+    def _cluster(self) -> dict[int, str]:
+        """pid -> "worker" or "nanny" of the processes below this one."""
+        roles = {}
+        for p in self._me.children(recursive=True):
+            if not _is_helper(p):
+                roles[p.pid] = "nanny" if self._is_nanny(p) else "worker"
+        return roles
+
+    def _is_nanny(self, proc) -> bool:
+        try:
+            return proc.ppid() == self._me.pid and "worker_processes" in " ".join(proc.cmdline())
+        except self._psutil.Error:  # gone
+            return False
 
     def start(self) -> MemorySampler:
         self._stop.clear()
@@ -362,27 +376,27 @@ class MemorySampler:
 
     def _loop(self) -> None:
         me = os.getpid()
-        workers: list[int] = []
+        roles: dict[int, str] = {}
         uss: dict[int, int] = {}
         tick = 0
         every = max(1, round(1.0 / self.interval))
         while True:
             if tick % every == 0:
-                workers = self._workers()
-                self.seen_workers.update(workers)
+                roles = self._cluster()
+                self.seen_workers.update(pid for pid, role in roles.items() if role == "worker")
                 if self.uss:
-                    uss = {pid: self._uss(pid) for pid in workers + [me]}
+                    uss = {pid: self._uss(pid) for pid in [*roles, me]}
             sums = {"rss": 0, "anon": 0, "file": 0, "uss": 0}
-            for pid in [me] + workers:
+            for pid, role in [(me, "client"), *roles.items()]:
                 s = _status(pid)
                 if not s:
                     continue
                 if self.uss and pid in uss:
                     s["uss"] = uss[pid]
-                peak = self.peak.setdefault(pid, {"role": "client" if pid == me else "worker"})
+                peak = self.peak.setdefault(pid, {"role": role})
                 for key, value in s.items():
                     peak[key] = max(peak.get(key, 0), value)
-                    if pid != me and key in sums:
+                    if role == "worker" and key in sums:
                         sums[key] += value
             for key, value in sums.items():
                 self.sum_peak[key] = max(self.sum_peak[key], value)
@@ -413,6 +427,8 @@ class MemorySampler:
             "peak_anon_workers_sum": self.sum_peak["anon"], "peak_anon_worker_max": top("anon"),
             "peak_file_workers_sum": self.sum_peak["file"], "peak_file_worker_max": top("file"),
             "peak_rss_client": client.get("rss", 0), "peak_anon_client": client.get("anon", 0),
+            "peak_rss_nanny_max": max((p.get("rss", 0) for p in self.peak.values() if p["role"] == "nanny"),
+                                      default=0),
             "worker_restarts": max(0, len(self.seen_workers) - n_workers),
             "processes": [{"pid": pid, **p} for pid, p in sorted(self.peak.items())],
         }

@@ -7,6 +7,11 @@ the page) to the first WebGL draw of the navigation view's canvas after the new 
 first image has arrived over the websocket (the first partial image on screen; an
 earlier draw can be the old image under new colour limits). Prints the median/min/max,
 the phases (shapes out, image in, drawn) and a JSON line.
+
+``--raw FILE`` runs it on a raw uint16 file of ``--nav-shape`` x ``--sig-shape`` frames
+instead (the 40 GiB file of ``python -m benchmarks --bigdata``), and ``--cold`` drops
+that file from the page cache (the workers' and the kernel's mappings released first)
+before each mask change: the reduced copy's preview against the issue's 150 ms.
 """
 
 from __future__ import annotations
@@ -91,8 +96,9 @@ INSTRUMENT = """
 """
 
 #: Bytes above which an incoming websocket message is taken for an image (the
-#: sample's navigation image is 256 KiB; colour limits, status and echoes are < 1 KiB).
-IMAGE_MESSAGE_BYTES = 32 * 1024
+#: sample's navigation image is 256 KiB, the 40 GiB file's, 5120 x 256 positions shown
+#: at the view's resolution, 21 KiB; colour limits, status and echoes are < 1 KiB).
+IMAGE_MESSAGE_BYTES = 8 * 1024
 
 # The last mask change, timed from its pointer-up: the first draw of the navigation
 # canvas after the first image-sized message that follows the shapes going out (an
@@ -123,31 +129,55 @@ LATENCY = """
 """
 
 
-def measure(repeat: int, nav: tuple, sig: tuple, folder: Path, trace: bool = False) -> dict:
+#: With ``--raw``: the notebook the benchmark runs instead of the project's (a raw file
+#: needs its shapes), and what makes the file cold before each mask change.
+RAW_NOTEBOOK = """from stem_explorer.widgets import Explorer
+explorer = Explorer({path!r}, format="raw", nav_shape={nav}, sig_shape={sig}, dtype="uint16", allow_trailing=True)
+explorer"""
+MAKE_COLD = """from benchmarks.bigdata import _cold_here_too
+print(_cold_here_too(explorer.session.client, {path!r})["resident"])"""
+
+
+def _raw_notebook(root: Path, raw: Path, nav: tuple, sig: tuple) -> str:
+    import nbformat
+
+    code = RAW_NOTEBOOK.format(path=str(raw), nav=tuple(nav), sig=tuple(sig))
+    metadata = nbformat.read(root / "explorer.ipynb", as_version=4).metadata  # its kernel: no "Select Kernel" dialog
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)], metadata=metadata)
+    nbformat.write(notebook, root / "bench_raw.ipynb")
+    return "bench_raw.ipynb"
+
+
+def measure(repeat: int, nav: tuple, sig: tuple, folder: Path, trace: bool = False, raw: Path = None,
+            cold: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
-    data = ensure_sample(folder, nav, sig)
+    data = raw or ensure_sample(folder, nav, sig)
     work = Path(tempfile.mkdtemp(prefix="stem-explorer-browser-bench-"))
     root = work / "notebooks"
     shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns("*.h5", ".ipynb_checkpoints"))
+    notebook = _raw_notebook(root, raw, nav, sig) if raw else "explorer.ipynb"
     server = start_server("lab", root, work, {"STEM_EXPLORER_DATA": str(data), "PYTHONPATH": str(ROOT)})
-    latencies, phases = [], []
+    latencies, phases, resident = [], [], []
     try:
         with sync_playwright() as p:
             context = launch_browser(p, work / "profile")
             page = context.new_page()
             page.add_init_script(INSTRUMENT)
-            run_notebook(page, server)
+            run_notebook(page, server, notebook)
             if trace:
                 page.evaluate("() => { window.__trace = true; }")
             page.wait_for_selector(".se-mask-editor[data-image-ready='1']", timeout=300_000)
             client = kernel_client(server.runtime_dir)
-            run = lambda code: run_in_kernel(client, code, timeout=300)  # noqa: E731
-            run("explorer.wait(300)")
+            run = lambda code: run_in_kernel(client, code, timeout=3600)  # noqa: E731
+            run("explorer.wait(3600)")
+            status = run("print(explorer.session.reduced_copy.status)").strip()
             nav_canvas = page.locator(".se-nav-view canvas").first
             cy, cx = sig[0] / 2, sig[1] / 2
             for i in range(repeat + 1):  # the first is a warm-up
-                run("explorer.editor.clear(); explorer.wait(300)")
+                run("explorer.editor.clear(); explorer.wait(3600)")
+                if cold:
+                    resident.append(float(run(MAKE_COLD.format(path=str(data))).strip().splitlines()[-1]))
                 time.sleep(0.5)
                 page.click(".se-mask-editor [data-tool='disk']")
                 nav_id = int(nav_canvas.get_attribute("data-draw-id") or 0)
@@ -158,8 +188,9 @@ def measure(repeat: int, nav: tuple, sig: tuple, folder: Path, trace: bool = Fal
                 page.mouse.up()
                 timed = page.evaluate(LATENCY, [nav_id, IMAGE_MESSAGE_BYTES])
                 if timed is None:
-                    raise RuntimeError("the new navigation image was not drawn within 30 s of the mouse-up")
-                run("explorer.wait(300)")
+                    raise RuntimeError("the new navigation image was not drawn within 30 s of the mouse-up; "
+                                       + _what_happened(page, nav_id))
+                run("explorer.wait(3600)")
                 if i:
                     up, latency, *phase = timed
                     latencies.append(latency)
@@ -174,7 +205,8 @@ def measure(repeat: int, nav: tuple, sig: tuple, folder: Path, trace: bool = Fal
         shutil.rmtree(work, ignore_errors=True)
     return {
         "workload": "browser: mouse-up on a mask change -> first updated navigation image",
-        "data": f"{nav[0]}x{nav[-1]}x{sig[0]}x{sig[1]} uint16",
+        "data": f"{nav[0]}x{nav[-1]}x{sig[0]}x{sig[1]} uint16" + (f" raw {raw}" if raw else " sample"),
+        "cold": cold, "resident_before": resident, "reduced_copy": status,
         "repeat": repeat,
         "median_ms": statistics.median(latencies),
         "min_ms": min(latencies),
@@ -192,6 +224,20 @@ def _print_trace(page, up: float, latency: float) -> None:
         print(f"  +{t - up:6.1f} {way:3} {size:7d} B  {what}")
 
 
+def _what_happened(page, nav_id: int) -> str:
+    """After a mask change that was not timed: the pointer-ups, the messages both ways
+    since the last one, and the draws of each canvas (what the benchmark waited for)."""
+    seen = page.evaluate("""([id]) => {
+      const up = window.__pointerUps[window.__pointerUps.length - 1];
+      const draws = {};
+      for (const [t, c] of window.__draws) if (up === undefined || t > up) draws[c] = (draws[c] || 0) + 1;
+      return {pointerUps: window.__pointerUps.length, navCanvas: id, drawsByCanvas: draws,
+              messages: window.__ws.filter(([t]) => up === undefined || t > up).slice(0, 40)
+                          .map(([t, way, n]) => `${way} ${n} B at +${(t - up).toFixed(0)} ms`)};
+    }""", [nav_id])
+    return json.dumps(seen)
+
+
 def _phase_medians(phases: list) -> dict:
     """Median ms of each phase of the mask changes."""
     names = ("pointer_up_to_message_out", "message_out_to_image_in", "image_in_to_draw")
@@ -205,8 +251,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sig-shape", type=int, nargs=2, default=[128, 128])
     parser.add_argument("--dir", default=str(ROOT / "sample_data"))
     parser.add_argument("--trace", action="store_true", help="print every websocket message of each change, decoded")
+    parser.add_argument("--raw", type=Path, help="a raw uint16 file of --nav-shape x --sig-shape frames (e.g. the "
+                        "--bigdata file) instead of the sample")
+    parser.add_argument("--cold", action="store_true", help="drop the file from the page cache before each change")
     args = parser.parse_args(argv)
-    result = measure(args.repeat, tuple(args.nav_shape), tuple(args.sig_shape), Path(args.dir), args.trace)
+    result = measure(args.repeat, tuple(args.nav_shape), tuple(args.sig_shape), Path(args.dir), args.trace,
+                     raw=args.raw, cold=args.cold)
+    print(f"reduced copy: {result['reduced_copy']}")
     print(f"{result['workload']}: median {result['median_ms']:.0f} ms "
           f"(min {result['min_ms']:.0f}, max {result['max_ms']:.0f}; {result['repeat']} runs, {result['data']})")
     print(f"phases (median ms): {result['phases_median_ms']}")

@@ -76,8 +76,14 @@ def start_server(kind: str, root: Path, workdir: Path, env: dict, notebook: str 
         JUPYTER_CONFIG_DIR=str(config / "config"),
         JUPYTER_RUNTIME_DIR=str(config / "runtime"),
         JUPYTERLAB_WORKSPACES_DIR=str(config / "workspaces"),
+        JUPYTERLAB_SETTINGS_DIR=str(config / "settings"),
         **env,
     )
+    # JupyterLab 4 asks on first start, in a toast over the page's bottom right corner
+    # (where a click or drag then lands), whether to fetch its news: answered "no"
+    notification = config / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text('{"fetchNews": "false"}')
     common = ["--no-browser", "--ServerApp.port_retries=0", "--ServerApp.allow_root=True"]
     if kind == "lab":
         args = [sys.executable, "-m", "jupyterlab", *common, "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",

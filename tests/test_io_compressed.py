@@ -274,3 +274,29 @@ def test_damaged_chunks_leave_the_reading_process_alive(tmp_path):
         # survived whatever it decided (returncode 0 above)
         if not matching or kind == "cut":
             assert (what, detail) == ("FormatError", True), (kind, matching, what, detail)
+
+
+def test_tasks_over_compressed_files_decode_cache_sized_tiles(tmp_path, monkeypatch):
+    """A task reads compressed partitions in tiles of at most ``DECODED_TILE_BYTES``
+    (whole chunks), however large the job's tile, with results equal to numpy's."""
+    from stem_explorer import SumFrame, VirtualDetector, masks
+    from stem_explorer.analyses.plan import build_plan
+    from stem_explorer.engine.tasks import run_local
+    from stem_explorer.io.partitioned import chunks, reader
+
+    monkeypatch.setattr(codecs, "CHUNK_BYTES", 3 * 64 * 64 * 2)  # 3 frames a chunk
+    monkeypatch.setattr(reader, "DECODED_TILE_BYTES", 7 * 64 * 64 * 2)  # 2 chunks a tile
+    data = counting((10, 7), (64, 64), dose=300)
+    ds = write_raw_partitions(tmp_path / "ds", data, partition_bytes=2**20, codec="bslz4")
+    assert ds.source.frame_alignment == 3
+    reads = []
+    decode = chunks.ChunkDecoder.read
+    monkeypatch.setattr(chunks.ChunkDecoder, "read",
+                        lambda self, start, stop: reads.append(stop - start) or decode(self, start, stop))
+    disk = masks.Disk(32, 32, 9)
+    plan, finalize = build_plan([VirtualDetector({"bf": disk}), SumFrame()], ds, tile_bytes=2**30)
+    results = finalize(run_local(ds.partitions(2), plan), np.ones(ds.n_frames, bool))
+    assert reads and max(reads) == 6  # two whole chunks, not the job's 1 GiB tile
+    wanted = data.astype(np.float64)
+    np.testing.assert_allclose(results["vd/bf"].data, (wanted * disk.rasterize((64, 64))).sum(axis=(-2, -1)))
+    np.testing.assert_allclose(results["sum/frame"].data, wanted.sum(axis=(0, 1)))

@@ -71,7 +71,7 @@ def test_the_copy_is_the_finest_that_fits_its_budget_and_previews_quickly():
     assert spec.worker_bytes == 15 * 2**20  # up to twice a worker's share
     spec, reason = plan_copy(nav, sig, dtype, 4 * 2**20, n_workers=4, **fast)
     assert spec is None and "memory budget (4.0 MiB) is too small" in reason and "coarse grid" in reason
-    assert "reduced_copy_bytes" in reason and f"every {MAX_SCAN_STEP}th scan row" in reason
+    assert "reduced_copy_bytes" in reason and f"one scan row and column in {MAX_SCAN_STEP}" in reason
     assert plan_copy(nav, sig, dtype, 0, 4)[0] is None
     # what the workers read for a preview caps the copy too: 4 x 32 MiB
     spec, _ = plan_copy(nav, sig, dtype, 6 * 2**30, n_workers=4)
@@ -194,6 +194,28 @@ def test_the_copys_preview_overtakes_a_grid_read_slowly_here(client, tmp_path, m
         job.result(timeout=60)
     # the grid here was dropped: the copy's preview had finished first
     assert not job.preview_in_client and snapshots[0].preview_source == "reduced" and snapshots[0].filled.all()
+
+
+@pytest.mark.parametrize("grid_here", [True, False])
+def test_the_copys_preview_is_shown_before_the_partitions_tasks_go(client, tmp_path, monkeypatch, grid_here):  # noqa: F811
+    """Once the workers start on the exact pass, taking the preview's results waits
+    behind their reads: the preview is merged and delivered first."""
+    from stem_explorer.engine.job import Job
+
+    monkeypatch.setattr(warmup, "is_warm", lambda dtype: True)
+    ds, data = slow_dataset(tmp_path, nav=(12, 10), sig=(16, 16), delay=0.0)
+    events = []
+    submit = Job._submit_partitions
+    monkeypatch.setattr(Job, "_submit_partitions", lambda self, *a: events.append("partitions") or submit(self, *a))
+    with Session(ds, client=client, partition_bytes=data[0, 0].nbytes * 10) as session:
+        session.run(SumFrame()).result(timeout=60)
+        ds.source.delay = 0.2 if grid_here else 0.0  # a slow grid here: the copy's preview overtakes it
+        events.clear()
+        job = session.run(VirtualDetector(masks.Disk(8, 7, 5)), preview_stride=3 if grid_here else None,
+                          on_partial=lambda p: events.append(p.preview_source if p.is_preview else "exact"))
+        job.result(timeout=60)
+    assert job.preview_in_client is False
+    assert events[:2] == ["reduced", "partitions"], events
 
 
 def test_a_budget_too_small_falls_back_to_the_coarse_grid(client, tmp_path):  # noqa: F811

@@ -19,20 +19,37 @@ from stem_explorer.sample import make_sample
 from stem_explorer.widgets import Explorer, ImageView
 from stem_explorer.widgets import choices
 from stem_explorer.widgets.export import colorize, colormap_lut, save_png
-from stem_explorer.widgets.pyramid import Pyramid, halve
+from stem_explorer.widgets.pyramid import Pyramid, block_means
 from stem_explorer.widgets.throttle import Throttle
 from stem_explorer.widgets.views import as_image, display_values
 
 
 # -- pyramid ---------------------------------------------------------------------------
-def test_halve_ignores_nan_and_pads_odd_edges():
+def test_block_means_ignore_nan_and_pad_ragged_edges():
     image = np.arange(15, dtype=np.float32).reshape(3, 5)
     image[0, 0] = np.nan
-    half = halve(image)
+    half = block_means(image, 2)
     assert half.shape == (2, 3)
     assert half[0, 0] == pytest.approx(np.nanmean([np.nan, 1, 5, 6]))
     assert half[1, 2] == image[2, 4]  # the corner block holds one real pixel
-    assert np.isnan(halve(np.full((2, 2), np.nan, np.float32))).all()
+    assert np.isnan(block_means(np.full((2, 2), np.nan, np.float32), 2)).all()
+
+
+@pytest.mark.parametrize("shape", [(5120, 256), (37, 11), (1, 300), (64, 64)])
+def test_pyramid_levels_are_the_nan_ignoring_means_of_their_blocks(shape):
+    image = np.random.default_rng(1).random(shape).astype(np.float32)
+    image[image < 0.3] = np.nan  # a partly filled result
+    pyramid = Pyramid(image)
+    for k in range(4):
+        step = 2**k
+        level = pyramid.level(k)
+        assert level.shape == (-(-shape[0] // step), -(-shape[1] // step))
+        for i, j in [(0, 0), (level.shape[0] - 1, level.shape[1] - 1), (level.shape[0] // 2, level.shape[1] // 3)]:
+            block = image[i * step : (i + 1) * step, j * step : (j + 1) * step]
+            if np.isfinite(block).any():
+                assert level[i, j] == pytest.approx(np.nanmean(block), rel=1e-6)
+            else:
+                assert np.isnan(level[i, j])
 
 
 def test_pyramid_tiles_fit_the_budget_and_zoomed_regions_are_full_resolution():
@@ -341,7 +358,7 @@ def test_the_status_line_says_why_a_preview_comes_from_the_coarse_grid():
     filled, exact = np.ones((4, 4), bool), np.zeros((4, 4), bool)
     grid = Progress(None, filled, 0, 4, 0, 0.1, False, preview_stride=12, preview_source="grid", exact=exact)
     text = preview_text(grid, ReducedCopy(spec, 2**20, reason))
-    assert "coarse preview (every 12th scan row and column)" in text and "budget (1.0 MiB) is too small" in text
+    assert "coarse preview (one scan row and column in 12)" in text and "budget (1.0 MiB) is too small" in text
     assert preview_text(Progress(None, filled, 4, 4, 0, 0.1, True, preview_source="grid", exact=filled), None) == ""
 
 

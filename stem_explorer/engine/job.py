@@ -484,12 +484,28 @@ class Job:
             # tens of ms); a worker busy with other work delays the exact pass no longer.
             # Not after the grid's preview from here: the exact pass then goes at once
             wait_for(self._futures, max(0.0, self._preview_until - time.perf_counter()))
+            if not self._merge_copy_preview():
+                return False
         with self._lock:
             if self._state != "running":
                 return False
             preview = self._submit_preview(payloads, workers) if preview_tasks and self._reduced_plan is None else []
             self._futures = self._futures + preview + self._submit_partitions(payloads, workers)
         return True
+
+    def _merge_copy_preview(self) -> bool:
+        """Merge the copy's preview tasks that have finished before the partitions'
+        tasks go: taken later, their results waited behind the workers' first reads
+        (40 GiB file, cold: the preview on screen 240 ms after ``run`` instead of about
+        110). A failed one raises, as in :func:`~.runner.finished`. False when the job
+        was cancelled meanwhile."""
+        done = [f for f in self._futures if f.status in ("finished", "error")]
+        if not done:
+            return True
+        results = self._client.gather(done)
+        merged = {id(f) for f in done}
+        self._futures = [f for f in self._futures if id(f) not in merged]
+        return all(self._merge(result) for result in results)
 
     def _announce_submit(self) -> None:
         """``on_submit``, once, before the job's first task goes (lock held): every

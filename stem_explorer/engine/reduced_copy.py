@@ -67,8 +67,8 @@ def plan_copy(nav_shape, sig_shape, dtype, budget: int, n_workers: int,
             # a worker may hold up to twice its share: dask does not spread partitions evenly
             per_worker = limit if n_workers <= 1 else min(limit, math.ceil(2 * limit / n_workers))
             return ReducedSpec(key, spec.nav_shape, spec.sig_shape, spec.dtype, binning, step, per_worker), ""
-    smallest = (f"even a {smallest.binning} x {smallest.binning} binned copy of every {smallest.scan_step}th "
-                f"scan row and column ({_mib(smallest.nbytes)})")
+    smallest = (f"even a {smallest.binning} x {smallest.binning} binned copy of one scan row and column "
+                f"in {smallest.scan_step} ({_mib(smallest.nbytes)})")
     if budget < n_workers * worker_preview_bytes:
         return None, (f"no reduced copy: its memory budget ({_mib(budget)}) is too small for {smallest}; "
                       f"previews use the coarse grid. Raise the session's reduced_copy_bytes to have one")
@@ -144,7 +144,7 @@ class ReducedCopy:
         if self.spec is None:
             return self.reason
         spec = self.spec
-        grid = "" if spec.scan_step == 1 else f", every {spec.scan_step}th scan row and column"
+        grid = "" if spec.scan_step == 1 else f", one scan row and column in {spec.scan_step}"
         state = "ready" if self.usable else "filled by the next full pass"
         return (f"reduced copy {spec.binning} x {spec.binning} binned{grid}: {_mib(self.nbytes)} of "
                 f"{_mib(spec.nbytes)} (budget {_mib(self.budget)}), {state}")

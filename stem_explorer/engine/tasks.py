@@ -44,8 +44,11 @@ class Plan:
     ops: tuple[Op, ...]
     tile_bytes: int = DEFAULT_TILE_BYTES
 
-    def tile_frames(self, frame_bytes: int) -> int:
-        return max(1, self.tile_bytes // max(1, frame_bytes))
+    def tile_frames(self, frame_bytes: int, limit: Optional[int] = None) -> int:
+        """Frames per tile: the plan's tile size, or the source's ``limit`` (bytes)
+        when that is smaller (:attr:`~stem_explorer.io.base.FrameSource.tile_bytes_limit`)."""
+        tile_bytes = self.tile_bytes if limit is None else min(self.tile_bytes, limit)
+        return max(1, tile_bytes // max(1, frame_bytes))
 
 
 @dataclass
@@ -171,7 +174,7 @@ def _read_partition(
     keep_order = all(op.reads_stored_order(dtype) for op in plan.ops)
     scratch = [None]  # the swap buffer, reused from tile to tile
     cancelled = _cancellation_check()
-    tile_frames = plan.tile_frames(frame_bytes)
+    tile_frames = plan.tile_frames(frame_bytes, source.tile_bytes_limit)
     if frames is None:
         blocks = [(start, stop, [(start, stop)]) for start, stop in partition.tile_ranges(tile_frames)]
     else:

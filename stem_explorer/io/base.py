@@ -84,6 +84,10 @@ class FrameSource(abc.ABC):
     #: bytes: a corrupt chunk can crash the reading process outright (SIGSEGV), so the
     #: user's process reads such frames only through :mod:`.isolated`, never itself.
     decodes: bool = False
+    #: Largest tile a task reads at once, in bytes, when smaller than the job's tile
+    #: size (None: the job's). Sources that decode into the tile set it so that the
+    #: decoded frames are still in the CPU's cache when the kernels read them.
+    tile_bytes_limit: Optional[int] = None
 
     @abc.abstractmethod
     def open(self, payload: Any = None) -> FrameReader:

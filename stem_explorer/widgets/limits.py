@@ -6,8 +6,10 @@ import numpy as np
 
 # Percentiles of the finite pixel values that set the default colour limits.
 _LIMIT_PERCENTILES = (0.5, 99.5)
-# Values sampled (evenly strided) for the default colour limits of a large image.
-_LIMIT_SAMPLE = 1 << 20
+# Values sampled (evenly strided) for the default colour limits of a large image: the
+# percentiles of a 5120 x 256 scan's 1.3 M values took 19 ms of every redraw, of 65 536
+# of them about 1 ms (a 0.5 % tail is still 300 values).
+_LIMIT_SAMPLE = 1 << 16
 
 
 def robust_limits(image: np.ndarray, log: bool = False) -> tuple[float, float]:

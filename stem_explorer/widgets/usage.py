@@ -28,10 +28,10 @@ def preview_text(progress, copy) -> str:
         return ""
     spec = getattr(copy, "spec", None)
     if progress.preview_source == "reduced" and spec is not None:
-        grid = f", every {spec.scan_step}th scan row and column" if spec.scan_step > 1 else ""
+        grid = f", one scan row and column in {spec.scan_step}" if spec.scan_step > 1 else ""
         return (f"preview from the reduced copy in memory ({spec.binning} x {spec.binning} binned detector{grid}),"
                 f" refining to the exact result")
-    text = f"coarse preview (every {progress.preview_stride}th scan row and column), refining to the exact result"
+    text = f"coarse preview (one scan row and column in {progress.preview_stride}), refining to the exact result"
     if spec is None and copy is not None and copy.reason:
         text += f" &nbsp;·&nbsp; {html.escape(copy.reason)}"
     return text

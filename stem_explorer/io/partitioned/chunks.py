@@ -28,6 +28,11 @@ from .codecs import ChunkLayout, load_checksum, load_codec
 #: Threads decoding one tile's chunks (``STEM_EXPLORER_DECODE_THREADS``, default:
 #: the cores this process may use).
 DECODE_THREADS_ENV = "STEM_EXPLORER_DECODE_THREADS"
+#: Tile size of a task over compressed files (at least one chunk: tiles start on
+#: chunks). Decoding a 32 MiB tile writes it out to memory before the kernels read it
+#: back; a 4 MiB one is still in the cache: a bright-field disk over bitshuffle-LZ4
+#: counting data ran at 1.8 instead of 1.45 GB/s on 2 workers (warm page cache).
+DECODED_TILE_BYTES = 4 * 2**20
 
 
 def decode_threads() -> int:

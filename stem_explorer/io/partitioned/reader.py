@@ -23,7 +23,7 @@ from ..base import (
 from ..calibration import stored_calibration
 from ..raw import _check_range, map_frames
 from ..registry import ReaderPlugin, register_reader
-from .chunks import ChunkDecoder, Chunking
+from .chunks import DECODED_TILE_BYTES, ChunkDecoder, Chunking
 from .sidecar import FORMAT_NAME, SIDECAR_NAME, _check_hashes, _check_sizes, read_sidecar
 
 
@@ -47,6 +47,7 @@ class PartFilesSource(FrameSource):
         if chunking is not None:
             self.chunking = chunking.subset(p[0] for p in self.parts)
             self.frame_alignment = chunking.layout.chunk_frames
+            self.tile_bytes_limit = DECODED_TILE_BYTES
 
     def part_index(self, frame: int) -> int:
         """Index in :attr:`parts` of the file holding flat frame ``frame``."""
