@@ -7,7 +7,8 @@ whose frames are recorded, in acquisition order, into a
 there (:attr:`~LiveDataSet.frames_available`), wait for more
 (:meth:`~LiveDataSet.wait_for_frames`, or a listener called on every change), and
 read ranges of them through picklable partitions (:meth:`~LiveDataSet.chunk`), so
-engine tasks read the recorded frames on their workers like any file.
+engine tasks read the recorded frames on their workers like any file (or, for frames
+recorded in this process, :attr:`~LiveDataSet.recorded_here`, a job's thread here).
 
 The acquisition ends ``"complete"`` or ``"interrupted"`` (its error, an
 :class:`~stem_explorer.errors.AcquisitionError`, says after how many frames); either
