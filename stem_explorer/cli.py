@@ -446,8 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True, metavar="RECIPE.json",
                    help='JSON: {"analyses": [<analysis descriptions>], "open": {<open_dataset options>}}')
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder of the results files and the summary")
-    p.add_argument("--jobs", type=_whole("--jobs", 1, 1024, "inputs in flight at once"),
-                   help="inputs in flight at once (default: twice the workers)")
+    p.add_argument("--jobs", type=_whole("--jobs", 1, 1024, "tasks in flight at once"),
+                   help="tasks in flight at once: an input, or a group of small files (default: twice the workers)")
     p.add_argument("--watch", action="store_true",
                    help="then keep processing the new files that land in the INPUT folders, until interrupted")
     p.add_argument("--settle", type=float, default=2.0, metavar="S",

@@ -221,7 +221,8 @@ def test_hooks_see_each_input_in_order_and_a_raising_hook_stops_nothing(client, 
 
 
 def test_ctrl_c_cancels_the_inputs_in_flight_and_leaves_the_summary_and_whole_files(client, tmp_path):
-    data = {f"s{i}.npy": write_scan(tmp_path / "in" / f"s{i}.npy", i) for i in range(6)}
+    # 12 files, 2 tasks in flight: two groups of 3 at first, so at least 6 never start
+    data = {f"s{i:02d}.npy": write_scan(tmp_path / "in" / f"s{i:02d}.npy", i) for i in range(12)}
 
     interrupted = []
 
@@ -244,6 +245,26 @@ def test_ctrl_c_cancels_the_inputs_in_flight_and_leaves_the_summary_and_whole_fi
         if output.exists():
             check_results(output, data[Path(row["input"]).name])
     assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+
+
+def test_small_files_share_tasks_and_each_keeps_its_own_figures(client, tmp_path):
+    from distributed import get_task_stream
+
+    data = {f"s{i:02d}.npy": write_scan(tmp_path / "in" / f"s{i:02d}.npy", i, nav=(4, 3 + i)) for i in range(10)}
+    with get_task_stream(client) as stream:
+        report = batch(tmp_path / "in", recipe(), tmp_path / "out", client=client, progress=False, concurrency=2)
+    assert report.count("done") == 10
+    assert len(stream.data) < 10  # groups of small files, one task each
+    rows = read_csv(tmp_path / "out")
+    assert sum(int(r["task_inputs"]) > 1 for r in rows.values()) >= 10 - len(stream.data)
+    for name, values in data.items():
+        row = rows[name]
+        check_results(tmp_path / "out" / row["output"], values)
+        assert int(row["bytes"]) == values.nbytes and row["workers"].startswith("tcp://")
+        assert float(row["seconds"]) > 0 and float(row["cpu_seconds"]) > 0 and int(row["peak_rss_bytes"]) > 0
+        recorded = se.Results.load(tmp_path / "out" / row["output"]).provenance
+        assert recorded["resources"]["bytes_read"] == values.nbytes
+        assert recorded["batch"]["figures"]["cpu_seconds"] == float(row["cpu_seconds"])
 
 
 def test_a_watched_folder_that_disappears_ends_the_batch_with_a_clear_error(client, tmp_path):

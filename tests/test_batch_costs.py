@@ -1,10 +1,14 @@
 """What a batch (issue 16) does once rather than for every input, and what it may share
 between inputs without weakening what it promises: the recipe's analyses validated
-once, the summary rewritten less often as it grows, and one folder ``fsync`` for the
-results files saved together, each input recorded done only after it."""
+once, the summary rewritten less often as it grows, one folder ``fsync`` for the
+results files saved together, each input recorded done only after it, and one look
+for stale temporaries per batch instead of one per results file."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -187,3 +191,27 @@ def test_deferred_folder_syncs_nest_and_a_folder_gone_meanwhile_is_a_save_error(
         with _atomic.folder_syncs_deferred():
             small_results().save(gone / "d.h5")
             shutil.rmtree(gone)
+
+
+def test_a_writer_sweeps_its_folder_of_stale_temporaries_once_not_at_every_save(tmp_path, monkeypatch):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = _atomic._host_tag()
+    stale = [tmp_path / f".{name}.stem-explorer-{host}-{dead.pid}-0123abcd.tmp" for name in ("a.h5", "b.h5", "c.h5")]
+    kept = [tmp_path / f".d.h5.stem-explorer-{host}-{os.getpid()}-0123abcd.tmp",  # its writer runs: this process
+            tmp_path / "user.tmp", tmp_path / f"e.h5.stem-explorer-{host}-{dead.pid}-0123abcd.tmp"]  # no leading dot
+    for path in stale + kept:
+        path.write_text("x")
+    looks = []
+    real_scandir = _atomic.os.scandir
+    monkeypatch.setattr(_atomic.os, "scandir", lambda folder: (looks.append(Path(folder)), real_scandir(folder))[1])
+    writer = ResultsWriter(folder=tmp_path)
+    try:
+        for name in ("a.h5", "x.h5", "y.h5"):
+            writer.submit(lambda name=name: small_results().save(tmp_path / name)).result(60)
+    finally:
+        writer.close()
+    assert looks == [tmp_path]  # one look at the folder for the three saves
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    small_results().save(tmp_path / "z.h5")  # outside the writer: a save looks for its own, as always
+    assert looks == [tmp_path, tmp_path]

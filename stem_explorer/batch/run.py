@@ -1,14 +1,18 @@
 """``batch``: the same analyses over many inputs, one results file each, a summary.
 
-Several inputs are in flight at once (``concurrency`` jobs on the one cluster), so
-small files do not wait for each other and the workers always have the next task
-while this process opens inputs and saves results. The loop runs in the calling
-thread: it hands inputs to a thread pool, settles their rows as they finish
-(summary, progress, hooks), and in watch mode looks for new files between.
+Several tasks are in flight at once (``concurrency`` of them on the one cluster),
+so the workers always have the next task while this process opens inputs and saves
+results. A task is one input, or a group of small files (:data:`GROUP_BYTES` and
+:data:`GROUP_FILES` at most, fewer when few inputs are left, so that every worker
+gets some): a task per 4 MiB file cost this process more than the file's data
+(:mod:`stem_explorer.engine.grouped`). The loop runs in the calling thread: it hands
+tasks' inputs to a thread pool, settles their rows as they finish (summary,
+progress, hooks), and in watch mode looks for new files between.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import deque
@@ -24,7 +28,7 @@ from ..engine.cluster import check_n_workers, default_n_workers, n_workers_of, s
 from ..engine.hooks import as_hooks
 from ..errors import OptionError, StemExplorerError
 from .inputs import expand, fingerprint, name_outputs
-from .process import InputProcessor, Outcome
+from .process import SMALL_FILE_BYTES, InputProcessor, Outcome
 from .progress import make_view
 from .recipe import as_recipe
 from .resume import held_by_other, up_to_date
@@ -33,6 +37,11 @@ from .watch import FolderWatcher
 
 #: Upper bound of ``concurrency``: beyond it threads and open files only add cost.
 MAX_CONCURRENCY = 1024
+
+#: A group of small files reads at most this many bytes (its files' sizes)...
+GROUP_BYTES = SMALL_FILE_BYTES
+#: ... and holds at most this many files: a group's results come back together.
+GROUP_FILES = 32
 
 
 @dataclass
@@ -99,7 +108,8 @@ def batch(
         Options of :func:`~stem_explorer.io.open_dataset` for every input (added to
         the recipe's ``open``).
     concurrency : int, optional
-        Inputs in flight at once (default: twice the workers, at least 2).
+        Tasks in flight at once (default: twice the workers, at least 2); a task is
+        one input, or a group of small files (up to 64 MiB in all).
     hooks : optional
         Event hooks (see :mod:`stem_explorer.engine.hooks`): ``on_submit`` (an input
         handed to the cluster), ``on_result`` (its results saved: ``output``,
@@ -173,7 +183,7 @@ def _concurrency(value, client, n_workers: Optional[int]) -> int:
     if value is None:
         workers = n_workers_of(client) if client is not None else n_workers or default_n_workers()
         return max(2, 2 * workers)
-    return whole_number("concurrency", value, 1, MAX_CONCURRENCY, "inputs in flight at once")
+    return whole_number("concurrency", value, 1, MAX_CONCURRENCY, "tasks in flight at once")
 
 
 def _watched_folders(inputs, out_dir: Path) -> list[Path]:
@@ -193,26 +203,30 @@ class _BatchLoop:
         self.process = InputProcessor(recipe, out_dir, None, kernel)
         self.summary = Summary(out_dir, [])
         self.fatal: Optional[BaseException] = None
+        self._ready: Optional[tuple] = None  # an input admitted, left for the next task
 
     def run(self, paths: list, watcher: Optional[FolderWatcher], poll_s: float, idle_timeout) -> BatchReport:
         pending = deque()
         self._add(paths, pending)
         in_flight: dict = {}
+        unsettled: deque = deque()  # the outcomes of a finished task not settled yet
         idle_since = time.monotonic()
         pool = ThreadPoolExecutor(self.limit, thread_name_prefix="stem-explorer-batch")
         try:
             while True:
-                while pending and len(in_flight) < self.limit and self.fatal is None:
-                    self._start(pending.popleft(), pool, in_flight)
+                while (pending or self._ready) and len(in_flight) < self.limit and self.fatal is None:
+                    self._launch(self._next_task(pending), pool, in_flight)
                 if not in_flight and (watcher is None or self.fatal is not None):
                     break
                 done, _ = wait(in_flight, timeout=poll_s if watcher else None, return_when=FIRST_COMPLETED)
                 for future in done:
-                    self._settle(future.result())
                     del in_flight[future]
+                    unsettled.extend(future.result())
+                    while unsettled:
+                        self._settle(unsettled.popleft())
                 if watcher is not None and self.fatal is None:
                     watcher = self._watch(watcher, pending)
-                    if pending or in_flight:
+                    if pending or self._ready or in_flight:
                         idle_since = time.monotonic()
                     elif idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
                         break
@@ -222,7 +236,9 @@ class _BatchLoop:
             self.process.close()
             for future in in_flight:
                 if future.done() and not future.cancelled():
-                    self._settle(future.result())
+                    unsettled.extend(future.result())
+            while unsettled:
+                self._settle(unsettled.popleft())
             self._finish()
             raise
         pool.shutdown(wait=True)
@@ -250,18 +266,54 @@ class _BatchLoop:
             self._add(new, pending)
         return watcher
 
-    def _start(self, item, pool: ThreadPoolExecutor, in_flight: dict) -> None:
+    def _next_task(self, pending: deque) -> list:
+        """The ``(input, fingerprint)`` pairs of the next task: an input over
+        :data:`SMALL_FILE_BYTES` alone, or small ones up to :data:`GROUP_BYTES` and a
+        group size that leaves twice ``concurrency`` groups for what is waiting (so
+        the last groups are small and every worker has some). Inputs kept from an
+        earlier run, and those gone, are settled here and join no task."""
+        waiting = len(pending) + (self._ready is not None)
+        size = min(GROUP_FILES, max(1, math.ceil(waiting / (2 * self.limit))))
+        members, nbytes = [], 0
+        while len(members) < size and (pending or self._ready):
+            if self._ready is None:
+                self._ready = self._admit(pending.popleft())
+                if self._ready is None:
+                    continue
+            item, print_ = self._ready
+            alone = print_["size"] > SMALL_FILE_BYTES
+            if members and (alone or nbytes + print_["size"] > GROUP_BYTES):
+                break  # the next task's
+            self._ready = None
+            members.append((item, print_))
+            nbytes += print_["size"]
+            if alone:
+                break
+        return members
+
+    def _admit(self, item) -> Optional[tuple]:
+        """``(item, fingerprint)`` of an input to compute; None for one settled here
+        (gone since it was listed, or kept: its results are up to date)."""
         try:
             print_ = fingerprint(item.path)
         except StemExplorerError as exc:  # the input went away since it was listed
-            return self._settle(Outcome({"input": item.key, "output": item.output_name, "status": FAILED, "error": str(exc)}))
+            self._settle(Outcome({"input": item.key, "output": item.output_name, "status": FAILED, "error": str(exc)}))
+            return None
         kept = up_to_date(self.out_dir / item.output_name, self.recipe, item.path, print_)
         if kept is not None:
-            return self._settle(Outcome(_kept_row(item, kept)))
+            self._settle(Outcome(_kept_row(item, kept)))
+            return None
+        return item, print_
+
+    def _launch(self, members: list, pool: ThreadPoolExecutor, in_flight: dict) -> None:
+        """Hand one task's inputs to the pool (none: nothing to compute)."""
+        if not members:
+            return
         if self.process.client is None:
             self.process.client = self.connect()
-        self.hooks.emit("on_submit", input=item.key, output=str(self.out_dir / item.output_name), bytes=print_["size"])
-        in_flight[pool.submit(self.process, item, print_)] = item
+        for item, print_ in members:
+            self.hooks.emit("on_submit", input=item.key, output=str(self.out_dir / item.output_name), bytes=print_["size"])
+        in_flight[pool.submit(self.process, members)] = members
 
     def _settle(self, outcome: Outcome) -> None:
         row = outcome.row

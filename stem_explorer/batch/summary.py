@@ -27,7 +27,7 @@ from .._json import jsonable
 #: The fixed columns of the summary, in order.
 COLUMNS = (
     "input", "output", "status", "error", "scan_shape", "detector_shape", "dtype", "bytes", "seconds", "gbps",
-    "workers", "cpu_seconds", "peak_rss_bytes",
+    "workers", "cpu_seconds", "peak_rss_bytes", "task_inputs",
 )
 #: Statuses of a row.
 DONE, KEPT, FAILED, CANCELLED = "done", "kept", "failed", "cancelled"
@@ -64,12 +64,15 @@ def dataset_columns(described: dict) -> dict:
     }
 
 
-def figure_columns(stats) -> dict:
-    """The summary's columns from a job's :class:`~stem_explorer.engine.JobStats`."""
+def figure_columns(stats, task_inputs: int = 1) -> dict:
+    """The summary's columns from a job's :class:`~stem_explorer.engine.JobStats`;
+    ``task_inputs``: how many inputs shared the task (a group of small files: its
+    stats are then its own part of the task, see :mod:`stem_explorer.engine.grouped`)."""
     workers = tuple(stats.workers) or tuple(sorted(stats.tasks_per_worker))
     return {
         "seconds": round(stats.elapsed, 6), "gbps": round(stats.gbps, 6), "workers": " ".join(map(str, workers)),
         "cpu_seconds": round(float(stats.cpu_seconds), 6), "peak_rss_bytes": int(stats.peak_rss_bytes),
+        "task_inputs": int(task_inputs),
     }
 
 

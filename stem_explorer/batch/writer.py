@@ -10,6 +10,10 @@ only after that sync, and the batch records an input done (its row, its
 ``on_result`` hooks) only then, so an input recorded done has its results file on
 disk whatever happens next; a crash before the sync loses at most renames of files
 not recorded yet, which a re-run computes again.
+
+The writer looks once, as it starts, for temporaries that killed saves left in the
+output folder (``_atomic.stale_temporaries_swept``), instead of once per file: each
+look reads the whole folder.
 """
 
 from __future__ import annotations
@@ -17,17 +21,21 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import Future
+from contextlib import nullcontext
 from typing import Callable
 
-from .._atomic import folder_syncs_deferred
+from .._atomic import folder_syncs_deferred, stale_temporaries_swept
 from ..errors import SaveError
 
 
 class ResultsWriter:
     """A thread that runs saves in turn; :meth:`submit` returns a future done once
-    the save is on disk, its file's name included."""
+    the save is on disk, its file's name included. With ``folder`` (where the saves
+    go) the thread sweeps it of stale temporaries once, and the saves skip their own
+    look for them."""
 
-    def __init__(self, name: str = "stem-explorer-batch-writer"):
+    def __init__(self, name: str = "stem-explorer-batch-writer", folder=None):
+        self._folder = folder
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -49,6 +57,10 @@ class ResultsWriter:
         self._thread.join()
 
     def _run(self) -> None:
+        with stale_temporaries_swept(self._folder) if self._folder is not None else nullcontext():
+            self._loop()
+
+    def _loop(self) -> None:
         while True:
             group = [self._queue.get()]
             while True:  # whatever queued up meanwhile shares the folder's fsync
