@@ -16,10 +16,13 @@ through the scan by the simulator):
   final result after the acquisition started), frames lost (sequence gaps; the
   target allows none), the time the sender was held back by back-pressure, the ring
   buffer's peak, and whether the results equal numpy's;
-* **paced** (``--fps``): frame arrival (recorded by the receiver) to the job's
-  result covering it, median and 90th percentile over every frame; and the
-  mask change latency: a second job superseding the first mid-scan, from
-  ``run()`` to its first snapshot covering every frame recorded when it started.
+* **paced** (``--fps``): frame arrival (recorded by the receiver) to the first
+  snapshot covering it (the first job's, and after the mask change the second's),
+  median and 90th percentile over every frame; and the mask change latency: a
+  second job superseding the first mid-scan, from ``run()`` to its first snapshot
+  covering every frame recorded when it started. A snapshot covers the frames from
+  the job's first frame (later than 0 on a spool once the earlier ones were let go:
+  then only those still held are re-covered) to ``first frame + frames_done``.
 
 Frames go to a spool (``record=None``) unless ``--record DIR`` records them.
 Issue 19's targets: >= 1.5 GB/s with no frame lost; arrival -> drawn <= 100 ms
@@ -128,6 +131,13 @@ def _cpu(processes) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
+def _merged_upto(p) -> int:
+    """The frames a live job's snapshot ``p`` covers end here: they run from its first
+    frame (later than 0 when a spool had let go of the earlier ones) for
+    ``p.frames_done`` frames, in acquisition order."""
+    return p.frames_done + math.prod(p.filled.shape) - p.n_frames
+
+
 def _latencies(arrived: Timeline, merged: Timeline, n: int) -> np.ndarray:
     frames = np.arange(n)
     return merged.time_of(frames) - arrived.time_of(frames)
@@ -155,18 +165,22 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
         live.add_listener(lambda: arrived.add(live.frames_available))
         session = Session(live, client=session_client)
         analyses = [VirtualDetector({"bf": masks.Disk(256, 256, 64)}), SumFrame()]
-        job = session.run(*analyses, on_progress=lambda p: merged.add(p.filled.sum())) if follow else _Releaser(live)
+        job = session.run(*analyses, on_progress=lambda p: merged.add(_merged_upto(p))) if follow else _Releaser(live)
         mask_change = None
         if change_mask:  # a new mask mid-scan: how soon does it cover the scan so far?
             live.wait_for_frames(n // 2, timeout=120)
             mask_change = {"frames_covered": live.frames_available}
             covering = Timeline()
+
+            def follow_second(p) -> None:
+                covering.add(_merged_upto(p))
+                merged.add(_merged_upto(p))  # the frames after the first job's: their latency
+
             t_run = time.perf_counter()
             job = session.run(VirtualDetector({"adf": masks.Ring(256, 256, 80, 200)}), SumFrame(), supersede=True,
-                              on_progress=lambda p: covering.add(p.filled.sum()))
+                              on_progress=follow_second)
             job.result(timeout=600)
             mask_change["seconds"] = float(covering.time_of(np.array([mask_change["frames_covered"] - 1]))[0] - t_run)
-            merged = covering
         results = job.result(timeout=600)
         t_end = time.perf_counter()
         cpu = {k: _cpu(v) - cpu0[k] for k, v in processes.items()}
@@ -191,6 +205,8 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_mask=Fa
         # a job started mid-scan on a spool covers the frames still held from there on
         # (those its predecessor read are gone: record to a folder to keep them)
         "first_frame": job.first_frame if follow else 0,
+        # frames the last job computed in this process (the rest: the workers' tasks)
+        "frames_here": getattr(getattr(job, "here", None), "frames", 0) if follow else 0,
     }
     live.close()
     return record_out
@@ -208,6 +224,7 @@ def _median_of(runs: list[dict]) -> dict:
 def measure(args) -> list[dict]:
     from distributed import Client
 
+    from stem_explorer.engine import warmup as stem_warmup
     from stem_explorer.engine.cluster import start_local_cluster
 
     path, frames = ensure_file(Path(args.dir), args.distinct)
@@ -217,8 +234,9 @@ def measure(args) -> list[dict]:
     cluster = start_local_cluster(args.workers)
     client = Client(cluster)
     try:
-        _log("warm-up acquisition (kernels compiled on the workers)")
+        _log("warm-up acquisition (kernels compiled on the workers and here)")
         _acquire(client, path, (4, 8), args)
+        stem_warmup.wait_warm(frames.dtype, timeout=120)  # the job's warm-up here: jobs compute here from then on
         runs = (("receive only", tuple(args.scan), None, False), ("full speed", tuple(args.scan), None, True),
                 ("paced", tuple(args.paced_scan), args.fps, True))
         for kind, scan, fps, follow in runs:
@@ -258,10 +276,10 @@ def table(records: list[dict]) -> str:
         f"median, mask change <= {TARGET_MASK_CHANGE_S * 1e3:.0f} ms",
         "",
         "| acquisition | frames | GiB | receive GB/s | end-to-end GB/s | lost | sender stalled s | ring peak MiB "
-        "| latency median / p90 ms | mask change ms (frames) | = numpy | target met "
-        "| CPU s/GB: this process (receiver, client, scheduler), workers, simulator "
+        "| latency median / p90 ms | mask change ms (frames) | = numpy | target met | frames computed here "
+        "| CPU s/GB: this process (receiver, client, scheduler, job's thread), workers, simulator "
         "| cores for 1.5 GB/s without the simulator |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in (r for r in records if r.get("kind") == "live"):
         change, cpu = r["mask_change"], r["cpu_s_per_gb"]
@@ -277,10 +295,18 @@ def table(records: list[dict]) -> str:
             f"| {r['end_to_end_gbps']:.2f} | {r['n_frames'] - r['frames_received']} "
             f"| {r['sender_stalled_s']:.2f} | {r['buffer_peak_bytes'] / 2**20:.0f} of {r['buffer_bytes'] / 2**20:.0f} "
             f"| {latency} | {change_text} | {_yes(r['results_equal_numpy'])} | {_yes(r['pass'])} "
+            f"| {_share_here(r)} "
             f"| {cpu['receiver']:.2f}, {cpu['workers']:.2f}, {cpu['simulator']:.2f} "
             f"| {(cpu['receiver'] + cpu['workers']) * TARGET_GBPS:.1f} |"
         )
     return "\n".join(lines)
+
+
+def _share_here(r: dict) -> str:
+    """The share of the last job's frames computed in this process ("-": no job)."""
+    if r["results_equal_numpy"] is None:
+        return "-"
+    return f"{r.get('frames_here', 0) / max(1, r['n_frames'] - r['first_frame']):.0%}"
 
 
 def _yes(flag) -> str:

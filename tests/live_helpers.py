@@ -1,5 +1,6 @@
-"""One Merlin simulator process serving many files, for the live acquisition tests
-(:class:`stem_explorer.live.SimulatorProcess` serves one)."""
+"""Helpers of the live acquisition tests: their two-worker cluster, one Merlin
+simulator process serving many files (:class:`stem_explorer.live.SimulatorProcess`
+serves one), and writers feeding watched folders slowly."""
 
 import contextlib
 import os
@@ -7,6 +8,19 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
+
+
+def two_worker_client():
+    """A client of a LocalCluster of two one-thread worker processes (a module-scoped
+    fixture of the live test modules: ``client = pytest.fixture(scope="module")(two_worker_client)``)."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address="127.0.0.1:0")
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
 
 
 @dataclass

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live_helpers import arina_writer, de_writer, simulators, slow_writer, staged_de_movie, write_arina_series
+from live_helpers import (arina_writer, de_writer, simulators, slow_writer, staged_de_movie, two_worker_client,
+                          write_arina_series)
 from stem_explorer import Session, SumFrame, VirtualDetector, masks
 from stem_explorer.analyses import build_plan
 from stem_explorer.engine import run_local
@@ -26,16 +27,7 @@ pytestmark = pytest.mark.cluster
 REAL_MIB = sorted((Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "merlin_mib").glob("*.mib"))
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0")
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+client = pytest.fixture(scope="module")(two_worker_client)
 
 
 @pytest.fixture(scope="module")

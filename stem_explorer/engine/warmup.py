@@ -9,7 +9,9 @@ dask preload), so a worker is ready at once and a task that arrives during the w
 waits only for what is left. A :class:`~stem_explorer.session.Session` over data this
 process reads cheaply warms the data's dtype here too when its first job ends, after
 which jobs compute their coarse preview in this process (:func:`is_warm` tells whether
-the kernels are ready for a dtype).
+the kernels are ready for a dtype). A live job on frames this process records warms
+the partitions' kernels here as well (:func:`partitions_warm`), then computes the
+acquisition's chunks in this process.
 """
 
 from __future__ import annotations
@@ -28,32 +30,45 @@ from .tasks import DEFAULT_TILE_BYTES, Plan
 WARM_DTYPES = ("uint8", "uint16", ">u2", "float32")
 
 
-_warmed: dict = {}  # dtype -> Event, set once this process has warmed it
+# (dtype, partitions) -> Event, set once this process has warmed the dtype's kernels
+# (partitions: those a partition's task runs, not only a preview's)
+_warmed: dict = {}
 _lock = threading.Lock()
 
 
-def _event(dtype) -> threading.Event:
+def _event(dtype, partitions: bool) -> threading.Event:
     with _lock:
-        return _warmed.setdefault(np.dtype(dtype), threading.Event())
+        return _warmed.setdefault((np.dtype(dtype), partitions), threading.Event())
+
+
+def _set(dtype, partitions: bool) -> bool:
+    event = _warmed.get((np.dtype(dtype), partitions))
+    return event is not None and event.is_set()
 
 
 def is_warm(dtype) -> bool:
-    """Whether this process has warmed the kernels for ``dtype``."""
-    event = _warmed.get(np.dtype(dtype))
-    return event is not None and event.is_set()
+    """Whether this process has warmed the kernels of a preview for ``dtype``."""
+    return _set(dtype, False) or _set(dtype, True)
+
+
+def partitions_warm(dtype) -> bool:
+    """Whether this process has warmed the kernels of a partition's task for ``dtype``."""
+    return _set(dtype, True)
 
 
 def wait_warm(dtype, timeout: Optional[float] = None) -> bool:
     """Wait for a warm-up of ``dtype`` that has started (False at once if none has)."""
-    event = _warmed.get(np.dtype(dtype))
-    return event is not None and event.wait(timeout)
+    events = [e for e in (_warmed.get((np.dtype(dtype), p)) for p in (True, False)) if e is not None]
+    return bool(events) and events[0].wait(timeout)
 
 
 def warm_up_in_background(dtypes=WARM_DTYPES, partitions: bool = True) -> None:
-    """Start :func:`warm_up` of those ``dtypes`` not started yet, in a daemon thread."""
+    """Start :func:`warm_up` of those ``dtypes`` not started yet (with ``partitions``,
+    not started with it), in a daemon thread."""
     with _lock:
-        todo = [np.dtype(d) for d in dtypes if np.dtype(d) not in _warmed]
-        _warmed.update((d, threading.Event()) for d in todo)
+        todo = [np.dtype(d) for d in dtypes
+                if (np.dtype(d), True) not in _warmed and (partitions or (np.dtype(d), False) not in _warmed)]
+        _warmed.update(((d, partitions), threading.Event()) for d in todo)
     if todo:
         threading.Thread(
             target=warm_up, args=(todo, partitions), name="stem-explorer-warm-up", daemon=True
@@ -80,7 +95,7 @@ def warm_up(dtypes=WARM_DTYPES, partitions: bool = True) -> None:
             # a full pass keeps the reduced copy too: 2 x 2 bins, the commonest
             bin_frames(data.reshape(16, 64), (8, 8), 2, np.empty((16, 16), sum_dtype(dtype, 4)))
         compute_preview([(parts[0], block, np.array([0, 5]))], plan)
-        _event(dtype).set()
+        _event(dtype, partitions).set()
 
 
 def warm_up_plan(dtype, sig_shape=(8, 8)) -> Plan:

@@ -7,7 +7,8 @@ whose frames are recorded, in acquisition order, into a
 there (:attr:`~LiveDataSet.frames_available`), wait for more
 (:meth:`~LiveDataSet.wait_for_frames`, or a listener called on every change), and
 read ranges of them through picklable partitions (:meth:`~LiveDataSet.chunk`), so
-engine tasks read the recorded frames on their workers like any file.
+engine tasks read the recorded frames on their workers like any file (or, for frames
+recorded in this process, :attr:`~LiveDataSet.recorded_here`, a job's thread here).
 
 The acquisition ends ``"complete"`` or ``"interrupted"`` (its error, an
 :class:`~stem_explorer.errors.AcquisitionError`, says after how many frames); either
@@ -73,14 +74,17 @@ class LiveDataSet(DataSet):
     """A data set whose frames arrive over time, recorded to ``recording``.
 
     Created by the feeders (:func:`stem_explorer.live.merlin`); ``format`` names
-    the source. ``close()`` stops the feeder (an acquisition still running ends
-    interrupted).
+    the source. ``recorded_here``: the feeder writes the frames in this process, to
+    this machine's memory or disk (a receiver's spool or recording, not a folder
+    that a detector's software writes), so jobs may read them here. ``close()`` stops
+    the feeder (an acquisition still running ends interrupted).
     """
 
     def __init__(self, recording: Recording, *, format: str, path: Optional[str] = None,
                  metadata: Optional[dict] = None, spool_bytes: int = DEFAULT_SPOOL_BYTES,
-                 calibration: Optional[Calibration] = None):
+                 calibration: Optional[Calibration] = None, recorded_here: bool = False):
         self.recording = recording
+        self.recorded_here = bool(recorded_here)
         super().__init__(recording.source(0, 0), recording.nav_shape, format=format, path=path, metadata=metadata,
                          calibration=calibration)
         self._stats = LiveStats(frames_expected=recording.n_frames)

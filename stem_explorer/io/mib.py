@@ -43,6 +43,7 @@ a stack) is recorded in ``metadata["scan_shape_source"]``.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -337,9 +338,12 @@ def check_frame_headers(headers: np.ndarray, reference: np.ndarray, first: MibHe
             )
 
 
+@functools.lru_cache(maxsize=16)
 def _stable_columns(header: bytes) -> np.ndarray:
     """Byte positions of ``header`` outside the fields that change from frame to frame
-    by design (sequence number and time stamps)."""
+    by design (sequence number and time stamps); read-only. Cached: a live receiver
+    checks every batch against the same first header, and at a few hundred frames a
+    second a batch is a frame (this cost 0.6 ms of its 1.1 ms check)."""
     bounds = [-1] + [i for i, c in enumerate(header) if c == ord(",")] + [len(header)]
     fields = header.split(b",")
     varying = {1, 9}
@@ -349,7 +353,9 @@ def _stable_columns(header: bytes) -> np.ndarray:
     for k in varying:
         if k + 1 < len(bounds):
             keep[bounds[k] + 1 : bounds[k + 1]] = False
-    return np.flatnonzero(keep)
+    columns = np.flatnonzero(keep)
+    columns.flags.writeable = False
+    return columns
 
 
 def _count_frames(path: str, first: MibHeader) -> int:

@@ -254,7 +254,7 @@ class MerlinReceiver:
             metadata=metadata, overwrite=overwrite, keep=keep, spool_parts=spool_parts,
         )
         self.dataset = LiveDataSet(recording, format="merlin_live", path=recording.dest if keep else None,
-                                   metadata=metadata, spool_bytes=spool_bytes)
+                                   metadata=metadata, spool_bytes=spool_bytes, recorded_here=True)
         self.dataset.set_stopper(self.stop)
         # a spool is received in place (no copy); a recording to a folder, and 1-bit
         # frames (unpacked), go through the ring
