@@ -99,7 +99,8 @@ def test_live_scan_fills_in_in_the_browser(page, server, kernel, shots):
     run = kernel()
     nav = page.locator(".se-nav-view")
     kernel_until(run, "'explorer' in globals() and explorer.navigation_image() is not None"
-                 " and np.isfinite(explorer.navigation_image()).any()", "the first scan positions", timeout=60)
+                 " and np.isfinite(explorer.navigation_image()).any()", "the first scan positions",
+                 timeout=120)  # 60 s ran out once in a full suite (the first live job in a cold kernel)
     # two moments of the scan: the page's navigation view changes between them while
     # the frames still arrive, and so do the progress bar and the image the kernel sent
     first, state = nav.screenshot(), load_json(run(STATE))
