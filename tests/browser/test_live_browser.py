@@ -19,7 +19,7 @@ from stem_explorer.live import SimulatorProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.cluster]
 
-NAV, SIG, FPS = (6, 8), (32, 32), 1  # 48 frames: 48 s of scanning (the first image of a cold kernel can take over 16 s)
+NAV, SIG, FPS = (6, 8), (32, 32), 2  # 48 frames: 24 s of scanning, so the first image comes mid-scan
 
 #: the notebook a user would write: warm the cluster's kernels, then explore the scan
 #: while it is recorded (the scan starts when merlin() connects)
