@@ -18,7 +18,7 @@ from .engine.failures import check_client
 from .engine.gateway import start_gateway_cluster
 from .engine.hooks import as_hooks, merge
 from .engine.live_job import job_class
-from .engine.reduced_copy import ReducedCopy, default_budget, plan_copy
+from .engine.reduced_copy import LiveCopy, ReducedCopy, default_budget, plan_copy, plan_live_copy
 from .engine.roi import plan_frames
 from .errors import AnalysisError, CheckpointError, ClusterError, OptionError
 from .io import DataSet, open_dataset
@@ -82,7 +82,10 @@ class Session:
         from (:attr:`reduced_copy`, :mod:`stem_explorer.engine.reduced`); default 10%
         of the workers' memory limits, 0 turns it off. The copy also stays within
         32 MiB a worker, which its preview reads in tens of milliseconds
-        (:data:`~stem_explorer.engine.reduced_copy.PREVIEW_BYTES_PER_WORKER`).
+        (:data:`~stem_explorer.engine.reduced_copy.PREVIEW_BYTES_PER_WORKER`). A live
+        acquisition recorded in this process keeps its copy here, within this budget
+        and 256 MiB (:class:`~stem_explorer.engine.reduced_copy.LiveCopy`): a mask
+        changed mid-scan previews the whole scan so far from it.
 
     Raises
     ------
@@ -280,13 +283,16 @@ class Session:
     def _plan_reduced_copy(self, budget: Optional[int]) -> ReducedCopy:
         """The session's reduced copy, sized for ``budget`` bytes (None: the default)."""
         ds = self.dataset
-        if isinstance(ds, LiveDataSet):
-            return ReducedCopy(None, 0, "no reduced copy: a live acquisition's frames are still arriving")
+        live = isinstance(ds, LiveDataSet)
+        if live and not (ds.recorded_here and not ds.source.decodes):
+            return ReducedCopy(None, 0, "no reduced copy: the workers read this acquisition's frames as they arrive")
         if budget is None:
             try:
                 budget = default_budget(self.client)
             except Exception as exc:  # a cluster that does not say: no copy, previews as before
                 return ReducedCopy(None, 0, f"no reduced copy: the workers' memory is unknown ({exc})")
+        if live:  # its frames are computed here: the copy is kept here too
+            return plan_live_copy(ds.nav_shape, ds.sig_shape, ds.dtype, budget)
         spec, reason = plan_copy(ds.nav_shape, ds.sig_shape, ds.dtype, budget, max(1, self.n_workers))
         return ReducedCopy(spec, budget, reason)
 
@@ -352,8 +358,8 @@ class Session:
         started it."""
         if self._current is not None:
             self._current.cancel()
-        if not self._owns_client:  # a cluster that outlives the session: free the copy
-            self.reduced_copy.drop(self.client)
+        if not self._owns_client or isinstance(self.reduced_copy, LiveCopy):
+            self.reduced_copy.drop(self.client)  # a cluster (or this process) outlives the session: free the copy
         if self._gateway is not None:
             self._gateway.close()  # its client too
             self._gateway = None

@@ -1,5 +1,5 @@
 """Smoke test of the live acquisition benchmark (``python -m benchmarks --live``) at a
-tiny size: simulator process, receiver, session, both acquisitions measured and
+tiny size: simulator process, receiver, session, every acquisition measured and
 checked against numpy. Checks the wiring, not the figures."""
 
 import pytest
@@ -10,10 +10,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 
 def test_tiny_live_benchmark(tmp_path, capsys):
-    argv = ["--scan", "2", "8", "--paced-scan", "2", "4", "--fps", "50", "--distinct", "3", "--repeat", "2"]
+    argv = ["--scan", "2", "8", "--paced-scan", "2", "4", "--fps", "50", "--distinct", "3", "--repeat", "2",
+            "--change-scan", "4", "8", "--change-at", "8"]
     table, records = run_benchmark("live", argv, tmp_path, capsys)
     rows = {r["acquisition"]: r for r in records if r.get("kind") == "live"}
-    assert set(rows) == {"receive only", "full speed", "paced"}
+    assert set(rows) == {"receive only", "full speed", "paced", "mask change"}
+    change = rows.pop("mask change")  # stopped once the new mask covered the first 8 frames exactly
+    assert change["frames_dropped"] == 0 and change["mask_change"]["frames_covered"] >= 8
+    assert 0 < change["mask_change"]["shown_seconds"] <= change["mask_change"]["seconds"]
     for r in rows.values():
         assert r["frames_received"] == r["n_frames"] and r["frames_dropped"] == 0
         assert r["results_equal_numpy"] is (None if r["acquisition"] == "receive only" else True)
@@ -25,4 +29,4 @@ def test_tiny_live_benchmark(tmp_path, capsys):
     repeats = rows["receive only"]["repeats"]
     assert repeats["runs"] == 2 and rows["receive only"]["cpu_s_per_gb"]["receiver"] == min(repeats["receiver_cpu_s_per_gb"])
     assert "receive only (median of 2)" in table
-    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 3  # header, three rows
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 4  # header, four rows

@@ -1,7 +1,9 @@
 """Live jobs computing in this process (issue 19): the frames the Merlin receiver
 records here are computed by the job's own thread (``LiveJob.here``), the workers
 joining only for a large backlog. Results equal numpy for every counter depth, on a
-spool and on a recording; a chunk that fails here is the job's error."""
+spool and on a recording; a chunk that fails here is the job's error. The thread
+keeps the acquisition's reduced copy here, from which a mask changed mid-scan
+previews the scan so far before its exact values replace the preview."""
 
 import time
 
@@ -11,6 +13,7 @@ import pytest
 from live_helpers import two_worker_client
 from stem_explorer import Session, StdFrame, SumFrame, VirtualDetector, masks
 from stem_explorer.engine import live_job, warmup
+from stem_explorer.engine.reduced_copy import LiveCopy
 from stem_explorer.errors import DataSetError
 from stem_explorer.io.synthetic import write_mib
 from stem_explorer.live import SimulatorProcess, merlin
@@ -109,7 +112,7 @@ def test_a_chunk_failing_here_is_the_jobs_error(client, tmp_path, monkeypatch):
     path, frames = stream(tmp_path, "U08", (16, 16), (4, 8))
     warmup.warm_up(["u1"])
 
-    def broken(partition, plan, payload=None, frames=None):
+    def broken(partition, plan, payload=None, frames=None, binner=None):
         raise DataSetError(f"frames {partition.start}:{partition.stop} could not be read (test)")
 
     monkeypatch.setattr(live_job, "read_partition_here", broken)
@@ -138,4 +141,91 @@ def test_a_cancelled_job_lets_go_of_the_acquisition_at_once(client, tmp_path):
         job.cancel()
         time.sleep(0.5)  # the next frame comes 2 s after the last
         assert not live._consumers and live.frames_available < 8
+    live.close()
+
+
+def binned_reference(frames, mask, binning):
+    """Each frame's product with ``mask`` on the binned data: the bins' sums times the
+    mask's mean over each bin (how the reduced copy previews a mask)."""
+    n, h, w = frames.shape
+    bh, bw = -(-h // binning), -(-w // binning)
+    padded = np.zeros((n, bh * binning, bw * binning))
+    padded[:, :h, :w] = frames
+    sums = padded.reshape(n, bh, binning, bw, binning).sum((2, 4))
+    weights = np.zeros((bh * binning, bw * binning))
+    weights[:h, :w] = mask
+    counts = np.zeros_like(weights)
+    counts[:h, :w] = 1
+    fraction = weights.reshape(bh, binning, bw, binning).sum((1, 3)) / counts.reshape(bh, binning, bw, binning).sum((1, 3))
+    return (sums * fraction).sum((1, 2))
+
+
+@pytest.mark.parametrize("pixel_depth, sig_shape", [("U16", (32, 32)), ("U08", (24, 20))])
+def test_a_mask_changed_mid_scan_previews_the_scan_so_far_from_the_copy(client, tmp_path, pixel_depth, sig_shape):
+    """The first job's thread bins the frames into the copy here as it computes them;
+    the job of a mask changed mid-scan first shows every frame the copy holds, at the
+    binned data's exact values (labelled a preview), then the exact values replace
+    them (never the other way round) and the final image equals numpy."""
+    nav = (16, 16)
+    path, frames = stream(tmp_path, pixel_depth, sig_shape, nav)
+    warmup.warm_up([DEPTHS[pixel_depth][2]])
+    ring = disk(sig_shape, 12, 10, 9) & ~disk(sig_shape, 12, 10, 4)
+    snapshots = []
+    with SimulatorProcess(path, nav_shape=nav, fps=200) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=nav, record=tmp_path / "rec", timeout=20)
+        session = Session(live, client=client)
+        copy = session.reduced_copy
+        assert isinstance(copy, LiveCopy) and copy.spec is not None and copy.spec.scan_step == 1
+        assert "filled as the frames arrive" in copy.status
+        first = session.run(VirtualDetector({"bf": masks.Disk(12, 10, 5)}), SumFrame())
+        t0 = time.perf_counter()
+        while first.frames_done < 96:
+            assert time.perf_counter() - t0 < 30
+            time.sleep(0.005)
+        binned = copy.nbytes // copy.spec.frame_bytes
+        second = session.run(VirtualDetector({"ring": masks.Ring(12, 10, 4, 9)}), supersede=True,
+                             on_partial=lambda p: snapshots.append(p))
+        results = second.result(timeout=60)
+    assert binned >= 96 and copy.nbytes == frames.shape[0] * copy.spec.frame_bytes  # the second job binned the rest
+    preview = snapshots[0]
+    assert preview.preview_source == "reduced" and preview.is_preview
+    shown = preview.filled.ravel() & ~preview.exact.ravel()
+    assert shown.sum() >= binned - 16  # every frame the copy held, bar those the first chunks made exact meanwhile
+    expected = binned_reference(frames, ring, copy.spec.binning)
+    np.testing.assert_allclose(preview.results["vd/ring"].data.ravel()[shown], expected[shown], rtol=1e-5)
+    for earlier, later in zip(snapshots, snapshots[1:]):  # exact values stay exact
+        assert not (earlier.exact & ~later.exact).any()
+        np.testing.assert_array_equal(later.results["vd/ring"].data[earlier.exact], earlier.results["vd/ring"].data[earlier.exact])
+    assert not snapshots[-1].is_preview
+    np.testing.assert_allclose(results["vd/ring"].data, (frames * ring).sum((1, 2)).reshape(nav), rtol=1e-9)
+    session.close()
+    assert copy.nbytes == 0 and not copy.usable
+    live.close()
+
+
+def test_the_live_copy_bins_each_frame_once():
+    """A chunk overlapping binned frames bins only those after them; one inside them
+    none."""
+    from stem_explorer.engine.reduced import ReducedSpec
+
+    copy = LiveCopy(ReducedSpec("test-live-copy", (4, 8), (16, 16), ">u2", 4, 1, 2**20), 2**20)
+    assert not copy.usable and copy.binner(0, 10).start == 0
+    copy.record(0, 10, "here", 100)
+    assert copy.usable
+    assert (copy.binner(5, 20).start, copy.binner(5, 20).stop) == (10, 20)
+    assert copy.binner(2, 8) is None
+    copy.record(10, 20, "here", 100)
+    assert copy.nbytes == 200 and copy.binner(0, 20) is None
+
+
+def test_live_sessions_say_why_they_have_no_copy(client, tmp_path):
+    """With a budget of 0 there is no copy, and the status says why; jobs still run."""
+    path, frames = stream(tmp_path, "U08", (16, 16), (4, 8))
+    warmup.warm_up(["u1"])
+    with SimulatorProcess(path, nav_shape=(4, 8)) as sim:
+        live = merlin("127.0.0.1", **sim.ports, nav_shape=(4, 8), timeout=20)
+        session = Session(live, client=client, reduced_copy_bytes=0)
+        assert session.reduced_copy.spec is None and "budget is 0" in session.reduced_copy.status
+        results = session.run(SumFrame()).result(timeout=60)
+    np.testing.assert_array_equal(results["sum/frame"].data, frames.sum(0))
     live.close()

@@ -51,8 +51,9 @@ from ..io.base import Partition
 from ..io.live import LiveDataSet
 from . import warmup
 from .job import Job
+from .reduced_copy import LiveCopy
 from .runner import submit_tasks
-from .tasks import Plan, PartitionResult, merge_partition, read_partition_here, run_partition
+from .tasks import Plan, PartitionResult, merge_partition, read_partition_here, reduced_preview_here, run_partition
 
 #: Largest chunk when catching up with recorded frames, in bytes of frames.
 CHUNK_BYTES = 64 * 2**20
@@ -95,7 +96,7 @@ class LiveJob(Job):
 
     def __init__(self, client, dataset: LiveDataSet, plan, finalize, *, n_workers: int = 1,
                  partition_bytes: Optional[int] = None, preview_stride=None, on_partial=None, on_progress=None,
-                 after=(), hooks=None):
+                 after=(), hooks=None, reduced: Optional[LiveCopy] = None):
         # set before Job.__init__ starts the thread
         self._wake = threading.Event()
         self._n_workers = max(1, int(n_workers))
@@ -107,8 +108,10 @@ class LiveJob(Job):
         self.frames_at_start = 0
         #: computes chunks in this process (None: the frames are read by tasks only)
         self.here: Optional[ChunksHere] = None
+        #: the acquisition's reduced copy, kept and previewed here (None: none)
+        self.copy = reduced if isinstance(reduced, LiveCopy) and reduced.spec is not None else None
         if dataset.recorded_here and not dataset.source.decodes:
-            self.here = ChunksHere(plan, dataset.dtype, self._wake.set)
+            self.here = ChunksHere(plan, dataset.dtype, self._wake.set, self.copy)
         super().__init__(client, dataset, plan, finalize, n_workers=n_workers, partition_bytes=partition_bytes,
                          preview_stride=1, on_partial=on_partial, on_progress=on_progress, after=after,
                          hooks=hooks)
@@ -147,6 +150,8 @@ class LiveJob(Job):
                     "running during the scan had read them (no recording folder: a spool); start the "
                     "analyses before the scan ends, or record to a folder (merlin(..., record=FOLDER)) to "
                     "explore the scan afterwards")
+            if not self._preview_from_copy(first):
+                return  # cancelled
             self._plan_arg = self._ship_plan(self._plan)
             self._listen()
             self._follow(ds, token, first)
@@ -158,6 +163,30 @@ class LiveJob(Job):
                 self.here.close()
             ds.unregister_consumer(token)
             self._after = []
+
+    def _preview_from_copy(self, first: int) -> bool:
+        """Show the frames from ``first`` on that the acquisition's reduced copy holds,
+        at once, as a preview (``Progress.preview_source == "reduced"``): a mask
+        changed mid-scan shows the whole scan so far in tens of milliseconds, and the
+        exact values replace the preview's as the chunks merge. Frames before
+        ``first`` (a spool let go of them) are not shown: the job never computes them
+        exactly. False when the job was cancelled meanwhile."""
+        plan = self.copy.preview_plan(self._plan) if self.copy is not None else None
+        if plan is None:
+            return True
+        result = reduced_preview_here(self.copy.spec.key, plan)
+        with self._changed:
+            if self._state != "running":
+                return False
+            keep = (result.indices >= first) & ~self._exact[result.indices]
+            if not keep.any():
+                return True
+            merge_partition(self._plan, self._accs, result, keep)
+            self._filled[result.indices[keep]] = True
+            self.preview_source, self.preview_stride = "reduced", self.copy.spec.scan_step
+            deliveries, _final = self._new_version()
+        self._deliver(deliveries, False)
+        return True
 
     def _follow(self, ds: LiveDataSet, token: int, submitted: int) -> None:
         in_flight: dict = {}  # future (a task's, or the thread here's) -> first frame of its chunk
@@ -336,8 +365,8 @@ class ChunksHere:
     _HALF_LIFE_BYTES = 256 * 2**20
     _measured = [_HALF_LIFE_BYTES, _HALF_LIFE_BYTES / FIRST_RATE_GUESS]
 
-    def __init__(self, plan: Plan, dtype, wake):
-        self._plan, self._dtype, self._wake = plan, dtype, wake
+    def __init__(self, plan: Plan, dtype, wake, copy: Optional[LiveCopy] = None):
+        self._plan, self._dtype, self._wake, self._copy = plan, dtype, wake, copy
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="stem-explorer-live-chunks")
         self._future: Optional[Future] = None
         #: frames computed here so far
@@ -375,7 +404,10 @@ class ChunksHere:
         # a machine busy with other processes (or the workers) does not change; when the
         # thread is starved of a core, the workers would compete for the same cores
         t0 = time.thread_time()
-        result = read_partition_here(chunk, self._plan)
+        binner = self._copy.binner(chunk.start, chunk.stop) if self._copy is not None else None
+        result = read_partition_here(chunk, self._plan, binner=binner)
+        if binner is not None:
+            self._copy.record(binner.start, binner.stop, "here", result.reduced_bytes)
         self.frames += chunk.n_frames
         measured, decay = ChunksHere._measured, 0.5 ** (result.bytes_read / ChunksHere._HALF_LIFE_BYTES)
         ChunksHere._measured = [measured[0] * decay + result.bytes_read, measured[1] * decay + time.thread_time() - t0]

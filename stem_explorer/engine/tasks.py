@@ -25,7 +25,7 @@ from ..io.base import Partition
 from .kernels import as_native_2d
 from .monitor import TaskMeter, TaskUsage
 from .ops import Op
-from .reduced import ReducedSpec, binner_for, held_parts
+from .reduced import PartBinner, ReducedSpec, binner_for, held_parts
 from .roi import frames_in, plan_frames, read_blocks
 
 #: Default tile size in bytes of native data. Large tiles amortise what each tile
@@ -152,17 +152,22 @@ def run_partition(
 
 
 def read_partition_here(
-    partition: Partition, plan: Plan, payload: Any = None, frames: Optional[np.ndarray] = None
+    partition: Partition, plan: Plan, payload: Any = None, frames: Optional[np.ndarray] = None,
+    binner: Optional[PartBinner] = None,
 ) -> PartitionResult:
-    """:func:`run_partition` in the client (a click, a small ROI), with BLAS on the
-    calling thread only for the call (the user's process keeps its own settings)."""
+    """:func:`run_partition` in the client (a click, a small ROI, a live job's
+    chunk), with BLAS on the calling thread only for the call (the user's process
+    keeps its own settings). ``binner`` (with no ``frames``): also bin the frames it
+    covers into a part of a reduced copy kept here (a live acquisition's,
+    :class:`~.reduced_copy.LiveCopy`); the result's ``reduced_bytes`` says what was
+    kept."""
     with _threadpools().limit(limits=1, user_api="blas"):
-        return _read_partition(partition, plan, payload, frames)
+        return _read_partition(partition, plan, payload, frames, binner=binner)
 
 
 def _read_partition(
     partition: Partition, plan: Plan, payload: Any, frames: Optional[np.ndarray], meter: Optional[TaskMeter] = None,
-    keep: Optional[ReducedSpec] = None,
+    keep: Optional[ReducedSpec] = None, binner: Optional[PartBinner] = None,
 ) -> PartitionResult:
     t0 = time.perf_counter()
     source = partition.source
@@ -179,7 +184,9 @@ def _read_partition(
         blocks = [(start, stop, [(start, stop)]) for start, stop in partition.tile_ranges(tile_frames)]
     else:
         blocks = read_blocks(frames, partition.stop, source.frame_alignment, tile_frames)
-    binner, reduced_bytes = binner_for(keep if frames is None else None, partition.start, partition.stop)
+    reduced_bytes = None
+    if binner is None:
+        binner, reduced_bytes = binner_for(keep if frames is None else None, partition.start, partition.stop)
     frames_read = 0
     with source.open(payload) as reader:
         if frames is not None:  # scattered blocks: let the reader fetch them together
@@ -309,6 +316,17 @@ def run_reduced_preview(key: str, plan: Plan) -> PartitionResult:
     that do not preview (their partials are None). A worker holding no part (one that
     replaced a lost worker) returns no frames."""
     _pin_threads()
+    return _reduced_preview(key, plan)
+
+
+def reduced_preview_here(key: str, plan: Plan) -> PartitionResult:
+    """:func:`run_reduced_preview` on this process's parts (a live acquisition's
+    copy), with BLAS on the calling thread only for the call."""
+    with _threadpools().limit(limits=1, user_api="blas"):
+        return _reduced_preview(key, plan)
+
+
+def _reduced_preview(key: str, plan: Plan) -> PartitionResult:
     meter = TaskMeter()
     t0 = time.perf_counter()
     parts = held_parts(key)
