@@ -358,8 +358,9 @@ class Session:
         started it."""
         if self._current is not None:
             self._current.cancel()
-        if not self._owns_client or isinstance(self.reduced_copy, LiveCopy):
-            self.reduced_copy.drop(self.client)  # a cluster (or this process) outlives the session: free the copy
+        # the copy's parts here, and on a cluster that outlives the session
+        workers = not self._owns_client and not isinstance(self.reduced_copy, LiveCopy)
+        self.reduced_copy.drop(self.client if workers else None)
         if self._gateway is not None:
             self._gateway.close()  # its client too
             self._gateway = None

@@ -1,7 +1,8 @@
 """The reduced copy in the workers' memory and the previews computed from it: binning
 against numpy, sizing within the budget, and jobs on a real multi-process LocalCluster
 (the preview is the exact product on the binned data, the exact pass replaces it, a
-preview never replaces an exact value, a budget too small falls back to the grid)."""
+preview never replaces an exact value, a budget too small falls back to the grid),
+and a whole copy fetched into this process, where jobs then preview without tasks."""
 
 import os
 import signal
@@ -25,8 +26,11 @@ DTYPES = ["uint16", ">u2", "float32"]
 @pytest.fixture(autouse=True)
 def previews_from_any_copy(monkeypatch):
     """The jobs here pass over their small files in milliseconds, under the time
-    from which a preview from the copy is worth it: previews come from it anyway."""
+    from which a preview from the copy is worth it: previews come from it anyway.
+    They preview by tasks on the workers: no copy is fetched into this process
+    (``HERE_PREVIEW_BYTES``), except where a test says otherwise."""
     monkeypatch.setattr(reduced_copy, "PREVIEW_WORTH_S", 0.0)
+    monkeypatch.setattr(reduced_copy, "HERE_PREVIEW_BYTES", 0)
 
 
 def _data(dtype, nav=(12, 10), sig=(40, 34)):
@@ -337,3 +341,53 @@ def test_the_copy_previews_only_when_the_last_whole_pass_was_slow(client, tmp_pa
     assert all(progress.preview_source != "reduced" for progress in fast)
     assert slow[0].preview_source == "reduced" and slow[0].filled.all() and slow[0].is_preview
     np.testing.assert_allclose(final["vd/mask0"].data, ref.virtual_image(data, disk.rasterize((16, 16))), rtol=1e-6)
+
+
+def _until(condition, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_whole_copy_is_fetched_here_and_previews_without_tasks(client, tmp_path, monkeypatch, dtype):  # noqa: F811
+    """Once whole, the copy comes into this process too; the next mask change's
+    preview is computed here (no preview task), equals the binned product, and the
+    exact pass replaces it. Closing the session frees the parts here."""
+    from stem_explorer.engine.job import Job
+
+    monkeypatch.setattr(reduced_copy, "HERE_PREVIEW_BYTES", 256 * 2**20)
+    monkeypatch.setattr(Job, "_submit_reduced_preview", lambda self: pytest.fail("a preview task went out"))
+    data = _data(dtype)
+    ds = raw_dataset(tmp_path, data)
+    disk = masks.Disk(20, 15, 9)
+    with Session(ds, client=client, partition_bytes=data[0, 0].nbytes * 10, reduced_copy_bytes=100_000) as session:
+        copy = session.reduced_copy
+        assert reduced.held_bytes(copy.spec.key) == 0
+        session.run(SumFrame()).result(timeout=60)
+        _until(lambda: copy.here, "the copy was not fetched here (and its kernels warmed)")
+        assert reduced.held_bytes(copy.spec.key) == copy.nbytes == copy.spec.nbytes
+        snapshots = []
+        final = session.run(VirtualDetector(disk), on_partial=snapshots.append).result(timeout=60)
+        key = copy.spec.key
+    assert reduced.held_bytes(key) == 0  # closed: freed here
+    first = snapshots[0]
+    assert first.preview_source == "reduced" and first.filled.all() and first.is_preview
+    preview_vd = np.einsum("yxij,ij->yx", ref.binned(data, 3), ref.binned_mask(disk.rasterize((40, 34)), 3))
+    np.testing.assert_allclose(first.results["vd/mask0"].data[~first.exact], preview_vd[~first.exact], rtol=1e-5)
+    np.testing.assert_allclose(final["vd/mask0"].data, ref.virtual_image(data, disk.rasterize((40, 34))), rtol=1e-6)
+    assert snapshots[-1].exact.all() and not snapshots[-1].is_preview
+
+
+def test_a_copy_larger_than_a_preview_here_stays_on_the_workers(client, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(reduced_copy, "HERE_PREVIEW_BYTES", 1000)
+    data = _data("uint16")
+    ds = raw_dataset(tmp_path, data)
+    with Session(ds, client=client, partition_bytes=data[0, 0].nbytes * 10, reduced_copy_bytes=100_000) as session:
+        copy = session.reduced_copy
+        session.run(SumFrame()).result(timeout=60)
+        snapshots = []
+        session.run(VirtualDetector(masks.Disk(20, 15, 9)), on_partial=snapshots.append).result(timeout=60)
+        assert copy.nbytes > 1000 and not copy.here and reduced.held_bytes(copy.spec.key) == 0
+    assert snapshots[0].preview_source == "reduced" and snapshots[0].filled.all()

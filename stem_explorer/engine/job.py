@@ -61,6 +61,7 @@ from .tasks import (
     empty_accumulators,
     merge_partition,
     read_partition_here,
+    reduced_preview_here,
     run_partition,
     run_preview,
     run_reduced_preview,
@@ -527,6 +528,15 @@ class Job:
             self._futures = self._submit_reduced_preview()
         return True
 
+    def _preview_copy_here(self) -> bool:
+        """The preview from the reduced copy's parts in this process (fetched once
+        whole): a few milliseconds where the tasks' round trip took about a hundred.
+        It covers the field, so there is no grid preview. False when the job was
+        cancelled first."""
+        self.preview_in_client = False
+        self._preview_left = 1
+        return self._merge(reduced_preview_here(self._reduced.spec.key, self._reduced_plan))
+
     def _reduced_preview_plan(self, stride: Optional[int]) -> Optional[Plan]:
         """The job's ops on the reduced copy, when it previews from it: the session has
         a usable copy, the job would have a preview (the grid's conditions, whatever
@@ -726,7 +736,8 @@ class Job:
                     if not self._merge(result):
                         return
                 return
-            if self._reduced_plan is not None and not self._submit_copy_preview():
+            if self._reduced_plan is not None and not (
+                    self._preview_copy_here() if self._reduced.here else self._submit_copy_preview()):
                 return
             first = self._preview_here() if self.preview_in_client else None
             if first is None and self.preview_in_client and self._futures:  # the copy's came first
@@ -811,6 +822,7 @@ class Job:
                 self._count(result)
                 if result.index in self._keeping:
                     self._reduced.record(result.start, result.stop, result.host, result.reduced_bytes)
+                    self._reduced.fetch_when_whole(self._client)
             if result is not None:
                 self._account(result)
             if self._done == len(self._partitions):

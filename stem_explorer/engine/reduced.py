@@ -282,6 +282,18 @@ def binner_for(spec: Optional[ReducedSpec], start: int, stop: int) -> tuple:
     return (None, held) if held is not None else (PartBinner(spec, start, stop), None)
 
 
+def parts_held(key: str) -> list:
+    """``(start, stop, frame indices, bin sums)`` of this process's parts of the copy
+    ``key`` (run on every worker when the client fetches the copy)."""
+    with _store.lock:
+        return [(a, b, *part) for (k, a, b), part in _store.parts.items() if k == key]
+
+
+def keep_part(spec: ReducedSpec, start: int, stop: int, indices: np.ndarray, data: np.ndarray) -> Optional[int]:
+    """Keep a fetched part in this process (:meth:`_Store.keep`); its bytes, or None."""
+    return _store.keep(spec, start, stop, indices, data)
+
+
 def held_parts(key: str) -> list:
     """``(frame indices, bin sums)`` of this process's parts of the copy ``key``."""
     return _store.parts_of(key)
