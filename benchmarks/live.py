@@ -196,7 +196,11 @@ def _acquire(session_client, path: Path, scan, args, *, fps=None, change_at=None
                 merged.add(_merged_upto(p))  # the frames after the first job's: their latency
                 filled = p.filled.ravel()[math.prod(p.filled.shape) - p.n_frames : at]
                 shown.add(at if filled.all() else 0)  # every frame so far on screen (a preview or exact)
+                if "first_snapshot_s" not in mask_change:  # the preview: what it showed, how soon
+                    mask_change.update(first_snapshot_s=time.perf_counter() - t_run, first_shown=int(filled.sum()))
 
+            # how far the first job had got: a preview shows what its thread had binned
+            mask_change["first_job_merged"] = merged.counts[-1] if merged.counts else 0
             t_run = time.perf_counter()
             job = session.run(VirtualDetector({"adf": masks.Ring(256, 256, 80, 200)}), SumFrame(), supersede=True,
                               on_progress=follow_second)
@@ -318,7 +322,7 @@ def table(records: list[dict]) -> str:
         f"median, mask change <= {TARGET_MASK_CHANGE_S * 1e3:.0f} ms",
         "",
         "| acquisition | frames | GiB | receive GB/s | end-to-end GB/s | lost | sender stalled s | ring peak MiB "
-        "| latency median / p90 ms | mask change: all shown / exact ms (frames) | = numpy | target met | frames computed here "
+        "| latency median / p90 ms | mask change: all shown / exact ms (frames so far; the new job's first snapshot) | = numpy | target met | frames computed here "
         "| CPU s/GB: this process (receiver, client, scheduler, job's thread), workers, simulator "
         "| cores for 1.5 GB/s without the simulator |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -326,8 +330,9 @@ def table(records: list[dict]) -> str:
     for r in (r for r in records if r.get("kind") == "live"):
         change, cpu = r["mask_change"], r["cpu_s_per_gb"]
         change_text = "-" if not change else (
-            f"{change['shown_seconds'] * 1e3:.0f}{' preview' if change['preview'] else ''} / "
-            f"{change['seconds'] * 1e3:.0f} exact ({change['frames_covered']})")
+            f"{change['shown_seconds'] * 1e3:.0f} / {change['seconds'] * 1e3:.0f} ({change['frames_covered']}; "
+            f"first snapshot {change['first_snapshot_s'] * 1e3:.0f} ms{' preview' if change['preview'] else ''} "
+            f"showing {change['first_shown']}, the first job had merged {change['first_job_merged']})")
         if change and r["first_frame"]:  # a spool had let go of the frames before it
             change_text += f", from frame {r['first_frame']}"
         latency = "-" if r["latency_median_s"] is None else f"{r['latency_median_s'] * 1e3:.0f} / {r['latency_p90_s'] * 1e3:.0f}"

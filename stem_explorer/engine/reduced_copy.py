@@ -67,19 +67,27 @@ PREVIEW_BYTES_PER_WORKER = 32 * 2**20
 #: 16 binned, whose preview of a virtual detector took 49 ms on the 2-core machine under
 #: load (64 MiB: 11 ms).
 HERE_PREVIEW_BYTES = 256 * 2**20
+#: A live acquisition's copy has at most this many bins along the detector's longer
+#: side: the thread computing the frames bins them while they arrive, and fine bins
+#: cost it more (512 x 512 12-bit frames, per CPU second: 2 x 2 bins about 1.5 GB/s,
+#: which doubled the receiving process's CPU per GB at full speed; 8 x 8, 11 GB/s;
+#: 16 x 16, 16 GB/s), where a mask change's preview needs no more.
+LIVE_BINNED_SIDE = 64
 
 
 def plan_copy(nav_shape, sig_shape, dtype, budget: int, n_workers: int,
-              worker_preview_bytes: int = PREVIEW_BYTES_PER_WORKER) -> tuple:
+              worker_preview_bytes: int = PREVIEW_BYTES_PER_WORKER, finest: int = 2) -> tuple:
     """``(spec, reason)``: the finest :class:`~.reduced.ReducedSpec` within ``budget``
-    bytes and ``worker_preview_bytes`` per worker (module notes), or None and why not."""
+    bytes and ``worker_preview_bytes`` per worker (module notes), binned ``finest`` x
+    ``finest`` at least, or None and why not."""
     if budget <= 0:
         return None, "the reduced copy is off (its memory budget is 0)"
     if len(sig_shape) != 2:
         return None, "no reduced copy: the detector is not 2-D"
     coarsest = max(2, min(sig_shape) // MIN_BINNED_SIDE)
+    finest = min(max(2, finest), coarsest)
     steps = range(1, MAX_SCAN_STEP + 1) if len(nav_shape) in (1, 2) else (1,)
-    candidates = [(1, b) for b in range(2, coarsest + 1)] + [(s, coarsest) for s in steps if s > 1]
+    candidates = [(1, b) for b in range(finest, coarsest + 1)] + [(s, coarsest) for s in steps if s > 1]
     key = uuid.uuid4().hex
     limit = min(budget, n_workers * worker_preview_bytes)
     smallest = None
@@ -286,8 +294,9 @@ class ReducedCopy:
 def plan_live_copy(nav_shape, sig_shape, dtype, budget: int) -> "LiveCopy":
     """The reduced copy of a live acquisition recorded in this process: the finest
     binning within ``budget`` and :data:`HERE_PREVIEW_BYTES` (:func:`plan_copy`, one
-    thread previewing)."""
-    spec, reason = plan_copy(nav_shape, sig_shape, np.dtype(dtype), budget, 1, HERE_PREVIEW_BYTES)
+    thread previewing) of at most :data:`LIVE_BINNED_SIDE` bins a side."""
+    finest = math.ceil(max(sig_shape) / LIVE_BINNED_SIDE) if len(sig_shape) == 2 else 2
+    spec, reason = plan_copy(nav_shape, sig_shape, np.dtype(dtype), budget, 1, HERE_PREVIEW_BYTES, finest)
     return LiveCopy(spec, budget, reason)
 
 
