@@ -161,17 +161,19 @@ def binned_reference(frames, mask, binning):
 
 
 @pytest.mark.parametrize("pixel_depth, sig_shape", [("U16", (32, 32)), ("U08", (24, 20))])
-def test_a_mask_changed_mid_scan_previews_the_scan_so_far_from_the_copy(client, tmp_path, pixel_depth, sig_shape):
+def test_a_mask_changed_mid_scan_previews_the_scan_so_far_from_the_copy(client, tmp_path, monkeypatch, pixel_depth,
+                                                                        sig_shape):
     """The first job's thread bins the frames into the copy here as it computes them;
-    the job of a mask changed mid-scan first shows every frame the copy holds, at the
+    the job of a mask changed mid-scan bins those recorded since its last chunk, then
+    first shows every frame recorded so far, at the
     binned data's exact values (labelled a preview), then the exact values replace
     them (never the other way round) and the final image equals numpy."""
-    nav = (16, 16)
+    nav = (16, 24)
     path, frames = stream(tmp_path, pixel_depth, sig_shape, nav)
     warmup.warm_up([DEPTHS[pixel_depth][2]])
     ring = disk(sig_shape, 12, 10, 9) & ~disk(sig_shape, 12, 10, 4)
     snapshots = []
-    with SimulatorProcess(path, nav_shape=nav, fps=200) as sim:
+    with SimulatorProcess(path, nav_shape=nav, fps=100) as sim:
         live = merlin("127.0.0.1", **sim.ports, nav_shape=nav, record=tmp_path / "rec", timeout=20)
         session = Session(live, client=client)
         copy = session.reduced_copy
@@ -182,15 +184,22 @@ def test_a_mask_changed_mid_scan_previews_the_scan_so_far_from_the_copy(client, 
         while first.frames_done < 96:
             assert time.perf_counter() - t0 < 30
             time.sleep(0.005)
-        binned = copy.nbytes // copy.spec.frame_bytes
+        delay = live_job.HERE_DELAY_S
+        monkeypatch.setattr(live_job, "HERE_DELAY_S", 60.0)  # the first job falls behind: frames not binned yet
+        while live.frames_available < first.frames_done + 24:
+            assert time.perf_counter() - t0 < 30
+            time.sleep(0.005)
+        binned, at = copy.nbytes // copy.spec.frame_bytes, live.frames_available
         second = session.run(VirtualDetector({"ring": masks.Ring(12, 10, 4, 9)}), supersede=True,
                              on_partial=lambda p: snapshots.append(p))
+        monkeypatch.setattr(live_job, "HERE_DELAY_S", delay)
         results = second.result(timeout=60)
-    assert binned >= 96 and copy.nbytes == frames.shape[0] * copy.spec.frame_bytes  # the second job binned the rest
+    assert 96 <= binned < at - 16 and copy.nbytes == frames.shape[0] * copy.spec.frame_bytes  # the second job binned the rest
     preview = snapshots[0]
     assert preview.preview_source == "reduced" and preview.is_preview
     shown = preview.filled.ravel() & ~preview.exact.ravel()
-    assert shown.sum() >= binned - 16  # every frame the copy held, bar those the first chunks made exact meanwhile
+    # every frame recorded so far: those the copy held, and those binned as the job started
+    assert preview.filled.ravel()[:at].all() and shown.sum() >= binned - 16  # (bar any made exact meanwhile)
     expected = binned_reference(frames, ring, copy.spec.binning)
     np.testing.assert_allclose(preview.results["vd/ring"].data.ravel()[shown], expected[shown], rtol=1e-5)
     for earlier, later in zip(snapshots, snapshots[1:]):  # exact values stay exact

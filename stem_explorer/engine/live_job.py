@@ -68,6 +68,10 @@ MAX_DELAY_S = 0.02
 #: work (the ops' states, the merge, a snapshot), so at hundreds of frames a second a
 #: chunk per frame cost more than the frames.
 HERE_DELAY_S = 0.01
+#: A job started mid-scan bins the frames recorded but not binned yet into the
+#: acquisition's reduced copy before previewing from it, when they are at most this
+#: many bytes (binning runs at 10-16 GB per CPU second: a few ms).
+TOP_UP_BYTES = 256 * 2**20
 #: Tasks in flight per worker.
 IN_FLIGHT_PER_WORKER = 2
 #: Seconds between checks of the job's state when nothing happens.
@@ -171,7 +175,10 @@ class LiveJob(Job):
         exact values replace the preview's as the chunks merge. Frames before
         ``first`` (a spool let go of them) are not shown: the job never computes them
         exactly. False when the job was cancelled meanwhile."""
-        plan = self.copy.preview_plan(self._plan) if self.copy is not None else None
+        if self.copy is None or self.here is None or not self.here.warm():
+            return True
+        self._top_up_copy(first)
+        plan = self.copy.preview_plan(self._plan)
         if plan is None:
             return True
         result = reduced_preview_here(self.copy.spec.key, plan)
@@ -187,6 +194,22 @@ class LiveJob(Job):
             deliveries, _final = self._new_version()
         self._deliver(deliveries, False)
         return True
+
+    def _top_up_copy(self, first: int) -> None:
+        """Bin the frames recorded but not binned yet (those that arrived after the
+        previous job's last chunk) into the copy, when they are at most
+        :data:`TOP_UP_BYTES`: the preview then shows the whole scan so far, where they
+        would have waited for the exact pass to reach them."""
+        ds, copy = self._dataset, self.copy
+        stop = ds.frames_available
+        binner = copy.binner(first, stop)
+        if binner is None or (stop - binner.start) * ds.frame_bytes > TOP_UP_BYTES:
+            return
+        no_ops, pos = Plan((), self._plan.tile_bytes), binner.start
+        while pos < stop:  # piece by piece: a recording may hold them in several
+            piece = ds.chunk(-1, pos, stop)
+            _read_binning(piece, no_ops, copy)
+            pos = piece.stop
 
     def _follow(self, ds: LiveDataSet, token: int, submitted: int) -> None:
         in_flight: dict = {}  # future (a task's, or the thread here's) -> first frame of its chunk
@@ -347,6 +370,18 @@ class LiveJob(Job):
         self._release()
 
 
+def _read_binning(chunk: Partition, plan: Plan, copy: LiveCopy) -> PartitionResult:
+    """:func:`~.tasks.read_partition_here`, binning the frames of ``chunk`` that
+    ``copy`` lacks into it; one range at a time (a superseded job's thread may still
+    be binning its last chunk)."""
+    with copy.binning:
+        binner = copy.binner(chunk.start, chunk.stop)
+        result = read_partition_here(chunk, plan, binner=binner)
+        if binner is not None:
+            copy.record(binner.start, binner.stop, "here", result.reduced_bytes)
+    return result
+
+
 class ChunksHere:
     """The thread computing a live job's chunks in this process, one at a time
     (:func:`~.tasks.read_partition_here`: its kernels, BLAS on one thread), and how
@@ -404,10 +439,10 @@ class ChunksHere:
         # a machine busy with other processes (or the workers) does not change; when the
         # thread is starved of a core, the workers would compete for the same cores
         t0 = time.thread_time()
-        binner = self._copy.binner(chunk.start, chunk.stop) if self._copy is not None else None
-        result = read_partition_here(chunk, self._plan, binner=binner)
-        if binner is not None:
-            self._copy.record(binner.start, binner.stop, "here", result.reduced_bytes)
+        if self._copy is None:
+            result = read_partition_here(chunk, self._plan)
+        else:
+            result = _read_binning(chunk, self._plan, self._copy)
         self.frames += chunk.n_frames
         measured, decay = ChunksHere._measured, 0.5 ** (result.bytes_read / ChunksHere._HALF_LIFE_BYTES)
         ChunksHere._measured = [measured[0] * decay + result.bytes_read, measured[1] * decay + time.thread_time() - t0]

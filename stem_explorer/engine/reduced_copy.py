@@ -310,6 +310,11 @@ class LiveCopy(ReducedCopy):
     previews the frames it holds.
     """
 
+    def __init__(self, spec: Optional[ReducedSpec], budget: int, reason: str = ""):
+        super().__init__(spec, budget, reason)
+        #: held while a range of frames is binned into the copy (one at a time)
+        self.binning = threading.Lock()
+
     @property
     def usable(self) -> bool:
         with self._lock:
