@@ -391,3 +391,24 @@ def test_a_copy_larger_than_a_preview_here_stays_on_the_workers(client, tmp_path
         session.run(VirtualDetector(masks.Disk(20, 15, 9)), on_partial=snapshots.append).result(timeout=60)
         assert copy.nbytes > 1000 and not copy.here and reduced.held_bytes(copy.spec.key) == 0
     assert snapshots[0].preview_source == "reduced" and snapshots[0].filled.all()
+
+
+def test_a_fetched_copy_pushed_out_here_previews_by_tasks_again(client, tmp_path, monkeypatch):  # noqa: F811
+    """Another copy kept here later may push the fetched parts out (this process
+    keeps HERE_PREVIEW_BYTES in all): jobs then preview from the workers' parts."""
+    monkeypatch.setattr(reduced_copy, "HERE_PREVIEW_BYTES", 256 * 2**20)
+    data = _data("uint16")
+    ds = raw_dataset(tmp_path, data)
+    with Session(ds, client=client, partition_bytes=data[0, 0].nbytes * 10, reduced_copy_bytes=100_000) as session:
+        copy = session.reduced_copy
+        session.run(SumFrame()).result(timeout=60)
+        _until(lambda: copy.here, "the copy was not fetched here")
+        big = reduced.ReducedSpec("test-another-copy", (1,), (16, 16), "uint16", 2, 1, 256 * 2**20)
+        reduced.keep_part(big, 0, 1, np.zeros(1, np.int64), np.zeros((1, 256 * 2**20 // 4 - 100), np.float32))
+        try:
+            assert not copy.here and reduced.held_bytes(copy.spec.key) < copy.nbytes
+            snapshots = []
+            session.run(VirtualDetector(masks.Disk(20, 15, 9)), on_partial=snapshots.append).result(timeout=60)
+        finally:
+            reduced.drop_copy("test-another-copy")
+    assert snapshots[0].preview_source == "reduced" and snapshots[0].filled.all()

@@ -43,7 +43,7 @@ from typing import Optional
 import numpy as np
 
 from . import warmup
-from .reduced import PartBinner, ReducedSpec, drop_copy, keep_part, parts_held, reduced_op
+from .reduced import PartBinner, ReducedSpec, drop_copy, held_bytes, keep_part, parts_held, reduced_op
 from .tasks import Plan
 
 #: Default budget: this fraction of the workers' memory (their dask memory limits).
@@ -186,11 +186,12 @@ class ReducedCopy:
 
     @property
     def here(self) -> bool:
-        """Whether jobs preview from this process's parts: fetched whole, and the
+        """Whether jobs preview from this process's parts: fetched whole and all still
+        held (another session's copy fetched later may have pushed them out), and the
         kernels warm for the copy's dtype (a cold process compiles for a second)."""
         with self._lock:
             fetched = self._fetched
-        return fetched and warmup.is_warm(self.spec.copy_dtype)
+        return fetched and held_bytes(self.spec.key) == self.spec.nbytes and warmup.is_warm(self.spec.copy_dtype)
 
     def fetch_when_whole(self, client) -> None:
         """Once the copy is whole and at most :data:`HERE_PREVIEW_BYTES`, fetch every
