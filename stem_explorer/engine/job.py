@@ -822,7 +822,6 @@ class Job:
                 self._count(result)
                 if result.index in self._keeping:
                     self._reduced.record(result.start, result.stop, result.host, result.reduced_bytes)
-                    self._reduced.fetch_when_whole(self._client)
             if result is not None:
                 self._account(result)
             if self._done == len(self._partitions):
@@ -830,6 +829,7 @@ class Job:
                 self._t_end = time.perf_counter()
                 if self._reduced is not None:  # a whole pass (no ROI): how long the next takes
                     self._reduced.record_pass(self._t_end - self._t0)
+                    self._reduced.fetch_when_whole(self._client)
             elif self._preview_left > 0 and self._grid is None and not self._preview_overdue():
                 return True  # the first snapshot shows the whole preview at once
             deliveries, finished = self._new_version()

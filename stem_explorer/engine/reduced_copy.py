@@ -194,12 +194,15 @@ class ReducedCopy:
         return fetched and held_bytes(self.spec.key) == self.spec.nbytes and warmup.is_warm(self.spec.copy_dtype)
 
     def fetch_when_whole(self, client) -> None:
-        """Once the copy is whole and at most :data:`HERE_PREVIEW_BYTES`, fetch every
-        part into this process in a daemon thread (once), and warm the kernels of its
-        dtype here; a fetch that fails (a worker gone) leaves the previews to tasks."""
+        """Once the copy is whole, at most :data:`HERE_PREVIEW_BYTES` and worth
+        previewing from (the last whole pass took :data:`PREVIEW_WORTH_S` or more),
+        fetch every part into this process in a daemon thread (once), and warm the
+        kernels of its dtype here; a fetch that fails (a worker gone) leaves the
+        previews to tasks."""
         with self._lock:
             if (self.spec is None or not self._whole or self._fetched or self._fetching
-                    or self.spec.nbytes > HERE_PREVIEW_BYTES):
+                    or self.spec.nbytes > HERE_PREVIEW_BYTES or self._pass_s is None
+                    or self._pass_s < PREVIEW_WORTH_S):
                 return
             self._fetching = True
         threading.Thread(target=self._fetch, args=(client,), name="stem-explorer-fetch-copy", daemon=True).start()
