@@ -121,6 +121,16 @@ def test_warm_up_marks_the_dtypes_it_warmed():
     assert warmup.is_warm("uint8") and warmup.is_warm(np.uint8) and warmup.wait_warm("uint8")
 
 
+def test_warm_up_compiles_the_kernels_that_swap_big_endian_pixels():
+    """A plan whose ops all read big-endian uint16 as stored (a virtual detector and
+    the sum frame: a live Merlin job's) runs kernels of their own; the warm-up runs
+    them too, so the first live chunk does not wait for numba."""
+    from stem_explorer.engine import kernels
+
+    warmup.warm_up([">u2"])
+    assert kernels.accumulate_sum_u32_swapped.signatures
+
+
 def test_a_session_over_large_cheaply_read_data_warms_this_process_after_a_job(client, tmp_path, monkeypatch):  # noqa: F811
     started = []
     monkeypatch.setattr(warmup, "warm_up_in_background", lambda dtypes, partitions: started.append((list(dtypes), partitions)))

@@ -389,6 +389,23 @@ def accumulate_sum_u32(frames, scratch):
 
 
 @numba.jit(**_JIT)
+def accumulate_sum_u32_swapped(frames, scratch):
+    """:func:`accumulate_sum_u32` of big-endian uint16 frames viewed as native: each
+    pixel's bytes swapped as it is read (no swapped copy of the tile first)."""
+    whole = frames.shape[0] - frames.shape[0] % 4
+    for f in range(0, whole, 4):
+        a, b, c, d = frames[f], frames[f + 1], frames[f + 2], frames[f + 3]
+        for p in range(scratch.shape[0]):
+            pair = np.uint32(np.uint32(_bswap16(a[p])) + np.uint32(_bswap16(b[p])))
+            rest = np.uint32(np.uint32(_bswap16(c[p])) + np.uint32(_bswap16(d[p])))
+            scratch[p] = np.uint32(scratch[p] + np.uint32(pair + rest))
+    for f in range(whole, frames.shape[0]):
+        frame = frames[f]
+        for p in range(scratch.shape[0]):
+            scratch[p] = np.uint32(scratch[p] + np.uint32(_bswap16(frame[p])))
+
+
+@numba.jit(**_JIT)
 def accumulate_moments_u32(frames, sums, squares):
     """Per pixel, ``sums += x`` (uint32) and ``squares += x**2`` (uint64), exactly,
     four frames a pass.

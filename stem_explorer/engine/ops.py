@@ -476,6 +476,9 @@ class FrameSum(Op):
 
     Unsigned data of at most 16 bits is summed into a uint32 row across tiles and
     flushed into the float64 total every ``2**16`` frames (before it could wrap).
+    Big-endian uint16 tiles (Merlin's 12-bit counts) are read as stored, each pixel
+    swapped in the kernel: the whole-tile swap before cost a live job's thread about a
+    third of its time.
     """
 
     _NARROW_BLOCK = 2**16
@@ -484,21 +487,26 @@ class FrameSum(Op):
     def key(self):
         return ("frame_sum",)
 
+    def reads_stored_order(self, dtype) -> bool:
+        return kernels.swaps_in_kernel(dtype)
+
     def start(self, start, stop, n_pixels, dtype):
         narrow = kernels.fits_u32(dtype, self._NARROW_BLOCK)
         return {"total": np.zeros(n_pixels), "block": np.zeros(n_pixels, np.uint32) if narrow else None, "n": 0}
 
     def feed(self, state, start, frames):
-        frames = kernels.kernel_input(frames)
+        swap = not frames.dtype.isnative  # big-endian uint16 as stored (reads_stored_order)
+        frames = kernels.kernel_input(frames.view(frames.dtype.newbyteorder("=")) if swap else frames)
         block = state["block"]
         if block is None:
             kernels.accumulate_sum(frames, state["total"])
             return
+        accumulate = kernels.accumulate_sum_u32_swapped if swap else kernels.accumulate_sum_u32
         for lo in range(0, frames.shape[0], self._NARROW_BLOCK):
             part = frames[lo : lo + self._NARROW_BLOCK]
             if state["n"] + part.shape[0] > self._NARROW_BLOCK:
                 self._flush(state)
-            kernels.accumulate_sum_u32(part, block)
+            accumulate(part, block)
             state["n"] += part.shape[0]
 
     @staticmethod

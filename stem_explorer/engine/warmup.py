@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse
 
+from . import kernels
 from .ops import CenterOfMassMoments, FrameMoments, FrameSum, MaskProduct
 from .reduced import bin_frames, sum_dtype
 from .tasks import DEFAULT_TILE_BYTES, Plan
@@ -92,6 +93,9 @@ def warm_up(dtypes=WARM_DTYPES, partitions: bool = True) -> None:
         block = MemoryBlock(0, data.reshape(16, 8, 8))
         if partitions:
             run_local(parts, plan, [block] * len(parts))
+            if kernels.swaps_in_kernel(dtype):  # a plan of ops that read tiles as stored: their swapping kernels
+                stored = Plan(tuple(op for op in plan.ops if op.reads_stored_order(dtype)), plan.tile_bytes)
+                run_local(parts, stored, [block] * len(parts))
             # a full pass keeps the reduced copy too: 2 x 2 bins, the commonest
             bin_frames(data.reshape(16, 64), (8, 8), 2, np.empty((16, 16), sum_dtype(dtype, 4)))
         compute_preview([(parts[0], block, np.array([0, 5]))], plan)
