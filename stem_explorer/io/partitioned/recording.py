@@ -211,9 +211,13 @@ class Recording(RawPartitionWriter):
         return RawPartitionSource(self.dest, parts, n_frames=self.n_frames, sig_shape=self.sig_shape, dtype=self.dtype)
 
     def piece_end(self, start: int, stop: int) -> int:
-        """Where one source of :meth:`source` from ``start`` can end: ``stop`` (a
-        source spans partition files)."""
-        return stop
+        """Where one source of :meth:`source` from ``start`` ends: ``stop``, or the end
+        of the partition file holding ``start``. A source can span files, but reading
+        across two copies the frames into a buffer, where frames of one file are a view
+        of its mapping (a live job's chunks cut there: the copy had cost its thread
+        about a third of its time)."""
+        per = self.frames_per_file
+        return min(stop, (start // per + 1) * per)
 
     def release_before(self, frame: int) -> None:
         """In a spool, delete the complete parts holding only frames before ``frame``."""
