@@ -70,9 +70,10 @@ HERE_PREVIEW_BYTES = 256 * 2**20
 #: A live acquisition's copy has at most this many bins along the detector's longer
 #: side: the thread computing the frames bins them while they arrive, and fine bins
 #: cost it more (512 x 512 12-bit frames, per CPU second: 2 x 2 bins about 1.5 GB/s,
-#: which doubled the receiving process's CPU per GB at full speed; 8 x 8, 11 GB/s;
-#: 16 x 16, 16 GB/s), where a mask change's preview needs no more.
-LIVE_BINNED_SIDE = 64
+#: which doubled the receiving process's CPU per GB at full speed; 8 x 8, 11 GB/s, as
+#: much as the sum frame; 16 x 16, 16 GB/s), where a mask change's preview needs no
+#: more.
+LIVE_BINNED_SIDE = 32
 
 
 def plan_copy(nav_shape, sig_shape, dtype, budget: int, n_workers: int,
